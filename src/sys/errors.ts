@@ -1,0 +1,40 @@
+/** Failures of libc calls, named after the call and carrying errno (as Node's ErrnoException does). */
+import { getSystemErrorName } from 'node:util';
+import { errno as liveErrno, raw } from './libc.js';
+
+/** `call: EBADF: bad file descriptor`. `call` may be more precise than the syscall, e.g. `VHOST_SET_VRING_NUM (ring 1)`. */
+export class SysError extends Error {
+  /** The errno name, e.g. `EBADF` (the shape of Node's ErrnoException.code). */
+  readonly code: string;
+  /** The strerror text, lower-cased first letter, e.g. `bad file descriptor`. */
+  readonly text: string;
+  constructor(readonly call: string, readonly errno: number) {
+    const code = errnoName(errno);
+    const s = raw.strerror(errno) ?? `errno ${errno}`;
+    const text = s.charAt(0).toLowerCase() + s.slice(1);
+    super(`${call}: ${code}: ${text}`);
+    this.name = 'SysError';
+    this.code = code;
+    this.text = text;
+  }
+}
+
+/** `EBADF` for 9; libuv knows the Linux names. */
+export function errnoName(errno: number): string {
+  const n = getSystemErrorName(-errno);
+  return n.startsWith('Unknown') ? `E${errno}` : n;
+}
+
+/**
+ * Throw a SysError if `ret` is -1. errno is read here, immediately after the call returned, before
+ * any other JS can run a syscall that would overwrite it.
+ */
+export function check(ret: number, call: string): number {
+  if (ret === -1) throw new SysError(call, liveErrno());
+  return ret;
+}
+
+/** The current errno as a SysError (for callers that inspect errno before deciding to throw). */
+export function lastError(call: string): SysError {
+  return new SysError(call, liveErrno());
+}
