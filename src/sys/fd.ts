@@ -104,6 +104,9 @@ export interface Stat {
   mode: number;
   /** File type: the S_IFMT bits of st_mode. */
   type: 'file' | 'socket' | 'char' | 'fifo' | 'other';
+  /** st_dev and st_ino: two fds with equal (dev, ino) refer to the same file (e.g. the same memfd). */
+  dev: bigint;
+  ino: bigint;
 }
 
 /**
@@ -119,7 +122,7 @@ export function fstat(fd: number): Stat {
   const mode = b.readUInt32LE(STAT.mode);
   const fmt = mode & C.S_IFMT;
   const type = fmt === C.S_IFREG ? 'file' : fmt === C.S_IFSOCK ? 'socket' : fmt === C.S_IFCHR ? 'char' : fmt === C.S_IFIFO ? 'fifo' : 'other';
-  return { size: b.readBigInt64LE(STAT.stSize), mode, type };
+  return { size: b.readBigInt64LE(STAT.stSize), mode, type, dev: b.readBigUInt64LE(0), ino: b.readBigUInt64LE(8) };
 }
 
 /** unlink(2); false if the path did not exist. */

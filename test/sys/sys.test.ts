@@ -62,6 +62,12 @@ describe('sys: fds, eventfd, memfd, mmap', () => {
       const st = sys.fstat(fd);
       expect(st.size).to.equal(3n * 4096n);
       expect(st.type).to.equal('file');
+      const d = sys.dup(fd);
+      expect([sys.fstat(d).dev, sys.fstat(d).ino]).to.deep.equal([st.dev, st.ino]);
+      sys.close(d);
+      const other = sys.memfdCreate('vb-other');
+      expect(sys.fstat(other).ino).to.not.equal(st.ino);
+      sys.close(other);
       const addr = sys.mmapShared(fd, 3 * 4096);
       const view = sys.memoryView(addr, 3 * 4096);
       view.write('guest bytes', 0, 'latin1');
