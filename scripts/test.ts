@@ -1,0 +1,90 @@
+/**
+ * `npm test`: the unit tests on this machine, then the whole lab suite inside ONE L2 boot
+ * (scripts/lab/run), then one line `N passed, N failed` over both.
+ *
+ * With CI=true a lab test that cannot run is a failure: a lab that cannot be set up or booted
+ * counts as one failure, and a pending (skipped) test counts as a failure.
+ * VB_SKIP_LAB=1 runs the unit tests only (refused when CI=true).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const repo = resolve(import.meta.dirname, '..', '..');
+const ci = process.env.CI === 'true';
+const reporter = 'dist/test/summary-reporter.js';
+const mocha = 'node_modules/.bin/mocha';
+
+interface Counts { passed: number; failed: number; pending: number; failures: string[]; pendingTitles: string[] }
+const total: Counts = { passed: 0, failed: 0, pending: 0, failures: [], pendingTitles: [] };
+
+function add(phase: string, c: Counts): void {
+  total.passed += c.passed;
+  total.failed += c.failed;
+  total.pending += c.pending;
+  total.failures.push(...c.failures.map((f) => `[${phase}] ${f}`));
+  total.pendingTitles.push(...c.pendingTitles.map((f) => `[${phase}] ${f}`));
+}
+
+function fail(phase: string, why: string): void {
+  console.log(`\n[${phase}] FAILED: ${why}`);
+  add(phase, { passed: 0, failed: 1, pending: 0, failures: [why], pendingTitles: [] });
+}
+
+function readCounts(file: string): Counts | null {
+  try { return JSON.parse(readFileSync(file, 'utf8')) as Counts; } catch { return null; }
+}
+
+const t0 = Date.now();
+const work = mkdtempSync(join(tmpdir(), 'vb-test-'));
+
+// 1. Unit tests, here.
+console.log('== unit tests (this machine)');
+const unitSummary = join(work, 'unit.json');
+const unit = spawnSync(mocha, ['--reporter', reporter], {
+  cwd: repo, stdio: 'inherit', env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
+});
+const u = readCounts(unitSummary);
+if (u) add('unit', u); else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
+
+// 2. Lab tests, in one L2 boot.
+if (process.env.VB_SKIP_LAB === '1' && !ci) {
+  console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
+} else {
+  console.log('\n== lab: setting up (idempotent)');
+  const setup = spawnSync('scripts/lab/setup', [], { cwd: repo, stdio: 'inherit' });
+  if (setup.status !== 0) {
+    fail('lab', `scripts/lab/setup exited ${setup.status ?? setup.signal}: the lab suite could not run`);
+  } else {
+    console.log('\n== lab suite (one L2 boot; L3 guests under nested KVM)');
+    const xchg = join(work, 'xchg');
+    const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
+    const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--',
+      mocha, '--no-config', '--enable-source-maps', '--timeout', '300000', '--reporter', reporter,
+      'dist/test/qemu/**/*.test.js'], {
+      cwd: repo, stdio: 'inherit',
+      env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
+    });
+    const l = existsSync(join(xchg, 'lab.json')) ? readCounts(join(xchg, 'lab.json')) : null;
+    if (l) add('lab', l);
+    if (!l || lab.status === 124 || lab.status === 125) {
+      const why = lab.status === 124 ? `timed out after ${labTimeout} s` : lab.status === 125 ? 'the L2 VM died' : `exited ${lab.status ?? lab.signal} without a summary`;
+      fail('lab', `lab suite ${why}`);
+    }
+  }
+}
+rmSync(work, { recursive: true, force: true });
+
+if (ci && total.pending > 0) {
+  for (const p of total.pendingTitles) console.log(`  skipped in CI (counted as failed): ${p}`);
+  total.failed += total.pending;
+  total.pending = 0;
+}
+if (total.failures.length) {
+  console.log('\nFailures:');
+  for (const f of total.failures) console.log(`  - ${f}`);
+}
+const mins = ((Date.now() - t0) / 60000).toFixed(1);
+console.log(`\n${total.passed} passed, ${total.failed} failed${total.pending ? `, ${total.pending} skipped` : ''} (${mins} min)`);
+process.exit(total.failed > 0 ? 1 : 0);
