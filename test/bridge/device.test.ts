@@ -1,0 +1,358 @@
+import { expect } from 'chai';
+import { BridgeDevice, rarpFrame } from '../../src/bridge/device.js';
+import { bit, maskOf } from '../../src/bits.js';
+import { mappedRegionCount } from '../../src/memtable/index.js';
+import * as sys from '../../src/sys/index.js';
+import { Refused } from '../../src/vhost-user/errors.js';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
+import { openFdCount } from '../fdcount.js';
+import { FakeSource, FakeTap, LAB_KERNEL_FEATURES, type Call } from './fake-kernel.js';
+
+const MiB = 1n << 20n;
+const QVA = 0x7f00_0000_0000n;
+/** What a QEMU 7.2 front-end acked in the lab (MRG_RXBUF, EVENT_IDX, INDIRECT, VERSION_1, PROTOCOL_FEATURES) plus CSUM. */
+const OFFERED = 0x1_7500_8000n | maskOf(VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM);
+const ACKED = 0x1_7000_8000n | maskOf(VIRTIO_NET_F.CSUM);
+const NUM = 256;
+
+/** Ring q of a 1 MiB guest: 16 KiB apart from gpa 0x10000. */
+const ringAt = (q: number, base = QVA) => {
+  const desc = base + 0x10000n + BigInt(q) * 0x4000n;
+  return { index: q, flags: 0, desc, avail: desc + 0x1000n, used: desc + 0x2000n, log: 0x10000n + BigInt(q) * 0x4000n + 0x2000n };
+};
+
+const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
+const live: BridgeDevice[] = [];
+/** Installed in each describe: every device is disconnected, and no test leaves guest memory mapped. */
+function leakGuard() {
+  afterEach(() => {
+    for (const d of live.splice(0)) d.disconnected();
+    expect(mappedRegionCount(), 'a test left guest memory mapped').to.equal(0);
+  });
+}
+
+function setup(queuePairs = 2) {
+  const journal: Call[] = [];
+  const source = new FakeSource(journal);
+  const tap = new FakeTap(journal);
+  const dev = new BridgeDevice({
+    queuePairs, offeredFeatures: OFFERED, kernelFeatures: (n) => n & LAB_KERNEL_FEATURES & ~bit(27),
+    tap, vhostNet: source, maxMemSlots: 64, log: quiet,
+  });
+  live.push(dev);
+  return { journal, source, tap, dev };
+}
+
+function guestMemory(size = MiB) {
+  const fd = sys.memfdCreate('guest');
+  sys.ftruncate(fd, size);
+  return { fd, region: { gpa: 0n, size, qva: QVA, mmapOffset: 0n } };
+}
+
+/** A QEMU-7.2-shaped start of one queue pair (transcript run A): rings 2p and 2p+1 configured and kicked. */
+function startPair(dev: BridgeDevice, p: number, fds: number[]) {
+  for (const q of [2 * p, 2 * p + 1]) {
+    dev.setVringNum(q, NUM);
+    dev.setVringBase(q, 0);
+    dev.setVringAddr(ringAt(q));
+    const kick = sys.eventfd(), call = sys.eventfd();
+    fds.push(kick, call);
+    dev.setVringKick(q, kick);
+    dev.setVringCall(q, call);
+  }
+}
+
+const ops = (j: Call[], who?: string) => j.filter((c) => !who || c[0] === who).map((c) => c.slice(1).join(' '));
+
+describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () => {
+  leakGuard();
+  it('attaches a ring only when started, enabled and configured', () => {
+    const fdsBefore = openFdCount();
+    const { journal, source, dev } = setup(2);
+    const fds: number[] = [];
+    expect(dev.getFeatures()).to.equal(OFFERED);
+    dev.setOwner();
+    for (let q = 0; q < 4; q++) { const c = sys.eventfd(), e = sys.eventfd(); dev.setVringCall(q, c); dev.setVringErr(q, e); }
+    // At realize QEMU enables pair 0 and disables pair 1, before any ring exists.
+    [1, 1, 0, 0].forEach((en, q) => dev.setVringEnable(q, en === 1));
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, fds);
+    startPair(dev, 1, fds);
+    expect(source.live(0).attached(0)).to.equal(true);
+    expect(source.live(0).attached(1)).to.equal(true);
+    expect(source.live(1).attached(0), 'pair 1 is disabled').to.equal(false);
+    // The guest turns on its second queue pair (ethtool -L combined 2).
+    dev.setVringEnable(2, true);
+    dev.setVringEnable(3, true);
+    expect(source.live(1).attached(0)).to.equal(true);
+    expect(source.live(1).attached(1)).to.equal(true);
+    // Order on pair 0: everything the kernel reads at attach came before the attach.
+    const p0 = ops(journal, 'vhost0');
+    expect(p0.indexOf('NET_SET_BACKEND 0 100')).to.be.greaterThan(p0.indexOf('SET_VRING_KICK 0 true'));
+    expect(p0.indexOf('SET_MEM_TABLE 1')).to.be.lessThan(p0.findIndex((o) => o.startsWith('SET_VRING_ADDR 0 ')));
+    // The kernel got the negotiated word without what it does not know (CSUM, PROTOCOL_FEATURES).
+    expect(source.live(0).features).to.equal(0x1_3000_8000n);
+    dev.disconnected();
+    expect(openFdCount(), 'every eventfd and memfd closed').to.equal(fdsBefore);
+    expect(mappedRegionCount()).to.equal(0);
+  });
+
+  it('translates ring addresses into its own mapping and passes the log address through', () => {
+    const { source, dev } = setup(1);
+    dev.setOwner();
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    const given = source.live(0).memory![0];
+    expect(given.gpa).to.equal(0n);
+    expect(given.uaddr).to.not.equal(QVA);
+    startPair(dev, 0, []);
+    const vq = source.live(0).vqs[0];
+    expect(vq.addr!.desc).to.equal(given.uaddr + 0x10000n);
+    expect(vq.addr!.avail).to.equal(given.uaddr + 0x11000n);
+    expect(vq.addr!.used).to.equal(given.uaddr + 0x12000n);
+    dev.disconnected();
+  });
+
+  it('refuses a ring outside guest memory without touching the kernel', () => {
+    const { journal, dev } = setup(1);
+    dev.setOwner();
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    dev.setVringNum(0, NUM);
+    const before = journal.length;
+    const outside = { ...ringAt(0), used: QVA + MiB - 8n }; // the used ring runs past the end
+    expect(() => dev.setVringAddr(outside)).to.throw(Refused, /ring 0: used area .* is not inside guest memory/);
+    expect(journal.length).to.equal(before);
+    expect(() => dev.setVringAddr({ ...ringAt(0), desc: 0x1000n })).to.throw(Refused, /desc area/);
+    dev.disconnected();
+  });
+
+  it('stops a ring at GET_VRING_BASE: detach first, then read; ENABLE does not restart it, a new kick does', () => {
+    const { journal, source, dev } = setup(1);
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setVringEnable(1, true);
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, []);
+    const k = source.live(0);
+    k.processed[1] = 14;
+    journal.length = 0;
+    expect(dev.getVringBase(1)).to.equal(14);
+    expect(ops(journal, 'vhost0')).to.deep.equal(['NET_SET_BACKEND 1 -1', 'GET_VRING_BASE 1']);
+    expect(k.attached(1)).to.equal(false);
+    dev.setVringEnable(1, true);
+    expect(k.attached(1), 'SET_VRING_ENABLE after a stop must not re-attach').to.equal(false);
+    // Restart as after a reconnect: base from GET_VRING_BASE, new kick.
+    dev.setVringBase(1, 14);
+    dev.setVringKick(1, sys.eventfd());
+    expect(k.attached(1)).to.equal(true);
+    expect(k.vqs[1].base).to.equal(14);
+    dev.disconnected();
+  });
+
+  it('without PROTOCOL_FEATURES, SET_FEATURES enables every ring', () => {
+    const { source, dev } = setup(1);
+    dev.setOwner();
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    dev.setFeatures(ACKED & ~bit(VHOST_USER_F_PROTOCOL_FEATURES));
+    startPair(dev, 0, []);
+    expect(source.live(0).attached(0)).to.equal(true);
+    expect(source.live(0).attached(1)).to.equal(true);
+    dev.disconnected();
+  });
+
+  it('detaches around NUM/BASE/ADDR changes of an attached ring (the kernel says EBUSY otherwise)', () => {
+    const { source, dev } = setup(1);
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, []);
+    dev.setVringNum(0, 128);
+    dev.setVringBase(0, 7);
+    dev.setVringAddr(ringAt(0));
+    expect(source.live(0).vqs[0]).to.include({ num: 128, base: 7 });
+    expect(source.live(0).attached(0)).to.equal(true);
+    dev.disconnected();
+  });
+
+  it('refuses features it did not offer, and ring sizes that are not powers of two', () => {
+    const { dev } = setup(1);
+    dev.setOwner();
+    expect(() => dev.setFeatures(OFFERED | bit(VIRTIO_F.ACCESS_PLATFORM))).to.throw(Refused, 'ACCESS_PLATFORM');
+    expect(() => dev.setVringNum(0, 255)).to.throw(Refused, 'power of two');
+    expect(() => dev.setVringNum(0, 65536)).to.throw(Refused, 'power of two');
+    expect(() => dev.setVringAddr(ringAt(1))).to.throw(Refused, 'before SET_VRING_NUM');
+    expect(() => dev.setVringKick(0, null)).to.throw(Refused, 'polling');
+    dev.disconnected();
+  });
+
+  it('keeps state that arrives before SET_OWNER and gives it to the kernel at SET_OWNER', () => {
+    const { source, dev } = setup(1);
+    dev.setVringCall(0, sys.eventfd());
+    dev.setVringEnable(0, true);
+    dev.setFeatures(ACKED);
+    dev.setOwner();
+    expect(source.live(0).vqs[0].call).to.be.a('number').and.at.least(0);
+    expect(source.live(0).features).to.equal(0x1_3000_8000n);
+    dev.disconnected();
+  });
+});
+
+describe('bridge device: memory', () => {
+  leakGuard();
+  it('an identical SET_MEM_TABLE changes nothing and closes the new fds', () => {
+    const { journal, dev } = setup(1);
+    dev.setOwner();
+    const mem = guestMemory();
+    const again = sys.dup(mem.fd);
+    dev.setMemTable([mem.region], [mem.fd]);
+    const n = journal.length;
+    dev.setMemTable([mem.region], [again]);
+    expect(journal.length).to.equal(n);
+    expect(sys.isOpen(again)).to.equal(false);
+    dev.disconnected();
+  });
+
+  it('a new table reaches the kernel before the old mapping goes, and rings that move are re-addressed', () => {
+    const { journal, source, dev } = setup(1);
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setFeatures(ACKED);
+    const a = guestMemory();
+    dev.setMemTable([a.region], [a.fd]);
+    startPair(dev, 0, []);
+    expect(mappedRegionCount()).to.equal(1);
+    const b = guestMemory(); // another memfd: a different table with the same layout
+    journal.length = 0;
+    dev.setMemTable([b.region], [b.fd]);
+    expect(mappedRegionCount()).to.equal(1);
+    expect(ops(journal, 'vhost0')).to.deep.equal([
+      'NET_SET_BACKEND 0 -1', 'SET_MEM_TABLE 1',
+      `SET_VRING_ADDR 0 ${source.live(0).vqs[0].addr!.desc} ${source.live(0).vqs[0].addr!.used} ${source.live(0).vqs[0].addr!.avail} ${ringAt(0).log}`,
+      `SET_VRING_ADDR 1 ${source.live(0).vqs[1].addr!.desc} ${source.live(0).vqs[1].addr!.used} ${source.live(0).vqs[1].addr!.avail} ${ringAt(1).log}`,
+      'NET_SET_BACKEND 0 100',
+    ]);
+    expect(source.live(0).vqs[0].addr!.desc).to.equal(source.live(0).memory![0].uaddr + 0x10000n);
+    dev.disconnected();
+  });
+
+  it('refuses a table that would leave a ring outside guest memory, and keeps the old one', () => {
+    const { dev, source } = setup(1);
+    dev.setOwner();
+    dev.setFeatures(ACKED);
+    const a = guestMemory();
+    dev.setMemTable([a.region], [a.fd]);
+    startPair(dev, 0, []);
+    const small = sys.memfdCreate('small');
+    sys.ftruncate(small, 0x10000);
+    expect(() => dev.setMemTable([{ gpa: 0n, size: 0x10000n, qva: QVA, mmapOffset: 0n }], [small])).to.throw(Refused, /ring 0/);
+    expect(mappedRegionCount()).to.equal(1);
+    expect(source.live(0).memory![0].size).to.equal(MiB);
+    sys.close(small); // on a refusal the fds stay with the caller (the dispatcher closes them)
+    dev.disconnected();
+  });
+
+  it('ADD_MEM_REG and REM_MEM_REG update the kernel table', () => {
+    const { dev, source } = setup(1);
+    dev.setOwner();
+    const a = guestMemory();
+    dev.addMemReg(a.region, a.fd);
+    const b = sys.memfdCreate('b');
+    sys.ftruncate(b, MiB);
+    const rb = { gpa: MiB * 4n, size: MiB, qva: QVA + MiB * 16n, mmapOffset: 0n };
+    dev.addMemReg(rb, b);
+    expect(source.live(0).memory!.map((r) => r.gpa)).to.deep.equal([0n, MiB * 4n]);
+    dev.remMemReg(rb);
+    expect(source.live(0).memory!.map((r) => r.gpa)).to.deep.equal([0n]);
+    expect(mappedRegionCount()).to.equal(1);
+    expect(() => dev.remMemReg(rb)).to.throw(Refused, 'no region');
+    dev.disconnected();
+    expect(mappedRegionCount()).to.equal(0);
+  });
+
+  it('SET_LOG_BASE maps the log and gives the kernel its address plus the offset', () => {
+    const { dev, source } = setup(1);
+    dev.setOwner();
+    const logfd = sys.memfdCreate('log');
+    sys.ftruncate(logfd, 0x3000);
+    dev.setLogBase({ size: 0x2000n, offset: 0x1000n }, logfd);
+    const addr = source.live(0).logBase!;
+    expect(addr).to.be.a('bigint');
+    expect(sys.isOpen(logfd)).to.equal(false);
+    sys.memoryView(addr, 0x2000).writeUInt8(0xaa, 0); // the mapping is there and writable
+    dev.disconnected();
+  });
+});
+
+describe('bridge device: lifecycle', () => {
+  leakGuard();
+  it('on disconnect: detach, close vhost-net, and only then unmap; fds closed; tap kept', () => {
+    const fdsBefore = openFdCount();
+    const { journal, source, dev, tap } = setup(1);
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, []);
+    let mappedAtRelease = -1;
+    source.onRelease = () => { mappedAtRelease = mappedRegionCount(); };
+    journal.length = 0;
+    dev.disconnected();
+    expect(ops(journal, 'vhost0')).to.deep.equal(['NET_SET_BACKEND 0 -1', 'close']);
+    expect(mappedAtRelease, 'guest memory still mapped while the kernel holds it').to.equal(1);
+    expect(mappedRegionCount()).to.equal(0);
+    expect(openFdCount()).to.equal(fdsBefore);
+    expect(tap.frames).to.have.length(0);
+  });
+
+  it('RESET_DEVICE starts over with a fresh owned vhost-net and no rings', () => {
+    const { source, dev } = setup(1);
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, []);
+    const first = source.live(0);
+    dev.resetDevice();
+    expect(first.closed).to.equal(true);
+    const second = source.live(0);
+    expect(second).to.not.equal(first);
+    expect(second.owned).to.equal(true);
+    expect(second.attached(0)).to.equal(false);
+    expect(mappedRegionCount()).to.equal(0);
+    dev.disconnected();
+  });
+
+  it('SEND_RARP writes a RARP request for the MAC; NET_SET_MTU sets the tap MTU', () => {
+    const { dev, tap } = setup(1);
+    const mac = Buffer.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    dev.sendRarp(mac);
+    const f = tap.frames[0];
+    expect(f).to.deep.equal(rarpFrame(mac));
+    expect(f.subarray(0, 6)).to.deep.equal(Buffer.alloc(6, 0xff));
+    expect(f.readUInt16BE(12)).to.equal(0x8035);
+    expect(f.subarray(22, 28)).to.deep.equal(mac);
+    dev.netSetMtu(9000);
+    expect(tap.mtu).to.equal(9000);
+    expect(() => dev.netSetMtu(20)).to.throw(Refused);
+  });
+
+  it('GET_QUEUE_NUM and the protocol features it implements', () => {
+    const { dev } = setup(2);
+    expect(dev.getQueueNum()).to.equal(2n);
+    expect(dev.ringCount()).to.equal(4);
+    // REPLY_ACK(3), MQ(0), CONFIGURE_MEM_SLOTS(15), LOG_SHMFD(1), RARP(2), MTU(4), RESET_DEVICE(13)
+    expect(dev.getProtocolFeatures()).to.equal(maskOf(0, 1, 2, 3, 4, 13, 15));
+  });
+});
