@@ -1,0 +1,697 @@
+/**
+ * L3 test guests for the lab. Runs INSIDE L2 (see docs/lab.md): boots QEMU with
+ * nested KVM on the busybox initramfs built by scripts/lab/setup
+ * (.lab/l3-initrd.cpio.gz, /init = test/qemu/guest-initramfs/init) and drives it
+ * through the serial console:
+ *
+ *   guest: VBGUEST-INIT                 userspace runs (the nested-KVM boot hang shows up as its absence)
+ *   guest: VBGUEST-READY                virtio_net loaded, eth0 configured
+ *   host : <id> <shell command>         one line per command
+ *   guest: <output> VBGUEST-RC <id> <rc>
+ *
+ * Every byte the guest prints costs VM exits through two levels of virtualization,
+ * so the helpers below keep guest output small: ping() prints only the RTT list,
+ * iperf3() parses the JSON of the iperf3 server that runs here in L2.
+ *
+ * Uses node:child_process and node:fs only.
+ */
+import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as fs from 'node:fs';
+
+// ------------------------------------------------------------------ lab files
+
+export interface LabFiles {
+  /** .lab directory of the repository */
+  labDir: string;
+  /** kernel release, e.g. 6.1.0-56-amd64 */
+  kver: string;
+  /** uncompressed PVH-bootable kernel */
+  vmlinux: string;
+  /** the L3 guest initramfs */
+  l3Initrd: string;
+}
+
+function parentDir(p: string): string {
+  const i = p.replace(/\/+$/, '').lastIndexOf('/');
+  return i <= 0 ? '/' : p.slice(0, i);
+}
+
+/**
+ * Finds .lab/lab.env (written by scripts/lab/setup): env LAB_ENV_FILE, else the
+ * nearest .lab/lab.env above the working directory, else above this module.
+ */
+export function labFiles(): LabFiles {
+  const candidates: string[] = [];
+  if (process.env.LAB_ENV_FILE) candidates.push(process.env.LAB_ENV_FILE);
+  for (const start of [process.cwd(), parentDir(new URL(import.meta.url).pathname)]) {
+    for (let d = start; ; d = parentDir(d)) {
+      candidates.push(`${d === '/' ? '' : d}/.lab/lab.env`);
+      if (d === '/') break;
+    }
+  }
+  const file = candidates.find((f) => fs.existsSync(f));
+  if (!file) throw new Error('lab: .lab/lab.env not found; build the lab with scripts/lab/setup');
+  const env: Record<string, string> = {};
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) env[m[1]] = m[2];
+  }
+  const need = (k: string): string => {
+    const v = env[k];
+    if (!v) throw new Error(`lab: ${file} has no ${k}; re-run scripts/lab/setup`);
+    return v;
+  };
+  return { labDir: parentDir(file), kver: need('LAB_KVER'), vmlinux: need('LAB_VMLINUX'), l3Initrd: need('LAB_L3_INITRD') };
+}
+
+// ------------------------------------------------------------------ options
+
+/** QEMU's own tap back-end (-netdev tap), with or without the kernel's vhost-net. */
+export interface TapNet {
+  kind: 'tap';
+  /** an existing tap in L2 (see hostTap) */
+  ifname: string;
+  vhost: boolean;
+  /** queue pairs (the tap must be multi_queue when > 1) */
+  queues?: number;
+}
+
+/** -netdev vhost-user: the back-end (the bridge) serves the rings. */
+export interface VhostUserNet {
+  kind: 'vhost-user';
+  socketPath: string;
+  /** QEMU is the server (server=on,wait=off); default: QEMU connects */
+  server?: boolean;
+  /** reconnect=N on the chardev (client mode) */
+  reconnectSeconds?: number;
+  queues?: number;
+}
+
+export type GuestNet = TapNet | VhostUserNet;
+
+export interface GuestBootOptions {
+  /** used in log lines and the QEMU process name */
+  name: string;
+  net: GuestNet;
+  /** vCPUs, default 1 */
+  smp?: number;
+  /** guest RAM (memfd, share=on, in every configuration), default 512 */
+  memMiB?: number;
+  /** default: 52:54:00 + 3 bytes derived from name */
+  mac?: string;
+  /** rx_queue_size and tx_queue_size of virtio-net-pci (QEMU allows tx > 256 only for vhost-user) */
+  queueSize?: number;
+  /** guest address, default 10.0.3.2/24 */
+  ip?: string;
+  /** the L2 end (tap address), default 10.0.3.1 */
+  peer?: string;
+  /** eth0 MTU in the guest */
+  mtu?: number;
+  extraQemuArgs?: string[];
+  extraKernelArgs?: string[];
+  /** everything from the guest console (and QEMU's stderr, and harness notes) goes there, prefixed with ms timestamps */
+  logFile?: string;
+  /** harness messages (default: console.error) */
+  log?: (message: string) => void;
+  /** no VBGUEST-INIT this long after QEMU starts = the nested-KVM boot hang: boot once more. Default 90000. */
+  hangTimeoutMs?: number;
+  /** VBGUEST-INIT to VBGUEST-READY, default 120000 */
+  readyTimeoutMs?: number;
+  /** test hook: the first N boot attempts hang (vbg.hang= makes /init sleep before VBGUEST-INIT) */
+  simulateHangAttempts?: number;
+  /** default kvm (nested KVM in L2); tcg is ~10x slower to boot */
+  accel?: 'kvm' | 'tcg';
+  /** default qemu-system-x86_64 */
+  qemuBinary?: string;
+}
+
+export interface ExecResult {
+  rc: number;
+  /** stdout+stderr of the command, lines joined with \n (no trailing newline) */
+  output: string;
+}
+
+export interface PingResult {
+  transmitted: number;
+  received: number;
+  /** per-reply round-trip times in ms, in order */
+  rttMs: number[];
+}
+
+export interface IperfOptions {
+  seconds: number;
+  /** host -> guest (iperf3 -R); default guest -> host */
+  reverse?: boolean;
+  /** UDP at this bitrate (iperf3 -b, e.g. '100M') and datagram length (-l) */
+  udp?: { bitrate: string; length: number };
+  /** parallel streams (-P) */
+  parallel?: number;
+  /** server port in L2, default 5201 */
+  port?: number;
+}
+
+export interface IperfResult {
+  bytes: number;
+  bitsPerSecond: number;
+  seconds: number;
+  /** where bytes were counted: the receiver (guest->host, the L2 server) or the sender (reverse: the L2 server sends) */
+  countedAt: 'receiver' | 'sender';
+  /** TCP sender retransmits (reverse only: the server is the sender) */
+  retransmits?: number;
+  /** UDP: datagrams, and the receiver's loss (reverse UDP: from the guest client's summary) */
+  packets?: number;
+  lostPackets?: number;
+  lostPercent?: number;
+  jitterMs?: number;
+}
+
+// ------------------------------------------------------------------ guest
+
+class GuestTimeout extends Error {}
+
+type Waiter = (line: string | null) => void;
+
+const live = new Set<ChildProcessWithoutNullStreams>();
+let exitHookInstalled = false;
+function track(child: ChildProcessWithoutNullStreams): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    // never leave a QEMU behind when mocha (or a script) exits
+    process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+  }
+}
+
+function defaultMac(name: string): string {
+  let h = 0x811c9dc5; // FNV-1a
+  for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  const b = [h >>> 16, h >>> 8, h].map((x) => (x & 0xff).toString(16).padStart(2, '0'));
+  return `52:54:00:${b.join(':')}`;
+}
+
+const CONSOLE_TAIL = 40;
+
+export class Guest {
+  readonly name: string;
+  /** the QEMU process (of the current boot attempt) */
+  pid = 0;
+  /** QEMU start to VBGUEST-READY, of the attempt that succeeded */
+  bootMs = 0;
+  /** QEMU start to VBGUEST-INIT, of the attempt that succeeded */
+  initMs = 0;
+  /** 1 when the first boot attempt hung and QEMU was started again */
+  bootRetries = 0;
+
+  private readonly opts: GuestBootOptions;
+  private readonly files: LabFiles;
+  private readonly t0 = Date.now();
+  private child: ChildProcessWithoutNullStreams | null = null;
+  private exitInfo: string | null = null;
+  private startedAt = 0;
+  private initAt = 0;
+  private readyAt = 0;
+  private partial = '';
+  private readonly tail: string[] = [];
+  private readonly waiters = new Set<Waiter>();
+  private logFd: number | null = null;
+  private seq = 0;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private constructor(opts: GuestBootOptions) {
+    this.opts = opts;
+    this.name = opts.name;
+    this.files = labFiles();
+    if (opts.logFile) this.logFd = fs.openSync(opts.logFile, 'a');
+  }
+
+  /** Boots a guest; resolves at VBGUEST-READY. Retries once on the nested-KVM boot hang. */
+  static async boot(opts: GuestBootOptions): Promise<Guest> {
+    const g = new Guest(opts);
+    try {
+      await g.bootWithRetry();
+    } catch (e) {
+      g.closeLog();
+      throw e;
+    }
+    return g;
+  }
+
+  get peer(): string { return this.opts.peer ?? '10.0.3.1'; }
+  get ip(): string { return (this.opts.ip ?? '10.0.3.2/24').replace(/\/.*/, ''); }
+  get mac(): string { return this.opts.mac ?? defaultMac(this.name); }
+  /** true while QEMU runs */
+  get running(): boolean { return this.child !== null && this.exitInfo === null; }
+
+  /** The last console lines (for error messages). */
+  consoleTail(n = CONSOLE_TAIL): string[] { return this.tail.slice(-n); }
+
+  private note(message: string): void {
+    this.record(`[harness] ${message}`);
+    (this.opts.log ?? ((m: string) => console.error(m)))(`guest ${this.name}: ${message}`);
+  }
+
+  private record(line: string): void {
+    this.tail.push(line);
+    if (this.tail.length > 200) this.tail.splice(0, this.tail.length - 200);
+    if (this.logFd !== null) fs.writeSync(this.logFd, `[+${String(Date.now() - this.t0).padStart(7)}ms] ${line}\n`);
+  }
+
+  private closeLog(): void {
+    if (this.logFd !== null) { fs.closeSync(this.logFd); this.logFd = null; }
+  }
+
+  private fail(message: string): Error {
+    return new Error(`guest ${this.name}: ${message}\n--- last console lines ---\n${this.consoleTail().join('\n')}`);
+  }
+
+  // ---------------------------------------------------------------- QEMU
+
+  private qemuArgs(hang: boolean): string[] {
+    const o = this.opts;
+    const mem = o.memMiB ?? 512;
+    const accel = o.accel ?? 'kvm';
+    const queues = o.net.queues ?? 1;
+    const append = [
+      'console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1',
+      `vbg.ip=${o.ip ?? '10.0.3.2/24'}`, `vbg.peer=${this.peer}`,
+      ...(o.mtu ? [`vbg.mtu=${o.mtu}`] : []),
+      ...(hang ? ['vbg.hang=100000'] : []),
+      ...(o.extraKernelArgs ?? []),
+    ].join(' ');
+    const args = [
+      '-name', `vbguest-${this.name}`,
+      '-accel', accel, '-cpu', accel === 'kvm' ? 'host' : 'max',
+      '-machine', 'q35', '-smp', String(o.smp ?? 1), '-m', `${mem}M`,
+      '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-numa', 'node,memdev=mem',
+      '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+      '-kernel', this.files.vmlinux, '-initrd', this.files.l3Initrd, '-append', append,
+    ];
+    const n = o.net;
+    const q = queues > 1 ? `,queues=${queues}` : '';
+    if (n.kind === 'tap') {
+      args.push('-netdev', `tap,id=n0,ifname=${n.ifname},script=no,downscript=no,vhost=${n.vhost ? 'on' : 'off'}${q}`);
+    } else {
+      let chr = `socket,id=vu0,path=${n.socketPath.replace(/,/g, ',,')}`;
+      if (n.server) chr += ',server=on,wait=off';
+      if (n.reconnectSeconds !== undefined) chr += `,reconnect=${n.reconnectSeconds}`;
+      args.push('-chardev', chr, '-netdev', `vhost-user,id=n0,chardev=vu0${q}`);
+    }
+    let dev = `virtio-net-pci,netdev=n0,mac=${this.mac}`;
+    if (queues > 1) dev += `,mq=on,vectors=${2 * queues + 2}`;
+    // QEMU 7.2 under TCG crashes at DRIVER_OK with vhost-user + MSI-X (see research/qemu72-notes.md)
+    else if (accel === 'tcg' && n.kind === 'vhost-user') dev += ',vectors=0';
+    if (o.queueSize) dev += `,rx_queue_size=${o.queueSize},tx_queue_size=${o.queueSize}`;
+    args.push('-device', dev, ...(o.extraQemuArgs ?? []));
+    return args;
+  }
+
+  private start(attempt: number): void {
+    const hang = attempt <= (this.opts.simulateHangAttempts ?? 0);
+    const args = this.qemuArgs(hang);
+    const bin = this.opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
+    this.exitInfo = null;
+    this.initAt = this.readyAt = 0;
+    this.partial = '';
+    this.startedAt = Date.now();
+    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.pid = child.pid ?? 0;
+    track(child);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (s: string) => { if (this.child === child) this.feed(s); });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (s: string) => {
+      for (const l of s.split('\n')) if (l.trim()) this.record(`[qemu] ${l}`);
+    });
+    child.stdin.on('error', () => { /* QEMU gone: reported through 'exit' */ });
+    const onGone = (why: string): void => {
+      if (this.child !== child || this.exitInfo !== null) return;
+      if (this.partial) { this.line(this.partial); this.partial = ''; }
+      this.exitInfo = why;
+      this.record(`[harness] QEMU ${why}`);
+      for (const w of [...this.waiters]) w(null);
+    };
+    child.once('error', (e) => onGone(`could not run: ${e.message}`));
+    child.once('exit', (code, signal) => onGone(signal ? `killed by ${signal}` : `exited with status ${code}`));
+  }
+
+  private feed(s: string): void {
+    const parts = (this.partial + s).split('\n');
+    this.partial = parts.pop() ?? '';
+    for (const p of parts) this.line(p.replace(/\r$/, ''));
+  }
+
+  private line(l: string): void {
+    this.record(l);
+    if (l === 'VBGUEST-INIT' && !this.initAt) this.initAt = Date.now();
+    else if (l === 'VBGUEST-READY' && !this.readyAt) this.readyAt = Date.now();
+    for (const w of [...this.waiters]) w(l);
+  }
+
+  /**
+   * Resolves with check's first non-undefined result; check is called with null
+   * right away and whenever QEMU exits, with each console line otherwise.
+   */
+  private waitFor<T>(check: (line: string | null) => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err: Error | null, v?: T): void => {
+        clearTimeout(timer);
+        this.waiters.delete(waiter);
+        if (err) reject(err); else resolve(v as T);
+      };
+      const waiter: Waiter = (line) => {
+        let v: T | undefined;
+        try { v = check(line); } catch (e) { finish(e as Error); return; }
+        if (v !== undefined) finish(null, v);
+        else if (this.exitInfo !== null) finish(this.fail(`QEMU ${this.exitInfo} while waiting for ${what}`));
+      };
+      timer = setTimeout(() => finish(new GuestTimeout(`no ${what} after ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      this.waiters.add(waiter);
+      waiter(null);
+    });
+  }
+
+  private write(s: string): void {
+    if (!this.running || !this.child) throw this.fail(`QEMU is not running (${this.exitInfo ?? 'not started'})`);
+    this.child.stdin.write(s);
+  }
+
+  private async bootWithRetry(): Promise<void> {
+    const hangMs = this.opts.hangTimeoutMs ?? 90_000;
+    for (let attempt = 1; ; attempt++) {
+      this.start(attempt);
+      try {
+        await this.waitFor(() => (this.initAt ? true : undefined), hangMs, 'VBGUEST-INIT');
+      } catch (e) {
+        await this.kill();
+        if (!(e instanceof GuestTimeout)) throw e;
+        const secs = Math.round(hangMs / 1000);
+        if (attempt >= 2) throw this.fail(`no init marker after ${secs} s on the second boot attempt too; giving up`);
+        this.note(`no init marker after ${secs} s, booting once more (nested-KVM boot hang)`);
+        this.bootRetries = 1;
+        continue;
+      }
+      await this.waitReady('boot');
+      this.initMs = this.initAt - this.startedAt;
+      this.bootMs = this.readyAt - this.startedAt;
+      this.record(`[harness] ready: init after ${this.initMs} ms, ready after ${this.bootMs} ms`);
+      return;
+    }
+  }
+
+  private async waitReady(what: string): Promise<void> {
+    try {
+      await this.waitFor(() => (this.readyAt ? true : undefined), this.opts.readyTimeoutMs ?? 120_000, 'VBGUEST-READY');
+    } catch (e) {
+      await this.kill();
+      throw e instanceof GuestTimeout ? this.fail(`${what}: ${e.message} (VBGUEST-INIT was seen)`) : e;
+    }
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  /** Runs a shell command in the guest (sh -c, stdin /dev/null). One at a time; calls queue up. */
+  exec(cmd: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(cmd)) return Promise.reject(new Error(`guest ${this.name}: command contains control characters (one line, printable only): ${JSON.stringify(cmd)}`));
+    if (Buffer.byteLength(cmd) > 4000) return Promise.reject(new Error(`guest ${this.name}: command longer than 4000 bytes (the guest tty's line limit is 4095)`));
+    const run = (): Promise<ExecResult> => this.execNow(cmd, opts.timeoutMs ?? 60_000);
+    const r = this.chain.then(run, run);
+    this.chain = r.catch(() => undefined);
+    return r;
+  }
+
+  private execNow(cmd: string, timeoutMs: number): Promise<ExecResult> {
+    if (!this.running) return Promise.reject(this.fail(`QEMU is not running (${this.exitInfo ?? 'not started'}): ${cmd}`));
+    if (!this.readyAt) return Promise.reject(this.fail(`exec before VBGUEST-READY: ${cmd}`));
+    const id = ++this.seq;
+    const out: string[] = [];
+    const marker = /VBGUEST-RC (\d+) (\d+)$/;
+    const p = this.waitFor<ExecResult>((line) => {
+      if (line === null) return undefined;
+      const m = marker.exec(line);
+      const text = m ? line.slice(0, m.index) : line;
+      if (m && Number(m[1]) === id) {
+        if (text) out.push(text);
+        return { rc: Number(m[2]), output: out.join('\n') };
+      }
+      // (the marker of an earlier command that timed out is dropped, its text kept)
+      if (text || !m) out.push(text);
+      return undefined;
+    }, timeoutMs, `result of command ${id}`).catch((e: unknown) => {
+      throw e instanceof GuestTimeout ? this.fail(`${e.message} (${cmd})`) : e;
+    });
+    this.write(`${id} ${cmd}\n`);
+    return p;
+  }
+
+  /** ping from the guest (busybox ping); the guest prints only the RTT list and the summary. */
+  async ping(peer: string = this.peer, opts: { count?: number; intervalS?: number; timeoutS?: number } = {}): Promise<PingResult> {
+    if (!/^[0-9A-Fa-f.:]+$/.test(peer)) throw new Error(`guest ${this.name}: bad ping address ${peer}`);
+    const count = opts.count ?? 5;
+    const flags = [`-c ${count}`];
+    if (opts.intervalS !== undefined) flags.push(`-i ${Number(opts.intervalS)}`);
+    flags.push(`-W ${Math.max(1, Math.round(opts.timeoutS ?? 5))}`);
+    const cmd = `ping ${flags.join(' ')} ${peer} >/tmp/ping.out 2>&1; r=$?; ` +
+      `echo "RTT $(sed -n 's/.* time=\\([0-9.]*\\) ms$/\\1/p' /tmp/ping.out | tr '\\n' ' ')"; ` +
+      `grep 'packets transmitted' /tmp/ping.out || head -n 3 /tmp/ping.out; exit $r`;
+    const budget = (count * (opts.intervalS ?? 1) + (opts.timeoutS ?? 5) + 30) * 1000;
+    const { output } = await this.exec(cmd, { timeoutMs: budget });
+    const stats = /(\d+) packets transmitted, (\d+) packets received/.exec(output);
+    const rtt = /^RTT ?(.*)$/m.exec(output);
+    if (!stats || !rtt) throw this.fail(`cannot parse ping output:\n${output}`);
+    return {
+      transmitted: Number(stats[1]),
+      received: Number(stats[2]),
+      rttMs: rtt[1].trim() ? rtt[1].trim().split(/\s+/).map(Number) : [],
+    };
+  }
+
+  /**
+   * iperf3 between the guest (client, output discarded) and a one-off server in L2 on
+   * the peer address (JSON to a file). Default guest -> host; reverse = host -> guest.
+   */
+  async iperf3(o: IperfOptions): Promise<IperfResult> {
+    const port = o.port ?? 5201;
+    const json = `/tmp/vbguest-iperf3-${this.name}-${process.pid}-${Date.now()}.json`;
+    const server = spawn('iperf3', ['-s', '-1', '-B', this.peer, '-p', String(port), '-J', '--logfile', json], { stdio: 'ignore' });
+    let serverExit: string | null = null;
+    const serverDone = new Promise<void>((res) => {
+      server.once('exit', (c, s) => { serverExit = s ?? String(c); res(); });
+      server.once('error', (e) => { serverExit = e.message; res(); });
+    });
+    try {
+      await waitListening(port, 10_000, () => serverExit);
+      const args = ['-c', this.peer, '-p', String(port), '-t', String(o.seconds), '--connect-timeout', '10000'];
+      if (o.reverse) args.push('-R');
+      if (o.udp) args.push('-u', '-b', o.udp.bitrate, '-l', String(o.udp.length));
+      if (o.parallel && o.parallel > 1) args.push('-P', String(o.parallel));
+      const udpReverse = Boolean(o.udp && o.reverse);
+      // reverse UDP: only the guest (the receiver) knows the loss; print its end.sum compactly
+      const cmd = udpReverse
+        ? `iperf3 ${args.join(' ')} -J >/tmp/iperf3.out 2>&1; r=$?; ` +
+          `if [ $r = 0 ]; then sed -n '/"end":[[:space:]]*{/,$p' /tmp/iperf3.out | sed -n '/"sum":/,/}/p' | tr -d ' \\t\\n'; echo; ` +
+          `else grep '"error"' /tmp/iperf3.out | head -n 3; fi; exit $r`
+        : `iperf3 ${args.join(' ')} >/tmp/iperf3.out 2>&1; r=$?; [ $r = 0 ] || tail -n 3 /tmp/iperf3.out; exit $r`;
+      const res = await this.exec(cmd, { timeoutMs: (o.seconds + 60) * 1000 });
+      if (res.rc !== 0) throw this.fail(`iperf3 client failed (rc ${res.rc}): ${res.output}`);
+      const timer = setTimeout(() => server.kill('SIGKILL'), 20_000);
+      await serverDone;
+      clearTimeout(timer);
+      let j: IperfJson;
+      try {
+        j = JSON.parse(fs.readFileSync(json, 'utf8')) as IperfJson;
+      } catch (e) {
+        throw this.fail(`cannot read the iperf3 server's JSON ${json}: ${(e as Error).message}`);
+      }
+      if (j.error) throw this.fail(`iperf3 server: ${j.error}`);
+      // bytes: what the server received (guest -> host) or sent (reverse)
+      const end = j.end ?? {};
+      const s = o.reverse ? end.sum_sent : end.sum_received;
+      if (!s) throw this.fail(`iperf3 server JSON has no end.${o.reverse ? 'sum_sent' : 'sum_received'}`);
+      const r: IperfResult = {
+        bytes: s.bytes, bitsPerSecond: s.bits_per_second, seconds: s.seconds,
+        countedAt: o.reverse ? 'sender' : 'receiver',
+      };
+      if (!o.udp) {
+        if (o.reverse && s.retransmits !== undefined) r.retransmits = s.retransmits;
+      } else if (!o.reverse) {
+        r.packets = s.packets; r.lostPackets = s.lost_packets; r.lostPercent = s.lost_percent; r.jitterMs = s.jitter_ms;
+      } else {
+        const num = (k: string): number | undefined => {
+          const m = new RegExp(`"${k}":(-?[0-9.eE+-]+)`).exec(res.output);
+          return m ? Number(m[1]) : undefined;
+        };
+        r.packets = num('packets') ?? s.packets;
+        r.lostPackets = num('lost_packets');
+        r.lostPercent = num('lost_percent');
+        r.jitterMs = num('jitter_ms');
+      }
+      return r;
+    } finally {
+      if (serverExit === null) { server.kill('SIGKILL'); await serverDone; }
+      fs.rmSync(json, { force: true });
+    }
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Reboots the guest (reboot -f; QEMU stays) and waits for VBGUEST-READY again. */
+  async reboot(): Promise<void> {
+    await this.chain;
+    this.initAt = this.readyAt = 0;
+    const t = Date.now();
+    this.write(`${++this.seq} reboot\n`);
+    try {
+      await this.waitFor(() => (this.initAt ? true : undefined), this.opts.hangTimeoutMs ?? 90_000, 'VBGUEST-INIT after reboot');
+    } catch (e) {
+      await this.kill();
+      throw e instanceof GuestTimeout ? this.fail(e.message) : e;
+    }
+    await this.waitReady('reboot');
+    this.record(`[harness] rebooted in ${Date.now() - t} ms`);
+  }
+
+  /** poweroff in the guest; waits for QEMU to exit, kills it after timeoutMs. */
+  async shutdown(opts: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.running) {
+      try { this.write(`${++this.seq} poweroff\n`); } catch { /* already gone */ }
+      try {
+        await this.waitFor(() => (this.exitInfo !== null ? true : undefined), opts.timeoutMs ?? 30_000, 'QEMU exit after poweroff');
+      } catch {
+        this.note(`QEMU did not exit ${Math.round((opts.timeoutMs ?? 30_000) / 1000)} s after poweroff; killing it`);
+      }
+    }
+    await this.kill();
+    this.closeLog();
+  }
+
+  /** SIGKILL to QEMU; resolves when it has exited. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || this.exitInfo !== null) return;
+    const gone = new Promise<void>((res) => {
+      if (child.exitCode !== null || child.signalCode !== null) res(); else child.once('exit', () => res());
+    });
+    child.kill('SIGKILL');
+    await gone;
+  }
+}
+
+interface IperfSum {
+  bytes: number;
+  bits_per_second: number;
+  seconds: number;
+  retransmits?: number;
+  packets?: number;
+  lost_packets?: number;
+  lost_percent?: number;
+  jitter_ms?: number;
+}
+interface IperfJson {
+  error?: string;
+  end?: { sum_sent?: IperfSum; sum_received?: IperfSum };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** true when a TCP socket listens on port (any address), from /proc/net/tcp{,6} */
+function listening(port: number): boolean {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    for (const l of text.split('\n').slice(1)) {
+      const cols = l.trim().split(/\s+/);
+      if (cols.length > 3 && cols[1].endsWith(`:${hex}`) && cols[3] === '0A') return true;
+    }
+  }
+  return false;
+}
+
+async function waitListening(port: number, timeoutMs: number, died: () => string | null): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!listening(port)) {
+    const d = died();
+    if (d !== null) throw new Error(`iperf3 server exited (${d}) before listening on port ${port}`);
+    if (Date.now() > end) throw new Error(`iperf3 server not listening on port ${port} after ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+// ------------------------------------------------------------------ L2 helpers
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * Creates a persistent tap in L2 (replacing one of the same name), with an address, up.
+ * vnet_hdr is set (vhost-net needs it; QEMU and the bridge set it per open anyway);
+ * queues > 1 makes it multi_queue (must match every opener).
+ */
+export function hostTap(ifname: string, o: { ip?: string; queues?: number; mtu?: number } = {}): void {
+  removeTap(ifname);
+  ip('tuntap', 'add', 'dev', ifname, 'mode', 'tap', 'vnet_hdr', ...((o.queues ?? 1) > 1 ? ['multi_queue'] : []));
+  ip('addr', 'add', o.ip ?? '10.0.3.1/24', 'dev', ifname);
+  ip('link', 'set', 'dev', ifname, ...(o.mtu ? ['mtu', String(o.mtu)] : []), 'up');
+}
+
+/** Deletes the tap if it exists. */
+export function removeTap(ifname: string): void {
+  if (fs.existsSync(`/sys/class/net/${ifname}`)) ip('link', 'del', 'dev', ifname);
+}
+
+/** Number of the process's fds open on /dev/vhost-net. */
+export function vhostNetFds(pid: number): number {
+  let n = 0;
+  let fds: string[] = [];
+  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return 0; }
+  for (const fd of fds) {
+    try { if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/vhost-net') n++; } catch { /* closed meanwhile */ }
+  }
+  return n;
+}
+
+export interface VhostWorker {
+  /** pid (kthread, kernels < 6.4) or tid (thread of the owner, >= 6.4) */
+  pid: number;
+  comm: string;
+  /** utime + stime, in clock ticks */
+  cpuTicks: number;
+}
+
+function readWorker(dir: string, pid: number, owner: number): VhostWorker | null {
+  try {
+    const comm = fs.readFileSync(`${dir}/comm`, 'utf8').trim();
+    if (comm !== `vhost-${owner}`) return null;
+    const stat = fs.readFileSync(`${dir}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { pid, comm, cpuTicks: Number(f[11]) + Number(f[12]) };
+  } catch {
+    return null;
+  }
+}
+
+/** The vhost workers of an owner process: kthreads named vhost-<pid> (6.1) or its threads of that name (>= 6.4). */
+export function vhostWorkers(owner: number): VhostWorker[] {
+  const out: VhostWorker[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const w = readWorker(`/proc/${e}`, Number(e), owner);
+    if (w) out.push(w);
+  }
+  try {
+    for (const t of fs.readdirSync(`/proc/${owner}/task`)) {
+      if (Number(t) === owner || out.some((w) => w.pid === Number(t))) continue;
+      const w = readWorker(`/proc/${owner}/task/${t}`, Number(t), owner);
+      if (w) out.push(w);
+    }
+  } catch { /* owner gone */ }
+  return out;
+}
