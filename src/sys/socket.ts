@@ -88,9 +88,13 @@ export function socketPair(): [number, number] {
   return [sv[0], sv[1]];
 }
 
-/** recvmsg dropped fds because the control buffer was too small (MSG_CTRUNC); the fds that did arrive were closed. */
+/**
+ * recvmsg dropped fds because the control buffer was too small (MSG_CTRUNC); the fds that did arrive
+ * were closed. The `n` data bytes that came with them are in MsgIo.data (so the caller can still name
+ * the message they belong to).
+ */
 export class ControlTruncatedError extends Error {
-  constructor() {
+  constructor(readonly n = 0) {
     super('recvmsg: MSG_CTRUNC: more fds arrived than the control buffer holds (the ones received were closed)');
     this.name = 'ControlTruncatedError';
   }
@@ -152,7 +156,7 @@ export class MsgIo {
     }
     if (this.msg.readInt32LE(MSGHDR.flags) & C.MSG_CTRUNC) {
       closeAll(fds);
-      throw new ControlTruncatedError();
+      throw new ControlTruncatedError(n);
     }
     return { n, fds };
   }
