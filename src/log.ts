@@ -1,0 +1,90 @@
+/**
+ * A minimal logger: four levels, one settable threshold, one line per event on stderr with an ISO
+ * timestamp (`2026-11-23T19:00:00.000Z WARN SET_VRING_ADDR: ring 3: ...`).
+ *
+ * CONTRIBUTING: "Logs: one line per event, naming the request". Callers build the text only when
+ * the level is on (`if (log.enabled('debug'))`), so debug tracing of every vhost-user message
+ * costs nothing when it is off.
+ *
+ * Tests capture lines instead of printing them (`captureLog()`), and assert on what was logged.
+ */
+
+/** Levels, most severe first. */
+export const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type Level = (typeof LEVELS)[number];
+
+/** One logged event, as a capture sees it. */
+export interface LogLine {
+  level: Level;
+  /** The message without timestamp and level. */
+  text: string;
+}
+
+/** What modules log through. */
+export interface Logger {
+  error(text: string): void;
+  warn(text: string): void;
+  info(text: string): void;
+  debug(text: string): void;
+  /** True if a line at `level` would be written (build expensive text only then). */
+  enabled(level: Level): boolean;
+}
+
+const rank = (l: Level): number => LEVELS.indexOf(l);
+
+let threshold: Level = 'info';
+let sink: ((line: LogLine) => void) | null = null;
+
+function write(level: Level, text: string): void {
+  if (rank(level) > rank(threshold)) return;
+  if (sink) {
+    sink({ level, text });
+    return;
+  }
+  process.stderr.write(`${new Date().toISOString()} ${level.toUpperCase()} ${text}\n`);
+}
+
+/** The process-wide logger. */
+export const log: Logger = {
+  error: (t) => write('error', t),
+  warn: (t) => write('warn', t),
+  info: (t) => write('info', t),
+  debug: (t) => write('debug', t),
+  enabled: (l) => rank(l) <= rank(threshold),
+};
+
+/** Set the threshold (the CLI's --log-level). Throws on an unknown name. */
+export function setLogLevel(level: Level | string): void {
+  if (!(LEVELS as readonly string[]).includes(level)) throw new Error(`unknown log level '${level}' (one of ${LEVELS.join(', ')})`);
+  threshold = level as Level;
+}
+
+/** The current threshold. */
+export function logLevel(): Level {
+  return threshold;
+}
+
+/** A capture of log lines (tests): lines go to `lines` instead of stderr until `stop()`. */
+export interface LogCapture {
+  readonly lines: LogLine[];
+  /** Lines at `level` or more severe, as `LEVEL text` strings (handy in assertion messages). */
+  texts(level?: Level): string[];
+  /** Restore the previous threshold and stderr output. */
+  stop(): void;
+}
+
+/** Capture every line at `level` or more severe (default: everything) until stop(). Captures do not nest. */
+export function captureLog(level: Level = 'debug'): LogCapture {
+  const previous = threshold;
+  const lines: LogLine[] = [];
+  threshold = level;
+  sink = (l) => lines.push(l);
+  return {
+    lines,
+    texts: (max: Level = 'debug') => lines.filter((l) => rank(l.level) <= rank(max)).map((l) => `${l.level.toUpperCase()} ${l.text}`),
+    stop: () => {
+      sink = null;
+      threshold = previous;
+    },
+  };
+}
