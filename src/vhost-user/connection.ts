@@ -1,0 +1,164 @@
+/**
+ * One front-end connection: readiness of the socket (FdWatcher), recvmsg until EAGAIN, the framer,
+ * the dispatcher, and replies by sendmsg. Everything here is synchronous except the wait for
+ * readiness; handlers are synchronous (koffi-notes section 5: one persistent poll handle per fd,
+ * level-triggered, closed before the fd).
+ *
+ * Closing, on EOF, error, a dropped message or close(): the watcher first (libuv aborts the process
+ * if an fd is closed under an active poll handle), then the socket, then the fds of a partial
+ * message, then backend.disconnected().
+ */
+import { log as defaultLog, type Logger } from '../log.js';
+import { close as closeFd, closeAll, ControlTruncatedError, FdWatcher, MsgIo, SysError, type Readiness } from '../sys/index.js';
+import { LIMITS, requestName } from './constants.js';
+import { Dispatcher, type Outcome } from './dispatcher.js';
+import { Malformed } from './errors.js';
+import { describePartial, Framer, type Message } from './framer.js';
+import type { VhostUserBackend } from './handler.js';
+import type { TraceWriter } from './trace.js';
+
+export interface ConnectionOptions {
+  log?: Logger;
+  /** Record every message and reply of this connection. */
+  trace?: TraceWriter;
+  /** Called once, after everything is closed, with the reason. */
+  onClosed?: (reason: string) => void;
+}
+
+export class Connection {
+  readonly dispatcher: Dispatcher;
+  private readonly framer = new Framer(LIMITS.MAX_PAYLOAD);
+  private readonly rx = new MsgIo(LIMITS.MAX_PAYLOAD, LIMITS.MAX_FDS);
+  private readonly tx = new MsgIo(LIMITS.HEADER_SIZE + LIMITS.MAX_PAYLOAD, 0);
+  private readonly log: Logger;
+  private watcher: FdWatcher | null = null;
+  private traceConn = 0;
+  private open = true;
+
+  /** Takes ownership of `fd`, a connected non-blocking AF_UNIX stream socket. */
+  constructor(readonly fd: number, backend: VhostUserBackend, private readonly opts: ConnectionOptions = {}) {
+    this.log = opts.log ?? defaultLog;
+    this.dispatcher = new Dispatcher(backend, this.log);
+  }
+
+  /** Start reading. Messages already queued on the socket are handled from the next event-loop turn. */
+  start(): this {
+    if (this.opts.trace) this.traceConn = this.opts.trace.connect();
+    this.watcher = new FdWatcher(this.fd, { readable: true, disconnect: true }, (r) => this.onReady(r));
+    return this;
+  }
+
+  get closed(): boolean {
+    return !this.open;
+  }
+
+  /** Drop the connection (idempotent). */
+  close(reason = 'closed by the back end'): void {
+    if (!this.open) return;
+    this.open = false;
+    this.watcher?.close();
+    this.watcher = null;
+    try {
+      closeFd(this.fd);
+    } catch (e) {
+      this.log.error(`closing the front-end socket: ${(e as Error).message}`);
+    }
+    closeAll(this.framer.discard());
+    try {
+      this.dispatcher.disconnected();
+    } catch (e) {
+      this.log.error(`back end failed on disconnect: ${(e as Error).message}`);
+    }
+    this.opts.trace?.disconnect(this.traceConn, reason);
+    this.opts.onClosed?.(reason);
+  }
+
+  private onReady(r: Readiness): void {
+    try {
+      if (r.status < 0) {
+        this.log.warn(`front-end socket: poll error (libuv status ${r.status}); dropping the connection`);
+        this.close('poll error');
+        return;
+      }
+      this.drain();
+    } catch (e) {
+      // Nothing may escape into libuv's callback: it would take the process down.
+      this.log.error(`front-end connection: unexpected ${(e as Error).stack ?? e}; dropping the connection`);
+      this.close('internal error');
+    }
+  }
+
+  /** recvmsg exactly what the framer wants, until EAGAIN, EOF or a drop. */
+  private drain(): void {
+    while (this.open) {
+      let got;
+      try {
+        got = this.rx.recv(this.fd, this.framer.wanted());
+      } catch (e) {
+        if (e instanceof ControlTruncatedError) {
+          const who = this.nameOf(this.rx.data.subarray(0, e.n));
+          this.log.warn(`${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) (malformed; dropping the connection)`);
+          this.close('MSG_CTRUNC');
+          return;
+        }
+        if (e instanceof SysError) {
+          this.log.warn(`front-end socket: ${e.message}; dropping the connection`);
+          this.close(e.message);
+          return;
+        }
+        throw e;
+      }
+      if (got === null) return;
+      if (got.n === 0) {
+        const partial = describePartial(this.framer.state());
+        if (partial) {
+          this.log.warn(partial);
+          this.close('EOF mid-message');
+        } else {
+          this.log.info('front-end disconnected');
+          this.close('EOF');
+        }
+        return;
+      }
+      let msg: Message | null;
+      try {
+        msg = this.framer.push(this.rx.data.subarray(0, got.n), got.fds);
+      } catch (e) {
+        if (!(e instanceof Malformed)) throw e;
+        this.log.warn(`${e.message} (malformed; dropping the connection)`);
+        this.close('oversized payload');
+        return;
+      }
+      if (msg) this.deliver(msg);
+    }
+  }
+
+  private deliver(msg: Message): void {
+    const out: Outcome = this.dispatcher.handle(msg);
+    this.opts.trace?.message(this.traceConn, msg, out);
+    if (out.reply && !this.send(msg, out.reply)) return;
+    if (out.close) this.close(`${requestName(msg.header.request)}: ${out.reason ?? 'dropped'}`);
+  }
+
+  /** Replies are tiny: a short write or EAGAIN means the front-end is not reading; drop it. */
+  private send(msg: Message, reply: Buffer): boolean {
+    const name = requestName(msg.header.request);
+    try {
+      const n = this.tx.send(this.fd, reply);
+      if (n === reply.length) return true;
+      this.log.warn(`${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); dropping the connection`);
+    } catch (e) {
+      this.log.warn(`${name}: sending the reply: ${(e as Error).message}; dropping the connection`);
+    }
+    this.close('reply not sent');
+    return false;
+  }
+
+  /** The request a read belongs to (for a log line), from the partial message plus `bytes`. */
+  private nameOf(bytes: Buffer): string {
+    const s = this.framer.state();
+    if (s.at === 'payload') return requestName(s.header.request);
+    const id = this.framer.peekRequest(bytes);
+    return id === null ? 'request unknown' : requestName(id);
+  }
+}
