@@ -113,7 +113,12 @@ export interface GuestBootOptions {
   logFile?: string;
   /** harness messages (default: console.error) */
   log?: (message: string) => void;
-  /** no VBGUEST-INIT this long after QEMU starts = the nested-KVM boot hang: boot once more. Default 90000. */
+  /**
+   * No VBGUEST-INIT this long after QEMU starts = the nested-KVM boot hang: boot once more. Default 90000.
+   * The timer includes any time QEMU waits for a vhost-user back-end, so start the back-end first
+   * (client mode) or connect it promptly (server mode). If QEMU reported "Failed to connect", the
+   * boot is not retried: the error says the back-end is missing.
+   */
   hangTimeoutMs?: number;
   /** VBGUEST-INIT to VBGUEST-READY, default 120000 */
   readyTimeoutMs?: number;
@@ -208,6 +213,8 @@ export class Guest {
   private readonly t0 = Date.now();
   private child: ChildProcessWithoutNullStreams | null = null;
   private exitInfo: string | null = null;
+  /** QEMU's "Failed to connect" (vhost-user client + reconnect, no back-end yet) in this boot attempt */
+  private backendMissing: string | null = null;
   private startedAt = 0;
   private initAt = 0;
   private readyAt = 0;
@@ -312,6 +319,7 @@ export class Guest {
     const bin = this.opts.qemuBinary ?? 'qemu-system-x86_64';
     this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
     this.exitInfo = null;
+    this.backendMissing = null;
     this.initAt = this.readyAt = 0;
     this.partial = '';
     this.startedAt = Date.now();
@@ -323,7 +331,11 @@ export class Guest {
     child.stdout.on('data', (s: string) => { if (this.child === child) this.feed(s); });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (s: string) => {
-      for (const l of s.split('\n')) if (l.trim()) this.record(`[qemu] ${l}`);
+      for (const l of s.split('\n')) {
+        if (!l.trim()) continue;
+        this.record(`[qemu] ${l}`);
+        if (/Failed to connect/.test(l)) this.backendMissing = l.trim();
+      }
     });
     child.stdin.on('error', () => { /* QEMU gone: reported through 'exit' */ });
     const onGone = (why: string): void => {
@@ -389,6 +401,8 @@ export class Guest {
         await this.kill();
         if (!(e instanceof GuestTimeout)) throw e;
         const secs = Math.round(hangMs / 1000);
+        // A guest that waited for its vhost-user back-end never started: not the boot hang.
+        if (this.backendMissing) throw this.fail(`no init marker after ${secs} s, and QEMU reported "${this.backendMissing}": is the vhost-user back-end listening?`);
         if (attempt >= 2) throw this.fail(`no init marker after ${secs} s on the second boot attempt too; giving up`);
         this.note(`no init marker after ${secs} s, booting once more (nested-KVM boot hang)`);
         this.bootRetries = 1;
