@@ -10,7 +10,7 @@
  */
 import { has } from '../../src/bits.js';
 import { MemTable } from '../../src/memtable/index.js';
-import { closeAll, closeQuiet } from '../../src/sys/index.js';
+import { closeAll, closeQuiet, fstat } from '../../src/sys/index.js';
 import { Refused } from '../../src/vhost-user/errors.js';
 import type { VhostUserBackend } from '../../src/vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../../src/vhost-user/messages.js';
@@ -90,8 +90,25 @@ export class RecordingBackend implements VhostUserBackend {
     this.record('getMaxMemSlots');
     return BigInt(this.config.maxMemSlots ?? 8);
   }
+  /**
+   * An ADD_MEM_REG that repeats a region already mapped (same values, same file) is a no-op: QEMU
+   * up to at least 7.2 sends ADD_MEM_REG once per vhost_dev, i.e. once per queue pair of a
+   * multiqueue virtio-net (its one-time-request list lacks ADD/REM_MEM_REG; fixed upstream by
+   * "vhost-user: ... ADD/REM_MEM_REG ... should be sent only once"), so the second queue pair
+   * re-adds the region the first one added. Refusing it fails QEMU's vhost start for that pair.
+   */
   addMemReg(region: MemoryRegion, fd: number): void {
     this.record('addMemReg', region, 'fd');
+    let st: { dev: bigint; ino: bigint } | null = null;
+    try {
+      st = fstat(fd);
+    } catch {
+      // withRegion below names the bad fd.
+    }
+    if (st && this.memory.regions.some((m) => m.describes(region, st))) {
+      closeQuiet(fd);
+      return;
+    }
     this.replaceMemory(this.memory.withRegion(region, fd, { maxRegions: this.config.maxMemSlots ?? 8 }));
   }
   remMemReg(region: MemoryRegion): void {
