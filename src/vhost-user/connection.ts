@@ -17,6 +17,12 @@ import { describePartial, Framer, type Message } from './framer.js';
 import type { VhostUserBackend } from './handler.js';
 import type { TraceWriter } from './trace.js';
 
+/**
+ * Reads per readiness callback. The poll is level-triggered, so a front-end with more to say is
+ * called back on the next loop turn; meanwhile timers, the listener and other fds get their turn.
+ */
+const READS_PER_WAKEUP = 256;
+
 export interface ConnectionOptions {
   log?: Logger;
   /** Record every message and reply of this connection. */
@@ -88,9 +94,9 @@ export class Connection {
     }
   }
 
-  /** recvmsg exactly what the framer wants, until EAGAIN, EOF or a drop. */
+  /** recvmsg exactly what the framer wants, until EAGAIN, EOF, a drop, or the read budget is spent. */
   private drain(): void {
-    while (this.open) {
+    for (let reads = 0; this.open && reads < READS_PER_WAKEUP; reads++) {
       let got;
       try {
         got = this.rx.recv(this.fd, this.framer.wanted());

@@ -32,7 +32,7 @@ import { Malformed, Refused } from './errors.js';
 import type { Message } from './framer.js';
 import type { VhostUserBackend } from './handler.js';
 import type { VringState } from './messages.js';
-import { describeGate, offersProtocolFeatures, REQUESTS, type CallResult, type RequestSpec, type Session } from './requests.js';
+import { gateFailure, offersProtocolFeatures, REQUESTS, type CallResult, type RequestSpec, type Session } from './requests.js';
 
 /** What the connection does after a message. */
 export interface Outcome {
@@ -177,7 +177,7 @@ export class Dispatcher implements Session {
       throw new Malformed(`carries ${fds.length} fd${fds.length === 1 ? '' : 's'}, expected ${want} (${spec.fds.name})`);
     }
 
-    if (!this.gateOpen(spec)) throw new Refused(`needs ${describeGate(spec.gate)}, which was not negotiated`);
+    if (!this.gateOpen(spec)) throw new Refused(gateFailure(spec.gate));
 
     if (spec.ring) {
       const index = spec.ring(p);
@@ -228,14 +228,16 @@ export class Dispatcher implements Session {
   private fail(name: string, e: unknown, spec: RequestSpec<unknown> | undefined, needReply: boolean): Outcome {
     const reason = e instanceof Error ? e.message : String(e);
     const malformed = e instanceof Malformed;
-    const canNack = !malformed && spec?.reply === 'ack' && needReply && this.replyAck;
-    if (canNack) {
-      this.log.warn(`${name}: ${reason} (refused; NACK sent)`);
+    // A Refused is the front-end's doing (warn); any other error is the back end's own failure (error).
+    const own = !malformed && !(e instanceof Refused);
+    const say = (text: string) => (own ? this.log.error(text) : this.log.warn(text));
+    const kind = malformed ? 'malformed' : own ? 'failed' : 'refused';
+    if (!malformed && spec?.reply === 'ack' && needReply && this.replyAck) {
+      say(`${name}: ${reason} (${kind}; NACK sent)`);
       return { reply: encodeReplyAck(spec.id, false), close: false, result: 'nack', reason };
     }
-    const kind = malformed ? 'malformed' : e instanceof Refused ? 'refused' : 'failed';
     const why = malformed ? '' : spec?.reply === 'ack' ? ', and the front-end asked for no reply' : ', and the front-end expects a value';
-    this.log.warn(`${name}: ${reason} (${kind}${why}; dropping the connection)`);
+    say(`${name}: ${reason} (${kind}${why}; dropping the connection)`);
     return { reply: null, close: true, result: 'drop', reason };
   }
 

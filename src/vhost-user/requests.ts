@@ -305,12 +305,13 @@ const ROWS: RequestSpec<unknown>[] = [
 /** The table, by request id. */
 export const REQUESTS: ReadonlyMap<number, RequestSpec<unknown>> = new Map(ROWS.map((r) => [r.id, r]));
 
-/** Human-readable gate, for logs: `protocol feature MQ`, `VHOST_USER_F_PROTOCOL_FEATURES offered`. */
-export function describeGate(g: Gate): string {
-  if (g === null) return 'nothing';
-  if (g === 'features-bit-offered') return `VHOST_USER_F_PROTOCOL_FEATURES (bit ${VHOST_USER_F_PROTOCOL_FEATURES}) offered by GET_FEATURES`;
-  if (g === 'protocol-features-negotiated') return `VHOST_USER_F_PROTOCOL_FEATURES (bit ${VHOST_USER_F_PROTOCOL_FEATURES}) negotiated`;
-  return `protocol feature ${PROTOCOL_FEATURE_NAMES[g] ?? `bit ${g}`}`;
+/** Why a closed gate refuses, for the log line: `protocol feature MQ was not negotiated`. */
+export function gateFailure(g: Gate): string {
+  const pf = `VHOST_USER_F_PROTOCOL_FEATURES (bit ${VHOST_USER_F_PROTOCOL_FEATURES})`;
+  if (g === null) return 'no gate';
+  if (g === 'features-bit-offered') return `GET_FEATURES does not offer ${pf}`;
+  if (g === 'protocol-features-negotiated') return `${pf} was not negotiated`;
+  return `protocol feature ${PROTOCOL_FEATURE_NAMES[g] ?? `bit ${g}`} was not negotiated`;
 }
 
 /** True if `features` offers VHOST_USER_F_PROTOCOL_FEATURES. */

@@ -65,7 +65,7 @@ describe('vhost-user dispatcher', () => {
 
   it('refuses SET_VRING_ENABLE when the front-end never took up PROTOCOL_FEATURES, or declined it in SET_FEATURES', () => {
     expect(handle(msg.setVringEnable(0, 1)).result).to.equal('drop');
-    expect(cap.texts('warn').at(-1)).to.match(/^WARN SET_VRING_ENABLE: needs VHOST_USER_F_PROTOCOL_FEATURES \(bit 30\) negotiated, which was not negotiated/);
+    expect(cap.texts('warn').at(-1)).to.match(/^WARN SET_VRING_ENABLE: VHOST_USER_F_PROTOCOL_FEATURES \(bit 30\) was not negotiated/);
     setup();
     negotiate();
     expect(handle(msg.setFeatures(NET_FEATURES & ~bit(VHOST_USER_F_PROTOCOL_FEATURES))).result).to.equal('ok');
@@ -79,7 +79,7 @@ describe('vhost-user dispatcher', () => {
     const out = handle(msg.getProtocolFeatures());
     expect(out).to.include({ reply: null, close: true, result: 'drop' });
     expect(cap.texts('warn')).to.deep.equal([
-      'WARN GET_PROTOCOL_FEATURES: needs VHOST_USER_F_PROTOCOL_FEATURES (bit 30) offered by GET_FEATURES, which was not negotiated (refused, and the front-end expects a value; dropping the connection)',
+      'WARN GET_PROTOCOL_FEATURES: GET_FEATURES does not offer VHOST_USER_F_PROTOCOL_FEATURES (bit 30) (refused, and the front-end expects a value; dropping the connection)',
     ]);
   });
 
@@ -125,7 +125,7 @@ describe('vhost-user dispatcher', () => {
       negotiate();
       backend.setOwner = () => { throw new TypeError('boom'); };
       expect(handle(msg.setOwner().needReply()).reply).to.deep.equal(reply.nack(ID.SET_OWNER));
-      expect(cap.texts('warn').at(-1)).to.equal('WARN SET_OWNER: boom (refused; NACK sent)');
+      expect(cap.texts('warn').at(-1)).to.equal('ERROR SET_OWNER: boom (failed; NACK sent)');
     });
   });
 
@@ -161,11 +161,11 @@ describe('vhost-user dispatcher', () => {
     }
     expect(handle(msg.getQueueNum()).result, 'a value request cannot be NACKed').to.equal('drop');
     expect(cap.texts('warn').map((l) => l.replace(/ \(refused.*$/, ''))).to.deep.equal([
-      'WARN RESET_DEVICE: needs protocol feature RESET_DEVICE, which was not negotiated',
-      'WARN SEND_RARP: needs protocol feature RARP, which was not negotiated',
-      'WARN NET_SET_MTU: needs protocol feature MTU, which was not negotiated',
-      'WARN REM_MEM_REG: needs protocol feature CONFIGURE_MEM_SLOTS, which was not negotiated',
-      'WARN GET_QUEUE_NUM: needs protocol feature MQ, which was not negotiated',
+      'WARN RESET_DEVICE: protocol feature RESET_DEVICE was not negotiated',
+      'WARN SEND_RARP: protocol feature RARP was not negotiated',
+      'WARN NET_SET_MTU: protocol feature MTU was not negotiated',
+      'WARN REM_MEM_REG: protocol feature CONFIGURE_MEM_SLOTS was not negotiated',
+      'WARN GET_QUEUE_NUM: protocol feature MQ was not negotiated',
     ]);
   });
 

@@ -172,6 +172,24 @@ describe('vhost-user framer over a real socketpair', () => {
     expect(openFdCount()).to.equal(before);
   });
 
+  it('a connection works through a burst longer than one wakeup reads (level-triggered poll brings it back)', async () => {
+    const [a, b] = sys.socketPair();
+    const backend = new RecordingBackend(bridgeLike());
+    const fe = TestFrontEnd.over(a);
+    fe.send(msg.setProtocolFeatures(backend.config.protocolFeatures));
+    // 200 messages are 400 reads (header, payload): more than one wakeup's 256, less than the socket buffer holds.
+    for (let i = 0; i < 200; i++) fe.send(msg.setVringEnable(i % 4, i % 2));
+    fe.send(msg.getFeatures());
+    const conn = new Connection(b, backend).start();
+    try {
+      expect(await fe.reply()).to.deep.equal(reply.u64(ID.GET_FEATURES, backend.config.features));
+      expect(backend.methods.filter((m) => m === 'setVringEnable')).to.have.length(200);
+    } finally {
+      conn.close();
+      fe.close();
+    }
+  });
+
   it('a connection handles a whole burst sent before it reads, in order, with replies in order', async () => {
     const cap = captureLog('warn');
     const before = openFdCount();

@@ -9,7 +9,7 @@
  * them are closed on disconnected(), which also retires (unmaps) the memory table.
  */
 import { has } from '../../src/bits.js';
-import { MemTable } from '../../src/memtable/index.js';
+import { MemTable, MemTableError } from '../../src/memtable/index.js';
 import { closeAll, closeQuiet, fstat } from '../../src/sys/index.js';
 import { Refused } from '../../src/vhost-user/errors.js';
 import type { VhostUserBackend } from '../../src/vhost-user/handler.js';
@@ -84,7 +84,7 @@ export class RecordingBackend implements VhostUserBackend {
 
   setMemTable(regions: MemoryRegion[], fds: number[]): void {
     this.record('setMemTable', regions, fds.map(() => 'fd'));
-    this.replaceMemory(MemTable.map(regions, fds, { maxRegions: 8, previous: this.memory }));
+    this.replaceMemory(() => MemTable.map(regions, fds, { maxRegions: 8, previous: this.memory }));
   }
   getMaxMemSlots(): bigint {
     this.record('getMaxMemSlots');
@@ -109,11 +109,11 @@ export class RecordingBackend implements VhostUserBackend {
       closeQuiet(fd);
       return;
     }
-    this.replaceMemory(this.memory.withRegion(region, fd, { maxRegions: this.config.maxMemSlots ?? 8 }));
+    this.replaceMemory(() => this.memory.withRegion(region, fd, { maxRegions: this.config.maxMemSlots ?? 8 }));
   }
   remMemReg(region: MemoryRegion): void {
     this.record('remMemReg', region);
-    this.replaceMemory(this.memory.withoutRegion(region));
+    this.replaceMemory(() => this.memory.withoutRegion(region));
   }
   setLogBase(log: LogArea, fd: number): void {
     this.record('setLogBase', log, 'fd');
@@ -129,7 +129,7 @@ export class RecordingBackend implements VhostUserBackend {
     this.record('setVringAddr', addr);
     const ring = this.ring(addr.index);
     if (ring.num === undefined) throw new Refused(`ring ${addr.index}: addresses before SET_VRING_NUM`);
-    ring.local = this.memory.translateRing(addr, ring.num, has(this.acked, VIRTIO_F.RING_EVENT_IDX));
+    ring.local = refusing(() => this.memory.translateRing(addr, ring.num!, has(this.acked, VIRTIO_F.RING_EVENT_IDX)));
     ring.addr = addr;
   }
   setVringBase(index: number, base: number): void {
@@ -198,7 +198,9 @@ export class RecordingBackend implements VhostUserBackend {
     else this.held.set(key, fd);
   }
 
-  private replaceMemory(next: MemTable): void {
+  /** A memory table the front-end's request describes; what the MemTable refuses is refused (as the bridge does). */
+  private replaceMemory(build: () => MemTable): void {
+    const next = refusing(build);
     const old = this.memory;
     this.memory = next;
     old.retire(next);
@@ -208,5 +210,15 @@ export class RecordingBackend implements VhostUserBackend {
     let r = this.rings.get(index);
     if (!r) this.rings.set(index, (r = { base: 0, enabled: false }));
     return r;
+  }
+}
+
+/** The MemTable refuses the front-end's input (overlap, fd too small, ring outside memory): a Refused, as in the bridge. */
+function refusing<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof MemTableError) throw new Refused(e.message);
+    throw e;
   }
 }
