@@ -61,7 +61,7 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
     const xchg = join(work, 'xchg');
     const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
     const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--',
-      mocha, '--no-config', '--enable-source-maps', '--timeout', '300000', '--reporter', reporter,
+      mocha, '--no-config', '--exit', '--enable-source-maps', '--timeout', '300000', '--reporter', reporter,
       'dist/test/qemu/**/*.test.js'], {
       cwd: repo, stdio: 'inherit',
       env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },

@@ -83,14 +83,12 @@ export class BridgeDevice implements VhostUserBackend {
   }
 
   /**
-   * SET_FEATURES: refuse bits that were not offered; give the kernel its share (kernelFeatures),
+   * SET_FEATURES (the dispatcher has refused bits that were not offered): give the kernel its share (kernelFeatures),
    * the tap the offloads and vnet header size. Without PROTOCOL_FEATURES every ring is enabled
    * (vhost-user.rst "Ring states"). QEMU sends this once per queue pair, and again to toggle
    * LOG_ALL during migration: it is idempotent and never disables a ring.
    */
   setFeatures(features: bigint): void {
-    const extra = features & ~this.cfg.offeredFeatures;
-    if (extra) throw new Refused(`features ${describeBits(extra, FEATURE_NAMES)} were not offered`);
     this.negotiated = features;
     if (this.vhost) for (const v of this.vhost) v.setFeatures(this.cfg.kernelFeatures(features));
     this.cfg.tap.configure(features);
@@ -199,11 +197,22 @@ export class BridgeDevice implements VhostUserBackend {
     return BigInt(this.cfg.maxMemSlots ?? maxMemSlots());
   }
 
+  /** ADD_MEM_REG. QEMU 7.2 sends it once per queue pair: a region already in the table is a repeat, not an overlap. */
   addMemReg(region: MemoryRegion, fd: number): void {
+    if (this.memory.contains(region, fd)) {
+      closeQuiet(fd);
+      this.log.debug('ADD_MEM_REG: region already in the table (sent again for another queue pair)');
+      return;
+    }
     this.swapMemory([fd], ([own]) => this.memory.withRegion(region, own, { maxRegions: Number(this.getMaxMemSlots()) }), 'ADD_MEM_REG');
   }
 
+  /** REM_MEM_REG. Like ADD_MEM_REG it comes once per queue pair from QEMU 7.2: removing a region that is gone is a repeat. */
   remMemReg(region: MemoryRegion): void {
+    if (!this.memory.has(region)) {
+      this.log.debug('REM_MEM_REG: no such region (already removed for another queue pair)');
+      return;
+    }
     this.swapMemory([], () => this.memory.withoutRegion(region), 'REM_MEM_REG');
   }
 
@@ -371,7 +380,6 @@ export class BridgeDevice implements VhostUserBackend {
   }
 
   netSetMtu(mtu: number): void {
-    if (mtu < 68 || mtu > 65535) throw new Refused(`MTU ${mtu} is outside 68..65535`);
     this.cfg.tap.setMtu(mtu);
     this.log.info(`NET_SET_MTU: ${this.cfg.tap.name} mtu ${mtu}`);
   }

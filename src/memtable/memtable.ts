@@ -189,6 +189,29 @@ export class MemTable {
   }
 
   /**
+   * True if this table already has `region` backed by the same file as `fd` (fstat st_dev + st_ino).
+   * QEMU 7.2 sends ADD_MEM_REG (and REM_MEM_REG) once per queue pair, so the second identical
+   * region is a repeat, not an overlap (QEMU later made both per-device requests). Never throws for a
+   * bad fd: that is simply not the same region.
+   */
+  contains(region: MemoryRegion, fd: number): boolean {
+    this.#live('contains');
+    let st: Stat;
+    try {
+      st = fstat(fd);
+    } catch {
+      return false;
+    }
+    return this.#regions.some((m) => m.describes(region, st));
+  }
+
+  /** True if a region matching gpa, size and qva (REM_MEM_REG identity) is in this table. */
+  has(region: MemoryRegion): boolean {
+    this.#live('has');
+    return this.#regions.some((m) => m.matches(region));
+  }
+
+  /**
    * ADD_MEM_REG (vhost-user.rst, CONFIGURE_MEM_SLOTS): a new table with this table's mappings
    * shared and one new mapping appended. Same validation and fd rules as {@link MemTable.map}: the
    * fd is closed on success and left open on error; refused when the table already has

@@ -19,54 +19,14 @@ import { expect } from 'chai';
 import { join } from 'node:path';
 import { captureLog } from '../../src/log.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
-import * as sys from '../../src/sys/index.js';
-import { decodeLog, decodeMemoryTable, decodeSingleMemoryRegion } from '../../src/vhost-user/codec.js';
-import { FrontendReq, requestName } from '../../src/vhost-user/constants.js';
+import { requestName } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
-import type { MemoryRegion } from '../../src/vhost-user/messages.js';
-import { readTrace, type TraceMessage } from '../../src/vhost-user/trace.js';
+import { readTrace } from '../../src/vhost-user/trace.js';
 import { openFdCount } from '../fdcount.js';
-import { memfd } from './frontend.js';
+import { FdFactory } from './replay-fds.js';
 import { RecordingBackend } from './recording-backend.js';
 
 const fixtures = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures');
-
-/** Stand-in fds for a recorded message: one memfd per RAM block (dup'd when resent), eventfds otherwise. */
-class FdFactory {
-  private readonly blocks = new Map<string, number>();
-
-  forMessage(m: TraceMessage): number[] {
-    const ram = (r: MemoryRegion): number => {
-      const key = `${r.gpa}:${r.size}:${r.qva}:${r.mmapOffset}`;
-      let fd = this.blocks.get(key);
-      if (fd === undefined) this.blocks.set(key, (fd = memfd(r.mmapOffset + r.size, 'guest-ram')));
-      return sys.dup(fd);
-    };
-    let fds: number[];
-    switch (m.request) {
-      case FrontendReq.SET_MEM_TABLE:
-        fds = decodeMemoryTable(m.payload).regions.map(ram);
-        break;
-      case FrontendReq.ADD_MEM_REG:
-        fds = [ram(decodeSingleMemoryRegion(m.payload).region)];
-        break;
-      case FrontendReq.SET_LOG_BASE: {
-        const l = decodeLog(m.payload);
-        fds = [memfd(l.offset + l.size, 'dirty-log')];
-        break;
-      }
-      default:
-        fds = Array.from({ length: m.fds }, () => sys.eventfd());
-    }
-    expect(fds.length, `${requestName(m.request)}: stand-in fds`).to.equal(m.fds);
-    return fds;
-  }
-
-  close(): void {
-    sys.closeAll(this.blocks.values());
-    this.blocks.clear();
-  }
-}
 
 function replay(file: string) {
   const { header, events } = readTrace(join(fixtures, file));
