@@ -553,9 +553,15 @@ export class Guest {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Reboots the guest (reboot -f; QEMU stays) and waits for VBGUEST-READY again. */
-  async reboot(): Promise<void> {
-    await this.chain;
+  /** Reboots the guest (reboot -f; QEMU stays) and waits for VBGUEST-READY again. Queued like exec. */
+  reboot(): Promise<void> {
+    const run = (): Promise<void> => this.rebootNow();
+    const r = this.chain.then(run, run);
+    this.chain = r.catch(() => undefined);
+    return r;
+  }
+
+  private async rebootNow(): Promise<void> {
     this.initAt = this.readyAt = 0;
     const t = Date.now();
     this.write(`${++this.seq} reboot\n`);
