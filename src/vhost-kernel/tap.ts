@@ -1,0 +1,374 @@
+/**
+ * The tap device the kernel datapath reads and writes: one /dev/net/tun fd per queue pair, each
+ * handed to the vhost-net fd of that pair with VHOST_NET_SET_BACKEND.
+ *
+ * Modelled on what QEMU does for `-netdev tap,vhost=on` (net/tap-linux.c tap_open,
+ * tap_fd_set_offload, tap_set_sndbuf) and DPDK's virtio_user vhost_kernel_tap.c:
+ * IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (+ IFF_MULTI_QUEUE for several queue pairs); the TAP owns the
+ * virtio-net header (TUNSETVNETHDRSZ), never vhost-net (bit 27 stays off, see features.ts);
+ * offloads come from the guest's negotiated GUEST_* bits (TUNSETOFFLOAD), retried without UFO as
+ * QEMU does; TUNSETSNDBUF INT_MAX (QEMU's default: no sndbuf flow control between guests).
+ *
+ * Several settings are per DEVICE in drivers/net/tun.c (vnet header size, offloads, sndbuf live
+ * in struct tun_struct), so they are applied through the first fd; MTU and link state are
+ * interface ioctls on a socket (include/uapi/linux/sockios.h).
+ */
+import { readFileSync } from 'node:fs';
+import { C, close, closeAll, fcntl, fstat, ifNameToIndex, ioctlInt, ioctlPtr, open, socket, SysError } from '../sys/index.js';
+import { E, fdKind, KernelError, withHints } from './errors.js';
+import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
+import { checkIfName, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32 } from './structs.js';
+
+/** Where the tun/tap clone device is. */
+export const TUN_PATH = '/dev/net/tun';
+
+/** The flags every queue of the bridge's tap has. */
+export const TAP_FLAGS = IFF.TAP | IFF.NO_PI | IFF.VNET_HDR;
+
+/** tun.c's MAX_TAP_QUEUES. */
+export const MAX_TAP_QUEUES = 256;
+
+const INT_MAX = 0x7fffffff;
+
+/** Options of {@link Tap.open}. */
+export interface TapOpenOptions {
+  /** One fd per queue pair; more than 1 needs (and sets) IFF_MULTI_QUEUE. Default 1. */
+  queuePairs?: number;
+  /**
+   * true (default): create the tap if it does not exist (needs CAP_NET_ADMIN), else attach to it.
+   * false: attach to an existing (persistent) tap only; a missing one is an error.
+   */
+  create?: boolean;
+  /** The clone device; default /dev/net/tun. */
+  path?: string;
+}
+
+/** A tap device and this process's fds on it, one per queue pair. */
+export class Tap {
+  #fds: number[];
+
+  private constructor(
+    /** The interface name (as the kernel reports it, `%d` resolved). */
+    readonly name: string,
+    fds: number[],
+    /** IFF_* flags TUNGETIFF reported when the tap was opened or adopted. */
+    readonly flags: number,
+    /** true if this process created the interface (a non-persistent one vanishes on close). */
+    readonly created: boolean,
+    /** true if the fds came from elsewhere (--tap-fd). */
+    readonly adopted: boolean,
+  ) {
+    this.#fds = fds;
+  }
+
+  /**
+   * Create the tap `name` or attach to an existing one (TUNSETIFF), one fd per queue pair.
+   * Errors say what to do: EPERM (CAP_NET_ADMIN, or another user's tap), EBUSY (a single-queue
+   * tap held by another process), EINVAL (flags do not match: multi_queue, tun vs tap, not a tun
+   * device at all), ENODEV (create: false and no such tap).
+   */
+  static open(name: string, opts: TapOpenOptions = {}): Tap {
+    const pairs = opts.queuePairs ?? 1;
+    const path = opts.path ?? TUN_PATH;
+    const bad = checkIfName(name);
+    if (bad) throw new KernelError(`tap ${name}`, E.EINVAL, bad);
+    if (!Number.isInteger(pairs) || pairs < 1 || pairs > MAX_TAP_QUEUES) {
+      throw new RangeError(`tap ${name}: ${pairs} queue pairs (1 to ${MAX_TAP_QUEUES})`);
+    }
+    const want = TAP_FLAGS | (pairs > 1 ? IFF.MULTI_QUEUE : 0);
+    const existed = !name.includes('%') && interfaceExists(name);
+    if (!existed && opts.create === false) {
+      throw new KernelError(`tap ${name}`, E.ENODEV,
+        `no such tap: create it (ip tuntap add dev ${name} mode tap${pairs > 1 ? ' multi_queue' : ''} vnet_hdr user $USER), or let the bridge create it (needs CAP_NET_ADMIN)`);
+    }
+    const fds: number[] = [];
+    try {
+      let actual = name;
+      for (let q = 0; q < pairs; q++) {
+        const fd = withHints(() => open(path, C.O_RDWR | C.O_NONBLOCK), {
+          [E.ENOENT]: `no ${path}: load the tun module (modprobe tun)`,
+          [E.EACCES]: `${path} is not accessible to this user (it is mode 0666 on most systems): fix its mode, or pass open tap fds with --tap-fd`,
+          [E.EPERM]: `${path} is not accessible here (device cgroup or container policy): allow it, or pass open tap fds with --tap-fd`,
+        });
+        fds.push(fd);
+        const ifr = ifreq(actual, { flags: want });
+        withHints(() => ioctlPtr(fd, TUN.SETIFF, ifr, `TUNSETIFF ${actual}`), {
+          [E.EPERM]: () => permHint(actual, existed || q > 0, pairs),
+          [E.EBUSY]: `tap ${actual} is single-queue and another process (QEMU, another bridge) already holds it: stop that process or use another tap`,
+          [E.EINVAL]: () => mismatchHint(actual, want),
+          7 /* E2BIG */: `tap ${actual} already has the most queues the kernel allows (${MAX_TAP_QUEUES})`,
+        });
+        actual = ifreqName(ifr);
+      }
+      const flags = getIff(fds[0], actual);
+      return new Tap(actual, fds, flags, !existed, false);
+    } catch (e) {
+      closeAll(fds);
+      throw e;
+    }
+  }
+
+  /**
+   * Take over open tap fds (`--tap-fd N ...`, one per queue pair, in pair order), for a bridge
+   * that may not create or attach taps itself. Each must be a tun/tap fd attached to a TAP with
+   * IFF_NO_PI and IFF_VNET_HDR (TUNGETIFF); all on the same tap; IFF_MULTI_QUEUE if several.
+   * The fds are TAKEN (not duplicated; FD_CLOEXEC is set): close() closes them. On failure they stay
+   * open and stay the caller's. Two fds that are dups of one open file cannot be told apart here
+   * and would be one queue: the manager must open one file per queue.
+   */
+  static adopt(fds: readonly number[]): Tap {
+    if (fds.length < 1 || fds.length > MAX_TAP_QUEUES) throw new RangeError(`tap fds: ${fds.length} fds (1 to ${MAX_TAP_QUEUES})`);
+    if (new Set(fds).size !== fds.length) throw new RangeError(`tap fds: ${fds.join(', ')} has duplicates`);
+    let name = '';
+    let flags = 0;
+    for (const fd of fds) {
+      const what = `tap fd ${fd}`;
+      const st = withHints(() => fstat(fd), { [E.EBADF]: `fd ${fd} is not open in this process: check the manager passes it` });
+      if (st.type !== 'char') throw new KernelError(what, E.ENOTTY, `fd ${fd} is ${fdKind(st.type)}, not a /dev/net/tun fd`);
+      const ifr = ifreq('');
+      withHints(() => ioctlPtr(fd, TUN.GETIFF, ifr, `TUNGETIFF (${what})`), {
+        [E.EBADFD]: `fd ${fd} is /dev/net/tun but not attached to an interface (TUNSETIFF was not done)`,
+        [E.ENOTTY]: `fd ${fd} is a character device but not /dev/net/tun`,
+        [E.EINVAL]: `fd ${fd} is a character device but not /dev/net/tun`,
+      });
+      const f = ifreqFlags(ifr);
+      const n = ifreqName(ifr);
+      if ((f & IFF.TYPE_MASK) !== IFF.TAP) throw new KernelError(what, E.EINVAL, `${n} is a tun (layer 3) device; the bridge needs a tap`);
+      if (!(f & IFF.NO_PI)) throw new KernelError(what, E.EINVAL, `${n} was opened without IFF_NO_PI: the manager must open it with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`);
+      if (!(f & IFF.VNET_HDR)) throw new KernelError(what, E.EINVAL, `${n} was opened without IFF_VNET_HDR (ip tuntap ... vnet_hdr): the tap must carry the virtio-net header`);
+      if (name && n !== name) throw new KernelError(what, E.EINVAL, `fds are on different taps (${name}, ${n})`);
+      name = n;
+      flags = f;
+    }
+    if (fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {
+      throw new KernelError(`tap fds ${fds.join(', ')}`, E.EINVAL, `${name} is single-queue but ${fds.length} fds were passed (create it with multi_queue)`);
+    }
+    for (const fd of fds) fcntl(fd, C.F_SETFD, fcntl(fd, C.F_GETFD) | C.FD_CLOEXEC);
+    return new Tap(name, [...fds], flags, false, true);
+  }
+
+  /** TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports (0x7173 on Linux 6.1). */
+  static kernelFeatures(path: string = TUN_PATH): number {
+    const fd = open(path, C.O_RDWR);
+    try {
+      const b = Buffer.alloc(4);
+      ioctlPtr(fd, TUN.GETFEATURES, b, 'TUNGETFEATURES');
+      return b.readUInt32LE();
+    } finally {
+      close(fd);
+    }
+  }
+
+  /** The fds, index = queue pair. Empty after close(). */
+  get fds(): readonly number[] {
+    return this.#fds;
+  }
+
+  /** The fd of queue pair `pair` (for VHOST_NET_SET_BACKEND). */
+  fd(pair: number): number {
+    const fd = this.#fds[pair];
+    if (fd === undefined) throw new RangeError(`tap ${this.name}: no queue pair ${pair} (${this.#fds.length} open)`);
+    return fd;
+  }
+
+  get queuePairs(): number {
+    return this.#fds.length;
+  }
+
+  get multiQueue(): boolean {
+    return (this.flags & IFF.MULTI_QUEUE) !== 0;
+  }
+
+  /** IFF_* flags now (TUNGETIFF), e.g. to see IFF_PERSIST. */
+  currentFlags(): number {
+    return getIff(this.fd(0), this.name);
+  }
+
+  /** TUNSETVNETHDRSZ: the header size the tap expects on write and prepends on read (10, 12 or 20). */
+  setVnetHdrSize(size: number): void {
+    withHints(() => ioctlPtr(this.fd(0), TUN.SETVNETHDRSZ, int32(size), `TUNSETVNETHDRSZ ${this.name}`), {
+      [E.EINVAL]: `${size} is smaller than struct virtio_net_hdr (10)`,
+    });
+  }
+
+  /** TUNGETVNETHDRSZ. */
+  getVnetHdrSize(): number {
+    const b = int32(0);
+    ioctlPtr(this.fd(0), TUN.GETVNETHDRSZ, b, `TUNGETVNETHDRSZ ${this.name}`);
+    return b.readInt32LE();
+  }
+
+  /**
+   * TUNSETOFFLOAD with TUN_F_* `flags` (features.tapOffloadFlags of the negotiated set): which
+   * offloaded packets the tap may hand to vhost-net's RX path, i.e. to the guest. If the kernel
+   * refuses, retry without UFO as QEMU's tap_fd_set_offload does (UFO left Linux in 4.14 and came
+   * back as software segmentation in 4.15). Returns the flags applied.
+   */
+  setOffload(flags: number): number {
+    const call = `TUNSETOFFLOAD ${this.name} 0x${flags.toString(16)}`;
+    const hint = 'the tap refuses these offloads (TSO/UFO/USO need CSUM; USO needs Linux 6.2): offer only what probeOffloads() reports';
+    try {
+      ioctlInt(this.fd(0), TUN.SETOFFLOAD, flags, call);
+      return flags;
+    } catch (e) {
+      if (!(e instanceof SysError) || e.errno !== E.EINVAL) throw e;
+      if (!(flags & TUN_F.UFO)) throw new KernelError(call, e.errno, hint);
+    }
+    const noUfo = flags & ~TUN_F.UFO;
+    withHints(() => ioctlInt(this.fd(0), TUN.SETOFFLOAD, noUfo, `${call} (and 0x${noUfo.toString(16)} without UFO)`), { [E.EINVAL]: hint });
+    return noUfo;
+  }
+
+  /**
+   * The TUN_F_* offloads the tap accepts, by trying each (with CSUM, which the others need:
+   * tun.c set_offload refuses TSO without CSUM, and TSO_ECN without TSO). There is no
+   * TUNGETOFFLOAD, so the probe cannot restore what was set before: it leaves the tap with no
+   * offloads, which is a new tap's state; apply the negotiated ones with setOffload() afterwards.
+   */
+  probeOffloads(): number {
+    const fd = this.fd(0);
+    const tries = (f: number): boolean => {
+      try {
+        ioctlInt(fd, TUN.SETOFFLOAD, f, `TUNSETOFFLOAD ${this.name}`);
+        return true;
+      } catch (e) {
+        if (e instanceof SysError && e.errno === E.EINVAL) return false;
+        throw e;
+      }
+    };
+    let ok = 0;
+    if (tries(TUN_F.CSUM)) {
+      ok |= TUN_F.CSUM;
+      for (const extra of [TUN_F.TSO4, TUN_F.TSO6, TUN_F.TSO4 | TUN_F.TSO_ECN, TUN_F.UFO, TUN_F.USO4, TUN_F.USO6]) {
+        if (tries(TUN_F.CSUM | extra)) ok |= extra;
+      }
+    }
+    tries(0);
+    return ok;
+  }
+
+  /** TUNSETSNDBUF. INT_MAX (the default) turns the tap's send-buffer flow control off, as QEMU does. */
+  setSndbuf(bytes: number = INT_MAX): void {
+    withHints(() => ioctlPtr(this.fd(0), TUN.SETSNDBUF, int32(bytes), `TUNSETSNDBUF ${this.name}`), {
+      [E.EINVAL]: `${bytes} is not a positive send buffer size`,
+    });
+  }
+
+  /** TUNGETSNDBUF. */
+  getSndbuf(): number {
+    const b = int32(0);
+    ioctlPtr(this.fd(0), TUN.GETSNDBUF, b, `TUNGETSNDBUF ${this.name}`);
+    return b.readInt32LE();
+  }
+
+  /** SIOCGIFMTU. */
+  getMtu(): number {
+    return ifIoctl(this.name, SIOC.GIFMTU, {}, `SIOCGIFMTU ${this.name}`, ifreqMtu);
+  }
+
+  /**
+   * SIOCSIFMTU (needs CAP_NET_ADMIN). Nothing is done if the MTU already has that value, so an
+   * unprivileged bridge can be given a tap whose MTU was set by whoever created it.
+   */
+  setMtu(mtu: number): void {
+    if (this.getMtu() === mtu) return;
+    withHints(() => ifIoctl(this.name, SIOC.SIFMTU, { mtu }, `SIOCSIFMTU ${this.name} ${mtu}`, () => 0), {
+      [E.EPERM]: `setting the MTU needs CAP_NET_ADMIN: set it when creating the tap (ip link set ${this.name} mtu ${mtu}) or run as root`,
+      [E.EINVAL]: `${mtu} is outside the range a tap allows (68 to 65521)`,
+    });
+  }
+
+  /** SIOCGIFFLAGS & IFF_UP. */
+  isUp(): boolean {
+    return (ifIoctl(this.name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${this.name}`, ifreqFlags) & NETDEV_IFF.UP) !== 0;
+  }
+
+  /**
+   * Set the link up (or down): SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP changed (needs
+   * CAP_NET_ADMIN). Nothing is done if it already is, so an unprivileged bridge can use a tap
+   * that was brought up beforehand.
+   */
+  setUp(up = true): void {
+    const flags = ifIoctl(this.name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${this.name}`, ifreqFlags);
+    if (((flags & NETDEV_IFF.UP) !== 0) === up) return;
+    const next = up ? flags | NETDEV_IFF.UP : flags & ~NETDEV_IFF.UP;
+    withHints(() => ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0), {
+      [E.EPERM]: `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ${this.name} up) or run as root`,
+    });
+  }
+
+  /**
+   * Close this process's fds. A persistent tap stays (with its settings); a non-persistent one
+   * disappears with its last fd. Idempotent.
+   */
+  close(): void {
+    const fds = this.#fds;
+    this.#fds = [];
+    for (const fd of fds) close(fd);
+  }
+}
+
+/** TUNGETIFF flags of an attached fd. */
+function getIff(fd: number, name: string): number {
+  const ifr = ifreq('');
+  ioctlPtr(fd, TUN.GETIFF, ifr, `TUNGETIFF ${name}`);
+  return ifreqFlags(ifr);
+}
+
+function interfaceExists(name: string): boolean {
+  try {
+    ifNameToIndex(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An interface ioctl on a throwaway AF_UNIX datagram socket (any socket reaches dev_ioctl; AF_UNIX needs no IPv4). */
+function ifIoctl<T>(name: string, req: number, u: { flags?: number; mtu?: number }, call: string, out: (b: Buffer) => T): T {
+  const s = socket(C.AF_UNIX, C.SOCK_DGRAM);
+  try {
+    const b = ifreq(name, u);
+    withHints(() => ioctlPtr(s, req, b, call), { [E.ENODEV]: `no interface ${name} (was the tap deleted?)` });
+    return out(b);
+  } finally {
+    close(s);
+  }
+}
+
+/** sysfs facts about an interface, for hints only (best effort: undefined when unreadable). */
+function sysfs(name: string, attr: string): string | undefined {
+  try {
+    return readFileSync(`/sys/class/net/${name}/${attr}`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function permHint(name: string, existed: boolean, pairs: number): string {
+  const mq = pairs > 1 ? ' multi_queue' : '';
+  const make = `ip tuntap add dev ${name} mode tap${mq} vnet_hdr user $USER`;
+  if (!existed) {
+    return `creating a tap needs CAP_NET_ADMIN: run as root, or create a persistent tap owned by this user (${make}) and name it, or pass open tap fds with --tap-fd`;
+  }
+  const owner = sysfs(name, 'owner');
+  const group = sysfs(name, 'group');
+  const who = owner && owner !== '-1' ? ` (owner uid ${owner}${group && group !== '-1' ? `, group ${group}` : ''})` : ' (no owner: root only)';
+  return `tap ${name} belongs to another user${who}: run as that user or root, recreate it for this user (ip tuntap del dev ${name} mode tap; ${make}), or pass open tap fds with --tap-fd`;
+}
+
+function mismatchHint(name: string, want: number): string {
+  const raw = sysfs(name, 'tun_flags');
+  if (raw === undefined) {
+    return interfaceExists(name) ? `${name} exists and is not a tun/tap device: choose another name` : `TUNSETIFF refused ${name} (flags 0x${want.toString(16)})`;
+  }
+  const have = Number.parseInt(raw, 16);
+  if ((have & IFF.TYPE_MASK) !== IFF.TAP) return `${name} is a tun (layer 3) device, not a tap: choose another name`;
+  const wantMq = (want & IFF.MULTI_QUEUE) !== 0;
+  if (((have & IFF.MULTI_QUEUE) !== 0) !== wantMq) {
+    return wantMq
+      ? `${name} was created single-queue but several queue pairs need multi_queue: recreate it (ip tuntap del dev ${name} mode tap; ip tuntap add dev ${name} mode tap multi_queue vnet_hdr)`
+      : `${name} was created multi_queue but one queue pair opens it single-queue: recreate it without multi_queue, or use queues > 1`;
+  }
+  return `TUNSETIFF refused ${name} (its flags 0x${have.toString(16)}, requested 0x${want.toString(16)})`;
+}

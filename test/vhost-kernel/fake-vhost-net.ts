@@ -1,0 +1,179 @@
+/**
+ * A recording fake of one vhost-net fd, for unit tests of bridge logic on machines without
+ * /dev/vhost-net (rust-vmm's DummyBackendReqHandler plays the same role). It records every call
+ * and refuses what the real kernel refused in the lab (test/qemu/kernel-errors.test.ts), with the
+ * same call names and errnos as VhostNet, so an ordering bug fails here as it would in the lab:
+ * - anything but GET/SET_FEATURES before SET_OWNER: EPERM; SET_OWNER twice: EBUSY;
+ * - SET_FEATURES with a bit the kernel did not offer: EOPNOTSUPP;
+ * - SET_VRING_NUM not a power of two in 1..32768, SET_VRING_BASE over 0xffff, misaligned ADDR: EINVAL;
+ * - SET_VRING_NUM / SET_VRING_BASE while attached: EBUSY;
+ * - NET_SET_BACKEND before the memory table, NUM and ADDR: EFAULT.
+ * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE.
+ */
+import { SysError } from '../../src/sys/index.js';
+import { type KernelVringAddr, ringToPair, type VhostNetOps } from '../../src/vhost-kernel/index.js';
+
+/** One recorded call: the method name, its arguments, and the errno code if the fake refused it. */
+export type Call = { op: string; ring?: number; error?: string } & Record<string, unknown>;
+
+const EPERM = 1, EBADF = 9, EFAULT = 14, EBUSY = 16, EINVAL = 22, EOPNOTSUPP = 95;
+
+interface RingState { num?: number; base: number; addr?: KernelVringAddr; backend: number }
+
+export class RecordingVhostNet implements VhostNetOps {
+  readonly calls: Call[] = [];
+  private owner = false;
+  private closedFlag = false;
+  private memTable?: Buffer;
+  private rings: [RingState, RingState] = [{ base: 0, backend: -1 }, { base: 0, backend: -1 }];
+  features = 0n;
+  backendFeatures = 0n;
+  logBase?: bigint;
+
+  /** @param kernelFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default). */
+  constructor(readonly pair: number, readonly kernelFeatures = 0x33d008000n) {}
+
+  /** true if device ring `ring` has a backend attached. */
+  attached(ring: number): boolean {
+    return this.rings[this.index(ring)].backend >= 0;
+  }
+
+  setOwner(): void {
+    this.dev('setOwner', 'VHOST_SET_OWNER', {}, false);
+    if (this.owner) throw this.refuse(this.devName('VHOST_SET_OWNER'), EBUSY);
+    this.owner = true;
+  }
+
+  resetOwner(): void {
+    this.dev('resetOwner', 'VHOST_RESET_OWNER', {});
+    this.owner = false;
+    this.memTable = undefined;
+    this.rings = [{ base: 0, backend: -1 }, { base: 0, backend: -1 }];
+    this.features = 0n;
+  }
+
+  getFeatures(): bigint {
+    this.dev('getFeatures', 'VHOST_GET_FEATURES', {}, false);
+    return this.kernelFeatures;
+  }
+
+  setFeatures(features: bigint): void {
+    this.dev('setFeatures', 'VHOST_SET_FEATURES', { features }, false);
+    if (features & ~this.kernelFeatures) throw this.refuse(this.devName('VHOST_SET_FEATURES'), EOPNOTSUPP);
+    this.features = features;
+  }
+
+  getBackendFeatures(): bigint {
+    this.dev('getBackendFeatures', 'VHOST_GET_BACKEND_FEATURES', {}, false);
+    return 0x2n;
+  }
+
+  setBackendFeatures(features: bigint): void {
+    this.dev('setBackendFeatures', 'VHOST_SET_BACKEND_FEATURES', { features }, false);
+    if (features & ~0x2n) throw this.refuse(this.devName('VHOST_SET_BACKEND_FEATURES'), EOPNOTSUPP);
+    this.backendFeatures = features;
+  }
+
+  setMemTable(table: Buffer): void {
+    this.dev('setMemTable', 'VHOST_SET_MEM_TABLE', { table: Buffer.from(table) });
+    this.memTable = Buffer.from(table);
+  }
+
+  setLogBase(addr: bigint): void {
+    this.dev('setLogBase', 'VHOST_SET_LOG_BASE', { addr });
+    this.logBase = addr;
+  }
+
+  setLogFd(fd: number): void {
+    this.dev('setLogFd', 'VHOST_SET_LOG_FD', { fd });
+  }
+
+  setVringNum(ring: number, num: number): void {
+    const r = this.ring('setVringNum', 'VHOST_SET_VRING_NUM', ring, { num });
+    if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EBUSY);
+    if (!num || num > 0xffff || (num & (num - 1))) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EINVAL);
+    r.num = num;
+  }
+
+  setVringAddr(ring: number, addr: KernelVringAddr): void {
+    const r = this.ring('setVringAddr', 'VHOST_SET_VRING_ADDR', ring, { addr: { ...addr } });
+    if (addr.flags & ~1) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EOPNOTSUPP);
+    if ((addr.avail & 1n) || (addr.used & 3n) || (addr.log & 3n)) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EINVAL);
+    r.addr = { ...addr };
+  }
+
+  setVringBase(ring: number, base: number): void {
+    const r = this.ring('setVringBase', 'VHOST_SET_VRING_BASE', ring, { base });
+    if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EBUSY);
+    if (base > 0xffff) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EINVAL);
+    r.base = base;
+  }
+
+  getVringBase(ring: number): number {
+    return this.ring('getVringBase', 'VHOST_GET_VRING_BASE', ring, {}).base;
+  }
+
+  setVringEndian(ring: number, bigEndian: boolean): void {
+    this.ring('setVringEndian', 'VHOST_SET_VRING_ENDIAN', ring, { bigEndian });
+  }
+
+  setVringKick(ring: number, fd: number): void {
+    this.ring('setVringKick', 'VHOST_SET_VRING_KICK', ring, { fd });
+  }
+
+  setVringCall(ring: number, fd: number): void {
+    this.ring('setVringCall', 'VHOST_SET_VRING_CALL', ring, { fd });
+  }
+
+  setVringErr(ring: number, fd: number): void {
+    this.ring('setVringErr', 'VHOST_SET_VRING_ERR', ring, { fd });
+  }
+
+  setVringBusyloopTimeout(ring: number, usecs: number): void {
+    this.ring('setVringBusyloopTimeout', 'VHOST_SET_VRING_BUSYLOOP_TIMEOUT', ring, { usecs });
+  }
+
+  netSetBackend(ring: number, fd: number): void {
+    const r = this.ring('netSetBackend', 'VHOST_NET_SET_BACKEND', ring, { fd });
+    if (fd >= 0 && (!this.memTable || r.num === undefined || r.addr === undefined)) {
+      throw this.refuse(`VHOST_NET_SET_BACKEND (ring ${ring})`, EFAULT);
+    }
+    r.backend = fd;
+  }
+
+  close(): void {
+    this.calls.push({ op: 'close' });
+    this.closedFlag = true;
+  }
+
+  private dev(op: string, ioctl: string, args: Record<string, unknown>, needOwner = true): void {
+    this.calls.push({ op, ...args });
+    if (this.closedFlag) throw this.refuse(this.devName(ioctl), EBADF);
+    if (needOwner && !this.owner) throw this.refuse(this.devName(ioctl), EPERM);
+  }
+
+  private ring(op: string, ioctl: string, ring: number, args: Record<string, unknown>): RingState {
+    const index = this.index(ring);
+    this.calls.push({ op, ring, ...args });
+    if (this.closedFlag) throw this.refuse(`${ioctl} (ring ${ring})`, EBADF);
+    if (!this.owner) throw this.refuse(`${ioctl} (ring ${ring})`, EPERM);
+    return this.rings[index];
+  }
+
+  private index(ring: number): 0 | 1 {
+    const { pair, index } = ringToPair(ring);
+    if (pair !== this.pair) throw new RangeError(`ring ${ring} belongs to queue pair ${pair}, not to the vhost-net fd of pair ${this.pair}`);
+    return index;
+  }
+
+  /** The error to throw for the call just recorded, which is marked with its code. */
+  private refuse(call: string, errno: number): SysError {
+    const e = new SysError(call, errno);
+    this.calls[this.calls.length - 1].error = e.code;
+    return e;
+  }
+
+  private devName(ioctl: string): string {
+    return `${ioctl} (queue pair ${this.pair})`;
+  }
+}
