@@ -292,7 +292,7 @@ export class BridgeDevice implements VhostUserBackend {
     if (num < 1 || num > 32768 || (num & (num - 1)) !== 0) throw new Refused(`${r}: size ${num} is not a power of two up to 32768`);
     this.whileDetached(r, 'SET_VRING_NUM', () => {
       r.num = num;
-      this.vhostOf(r)?.setVringNum(r.kernelIndex, num);
+      this.vhostOf(r)?.setVringNum(r.index, num);
     });
   }
 
@@ -300,7 +300,7 @@ export class BridgeDevice implements VhostUserBackend {
     const r = this.rings[index];
     this.whileDetached(r, 'SET_VRING_BASE', () => {
       r.base = base;
-      this.vhostOf(r)?.setVringBase(r.kernelIndex, base);
+      this.vhostOf(r)?.setVringBase(r.index, base);
     });
   }
 
@@ -331,7 +331,7 @@ export class BridgeDevice implements VhostUserBackend {
     const r = this.rings[index];
     this.detach(r, 'GET_VRING_BASE');
     const v = this.vhostOf(r);
-    if (v) r.base = v.getVringBase(r.kernelIndex);
+    if (v) r.base = v.getVringBase(r.index);
     r.started = false;
     return r.base;
   }
@@ -341,7 +341,7 @@ export class BridgeDevice implements VhostUserBackend {
     const r = this.rings[index];
     if (fd === null) throw new Refused(`${r}: a kick without fd (polling) cannot drive the kernel datapath`);
     this.whileDetached(r, 'SET_VRING_KICK', () => {
-      this.vhostOf(r)?.setVringKick(r.kernelIndex, fd);
+      this.vhostOf(r)?.setVringKick(r.index, fd);
       if (r.kickFd !== null) closeQuiet(r.kickFd);
       r.kickFd = fd;
       r.started = true;
@@ -350,14 +350,14 @@ export class BridgeDevice implements VhostUserBackend {
 
   setVringCall(index: number, fd: number | null): void {
     const r = this.rings[index];
-    this.vhostOf(r)?.setVringCall(r.kernelIndex, fd ?? -1);
+    this.vhostOf(r)?.setVringCall(r.index, fd ?? -1);
     if (r.callFd !== null) closeQuiet(r.callFd);
     r.callFd = fd;
   }
 
   setVringErr(index: number, fd: number | null): void {
     const r = this.rings[index];
-    this.vhostOf(r)?.setVringErr(r.kernelIndex, fd ?? -1);
+    this.vhostOf(r)?.setVringErr(r.index, fd ?? -1);
     if (r.errFd !== null) closeQuiet(r.errFd);
     r.errFd = fd;
   }
@@ -398,19 +398,19 @@ export class BridgeDevice implements VhostUserBackend {
   private pushAddr(r: Ring): void {
     const v = this.vhostOf(r);
     if (!v || !r.addr || !r.local) return;
-    v.setVringAddr({ index: r.kernelIndex, flags: r.addr.flags, desc: r.local.desc, used: r.local.used, avail: r.local.avail, log: r.addr.log });
+    v.setVringAddr(r.index, { flags: r.addr.flags, desc: r.local.desc, used: r.local.used, avail: r.local.avail, log: r.addr.log });
   }
 
   /** After SET_OWNER: everything the ring received before there was a kernel to give it to. */
   private pushRing(r: Ring): void {
     const v = this.vhostOf(r);
     if (!v) return;
-    if (r.callFd !== null) v.setVringCall(r.kernelIndex, r.callFd);
-    if (r.errFd !== null) v.setVringErr(r.kernelIndex, r.errFd);
-    if (r.num !== undefined) v.setVringNum(r.kernelIndex, r.num);
-    v.setVringBase(r.kernelIndex, r.base);
+    if (r.callFd !== null) v.setVringCall(r.index, r.callFd);
+    if (r.errFd !== null) v.setVringErr(r.index, r.errFd);
+    if (r.num !== undefined) v.setVringNum(r.index, r.num);
+    v.setVringBase(r.index, r.base);
     this.pushAddr(r);
-    if (r.kickFd !== null) v.setVringKick(r.kernelIndex, r.kickFd);
+    if (r.kickFd !== null) v.setVringKick(r.index, r.kickFd);
   }
 
   /** Apply a change the kernel refuses while the ring is attached (EBUSY), then restore. */
@@ -430,7 +430,7 @@ export class BridgeDevice implements VhostUserBackend {
     const v = this.vhostOf(r);
     if (!v) return;
     if (r.wanted && !r.attached) {
-      v.netSetBackend(r.kernelIndex, this.cfg.tap.queueFd(r.pair));
+      v.netSetBackend(r.index, this.cfg.tap.queueFd(r.pair));
       r.attached = true;
       this.log.info(`${r}: attached to ${this.cfg.tap.name} (size ${r.num}, base ${r.base})`);
     } else if (!r.wanted && r.attached) {
@@ -442,7 +442,7 @@ export class BridgeDevice implements VhostUserBackend {
     if (!r.attached) return;
     r.attached = false; // even if the ioctl fails: the fd is about to be released, or the ring is broken
     const v = this.vhostOf(r);
-    if (v) v.netSetBackend(r.kernelIndex, -1);
+    if (v) v.netSetBackend(r.index, -1);
     this.log.debug(`${r}: detached (${why})`);
   }
 }

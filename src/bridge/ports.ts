@@ -3,27 +3,10 @@
  * ioctls (VhostNet, Tap); bridge unit tests implement them with a recording fake that enforces the
  * kernel's ordering rules (test/bridge/fake-kernel.ts).
  */
+import type { VhostNetOps } from '../vhost-kernel/index.js';
 
-/**
- * One /dev/vhost-net fd: one queue pair (rings 2p and 2p+1 as kernel ring indices 0 and 1).
- * One method per ioctl the bridge uses (linux/vhost.h); src/vhost-kernel's VhostNet satisfies it.
- */
-export interface VhostNetPort {
-  setOwner(): void;
-  setFeatures(features: bigint): void;
-  /** struct vhost_memory, produced by src/memtable. */
-  setMemTable(memory: Buffer): void;
-  setLogBase(address: bigint): void;
-  setVringNum(index: number, num: number): void;
-  setVringBase(index: number, base: number): void;
-  getVringBase(index: number): number;
-  setVringAddr(addr: { index: number; flags: number; desc: bigint; used: bigint; avail: bigint; log: bigint }): void;
-  setVringKick(index: number, fd: number): void;
-  setVringCall(index: number, fd: number): void;
-  setVringErr(index: number, fd: number): void;
-  /** VHOST_NET_SET_BACKEND: the tap queue fd, or -1 to detach. */
-  netSetBackend(index: number, fd: number): void;
-}
+/** One /dev/vhost-net fd: one queue pair. Ring arguments are DEVICE ring numbers (src/vhost-kernel maps them). */
+export type VhostNetPort = VhostNetOps;
 
 /** The tap: one queue fd per queue pair; persists across front-end sessions. */
 export interface TapPort {

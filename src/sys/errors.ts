@@ -19,8 +19,15 @@ export class SysError extends Error {
   }
 }
 
-/** `EBADF` for 9; libuv knows the Linux names. */
+/**
+ * Names libuv does not give as the kernel headers do: EBADFD is unknown to it, and 95 comes back as
+ * ENOTSUP, while drivers/vhost returns it as -EOPNOTSUPP (the same number on Linux).
+ */
+const LINUX_NAMES: Record<number, string> = { 77: 'EBADFD', 95: 'EOPNOTSUPP' };
+
+/** `EBADF` for 9; libuv knows most Linux names. */
 export function errnoName(errno: number): string {
+  if (LINUX_NAMES[errno]) return LINUX_NAMES[errno];
   const n = getSystemErrorName(-errno);
   return n.startsWith('Unknown') ? `E${errno}` : n;
 }

@@ -22,7 +22,8 @@ describe('sys: errors', () => {
   it('names errnos, including ones libuv does not know', () => {
     expect(sys.errnoName(11)).to.equal('EAGAIN');
     expect(sys.errnoName(16)).to.equal('EBUSY');
-    expect(sys.errnoName(95)).to.equal('ENOTSUP'); // EOPNOTSUPP == ENOTSUP on Linux
+    expect(sys.errnoName(95)).to.equal('EOPNOTSUPP'); // == ENOTSUP on Linux; vhost returns it as EOPNOTSUPP
+    expect(sys.errnoName(77)).to.equal('EBADFD');
     expect(sys.errnoName(4000)).to.equal('E4000');
   });
 

@@ -30,8 +30,41 @@ export class RecordingVhostNet implements VhostNetOps {
   backendFeatures = 0n;
   logBase?: bigint;
 
-  /** @param kernelFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default). */
-  constructor(readonly pair: number, readonly kernelFeatures = 0x33d008000n) {}
+  /** Added to what GET_VRING_BASE returns, per kernel ring index: buffers "the kernel processed" (see {@link advance}). */
+  private processed: [number, number] = [0, 0];
+
+  /**
+   * @param kernelFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default).
+   * @param onCall also reports every recorded call here (a journal shared by several fakes).
+   */
+  constructor(readonly pair: number, readonly kernelFeatures = 0x33d008000n, private readonly onCall?: (pair: number, call: Call) => void) {}
+
+  /** Simulate the kernel consuming `n` available buffers of `ring`: GET_VRING_BASE returns that much more. */
+  advance(ring: number, n: number): void {
+    this.processed[this.index(ring)] += n;
+  }
+
+  /** What the kernel holds for device ring `ring` (tests read it). */
+  ringState(ring: number): Readonly<RingState> {
+    return this.rings[this.index(ring)];
+  }
+
+  /** The memory table it was given, decoded (struct vhost_memory), or null. */
+  get memory(): { gpa: bigint; size: bigint; uaddr: bigint }[] | null {
+    const t = this.memTable;
+    if (!t) return null;
+    return Array.from({ length: t.readUInt32LE(0) }, (_, i) => ({
+      gpa: t.readBigUInt64LE(8 + 32 * i), size: t.readBigUInt64LE(16 + 32 * i), uaddr: t.readBigUInt64LE(24 + 32 * i),
+    }));
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  get owned(): boolean {
+    return this.owner;
+  }
 
   /** true if device ring `ring` has a backend attached. */
   attached(ring: number): boolean {
@@ -107,10 +140,11 @@ export class RecordingVhostNet implements VhostNetOps {
     if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EBUSY);
     if (base > 0xffff) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EINVAL);
     r.base = base;
+    this.processed[this.index(ring)] = 0;
   }
 
   getVringBase(ring: number): number {
-    return this.ring('getVringBase', 'VHOST_GET_VRING_BASE', ring, {}).base;
+    return (this.ring('getVringBase', 'VHOST_GET_VRING_BASE', ring, {}).base + this.processed[this.index(ring)]) & 0xffff;
   }
 
   setVringEndian(ring: number, bigEndian: boolean): void {
@@ -142,19 +176,24 @@ export class RecordingVhostNet implements VhostNetOps {
   }
 
   close(): void {
-    this.calls.push({ op: 'close' });
+    this.record({ op: 'close' });
     this.closedFlag = true;
   }
 
+  private record(c: Call): void {
+    this.calls.push(c);
+    this.onCall?.(this.pair, c);
+  }
+
   private dev(op: string, ioctl: string, args: Record<string, unknown>, needOwner = true): void {
-    this.calls.push({ op, ...args });
+    this.record({ op, ...args });
     if (this.closedFlag) throw this.refuse(this.devName(ioctl), EBADF);
     if (needOwner && !this.owner) throw this.refuse(this.devName(ioctl), EPERM);
   }
 
   private ring(op: string, ioctl: string, ring: number, args: Record<string, unknown>): RingState {
     const index = this.index(ring);
-    this.calls.push({ op, ring, ...args });
+    this.record({ op, ring, ...args });
     if (this.closedFlag) throw this.refuse(`${ioctl} (ring ${ring})`, EBADF);
     if (!this.owner) throw this.refuse(`${ioctl} (ring ${ring})`, EPERM);
     return this.rings[index];

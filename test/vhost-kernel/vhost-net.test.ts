@@ -105,7 +105,7 @@ describe('vhost-kernel: VhostNet', () => {
       'setOwner', 'setFeatures', 'setMemTable', 'setVringNum', 'setVringBase', 'setVringAddr', 'netSetBackend', 'netSetBackend', 'getVringBase',
     ]);
     expect(fake.calls.filter((c) => c.error).map((c) => `${c.op}:${c.error}`)).to.deep.equal([
-      'setOwner:EBUSY', 'setFeatures:ENOTSUP', 'netSetBackend:EFAULT', 'setVringNum:EINVAL', 'setVringNum:EBUSY', 'setVringBase:EBUSY',
+      'setOwner:EBUSY', 'setFeatures:EOPNOTSUPP', 'netSetBackend:EFAULT', 'setVringNum:EINVAL', 'setVringNum:EBUSY', 'setVringBase:EBUSY',
     ]);
     expect(fake.calls.find((c) => c.op === 'netSetBackend' && !c.error)).to.deep.equal({ op: 'netSetBackend', ring: 2, fd: 5 });
     expect(fake.attached(2)).to.equal(false);
