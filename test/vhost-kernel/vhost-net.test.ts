@@ -87,7 +87,7 @@ describe('vhost-kernel: VhostNet', () => {
     const vn: VhostNetOps = new RecordingVhostNet(1);
     vn.setOwner();
     expect(() => vn.setOwner()).to.throw(sys.SysError, /^VHOST_SET_OWNER \(queue pair 1\): EBUSY/);
-    expect(() => vn.setFeatures(1n)).to.throw(sys.SysError, /^VHOST_SET_FEATURES \(queue pair 1\): ENOTSUP/);
+    expect(() => vn.setFeatures(1n)).to.throw(sys.SysError, /^VHOST_SET_FEATURES \(queue pair 1\): EOPNOTSUPP/);
     vn.setFeatures(0x130008000n);
     expect(() => vn.netSetBackend(2, 5)).to.throw(sys.SysError, /^VHOST_NET_SET_BACKEND \(ring 2\): EFAULT/);
     vn.setMemTable(Buffer.alloc(8));
