@@ -19,7 +19,7 @@ export class KernelError extends SysError {
 /** errno values the hints are keyed on (Linux, all architectures the bridge targets). */
 export const E = {
   EPERM: 1, ENOENT: 2, EBADF: 9, EACCES: 13, EFAULT: 14, EBUSY: 16, ENODEV: 19, EINVAL: 22,
-  ENOTTY: 25, EBADFD: 77, EOPNOTSUPP: 95,
+  EAGAIN: 11, ENOTTY: 25, EBADFD: 77, EOPNOTSUPP: 95,
 } as const;
 
 /**

@@ -14,7 +14,7 @@
  * interface ioctls on a socket (include/uapi/linux/sockios.h).
  */
 import { readFileSync } from 'node:fs';
-import { C, close, closeAll, fcntl, fstat, ifNameToIndex, ioctlInt, ioctlPtr, open, socket, SysError } from '../sys/index.js';
+import { C, close, closeAll, fcntl, fstat, ifNameToIndex, ioctlInt, ioctlPtr, open, socket, SysError, write } from '../sys/index.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
 import { checkIfName, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32 } from './structs.js';
@@ -295,6 +295,34 @@ export class Tap {
     withHints(() => ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0), {
       [E.EPERM]: `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ${this.name} up) or run as root`,
     });
+  }
+
+  /**
+   * TUNSETQUEUE: attach (IFF_ATTACH_QUEUE) or detach (IFF_DETACH_QUEUE) queue `pair` of a
+   * multi-queue tap. The host's transmit path spreads packets over the ATTACHED queues only, so a
+   * queue pair the guest does not use must be detached or the packets steered to it wait forever
+   * (QEMU's tap_enable/tap_disable do the same when the guest changes its number of queue pairs).
+   * Nothing to do on a single-queue tap.
+   */
+  setQueueEnabled(pair: number, enabled: boolean): void {
+    if (!this.multiQueue) return;
+    const ifr = ifreq('', { flags: enabled ? IFF.ATTACH_QUEUE : IFF.DETACH_QUEUE });
+    try {
+      ioctlPtr(this.fd(pair), TUN.SETQUEUE, ifr, `TUNSETQUEUE ${this.name} queue ${pair} ${enabled ? 'attach' : 'detach'}`);
+    } catch (e) {
+      // Attaching an attached queue is EINVAL; detaching a detached one too: both mean "already so".
+      if (!(e instanceof SysError && e.errno === E.EINVAL)) throw e;
+    }
+  }
+
+  /**
+   * Write one Ethernet frame on queue `pair`, preceded by a zeroed virtio-net header of the size
+   * the tap expects (no offload requested, num_buffers unused on this path). For SEND_RARP: the
+   * bridge's only frame; everything else is the kernel's datapath.
+   */
+  writeFrame(frame: Buffer, pair = 0): void {
+    const buf = Buffer.concat([Buffer.alloc(this.getVnetHdrSize()), frame]);
+    if (write(this.fd(pair), buf) !== buf.length) throw new KernelError(`write ${this.name}`, E.EAGAIN, 'the tap queue is full');
   }
 
   /**

@@ -1,0 +1,147 @@
+/**
+ * The daemon: set up the kernel side once (probe /dev/vhost-net, open the tap), then serve
+ * front-ends one at a time on a vhost-user socket, with one BridgeDevice whose state lives for
+ * one connection (it resets itself when the front-end leaves).
+ *
+ * Start-up problems (no /dev/vhost-net, no permission for the tap, socket path in use) throw
+ * before anything is served, with one line that says what to do.
+ */
+import { describeBits } from '../bits.js';
+import { log as defaultLog, type Logger } from '../log.js';
+import { closeAll } from '../sys/index.js';
+import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, toKernel, VhostNet } from '../vhost-kernel/index.js';
+import type { Connection } from '../vhost-user/connection.js';
+import { TraceWriter } from '../vhost-user/trace.js';
+import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
+import { FEATURE_NAMES } from '../virtio.js';
+import { BridgeDevice } from './device.js';
+import { KernelTap, VhostNetPool } from './kernel.js';
+
+/** How the bridge meets its front-end. */
+export type TransportSpec =
+  | { mode: 'server'; path: string; socketMode?: number }
+  | { mode: 'client'; path: string }
+  | { mode: 'fd'; fd: number };
+
+/** Which tap the rings are attached to. */
+export type TapSpec = { name: string } | { fds: number[] };
+
+export interface BridgeOptions {
+  transport: TransportSpec;
+  tap: TapSpec;
+  /** Open /dev/vhost-net fds given by a manager, one per queue pair (--vhost-fd). */
+  vhostFds?: number[];
+  queuePairs: number;
+  /** Set the tap's MTU at start. */
+  mtu?: number;
+  /** Record every vhost-user message and reply to this file (msgpack trace). */
+  record?: string;
+  log?: Logger;
+}
+
+export class Bridge {
+  /** The feature word offered to front-ends. */
+  readonly offered: bigint;
+  /** VHOST_GET_FEATURES of the kernel. */
+  readonly kernelFeatures: bigint;
+  readonly device: BridgeDevice;
+  private readonly transport: VhostUserServer | VhostUserClient;
+  private closed = false;
+
+  private constructor(
+    private readonly opts: BridgeOptions,
+    private readonly tap: Tap,
+    private readonly pool: VhostNetPool,
+    kernel: bigint,
+    private readonly trace: TraceWriter | null,
+    private readonly log: Logger,
+  ) {
+    this.kernelFeatures = kernel;
+    const tapOffloads = tap.probeOffloads();
+    const inputs = { kernel, tapOffloads, queuePairs: opts.queuePairs, bridgeBits: BRIDGE_BITS };
+    this.offered = offeredToFrontEnd(inputs);
+    for (const b of explainOffer(inputs)) log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
+    this.device = new BridgeDevice({
+      queuePairs: opts.queuePairs,
+      offeredFeatures: this.offered,
+      kernelFeatures: (n) => toKernel(n, kernel),
+      tap: new KernelTap(tap, log),
+      vhostNet: pool,
+      log,
+    });
+    const t = opts.transport;
+    const topts = { log, trace: trace ?? undefined };
+    this.transport = t.mode === 'server' ? VhostUserServer.listen(t.path, this.device, { ...topts, mode: t.socketMode })
+      : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.device, topts)
+        : VhostUserClient.connect(t.path, this.device, topts);
+    this.transport.on('connection', (c: Connection) => log.info(`front-end connected (socket fd ${c.fd})`));
+    this.transport.on('disconnect', (why: string) => log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`));
+    log.info(`vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`);
+  }
+
+  /** Probe the kernel, open the tap, start serving. Throws one clear error if any of it fails. */
+  static start(opts: BridgeOptions): Bridge {
+    const log = opts.log ?? defaultLog;
+    const pairs = opts.queuePairs;
+    let adopted: VhostNet[] | null = null;
+    let tap: Tap | null = null;
+    let trace: TraceWriter | null = null;
+    try {
+      // The kernel: adopt the manager's fds, or check that /dev/vhost-net opens and read its features.
+      let kernel: bigint;
+      if (opts.vhostFds?.length) {
+        if (opts.vhostFds.length !== pairs) throw new Error(`--vhost-fd: ${opts.vhostFds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
+        adopted = [];
+        for (const [p, fd] of opts.vhostFds.entries()) adopted.push(VhostNet.adopt(fd, p));
+        kernel = adopted[0].getFeatures();
+      } else {
+        const probe = VhostNet.open(0);
+        try {
+          kernel = probe.getFeatures();
+        } finally {
+          probe.close();
+        }
+      }
+      // The tap: it lives as long as the daemon, so the host side does not flap between sessions.
+      if ('fds' in opts.tap) {
+        if (opts.tap.fds.length !== pairs) throw new Error(`--tap-fd: ${opts.tap.fds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
+        tap = Tap.adopt(opts.tap.fds);
+      } else {
+        tap = Tap.open(opts.tap.name, { queuePairs: pairs });
+      }
+      tap.setSndbuf();
+      if (opts.mtu !== undefined) tap.setMtu(opts.mtu);
+      tap.setUp();
+      for (let p = 1; p < pairs; p++) tap.setQueueEnabled(p, false); // attached when the guest enables the pair
+      if (opts.record) trace = new TraceWriter(opts.record, { tool: 'vhost-bridge', queuePairs: pairs });
+      return new Bridge(opts, tap, new VhostNetPool(adopted, log), kernel, trace, log);
+    } catch (e) {
+      trace?.close();
+      tap?.close();
+      if (adopted) for (const v of adopted) v.close();
+      else if (opts.vhostFds) closeAll(opts.vhostFds);
+      throw e;
+    }
+  }
+
+  /** Stop serving: the front-end is dropped (its rings stop, memory is unmapped), then the tap and adopted fds are closed. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.transport.close();
+    this.pool.close();
+    this.tap.close();
+    this.trace?.close();
+    this.log.info('vhost-bridge stopped');
+  }
+
+  /** The tap's name. */
+  get tapName(): string {
+    return this.tap.name;
+  }
+
+  /** The options it was started with. */
+  get options(): Readonly<BridgeOptions> {
+    return this.opts;
+  }
+}
