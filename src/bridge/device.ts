@@ -16,7 +16,7 @@
  *  - At the end of a session the vhost-net fds are closed first, then guest memory is unmapped.
  */
 import { has, maskOf, describeBits } from '../bits.js';
-import { closeAll, closeQuiet, dup, mmapShared, munmap, SysError } from '../sys/index.js';
+import { closeAll, closeQuiet, dup, eventfdWrite, mmapShared, munmap, SysError } from '../sys/index.js';
 import { FEATURE_NAMES, VIRTIO_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
 import { MemTable, MemTableError, maxMemSlots } from '../memtable/index.js';
 import { Refused } from '../vhost-user/errors.js';
@@ -348,11 +348,22 @@ export class BridgeDevice implements VhostUserBackend {
     });
   }
 
+  /**
+   * SET_VRING_CALL: the kernel signals this eventfd itself. When it replaces the call fd of a
+   * started ring, the bridge also writes 1 to it once, as libvhost-user does "in case of I/O hang
+   * after reconnecting": QEMU sends the guest's real irqfd only after the ring is attached, so
+   * buffers the kernel used meanwhile (packets queued on the tap while no back end was there, seen
+   * in the lab after a bridge restart) were signalled on the previous, masked fd. With EVENT_IDX the
+   * kernel then signals again only once the used index passes the guest's stale used_event, which
+   * never moves because the guest never heard of them: the ring hangs. One spurious interrupt makes
+   * the guest look at the used ring and move used_event; it is configuration, not datapath.
+   */
   setVringCall(index: number, fd: number | null): void {
     const r = this.rings[index];
     this.vhostOf(r)?.setVringCall(r.index, fd ?? -1);
     if (r.callFd !== null) closeQuiet(r.callFd);
     r.callFd = fd;
+    if (fd !== null && r.started) eventfdWrite(fd, 1n);
   }
 
   setVringErr(index: number, fd: number | null): void {

@@ -156,6 +156,27 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
     dev.disconnected();
   });
 
+  it('signals a call fd that replaces another on a started ring once (reconnect I/O hang), and not before the ring starts', () => {
+    const { dev } = setup(1);
+    dev.setOwner();
+    dev.setFeatures(ACKED);
+    const early = sys.eventfd();
+    dev.setVringCall(0, early); // at realize, before the ring exists: QEMU's masked notifier
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    const mine = sys.dup(early);
+    expect(sys.eventfdRead(mine), 'no signal before the ring started').to.equal(null);
+    dev.setVringNum(0, NUM);
+    dev.setVringAddr(ringAt(0));
+    dev.setVringKick(0, sys.eventfd());
+    const irqfd = sys.eventfd();
+    const watch = sys.dup(irqfd);
+    dev.setVringCall(0, irqfd); // the guest's real notifier, after the kick
+    expect(sys.eventfdRead(watch), 'one spurious interrupt so the guest looks at the used ring').to.equal(1n);
+    sys.closeAll([mine, watch]);
+    dev.disconnected();
+  });
+
   it('without PROTOCOL_FEATURES, SET_FEATURES enables every ring', () => {
     const { source, dev } = setup(1);
     dev.setOwner();
