@@ -15,7 +15,7 @@
  *
  * Uses node:child_process and node:fs only.
  */
-import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 
 // ------------------------------------------------------------------ lab files
@@ -215,6 +215,7 @@ export class Guest {
   private exitInfo: string | null = null;
   /** QEMU's "Failed to connect" (vhost-user client + reconnect, no back-end yet) in this boot attempt */
   private backendMissing: string | null = null;
+  private lastStderr: string | null = null;
   private startedAt = 0;
   private initAt = 0;
   private readyAt = 0;
@@ -287,7 +288,7 @@ export class Guest {
       ...(o.extraKernelArgs ?? []),
     ].join(' ');
     const args = [
-      '-name', `vbguest-${this.name}`,
+      '-name', `vbguest-${this.name},debug-threads=on`, // vCPU threads named "CPU n/KVM" (see diagnose)
       '-accel', accel, '-cpu', accel === 'kvm' ? 'host' : 'max',
       '-machine', 'q35', '-smp', String(o.smp ?? 1), '-m', `${mem}M`,
       '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-numa', 'node,memdev=mem',
@@ -320,6 +321,7 @@ export class Guest {
     this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
     this.exitInfo = null;
     this.backendMissing = null;
+    this.lastStderr = null;
     this.initAt = this.readyAt = 0;
     this.partial = '';
     this.startedAt = Date.now();
@@ -334,6 +336,7 @@ export class Guest {
       for (const l of s.split('\n')) {
         if (!l.trim()) continue;
         this.record(`[qemu] ${l}`);
+        this.lastStderr = l.trim();
         if (/Failed to connect/.test(l)) this.backendMissing = l.trim();
       }
     });
@@ -341,7 +344,7 @@ export class Guest {
     const onGone = (why: string): void => {
       if (this.child !== child || this.exitInfo !== null) return;
       if (this.partial) { this.line(this.partial); this.partial = ''; }
-      this.exitInfo = why;
+      this.exitInfo = this.lastStderr ? `${why} ("${this.lastStderr}")` : why;
       this.record(`[harness] QEMU ${why}`);
       for (const w of [...this.waiters]) w(null);
     };
@@ -398,6 +401,7 @@ export class Guest {
       try {
         await this.waitFor(() => (this.initAt ? true : undefined), hangMs, 'VBGUEST-INIT');
       } catch (e) {
+        if (e instanceof GuestTimeout) this.record(`[harness] ${await this.diagnose()}`);
         await this.kill();
         if (!(e instanceof GuestTimeout)) throw e;
         const secs = Math.round(hangMs / 1000);
@@ -420,9 +424,26 @@ export class Guest {
     try {
       await this.waitFor(() => (this.readyAt ? true : undefined), this.opts.readyTimeoutMs ?? 120_000, 'VBGUEST-READY');
     } catch (e) {
+      const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
-      throw e instanceof GuestTimeout ? this.fail(`${what}: ${e.message} (VBGUEST-INIT was seen)`) : e;
+      throw e instanceof GuestTimeout ? this.fail(`${what}: ${e.message} (VBGUEST-INIT was seen); ${diag}`) : e;
     }
+  }
+
+  /**
+   * For timeout errors: is the guest's vCPU running (CPU time of QEMU's threads over 1 s)
+   * and does its kernel answer ping from L2? Tells a stalled vCPU from a stuck console.
+   */
+  private async diagnose(): Promise<string> {
+    if (!this.running) return `diagnosis: QEMU ${this.exitInfo ?? 'not running'}`;
+    const a = threadTicks(this.pid);
+    await sleep(1000);
+    const b = threadTicks(this.pid);
+    const cpu = [...b].filter(([, v]) => v.comm.startsWith('CPU ') || v.ticks - (a.get(v.tid)?.ticks ?? v.ticks) > 0)
+      .map(([, v]) => `${v.comm} +${v.ticks - (a.get(v.tid)?.ticks ?? v.ticks)}`).join(', ');
+    const p = spawnSync('/bin/busybox', ['ping', '-c', '2', '-W', '1', this.ip], { encoding: 'utf8', timeout: 6000 });
+    const rx = /(\d+) packets received/.exec(p.stdout ?? '');
+    return `diagnosis: CPU ticks of QEMU ${this.pid}'s threads in 1 s: ${cpu || 'none'}; ping ${this.ip} from L2: ${rx ? `${rx[1]} of 2 replies` : 'not run'}`;
   }
 
   // ---------------------------------------------------------------- commands
@@ -455,8 +476,8 @@ export class Guest {
       // (the marker of an earlier command that timed out is dropped, its text kept)
       if (text || !m) out.push(text);
       return undefined;
-    }, timeoutMs, `result of command ${id}`).catch((e: unknown) => {
-      throw e instanceof GuestTimeout ? this.fail(`${e.message} (${cmd})`) : e;
+    }, timeoutMs, `result of command ${id}`).catch(async (e: unknown) => {
+      throw e instanceof GuestTimeout ? this.fail(`${e.message} (${cmd}); ${await this.diagnose()}`) : e;
     });
     this.write(`${id} ${cmd}\n`);
     return p;
@@ -568,8 +589,9 @@ export class Guest {
     try {
       await this.waitFor(() => (this.initAt ? true : undefined), this.opts.hangTimeoutMs ?? 90_000, 'VBGUEST-INIT after reboot');
     } catch (e) {
+      const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
-      throw e instanceof GuestTimeout ? this.fail(e.message) : e;
+      throw e instanceof GuestTimeout ? this.fail(`${e.message}; ${diag}`) : e;
     }
     await this.waitReady('reboot');
     this.record(`[harness] rebooted in ${Date.now() - t} ms`);
@@ -614,6 +636,22 @@ interface IperfSum {
 interface IperfJson {
   error?: string;
   end?: { sum_sent?: IperfSum; sum_received?: IperfSum };
+}
+
+/** tid -> thread name and utime+stime of a process's threads */
+function threadTicks(pid: number): Map<number, { tid: number; comm: string; ticks: number }> {
+  const out = new Map<number, { tid: number; comm: string; ticks: number }>();
+  let tids: string[] = [];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const t of tids) {
+    try {
+      const comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
+      const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(t), { tid: Number(t), comm, ticks: Number(f[11]) + Number(f[12]) });
+    } catch { /* thread gone */ }
+  }
+  return out;
 }
 
 function sleep(ms: number): Promise<void> {
