@@ -14,6 +14,8 @@ import { join, resolve } from 'node:path';
 const repo = resolve(import.meta.dirname, '..', '..');
 const ci = process.env.CI === 'true';
 const reporter = 'dist/test/summary-reporter.js';
+/** Colours only on a terminal (the lab's mocha writes to L2's serial console, which is a tty). */
+const color = process.stdout.isTTY ? '--color' : '--no-color';
 const mocha = 'node_modules/.bin/mocha';
 
 interface Counts { passed: number; failed: number; pending: number; failures: string[]; pendingTitles: string[] }
@@ -42,7 +44,7 @@ const work = mkdtempSync(join(tmpdir(), 'vb-test-'));
 // 1. Unit tests, here.
 console.log('== unit tests (this machine)');
 const unitSummary = join(work, 'unit.json');
-const unit = spawnSync(mocha, ['--reporter', reporter], {
+const unit = spawnSync(mocha, [color, '--reporter', reporter], {
   cwd: repo, stdio: 'inherit', env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
 });
 const u = readCounts(unitSummary);
@@ -61,7 +63,7 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
     const xchg = join(work, 'xchg');
     const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
     const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--',
-      mocha, '--no-config', '--exit', '--enable-source-maps', '--timeout', '300000', '--reporter', reporter,
+      mocha, '--no-config', '--exit', '--enable-source-maps', color, '--timeout', '300000', '--reporter', reporter,
       'dist/test/qemu/**/*.test.js'], {
       cwd: repo, stdio: 'inherit',
       env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
