@@ -10,7 +10,6 @@ import { describeBits } from '../bits.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { closeAll } from '../sys/index.js';
 import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, toKernel, VhostNet } from '../vhost-kernel/index.js';
-import type { Connection } from '../vhost-user/connection.js';
 import { TraceWriter } from '../vhost-user/trace.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import { FEATURE_NAMES } from '../virtio.js';
@@ -74,7 +73,6 @@ export class Bridge {
     this.transport = t.mode === 'server' ? VhostUserServer.listen(t.path, this.device, { ...topts, mode: t.socketMode })
       : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.device, topts)
         : VhostUserClient.connect(t.path, this.device, topts);
-    this.transport.on('connection', (c: Connection) => log.info(`front-end connected (socket fd ${c.fd})`));
     this.transport.on('disconnect', (why: string) => log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`));
     log.info(`vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`);
   }

@@ -17,6 +17,8 @@ export interface BridgeStartOptions {
   /** Resolve when this line appears on stderr; default the ready line. */
   readyPattern?: RegExp;
   readyTimeoutMs?: number;
+  /** Called with every line it logs. */
+  onLine?: (line: string) => void;
 }
 
 export class BridgeProcess {
@@ -26,7 +28,7 @@ export class BridgeProcess {
   private readonly logFd: number;
   private waiters: { re: RegExp; from: number; resolve: (l: string) => void }[] = [];
 
-  private constructor(readonly name: string, private readonly child: ChildProcess) {
+  private constructor(readonly name: string, private readonly child: ChildProcess, private readonly onLine?: (line: string) => void) {
     this.logFd = fs.openSync(join(process.env.LAB_XCHG ?? '/tmp', `bridge-${name}.log`), 'a');
     let partial = '';
     child.stderr!.on('data', (d: Buffer) => {
@@ -45,7 +47,7 @@ export class BridgeProcess {
   /** Start the bridge; resolves once it says it is ready. */
   static async start(o: BridgeStartOptions): Promise<BridgeProcess> {
     const child = spawn(process.execPath, ['--enable-source-maps', CLI, ...o.args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const b = new BridgeProcess(o.name, child);
+    const b = new BridgeProcess(o.name, child, o.onLine);
     try {
       await b.waitFor(o.readyPattern ?? /vhost-bridge ready/, o.readyTimeoutMs ?? 60_000);
     } catch (e) {
@@ -65,6 +67,7 @@ export class BridgeProcess {
 
   private line(l: string): void {
     this.lines.push(l);
+    this.onLine?.(l);
     const n = this.lines.length - 1;
     for (const w of [...this.waiters]) {
       if (n >= w.from && w.re.test(l)) {
