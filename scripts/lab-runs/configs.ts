@@ -5,22 +5,73 @@
  * - bridge:    QEMU -netdev vhost-user -> vhost-bridge -> the kernel's vhost-net on a tap
  * - vhost-on:  QEMU -netdev tap,vhost=on (QEMU owns vhost-net itself): the reference
  * - vhost-off: QEMU -netdev tap,vhost=off (QEMU's userspace virtio-net)
+ * - dpdk:      QEMU -netdev vhost-user -> dpdk-testpmd (vhost PMD, io forwarding) -> tap PMD: what an
+ *              operator would run instead of the bridge today (the OVS-DPDK kind of datapath), with
+ *              DPDK's defaults and no hugepages (--no-huge -m 512)
  * Every configuration: same memory (memfd, share=on), same vCPUs, queue sizes pinned to 256.
  */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import { BridgeProcess } from '../../test/qemu/bridge-process.js';
 import { Guest, hostTap, removeTap, type GuestNet } from '../../test/qemu/guest.js';
 
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
 
-export type ConfigName = 'bridge' | 'vhost-on' | 'vhost-off';
+export type ConfigName = 'bridge' | 'vhost-on' | 'vhost-off' | 'dpdk';
+
+/** dpdk-testpmd as a process: the vhost-user server and a tap (dtap0) it forwards to. */
+export class TestPmd {
+  readonly tap = 'dtap0';
+  private exit: Promise<unknown>;
+  private constructor(readonly child: ChildProcess, readonly socketPath: string, private readonly logFd: number) {
+    this.exit = new Promise((r) => child.once('exit', r));
+  }
+
+  static async start(socketPath: string, pairs: number, logFile: string): Promise<TestPmd> {
+    if (fs.existsSync(socketPath)) fs.unlinkSync(socketPath);
+    const logFd = fs.openSync(logFile, 'a');
+    // lcore 0 = main, lcore 1 = the forwarding loop (a busy poll: one vCPU of L2 at 100%).
+    const child = spawn('dpdk-testpmd', ['-l', '0,1', '-n', '1', '--no-huge', '-m', '512', '--no-pci', '--no-shconf', '--iova-mode=va',
+      '--vdev', `net_vhost0,iface=${socketPath},queues=${pairs}`, '--vdev', 'net_tap0,iface=dtap0',
+      '--', '--forward-mode=io', '--auto-start', `--rxq=${pairs}`, `--txq=${pairs}`, '--nb-cores=1', '--total-num-mbufs=32768'],
+    { stdio: ['pipe', logFd, logFd] });
+    const t = new TestPmd(child, socketPath, logFd);
+    const end = Date.now() + 60_000;
+    while (!fs.existsSync(socketPath) || !fs.existsSync('/sys/class/net/dtap0')) {
+      if (child.exitCode !== null) throw new Error(`dpdk-testpmd exited (${child.exitCode}) before it was ready; see ${logFile}`);
+      if (Date.now() > end) { child.kill('SIGKILL'); throw new Error(`dpdk-testpmd not ready after 60 s; see ${logFile}`); }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    execFileSync('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', 'dtap0']);
+    execFileSync('ip', ['link', 'set', 'dtap0', 'up']);
+    return t;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** testpmd stops at a newline on stdin ("Press enter to exit"). */
+  async stop(): Promise<void> {
+    this.child.stdin?.end('\n');
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await this.exit;
+    clearTimeout(t);
+    fs.closeSync(this.logFd);
+  }
+}
 
 export interface RunContext {
   guest: Guest;
   /** The bridge process (bridge configuration only). */
   bridge?: BridgeProcess;
+  /** dpdk-testpmd (dpdk configuration only). */
+  testpmd?: TestPmd;
   /** ms from QEMU start to the guest's first ping reply. */
   firstPingMs: number;
+  /** The host (L2) interface the guest's packets arrive on. */
+  hostIf: string;
 }
 
 export interface ConfigOptions {
@@ -48,12 +99,16 @@ export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ct
   const tap = 'vbbench0';
   const sock = `/tmp/vb-${o.tag}.sock`;
   const pairs = o.queuePairs ?? 1;
-  hostTap(tap, { ip: `${HOST_IP}/24`, queues: pairs });
+  if (name !== 'dpdk') hostTap(tap, { ip: `${HOST_IP}/24`, queues: pairs });
   let bridge: BridgeProcess | undefined;
+  let testpmd: TestPmd | undefined;
   let guest: Guest | undefined;
   try {
     let net: GuestNet;
-    if (name === 'bridge') {
+    if (name === 'dpdk') {
+      testpmd = await TestPmd.start(sock, pairs, `${xchg()}/testpmd-${o.tag}.log`);
+      net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
+    } else if (name === 'bridge') {
       bridge = await BridgeProcess.start({ name: o.tag, args: ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)], onLine: o.onBridgeLine });
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
     } else {
@@ -65,10 +120,11 @@ export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ct
     });
     // QEMU start (of the boot attempt that worked) to the first reply.
     const firstPingMs = guest.bootMs + await untilFirstReply(guest);
-    return await use({ guest, bridge, firstPingMs });
+    return await use({ guest, bridge, testpmd, firstPingMs, hostIf: testpmd ? testpmd.tap : tap });
   } finally {
     await guest?.shutdown().catch(() => guest?.kill());
     await bridge?.stop();
+    await testpmd?.stop();
     removeTap(tap);
   }
 }

@@ -1,0 +1,108 @@
+/**
+ * `npm run bench`: vhost-bridge against QEMU's own tap,vhost=on (and tap,vhost=off, and a DPDK
+ * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab.
+ * Prints a table, writes results/<date>/{raw,summary}.json and results/latest.{json,md,svg}, and
+ * refreshes the README's results section.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { CONFIGS, type BenchConfig, type RawResults } from './bench/metrics.js';
+import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from './bench/report.js';
+
+const repo = resolve(import.meta.dirname, '..', '..');
+const positive = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('a positive integer');
+  return n;
+};
+
+const o = new Command()
+  .name('npm run bench --')
+  .description('Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).')
+  .option('--rounds <n>', 'interleaved rounds (A B C D A B C D ...)', positive, 3)
+  .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
+  .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
+  .option('--configs <list>', `configurations, comma-separated (${CONFIGS.join(',')})`, CONFIGS.join(','))
+  .option('--no-readme', 'do not refresh the README results section')
+  .parse()
+  .opts<{ rounds: number; seconds: number; pings: number; configs: string; readme: boolean }>();
+
+const configs = o.configs.split(',') as BenchConfig[];
+const bad = configs.filter((c) => !CONFIGS.includes(c));
+if (bad.length) { console.error(`bench: unknown configuration ${bad.join(', ')} (one of ${CONFIGS.join(', ')})`); process.exit(2); }
+if (!configs.includes('bridge') || !configs.includes('vhost-on')) console.warn('bench: without both bridge and vhost-on there is no ratio to report');
+
+// Is the lab there?
+const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')) {
+  console.error('bench: the lab is not set up. Run (as root):  scripts/lab/setup --bench   then  npm run bench');
+  process.exit(2);
+}
+if (configs.includes('dpdk') && !have('dpdk-testpmd')) {
+  console.error('bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup --bench   or leave it out with --configs bridge,vhost-on,vhost-off');
+  process.exit(2);
+}
+
+const sh = (cmd: string, args: string[]): string => { try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: repo }).trim(); } catch { return '?'; } };
+const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
+const machine = `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
+const commit = `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
+
+const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
+const budget = 300 + o.rounds * configs.length * (90 + 2 * o.seconds + o.pings * 0.03);
+console.log(`== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ${Math.round(budget / 60 * 0.6)} min`);
+const t0 = Date.now();
+const lab = spawnSync('scripts/lab/run', ['-t', String(Math.round(budget)), '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench.js'], {
+  cwd: repo, stdio: 'inherit',
+  env: { ...process.env, LAB_XCHG_DIR: work, VB_BENCH_ROUNDS: String(o.rounds), VB_BENCH_SECONDS: String(o.seconds), VB_BENCH_PINGS: String(o.pings), VB_BENCH_CONFIGS: configs.join(','), VB_BENCH_OUT: '/lab-xchg/bench-raw.json' },
+});
+const rawFile = join(work, 'bench-raw.json');
+if (!fs.existsSync(rawFile)) { console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`); process.exit(1); }
+const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8')) as RawResults;
+Object.assign(raw.meta, { machine, commit, l1Qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0], minutes: Math.round((Date.now() - t0) / 600) / 100 });
+const summary = summarize(raw);
+const v = verdict(summary);
+
+const date = String(raw.meta.date).slice(0, 19).replace(/[:T]/g, '-');
+const dir = join(repo, 'results', date);
+fs.mkdirSync(dir, { recursive: true });
+fs.writeFileSync(join(dir, 'raw.json'), JSON.stringify(raw, null, 1));
+fs.writeFileSync(join(dir, 'summary.json'), JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1));
+const title = `vhost-bridge vs QEMU tap,vhost=on: ${raw.meta.rounds} interleaved rounds, medians with min-max`;
+const subtitle = `${String(raw.meta.date).slice(0, 10)} | ${machine} | lab L2 ${raw.meta.l2Kernel} (TCG), L3 nested KVM | ${raw.meta.qemu} | bridge ${commit}`;
+const svg = svgChart(summary, title, subtitle);
+fs.writeFileSync(join(dir, 'chart.svg'), svg);
+const md = [
+  `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings.`,
+  `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ${raw.meta.node}.`,
+  '',
+  '![benchmark chart](results/latest.svg)',
+  '',
+  markdownTable(summary),
+  '',
+  ...v.lines.map((l) => `- ${l}`),
+  ...(summary.failedRuns.length ? ['', `Failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`] : []),
+].join('\n');
+fs.writeFileSync(join(repo, 'results', 'latest.svg'), svg);
+fs.writeFileSync(join(repo, 'results', 'latest.md'), `${md}\n`);
+fs.writeFileSync(join(repo, 'results', 'latest.json'), JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1));
+if (o.readme) {
+  const readme = join(repo, 'README.md');
+  try {
+    fs.writeFileSync(readme, replaceSection(fs.readFileSync(readme, 'utf8'), md));
+  } catch (e) {
+    console.warn(`bench: README not refreshed: ${(e as Error).message}`);
+  }
+}
+
+console.log(`\n${title}\n${subtitle}\n`);
+console.log(textTable(summary));
+console.log('');
+for (const l of v.lines) console.log(`  ${l}`);
+if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
+if (summary.failedRuns.length) console.log(`  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`);
+console.log(`\nwrote ${dir}/{raw,summary}.json, chart.svg and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`);
+fs.rmSync(work, { recursive: true, force: true });

@@ -1,0 +1,65 @@
+/**
+ * The benchmark's figures, their units and which way is better; shared by the runner in the lab
+ * (scripts/lab-runs/bench.ts) and the report (scripts/bench/report.ts).
+ */
+
+export const CONFIGS = ['bridge', 'vhost-on', 'vhost-off', 'dpdk'] as const;
+export type BenchConfig = (typeof CONFIGS)[number];
+
+export const CONFIG_LABELS: Record<BenchConfig, string> = {
+  'bridge': 'vhost-bridge',
+  'vhost-on': 'tap,vhost=on',
+  'vhost-off': 'tap,vhost=off',
+  'dpdk': 'DPDK testpmd',
+};
+
+export interface MetricDef {
+  key: MetricKey;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  /** Only some configurations have it (the bridge's own process, testpmd). */
+  note?: string;
+}
+
+export type MetricKey = 'tcpTxMbps' | 'tcpRxMbps' | 'udpKpps' | 'rttP50Ms' | 'rttP99Ms' | 'firstPingS' | 'cpuS' | 'rssMiB' | 'setupMs' | 'ringsMs';
+
+export const METRICS: readonly MetricDef[] = [
+  { key: 'tcpTxMbps', label: 'TCP guest -> host', unit: 'Mbit/s', better: 'higher' },
+  { key: 'tcpRxMbps', label: 'TCP host -> guest', unit: 'Mbit/s', better: 'higher' },
+  { key: 'udpKpps', label: 'UDP 64 B guest -> host', unit: 'kpps', better: 'higher' },
+  { key: 'rttP50Ms', label: 'ping RTT p50', unit: 'ms', better: 'lower' },
+  { key: 'rttP99Ms', label: 'ping RTT p99', unit: 'ms', better: 'lower' },
+  { key: 'firstPingS', label: 'QEMU start -> first ping', unit: 's', better: 'lower' },
+  { key: 'cpuS', label: 'helper CPU in TCP tests', unit: 's', better: 'lower', note: 'the bridge\'s own threads (vhost workers excluded) / testpmd' },
+  { key: 'rssMiB', label: 'helper peak RSS', unit: 'MiB', better: 'lower', note: 'VmHWM of the bridge / testpmd' },
+  { key: 'setupMs', label: 'vhost-user connect -> last ring', unit: 'ms', better: 'lower', note: 'bridge log timestamps; includes the guest boot' },
+  { key: 'ringsMs', label: 'SET_FEATURES -> last ring', unit: 'ms', better: 'lower', note: 'bridge log timestamps: the bridge\'s own set-up work' },
+];
+
+export type Metrics = Partial<Record<MetricKey, number>>;
+
+/** One configuration, one round. */
+export interface Run {
+  round: number;
+  config: BenchConfig;
+  startedAt: string;
+  seconds: number;
+  bootRetries: number;
+  metrics: Metrics;
+  error?: string;
+}
+
+/** What the lab run writes (raw), and the report reads. */
+export interface RawResults {
+  meta: Record<string, string | number>;
+  runs: Run[];
+}
+
+/** The value at quantile q (0..1) of sorted values, by linear interpolation. */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (!sorted.length) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}

@@ -1,0 +1,134 @@
+/**
+ * The benchmark, inside L2 (started by scripts/bench.ts through scripts/lab/run): the same L3 guest
+ * in each configuration, rounds interleaved (A B C D A B C D ...), raw figures written to
+ * VB_BENCH_OUT after every run so a broken run keeps what was measured.
+ */
+import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { CLK_TCK } from '../../test/qemu/bridge-process.js';
+import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
+import { HOST_IP, withConfig, type RunContext } from './configs.js';
+
+const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
+const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
+const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? CONFIGS.join(',')).split(',') as BenchConfig[];
+const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
+
+const t0 = Date.now();
+const elapsed = (): string => { const s = Math.round((Date.now() - t0) / 1000); return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`; };
+let where = '';
+const say = (m: string): void => console.log(`[${elapsed()}] ${where}${m}`);
+
+function sh(cmd: string, args: string[]): string {
+  try { return execFileSync(cmd, args, { encoding: 'utf8' }).trim(); } catch { return '?'; }
+}
+
+/** Own CPU ticks of a process (threads named vhost-* excluded) and its peak RSS. */
+function procStats(pid: number): { ticks: number; hwmKiB: number } {
+  let ticks = 0;
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('vhost-')) continue;
+      const st = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch { /* gone */ }
+  }
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { ticks, hwmKiB: hwm ? Number(hwm[1]) : NaN };
+}
+
+/** Packets the host interface received (from the guest). */
+function rxPackets(ifname: string): number {
+  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/rx_packets`, 'utf8'));
+}
+
+async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
+  const g = ctx.guest;
+  const m: Metrics = { firstPingS: ctx.firstPingMs / 1000 };
+  const helper = ctx.bridge?.pid ?? ctx.testpmd?.pid;
+  const before = helper ? procStats(helper) : null;
+  say(`TCP guest -> host, ${SECONDS} s`);
+  m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS })).bitsPerSecond / 1e6;
+  say(`TCP host -> guest, ${SECONDS} s`);
+  m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true })).bitsPerSecond / 1e6;
+  if (helper && before) {
+    const after = procStats(helper);
+    m.cpuS = (after.ticks - before.ticks) / CLK_TCK;
+    m.rssMiB = after.hwmKiB / 1024;
+  }
+  // Small-packet rate of the datapath: packets that reached the host interface from the guest (its
+  // RX counter), not what the iperf3 server managed to read (L2 runs under TCG, so the receiving
+  // application, not the datapath, would be the limit).
+  // Counted over a 3-second window in the middle of a 7-second flood, so iperf3's start and end stay out.
+  say('UDP 64-byte datagrams guest -> host, 7 s');
+  const flood = g.iperf3({ seconds: 7, udp: { bitrate: '0', length: 64 } });
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  await sleep(3000);
+  const rx0 = rxPackets(ctx.hostIf), t1 = process.hrtime.bigint();
+  await sleep(3000);
+  const rx1 = rxPackets(ctx.hostIf), t2 = process.hrtime.bigint();
+  await flood;
+  m.udpKpps = (rx1 - rx0) / (Number(t2 - t1) / 1e9) / 1000;
+  say(`ping x${PINGS}`);
+  const p = await g.ping(HOST_IP, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
+  const rtt = [...p.rttMs].sort((a, b) => a - b);
+  if (rtt.length < PINGS * 0.9) throw new Error(`only ${rtt.length} of ${PINGS} ping replies`);
+  m.rttP50Ms = quantile(rtt, 0.5);
+  m.rttP99Ms = quantile(rtt, 0.99);
+  if (config === 'bridge' && ctx.bridge) {
+    const at = (re: RegExp, last = false): number => {
+      const ls = ctx.bridge!.lines.filter((l) => re.test(l));
+      const l = last ? ls.at(-1) : ls[0];
+      return l ? Date.parse(l.split(' ')[0]) : NaN;
+    };
+    const lastRing = at(/attached to/, true);
+    m.setupMs = lastRing - at(/front-end connected/);
+    m.ringsMs = lastRing - at(/SET_FEATURES: negotiated/);
+  }
+  const fmt = Object.entries(m).map(([k, v]) => `${k}=${Number(v).toFixed(k.endsWith('Ms') ? 2 : 1)}`).join(' ');
+  say(`done: ${fmt}`);
+  return m;
+}
+
+async function main(): Promise<void> {
+  const raw: RawResults = {
+    meta: {
+      date: new Date().toISOString(),
+      l2Kernel: sh('uname', ['-r']),
+      qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0],
+      iperf3: sh('iperf3', ['--version']).split('\n')[0],
+      testpmd: CHOSEN.includes('dpdk') ? sh('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']) : '-',
+      node: process.version,
+      rounds: ROUNDS, seconds: SECONDS, pings: PINGS,
+      guest: 'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size 256, nested KVM',
+      configs: CHOSEN.join(','),
+    },
+    runs: [],
+  };
+  const write = (): void => fs.writeFileSync(OUT, JSON.stringify(raw, null, 1));
+  write();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const config of CHOSEN) {
+      where = `round ${round}/${ROUNDS} ${config.padEnd(9)} `;
+      say('setting up and booting the guest');
+      const run: Run = { round, config, startedAt: new Date().toISOString(), seconds: SECONDS, bootRetries: 0, metrics: {} };
+      try {
+        run.metrics = await withConfig(config, { tag: `bench-${config}-${round}` }, async (ctx) => {
+          run.bootRetries = ctx.guest.bootRetries;
+          return measure(config, ctx);
+        });
+      } catch (e) {
+        run.error = (e as Error).message.split('\n')[0];
+        say(`FAILED: ${run.error}`);
+      }
+      raw.runs.push(run);
+      write();
+    }
+  }
+  where = '';
+  say(`all runs done; raw results in ${OUT}`);
+}
+
+main().then(() => process.exit(0), (e: Error) => { console.error(`bench failed: ${e.stack ?? e.message}`); process.exit(1); });

@@ -1,0 +1,74 @@
+import { expect } from 'chai';
+import { quantile, type RawResults, type Run } from '../../scripts/bench/metrics.js';
+import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from '../../scripts/bench/report.js';
+
+function run(config: Run['config'], round: number, metrics: Run['metrics'], error?: string): Run {
+  return { round, config, startedAt: '2026-11-23T00:00:00Z', seconds: 8, bootRetries: 0, metrics, ...(error ? { error } : {}) };
+}
+
+const raw: RawResults = {
+  meta: { date: '2026-11-23' },
+  runs: [
+    run('bridge', 1, { tcpTxMbps: 900, tcpRxMbps: 500, rttP50Ms: 3, cpuS: 0.1 }),
+    run('vhost-on', 1, { tcpTxMbps: 1000, tcpRxMbps: 500, rttP50Ms: 2 }),
+    run('bridge', 2, { tcpTxMbps: 1000, tcpRxMbps: 600, rttP50Ms: 2 }),
+    run('vhost-on', 2, { tcpTxMbps: 800, tcpRxMbps: 400, rttP50Ms: 2.5 }),
+    run('bridge', 3, { tcpTxMbps: 950, tcpRxMbps: 550, rttP50Ms: 2.5 }),
+    run('vhost-on', 3, { tcpTxMbps: 900, tcpRxMbps: 450, rttP50Ms: 2 }),
+    run('dpdk', 1, {}, 'dpdk-testpmd exited'),
+  ],
+};
+
+describe('bench report', () => {
+  it('quantile interpolates between ranks', () => {
+    expect(quantile([1, 2, 3], 0.5)).to.equal(2);
+    expect(quantile([1, 2, 3, 4], 0.5)).to.equal(2.5);
+    expect(quantile([0, 10], 0.99)).to.be.closeTo(9.9, 1e-9);
+    expect(quantile([], 0.5)).to.be.NaN;
+  });
+
+  it('medians, min-max and the bridge / vhost=on ratio, failed runs left out and listed', () => {
+    const s = summarize(raw);
+    expect(s.configs).to.deep.equal(['bridge', 'vhost-on', 'dpdk']);
+    expect(s.stats.tcpTxMbps?.bridge).to.deep.equal({ median: 950, min: 900, max: 1000, n: 3 });
+    expect(s.stats.tcpTxMbps?.['vhost-on']).to.deep.equal({ median: 900, min: 800, max: 1000, n: 3 });
+    expect(s.ratio.tcpTxMbps).to.be.closeTo(950 / 900, 1e-9);
+    expect(s.stats.tcpTxMbps?.dpdk).to.equal(undefined);
+    expect(s.stats.cpuS?.bridge?.n).to.equal(1);
+    expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', error: 'dpdk-testpmd exited' }]);
+  });
+
+  it('verdict: throughput ratio >= 0.95 both ways and p50 latency ratio <= 1.05', () => {
+    const v = verdict(summarize(raw));
+    expect(v.lines).to.have.length(3);
+    expect(v.lines[0]).to.match(/^meets TCP guest -> host: bridge \/ vhost=on = 1.06/);
+    expect(v.lines[1]).to.match(/^meets TCP host -> guest: bridge \/ vhost=on = 1.22/);
+    expect(v.lines[2]).to.match(/^MISSES ping RTT p50: bridge \/ vhost=on = 1.25 \(want <= 1.05\)/);
+    expect(v.ok).to.equal(false);
+  });
+
+  it('tables name every configuration and figure', () => {
+    const s = summarize(raw);
+    const t = textTable(s);
+    expect(t.split('\n')[0]).to.include('vhost-bridge').and.include('tap,vhost=on').and.include('DPDK testpmd');
+    expect(t).to.include('950 [900-1000]');
+    const md = markdownTable(s);
+    expect(md.split('\n')).to.have.length(2 + 4); // header, rule, 4 figures with data
+    expect(md).to.include('| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 |');
+  });
+
+  it('SVG: one bar with a whisker per configuration and figure that has data, well nested', () => {
+    const svg = svgChart(summarize(raw), 'title <&>', 'sub');
+    expect(svg.startsWith('<svg')).to.equal(true);
+    expect(svg).to.include('title &lt;&amp;&gt;');
+    expect((svg.match(/class="bar"/g) ?? []).length).to.equal(3 * 2 + 1); // tx, rx, rtt for 2 configs + cpu for the bridge
+    expect((svg.match(/class="whisker"/g) ?? []).length).to.equal(7);
+    expect((svg.match(/<g /g) ?? []).length).to.equal((svg.match(/<\/g>/g) ?? []).length);
+  });
+
+  it('replaces the README section between its markers only', () => {
+    const readme = 'a\n<!-- bench:start -->\nold\n<!-- bench:end -->\nz\n';
+    expect(replaceSection(readme, 'new')).to.equal('a\n<!-- bench:start -->\nnew\n<!-- bench:end -->\nz\n');
+    expect(() => replaceSection('no markers', 'x')).to.throw('bench:start');
+  });
+});
