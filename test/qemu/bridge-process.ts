@@ -12,8 +12,10 @@ const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
 export interface BridgeStartOptions {
   /** For log file names and messages. */
   name: string;
-  /** Command-line arguments after `vhost-bridge`. */
+  /** Command-line arguments after `vhost-bridge` (or of `command`). */
   args: string[];
+  /** Run this instead of `node dist/src/cli.js` (e.g. a shell that drops privileges first); it must exec the bridge. */
+  command?: string;
   /** Resolve when this line appears on stderr; default the ready line. */
   readyPattern?: RegExp;
   readyTimeoutMs?: number;
@@ -46,7 +48,9 @@ export class BridgeProcess {
 
   /** Start the bridge; resolves once it says it is ready. */
   static async start(o: BridgeStartOptions): Promise<BridgeProcess> {
-    const child = spawn(process.execPath, ['--enable-source-maps', CLI, ...o.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = o.command
+      ? spawn(o.command, o.args, { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(process.execPath, ['--enable-source-maps', CLI, ...o.args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const b = new BridgeProcess(o.name, child, o.onLine);
     try {
       await b.waitFor(o.readyPattern ?? /vhost-bridge ready/, o.readyTimeoutMs ?? 60_000);

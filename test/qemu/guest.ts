@@ -526,11 +526,14 @@ export class Guest {
       if (o.parallel && o.parallel > 1) args.push('-P', String(o.parallel));
       const udpReverse = Boolean(o.udp && o.reverse);
       // reverse UDP: only the guest (the receiver) knows the loss; print its end.sum compactly
+      // `timeout`: a stalled transfer (a datapath that lost the control connection) fails this
+      // call in seconds instead of holding the serial command loop until the exec timeout.
+      const iperf = `timeout ${o.seconds + 30} iperf3`;
       const cmd = udpReverse
-        ? `iperf3 ${args.join(' ')} -J >/tmp/iperf3.out 2>&1; r=$?; ` +
+        ? `${iperf} ${args.join(' ')} -J >/tmp/iperf3.out 2>&1; r=$?; ` +
           `if [ $r = 0 ]; then sed -n '/"end":[[:space:]]*{/,$p' /tmp/iperf3.out | sed -n '/"sum":/,/}/p' | tr -d ' \\t\\n'; echo; ` +
           `else grep '"error"' /tmp/iperf3.out | head -n 3; fi; exit $r`
-        : `iperf3 ${args.join(' ')} >/tmp/iperf3.out 2>&1; r=$?; [ $r = 0 ] || tail -n 3 /tmp/iperf3.out; exit $r`;
+        : `${iperf} ${args.join(' ')} >/tmp/iperf3.out 2>&1; r=$?; [ $r = 0 ] || tail -n 3 /tmp/iperf3.out; exit $r`;
       const res = await this.exec(cmd, { timeoutMs: (o.seconds + 60) * 1000 });
       if (res.rc !== 0) throw this.fail(`iperf3 client failed (rc ${res.rc}): ${res.output}`);
       const timer = setTimeout(() => server.kill('SIGKILL'), 20_000);
