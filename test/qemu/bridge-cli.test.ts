@@ -57,7 +57,7 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
       const r = startupFailure('"$NODE" "$CLI" --socket-path /tmp/vb-cli-c.sock --tap vbcli1');
       expect(r.status).to.equal(1);
       expect(r.lines, r.lines.join('\n')).to.have.length(1);
-      expect(r.lines[0]).to.match(/^vhost-bridge: .*\/tmp\/vb-cli-c\.sock.*(listening|in use)/);
+      expect(r.lines[0]).to.match(/^vhost-bridge: .*(listening|in use)/).and.include('/tmp/vb-cli-c.sock');
       expect(statSync('/tmp/vb-cli-c.sock').isSocket(), 'the running bridge keeps its socket').to.equal(true);
       expect(first.running).to.equal(true);
     } finally {
@@ -76,7 +76,8 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
     spawnSync('bash', ['-c', 'rm -rf /tmp/vb-nopriv && mkdir -p /tmp/vb-nopriv && chown nobody /tmp/vb-nopriv']);
     const bridge = await BridgeProcess.start({
       name: 'nopriv', command: 'bash',
-      args: ['-c', `exec runuser -u nobody -- "${process.execPath}" --enable-source-maps "${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 3 3<>/dev/vhost-net`],
+      // setpriv execs the bridge as nobody (no capabilities left after the uid change); fd 3 stays open.
+      args: ['-c', `exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "${process.execPath}" --enable-source-maps "${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 3 3<>/dev/vhost-net`],
     });
     let guest: Guest | undefined;
     try {
