@@ -22,7 +22,7 @@ const positive = (v: string): number => {
 const o = new Command()
   .name('npm run bench --')
   .description('Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).')
-  .option('--rounds <n>', 'interleaved rounds (A B C D A B C D ...)', positive, 3)
+  .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
   .option('--configs <list>', `configurations, comma-separated (${CONFIGS.join(',')})`, CONFIGS.join(','))
@@ -104,5 +104,8 @@ console.log('');
 for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
 if (summary.failedRuns.length) console.log(`  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`);
-console.log(`\nwrote ${dir}/{raw,summary}.json, chart.svg and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`);
+console.log(`\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`);
+// Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
+fs.mkdirSync(join(dir, 'logs'), { recursive: true });
+for (const f of fs.readdirSync(work)) if (f.endsWith('.log')) fs.copyFileSync(join(work, f), join(dir, 'logs', f));
 fs.rmSync(work, { recursive: true, force: true });

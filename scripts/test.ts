@@ -18,8 +18,8 @@ const reporter = 'dist/test/summary-reporter.js';
 const color = process.stdout.isTTY ? '--color' : '--no-color';
 const mocha = 'node_modules/.bin/mocha';
 
-interface Counts { passed: number; failed: number; pending: number; failures: string[]; pendingTitles: string[] }
-const total: Counts = { passed: 0, failed: 0, pending: 0, failures: [], pendingTitles: [] };
+interface Counts { passed: number; failed: number; pending: number; failures: string[]; pendingTitles: string[]; retried?: string[] }
+const total: Counts & { retried: string[] } = { passed: 0, failed: 0, pending: 0, failures: [], pendingTitles: [], retried: [] };
 
 function add(phase: string, c: Counts): void {
   total.passed += c.passed;
@@ -27,6 +27,7 @@ function add(phase: string, c: Counts): void {
   total.pending += c.pending;
   total.failures.push(...c.failures.map((f) => `[${phase}] ${f}`));
   total.pendingTitles.push(...c.pendingTitles.map((f) => `[${phase}] ${f}`));
+  total.retried.push(...(c.retried ?? []).map((f) => `[${phase}] ${f}`));
 }
 
 function fail(phase: string, why: string): void {
@@ -83,10 +84,14 @@ if (ci && total.pending > 0) {
   total.failed += total.pending;
   total.pending = 0;
 }
+if (total.retried.length) {
+  console.log('\nRetried once after a failure (the result counted is the retry\'s):');
+  for (const f of total.retried) console.log(`  - ${f}`);
+}
 if (total.failures.length) {
   console.log('\nFailures:');
   for (const f of total.failures) console.log(`  - ${f}`);
 }
 const mins = ((Date.now() - t0) / 60000).toFixed(1);
-console.log(`\n${total.passed} passed, ${total.failed} failed${total.pending ? `, ${total.pending} skipped` : ''} (${mins} min)`);
+console.log(`\n${total.passed} passed, ${total.failed} failed${total.pending ? `, ${total.pending} skipped` : ''}${total.retried.length ? ` (${total.retried.length} retried)` : ''} (${mins} min)`);
 process.exit(total.failed > 0 ? 1 : 0);

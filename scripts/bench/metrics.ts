@@ -48,6 +48,8 @@ export interface Run {
   bootRetries: number;
   metrics: Metrics;
   error?: string;
+  /** The first attempt failed with a guest kernel panic and was done again. */
+  retriedAfter?: string;
 }
 
 /** What the lab run writes (raw), and the report reads. */

@@ -1,11 +1,11 @@
 /**
  * The benchmark, inside L2 (started by scripts/bench.ts through scripts/lab/run): the same L3 guest
- * in each configuration, rounds interleaved (A B C D A B C D ...), raw figures written to
+ * in each configuration, rounds interleaved and rotated (A B C D, B C D A, ...), raw figures written to
  * VB_BENCH_OUT after every run so a broken run keeps what was measured.
  */
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { CLK_TCK } from '../../test/qemu/bridge-process.js';
+import { CLK_TCK, ownCpuTicks, peakRssKiB } from '../../test/qemu/bridge-process.js';
 import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
 import { HOST_IP, withConfig, type RunContext } from './configs.js';
 
@@ -22,21 +22,6 @@ const say = (m: string): void => console.log(`[${elapsed()}] ${where}${m}`);
 
 function sh(cmd: string, args: string[]): string {
   try { return execFileSync(cmd, args, { encoding: 'utf8' }).trim(); } catch { return '?'; }
-}
-
-/** Own CPU ticks of a process (threads named vhost-* excluded) and its peak RSS. */
-function procStats(pid: number): { ticks: number; hwmKiB: number } {
-  let ticks = 0;
-  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('vhost-')) continue;
-      const st = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch { /* gone */ }
-  }
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return { ticks, hwmKiB: hwm ? Number(hwm[1]) : NaN };
 }
 
 /** 64-byte UDP flood from the guest to a sink in L2; the host interface's receive rate in kpps. */
@@ -66,15 +51,14 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   const g = ctx.guest;
   const m: Metrics = { firstPingS: ctx.firstPingMs / 1000 };
   const helper = ctx.bridge?.pid ?? ctx.testpmd?.pid;
-  const before = helper ? procStats(helper) : null;
+  const before = helper ? ownCpuTicks(helper) : null;
   say(`TCP guest -> host, ${SECONDS} s`);
   m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS })).bitsPerSecond / 1e6;
   say(`TCP host -> guest, ${SECONDS} s`);
   m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true })).bitsPerSecond / 1e6;
-  if (helper && before) {
-    const after = procStats(helper);
-    m.cpuS = (after.ticks - before.ticks) / CLK_TCK;
-    m.rssMiB = after.hwmKiB / 1024;
+  if (helper && before !== null) {
+    m.cpuS = (ownCpuTicks(helper) - before) / CLK_TCK;
+    m.rssMiB = peakRssKiB(helper) / 1024;
   }
   say(`ping x${PINGS}`);
   const p = await g.ping(HOST_IP, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
@@ -89,14 +73,9 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   say('UDP 64-byte flood guest -> host, 7 s');
   m.udpKpps = await udpFloodKpps(g, ctx.hostIf);
   if (config === 'bridge' && ctx.bridge) {
-    const at = (re: RegExp, last = false): number => {
-      const ls = ctx.bridge!.lines.filter((l) => re.test(l));
-      const l = last ? ls.at(-1) : ls[0];
-      return l ? Date.parse(l.split(' ')[0]) : NaN;
-    };
-    const lastRing = at(/attached to/, true);
-    m.setupMs = lastRing - at(/front-end connected/);
-    m.ringsMs = lastRing - at(/SET_FEATURES: negotiated/);
+    const lastRing = ctx.bridge.loggedAt(/attached to/, 'last');
+    m.setupMs = lastRing - ctx.bridge.loggedAt(/front-end connected/);
+    m.ringsMs = lastRing - ctx.bridge.loggedAt(/SET_FEATURES: negotiated/);
   }
   const fmt = Object.entries(m).map(([k, v]) => `${k}=${Number(v).toFixed(k.endsWith('Ms') ? 2 : 1)}`).join(' ');
   say(`done: ${fmt}`);
@@ -121,18 +100,31 @@ async function main(): Promise<void> {
   const write = (): void => fs.writeFileSync(OUT, JSON.stringify(raw, null, 1));
   write();
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const config of CHOSEN) {
+    // Interleaved, and rotated each round (A B C D, B C D A, C D A B, ...) so that no configuration
+    // always runs first after the L2 boot or always follows the same neighbour.
+    const order = CHOSEN.map((_, i) => CHOSEN[(i + round - 1) % CHOSEN.length]);
+    for (const config of order) {
       where = `round ${round}/${ROUNDS} ${config.padEnd(9)} `;
       say('setting up and booting the guest');
       const run: Run = { round, config, startedAt: new Date().toISOString(), seconds: SECONDS, bootRetries: 0, metrics: {} };
-      try {
-        run.metrics = await withConfig(config, { tag: `bench-${config}-${round}` }, async (ctx) => {
-          run.bootRetries = ctx.guest.bootRetries;
-          return measure(config, ctx);
-        });
-      } catch (e) {
-        run.error = (e as Error).message.split('\n')[0];
-        say(`FAILED: ${run.error}`);
+      // A guest kernel panic (a fault of the nested lab, under any configuration) voids the run:
+      // it is done once more from the start, and the raw results say so.
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        try {
+          run.metrics = await withConfig(config, { tag: `bench-${config}-${round}${attempt > 1 ? '-again' : ''}` }, async (ctx) => {
+            run.bootRetries = ctx.guest.bootRetries;
+            return measure(config, ctx);
+          });
+          delete run.error;
+          break;
+        } catch (e) {
+          run.error = (e as Error).message.split('\n')[0];
+          say(`FAILED: ${run.error}`);
+          if (attempt === 1 && /kernel panicked/.test(run.error)) {
+            run.retriedAfter = run.error;
+            say('running this configuration once more (guest kernel panic)');
+          } else break;
+        }
       }
       raw.runs.push(run);
       write();

@@ -86,14 +86,6 @@ export interface ConfigOptions {
 
 const xchg = (): string => process.env.LAB_XCHG ?? '/tmp';
 
-/** Ping until the first reply; returns the guest's wall time spent, ms. */
-async function untilFirstReply(g: Guest, tries = 60): Promise<number> {
-  const t0 = Date.now();
-  const r = await g.exec(`i=0; while [ $i -lt ${tries} ]; do ping -c 1 -W 1 ${HOST_IP} >/dev/null 2>&1 && exit 0; i=$((i+1)); done; exit 1`, { timeoutMs: (tries + 30) * 1000 });
-  if (r.rc !== 0) throw new Error(`no ping reply from ${HOST_IP} after ${tries} tries`);
-  return Date.now() - t0;
-}
-
 /** Set up configuration `name`, boot the guest on it, run `use`, tear down. */
 export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ctx: RunContext) => Promise<T>): Promise<T> {
   const tap = 'vbbench0';
@@ -119,7 +111,7 @@ export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ct
       logFile: `${xchg()}/guest-${o.tag}.log`, log: o.log,
     });
     // QEMU start (of the boot attempt that worked) to the first reply.
-    const firstPingMs = guest.bootMs + await untilFirstReply(guest);
+    const firstPingMs = guest.bootMs + await guest.untilReply(HOST_IP, 60);
     return await use({ guest, bridge, testpmd, firstPingMs, hostIf: testpmd ? testpmd.tap : tap });
   } finally {
     await guest?.shutdown().catch(() => guest?.kill());

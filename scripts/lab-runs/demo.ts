@@ -40,12 +40,7 @@ async function main(): Promise<void> {
     say(`iperf3 host -> guest: ${(rx.bytes / 1e6).toFixed(0)} MB, ${mbit(rx)}`);
     const fds = b!.fdTargets().filter((t) => t === '/dev/vhost-net').length;
     say(`the bridge holds ${fds} /dev/vhost-net fd(s); its vhost-${b!.pid} kernel worker moved the packets`);
-    const at = (re: RegExp, last = false): number => {
-      const ls = b!.lines.filter((l) => re.test(l));
-      const l = last ? ls.at(-1) : ls[0];
-      return l ? Date.parse(l.split(' ')[0]) : NaN;
-    };
-    const connected = at(/front-end connected/), driverOk = at(/SET_FEATURES: negotiated/), lastRing = at(/attached to/, true);
+    const connected = b!.loggedAt(/front-end connected/), driverOk = b!.loggedAt(/SET_FEATURES: negotiated/), lastRing = b!.loggedAt(/attached to/, 'last');
     summary.setup = `${lastRing - connected} ms from connect (guest boot included), ${lastRing - driverOk} ms from the driver's SET_FEATURES`;
     return { tx, rx, firstPingMs };
   });

@@ -10,7 +10,7 @@
  */
 import { expect } from 'chai';
 import { Guest, hostTap, removeTap, vhostNetFds, vhostWorkers, type IperfResult, type VhostWorker } from './guest.js';
-import { inLab, requireLab } from './lab.js';
+import { inLab, requireLab, retryOnGuestPanic } from './lab.js';
 
 const TAP = 'tap0';
 const MIN_BYTES = 20e6;
@@ -60,33 +60,37 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
   }
 
   it('pings the host: 5 of 5 replies', async function () {
-    const p = await theGuest().ping('10.0.3.1', { count: 5 });
-    console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
-    expect(p.transmitted).to.equal(5);
-    expect(p.received).to.equal(5);
-    expect(p.rttMs).to.have.length(5);
+    await retryOnGuestPanic(this, theGuest(), async () => {
+      const p = await theGuest().ping('10.0.3.1', { count: 5 });
+      console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
+      expect(p.transmitted).to.equal(5);
+      expect(p.received).to.equal(5);
+      expect(p.rttMs).to.have.length(5);
+    });
   });
 
   for (const reverse of [false, true]) {
     const dir = reverse ? 'host -> guest' : 'guest -> host';
     it(`moves >= 20 MB ${dir}, with QEMU's vhost-net fd and vhost worker busy meanwhile`, async function () {
-      const g = theGuest();
-      const before = vhostWorkers(g.pid);
-      const { result, samples } = await sampledDuring(g.pid, g.iperf3({ seconds: 8, reverse }));
-      console.log(`      ${dir}: ${mb(result)}`);
-      expect(result.bytes).to.be.at.least(MIN_BYTES);
+      await retryOnGuestPanic(this, theGuest(), async () => {
+        const g = theGuest();
+        const before = vhostWorkers(g.pid);
+        const { result, samples } = await sampledDuring(g.pid, g.iperf3({ seconds: 8, reverse }));
+        console.log(`      ${dir}: ${mb(result)}`);
+        expect(result.bytes).to.be.at.least(MIN_BYTES);
 
-      expect(samples.length, 'samples taken while iperf3 ran').to.be.at.least(3);
-      const withFd = samples.filter((s) => s.fds >= 1).length;
-      const withWorker = samples.filter((s) => s.workers.length >= 1).length;
-      expect(withFd, `samples where QEMU ${g.pid} holds /dev/vhost-net`).to.equal(samples.length);
-      expect(withWorker, `samples where a vhost-${g.pid} worker exists`).to.equal(samples.length);
-      // the worker that existed before the transfer did the work during it
-      const last = samples[samples.length - 1].workers;
-      const ticks = (ws: VhostWorker[]): number => ws.reduce((a, w) => a + w.cpuTicks, 0);
-      const used = ticks(last) - ticks(before.filter((b) => last.some((w) => w.pid === b.pid)));
-      console.log(`      vhost-${g.pid} worker(s) ${last.map((w) => w.pid).join(',')}: ${used} CPU ticks during the transfer`);
-      expect(used, 'CPU ticks of the vhost worker during the transfer').to.be.greaterThan(0);
+        expect(samples.length, 'samples taken while iperf3 ran').to.be.at.least(3);
+        const withFd = samples.filter((s) => s.fds >= 1).length;
+        const withWorker = samples.filter((s) => s.workers.length >= 1).length;
+        expect(withFd, `samples where QEMU ${g.pid} holds /dev/vhost-net`).to.equal(samples.length);
+        expect(withWorker, `samples where a vhost-${g.pid} worker exists`).to.equal(samples.length);
+        // the worker that existed before the transfer did the work during it
+        const last = samples[samples.length - 1].workers;
+        const ticks = (ws: VhostWorker[]): number => ws.reduce((a, w) => a + w.cpuTicks, 0);
+        const used = ticks(last) - ticks(before.filter((b) => last.some((w) => w.pid === b.pid)));
+        console.log(`      vhost-${g.pid} worker(s) ${last.map((w) => w.pid).join(',')}: ${used} CPU ticks during the transfer`);
+        expect(used, 'CPU ticks of the vhost worker during the transfer').to.be.greaterThan(0);
+      });
     });
   }
 });

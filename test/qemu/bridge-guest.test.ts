@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { BridgeProcess, CLK_TCK } from './bridge-process.js';
 import { Guest, hostTap, removeTap, vhostWorkers, type IperfResult } from './guest.js';
-import { inLab, requireLab } from './lab.js';
+import { inLab, requireLab, retryOnGuestPanic } from './lab.js';
 
 const MIN_BYTES = 20e6;
 const HOST = '10.0.3.1';
@@ -15,15 +15,6 @@ const xchg = process.env.LAB_XCHG ?? '/tmp';
 
 function mb(r: IperfResult): string {
   return `${(r.bytes / 1e6).toFixed(1)} MB in ${r.seconds.toFixed(1)} s, ${(r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`;
-}
-
-/** Ping from the guest until one reply comes back; the time it took, in ms (rejects after `limitS`). */
-async function firstReply(g: Guest, limitS: number): Promise<number> {
-  const t0 = Date.now();
-  const r = await g.exec(`i=0; while [ $i -lt ${limitS} ]; do ping -c 1 -W 1 ${HOST} >/dev/null 2>&1 && { echo reply after $i tries; exit 0; }; i=$((i+1)); done; exit 1`,
-    { timeoutMs: (limitS + 30) * 1000 });
-  expect(r.rc, `no ping reply within ${limitS} tries: ${r.output}`).to.equal(0);
-  return Date.now() - t0;
 }
 
 async function pingOk(g: Guest, count = 3): Promise<void> {
@@ -65,73 +56,85 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   const b = (): BridgeProcess => { if (!bridge) throw new Error('no bridge'); return bridge; };
 
   it('pings the host: 5 of 5 replies', async function () {
-    const p = await g().ping(HOST, { count: 5 });
-    console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
-    expect(p.received).to.equal(5);
-    expect(b().problems(), 'bridge warnings').to.deep.equal([]);
-    expect(b().lines.filter((l) => /attached to vbtap0/.test(l)), 'both rings attached to the tap').to.have.length(2);
+    await retryOnGuestPanic(this, g(), async () => {
+      const p = await g().ping(HOST, { count: 5 });
+      console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
+      expect(p.received).to.equal(5);
+      expect(b().problems(), 'bridge warnings').to.deep.equal([]);
+      expect(b().lines.filter((l) => /attached to vbtap0/.test(l)), 'both rings attached to the tap').to.have.length(2);
+    });
   });
 
   for (const reverse of [false, true]) {
     it(`moves >= 20 MB ${reverse ? 'host -> guest' : 'guest -> host'} (iperf3)`, async function () {
-      const r = await g().iperf3({ seconds: 5, reverse });
-      console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
-      expect(r.bytes).to.be.at.least(MIN_BYTES);
+      await retryOnGuestPanic(this, g(), async () => {
+        const r = await g().iperf3({ seconds: 5, reverse });
+        console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
+        expect(r.bytes).to.be.at.least(MIN_BYTES);
+      });
     });
   }
 
   it('the datapath is the kernel\'s: during 10 s of iperf3 the bridge uses < 2% of a CPU, holds /dev/vhost-net, and its vhost worker works', async function () {
-    const pid = b().pid;
-    const cpu0 = b().ownCpuTicks();
-    const w0 = vhostWorkers(pid);
-    const samples: { vhostFds: number; workers: number }[] = [];
-    const work = g().iperf3({ seconds: 10 });
-    let done = false;
-    void work.finally(() => { done = true; });
-    while (!done) {
-      await new Promise((r) => setTimeout(r, 1000));
-      if (!done) samples.push({ vhostFds: b().fdTargets().filter((t) => t === '/dev/vhost-net').length, workers: vhostWorkers(pid).length });
-    }
-    const r = await work;
-    const cpu = b().ownCpuTicks() - cpu0;
-    const w1 = vhostWorkers(pid);
-    const workerTicks = w1.reduce((a, w) => a + w.cpuTicks, 0) - w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
-    const share = cpu / CLK_TCK / r.seconds;
-    console.log(`      ${mb(r)}; bridge's own threads: ${cpu} ticks = ${(share * 100).toFixed(2)}% of one CPU; vhost-${pid} worker: ${workerTicks} ticks`);
-    expect(r.bytes).to.be.at.least(MIN_BYTES);
-    expect(samples.length).to.be.at.least(5);
-    expect(samples.every((s) => s.vhostFds >= 1), 'bridge holds /dev/vhost-net in every sample').to.equal(true);
-    expect(samples.every((s) => s.workers >= 1), `a vhost-${pid} worker exists in every sample`).to.equal(true);
-    expect(workerTicks, 'the kernel worker moved the packets').to.be.greaterThan(0);
-    expect(share, 'CPU share of the bridge\'s own threads').to.be.lessThan(0.02);
+    await retryOnGuestPanic(this, g(), async () => {
+      const pid = b().pid;
+      const cpu0 = b().ownCpuTicks();
+      const w0 = vhostWorkers(pid);
+      const samples: { vhostFds: number; workers: number }[] = [];
+      const work = g().iperf3({ seconds: 10 });
+      let done = false;
+      void work.finally(() => { done = true; });
+      while (!done) {
+        await new Promise((r) => setTimeout(r, 1000));
+        if (!done) samples.push({ vhostFds: b().fdTargets().filter((t) => t === '/dev/vhost-net').length, workers: vhostWorkers(pid).length });
+      }
+      const r = await work;
+      const cpu = b().ownCpuTicks() - cpu0;
+      const w1 = vhostWorkers(pid);
+      const workerTicks = w1.reduce((a, w) => a + w.cpuTicks, 0) - w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
+      const share = cpu / CLK_TCK / r.seconds;
+      console.log(`      ${mb(r)}; bridge's own threads: ${cpu} ticks = ${(share * 100).toFixed(2)}% of one CPU; vhost-${pid} worker: ${workerTicks} ticks`);
+      expect(r.bytes).to.be.at.least(MIN_BYTES);
+      expect(samples.length).to.be.at.least(5);
+      expect(samples.every((s) => s.vhostFds >= 1), 'bridge holds /dev/vhost-net in every sample').to.equal(true);
+      expect(samples.every((s) => s.workers >= 1), `a vhost-${pid} worker exists in every sample`).to.equal(true);
+      expect(workerTicks, 'the kernel worker moved the packets').to.be.greaterThan(0);
+      expect(share, 'CPU share of the bridge\'s own threads').to.be.lessThan(0.02);
+    });
   });
 
   it('survives the guest taking its link down and up', async function () {
-    const r = await g().exec('ip link set eth0 down && sleep 1 && ip link set eth0 up && sleep 2');
-    expect(r.rc).to.equal(0);
-    await pingOk(g());
+    await retryOnGuestPanic(this, g(), async () => {
+      const r = await g().exec('ip link set eth0 down && sleep 1 && ip link set eth0 up && sleep 2');
+      expect(r.rc).to.equal(0);
+      await pingOk(g());
+    });
   });
 
   it('survives a guest reboot (the driver resets the device)', async function () {
     this.timeout(300_000);
-    const from = b().lines.length;
-    await g().reboot();
-    await pingOk(g());
-    expect(b().problems(), 'bridge warnings').to.deep.equal([]);
-    expect(b().lines.slice(from).some((l) => /attached to vbtap0/.test(l)), 'rings re-attached after the reset').to.equal(true);
+    await retryOnGuestPanic(this, g(), async () => {
+      const from = b().lines.length;
+      await g().reboot();
+      await pingOk(g());
+      expect(b().problems(), 'bridge warnings').to.deep.equal([]);
+      expect(b().lines.slice(from).some((l) => /attached to vbtap0/.test(l)), 'rings re-attached after the reset').to.equal(true);
+    });
   });
 
   it('is killed (SIGKILL) and started again: the guest pings within 10 s, without a reboot', async function () {
-    const before = g().pid;
-    const killed = await b().stop('SIGKILL');
-    expect(killed.signal).to.equal('SIGKILL');
-    bridge = await startBridge('e2e-restarted');
-    await b().waitFor(/front-end connected/, 20_000);
-    const ms = await firstReply(g(), 20);
-    console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the restarted bridge was ready`);
-    expect(ms).to.be.lessThan(10_000);
-    expect(g().pid, 'same QEMU, no reboot').to.equal(before);
-    await pingOk(g(), 5);
+    await retryOnGuestPanic(this, g(), async () => {
+      const before = g().pid;
+      const killed = await b().stop('SIGKILL');
+      expect(killed.signal).to.equal('SIGKILL');
+      bridge = await startBridge('e2e-restarted');
+      await b().waitFor(/front-end connected/, 20_000);
+      const ms = await g().untilReply(HOST, 20);
+      console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the restarted bridge was ready`);
+      expect(ms).to.be.lessThan(10_000);
+      expect(g().pid, 'same QEMU, no reboot').to.equal(before);
+      await pingOk(g(), 5);
+    });
   });
 });
 
@@ -196,29 +199,31 @@ describe('bridge end to end: two queue pairs', function () {
   });
 
   it('carries traffic on both queue pairs (guest per-queue counters)', async function () {
-    const g = guest!;
-    const l = await g.exec('ethtool -L eth0 combined 2 && ethtool -l eth0 | tail -4');
-    expect(l.rc, l.output).to.equal(0);
-    await pingOk(g);
-    const counters = async (): Promise<Record<string, number>> => {
-      const s = await g.exec("ethtool -S eth0 | grep -E '(rx|tx)_queue_[01]_packets'");
-      const out: Record<string, number> = {};
-      for (const m of s.output.matchAll(/(\w+_queue_\d_packets): (\d+)/g)) out[m[1]] = Number(m[2]);
-      return out;
-    };
-    const c0 = await counters();
-    // host -> guest: several flows, spread over the tap's queues by flow hash
-    const rx = await g.iperf3({ seconds: 4, reverse: true, parallel: 4 });
-    // guest -> host: one sender per vCPU; virtio_net maps each CPU to its own TX queue (XPS)
-    const tx = await g.exec(`for c in 0 1; do taskset -c $c ping -q -c 300 -i 0.01 -s 1000 ${HOST} >/dev/null & done; wait`, { timeoutMs: 60_000 });
-    expect(tx.rc, tx.output).to.equal(0);
-    const c1 = await counters();
-    const d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
-    console.log(`      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`);
-    for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets']) expect(d(k), k).to.be.greaterThan(100);
-    expect(bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'), 'one vhost-net fd per queue pair').to.have.length(2);
-    expect(bridge!.lines.filter((x) => /attached to vbmq0/.test(x)), 'all four rings attached').to.have.length(4);
-    expect(bridge!.problems()).to.deep.equal([]);
+    await retryOnGuestPanic(this, guest!, async () => {
+      const g = guest!;
+      const l = await g.exec('ethtool -L eth0 combined 2 && ethtool -l eth0 | tail -4');
+      expect(l.rc, l.output).to.equal(0);
+      await pingOk(g);
+      const counters = async (): Promise<Record<string, number>> => {
+        const s = await g.exec("ethtool -S eth0 | grep -E '(rx|tx)_queue_[01]_packets'");
+        const out: Record<string, number> = {};
+        for (const m of s.output.matchAll(/(\w+_queue_\d_packets): (\d+)/g)) out[m[1]] = Number(m[2]);
+        return out;
+      };
+      const c0 = await counters();
+      // host -> guest: several flows, spread over the tap's queues by flow hash
+      const rx = await g.iperf3({ seconds: 4, reverse: true, parallel: 4 });
+      // guest -> host: one sender per vCPU; virtio_net maps each CPU to its own TX queue (XPS)
+      const tx = await g.exec(`for c in 0 1; do taskset -c $c ping -q -c 300 -i 0.01 -s 1000 ${HOST} >/dev/null & done; wait`, { timeoutMs: 60_000 });
+      expect(tx.rc, tx.output).to.equal(0);
+      const c1 = await counters();
+      const d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
+      console.log(`      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`);
+      for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets']) expect(d(k), k).to.be.greaterThan(100);
+      expect(bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'), 'one vhost-net fd per queue pair').to.have.length(2);
+      expect(bridge!.lines.filter((x) => /attached to vbmq0/.test(x)), 'all four rings attached').to.have.length(4);
+      expect(bridge!.problems()).to.deep.equal([]);
+    });
   });
 });
 
@@ -246,12 +251,14 @@ describe('bridge end to end: QEMU as the server, the bridge connects (--connect)
   });
 
   it('pings and moves >= 20 MB each way', async function () {
-    await pingOk(guest!, 5);
-    for (const reverse of [false, true]) {
-      const r = await guest!.iperf3({ seconds: 4, reverse });
-      console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
-      expect(r.bytes).to.be.at.least(MIN_BYTES);
-    }
-    expect(bridge!.problems()).to.deep.equal([]);
+    await retryOnGuestPanic(this, guest!, async () => {
+      await pingOk(guest!, 5);
+      for (const reverse of [false, true]) {
+        const r = await guest!.iperf3({ seconds: 4, reverse });
+        console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
+        expect(r.bytes).to.be.at.least(MIN_BYTES);
+      }
+      expect(bridge!.problems()).to.deep.equal([]);
+    });
   });
 });

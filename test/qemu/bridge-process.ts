@@ -117,19 +117,16 @@ export class BridgeProcess {
     return out;
   }
 
-  /** CPU time, in clock ticks, of its own threads (not vhost workers), from /proc/PID/task/TID/stat. */
+  /** CPU time, in clock ticks, of its own threads (not vhost workers). */
   ownCpuTicks(): number {
-    let ticks = 0;
-    for (const t of fs.readdirSync(`/proc/${this.pid}/task`)) {
-      try {
-        const comm = fs.readFileSync(`/proc/${this.pid}/task/${t}/comm`, 'utf8').trim();
-        if (comm.startsWith('vhost-')) continue;
-        const stat = fs.readFileSync(`/proc/${this.pid}/task/${t}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        ticks += Number(f[11]) + Number(f[12]);
-      } catch { /* thread gone */ }
-    }
-    return ticks;
+    return ownCpuTicks(this.pid);
+  }
+
+  /** When the first (or last) line matching `re` was logged, from its ISO timestamp (ms since the epoch; NaN if none). */
+  loggedAt(re: RegExp, which: 'first' | 'last' = 'first'): number {
+    const ls = this.lines.filter((l) => re.test(l));
+    const l = which === 'last' ? ls.at(-1) : ls[0];
+    return l ? Date.parse(l.split(' ')[0]) : NaN;
   }
 
   /** Send a signal and wait for the exit; resolves with the exit code (or the signal name). */
@@ -146,3 +143,27 @@ export class BridgeProcess {
 
 /** Clock ticks per second (USER_HZ): 100 on Linux. */
 export const CLK_TCK = 100;
+
+/**
+ * CPU time (utime + stime, clock ticks) of a process's own threads, from /proc/PID/task/TID/stat.
+ * Threads named vhost-* are left out: on kernels >= 6.4 the vhost workers are threads of the
+ * process that did VHOST_SET_OWNER, and their work is the kernel datapath, not the process's.
+ */
+export function ownCpuTicks(pid: number): number {
+  let ticks = 0;
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('vhost-')) continue;
+      const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch { /* thread gone */ }
+  }
+  return ticks;
+}
+
+/** Peak resident set size of a process (VmHWM), KiB. */
+export function peakRssKiB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}

@@ -83,6 +83,22 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
     expect((await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received).to.equal(2);
   });
 
+  it('a guest kernel panic fails the running command at once; the guest reboots and serves again', async function () {
+    const g = guest!;
+    const t0 = Date.now();
+    let err: Error | undefined;
+    try {
+      await g.exec('echo c > /proc/sysrq-trigger; sleep 60', { timeoutMs: 120_000 });
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/guest kernel panicked while running .*sysrq-trigger/);
+    expect(Date.now() - t0, 'failed at the panic, not at the timeout').to.be.lessThan(60_000);
+    expect(g.panics).to.equal(1);
+    expect(g.lastPanic).to.match(/Kernel panic - not syncing|sysrq/);
+    expect((await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received, 'the next command waits for the reboot').to.equal(2);
+  });
+
   it('shutdown: QEMU exits', async function () {
     const g = guest!;
     await g.shutdown();

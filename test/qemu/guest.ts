@@ -207,6 +207,16 @@ export class Guest {
   initMs = 0;
   /** 1 when the first boot attempt hung and QEMU was started again */
   bootRetries = 0;
+  /**
+   * Guest kernel panics seen (a lab fault: a double fault at entry_SYSCALL_64 under nested KVM on
+   * TCG was seen twice in ~35 guests, under QEMU's own vhost=on as under the bridge). The guest
+   * reboots by itself (panic=-1); the command that was running fails at once, and the next one
+   * waits for VBGUEST-READY.
+   */
+  panics = 0;
+  /** The panic's first line (`traps: PANIC: double fault ...`), for error messages. */
+  lastPanic = '';
+  private recovering: Promise<void> | null = null;
 
   private readonly opts: GuestBootOptions;
   private readonly files: LabFiles;
@@ -360,9 +370,23 @@ export class Guest {
 
   private line(l: string): void {
     this.record(l);
+    if (l === 'VBGUEST-INIT' && this.readyAt) this.panicked('the guest reset itself (init ran again without a reboot: a triple fault)');
     if (l === 'VBGUEST-INIT' && !this.initAt) this.initAt = Date.now();
     else if (l === 'VBGUEST-READY' && !this.readyAt) this.readyAt = Date.now();
+    else if (this.readyAt && /\] (traps: PANIC|Kernel panic - not syncing|BUG: |double fault)/.test(l)) this.panicked(l);
     for (const w of [...this.waiters]) w(l);
+  }
+
+  /** The guest kernel died; it reboots by itself. New commands wait for it to be READY again. */
+  private panicked(l: string): void {
+    this.panics++;
+    this.lastPanic = l.replace(/^.*?\] /, '');
+    this.note(`guest kernel panic (${this.lastPanic}): a fault of the nested lab; the guest reboots by itself`);
+    this.readyAt = 0;
+    if (!l.startsWith('the guest reset itself')) this.initAt = 0;
+    const wait = this.waitFor(() => (this.readyAt ? true : undefined), (this.opts.hangTimeoutMs ?? 90_000) + (this.opts.readyTimeoutMs ?? 120_000), 'VBGUEST-READY after a guest kernel panic');
+    this.recovering = wait.then(() => { this.recovering = null; this.record('[harness] the guest is back after the panic'); }, (e: unknown) => { this.recovering = null; throw e; });
+    this.recovering.catch(() => undefined);
   }
 
   /**
@@ -459,13 +483,16 @@ export class Guest {
     return r;
   }
 
-  private execNow(cmd: string, timeoutMs: number): Promise<ExecResult> {
+  private async execNow(cmd: string, timeoutMs: number): Promise<ExecResult> {
+    if (this.recovering) await this.recovering;
     if (!this.running) return Promise.reject(this.fail(`QEMU is not running (${this.exitInfo ?? 'not started'}): ${cmd}`));
     if (!this.readyAt) return Promise.reject(this.fail(`exec before VBGUEST-READY: ${cmd}`));
     const id = ++this.seq;
     const out: string[] = [];
     const marker = /VBGUEST-RC (\d+) (\d+)$/;
+    const panics = this.panics;
     const p = this.waitFor<ExecResult>((line) => {
+      if (this.panics !== panics) throw this.fail(`the guest kernel panicked while running \`${cmd}\` (${this.lastPanic}); it reboots by itself`);
       if (line === null) return undefined;
       const m = marker.exec(line);
       const text = m ? line.slice(0, m.index) : line;
@@ -503,6 +530,19 @@ export class Guest {
       received: Number(stats[2]),
       rttMs: rtt[1].trim() ? rtt[1].trim().split(/\s+/).map(Number) : [],
     };
+  }
+
+  /**
+   * Ping `peer` once a second (each with a 1 s timeout) until the first reply, at most `tries`
+   * times; resolves with the time it took (ms, as seen from L2), rejects if no reply came.
+   */
+  async untilReply(peer: string = this.peer, tries = 30): Promise<number> {
+    if (!/^[0-9A-Fa-f.:]+$/.test(peer)) throw new Error(`guest ${this.name}: bad ping address ${peer}`);
+    const t0 = Date.now();
+    const r = await this.exec(`i=0; while [ $i -lt ${tries} ]; do ping -c 1 -W 1 ${peer} >/dev/null 2>&1 && exit 0; i=$((i+1)); done; exit 1`,
+      { timeoutMs: (tries * 2 + 30) * 1000 });
+    if (r.rc !== 0) throw this.fail(`no ping reply from ${peer} in ${tries} tries`);
+    return Date.now() - t0;
   }
 
   /**

@@ -36,3 +36,25 @@ export function requireLab(ctx: Mocha.Context): void {
   }
   ctx.skip();
 }
+
+/** Tests that were run a second time after a guest kernel panic (read by test/summary-reporter.ts). */
+const retried: string[] = ((globalThis as { vbPanicRetries?: string[] }).vbPanicRetries ??= []);
+
+/**
+ * Run a lab test body; if it fails AND the guest's kernel panicked meanwhile (a fault of the nested
+ * lab, seen under QEMU's own vhost=on as under the bridge: docs/lab.md), run it once more after the
+ * guest has rebooted, and report that. Any other failure fails the test at once: a retry must never
+ * hide a fault of the bridge.
+ */
+export async function retryOnGuestPanic<T>(ctx: Mocha.Context, guest: { panics: number; lastPanic: string }, body: () => Promise<T>): Promise<T> {
+  const before = guest.panics;
+  try {
+    return await body();
+  } catch (e) {
+    if (guest.panics === before) throw e;
+    const title = ctx.test?.fullTitle() ?? 'a lab test';
+    retried.push(`${title}: guest kernel panic (${guest.lastPanic})`);
+    console.log(`      (retrying: the guest kernel panicked during the test: ${guest.lastPanic})`);
+    return await body();
+  }
+}
