@@ -93,28 +93,36 @@ const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 /** Small multiples: one panel per figure, one bar per configuration (median) with a min-max whisker. */
 export function svgChart(s: Summary, title: string, subtitle: string): string {
   const metrics = METRICS.filter((m) => s.stats[m.key]);
-  const cols = 3, pw = 300, ph = 210, top = 70, gap = 20;
+  const cols = 3, pw = 320, ph = 230, top = 86, gap = 20;
   const rowsN = Math.ceil(metrics.length / cols);
-  const W = cols * pw + (cols + 1) * gap, H = top + rowsN * (ph + gap) + 40;
+  const W = cols * pw + (cols + 1) * gap, H = top + 28 + rowsN * (ph + gap) + 20;
   const o: string[] = [];
   o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
   o.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   o.push(`<text x="${gap}" y="24" font-size="16" font-weight="bold">${esc(title)}</text>`);
-  o.push(`<text x="${gap}" y="44" fill="#555">${esc(subtitle)}</text>`);
+  // The subtitle on as many lines as it needs (at its ' | ' separators), then the legend.
+  const sub: string[] = [];
+  for (const part of subtitle.split(' | ')) {
+    if (sub.length && (sub[sub.length - 1] + ' | ' + part).length <= 150) sub[sub.length - 1] += ` | ${part}`;
+    else sub.push(part);
+  }
+  sub.forEach((l, i) => o.push(`<text x="${gap}" y="${42 + 14 * i}" fill="#555">${esc(l)}</text>`));
+  const legendY = 42 + 14 * sub.length;
   s.configs.forEach((c, i) => {
     const x = gap + i * 150;
-    o.push(`<rect x="${x}" y="52" width="12" height="12" fill="${COLORS[c]}"/><text x="${x + 16}" y="62">${esc(CONFIG_LABELS[c])}</text>`);
+    o.push(`<rect x="${x}" y="${legendY}" width="12" height="12" fill="${COLORS[c]}"/><text x="${x + 16}" y="${legendY + 10}">${esc(CONFIG_LABELS[c])}</text>`);
   });
+  const panelsTop = legendY + 24;
   metrics.forEach((m, k) => {
-    const px = gap + (k % cols) * (pw + gap), py = top + Math.floor(k / cols) * (ph + gap);
+    const px = gap + (k % cols) * (pw + gap), py = panelsTop + Math.floor(k / cols) * (ph + gap);
     const vals = Object.values(s.stats[m.key]!) as Stat[];
     const max = Math.max(...vals.map((v) => v.max)) * 1.15 || 1;
-    const plotTop = py + 30, plotH = ph - 60, base = plotTop + plotH;
+    const plotTop = py + 50, plotH = ph - 78, base = plotTop + plotH;
     o.push(`<g class="panel" data-metric="${m.key}">`);
     o.push(`<rect x="${px}" y="${py}" width="${pw}" height="${ph}" fill="none" stroke="#ddd"/>`);
-    o.push(`<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)} (${esc(m.unit)}, ${m.better} is better)</text>`);
+    o.push(`<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)} (${esc(m.unit)})</text>`);
     const r = s.ratio[m.key];
-    if (r !== undefined) o.push(`<text x="${px + pw - 8}" y="${py + 16}" text-anchor="end" fill="#333">bridge/vhost=on ${r.toFixed(2)}</text>`);
+    o.push(`<text x="${px + 8}" y="${py + 31}" fill="#555">${m.better} is better${r !== undefined ? `; bridge / vhost=on = ${r.toFixed(2)}` : ''}</text>`);
     o.push(`<line x1="${px + 10}" y1="${base}" x2="${px + pw - 10}" y2="${base}" stroke="#999"/>`);
     const slot = (pw - 20) / s.configs.length;
     s.configs.forEach((c, i) => {
