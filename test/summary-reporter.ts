@@ -2,8 +2,8 @@
  * Mocha reporter: the usual spec output, plus the run's counts written as JSON to the file named by
  * VB_SUMMARY_FILE, so scripts/test.ts can add the unit run and the lab run into one final line.
  * A failing hook counts as a failure (its tests never ran); a pending (skipped) test is reported
- * separately so that CI can count it as a failure. Retries (lab tests that may meet a guest kernel
- * panic of the nested lab) are listed with the first failure's message.
+ * separately so that CI can count it as a failure. Retries (lab tests that may meet a guest fault of the
+ * nested lab) are listed with the first failure's message.
  */
 import Mocha from 'mocha';
 import { writeFileSync } from 'node:fs';
@@ -28,7 +28,7 @@ export default class SummaryReporter extends Mocha.reporters.Spec {
       counts.retried.push(`${t.fullTitle()}: ${String(err?.message ?? err).split('\n')[0]}`);
     });
     runner.once(EVENT_RUN_END, () => {
-      counts.retried.push(...((globalThis as { vbPanicRetries?: string[] }).vbPanicRetries ?? []));
+      counts.retried.push(...((globalThis as { vbFaultRetries?: string[] }).vbFaultRetries ?? []));
       const file = process.env.VB_SUMMARY_FILE;
       if (file) writeFileSync(file, JSON.stringify(counts, null, 1));
     });

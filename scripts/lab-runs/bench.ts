@@ -107,7 +107,7 @@ async function main(): Promise<void> {
       where = `round ${round}/${ROUNDS} ${config.padEnd(9)} `;
       say('setting up and booting the guest');
       const run: Run = { round, config, startedAt: new Date().toISOString(), seconds: SECONDS, bootRetries: 0, metrics: {} };
-      // A guest kernel panic (a fault of the nested lab, under any configuration) voids the run:
+      // A guest fault (a fault of the nested lab, under any configuration) voids the run:
       // it is done once more from the start, and the raw results say so.
       for (let attempt = 1; attempt <= 2; attempt++) {
         try {
@@ -120,9 +120,10 @@ async function main(): Promise<void> {
         } catch (e) {
           run.error = (e as Error).message.split('\n')[0];
           say(`FAILED: ${run.error}`);
-          if (attempt === 1 && /kernel panicked/.test(run.error)) {
+          // A guest fault of the nested lab: a kernel panic or reset, or a guest that stopped answering.
+          if (attempt === 1 && /kernel panicked|from L2: 0 of 2 replies/.test(run.error)) {
             run.retriedAfter = run.error;
-            say('running this configuration once more (guest kernel panic)');
+            say('running this configuration once more (guest fault of the nested lab)');
           } else break;
         }
       }

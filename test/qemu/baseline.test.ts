@@ -10,7 +10,7 @@
  */
 import { expect } from 'chai';
 import { Guest, hostTap, removeTap, vhostNetFds, vhostWorkers, type IperfResult, type VhostWorker } from './guest.js';
-import { inLab, requireLab, retryOnGuestPanic } from './lab.js';
+import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const TAP = 'tap0';
 const MIN_BYTES = 20e6;
@@ -60,7 +60,7 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
   }
 
   it('pings the host: 5 of 5 replies', async function () {
-    await retryOnGuestPanic(this, theGuest(), async () => {
+    await retryOnGuestFault(this, theGuest(), async () => {
       const p = await theGuest().ping('10.0.3.1', { count: 5 });
       console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
       expect(p.transmitted).to.equal(5);
@@ -72,7 +72,7 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
   for (const reverse of [false, true]) {
     const dir = reverse ? 'host -> guest' : 'guest -> host';
     it(`moves >= 20 MB ${dir}, with QEMU's vhost-net fd and vhost worker busy meanwhile`, async function () {
-      await retryOnGuestPanic(this, theGuest(), async () => {
+      await retryOnGuestFault(this, theGuest(), async () => {
         const g = theGuest();
         const before = vhostWorkers(g.pid);
         const { result, samples } = await sampledDuring(g.pid, g.iperf3({ seconds: 8, reverse }));

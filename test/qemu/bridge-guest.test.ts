@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { BridgeProcess, CLK_TCK } from './bridge-process.js';
 import { Guest, hostTap, removeTap, vhostWorkers, type IperfResult } from './guest.js';
-import { inLab, requireLab, retryOnGuestPanic } from './lab.js';
+import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const MIN_BYTES = 20e6;
 const HOST = '10.0.3.1';
@@ -56,7 +56,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   const b = (): BridgeProcess => { if (!bridge) throw new Error('no bridge'); return bridge; };
 
   it('pings the host: 5 of 5 replies', async function () {
-    await retryOnGuestPanic(this, g(), async () => {
+    await retryOnGuestFault(this, g(), async () => {
       const p = await g().ping(HOST, { count: 5 });
       console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
       expect(p.received).to.equal(5);
@@ -67,7 +67,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
 
   for (const reverse of [false, true]) {
     it(`moves >= 20 MB ${reverse ? 'host -> guest' : 'guest -> host'} (iperf3)`, async function () {
-      await retryOnGuestPanic(this, g(), async () => {
+      await retryOnGuestFault(this, g(), async () => {
         const r = await g().iperf3({ seconds: 5, reverse });
         console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
         expect(r.bytes).to.be.at.least(MIN_BYTES);
@@ -76,7 +76,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   }
 
   it('the datapath is the kernel\'s: during 10 s of iperf3 the bridge uses < 2% of a CPU, holds /dev/vhost-net, and its vhost worker works', async function () {
-    await retryOnGuestPanic(this, g(), async () => {
+    await retryOnGuestFault(this, g(), async () => {
       const pid = b().pid;
       const cpu0 = b().ownCpuTicks();
       const w0 = vhostWorkers(pid);
@@ -104,7 +104,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   });
 
   it('survives the guest taking its link down and up', async function () {
-    await retryOnGuestPanic(this, g(), async () => {
+    await retryOnGuestFault(this, g(), async () => {
       const r = await g().exec('ip link set eth0 down && sleep 1 && ip link set eth0 up && sleep 2');
       expect(r.rc).to.equal(0);
       await pingOk(g());
@@ -113,7 +113,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
 
   it('survives a guest reboot (the driver resets the device)', async function () {
     this.timeout(300_000);
-    await retryOnGuestPanic(this, g(), async () => {
+    await retryOnGuestFault(this, g(), async () => {
       const from = b().lines.length;
       await g().reboot();
       await pingOk(g());
@@ -123,7 +123,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   });
 
   it('is killed (SIGKILL) and started again: the guest pings within 10 s, without a reboot', async function () {
-    await retryOnGuestPanic(this, g(), async () => {
+    await retryOnGuestFault(this, g(), async () => {
       const before = g().pid;
       const killed = await b().stop('SIGKILL');
       expect(killed.signal).to.equal('SIGKILL');
@@ -199,7 +199,7 @@ describe('bridge end to end: two queue pairs', function () {
   });
 
   it('carries traffic on both queue pairs (guest per-queue counters)', async function () {
-    await retryOnGuestPanic(this, guest!, async () => {
+    await retryOnGuestFault(this, guest!, async () => {
       const g = guest!;
       const l = await g.exec('ethtool -L eth0 combined 2 && ethtool -l eth0 | tail -4');
       expect(l.rc, l.output).to.equal(0);
@@ -251,7 +251,7 @@ describe('bridge end to end: QEMU as the server, the bridge connects (--connect)
   });
 
   it('pings and moves >= 20 MB each way', async function () {
-    await retryOnGuestPanic(this, guest!, async () => {
+    await retryOnGuestFault(this, guest!, async () => {
       await pingOk(guest!, 5);
       for (const reverse of [false, true]) {
         const r = await guest!.iperf3({ seconds: 4, reverse });

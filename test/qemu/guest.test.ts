@@ -94,8 +94,8 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
     }
     expect(err?.message).to.match(/guest kernel panicked while running .*sysrq-trigger/);
     expect(Date.now() - t0, 'failed at the panic, not at the timeout').to.be.lessThan(60_000);
-    expect(g.panics).to.equal(1);
-    expect(g.lastPanic).to.match(/Kernel panic - not syncing|sysrq/);
+    expect(g.faults).to.equal(1);
+    expect(g.lastFault).to.match(/Kernel panic - not syncing|sysrq/);
     expect((await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received, 'the next command waits for the reboot').to.equal(2);
   });
 

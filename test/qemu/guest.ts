@@ -208,14 +208,16 @@ export class Guest {
   /** 1 when the first boot attempt hung and QEMU was started again */
   bootRetries = 0;
   /**
-   * Guest kernel panics seen (a lab fault: a double fault at entry_SYSCALL_64 under nested KVM on
-   * TCG was seen twice in ~35 guests, under QEMU's own vhost=on as under the bridge). The guest
-   * reboots by itself (panic=-1); the command that was running fails at once, and the next one
-   * waits for VBGUEST-READY.
+   * Guest faults seen: kernel panics, self-resets, and stalls (a command times out while the guest
+   * no longer answers ping from L2, its vCPU spinning). They are faults of the nested lab (SVM
+   * emulated by TCG): seen under QEMU's own vhost=on as under the bridge, about once per 8-10
+   * minutes of iperf3 load (docs/lab.md). The command that was running fails at once (panic, reset)
+   * or at its timeout (stall); recover() brings the guest back.
    */
-  panics = 0;
-  /** The panic's first line (`traps: PANIC: double fault ...`), for error messages. */
-  lastPanic = '';
+  faults = 0;
+  /** What the last fault was (`traps: PANIC: double fault ...`, `the guest reset itself ...`, `the guest stopped answering ...`). */
+  lastFault = '';
+  private stalled = false;
   private recovering: Promise<void> | null = null;
 
   private readonly opts: GuestBootOptions;
@@ -379,9 +381,9 @@ export class Guest {
 
   /** The guest kernel died; it reboots by itself. New commands wait for it to be READY again. */
   private panicked(l: string): void {
-    this.panics++;
-    this.lastPanic = l.replace(/^.*?\] /, '');
-    this.note(`guest kernel panic (${this.lastPanic}): a fault of the nested lab; the guest reboots by itself`);
+    this.faults++;
+    this.lastFault = l.replace(/^.*?\] /, '');
+    this.note(`guest fault (${this.lastFault}): a fault of the nested lab; the guest reboots by itself`);
     this.readyAt = 0;
     if (!l.startsWith('the guest reset itself')) this.initAt = 0;
     const wait = this.waitFor(() => (this.readyAt ? true : undefined), (this.opts.hangTimeoutMs ?? 90_000) + (this.opts.readyTimeoutMs ?? 120_000), 'VBGUEST-READY after a guest kernel panic');
@@ -490,9 +492,9 @@ export class Guest {
     const id = ++this.seq;
     const out: string[] = [];
     const marker = /VBGUEST-RC (\d+) (\d+)$/;
-    const panics = this.panics;
+    const faults = this.faults;
     const p = this.waitFor<ExecResult>((line) => {
-      if (this.panics !== panics) throw this.fail(`the guest kernel panicked while running \`${cmd}\` (${this.lastPanic}); it reboots by itself`);
+      if (this.faults !== faults) throw this.fail(`the guest kernel panicked while running \`${cmd}\` (${this.lastFault}); it reboots by itself`);
       if (line === null) return undefined;
       const m = marker.exec(line);
       const text = m ? line.slice(0, m.index) : line;
@@ -504,7 +506,15 @@ export class Guest {
       if (text || !m) out.push(text);
       return undefined;
     }, timeoutMs, `result of command ${id}`).catch(async (e: unknown) => {
-      throw e instanceof GuestTimeout ? this.fail(`${e.message} (${cmd}); ${await this.diagnose()}`) : e;
+      if (!(e instanceof GuestTimeout)) throw e;
+      const diag = await this.diagnose();
+      if (/from L2: 0 of 2 replies/.test(diag)) {
+        this.faults++;
+        this.stalled = true;
+        this.lastFault = `the guest stopped answering (${diag})`;
+        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+      }
+      throw this.fail(`${e.message} (${cmd}); ${diag}`);
     });
     this.write(`${id} ${cmd}\n`);
     return p;
@@ -616,6 +626,24 @@ export class Guest {
   }
 
   // ---------------------------------------------------------------- lifecycle
+
+  /**
+   * After a fault: wait for a panicked guest to come back by itself, or kill a stalled (or dead)
+   * QEMU and boot the guest again with the same options. Queued like exec.
+   */
+  recover(): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.recovering) await this.recovering.catch(() => undefined);
+      if (this.running && !this.stalled && this.readyAt) return;
+      await this.kill();
+      this.stalled = false;
+      this.note('booting the guest again after a fault');
+      await this.bootWithRetry();
+    };
+    const r = this.chain.then(run, run);
+    this.chain = r.catch(() => undefined);
+    return r;
+  }
 
   /** Reboots the guest (reboot -f; QEMU stays) and waits for VBGUEST-READY again. Queued like exec. */
   reboot(): Promise<void> {

@@ -37,24 +37,26 @@ export function requireLab(ctx: Mocha.Context): void {
   ctx.skip();
 }
 
-/** Tests that were run a second time after a guest kernel panic (read by test/summary-reporter.ts). */
-const retried: string[] = ((globalThis as { vbPanicRetries?: string[] }).vbPanicRetries ??= []);
+/** Tests that were run a second time after a guest fault (read by test/summary-reporter.ts). */
+const retried: string[] = ((globalThis as { vbFaultRetries?: string[] }).vbFaultRetries ??= []);
 
 /**
- * Run a lab test body; if it fails AND the guest's kernel panicked meanwhile (a fault of the nested
- * lab, seen under QEMU's own vhost=on as under the bridge: docs/lab.md), run it once more after the
- * guest has rebooted, and report that. Any other failure fails the test at once: a retry must never
- * hide a fault of the bridge.
+ * Run a lab test body; if it fails AND the guest faulted meanwhile (a kernel panic, a self-reset
+ * or a stall of the nested lab, seen under QEMU's own vhost=on as under the bridge: docs/lab.md),
+ * bring the guest back (guest.recover()) and run the body once more, and report that. Any other
+ * failure fails the test at once: a retry must never hide a fault of the bridge.
  */
-export async function retryOnGuestPanic<T>(ctx: Mocha.Context, guest: { panics: number; lastPanic: string }, body: () => Promise<T>): Promise<T> {
-  const before = guest.panics;
+export async function retryOnGuestFault<T>(ctx: Mocha.Context, guest: { faults: number; lastFault: string; recover(): Promise<void> }, body: () => Promise<T>): Promise<T> {
+  const before = guest.faults;
   try {
     return await body();
   } catch (e) {
-    if (guest.panics === before) throw e;
+    if (guest.faults === before) throw e;
     const title = ctx.test?.fullTitle() ?? 'a lab test';
-    retried.push(`${title}: guest kernel panic (${guest.lastPanic})`);
-    console.log(`      (retrying: the guest kernel panicked during the test: ${guest.lastPanic})`);
+    retried.push(`${title}: ${guest.lastFault}`);
+    console.log(`      (retrying: guest fault during the test: ${guest.lastFault.slice(0, 160)})`);
+    ctx.timeout(ctx.timeout() + 300_000);
+    await guest.recover();
     return await body();
   }
 }
