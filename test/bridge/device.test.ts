@@ -49,6 +49,16 @@ function guestMemory(size = MiB) {
   return { fd, region: { gpa: 0n, size, qva: QVA, mmapOffset: 0n } };
 }
 
+/** SET_OWNER, the rings QEMU enables at realize, SET_FEATURES and one 1 MiB memory region: the device as QEMU leaves it before the rings. */
+function ready(dev: BridgeDevice, enable: number[] = []) {
+  dev.setOwner();
+  for (const q of enable) dev.setVringEnable(q, true);
+  dev.setFeatures(ACKED);
+  const mem = guestMemory();
+  dev.setMemTable([mem.region], [mem.fd]);
+  return mem;
+}
+
 /** A QEMU-7.2-shaped start of one queue pair (transcript run A): rings 2p and 2p+1 configured and kicked. */
 function startPair(dev: BridgeDevice, p: number, fds: number[]) {
   for (const q of [2 * p, 2 * p + 1]) {
@@ -101,10 +111,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
 
   it('translates ring addresses into its own mapping and passes the log address through', () => {
     const { source, dev } = setup(1);
-    dev.setOwner();
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev);
     const given = source.live(0).memory![0];
     expect(given.gpa).to.equal(0n);
     expect(given.uaddr).to.not.equal(QVA);
@@ -118,10 +125,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
 
   it('refuses a ring outside guest memory without touching the kernel', () => {
     const { journal, dev } = setup(1);
-    dev.setOwner();
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev);
     dev.setVringNum(0, NUM);
     const before = journal.length;
     const outside = { ...ringAt(0), used: QVA + MiB - 8n }; // the used ring runs past the end
@@ -133,12 +137,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
 
   it('stops a ring at GET_VRING_BASE: detach first, then read; ENABLE does not restart it, a new kick does', () => {
     const { journal, source, dev } = setup(1);
-    dev.setOwner();
-    dev.setVringEnable(0, true);
-    dev.setVringEnable(1, true);
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev, [0, 1]);
     startPair(dev, 0, []);
     const k = source.live(0);
     k.advance(1, 14);
@@ -191,11 +190,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
 
   it('detaches around NUM/BASE/ADDR changes of an attached ring (the kernel says EBUSY otherwise)', () => {
     const { source, dev } = setup(1);
-    dev.setOwner();
-    dev.setVringEnable(0, true);
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev, [0]);
     startPair(dev, 0, []);
     dev.setVringNum(0, 128);
     dev.setVringBase(0, 7);
@@ -244,11 +239,7 @@ describe('bridge device: memory', () => {
 
   it('a new table reaches the kernel before the old mapping goes, and rings that move are re-addressed', () => {
     const { journal, source, dev } = setup(1);
-    dev.setOwner();
-    dev.setVringEnable(0, true);
-    dev.setFeatures(ACKED);
-    const a = guestMemory();
-    dev.setMemTable([a.region], [a.fd]);
+    ready(dev, [0]);
     startPair(dev, 0, []);
     expect(mappedRegionCount()).to.equal(1);
     const b = guestMemory(); // another memfd: a different table with the same layout
@@ -267,10 +258,7 @@ describe('bridge device: memory', () => {
 
   it('refuses a table that would leave a ring outside guest memory, and keeps the old one', () => {
     const { dev, source } = setup(1);
-    dev.setOwner();
-    dev.setFeatures(ACKED);
-    const a = guestMemory();
-    dev.setMemTable([a.region], [a.fd]);
+    ready(dev);
     startPair(dev, 0, []);
     const small = sys.memfdCreate('small');
     sys.ftruncate(small, 0x10000);
@@ -330,11 +318,7 @@ describe('bridge device: lifecycle', () => {
   it('on disconnect: detach, close vhost-net, and only then unmap; fds closed; tap kept', () => {
     const fdsBefore = openFdCount();
     const { journal, source, dev, tap } = setup(1);
-    dev.setOwner();
-    dev.setVringEnable(0, true);
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev, [0]);
     startPair(dev, 0, []);
     let mappedAtRelease = -1;
     source.onRelease = () => { mappedAtRelease = mappedRegionCount(); };
@@ -349,11 +333,7 @@ describe('bridge device: lifecycle', () => {
 
   it('RESET_DEVICE starts over with a fresh owned vhost-net and no rings', () => {
     const { source, dev } = setup(1);
-    dev.setOwner();
-    dev.setVringEnable(0, true);
-    dev.setFeatures(ACKED);
-    const mem = guestMemory();
-    dev.setMemTable([mem.region], [mem.fd]);
+    ready(dev, [0]);
     startPair(dev, 0, []);
     const first = source.live(0);
     dev.resetDevice();
