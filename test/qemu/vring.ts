@@ -168,13 +168,7 @@ export class SplitVring {
       flags = VRING_DESC_F.WRITE;
       this.mem.bytes.fill(0xa5, gpa, gpa + len); // poison: what the device did not write shows
     }
-    const d = this.descGpa + 16 * id;
-    this.mem.bytes.writeBigUInt64LE(BigInt(gpa), d);
-    this.mem.bytes.writeUInt32LE(len, d + 8);
-    this.mem.bytes.writeUInt16LE(flags, d + 12);
-    this.mem.bytes.writeUInt16LE(0, d + 14);
-    this.availRing[this.shadowAvail % this.num] = id;
-    this.shadowAvail = (this.shadowAvail + 1) & 0xffff;
+    this.putAvail(id, gpa, len, flags);
     return id;
   }
 
@@ -185,6 +179,12 @@ export class SplitVring {
   postRaw(gpa: number, len: number, flags = 0): number {
     const id = this.free.pop();
     if (id === undefined) throw new Error('SplitVring.postRaw: no free descriptor');
+    this.putAvail(id, gpa, len, flags);
+    return id;
+  }
+
+  /** Write descriptor `id` (virtio 1.2 2.7.5: addr, len, flags, next) and queue it in the avail ring, unpublished. */
+  private putAvail(id: number, gpa: number, len: number, flags: number): void {
     const d = this.descGpa + 16 * id;
     this.mem.bytes.writeBigUInt64LE(BigInt(gpa), d);
     this.mem.bytes.writeUInt32LE(len, d + 8);
@@ -192,7 +192,6 @@ export class SplitVring {
     this.mem.bytes.writeUInt16LE(0, d + 14);
     this.availRing[this.shadowAvail % this.num] = id;
     this.shadowAvail = (this.shadowAvail + 1) & 0xffff;
-    return id;
   }
 
   /** Make posted buffers visible: store avail->idx (after the descriptors and ring entries). */
