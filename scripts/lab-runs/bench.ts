@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { CLK_TCK, ownCpuTicks, peakRssKiB } from '../../test/qemu/bridge-process.js';
 import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
-import { HOST_IP, withConfig, type RunContext } from './configs.js';
+import { HOST_IP, hostIfCounter, withConfig, type RunContext } from './configs.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
@@ -32,19 +32,14 @@ async function udpFloodKpps(g: RunContext['guest'], hostIf: string): Promise<num
     await sleep(1000);
     const flood = g.exec(`timeout 20 iperf3 -c ${HOST_IP} -p 5299 -u -b 0 -l 64 -t 7 >/dev/null 2>&1; true`, { timeoutMs: 60_000 });
     await sleep(3000);
-    const rx0 = rxPackets(hostIf), t1 = process.hrtime.bigint();
+    const rx0 = hostIfCounter(hostIf, 'rx_packets'), t1 = process.hrtime.bigint();
     await sleep(3000);
-    const rx1 = rxPackets(hostIf), t2 = process.hrtime.bigint();
+    const rx1 = hostIfCounter(hostIf, 'rx_packets'), t2 = process.hrtime.bigint();
     await flood;
     return (rx1 - rx0) / (Number(t2 - t1) / 1e9) / 1000;
   } finally {
     sink.kill('SIGKILL');
   }
-}
-
-/** Packets the host interface received (from the guest). */
-function rxPackets(ifname: string): number {
-  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/rx_packets`, 'utf8'));
 }
 
 async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {

@@ -86,6 +86,11 @@ export interface ConfigOptions {
 
 const xchg = (): string => process.env.LAB_XCHG ?? '/tmp';
 
+/** A counter of the host (L2) interface the guest's packets arrive on (/sys/class/net/IF/statistics). */
+export function hostIfCounter(ifname: string, counter: 'rx_packets' | 'rx_bytes'): number {
+  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/${counter}`, 'utf8'));
+}
+
 /** Set up configuration `name`, boot the guest on it, run `use`, tear down. */
 export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ctx: RunContext) => Promise<T>): Promise<T> {
   const tap = 'vbbench0';

@@ -8,15 +8,11 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { HOST_IP, withConfig, type ConfigName } from './configs.js';
+import { HOST_IP, hostIfCounter, withConfig, type ConfigName } from './configs.js';
 
 const out = process.env.LAB_XCHG ?? '/tmp';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const EVENTS = ['tlb:tlb_flush', 'sched:sched_switch', 'kvm:kvm_exit', 'sched:sched_wakeup'];
-
-function rxPackets(ifname: string): number {
-  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/rx_packets`, 'utf8'));
-}
 
 async function profile(config: ConfigName, workload: 'tcp' | 'udp'): Promise<Record<string, number>> {
   return withConfig(config, { tag: `profile-${config}-${workload}` }, async ({ guest, hostIf }) => {
@@ -25,14 +21,14 @@ async function profile(config: ConfigName, workload: 'tcp' | 'udp'): Promise<Rec
     await sleep(1000);
     const load = guest.exec(`${cmd}; true`, { timeoutMs: 90_000 });
     await sleep(3000);
-    const rx0 = rxPackets(hostIf);
-    const bytes0 = Number(fs.readFileSync(`/sys/class/net/${hostIf}/statistics/rx_bytes`, 'utf8'));
+    const rx0 = hostIfCounter(hostIf, 'rx_packets');
+    const bytes0 = hostIfCounter(hostIf, 'rx_bytes');
     const csv = `${out}/perfstat-${config}-${workload}.csv`;
     // tlb_flush split by reason with a filter per reason would need 4 runs; count all, and the task-switch ones.
     spawnSync('perf', ['stat', '-a', '-x', ',', '-o', csv, ...EVENTS.flatMap((e) => ['-e', e]),
       '-e', 'tlb:tlb_flush', '--filter', 'reason == 0', '--', 'sleep', '8'], { stdio: 'ignore' });
-    const packets = rxPackets(hostIf) - rx0;
-    const mbytes = (Number(fs.readFileSync(`/sys/class/net/${hostIf}/statistics/rx_bytes`, 'utf8')) - bytes0) / 1e6;
+    const packets = hostIfCounter(hostIf, 'rx_packets') - rx0;
+    const mbytes = (hostIfCounter(hostIf, 'rx_bytes') - bytes0) / 1e6;
     await load;
     server.kill();
     const counts: Record<string, number> = { packets, mbytes };
