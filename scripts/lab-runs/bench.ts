@@ -5,9 +5,9 @@
  */
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { CLK_TCK, ownCpuTicks, peakRssKiB } from '../../test/qemu/bridge-process.js';
+import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
 import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
-import { HOST_IP, hostIfCounter, withConfig, type RunContext } from './configs.js';
+import { HOST_IP, withConfig, type RunContext } from '../../lab/configs.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);

@@ -3,8 +3,8 @@
  * vhost-bridge, brings its link up, pings and runs iperf3; the same guest then runs the same
  * iperf3 on QEMU's own tap,vhost=on, and a one-screen summary compares them.
  */
-import type { IperfResult } from '../../test/qemu/guest.js';
-import { HOST_IP, withConfig } from './configs.js';
+import type { IperfResult } from '../../lab/guest.js';
+import { HOST_IP, withConfig } from '../../lab/configs.js';
 
 const SECONDS = Number(process.env.VB_DEMO_SECONDS ?? 5);
 const t0 = Date.now();

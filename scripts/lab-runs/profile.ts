@@ -8,7 +8,8 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { HOST_IP, hostIfCounter, withConfig, type ConfigName } from './configs.js';
+import { HOST_IP, withConfig, type ConfigName } from '../../lab/configs.js';
+import { hostIfCounter } from '../../lab/host.js';
 
 const out = process.env.LAB_XCHG ?? '/tmp';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -21,7 +21,7 @@ LAB_BUILD_INPUTS=(
   "$LAB_REPO/scripts/lab/setup"
   "$LAB_REPO/scripts/lab/lib.sh"
   "$LAB_REPO/scripts/lab/l2-init"
-  "$LAB_REPO/test/qemu/guest-initramfs/init"
+  "$LAB_REPO/lab/guest-initramfs/init"
 )
 
 lab_say() { printf 'lab: %s\n' "$*" >&2; }

@@ -1,5 +1,5 @@
 /**
- * Real QEMU 7.2 sessions (test/fixtures, recorded by scripts/record-qemu-session: 2 queue pairs,
+ * Real QEMU 7.2 sessions (test/fixtures, recorded by test/tools/record-qemu-session: 2 queue pairs,
  * mq=on, host_mtu; the guest brings eth0 up and powers off) replayed through the dispatcher into
  * the bridge device, on the recording fake kernel (which enforces the kernel's ordering rules).
  * What must hold: no warning, every ring attached to the tap once QEMU started it, detached at

@@ -9,7 +9,8 @@
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/baseline.test.js
  */
 import { expect } from 'chai';
-import { Guest, hostTap, removeTap, vhostNetFds, vhostWorkers, type IperfResult, type VhostWorker } from './guest.js';
+import { Guest, type IperfResult } from '../../lab/guest.js';
+import { hostTap, removeTap, vhostNetFds, vhostWorkers, type VhostWorker } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const TAP = 'tap0';

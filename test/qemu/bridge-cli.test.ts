@@ -6,8 +6,9 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { BridgeProcess } from './bridge-process.js';
-import { Guest, hostTap, removeTap } from './guest.js';
+import { BridgeProcess } from '../../lab/bridge-process.js';
+import { Guest } from '../../lab/guest.js';
+import { hostTap, removeTap } from '../../lab/host.js';
 import { inLab, requireLab } from './lab.js';
 
 const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');

@@ -5,8 +5,9 @@
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/bridge-guest.test.js
  */
 import { expect } from 'chai';
-import { BridgeProcess, CLK_TCK } from './bridge-process.js';
-import { Guest, hostTap, removeTap, vhostWorkers, type IperfResult } from './guest.js';
+import { BridgeProcess } from '../../lab/bridge-process.js';
+import { Guest, type IperfResult } from '../../lab/guest.js';
+import { CLK_TCK, hostTap, removeTap, vhostWorkers } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const MIN_BYTES = 20e6;

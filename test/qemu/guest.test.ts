@@ -6,7 +6,8 @@
  */
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import { Guest, hostTap, removeTap, type GuestBootOptions } from './guest.js';
+import { Guest, type GuestBootOptions } from '../../lab/guest.js';
+import { hostTap, removeTap } from '../../lab/host.js';
 import { inLab, requireLab } from './lab.js';
 
 const TAP = 'tapg0';

@@ -1,5 +1,5 @@
 /**
- * Replays sessions of a real QEMU 7.2 (recorded by scripts/record-qemu-session: TCG guest, Debian
+ * Replays sessions of a real QEMU 7.2 (recorded by test/tools/record-qemu-session: TCG guest, Debian
  * 6.1 virtio_net, 2 queue pairs, mq=on, host_mtu=1500; the guest brings eth0 up and powers off)
  * against the dispatcher, with the recording back end configured as it was during the recording.
  * Every reply must match the recorded bytes exactly, and the back end must see QEMU's call
@@ -9,7 +9,7 @@
  * each time QEMU sends that block again, as QEMU does), sized to the region, and eventfds for
  * kick/call/err. Ring addresses are then translated by the real MemTable into those mappings.
  *
- * Fixtures (recorded with `scripts/record-qemu-session --out FILE [--protocol-features HEX]`):
+ * Fixtures (recorded with `test/tools/record-qemu-session --out FILE [--protocol-features HEX]`):
  * - qemu72-session.msgpack: protocol features 0x201f (the bridge's set without
  *   CONFIGURE_MEM_SLOTS), so QEMU sends SET_MEM_TABLE;
  * - qemu72-session-mem-slots.msgpack: 0xa01f, exactly the bridge's set, so QEMU sends

@@ -1,7 +1,7 @@
 /**
  * L3 test guests for the lab. Runs INSIDE L2 (see docs/lab.md): boots QEMU with
  * nested KVM on the busybox initramfs built by scripts/lab/setup
- * (.lab/l3-initrd.cpio.gz, /init = test/qemu/guest-initramfs/init) and drives it
+ * (.lab/l3-initrd.cpio.gz, /init = lab/guest-initramfs/init) and drives it
  * through the serial console:
  *
  *   guest: VBGUEST-INIT                 userspace runs (the nested-KVM boot hang shows up as its absence)
@@ -15,7 +15,7 @@
  *
  * Uses node:child_process and node:fs only.
  */
-import { spawn, spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 
 // ------------------------------------------------------------------ lab files
@@ -751,76 +751,4 @@ async function waitListening(port: number, timeoutMs: number, died: () => string
     if (Date.now() > end) throw new Error(`iperf3 server not listening on port ${port} after ${timeoutMs} ms`);
     await sleep(50);
   }
-}
-
-// ------------------------------------------------------------------ L2 helpers
-
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/**
- * Creates a persistent tap in L2 (replacing one of the same name), with an address, up.
- * vnet_hdr is set (vhost-net needs it; QEMU and the bridge set it per open anyway);
- * queues > 1 makes it multi_queue (must match every opener).
- */
-export function hostTap(ifname: string, o: { ip?: string; queues?: number; mtu?: number } = {}): void {
-  removeTap(ifname);
-  ip('tuntap', 'add', 'dev', ifname, 'mode', 'tap', 'vnet_hdr', ...((o.queues ?? 1) > 1 ? ['multi_queue'] : []));
-  ip('addr', 'add', o.ip ?? '10.0.3.1/24', 'dev', ifname);
-  ip('link', 'set', 'dev', ifname, ...(o.mtu ? ['mtu', String(o.mtu)] : []), 'up');
-}
-
-/** Deletes the tap if it exists. */
-export function removeTap(ifname: string): void {
-  if (fs.existsSync(`/sys/class/net/${ifname}`)) ip('link', 'del', 'dev', ifname);
-}
-
-/** Number of the process's fds open on /dev/vhost-net. */
-export function vhostNetFds(pid: number): number {
-  let n = 0;
-  let fds: string[] = [];
-  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return 0; }
-  for (const fd of fds) {
-    try { if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/vhost-net') n++; } catch { /* closed meanwhile */ }
-  }
-  return n;
-}
-
-export interface VhostWorker {
-  /** pid (kthread, kernels < 6.4) or tid (thread of the owner, >= 6.4) */
-  pid: number;
-  comm: string;
-  /** utime + stime, in clock ticks */
-  cpuTicks: number;
-}
-
-function readWorker(dir: string, pid: number, owner: number): VhostWorker | null {
-  try {
-    const comm = fs.readFileSync(`${dir}/comm`, 'utf8').trim();
-    if (comm !== `vhost-${owner}`) return null;
-    const stat = fs.readFileSync(`${dir}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { pid, comm, cpuTicks: Number(f[11]) + Number(f[12]) };
-  } catch {
-    return null;
-  }
-}
-
-/** The vhost workers of an owner process: kthreads named vhost-<pid> (6.1) or its threads of that name (>= 6.4). */
-export function vhostWorkers(owner: number): VhostWorker[] {
-  const out: VhostWorker[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const w = readWorker(`/proc/${e}`, Number(e), owner);
-    if (w) out.push(w);
-  }
-  try {
-    for (const t of fs.readdirSync(`/proc/${owner}/task`)) {
-      if (Number(t) === owner || out.some((w) => w.pid === Number(t))) continue;
-      const w = readWorker(`/proc/${owner}/task/${t}`, Number(t), owner);
-      if (w) out.push(w);
-    }
-  } catch { /* owner gone */ }
-  return out;
 }

@@ -3,23 +3,23 @@
  * end of the tests, write a trace (src/vhost-user/trace.ts) of every message and reply, run the
  * VMM command given after `--` (it connects to --socket), and stop when it exits.
  *
- *   node dist/scripts/record-qemu-session.js --socket PATH --record FILE \
+ *   node dist/test/tools/record-qemu-session.js --socket PATH --record FILE \
  *     [--features HEX] [--protocol-features HEX] [--queues N] [--max-mem-slots N] \
  *     [--timeout SECONDS] [--vmm-log FILE] -- qemu-system-x86_64 ...
  *
- * scripts/record-qemu-session builds the guest and the QEMU command line and calls this.
+ * test/tools/record-qemu-session builds the guest and the QEMU command line and calls this.
  * The back end is the recording one: guest memory is mapped (MemTable) and ring addresses are
  * translated, but no packet is moved; that is enough for the front-end to run its whole protocol.
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { log, setLogLevel } from '../src/log.js';
-import { requestName } from '../src/vhost-user/constants.js';
-import { readTrace, TraceWriter, type TraceMessage } from '../src/vhost-user/trace.js';
-import { VhostUserServer } from '../src/vhost-user/transport.js';
-import { bridgeLike } from '../test/vhost-user/fixtures.js';
-import { RecordingBackend } from '../test/vhost-user/recording-backend.js';
+import { log, setLogLevel } from '../../src/log.js';
+import { requestName } from '../../src/vhost-user/constants.js';
+import { readTrace, TraceWriter, type TraceMessage } from '../../src/vhost-user/trace.js';
+import { VhostUserServer } from '../../src/vhost-user/transport.js';
+import { bridgeLike } from '../vhost-user/fixtures.js';
+import { RecordingBackend } from '../vhost-user/recording-backend.js';
 
 const dd = process.argv.indexOf('--');
 if (dd < 0) throw new Error('usage: record-qemu-session --socket PATH --record FILE [options] -- VMM ARGS...');

@@ -12,8 +12,9 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import { BridgeProcess } from '../../test/qemu/bridge-process.js';
-import { Guest, hostTap, removeTap, type GuestNet } from '../../test/qemu/guest.js';
+import { BridgeProcess } from './bridge-process.js';
+import { Guest, type GuestNet } from './guest.js';
+import { hostTap, removeTap } from './host.js';
 
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
@@ -85,11 +86,6 @@ export interface ConfigOptions {
 }
 
 const xchg = (): string => process.env.LAB_XCHG ?? '/tmp';
-
-/** A counter of the host (L2) interface the guest's packets arrive on (/sys/class/net/IF/statistics). */
-export function hostIfCounter(ifname: string, counter: 'rx_packets' | 'rx_bytes'): number {
-  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/${counter}`, 'utf8'));
-}
 
 /** Set up configuration `name`, boot the guest on it, run `use`, tear down. */
 export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ctx: RunContext) => Promise<T>): Promise<T> {

@@ -1,0 +1,60 @@
+/**
+ * Status is data: the device's typed snapshot and lifecycle events, read by the control side, by
+ * tests and by the benchmark (never by parsing log lines, which are for people).
+ */
+
+/** One ring as the device sees it (vhost-user.rst "Ring states"). */
+export interface RingStatus {
+  /** Device ring number: 2 * queue pair + (0 = rx, 1 = tx). */
+  index: number;
+  /** SET_VRING_NUM, or null before it. */
+  size: number | null;
+  /** A kick fd was received and no GET_VRING_BASE stopped the ring since. */
+  started: boolean;
+  /** SET_VRING_ENABLE 1 (or every ring, without PROTOCOL_FEATURES). */
+  enabled: boolean;
+  /** The datapath serves it (vhost-net: attached to its tap queue by VHOST_NET_SET_BACKEND). */
+  attached: boolean;
+  kick: boolean;
+  call: boolean;
+  err: boolean;
+}
+
+export interface DeviceStatus {
+  /** The port's name (one-port mode: the tap's name). */
+  port: string;
+  /** A front-end is connected. */
+  frontEnd: boolean;
+  /** Front-end connections served so far, the current one included. */
+  sessions: number;
+  features: {
+    offered: string;
+    negotiated: string | null;
+    negotiatedNames: string[];
+    protocol: string | null;
+    protocolNames: string[];
+  };
+  rings: RingStatus[];
+  memory: { regions: { guestAddr: string; size: string; userAddr: string }[]; dirtyLog: boolean };
+  /** ms since the epoch; null if not (yet) in this session. */
+  times: {
+    connected: number | null;
+    featuresSet: number | null;
+    /** When the last ring of the session became attached with every enabled ring attached. */
+    allRingsRunning: number | null;
+    lastRingStopped: number | null;
+    /** The previous session's end. */
+    disconnected: number | null;
+  };
+}
+
+export type DeviceEvent =
+  | { kind: 'ready' }
+  | { kind: 'connected' }
+  | { kind: 'negotiated' }
+  | { kind: 'memory' }
+  | { kind: 'ring-running'; ring: number }
+  | { kind: 'ring-stopped'; ring: number }
+  | { kind: 'reset'; why: string }
+  | { kind: 'refused'; request: string; reason: string }
+  | { kind: 'disconnected' };
