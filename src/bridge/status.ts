@@ -29,6 +29,7 @@ export interface DeviceStatus {
   sessions: number;
   features: {
     offered: string;
+    offeredNames: string[];
     negotiated: string | null;
     negotiatedNames: string[];
     protocol: string | null;

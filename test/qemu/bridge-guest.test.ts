@@ -1,5 +1,5 @@
 /**
- * The bridge end to end (issue 6): L3 guests under nested KVM with QEMU 7.2's vhost-user netdev
+ * The bridge end to end: L3 guests under nested KVM with QEMU 7.2's vhost-user netdev
  * (memory-backend-memfd, share=on) served by vhost-bridge, whose rings run on L2's kernel vhost-net
  * on a tap. The same guest, the same checks as baseline.test.ts (QEMU's own tap,vhost=on).
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/bridge-guest.test.js
@@ -58,11 +58,13 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
 
   it('pings the host: 5 of 5 replies', async function () {
     await retryOnGuestFault(this, g(), async () => {
+      const from = b().mark();
       const p = await g().ping(HOST, { count: 5 });
       console.log(`      rtt ms: ${p.rttMs.join(' ')}`);
       expect(p.received).to.equal(5);
-      expect(b().problems(), 'bridge warnings').to.deep.equal([]);
-      expect(b().lines.filter((l) => /attached to vbtap0/.test(l)), 'both rings attached to the tap').to.have.length(2);
+      expect(b().problems(from), 'bridge warnings').to.deep.equal([]);
+      expect(b().status().port).to.equal(TAP);
+      expect(b().attachedRings(), 'both rings attached to the tap').to.deep.equal([0, 1]);
     });
   });
 
@@ -123,11 +125,14 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   it('survives a guest reboot (the driver resets the device)', async function () {
     this.timeout(300_000);
     await retryOnGuestFault(this, g(), async () => {
-      const from = b().lines.length;
+      const from = b().mark();
       await g().reboot();
       await pingOk(g());
-      expect(b().problems(), 'bridge warnings').to.deep.equal([]);
-      expect(b().lines.slice(from).some((l) => /attached to vbtap0/.test(l)), 'rings re-attached after the reset').to.equal(true);
+      expect(b().problems(from), 'bridge warnings').to.deep.equal([]);
+      expect(b().since(from, 'ring-stopped'), 'the driver\'s reset stopped the rings').to.not.be.empty;
+      expect(b().since(from, 'ring-running').map((e) => (e.event as { ring: number }).ring).sort(),
+        'rings re-attached after the reset').to.include.members([0, 1]);
+      expect(b().attachedRings()).to.deep.equal([0, 1]);
     });
   });
 
@@ -137,7 +142,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
       const killed = await b().stop('SIGKILL');
       expect(killed.signal).to.equal('SIGKILL');
       bridge = await startBridge('e2e-restarted');
-      await b().waitFor(/front-end connected/, 20_000);
+      await b().waitForEvent('connected', 20_000);
       const ms = await g().untilReply(HOST, 20);
       console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the restarted bridge was ready`);
       expect(ms).to.be.lessThan(10_000);
@@ -169,7 +174,7 @@ describe('bridge end to end: QEMU quits, the bridge lets go of everything and se
     const b = bridge!;
     const idle = b.fdTargets().sort();
     for (const name of ['first-vm', 'second-vm']) {
-      const from = b.lines.length;
+      const from = b.mark();
       const guest = await Guest.boot({ name, net: { kind: 'vhost-user', socketPath: SOCK }, logFile: `${xchg}/guest-${name}.log` });
       try {
         await pingOk(guest);
@@ -177,7 +182,8 @@ describe('bridge end to end: QEMU quits, the bridge lets go of everything and se
       } finally {
         await guest.shutdown();
       }
-      await b.waitFor(/front-end gone/, 20_000, from);
+      await b.waitForEvent('disconnected', 20_000, from);
+      expect(b.status().frontEnd, `${name}: no front-end in the status`).to.equal(false);
       const now = b.fdTargets().sort();
       expect(now, `${name}: the bridge's fds after QEMU quit`).to.deep.equal(idle);
     }
@@ -210,6 +216,7 @@ describe('bridge end to end: two queue pairs', function () {
   it('carries traffic on both queue pairs (guest per-queue counters)', async function () {
     await retryOnGuestFault(this, guest!, async () => {
       const g = guest!;
+      const from = bridge!.mark();
       const l = await g.exec('ethtool -L eth0 combined 2 && ethtool -l eth0 | tail -4');
       expect(l.rc, l.output).to.equal(0);
       await pingOk(g);
@@ -230,8 +237,8 @@ describe('bridge end to end: two queue pairs', function () {
       console.log(`      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`);
       for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets']) expect(d(k), k).to.be.greaterThan(100);
       expect(bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'), 'one vhost-net fd per queue pair').to.have.length(2);
-      expect(bridge!.lines.filter((x) => /attached to vbmq0/.test(x)), 'all four rings attached').to.have.length(4);
-      expect(bridge!.problems()).to.deep.equal([]);
+      expect(bridge!.attachedRings(), 'all four rings attached').to.deep.equal([0, 1, 2, 3]);
+      expect(bridge!.problems(from)).to.deep.equal([]);
     });
   });
 });
@@ -261,13 +268,14 @@ describe('bridge end to end: QEMU as the server, the bridge connects (--connect)
 
   it('pings and moves >= 20 MB each way', async function () {
     await retryOnGuestFault(this, guest!, async () => {
+      const from = bridge!.mark();
       await pingOk(guest!, 5);
       for (const reverse of [false, true]) {
         const r = await guest!.iperf3({ seconds: 4, reverse });
         console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
         expect(r.bytes).to.be.at.least(MIN_BYTES);
       }
-      expect(bridge!.problems()).to.deep.equal([]);
+      expect(bridge!.problems(from)).to.deep.equal([]);
     });
   });
 });

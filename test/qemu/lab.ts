@@ -6,6 +6,7 @@
  * (CI=true), where a lab test that cannot run is a failure.
  */
 import * as fs from 'node:fs';
+import { type Faulting, retryAfterGuestFault } from '../../lab/retry.js';
 
 /** true inside the lab's L2 VM: LAB=1 and the kernel has vhost-net. */
 export function inLab(): boolean {
@@ -41,22 +42,17 @@ export function requireLab(ctx: Mocha.Context): void {
 const retried: string[] = ((globalThis as { vbFaultRetries?: string[] }).vbFaultRetries ??= []);
 
 /**
- * Run a lab test body; if it fails AND the guest faulted meanwhile (a kernel panic, a self-reset
- * or a stall of the nested lab, seen under QEMU's own vhost=on as under the bridge: docs/lab.md),
- * bring the guest back (guest.recover()) and run the body once more, and report that. Any other
- * failure fails the test at once: a retry must never hide a fault of the bridge.
+ * A lab test's body under the lab's one retry (lab/retry.ts): run again only if it failed AND a
+ * guest faulted meanwhile, with more time, and listed at the end of `npm test`. The body gets its
+ * attempt number and must measure what accumulates from its own start.
  */
-export async function retryOnGuestFault<T>(ctx: Mocha.Context, guest: { faults: number; lastFault: string; recover(): Promise<void> }, body: () => Promise<T>): Promise<T> {
-  const before = guest.faults;
-  try {
-    return await body();
-  } catch (e) {
-    if (guest.faults === before) throw e;
-    const title = ctx.test?.fullTitle() ?? 'a lab test';
-    retried.push(`${title}: ${guest.lastFault}`);
-    console.log(`      (retrying: guest fault during the test: ${guest.lastFault.slice(0, 160)})`);
-    ctx.timeout(ctx.timeout() + 300_000);
-    await guest.recover();
-    return await body();
-  }
+export function retryOnGuestFault<T>(ctx: Mocha.Context, guests: Faulting | readonly Faulting[],
+  body: (attempt: 1 | 2) => Promise<T>): Promise<T> {
+  return retryAfterGuestFault(guests, body, {
+    onRetry: (fault) => {
+      retried.push(`${ctx.test?.fullTitle() ?? 'a lab test'}: ${fault}`);
+      console.log(`      (retrying: guest fault during the test: ${fault.slice(0, 160)})`);
+      ctx.timeout(ctx.timeout() + 300_000);
+    },
+  });
 }
