@@ -109,6 +109,8 @@ export interface GuestBootOptions {
   mtu?: number;
   extraQemuArgs?: string[];
   extraKernelArgs?: string[];
+  /** L3 -cpu model (default L3_DEFAULTS.cpu under kvm, max under tcg) */
+  cpu?: string;
   /** everything from the guest console (and QEMU's stderr, and harness notes) goes there, prefixed with ms timestamps */
   logFile?: string;
   /** harness messages (default: console.error) */
@@ -197,6 +199,21 @@ function defaultMac(name: string): string {
 
 const CONSOLE_TAIL = 40;
 
+/** How a guest faulted: a kernel panic (double fault...), a self-reset (triple fault), a stall. */
+export type GuestFaultKind = 'panic' | 'reset' | 'stall';
+
+const words = (v: string | undefined): string[] => (v ?? '').split(/\s+/).filter(Boolean);
+
+/**
+ * The L3 settings every lab guest (tests, demo, bench) runs with under nested KVM: the -cpu model
+ * and extra kernel arguments. docs/lab.md ("Guest faults") says how they were chosen: by fault
+ * counts of `npm run lab:stress`. LAB_L3_CPU and LAB_L3_APPEND replace them for an experiment.
+ */
+export const L3_DEFAULTS: { readonly cpu: string; readonly append: readonly string[] } = {
+  cpu: process.env.LAB_L3_CPU ?? 'host',
+  append: words(process.env.LAB_L3_APPEND),
+};
+
 export class Guest {
   readonly name: string;
   /** the QEMU process (of the current boot attempt) */
@@ -215,6 +232,8 @@ export class Guest {
    * or at its timeout (stall); recover() brings the guest back.
    */
   faults = 0;
+  /** Every fault seen, by kind (the stress command counts them: docs/lab.md, "Guest faults"). */
+  readonly faultLog: { kind: GuestFaultKind; at: number; text: string }[] = [];
   /** What the last fault was (`traps: PANIC: double fault ...`, `the guest reset itself ...`, `the guest stopped answering ...`). */
   lastFault = '';
   private stalled = false;
@@ -297,11 +316,12 @@ export class Guest {
       `vbg.ip=${o.ip ?? '10.0.3.2/24'}`, `vbg.peer=${this.peer}`,
       ...(o.mtu ? [`vbg.mtu=${o.mtu}`] : []),
       ...(hang ? ['vbg.hang=100000'] : []),
+      ...L3_DEFAULTS.append,
       ...(o.extraKernelArgs ?? []),
     ].join(' ');
     const args = [
       '-name', `vbguest-${this.name},debug-threads=on`, // vCPU threads named "CPU n/KVM" (see diagnose)
-      '-accel', accel, '-cpu', accel === 'kvm' ? 'host' : 'max',
+      '-accel', accel, '-cpu', o.cpu ?? (accel === 'kvm' ? L3_DEFAULTS.cpu : 'max'),
       '-machine', 'q35', '-smp', String(o.smp ?? 1), '-m', `${mem}M`,
       '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-numa', 'node,memdev=mem',
       '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
@@ -383,6 +403,7 @@ export class Guest {
   private panicked(l: string): void {
     this.faults++;
     this.lastFault = l.replace(/^.*?\] /, '');
+    this.faultLog.push({ kind: l.startsWith('the guest reset itself') ? 'reset' : 'panic', at: Date.now(), text: this.lastFault });
     this.note(`guest fault (${this.lastFault}): a fault of the nested lab; the guest reboots by itself`);
     this.readyAt = 0;
     if (!l.startsWith('the guest reset itself')) this.initAt = 0;
@@ -512,6 +533,7 @@ export class Guest {
         this.faults++;
         this.stalled = true;
         this.lastFault = `the guest stopped answering (${diag})`;
+        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
         this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
       }
       throw this.fail(`${e.message} (${cmd}); ${diag}`);
