@@ -17,6 +17,8 @@ import { ownCpuTicks } from './host.js';
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
+/** What a `command` must pass to the bridge it execs. */
+export const EVENTS_ARGS = ['--events-fd', String(EVENTS_FD)] as const;
 
 export type { DeviceEvent, DeviceStatus };
 
@@ -38,9 +40,12 @@ export interface Mark {
 export interface BridgeStartOptions {
   /** For log file names and messages. */
   name: string;
-  /** Command-line arguments after `vhost-bridge` (or of `command`); `--events-fd 3` is added. */
+  /** Command-line arguments after `vhost-bridge` (`--events-fd 3` is added), or of `command`. */
   args: string[];
-  /** Run this instead of `node dist/src/cli.js` (e.g. a shell that drops privileges first); it must exec the bridge. */
+  /**
+   * Run this instead of `node dist/src/cli.js` (e.g. a shell that drops privileges first); it must
+   * exec the bridge with EVENTS_ARGS and leave fd 3 open.
+   */
   command?: string;
   readyTimeoutMs?: number;
   /** Called with every line it logs. */
@@ -78,11 +83,10 @@ export class BridgeProcess {
 
   /** Start the bridge; resolves once it reports that it serves (its `ready` event). */
   static async start(o: BridgeStartOptions): Promise<BridgeProcess> {
-    const args = [...o.args, '--events-fd', String(EVENTS_FD)];
     const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe', 'pipe'];
     const child = o.command
-      ? spawn(o.command, args, { stdio })
-      : spawn(process.execPath, ['--enable-source-maps', CLI, ...args], { stdio });
+      ? spawn(o.command, o.args, { stdio })
+      : spawn(process.execPath, ['--enable-source-maps', CLI, ...o.args, ...EVENTS_ARGS], { stdio });
     const b = new BridgeProcess(o.name, child, o.onLine);
     try {
       await b.waitForEvent('ready', o.readyTimeoutMs ?? 60_000);

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { BridgeProcess } from '../../lab/bridge-process.js';
+import { BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
 import { Guest } from '../../lab/guest.js';
 import { hostTap, removeTap } from '../../lab/host.js';
 import { inLab, requireLab } from './lab.js';
@@ -68,7 +68,8 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
 
   it('runs unprivileged (user nobody) with a vhost-net fd from its manager and a tap it owns, and a guest uses it', async function () {
     this.timeout(300_000);
-    // The manager's part: a persistent tap owned by nobody, up, addressed; /dev/vhost-net opened as fd 3.
+    // The manager's part: a persistent tap owned by nobody, up, addressed; /dev/vhost-net opened as fd 4
+    // (fd 3 carries the bridge's events to the test).
     removeTap('vbnopriv0');
     spawnSync('ip', ['tuntap', 'add', 'dev', 'vbnopriv0', 'mode', 'tap', 'user', 'nobody', 'vnet_hdr']);
     spawnSync('ip', ['addr', 'add', '10.0.3.1/24', 'dev', 'vbnopriv0']);
@@ -77,8 +78,9 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
     spawnSync('bash', ['-c', 'rm -rf /tmp/vb-nopriv && mkdir -p /tmp/vb-nopriv && chown nobody /tmp/vb-nopriv']);
     const bridge = await BridgeProcess.start({
       name: 'nopriv', command: 'bash',
-      // setpriv execs the bridge as nobody (no capabilities left after the uid change); fd 3 stays open.
-      args: ['-c', `exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "${process.execPath}" --enable-source-maps "${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 3 3<>/dev/vhost-net`],
+      // setpriv execs the bridge as nobody (no capabilities left after the uid change); fds 3 and 4 stay open.
+      args: ['-c', `exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "${process.execPath}" --enable-source-maps `
+        + `"${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 4 ${EVENTS_ARGS.join(' ')} 4<>/dev/vhost-net`],
     });
     let guest: Guest | undefined;
     try {
