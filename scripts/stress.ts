@@ -49,15 +49,18 @@ const lab = spawnSync('scripts/lab/run', ['-t', String(Math.round(o.minutes * 60
 });
 const file = join(work, 'stress.json');
 if (!fs.existsSync(file)) {
-  console.error(`lab:stress: the lab run ended (${lab.status}) without a result; logs in ${work}`);
+  console.error(`lab:stress: the lab run ended (${lab.status}) before any transfer finished; logs in ${work}`);
   process.exit(1);
 }
 interface Result {
   date: string;
+  done: boolean;
   guests: { name: string; loadMs: number; transfers: number; bytes: number; faults: { kind: string }[]; errors: string[] }[];
 }
 const r = JSON.parse(fs.readFileSync(file, 'utf8')) as Result & Record<string, unknown>;
-Object.assign(r, { label: o.label, settings, logs: work });
+// L2 itself died (a crash or a lockup: scripts/lab/run exits 125): the counts so far stand, plus that.
+const l2Died = !r.done || lab.status === 125;
+Object.assign(r, { label: o.label, settings, logs: work, l2Died, labStatus: lab.status });
 const dir = join(repo, 'results', 'stress');
 fs.mkdirSync(dir, { recursive: true });
 const out = join(dir, `${r.date.slice(0, 16).replace(/[:T]/g, '-')}-${o.label}.json`);
@@ -66,15 +69,16 @@ fs.writeFileSync(out, JSON.stringify(r, null, 1));
 const guestMin = r.guests.reduce((a, g) => a + g.loadMs, 0) / 60_000;
 const kinds = ['panic', 'reset', 'stall', 'boot-hang'];
 const count = (k: string): number => r.guests.reduce((a, g) => a + g.faults.filter((f) => f.kind === k).length, 0);
-const total = kinds.reduce((a, k) => a + count(k), 0);
+const total = kinds.reduce((a, k) => a + count(k), 0) + (l2Died ? 1 : 0);
 const perHour = guestMin > 0 ? (total / guestMin) * 60 : NaN;
 console.log('');
-console.log('| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | faults per guest-hour |');
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | L2 died | faults per guest-hour |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 console.log(`| ${o.label}: ${settings} | ${guestMin.toFixed(1)} | ${r.guests.reduce((a, g) => a + g.transfers, 0)} | `
-  + `${kinds.map((k) => count(k)).join(' | ')} | ${perHour.toFixed(1)} |`);
+  + `${kinds.map((k) => count(k)).join(' | ')} | ${l2Died ? 'yes' : 'no'} | ${perHour.toFixed(1)} |`);
 console.log(`\nresult: ${out}; logs: ${work}`);
 const errors = r.guests.flatMap((g) => g.errors.map((e) => `${g.name}: ${e}`));
+if (l2Died) console.error(`lab:stress: L2 died (scripts/lab/run status ${lab.status}): counted as a fault`);
 if (errors.length) {
   console.error(`lab:stress: failures that were not guest faults:\n${errors.join('\n')}`);
   process.exit(1);

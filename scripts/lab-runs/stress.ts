@@ -33,11 +33,17 @@ interface PerGuest {
   errors: string[];
 }
 
+const running: PerGuest[] = [];
+
+/** Written after every transfer and at the end, so a run whose L2 dies still leaves its counts. */
+let progress: (() => void) | null = null;
+
 async function oneGuest(i: number, end: number): Promise<PerGuest> {
   const name = `stress-${i}`;
   const tap = `vbst${i}`;
   const subnet = `10.0.${10 + i}`;
   const r: PerGuest = { name, loadMs: 0, transfers: 0, bytes: 0, faults: [], errors: [] };
+  running.push(r);
   hostTap(tap, { ip: `${subnet}.1/24` });
   let bridge: BridgeProcess | undefined;
   let guest: Guest | undefined;
@@ -59,6 +65,7 @@ async function oneGuest(i: number, end: number): Promise<PerGuest> {
         r.bytes += res.bytes;
         r.transfers++;
         r.loadMs += Date.now() - start;
+        progress?.();
       } catch (e) {
         r.loadMs += Date.now() - start;
         if (guest.faults === seen) {
@@ -88,13 +95,12 @@ async function oneGuest(i: number, end: number): Promise<PerGuest> {
   return r;
 }
 
-async function main(): Promise<void> {
-  say(`stress: ${GUESTS} guest(s) on ${NET}, ${MINUTES} min of back-to-back ${SECONDS} s iperf3 transfers; `
-    + `L3 -cpu ${L3_DEFAULTS.cpu}, L3 append '${L3_DEFAULTS.append.join(' ')}'`);
-  const end = Date.now() + MINUTES * 60_000;
-  const guests = await Promise.all(Array.from({ length: GUESTS }, (_, i) => oneGuest(i, end)));
-  const kvmAmd = (p: string): string => { try { return fs.readFileSync(`/sys/module/kvm_amd/parameters/${p}`, 'utf8').trim(); } catch { return '-'; } };
-  const result = {
+const kvmAmd = (p: string): string => {
+  try { return fs.readFileSync(`/sys/module/kvm_amd/parameters/${p}`, 'utf8').trim(); } catch { return '-'; }
+};
+
+function meta(): Record<string, unknown> {
+  return {
     date: new Date(t0).toISOString(),
     minutes: MINUTES, net: NET, seconds: SECONDS,
     l3: { cpu: L3_DEFAULTS.cpu, append: L3_DEFAULTS.append.join(' ') },
@@ -104,9 +110,17 @@ async function main(): Promise<void> {
       cmdline: fs.readFileSync('/proc/cmdline', 'utf8').trim().replace(/lab\.(ctl|dir)=\S+\s*/g, ''),
       kvmAmd: Object.fromEntries(['npt', 'nested', 'avic', 'vgif', 'vls', 'nrips', 'lbrv'].map((p) => [p, kvmAmd(p)])),
     },
-    guests,
   };
-  fs.writeFileSync(OUT, JSON.stringify(result, null, 1));
+}
+
+async function main(): Promise<void> {
+  say(`stress: ${GUESTS} guest(s) on ${NET}, ${MINUTES} min of back-to-back ${SECONDS} s iperf3 transfers; `
+    + `L3 -cpu ${L3_DEFAULTS.cpu}, L3 append '${L3_DEFAULTS.append.join(' ')}'`);
+  const end = Date.now() + MINUTES * 60_000;
+  progress = () => fs.writeFileSync(OUT, JSON.stringify({ ...meta(), done: false, guests: running }, null, 1));
+  const guests = await Promise.all(Array.from({ length: GUESTS }, (_, i) => oneGuest(i, end)));
+  progress = null;
+  fs.writeFileSync(OUT, JSON.stringify({ ...meta(), done: true, guests }, null, 1));
   say(`done; ${guests.reduce((a, g) => a + g.faults.length, 0)} fault(s); result in ${OUT}`);
   if (guests.some((g) => g.errors.length)) {
     for (const g of guests) for (const e of g.errors) console.log(`${g.name}: ERROR (not a guest fault): ${e}`);
