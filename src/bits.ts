@@ -3,6 +3,7 @@
  * do). Only these helpers turn numbers into masks, so a bit number is never used as a mask by
  * mistake (libvhost-user once tested `features & VHOST_USER_F_PROTOCOL_FEATURES`, bit 30, as a mask).
  */
+import { hex } from './format.js';
 
 /** The mask of bit `n`. */
 export const bit = (n: number): bigint => 1n << BigInt(n);
@@ -26,7 +27,7 @@ export function bitsOf(mask: bigint): number[] {
 /** `0x17000dd83 (CSUM|GUEST_CSUM|...|bit 45)`: a mask in hex with the names of its bits, for logs. */
 export function describeBits(mask: bigint, names: Readonly<Record<number, string>>): string {
   const parts = bitsOf(mask).map((n) => names[n] ?? `bit ${n}`);
-  return `0x${mask.toString(16)}${parts.length ? ` (${parts.join('|')})` : ''}`;
+  return `${hex(mask)}${parts.length ? ` (${parts.join('|')})` : ''}`;
 }
 
 /** Invert a `{NAME: bitNumber}` table into `{bitNumber: 'NAME'}` for describeBits. */

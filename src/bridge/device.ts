@@ -16,6 +16,7 @@
  *  - At the end of a session the vhost-net fds are closed first, then guest memory is unmapped.
  */
 import { has, maskOf, describeBits } from '../bits.js';
+import { mac as formatMac } from '../format.js';
 import { closeAll, closeQuiet, dup, eventfdWrite, mmapShared, munmap, SysError } from '../sys/index.js';
 import { FEATURE_NAMES, VIRTIO_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
 import { MemTable, MemTableError, maxMemSlots } from '../memtable/index.js';
@@ -387,7 +388,7 @@ export class BridgeDevice implements VhostUserBackend {
   /** SEND_RARP: announce `mac` after migration with a RARP request on the tap (as QEMU's self-announce). */
   sendRarp(mac: Buffer): void {
     this.cfg.tap.writeFrame(rarpFrame(mac), 0);
-    this.log.info(`SEND_RARP: announced ${[...mac].map((b) => b.toString(16).padStart(2, '0')).join(':')} on ${this.cfg.tap.name}`);
+    this.log.info(`SEND_RARP: announced ${formatMac(mac)} on ${this.cfg.tap.name}`);
   }
 
   netSetMtu(mtu: number): void {

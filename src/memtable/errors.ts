@@ -28,8 +28,3 @@ export class MemTableError extends Error {
     this.name = 'MemTableError';
   }
 }
-
-/** `0x1f`: addresses and sizes in messages are hex, as in QEMU's and libvhost-user's traces. */
-export function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}

@@ -11,7 +11,8 @@
  */
 import type { MemoryRegion } from '../vhost-user/messages.js';
 import { fstat, mmapShared, munmap, SysError, type Stat } from '../sys/index.js';
-import { hex, MemTableError } from './errors.js';
+import { hex } from '../format.js';
+import { MemTableError } from './errors.js';
 
 /** 2^64 - 1: every address, size and offset in the protocol and in struct vhost_memory is a u64. */
 export const U64_MAX = (1n << 64n) - 1n;

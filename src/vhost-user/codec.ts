@@ -12,6 +12,7 @@
  * on feature flags"): they return the reason a payload is malformed, or null.
  */
 import { bit, has } from '../bits.js';
+import { hex } from '../format.js';
 import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, RING_ALIGN, VRING_ADDR_F, VRING_FILE } from './constants.js';
 import type { LogArea, MemoryRegion, VringAddr, VringFileRef, VringState } from './messages.js';
 
@@ -38,7 +39,6 @@ export interface SingleMemoryRegion {
 }
 
 const U64_MAX = (1n << 64n) - 1n;
-const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
 
 // ---------------------------------------------------------------------------------------------
 // Decoding (front-end requests)

@@ -6,6 +6,7 @@
  * spec defines them as masks of a 32-bit field ("Header").
  */
 import { namesOf } from '../bits.js';
+import { hex } from '../format.js';
 
 /** Front-end message types (vhost-user.rst "Front-end message types"), ids 1-43. */
 export const FrontendReq = {
@@ -167,5 +168,5 @@ export function describeFlags(flags: number): string {
   if (flags & HEADER_FLAGS.REPLY) names.push('REPLY');
   if (flags & HEADER_FLAGS.NEED_REPLY) names.push('NEED_REPLY');
   if (flags & ~HEADER_FLAGS.KNOWN) names.push('reserved bits');
-  return `0x${(flags >>> 0).toString(16)}${names.length ? ` (${names.join('|')})` : ''}`;
+  return `${hex(flags >>> 0)}${names.length ? ` (${names.join('|')})` : ''}`;
 }

@@ -24,6 +24,7 @@
  * (Malformed, or Refused with no way to tell the front-end).
  */
 import { bit, describeBits, has } from '../bits.js';
+import { hex } from '../format.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { closeAll } from '../sys/index.js';
 import { memoryTableRegionCount, memoryTableSize, encodeReplyAck, encodeReplyU64, encodeReplyVringState } from './codec.js';
@@ -148,7 +149,7 @@ export class Dispatcher implements Session {
     if (version !== HEADER_FLAGS.VERSION) throw new Malformed(`version bits are ${version}, not ${HEADER_FLAGS.VERSION}`);
     if (header.flags & HEADER_FLAGS.REPLY) throw new Malformed('the REPLY flag is set on a request from the front-end');
     const reserved = header.flags & ~HEADER_FLAGS.KNOWN;
-    if (reserved) throw new Malformed(`reserved flag bits 0x${(reserved >>> 0).toString(16)} are set`);
+    if (reserved) throw new Malformed(`reserved flag bits ${hex(reserved >>> 0)} are set`);
 
     const spec = REQUESTS.get(header.request);
     if (!spec) {

@@ -23,6 +23,7 @@
  * and the dispatcher treats them as malformed.
  */
 import { describeBits, has } from '../bits.js';
+import { hex, mac } from '../format.js';
 import { FEATURE_NAMES, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
 import type { VhostUserBackend } from './handler.js';
 import type { LogArea, VringAddr, VringFileRef, VringState } from './messages.js';
@@ -99,7 +100,6 @@ export interface RequestSpec<P> {
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 
-const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
 const valid = (): null => null;
 
 const NONE: FdRule<unknown> = { name: 'none', expected: () => ({ min: 0, max: 0 }) };
@@ -137,8 +137,6 @@ const singleRegion = {
   decode: codec.decodeSingleMemoryRegion,
   describe: (p: SingleMemoryRegion) => describeRegion(p.region),
 } as const;
-
-const mac = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
 /** Erase a row's payload type for the table (each row is type-checked where it is written). */
 const row = <P>(spec: RequestSpec<P>): RequestSpec<unknown> => spec as unknown as RequestSpec<unknown>;
