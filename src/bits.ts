@@ -5,6 +5,9 @@
  */
 import { hex } from './format.js';
 
+/** 2^64 - 1: feature words, and every address, size and offset of vhost-user and of struct vhost_memory, are u64. */
+export const U64_MAX = (1n << 64n) - 1n;
+
 /** The mask of bit `n`. */
 export const bit = (n: number): bigint => 1n << BigInt(n);
 

@@ -17,9 +17,10 @@
 import { readFileSync } from 'node:fs';
 import type { MemoryRegion, VringAddr } from '../vhost-user/messages.js';
 import { closeQuiet, fstat, type Stat } from '../sys/index.js';
+import { U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
 import { MemTableError } from './errors.js';
-import { checkFd, checkOverlap, describeRegion, MappedRegion, U64_MAX, validateRegion } from './region.js';
+import { checkFd, checkOverlap, describeRegion, MappedRegion, validateRegion } from './region.js';
 
 export { MemTableError, type MemTableReason } from './errors.js';
 

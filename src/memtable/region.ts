@@ -11,11 +11,9 @@
  */
 import type { MemoryRegion } from '../vhost-user/messages.js';
 import { fstat, mmapShared, munmap, SysError, type Stat } from '../sys/index.js';
+import { U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
 import { MemTableError } from './errors.js';
-
-/** 2^64 - 1: every address, size and offset in the protocol and in struct vhost_memory is a u64. */
-export const U64_MAX = (1n << 64n) - 1n;
 
 let liveMappings = 0;
 

@@ -11,7 +11,7 @@
  * VhostUserMsgValidator sense ("doesn't validate semantics such as protocol version and dependency
  * on feature flags"): they return the reason a payload is malformed, or null.
  */
-import { bit, has } from '../bits.js';
+import { bit, has, U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
 import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, RING_ALIGN, VRING_ADDR_F, VRING_FILE } from './constants.js';
 import type { LogArea, MemoryRegion, VringAddr, VringFileRef, VringState } from './messages.js';
@@ -38,7 +38,6 @@ export interface SingleMemoryRegion {
   region: MemoryRegion;
 }
 
-const U64_MAX = (1n << 64n) - 1n;
 
 // ---------------------------------------------------------------------------------------------
 // Decoding (front-end requests)

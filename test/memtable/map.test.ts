@@ -5,13 +5,13 @@
 import { expect } from 'chai';
 import { openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { U64_MAX } from '../../src/bits.js';
 import * as sys from '../../src/sys/index.js';
 import type { MemoryRegion } from '../../src/vhost-user/messages.js';
 import { MemTable, mappedRegionCount, type MemTableReason } from '../../src/memtable/index.js';
 import { openFdCount, tempDir } from '../fdcount.js';
 import { Guest, memfd, memfdMaps, refusal, region } from './helpers.js';
 
-const U64_MAX = (1n << 64n) - 1n;
 const A = region(0x0n, 0x10000n, 0x7f0000000000n, 0n);
 const B = region(0x100000n, 0x4000n, 0x7f0000100000n, 0x1000n);
 

@@ -4,6 +4,7 @@
  * builder's bytes. Plus the syntax checks of each payload type.
  */
 import { expect } from 'chai';
+import { U64_MAX } from '../../src/bits.js';
 import * as codec from '../../src/vhost-user/codec.js';
 import { FrontendReq, HEADER_FLAGS, LIMITS, PROTOCOL_F, requestName } from '../../src/vhost-user/constants.js';
 import { REQUESTS } from '../../src/vhost-user/requests.js';
@@ -139,7 +140,6 @@ describe('vhost-user codec: replies', () => {
 
 describe('vhost-user codec: syntax checks', () => {
   const region = { gpa: 0n, size: 0x1000n, qva: 0x7f0000000000n, mmapOffset: 0n };
-  const U64_MAX = (1n << 64n) - 1n;
 
   it('memory table: nregions 1..8, padding zero', () => {
     const t = (nregions: number, padding = 0) => ({ nregions, padding, regions: Array.from({ length: Math.min(nregions, 8) }, () => region) });
