@@ -68,6 +68,19 @@ export const VHOST_F = {
 /** vhost-user's own bit in the feature word (vhost-user.rst "Feature bits"). */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 
+/**
+ * The largest split-ring size (virtio 1.2 2.7 "Split Virtqueues": "Queue Size value is always a
+ * power of 2. The maximum Queue Size value is 32768"). vhost-net's VHOST_SET_VRING_NUM takes the
+ * same sizes (drivers/vhost/vhost.c: a power of two below 0x10000).
+ */
+export const MAX_RING_SIZE = 32768;
+
+/**
+ * The alignment each area of a split ring needs (virtio 1.2 2.7 "Split Virtqueues"): descriptor
+ * table 16, available ring 2, used ring 4 bytes.
+ */
+export const RING_ALIGN = { desc: 16n, avail: 2n, used: 4n } as const;
+
 /** Names for describeBits(); where two names share a bit, the first listed wins. */
 export const FEATURE_NAMES: Record<number, string> = (() => {
   const out: Record<number, string> = {};

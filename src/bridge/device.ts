@@ -18,7 +18,7 @@
 import { has, maskOf, describeBits } from '../bits.js';
 import { mac as formatMac } from '../format.js';
 import { closeAll, closeQuiet, dup, eventfdWrite, mmapShared, munmap, SysError } from '../sys/index.js';
-import { FEATURE_NAMES, VIRTIO_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
+import { FEATURE_NAMES, MAX_RING_SIZE, VIRTIO_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
 import { MemTable, MemTableError, maxMemSlots } from '../memtable/index.js';
 import { Refused } from '../vhost-user/errors.js';
 import { PROTOCOL_F } from '../vhost-user/constants.js';
@@ -290,7 +290,7 @@ export class BridgeDevice implements VhostUserBackend {
 
   setVringNum(index: number, num: number): void {
     const r = this.rings[index];
-    if (num < 1 || num > 32768 || (num & (num - 1)) !== 0) throw new Refused(`${r}: size ${num} is not a power of two up to 32768`);
+    if (num < 1 || num > MAX_RING_SIZE || (num & (num - 1)) !== 0) throw new Refused(`${r}: size ${num} is not a power of two up to ${MAX_RING_SIZE}`);
     this.whileDetached(r, 'SET_VRING_NUM', () => {
       r.num = num;
       this.vhostOf(r)?.setVringNum(r.index, num);

@@ -2,6 +2,6 @@
 export { MemTableError, type MemTableReason } from './errors.js';
 export { MappedRegion, mappedRegionCount } from './region.js';
 export {
-  MemTable, type MapOptions, maxMemSlots, ringAreaSizes, type RingArea, RING_ALIGN, MAX_RING_SIZE,
-  MAX_MEM_REGIONS_PATH, VHOST_DEFAULT_MAX_MEM_REGIONS, VHOST_MEMORY_LAYOUT, VHOST_USER_MEMORY_MAX_NREGIONS,
+  MemTable, type MapOptions, maxMemSlots, ringAreaSizes, type RingArea,
+  MAX_MEM_REGIONS_PATH, VHOST_DEFAULT_MAX_MEM_REGIONS, VHOST_MEMORY_LAYOUT,
 } from './memtable.js';

@@ -15,17 +15,16 @@
  * locks while rings keep running, so the old mappings must stay valid until the swap is done).
  */
 import { readFileSync } from 'node:fs';
+import { LIMITS } from '../vhost-user/constants.js';
 import type { MemoryRegion, VringAddr } from '../vhost-user/messages.js';
 import { closeQuiet, fstat, type Stat } from '../sys/index.js';
 import { U64_MAX } from '../bits.js';
+import { MAX_RING_SIZE, RING_ALIGN } from '../virtio.js';
 import { hex } from '../format.js';
 import { MemTableError } from './errors.js';
 import { checkFd, checkOverlap, describeRegion, MappedRegion, validateRegion } from './region.js';
 
 export { MemTableError, type MemTableReason } from './errors.js';
-
-/** vhost-user.rst, "Memory regions description": SET_MEM_TABLE carries at most 8 regions (region0 .. region7). */
-export const VHOST_USER_MEMORY_MAX_NREGIONS = 8;
 
 /** The vhost module parameter that bounds nregions in VHOST_SET_MEM_TABLE (drivers/vhost/vhost.c: E2BIG beyond it). */
 export const MAX_MEM_REGIONS_PATH = '/sys/module/vhost/parameters/max_mem_regions';
@@ -66,9 +65,6 @@ export const VHOST_MEMORY_LAYOUT = {
   region: { size: 32, guest_phys_addr: 0, memory_size: 8, userspace_addr: 16, flags_padding: 24 },
 } as const;
 
-/** The largest split-ring size (virtio 1.x, "2.7 Split Virtqueues": Queue Size is at most 32768). */
-export const MAX_RING_SIZE = 32768;
-
 /** The three areas of a split ring, in the order SET_VRING_ADDR names them to the kernel. */
 export type RingArea = 'desc' | 'avail' | 'used';
 
@@ -85,17 +81,9 @@ export function ringAreaSizes(num: number, eventIdx: boolean): Record<RingArea, 
   return { desc: 16n * n, avail: 4n + 2n * n + ev, used: 4n + 8n * n + ev };
 }
 
-/**
- * Alignment of each area: virtio 1.x "2.7 Split Virtqueues" (desc 16, avail 2, used 4). The kernel
- * enforces avail and used on the addresses it is given (drivers/vhost/vhost.c vhost_vring_set_addr:
- * EINVAL), which are the translated ones: a front-end address that is aligned can translate to one
- * that is not when the region's mmap offset and its qva disagree modulo the alignment.
- */
-export const RING_ALIGN: Record<RingArea, bigint> = { desc: 16n, avail: 2n, used: 4n };
-
 /** Options of {@link MemTable.map}. */
 export interface MapOptions {
-  /** At most this many regions; default min(8, {@link maxMemSlots}()). */
+  /** At most this many regions; default: the lesser of LIMITS.MAX_MEM_REGIONS (SET_MEM_TABLE) and {@link maxMemSlots}(). */
   maxRegions?: number;
   /**
    * The table this one replaces. Its mappings of regions that did not change (same values, same
@@ -131,7 +119,7 @@ export class MemTable {
   static map(regions: readonly MemoryRegion[], fds: readonly number[], opts: MapOptions = {}): MemTable {
     const previous = opts.previous;
     if (previous) previous.#live('map (previous table)');
-    const max = opts.maxRegions ?? Math.min(VHOST_USER_MEMORY_MAX_NREGIONS, maxMemSlots());
+    const max = opts.maxRegions ?? Math.min(LIMITS.MAX_MEM_REGIONS, maxMemSlots());
     if (regions.length > max) {
       throw new MemTableError('too-many', `${regions.length} regions, at most ${max} allowed`);
     }
@@ -333,6 +321,9 @@ export class MemTable {
         if (e instanceof MemTableError) throw new MemTableError('ring', `${what} is not inside guest memory: ${e.message}`, area);
         throw e;
       }
+      // The kernel checks avail and used alignment on the addresses it is given (drivers/vhost/vhost.c
+      // vhost_vring_set_addr: EINVAL), which are the translated ones: an aligned front-end address
+      // translates to a misaligned one when the region's mmap offset and qva differ modulo the alignment.
       if (local % RING_ALIGN[area] !== 0n) {
         throw new MemTableError('ring', `${what} maps to ${hex(local)}, not ${RING_ALIGN[area]}-byte aligned`, area);
       }

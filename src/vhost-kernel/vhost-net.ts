@@ -13,7 +13,7 @@
  */
 import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';
-import { FEATURE_NAMES, VIRTIO_NET_F } from '../virtio.js';
+import { FEATURE_NAMES, MAX_RING_SIZE, VIRTIO_NET_F } from '../virtio.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { VHOST } from './ioctls.js';
 import { type KernelVringAddr, u64, VRING_STATE, vringAddr, vringFile, vringState } from './structs.js';
@@ -59,7 +59,7 @@ export interface VhostNetOps {
   setLogBase(addr: bigint): void;
   /** VHOST_SET_LOG_FD: eventfd signalled after log writes, or -1. */
   setLogFd(fd: number): void;
-  /** VHOST_SET_VRING_NUM: ring size, a power of two up to 32768. */
+  /** VHOST_SET_VRING_NUM: ring size, a power of two up to {@link MAX_RING_SIZE}. */
   setVringNum(ring: number, num: number): void;
   /** VHOST_SET_VRING_ADDR: local (this process's) ring addresses; log = used ring GPA. */
   setVringAddr(ring: number, addr: KernelVringAddr): void;
@@ -204,7 +204,7 @@ export class VhostNet implements VhostNetOps {
 
   setVringNum(ring: number, num: number): void {
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_NUM, vringState(this.index(ring), num), this.ring('VHOST_SET_VRING_NUM', ring)), {
-      [E.EINVAL]: `${num} is not a ring size: a power of two from 1 to 32768`,
+      [E.EINVAL]: `${num} is not a ring size: a power of two from 1 to ${MAX_RING_SIZE}`,
       [E.EBUSY]: 'the ring is attached to the tap: NET_SET_BACKEND -1 first',
     });
   }

@@ -13,7 +13,8 @@
  */
 import { bit, has, U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
-import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, RING_ALIGN, VRING_ADDR_F, VRING_FILE } from './constants.js';
+import { RING_ALIGN } from '../virtio.js';
+import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, VRING_ADDR_F, VRING_FILE } from './constants.js';
 import type { LogArea, MemoryRegion, VringAddr, VringFileRef, VringState } from './messages.js';
 
 /** The 12-byte header (vhost-user.rst "Header"). */

@@ -112,6 +112,12 @@ export const HEADER_FLAGS = {
   KNOWN: 0xf,
 } as const;
 
+/**
+ * Regions in one SET_MEM_TABLE: vhost-user.rst "Memory regions description" has region0 ..
+ * region7 (VHOST_MEMORY_BASELINE_NREGIONS in QEMU).
+ */
+const MAX_MEM_REGIONS = 8;
+
 /** Sizes and limits of the wire format. */
 export const LIMITS = {
   /** request, flags, size: three u32. */
@@ -122,10 +128,10 @@ export const LIMITS = {
    * so 4096 leaves room and a larger `size` is refused before a byte of it is read.
    */
   MAX_PAYLOAD: 0x1000,
-  /** Regions in one SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS in QEMU). */
-  MAX_MEM_REGIONS: 8,
+  /** Regions in one SET_MEM_TABLE. */
+  MAX_MEM_REGIONS,
   /** The most fds one message carries (SET_MEM_TABLE: one per region). More is MSG_CTRUNC. */
-  MAX_FDS: 8,
+  MAX_FDS: MAX_MEM_REGIONS,
 } as const;
 
 /** Payload sizes (vhost-user.rst "Payload"). */
@@ -151,9 +157,6 @@ export const VRING_FILE = {
 export const VRING_ADDR_F = {
   LOG: 0,
 } as const;
-
-/** Alignment the split virtqueue layout requires (virtio 1.2 2.7 "Split Virtqueues"): descriptor table 16, available ring 2, used ring 4. */
-export const RING_ALIGN = { desc: 16n, avail: 2n, used: 4n } as const;
 
 const FRONTEND_NAMES: Record<number, string> = Object.fromEntries(Object.entries(FrontendReq).map(([k, v]) => [v, k]));
 
