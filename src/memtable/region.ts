@@ -13,6 +13,7 @@ import type { MemoryRegion } from '../vhost-user/messages.js';
 import { fstat, mmapShared, munmap, SysError, type Stat } from '../sys/index.js';
 import { U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
+import { validateRegion as validRegionSyntax } from '../vhost-user/codec.js';
 import { MemTableError } from './errors.js';
 
 let liveMappings = 0;
@@ -28,10 +29,11 @@ export function describeRegion(index: number, r: MemoryRegion): string {
 }
 
 /**
- * Refuse a region the kernel must never be given: fields that are not u64, zero size, and ranges
- * that wrap past 2^64 (gpa + size, qva + size, mmapOffset + size), the same checks as rust-vmm's
- * `VhostUserMemoryRegion::is_valid`. The kernel turns each region into the range
- * [gpa, gpa + size - 1] (drivers/vhost/vhost.c vhost_set_memory), which a wrap would corrupt.
+ * Refuse a region the kernel must never be given: fields that are not u64 values, and whatever the
+ * wire format's own region rule refuses ({@link validRegionSyntax}: zero size, a range that wraps
+ * past 2^64). The kernel turns each region into the range [gpa, gpa + size - 1]
+ * (drivers/vhost/vhost.c vhost_set_memory), which a wrap would corrupt. The rule is the codec's;
+ * the table applies it too because a region it accepts goes to the kernel, whoever the caller is.
  */
 export function validateRegion(index: number, r: MemoryRegion): void {
   for (const k of ['gpa', 'size', 'qva', 'mmapOffset'] as const) {
@@ -40,12 +42,8 @@ export function validateRegion(index: number, r: MemoryRegion): void {
       throw new MemTableError('region', `region ${index}: ${k} ${String(v)} is not a u64`);
     }
   }
-  if (r.size === 0n) throw new MemTableError('region', `${describeRegion(index, r)}: size is zero`);
-  for (const [k, v] of [['gpa', r.gpa], ['qva', r.qva], ['mmapOffset', r.mmapOffset]] as const) {
-    if (v + r.size > U64_MAX) {
-      throw new MemTableError('region', `${describeRegion(index, r)}: ${k} + size overflows u64 (${hex(v + r.size)})`);
-    }
-  }
+  const why = validRegionSyntax(r);
+  if (why) throw new MemTableError('region', `${describeRegion(index, r)}: ${why}`);
 }
 
 /**

@@ -130,7 +130,8 @@ function endOverflows(base: bigint, size: bigint): boolean {
 /**
  * A region is usable only if it is non-empty and neither its guest range, its front-end virtual
  * range nor its range in the fd wraps around 2^64 (rust-vmm VhostUserMemoryRegion::is_valid).
- * REM_MEM_REG skips the offset check: "The mmap offset is ignored" there.
+ * REM_MEM_REG skips the offset check: "The mmap offset is ignored" there. The one region rule:
+ * src/memtable applies it too before a region reaches the kernel.
  */
 export function validateRegion(r: MemoryRegion, opts: { checkOffset?: boolean } = {}): string | null {
   if (r.size === 0n) return 'zero-size region';
