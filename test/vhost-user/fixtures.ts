@@ -1,15 +1,13 @@
 /** Feature words and back-end configurations shared by the vhost-user tests. */
 import { maskOf } from '../../src/bits.js';
-import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
+import { BRIDGE_PROTOCOL_FEATURES } from '../../src/bridge/device.js';
 import { VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
 import type { RecordingConfig } from './recording-backend.js';
 
-/** The protocol features the bridge will offer (the brief): REPLY_ACK, MQ, CONFIGURE_MEM_SLOTS, LOG_SHMFD, RARP, MTU, RESET_DEVICE. */
-export const BRIDGE_PROTOCOL_FEATURES = maskOf(
-  PROTOCOL_F.MQ, PROTOCOL_F.LOG_SHMFD, PROTOCOL_F.RARP, PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MTU, PROTOCOL_F.RESET_DEVICE, PROTOCOL_F.CONFIGURE_MEM_SLOTS,
-);
+/** The protocol features the bridge offers, so these tests drive the dispatcher as the bridge's front-end would. */
+export { BRIDGE_PROTOCOL_FEATURES };
 
-/** A virtio-net feature word like the one QEMU's tests saw (qemu72 transcript), plus MTU and LOG_ALL. */
+/** A virtio-net feature word of the kind a net back end offers QEMU 7.2 (offloads, MRG_RXBUF, CTRL_VQ, MQ, ring bits), plus MTU and LOG_ALL. */
 export const NET_FEATURES = maskOf(
   VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.MTU, VIRTIO_NET_F.MAC, VIRTIO_NET_F.GSO, VIRTIO_NET_F.GUEST_TSO4,
   VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.GUEST_UFO, VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6, VIRTIO_NET_F.HOST_UFO,
