@@ -17,9 +17,6 @@ export const has = (mask: bigint, n: number): boolean => (mask & bit(n)) !== 0n;
 /** The mask of all the given bit numbers. */
 export const maskOf = (...bits: number[]): bigint => bits.reduce((m, n) => m | bit(n), 0n);
 
-/** `mask` with bit `n` set or cleared. */
-export const withBit = (mask: bigint, n: number, on = true): bigint => (on ? mask | bit(n) : mask & ~bit(n));
-
 /** The bit numbers set in `mask`, ascending. */
 export function bitsOf(mask: bigint): number[] {
   const out: number[] = [];

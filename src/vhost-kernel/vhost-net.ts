@@ -21,9 +21,6 @@ import { type KernelVringAddr, u64, VRING_STATE, vringAddr, vringFile, vringStat
 /** Where the device usually is. */
 export const VHOST_NET_PATH = '/dev/vhost-net';
 
-/** The two rings of one vhost-net fd (drivers/vhost/net.c VHOST_NET_VQ_RX / VHOST_NET_VQ_TX). */
-export const VHOST_NET_VQ = { RX: 0, TX: 1 } as const;
-
 /** Device ring `ring` is ring `index` of the vhost-net fd of queue pair `pair`. */
 export function ringToPair(ring: number): { pair: number; index: 0 | 1 } {
   if (!Number.isInteger(ring) || ring < 0) throw new RangeError(`ring ${ring} is not a ring number`);

@@ -235,6 +235,3 @@ export const encodeReplyVringState = (request: number, s: VringState): Buffer =>
  * "VHOST_USER_PROTOCOL_F_REPLY_ACK": "The payload should be set to zero on success or non-zero on failure").
  */
 export const encodeReplyAck = (request: number, ok: boolean): Buffer => encodeReplyU64(request, ok ? 0n : 1n);
-
-/** A reply with no payload. */
-export const encodeReplyEmpty = (request: number): Buffer => encodeReply(request);

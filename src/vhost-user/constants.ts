@@ -54,23 +54,6 @@ export const FrontendReq = {
   SET_DEVICE_STATE_FD: 42,
   CHECK_DEVICE_STATE: 43,
 } as const;
-export type FrontendReqName = keyof typeof FrontendReq;
-
-/**
- * Back-end message types (vhost-user.rst "Back-end message types"), sent on the channel of
- * SET_BACKEND_REQ_FD. The bridge offers no BACKEND_REQ protocol feature, so it never sends these;
- * they are here so that logs and traces can name them.
- */
-export const BackendReq = {
-  IOTLB_MSG: 1,
-  CONFIG_CHANGE_MSG: 2,
-  VRING_HOST_NOTIFIER_MSG: 3,
-  VRING_CALL: 4,
-  VRING_ERR: 5,
-  SHARED_OBJECT_ADD: 6,
-  SHARED_OBJECT_REMOVE: 7,
-  SHARED_OBJECT_LOOKUP: 8,
-} as const;
 
 /** Protocol feature BIT NUMBERS (vhost-user.rst "Protocol features"). */
 export const PROTOCOL_F = {

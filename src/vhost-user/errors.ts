@@ -1,5 +1,5 @@
 /**
- * The three ways a vhost-user exchange fails, and what the dispatcher does about each
+ * The two ways a vhost-user exchange fails, and what the dispatcher does about each
  * (rust-vmm's Error + should_reconnect(), DPDK's RTE_VHOST_MSG_RESULT_ERR, reduced to what a
  * back end can do: answer, or hang up).
  *
@@ -30,13 +30,5 @@ export class Refused extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'Refused';
-  }
-}
-
-/** The front-end went away (EOF, possibly in the middle of a message). */
-export class Disconnected extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'Disconnected';
   }
 }

@@ -145,5 +145,4 @@ export const reply = {
   vringState: (request: number, index: number, num: number): Buffer => new Bytes().u32(request).u32(V1 | REPLY).u32(8).u32(index).u32(num).join(),
   ack: (request: number): Buffer => reply.u64(request, 0n),
   nack: (request: number): Buffer => reply.u64(request, 1n),
-  empty: (request: number): Buffer => new Bytes().u32(request).u32(V1 | REPLY).u32(0).join(),
 };
