@@ -11,10 +11,10 @@
 
 /** Levels, most severe first. */
 export const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
-export type Level = (typeof LEVELS)[number];
+type Level = (typeof LEVELS)[number];
 
 /** One logged event, as a capture sees it. */
-export interface LogLine {
+interface LogLine {
   level: Level;
   /** The message without timestamp and level. */
   text: string;

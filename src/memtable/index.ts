@@ -2,6 +2,6 @@
 export { MemTableError, type MemTableReason } from './errors.js';
 export { MappedRegion, mappedRegionCount } from './region.js';
 export {
-  MemTable, type MapOptions, maxMemSlots, ringAreaSizes, type RingArea,
+  MemTable, maxMemSlots, ringAreaSizes,
   MAX_MEM_REGIONS_PATH, VHOST_DEFAULT_MAX_MEM_REGIONS, VHOST_MEMORY_LAYOUT,
 } from './memtable.js';

@@ -66,7 +66,7 @@ export const VHOST_MEMORY_LAYOUT = {
 } as const;
 
 /** The three areas of a split ring, in the order SET_VRING_ADDR names them to the kernel. */
-export type RingArea = 'desc' | 'avail' | 'used';
+type RingArea = 'desc' | 'avail' | 'used';
 
 /**
  * Bytes the kernel reads or writes in each area of a ring of `num` entries: exactly what
@@ -82,8 +82,8 @@ export function ringAreaSizes(num: number, eventIdx: boolean): Record<RingArea, 
 }
 
 /** Options of {@link MemTable.map}. */
-export interface MapOptions {
-  /** At most this many regions; default: the lesser of LIMITS.MAX_MEM_REGIONS (SET_MEM_TABLE) and {@link maxMemSlots}(). */
+interface MapOptions {
+  /** At most this many regions; default: the lesser of LIMITS.MAX_MEM_REGIONS and {@link maxMemSlots}(). */
   maxRegions?: number;
   /**
    * The table this one replaces. Its mappings of regions that did not change (same values, same

@@ -12,7 +12,7 @@ import { chmod, closeAll, closeQuiet } from './fd.js';
 /** struct msghdr (LP64), struct cmsghdr and struct iovec offsets; layout-tested against C rules. */
 export const MSGHDR = { size: 56, name: 0, namelen: 8, iov: 16, iovlen: 24, control: 32, controllen: 40, flags: 48 } as const;
 export const CMSGHDR = { size: 16, len: 0, level: 8, type: 12 } as const;
-export const IOVEC = { size: 16, base: 0, len: 8 } as const;
+const IOVEC = { size: 16, base: 0, len: 8 } as const;
 const SOCKADDR_UN_SIZE = 110; // sa_family_t sun_family; char sun_path[108]
 
 /** The same structs as C lays them out (koffi's alignment rules), for the layout tests. */
@@ -101,7 +101,7 @@ export class ControlTruncatedError extends Error {
 }
 
 /** What one recvmsg returned: `n` data bytes (0 = the peer closed), and the fds that came with them. */
-export interface Received { n: number; fds: number[] }
+interface Received { n: number; fds: number[] }
 
 /**
  * sendmsg/recvmsg with SCM_RIGHTS over preallocated buffers. The msghdr holds raw addresses of

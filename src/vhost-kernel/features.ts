@@ -35,10 +35,10 @@ export interface OfferInputs {
 }
 
 /** Who a bit is offered on behalf of. */
-export type Party = 'kernel' | 'tap' | 'bridge' | 'front-end';
+type Party = 'kernel' | 'tap' | 'bridge' | 'front-end';
 
 /** One offered bit: when it is offered, and why. */
-export interface OfferRule {
+interface OfferRule {
   readonly bit: number;
   readonly party: Party;
   readonly when: (i: OfferInputs) => boolean;

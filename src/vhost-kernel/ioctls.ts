@@ -10,7 +10,7 @@
  * "constants"; research/anchors-peers.md).
  */
 import { IO, IOR, IOW, IOWR } from '../sys/index.js';
-import { IFREQ, VRING_ADDR, VRING_FILE, VRING_STATE } from './structs.js';
+import { VHOST_VRING_ADDR, VHOST_VRING_FILE, VHOST_VRING_STATE } from './structs.js';
 
 /** `#define VHOST_VIRTIO 0xAF`: the ioctl type of every vhost device. */
 const VHOST_VIRTIO = 0xaf;
@@ -34,47 +34,39 @@ export const VHOST = {
   /** int in: an eventfd signalled after log writes. */
   SET_LOG_FD: IOW(VHOST_VIRTIO, 0x07, INT),
   /** struct vhost_vring_state {index, num}: ring size; EBUSY while a backend is attached. */
-  SET_VRING_NUM: IOW(VHOST_VIRTIO, 0x10, VRING_STATE.size),
+  SET_VRING_NUM: IOW(VHOST_VIRTIO, 0x10, VHOST_VRING_STATE.size),
   /** struct vhost_vring_addr. */
-  SET_VRING_ADDR: IOW(VHOST_VIRTIO, 0x11, VRING_ADDR.size),
+  SET_VRING_ADDR: IOW(VHOST_VIRTIO, 0x11, VHOST_VRING_ADDR.size),
   /** struct vhost_vring_state {index, num = next avail index}. */
-  SET_VRING_BASE: IOW(VHOST_VIRTIO, 0x12, VRING_STATE.size),
+  SET_VRING_BASE: IOW(VHOST_VIRTIO, 0x12, VHOST_VRING_STATE.size),
   /** struct vhost_vring_state: reads index, writes the last avail index into num. */
-  GET_VRING_BASE: IOWR(VHOST_VIRTIO, 0x12, VRING_STATE.size),
+  GET_VRING_BASE: IOWR(VHOST_VIRTIO, 0x12, VHOST_VRING_STATE.size),
   /** struct vhost_vring_state {index, num = 1 big-endian / 0 little}: legacy cross-endian only. */
-  SET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x13, VRING_STATE.size),
+  SET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x13, VHOST_VRING_STATE.size),
   /** Declared _IOW in vhost.h although the kernel writes num back. */
-  GET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x14, VRING_STATE.size),
+  GET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x14, VHOST_VRING_STATE.size),
   /** struct vhost_vring_file {index, fd}: the eventfd the kernel polls for guest kicks. */
-  SET_VRING_KICK: IOW(VHOST_VIRTIO, 0x20, VRING_FILE.size),
+  SET_VRING_KICK: IOW(VHOST_VIRTIO, 0x20, VHOST_VRING_FILE.size),
   /** struct vhost_vring_file: the eventfd the kernel signals on used-ring updates. */
-  SET_VRING_CALL: IOW(VHOST_VIRTIO, 0x21, VRING_FILE.size),
+  SET_VRING_CALL: IOW(VHOST_VIRTIO, 0x21, VHOST_VRING_FILE.size),
   /** struct vhost_vring_file: the eventfd the kernel signals on a ring error (vq_err). */
-  SET_VRING_ERR: IOW(VHOST_VIRTIO, 0x22, VRING_FILE.size),
+  SET_VRING_ERR: IOW(VHOST_VIRTIO, 0x22, VHOST_VRING_FILE.size),
   /** struct vhost_vring_state {index, num = microseconds}: busy-poll the ring this long. */
-  SET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x23, VRING_STATE.size),
+  SET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x23, VHOST_VRING_STATE.size),
   /** Declared _IOW in vhost.h although the kernel writes num back. */
-  GET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x24, VRING_STATE.size),
+  GET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x24, VHOST_VRING_STATE.size),
   /** __u64 in: VHOST_BACKEND_F_* (vhost-net knows only IOTLB_MSG_V2). */
   SET_BACKEND_FEATURES: IOW(VHOST_VIRTIO, 0x25, U64),
   /** __u64 out. */
   GET_BACKEND_FEATURES: IOR(VHOST_VIRTIO, 0x26, U64),
   /** struct vhost_vring_file {index, fd = tap/packet socket fd, or -1 to detach}. */
-  NET_SET_BACKEND: IOW(VHOST_VIRTIO, 0x30, VRING_FILE.size),
+  NET_SET_BACKEND: IOW(VHOST_VIRTIO, 0x30, VHOST_VRING_FILE.size),
 } as const;
 
 /** Flag bit NUMBERS of struct vhost_vring_addr.flags. */
 export const VHOST_VRING_F = {
   /** log_guest_addr is valid: log writes to this ring's used structure (dirty log). */
   LOG: 0,
-} as const;
-
-/** VHOST_BACKEND_F_* bit numbers (vhost_types.h; the header defines them as numbers, not masks). */
-export const VHOST_BACKEND_F = {
-  IOTLB_MSG_V2: 1,
-  IOTLB_BATCH: 2,
-  IOTLB_ASID: 3,
-  SUSPEND: 4,
 } as const;
 
 /** `#define TUNSETIFF _IOW('T', 202, int)`: all TUN ioctls have type 'T'. */
@@ -149,6 +141,3 @@ export const NETDEV_IFF = {
   UP: 0x1,
   RUNNING: 0x40,
 } as const;
-
-/** IFNAMSIZ: interface names are at most 15 bytes plus the NUL. */
-export const IFNAMSIZ = IFREQ.nameSize;

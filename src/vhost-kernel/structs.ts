@@ -4,21 +4,22 @@
  *
  * Offsets are written out, and test/vhost-kernel/structs.test.ts checks each against the layout
  * C gives the same declaration (koffi's C alignment rules through `cLayouts`), the way rust-vmm's
- * vhost_binding.rs has a layout test per struct. struct vhost_memory is src/memtable's.
+ * vhost_binding.rs has a layout test per struct. Each layout is named after its C struct
+ * (VHOST_VRING_FILE is struct vhost_vring_file). struct vhost_memory is src/memtable's.
  */
 import { cLayout } from '../sys/index.js';
 
 /** struct vhost_vring_state { unsigned int index; unsigned int num; }. */
-export const VRING_STATE = { size: 8, index: 0, num: 4 } as const;
+export const VHOST_VRING_STATE = { size: 8, index: 0, num: 4 } as const;
 
 /** struct vhost_vring_file { unsigned int index; int fd; }: fd -1 unbinds. */
-export const VRING_FILE = { size: 8, index: 0, fd: 4 } as const;
+export const VHOST_VRING_FILE = { size: 8, index: 0, fd: 4 } as const;
 
 /**
  * struct vhost_vring_addr { u32 index; u32 flags; u64 desc_user_addr; u64 used_user_addr;
  * u64 avail_user_addr; u64 log_guest_addr; }. Note the order: used before avail.
  */
-export const VRING_ADDR = { size: 40, index: 0, flags: 4, desc: 8, used: 16, avail: 24, log: 32 } as const;
+export const VHOST_VRING_ADDR = { size: 40, index: 0, flags: 4, desc: 8, used: 16, avail: 24, log: 32 } as const;
 
 /**
  * struct ifreq: `char ifr_name[IFNAMSIZ]` then a union whose largest member, struct ifmap, makes
@@ -43,29 +44,29 @@ export interface KernelVringAddr {
 
 /** struct vhost_vring_state. */
 export function vringState(index: number, num: number): Buffer {
-  const b = Buffer.alloc(VRING_STATE.size);
-  b.writeUInt32LE(index, VRING_STATE.index);
-  b.writeUInt32LE(num, VRING_STATE.num);
+  const b = Buffer.alloc(VHOST_VRING_STATE.size);
+  b.writeUInt32LE(index, VHOST_VRING_STATE.index);
+  b.writeUInt32LE(num, VHOST_VRING_STATE.num);
   return b;
 }
 
 /** struct vhost_vring_file; `fd` -1 unbinds. */
 export function vringFile(index: number, fd: number): Buffer {
-  const b = Buffer.alloc(VRING_FILE.size);
-  b.writeUInt32LE(index, VRING_FILE.index);
-  b.writeInt32LE(fd, VRING_FILE.fd);
+  const b = Buffer.alloc(VHOST_VRING_FILE.size);
+  b.writeUInt32LE(index, VHOST_VRING_FILE.index);
+  b.writeInt32LE(fd, VHOST_VRING_FILE.fd);
   return b;
 }
 
 /** struct vhost_vring_addr. */
 export function vringAddr(index: number, a: KernelVringAddr): Buffer {
-  const b = Buffer.alloc(VRING_ADDR.size);
-  b.writeUInt32LE(index, VRING_ADDR.index);
-  b.writeUInt32LE(a.flags, VRING_ADDR.flags);
-  b.writeBigUInt64LE(a.desc, VRING_ADDR.desc);
-  b.writeBigUInt64LE(a.used, VRING_ADDR.used);
-  b.writeBigUInt64LE(a.avail, VRING_ADDR.avail);
-  b.writeBigUInt64LE(a.log, VRING_ADDR.log);
+  const b = Buffer.alloc(VHOST_VRING_ADDR.size);
+  b.writeUInt32LE(index, VHOST_VRING_ADDR.index);
+  b.writeUInt32LE(a.flags, VHOST_VRING_ADDR.flags);
+  b.writeBigUInt64LE(a.desc, VHOST_VRING_ADDR.desc);
+  b.writeBigUInt64LE(a.used, VHOST_VRING_ADDR.used);
+  b.writeBigUInt64LE(a.avail, VHOST_VRING_ADDR.avail);
+  b.writeBigUInt64LE(a.log, VHOST_VRING_ADDR.log);
   return b;
 }
 

@@ -16,10 +16,10 @@ import { describeBits, has } from '../bits.js';
 import { FEATURE_NAMES, MAX_RING_SIZE, VIRTIO_NET_F } from '../virtio.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { VHOST } from './ioctls.js';
-import { type KernelVringAddr, u64, VRING_STATE, vringAddr, vringFile, vringState } from './structs.js';
+import { type KernelVringAddr, u64, VHOST_VRING_STATE, vringAddr, vringFile, vringState } from './structs.js';
 
 /** Where the device usually is. */
-export const VHOST_NET_PATH = '/dev/vhost-net';
+const VHOST_NET_PATH = '/dev/vhost-net';
 
 /** Device ring `ring` is ring `index` of the vhost-net fd of queue pair `pair`. */
 export function ringToPair(ring: number): { pair: number; index: 0 | 1 } {
@@ -223,7 +223,7 @@ export class VhostNet implements VhostNetOps {
   getVringBase(ring: number): number {
     const b = vringState(this.index(ring), 0);
     ioctlPtr(this.#fd, VHOST.GET_VRING_BASE, b, this.ring('VHOST_GET_VRING_BASE', ring));
-    return b.readUInt32LE(VRING_STATE.num);
+    return b.readUInt32LE(VHOST_VRING_STATE.num);
   }
 
   setVringEndian(ring: number, bigEndian: boolean): void {

@@ -14,7 +14,7 @@
 import { bit, has, U64_MAX } from '../bits.js';
 import { hex } from '../format.js';
 import { RING_ALIGN } from '../virtio.js';
-import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, VRING_ADDR_F, VRING_FILE } from './constants.js';
+import { HEADER_FLAGS, LIMITS, PAYLOAD_SIZE, VRING_ADDR_F, VRING_FILE_PAYLOAD } from './constants.js';
 import type { LogArea, MemoryRegion, VringAddr, VringFileRef, VringState } from './messages.js';
 
 /** The 12-byte header (vhost-user.rst "Header"). */
@@ -73,7 +73,7 @@ export function decodeVringAddr(b: Buffer): VringAddr {
 
 /** The u64 of SET_VRING_KICK/CALL/ERR: "Bits (0-7) ... the vring index. Bit 8 is the invalid FD flag." */
 export function decodeVringFile(value: bigint): VringFileRef {
-  return { index: Number(value & VRING_FILE.INDEX_MASK), noFd: has(value, VRING_FILE.NOFD_BIT) };
+  return { index: Number(value & VRING_FILE_PAYLOAD.INDEX_MASK), noFd: has(value, VRING_FILE_PAYLOAD.NOFD_BIT) };
 }
 
 function decodeRegion(b: Buffer, at: number): MemoryRegion {
@@ -174,7 +174,7 @@ export function validateVringAddr(a: VringAddr): string | null {
 
 /** SET_VRING_KICK/CALL/ERR: only bits 0-8 are defined; the rest must be zero. */
 export function validateVringFile(value: bigint): string | null {
-  const unknown = value & ~(VRING_FILE.INDEX_MASK | bit(VRING_FILE.NOFD_BIT));
+  const unknown = value & ~(VRING_FILE_PAYLOAD.INDEX_MASK | bit(VRING_FILE_PAYLOAD.NOFD_BIT));
   return unknown === 0n ? null : `undefined bits ${hex(unknown)} set (only bits 0-7, the index, and bit 8, no-fd, are defined)`;
 }
 
@@ -204,7 +204,7 @@ export function encodeHeader(h: Header): Buffer {
 export const REPLY_FLAGS = HEADER_FLAGS.VERSION | HEADER_FLAGS.REPLY;
 
 /** A reply to `request` carrying `payload`. */
-export function encodeReply(request: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+function encodeReply(request: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([encodeHeader({ request, flags: REPLY_FLAGS, size: payload.length }), payload]);
 }
 
@@ -217,7 +217,7 @@ export function encodeU64(value: bigint): Buffer {
 }
 
 /** A vring state payload. */
-export function encodeVringState(s: VringState): Buffer {
+function encodeVringState(s: VringState): Buffer {
   const b = Buffer.alloc(PAYLOAD_SIZE.VRING_STATE);
   b.writeUInt32LE(s.index >>> 0, 0);
   b.writeUInt32LE(s.num >>> 0, 4);

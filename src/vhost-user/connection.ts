@@ -23,7 +23,7 @@ import type { TraceWriter } from './trace.js';
  */
 const READS_PER_WAKEUP = 256;
 
-export interface ConnectionOptions {
+interface ConnectionOptions {
   log?: Logger;
   /** Record every message and reply of this connection. */
   trace?: TraceWriter;

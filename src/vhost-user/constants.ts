@@ -130,8 +130,11 @@ export const PAYLOAD_SIZE = {
   LOG: 16,
 } as const;
 
-/** The u64 of SET_VRING_KICK/CALL/ERR: "Bits (0-7) of the payload contain the vring index. Bit 8 is the invalid FD flag." */
-export const VRING_FILE = {
+/**
+ * The u64 payload of SET_VRING_KICK/CALL/ERR: "Bits (0-7) of the payload contain the vring index.
+ * Bit 8 is the invalid FD flag." (The kernel's struct vhost_vring_file is src/vhost-kernel's VHOST_VRING_FILE.)
+ */
+export const VRING_FILE_PAYLOAD = {
   INDEX_MASK: 0xffn,
   NOFD_BIT: 8,
 } as const;

@@ -23,7 +23,7 @@ export interface Message {
 }
 
 /** Where the framer is, for the log line when the peer hangs up. */
-export type FramerState =
+type FramerState =
   | { at: 'idle' }
   | { at: 'header'; have: number; request: number | null }
   | { at: 'payload'; header: Header; have: number };

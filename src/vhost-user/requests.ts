@@ -32,10 +32,10 @@ import * as codec from './codec.js';
 import type { MemoryTable, SingleMemoryRegion } from './codec.js';
 
 /** Payload size rule. */
-export type SizeRule = { exact: number } | 'memory-table';
+type SizeRule = { exact: number } | 'memory-table';
 
 /** Fd rule: how many fds a decoded payload must come with. */
-export interface FdRule<P> {
+interface FdRule<P> {
   /** For logs and the report: none / one / by no-fd bit / one per region / optional, closed unused. */
   readonly name: 'none' | 'one' | 'by no-fd bit' | 'one per region' | 'optional, closed unused';
   /** The accepted count range for this payload. */
@@ -45,7 +45,7 @@ export interface FdRule<P> {
 }
 
 /** Reply kind (vhost-user.rst "Communication" and "VHOST_USER_PROTOCOL_F_REPLY_ACK"). */
-export type ReplyKind = 'ack' | 'u64' | 'vring-state' | 'log-base';
+type ReplyKind = 'ack' | 'u64' | 'vring-state' | 'log-base';
 
 /**
  * What must have been negotiated:
@@ -58,7 +58,7 @@ export type ReplyKind = 'ack' | 'u64' | 'vring-state' | 'log-base';
  *   SET_FEATURES (SET_VRING_ENABLE: "should be sent only when VHOST_USER_F_PROTOCOL_FEATURES has
  *   been negotiated"; QEMU sends it BEFORE SET_FEATURES, so it cannot wait for SET_FEATURES).
  */
-export type Gate = number | 'features-bit-offered' | 'protocol-features-negotiated' | null;
+type Gate = number | 'features-bit-offered' | 'protocol-features-negotiated' | null;
 
 /** What a row's call and refuse hooks see of the connection (implemented by the dispatcher). */
 export interface Session {
@@ -107,7 +107,7 @@ const ONE: FdRule<unknown> = { name: 'one', expected: () => ({ min: 1, max: 1 })
 /** Payload types of the rows. */
 type Empty = null;
 /** SET_VRING_KICK/CALL/ERR: the raw u64 (validated) and what it says. */
-export interface VringFilePayload extends VringFileRef {
+interface VringFilePayload extends VringFileRef {
   raw: bigint;
 }
 

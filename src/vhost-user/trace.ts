@@ -14,11 +14,11 @@ import { Packr, unpackMultiple } from 'msgpackr';
 import type { Outcome } from './dispatcher.js';
 import type { Message } from './framer.js';
 
-export const TRACE_FORMAT = 'vhost-bridge-trace';
-export const TRACE_VERSION = 1;
+const TRACE_FORMAT = 'vhost-bridge-trace';
+const TRACE_VERSION = 1;
 
 /** The first value of a trace file. `meta` says how the back end was configured (feature words as hex strings). */
-export interface TraceHeader {
+interface TraceHeader {
   format: typeof TRACE_FORMAT;
   version: number;
   started: string;
@@ -26,7 +26,7 @@ export interface TraceHeader {
 }
 
 /** A front-end connected; `conn` numbers connections from 1. `t` is milliseconds since the trace started. */
-export interface TraceConnect {
+interface TraceConnect {
   e: 'connect';
   t: number;
   conn: number;
@@ -49,14 +49,14 @@ export interface TraceMessage {
 }
 
 /** The connection ended. */
-export interface TraceDisconnect {
+interface TraceDisconnect {
   e: 'disconnect';
   t: number;
   conn: number;
   reason: string;
 }
 
-export type TraceEvent = TraceConnect | TraceMessage | TraceDisconnect;
+type TraceEvent = TraceConnect | TraceMessage | TraceDisconnect;
 
 const packr = new Packr({ useRecords: false });
 

@@ -21,13 +21,13 @@ import { Connection } from './connection.js';
 import type { VhostUserBackend } from './handler.js';
 import type { TraceWriter } from './trace.js';
 
-export interface TransportOptions {
+interface TransportOptions {
   log?: Logger;
   /** Record every connection's messages and replies. */
   trace?: TraceWriter;
 }
 
-export interface ServerOptions extends TransportOptions {
+interface ServerOptions extends TransportOptions {
   /** File mode of the socket; default 0600 (only the VMM's user may connect). */
   mode?: number;
   backlog?: number;
@@ -170,7 +170,7 @@ function removeStaleSocket(path: string, log: Logger): void {
   throw new Error(`another process is listening on ${path}; refusing to start`);
 }
 
-export interface ClientOptions extends TransportOptions {
+interface ClientOptions extends TransportOptions {
   /** First retry delay after a failed connect or a disconnect, in ms (default 100). */
   retryInitialMs?: number;
   /** The delay doubles up to this (default 2000). */

@@ -6,7 +6,7 @@ import type { MemoryRegion } from '../../src/vhost-user/messages.js';
 import { MemTableError, type MemTableReason } from '../../src/memtable/index.js';
 
 /** Every memfd the memtable tests create has this name, so /proc/self/maps lines can be told apart. */
-export const MEMFD_NAME = 'vb-memtable';
+const MEMFD_NAME = 'vb-memtable';
 
 /** A memfd of `size` bytes (the "guest RAM" file a front-end would send). */
 export function memfd(size: bigint | number): number {

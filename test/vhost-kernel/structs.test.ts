@@ -5,28 +5,30 @@
  */
 import { expect } from 'chai';
 import {
-  checkIfName, cLayouts, IFREQ, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32, u64, VRING_ADDR, VRING_FILE, VRING_STATE,
+  checkIfName, cLayouts, IFREQ, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32, u64,
+  VHOST_VRING_ADDR, VHOST_VRING_FILE, VHOST_VRING_STATE,
   vringAddr, vringFile, vringState,
 } from '../../src/vhost-kernel/structs.js';
 
 describe('vhost-kernel: struct layouts', () => {
   it('struct vhost_vring_state: 8 bytes, index 0, num 4', () => {
     const c = cLayouts.vringState();
-    expect(c.size).to.equal(VRING_STATE.size).and.equal(8);
-    expect(c.offsets).to.deep.equal({ index: VRING_STATE.index, num: VRING_STATE.num });
+    expect(c.size).to.equal(VHOST_VRING_STATE.size).and.equal(8);
+    expect(c.offsets).to.deep.equal({ index: VHOST_VRING_STATE.index, num: VHOST_VRING_STATE.num });
   });
 
   it('struct vhost_vring_file: 8 bytes, index 0, fd 4', () => {
     const c = cLayouts.vringFile();
-    expect(c.size).to.equal(VRING_FILE.size).and.equal(8);
-    expect(c.offsets).to.deep.equal({ index: VRING_FILE.index, fd: VRING_FILE.fd });
+    expect(c.size).to.equal(VHOST_VRING_FILE.size).and.equal(8);
+    expect(c.offsets).to.deep.equal({ index: VHOST_VRING_FILE.index, fd: VHOST_VRING_FILE.fd });
   });
 
   it('struct vhost_vring_addr: 40 bytes, desc 8, used 16, avail 24, log 32', () => {
     const c = cLayouts.vringAddr();
-    expect(c.size).to.equal(VRING_ADDR.size).and.equal(40);
+    expect(c.size).to.equal(VHOST_VRING_ADDR.size).and.equal(40);
     expect(c.offsets).to.deep.equal({
-      index: VRING_ADDR.index, flags: VRING_ADDR.flags, desc: VRING_ADDR.desc, used: VRING_ADDR.used, avail: VRING_ADDR.avail, log: VRING_ADDR.log,
+      index: VHOST_VRING_ADDR.index, flags: VHOST_VRING_ADDR.flags, desc: VHOST_VRING_ADDR.desc,
+      used: VHOST_VRING_ADDR.used, avail: VHOST_VRING_ADDR.avail, log: VHOST_VRING_ADDR.log,
     });
   });
 

@@ -7,7 +7,10 @@ import type { RecordingConfig } from './recording-backend.js';
 /** The protocol features the bridge offers, so these tests drive the dispatcher as the bridge's front-end would. */
 export { BRIDGE_PROTOCOL_FEATURES };
 
-/** A virtio-net feature word of the kind a net back end offers QEMU 7.2 (offloads, MRG_RXBUF, CTRL_VQ, MQ, ring bits), plus MTU and LOG_ALL. */
+/**
+ * A virtio-net feature word of the kind a net back end offers QEMU 7.2 (offloads, MRG_RXBUF,
+ * CTRL_VQ, MQ, ring bits), plus MTU and LOG_ALL.
+ */
 export const NET_FEATURES = maskOf(
   VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.MTU, VIRTIO_NET_F.MAC, VIRTIO_NET_F.GSO, VIRTIO_NET_F.GUEST_TSO4,
   VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.GUEST_UFO, VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6, VIRTIO_NET_F.HOST_UFO,
