@@ -4,7 +4,7 @@
  * table (guest-physical -> the bridge's own mapping), the translated ring addresses and the
  * front-end's kick, call and err eventfds as they are, then attaches each ring to its tap queue.
  *
- * Ordering rules it follows (kernel-ordering.md, verified in the lab):
+ * Ordering rules it follows (docs/kernel-ordering.md, verified in the lab):
  *  - SET_OWNER opens one vhost-net fd per queue pair and makes this process its owner.
  *  - A ring is attached (VHOST_NET_SET_BACKEND tap) only when started, enabled and configured
  *    (ring.ts); the kernel returns EFAULT otherwise.

@@ -7,7 +7,7 @@
  *    negotiated ("the ring starts directly in the enabled state").
  * The ring is attached to its tap queue (VHOST_NET_SET_BACKEND) only when both hold and the kernel
  * has everything it reads when the backend is set (memory table, NUM, BASE, ADDR, kick): earlier,
- * the kernel fails the attach with EFAULT (kernel-ordering.md).
+ * the kernel fails the attach with EFAULT (docs/kernel-ordering.md).
  */
 import type { VringAddr } from '../vhost-user/messages.js';
 

@@ -4,7 +4,7 @@
  * when and why; every bit it deliberately does not offer has a row in {@link NOT_OFFERED}.
  * (The strip/re-add shape is DPDK's drivers/net/virtio/virtio_user/vhost_kernel.c; the offload
  * rules follow QEMU's virtio_net_get_features + net/tap-linux.c; the kernel facts are
- * drivers/vhost/net.c VHOST_NET_FEATURES and research/kernel-ordering.md.)
+ * drivers/vhost/net.c VHOST_NET_FEATURES and docs/kernel-ordering.md.)
  *
  * Three parties:
  * - vhost-net runs the RINGS: it knows only ring/transport bits (VHOST_GET_FEATURES, 0x33d008000 on
@@ -117,7 +117,7 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
   { bit: VHOST_F.NET_VIRTIO_NET_HDR,
     why: 'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header (IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway' },
   { bit: VIRTIO_F.ACCESS_PLATFORM,
-    why: 'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and reconnects forever (kernel-ordering.md)' },
+    why: 'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and reconnects forever (docs/qemu-quirks.md)' },
   { bit: VIRTIO_F.RING_PACKED, why: 'vhost-net (Linux 6.1) runs split rings only' },
   { bit: VIRTIO_F.IN_ORDER, why: 'vhost-net does not promise in-order completion' },
   { bit: VIRTIO_F.NOTIFICATION_DATA, why: 'vhost-net reads kicks from an eventfd, which carries no data' },

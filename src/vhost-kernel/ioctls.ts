@@ -6,8 +6,7 @@
  *
  * Request numbers are built with the _IOC encoders the headers use, from the size of the argument
  * the header names (a pointer's target, not the pointer). test/vhost-kernel/ioctls.test.ts checks
- * each against the literal value a C program printed (research/koffi-notes.md, appendix
- * "constants"; research/anchors-peers.md).
+ * each against the literal value a C program including those headers prints.
  */
 import { IO, IOR, IOW, IOWR } from '../sys/index.js';
 import { VHOST_VRING_ADDR, VHOST_VRING_FILE, VHOST_VRING_STATE } from './structs.js';
@@ -75,7 +74,7 @@ const T = 0x54;
 /**
  * /dev/net/tun requests. The header declares most of them with `int` whatever they really take:
  * TUNSETIFF/TUNGETIFF/TUNSETQUEUE take a struct ifreq pointer, TUNSETVNETHDRSZ and TUNSETSNDBUF an
- * `int *`, TUNSETOFFLOAD and TUNSETPERSIST the value itself (research/koffi-notes.md section 6).
+ * `int *`, TUNSETOFFLOAD and TUNSETPERSIST the value itself (drivers/net/tun.c __tun_chr_ioctl).
  */
 export const TUN = {
   /** struct ifreq *: name + IFF_* flags; creates the device or attaches this fd to it. */

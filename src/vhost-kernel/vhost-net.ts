@@ -9,7 +9,7 @@
  * themselves, so errors name the ring the front-end knows: `VHOST_SET_VRING_NUM (ring 3): EINVAL`.
  *
  * The layer stays thin on purpose, like QEMU's hw/virtio/vhost-backend.c: it does not remember
- * state or enforce order. The order the kernel needs (research/kernel-ordering.md) is the bridge's.
+ * state or enforce order. The order the kernel needs (docs/kernel-ordering.md) is the bridge's.
  */
 import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';

@@ -1,7 +1,7 @@
 /**
  * One front-end connection: readiness of the socket (FdWatcher), recvmsg until EAGAIN, the framer,
  * the dispatcher, and replies by sendmsg. Everything here is synchronous except the wait for
- * readiness; handlers are synchronous (koffi-notes section 5: one persistent poll handle per fd,
+ * readiness; handlers are synchronous (src/sys/poll.ts: one persistent poll handle per fd,
  * level-triggered, closed before the fd).
  *
  * Closing, on EOF, error, a dropped message or close(): the watcher first (libuv aborts the process

@@ -6,8 +6,8 @@
  * so they arrive with its first bytes. The reader asks for exactly `wanted()` bytes at a time:
  * first the rest of the header, then the rest of the payload. A read then never crosses into the
  * next message, and fds are never attributed to the wrong message even when the front-end's
- * messages arrive back to back in one burst (koffi-notes section 3; rust-vmm's recv_header then
- * recv_data).
+ * messages arrive back to back in one burst (test/sys/sys.test.ts shows it on a real socket;
+ * rust-vmm's recv_header then recv_data).
  *
  * Pure: no I/O. The connection feeds it; tests feed it scripted chunks.
  */

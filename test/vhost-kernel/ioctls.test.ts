@@ -1,8 +1,8 @@
 /**
  * The kernel ABI numbers of src/vhost-kernel/ioctls.ts, built with the _IOC encoders, against the
- * literal values a C program printed from the real headers (research/koffi-notes.md appendix
- * "constants"; research/anchors-peers.md "Kernel vhost-net"). The few not in those lists are
- * worked out by hand from include/uapi/asm-generic/ioctl.h: dir << 30 | size << 16 | type << 8 | nr.
+ * literal values a C program prints from the real headers (linux/vhost.h, linux/if_tun.h,
+ * linux/sockios.h). Each can be worked out by hand from include/uapi/asm-generic/ioctl.h:
+ * dir << 30 | size << 16 | type << 8 | nr.
  */
 import { expect } from 'chai';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F, VHOST, VHOST_VRING_F } from '../../src/vhost-kernel/ioctls.js';
@@ -37,7 +37,7 @@ describe('vhost-kernel: ioctl numbers', () => {
       TUN: 0x1, TAP: 0x2, TYPE_MASK: 0xf, MULTI_QUEUE: 0x100, ATTACH_QUEUE: 0x200, DETACH_QUEUE: 0x400, PERSIST: 0x800,
       NO_PI: 0x1000, ONE_QUEUE: 0x2000, VNET_HDR: 0x4000, TUN_EXCL: 0x8000,
     });
-    expect(IFF.TAP | IFF.NO_PI | IFF.VNET_HDR).to.equal(0x5002); // koffi-notes section 6
+    expect(IFF.TAP | IFF.NO_PI | IFF.VNET_HDR).to.equal(0x5002); // the flags of a tap the bridge creates
     expect(TUN_F).to.deep.equal({ CSUM: 0x1, TSO4: 0x2, TSO6: 0x4, TSO_ECN: 0x8, UFO: 0x10, USO4: 0x20, USO6: 0x40 });
   });
 

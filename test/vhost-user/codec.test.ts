@@ -13,7 +13,7 @@ import { Built, ID, msg, NEED_REPLY, reply, V1 } from './builder.js';
 const GiB = 1n << 30n;
 const QVA = 0x7fe71bfff000n;
 
-/** Every supported request, as QEMU 7.2 sends it (values from the qemu72 transcript), and what it decodes to. */
+/** Every supported request, as QEMU 7.2 sends it (addresses and sizes as in a real session), and what it decodes to. */
 const cases: { built: Built; decoded: unknown; fds: number }[] = [
   { built: msg.getFeatures(), decoded: null, fds: 0 },
   { built: msg.setFeatures(0x17040dd83n), decoded: 0x17040dd83n, fds: 0 },

@@ -46,7 +46,8 @@ describe('vhost-user dispatcher', () => {
   });
 
   it('answers QEMU 7.2\'s opening exchange, in its order', () => {
-    // qemu72 transcript run A/B: GET_FEATURES, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, SET_OWNER.
+    // QEMU 7.2 opens with (test/fixtures sessions): GET_FEATURES, GET_PROTOCOL_FEATURES,
+    // SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, SET_OWNER.
     expect(handle(msg.getFeatures())).to.deep.equal({ reply: reply.u64(ID.GET_FEATURES, NET_FEATURES), close: false, result: 'ok' });
     expect(handle(msg.getProtocolFeatures()).reply).to.deep.equal(reply.u64(ID.GET_PROTOCOL_FEATURES, BRIDGE_PROTOCOL_FEATURES));
     expect(handle(msg.setProtocolFeatures(BRIDGE_PROTOCOL_FEATURES)).reply).to.equal(null);
