@@ -183,6 +183,26 @@ describe('sys: SCM_RIGHTS fd passing', () => {
     expect(openFdCount()).to.equal(before);
   });
 
+  it('on MSG_CTRUNC, the error still carries the data bytes that arrived (to name the message they belong to)', async () => {
+    const before = openFdCount();
+    const [a, b] = sys.socketPair();
+    const efds = [sys.eventfd(), sys.eventfd(), sys.eventfd()];
+    new sys.MsgIo(16).send(a, Buffer.from('hello'), efds);
+    await sys.waitReadable(b);
+    const rx = new sys.MsgIo(16, 1);
+    let err: unknown;
+    try {
+      rx.recv(b);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(sys.ControlTruncatedError);
+    expect((err as sys.ControlTruncatedError).n).to.equal(5);
+    expect(rx.data.toString('latin1', 0, 5)).to.equal('hello');
+    sys.closeAll([...efds, a, b]);
+    expect(openFdCount()).to.equal(before);
+  });
+
   it('reports EOF as n = 0', async () => {
     const [a, b] = sys.socketPair();
     sys.close(a);
