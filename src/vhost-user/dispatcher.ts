@@ -1,4 +1,24 @@
 /**
+ * Security model. The socket is the bridge's one input from outside, and whoever is at the other
+ * end is at most one step from the guest: a VMM that a guest has broken out into, or simply a
+ * buggy one. The bridge holds what an attacker wants (CAP_NET_ADMIN or pre-opened /dev/vhost-net
+ * and tap fds, and the mappings of guest memory it hands the kernel), so a front-end is trusted
+ * with nothing. It may send any bytes in any order: any request id, header flags, size and
+ * payload, any number of fds of any kind, ring indexes past the last ring, regions that overlap
+ * or wrap around 2^64, addresses outside guest memory, requests before the features that enable
+ * them, and it may hang up in the middle of a message.
+ *
+ * So nothing it sends is assumed. The framer refuses a size above LIMITS.MAX_PAYLOAD before it
+ * reads the payload, and more fds than a message may carry end as MSG_CTRUNC. Before a handler
+ * runs, the table (requests.ts) has checked the header, the exact payload size, the payload's
+ * syntax (u64 overflow, alignment, undefined bits), the fd count, the negotiated gate and the
+ * ring index; handlers therefore never re-check. What needs the session's state is checked where
+ * that state lives, before anything reaches the kernel: every region's fd is a regular file
+ * large enough to map, and every ring lies wholly inside mapped guest memory (src/memtable).
+ * A failure closes every fd of the message, logs one line and NACKs or drops the connection;
+ * the process lives on and leaks nothing (test/vhost-user/bad-input.test.ts, leak.test.ts).
+ * The bridge never reads guest memory itself: descriptors and packets are the kernel's to check.
+ *
  * The dispatcher: enforces the request table (requests.ts) on each message before any handler
  * runs, calls the handler, and builds the reply. One per connection: it holds what this front-end
  * negotiated.
