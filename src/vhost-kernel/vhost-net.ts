@@ -13,6 +13,7 @@
  */
 import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';
+import { hex } from '../format.js';
 import { FEATURE_NAMES, MAX_RING_SIZE, VIRTIO_NET_F } from '../virtio.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { VHOST } from './ioctls.js';
@@ -209,7 +210,7 @@ export class VhostNet implements VhostNetOps {
   setVringAddr(ring: number, addr: KernelVringAddr): void {
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_ADDR, vringAddr(this.index(ring), addr), this.ring('VHOST_SET_VRING_ADDR', ring)), {
       [E.EINVAL]: 'misaligned (avail 2, used and log 4 bytes), or, while attached, not accessible',
-      [E.EOPNOTSUPP]: `flags 0x${addr.flags.toString(16)} has a bit other than VHOST_VRING_F_LOG`,
+      [E.EOPNOTSUPP]: `flags ${hex(addr.flags)} has a bit other than VHOST_VRING_F_LOG`,
     });
   }
 
