@@ -59,11 +59,6 @@ export function setLogLevel(level: Level | string): void {
   threshold = level as Level;
 }
 
-/** The current threshold. */
-export function logLevel(): Level {
-  return threshold;
-}
-
 /** A capture of log lines (tests): lines go to `lines` instead of stderr until `stop()`. */
 export interface LogCapture {
   readonly lines: LogLine[];

@@ -24,8 +24,6 @@ import { hex } from '../format.js';
 import { MemTableError } from './errors.js';
 import { checkFd, checkOverlap, describeRegion, MappedRegion, validateRegion } from './region.js';
 
-export { MemTableError, type MemTableReason } from './errors.js';
-
 /** The vhost module parameter that bounds nregions in VHOST_SET_MEM_TABLE (drivers/vhost/vhost.c: E2BIG beyond it). */
 export const MAX_MEM_REGIONS_PATH = '/sys/module/vhost/parameters/max_mem_regions';
 
