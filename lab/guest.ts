@@ -339,7 +339,7 @@ export class Guest {
     }
     let dev = `virtio-net-pci,netdev=n0,mac=${this.mac}`;
     if (queues > 1) dev += `,mq=on,vectors=${2 * queues + 2}`;
-    // QEMU 7.2 under TCG crashes at DRIVER_OK with vhost-user + MSI-X (see research/qemu72-notes.md)
+    // QEMU 7.2 under TCG crashes at DRIVER_OK with vhost-user + MSI-X (docs/qemu-quirks.md)
     else if (accel === 'tcg' && n.kind === 'vhost-user') dev += ',vectors=0';
     if (o.queueSize) dev += `,rx_queue_size=${o.queueSize},tx_queue_size=${o.queueSize}`;
     args.push('-device', dev, ...(o.extraQemuArgs ?? []));

@@ -108,7 +108,7 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
       .to.equal('VHOST_SET_VRING_NUM (ring 1): EBUSY: device or resource busy: the ring is attached to the tap: NET_SET_BACKEND -1 first');
     expect(thrown(() => p.vn.setVringBase(tx, 0)).message).to.match(/^VHOST_SET_VRING_BASE \(ring 1\): EBUSY: /);
     // vhost.c vhost_vring_set_addr: with a backend attached it re-verifies the range instead of
-    // refusing (kernel-ordering.md's "(and ADDR)" EBUSY does not hold on 6.1). A kernel-half
+    // refusing (docs/kernel-ordering.md, "Where Linux 6.1 differs": no EBUSY for ADDR). A kernel-half
     // address passes while detached and fails the re-check while attached.
     p.vn.setVringAddr(tx, p.tx.kernelAddr());
     const kernelHalf = 0xffff800000000000n;

@@ -1,5 +1,5 @@
 /**
- * Lab: the issue-3 probe, through the project's own kernel layer: /dev/vhost-net answers,
+ * Lab: the kernel probe, through the project's own kernel layer: /dev/vhost-net answers,
  * its features include what a virtio-net guest needs, and a tap with a virtio-net header can be
  * made. Also prints the feature word the bridge would offer on this kernel and tap.
  */
@@ -11,7 +11,7 @@ import { explainOffer, offeredToFrontEnd, Tap, TAP_FLAGS, toKernel, VhostNet } f
 import { requireLab } from './lab.js';
 import { tapName } from './kernel-rig.js';
 
-describe('lab: issue-3 probe (vhost-net and a vnet_hdr tap, through src/vhost-kernel)', function () {
+describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-kernel)', function () {
   this.timeout(60000);
   const cleanup: (() => void)[] = [];
 

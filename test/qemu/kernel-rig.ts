@@ -1,6 +1,6 @@
 /**
  * The lab rig of the kernel tests: the test plays the VMM (memory table, ring setup, the ioctl
- * order of research/kernel-ordering.md) and the guest driver (vring.ts), around a real
+ * order of docs/kernel-ordering.md) and the guest driver (vring.ts), around a real
  * /dev/vhost-net and a real tap. Only the project's own kernel layer talks to the kernel.
  */
 import { expect } from 'chai';

@@ -14,6 +14,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { hex } from '../../src/format.js';
 import { log, setLogLevel } from '../../src/log.js';
 import { requestName } from '../../src/vhost-user/constants.js';
 import { readTrace, TraceWriter, type TraceMessage } from '../../src/vhost-user/trace.js';
@@ -48,7 +49,6 @@ const config = {
   queuePairs: Number(o.queues),
   maxMemSlots: Number(o['max-mem-slots']),
 };
-const hex = (v: bigint) => `0x${v.toString(16)}`;
 const backend = new RecordingBackend(config);
 const trace = new TraceWriter(o.record, {
   backend: 'test/vhost-user/recording-backend.ts',
