@@ -38,7 +38,7 @@ Example:
   .opts<{ minutes: number; guests: number; net: string; label: string }>();
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-stress-'));
-const settings = ['LAB_L3_CPU', 'LAB_L3_APPEND', 'LAB_L2_CPU', 'LAB_L2_APPEND', 'LAB_L2_SMP']
+const settings = ['LAB_L3_CPU', 'LAB_L3_APPEND', 'LAB_L2_QEMU', 'LAB_L2_ACCEL', 'LAB_L2_CPU', 'LAB_L2_APPEND', 'LAB_L2_SMP']
   .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`).join(' ') || '(defaults)';
 console.log(`== lab:stress '${o.label}': ${o.guests} guest(s), ${o.minutes} min, ${o.net}; ${settings}`);
 const lab = spawnSync('scripts/lab/run', ['-t', String(Math.round(o.minutes * 60 + 600)), '--',
