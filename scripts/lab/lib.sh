@@ -7,6 +7,7 @@
 #   .lab/vmlinux-<kver>       uncompressed ELF kernel (PVH entry point; QEMU boots it directly)
 #   .lab/l2-initrd.cpio.gz    initramfs of the L2 VM (mounts the host's / over 9p)
 #   .lab/l3-initrd.cpio.gz    initramfs of the L3 test guest (busybox, virtio_net, iperf3, ethtool)
+#   .lab/qemu-l2/             QEMU 10 from bookworm-backports, extracted: L2's emulator (scripts/lab/l2-qemu)
 #   .lab/run/<id>/            per-run control directory of scripts/lab/run (removed afterwards)
 #   .lab/logs/                apt / build logs of the last setup
 
@@ -21,6 +22,7 @@ LAB_BUILD_INPUTS=(
   "$LAB_REPO/scripts/lab/setup"
   "$LAB_REPO/scripts/lab/lib.sh"
   "$LAB_REPO/scripts/lab/l2-init"
+  "$LAB_REPO/scripts/lab/l2-qemu"
   "$LAB_REPO/lab/guest-initramfs/init"
 )
 
@@ -47,7 +49,8 @@ lab_is_built() {
   [ -f "$LAB_ENV" ] || return 1
   [ "$(lab_env_get LAB_BUILD_HASH)" = "$(lab_build_hash)" ] || return 1
   local f
-  for f in "$(lab_env_get LAB_VMLINUX)" "$(lab_env_get LAB_L2_INITRD)" "$(lab_env_get LAB_L3_INITRD)"; do
+  for f in "$(lab_env_get LAB_VMLINUX)" "$(lab_env_get LAB_L2_INITRD)" "$(lab_env_get LAB_L3_INITRD)" \
+           "$(lab_env_get LAB_L2_QEMU)"; do
     [ -n "$f" ] && [ -f "$f" ] || return 1
   done
 }
