@@ -1,6 +1,7 @@
 /**
  * A minimal logger: four levels, one settable threshold, one line per event on stderr with an ISO
- * timestamp (`2026-11-23T19:00:00.000Z WARN SET_VRING_ADDR: ring 3: ...`).
+ * timestamp (`2026-11-23T19:00:00.000Z WARN vbtap0: SET_VRING_ADDR: ring 3: ...`); a port's lines
+ * name it ({@link portLog}).
  *
  * CONTRIBUTING: "Logs: one line per event, naming the request". Callers build the text only when
  * the level is on (`if (log.enabled('debug'))`), so debug tracing of every vhost-user message
@@ -52,6 +53,20 @@ export const log: Logger = {
   debug: (t) => write('debug', t),
   enabled: (l) => rank(l) <= rank(threshold),
 };
+
+/**
+ * A logger for one port: every line starts with the port's name (`... INFO vbtap0: SET_FEATURES: ...`),
+ * so that the lines of a process serving several ports say whose they are.
+ */
+export function portLog(parent: Logger, port: string): Logger {
+  return {
+    error: (t) => parent.error(`${port}: ${t}`),
+    warn: (t) => parent.warn(`${port}: ${t}`),
+    info: (t) => parent.info(`${port}: ${t}`),
+    debug: (t) => parent.debug(`${port}: ${t}`),
+    enabled: (l) => parent.enabled(l),
+  };
+}
 
 /** Set the threshold (the CLI's --log-level). Throws on an unknown name. */
 export function setLogLevel(level: Level | string): void {

@@ -88,3 +88,23 @@ export const FEATURE_NAMES: Record<number, string> = (() => {
   out[VHOST_USER_F_PROTOCOL_FEATURES] = 'PROTOCOL_FEATURES';
   return out;
 })();
+
+/**
+ * virtio-net queue numbering (virtio spec 1.2 5.1.2 "Virtqueues": receiveq1 = 0, transmitq1 = 1,
+ * receiveq2 = 2, ...): device ring `ring` is the receive (0) or transmit (1) ring of queue pair
+ * ring >> 1. Every layer that speaks of queue pairs (the vhost-net fd of a pair, the tap queue of a
+ * pair, log lines) takes the mapping from here.
+ */
+export function ringToPair(ring: number): { pair: number; index: 0 | 1 } {
+  if (!Number.isInteger(ring) || ring < 0) throw new RangeError(`ring ${ring} is not a ring number`);
+  return { pair: ring >> 1, index: (ring & 1) as 0 | 1 };
+}
+
+/** The device ring number of ring `index` (0 receive, 1 transmit) of queue pair `pair`. */
+export const pairRing = (pair: number, index: 0 | 1): number => 2 * pair + index;
+
+/** `ring 3 (pair 1 TX)`: how log lines name a ring (RX: the guest receives, TX: it transmits). */
+export function ringName(ring: number): string {
+  const { pair, index } = ringToPair(ring);
+  return `ring ${ring} (pair ${pair} ${index === 0 ? 'RX' : 'TX'})`;
+}

@@ -1,20 +1,23 @@
 /**
- * The daemon: set up the kernel side once (probe /dev/vhost-net, open the tap), then serve
- * front-ends one at a time on a vhost-user socket, with one BridgeDevice whose state lives for
- * one connection (it resets itself when the front-end leaves).
+ * The daemon of one port: set up the kernel side once (probe /dev/vhost-net, open the tap), then
+ * serve front-ends one at a time on a vhost-user socket with one VhostUserSession on a
+ * VhostNetDatapath (session state lives for one connection; the session resets itself when the
+ * front-end leaves). Several ports in one process would be several such session + datapath pairs
+ * (docs/architecture.md).
  *
  * Start-up problems (no /dev/vhost-net, no permission for the tap, socket path in use) throw
  * before anything is served, with one line that says what to do.
  */
 import { describeBits } from '../bits.js';
-import { log as defaultLog, type Logger } from '../log.js';
+import { log as defaultLog, type Logger, portLog } from '../log.js';
 import { closeAll } from '../sys/index.js';
-import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, toKernel, VhostNet } from '../vhost-kernel/index.js';
+import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, VhostNet } from '../vhost-kernel/index.js';
 import { TraceWriter } from '../vhost-user/trace.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import { FEATURE_NAMES } from '../virtio.js';
-import { BridgeDevice } from './device.js';
-import { KernelTap, VhostNetPool } from './kernel.js';
+import { VhostUserSession } from './session.js';
+import type { DeviceListener, DeviceStatus } from './status.js';
+import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.js';
 
 /** How the bridge meets its front-end. */
 export type TransportSpec =
@@ -36,45 +39,42 @@ export interface BridgeOptions {
   /** Record every vhost-user message and reply to this file (msgpack trace). */
   record?: string;
   log?: Logger;
+  /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
+  onEvent?: DeviceListener;
 }
 
 export class Bridge {
   /** The feature word offered to front-ends. */
   readonly offered: bigint;
-  /** VHOST_GET_FEATURES of the kernel. */
-  readonly kernelFeatures: bigint;
-  readonly device: BridgeDevice;
+  readonly session: VhostUserSession;
   private readonly transport: VhostUserServer | VhostUserClient;
   private closed = false;
 
   private constructor(
     private readonly opts: BridgeOptions,
     private readonly tap: Tap,
-    private readonly pool: VhostNetPool,
-    kernel: bigint,
+    private readonly vhostNet: KernelVhostNetProvider,
+    vhostNetFeatures: bigint,
     private readonly trace: TraceWriter | null,
     private readonly log: Logger,
   ) {
-    this.kernelFeatures = kernel;
     const tapOffloads = tap.probeOffloads();
-    const inputs = { kernel, tapOffloads, queuePairs: opts.queuePairs, bridgeBits: BRIDGE_BITS };
+    const inputs = { kernel: vhostNetFeatures, tapOffloads, queuePairs: opts.queuePairs, bridgeBits: BRIDGE_BITS };
     this.offered = offeredToFrontEnd(inputs);
     for (const b of explainOffer(inputs)) log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
-    this.device = new BridgeDevice({
-      queuePairs: opts.queuePairs,
-      offeredFeatures: this.offered,
-      kernelFeatures: (n) => toKernel(n, kernel),
-      tap: new KernelTap(tap, log),
-      vhostNet: pool,
-      log,
+    const datapath = new VhostNetDatapath({
+      queuePairs: opts.queuePairs, offered: this.offered, vhostNetFeatures, vhostNet, tap, log,
     });
+    this.session = new VhostUserSession({ port: tap.name, datapath, log, onEvent: opts.onEvent });
     const t = opts.transport;
     const topts = { log, trace: trace ?? undefined };
-    this.transport = t.mode === 'server' ? VhostUserServer.listen(t.path, this.device, { ...topts, mode: t.socketMode })
-      : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.device, topts)
-        : VhostUserClient.connect(t.path, this.device, topts);
+    this.transport = t.mode === 'server' ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode })
+      : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.session, topts)
+        : VhostUserClient.connect(t.path, this.session, topts);
+    this.transport.on('connection', () => this.session.connected());
     this.transport.on('disconnect', (why: string) => log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`));
     log.info(`vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`);
+    this.session.ready();
   }
 
   /** Probe the kernel, open the tap, start serving. Throws one clear error if any of it fails. */
@@ -86,16 +86,16 @@ export class Bridge {
     let trace: TraceWriter | null = null;
     try {
       // The kernel: adopt the manager's fds, or check that /dev/vhost-net opens and read its features.
-      let kernel: bigint;
+      let vhostNetFeatures: bigint;
       if (opts.vhostFds?.length) {
         if (opts.vhostFds.length !== pairs) throw new Error(`--vhost-fd: ${opts.vhostFds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
         adopted = [];
         for (const [p, fd] of opts.vhostFds.entries()) adopted.push(VhostNet.adopt(fd, p));
-        kernel = adopted[0].getFeatures();
+        vhostNetFeatures = adopted[0].getFeatures();
       } else {
         const probe = VhostNet.open(0);
         try {
-          kernel = probe.getFeatures();
+          vhostNetFeatures = probe.getFeatures();
         } finally {
           probe.close();
         }
@@ -112,7 +112,9 @@ export class Bridge {
       tap.setUp();
       for (let p = 1; p < pairs; p++) tap.setQueueEnabled(p, false); // attached when the guest enables the pair
       if (opts.record) trace = new TraceWriter(opts.record, { tool: 'vhost-bridge', queuePairs: pairs });
-      return new Bridge(opts, tap, new VhostNetPool(adopted, log), kernel, trace, log);
+      // From here on every line names the port.
+      const plog = portLog(log, tap.name);
+      return new Bridge(opts, tap, new KernelVhostNetProvider(adopted, plog), vhostNetFeatures, trace, plog);
     } catch (e) {
       trace?.close();
       tap?.close();
@@ -127,10 +129,20 @@ export class Bridge {
     if (this.closed) return;
     this.closed = true;
     this.transport.close();
-    this.pool.close();
+    this.vhostNet.close();
     this.tap.close();
     this.trace?.close();
     this.log.info('vhost-bridge stopped');
+  }
+
+  /** A typed snapshot of the port (status.ts). */
+  status(): DeviceStatus {
+    return this.session.status();
+  }
+
+  /** Add a listener of lifecycle events; returns its removal. */
+  onEvent(listener: DeviceListener): () => void {
+    return this.session.onEvent(listener);
   }
 
   /** The tap's name. */

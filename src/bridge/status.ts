@@ -59,3 +59,15 @@ export type DeviceEvent =
   | { kind: 'reset'; why: string }
   | { kind: 'refused'; request: string; reason: string }
   | { kind: 'disconnected' };
+
+/** Gets every lifecycle event with the status after it (session.ts; the CLI's --events-fd, events.ts). */
+export type DeviceListener = (event: DeviceEvent, status: DeviceStatus) => void;
+
+/** One line of `--events-fd` (JSON, one per line). */
+export interface EventLine {
+  /** ms since the epoch */
+  time: number;
+  port: string;
+  event: DeviceEvent;
+  status: DeviceStatus;
+}

@@ -5,6 +5,8 @@
 export { KernelError } from './errors.js';
 export { TUN, IFF, TUN_F } from './ioctls.js';
 export type { KernelVringAddr } from './structs.js';
-export { VhostNet, type VhostNetOps, ringToPair, pairRing } from './vhost-net.js';
-export { Tap, type TapOpenOptions, TUN_PATH, TAP_FLAGS, MAX_TAP_QUEUES } from './tap.js';
+export { VhostNet, type VhostNetDevice } from './vhost-net.js';
+export { Tap, type TapDevice, type TapOpenOptions, TUN_PATH, TAP_FLAGS, MAX_TAP_QUEUES, rarpFrame } from './tap.js';
+/** The queue numbering is virtio-net's (virtio.ts); re-exported for callers of VhostNet's ring methods. */
+export { ringToPair, pairRing } from '../virtio.js';
 export { BRIDGE_BITS, offeredToFrontEnd, explainOffer, toKernel, tapOffloadFlags, vnetHdrSize } from './features.js';

@@ -43,8 +43,30 @@ export interface TapOpenOptions {
   path?: string;
 }
 
+/**
+ * What a datapath uses of a tap: one queue fd per queue pair and the settings that follow what the
+ * front-end negotiated. {@link Tap} implements it on the real device; bridge unit tests implement it
+ * with a recording fake.
+ */
+export interface TapDevice {
+  /** The interface name. */
+  readonly name: string;
+  /** The fd of queue pair `pair` (for VHOST_NET_SET_BACKEND). */
+  fd(pair: number): number;
+  /** TUNSETVNETHDRSZ. */
+  setVnetHdrSize(size: number): void;
+  /** TUNSETOFFLOAD; returns the flags applied. */
+  setOffload(flags: number): number;
+  /** SIOCSIFMTU. */
+  setMtu(mtu: number): void;
+  /** TUNSETQUEUE attach or detach of queue `pair`. */
+  setQueueEnabled(pair: number, enabled: boolean): void;
+  /** Write one Ethernet frame (the tap's zeroed virtio-net header is added) on queue `pair`. */
+  writeFrame(frame: Buffer, pair?: number): void;
+}
+
 /** A tap device and this process's fds on it, one per queue pair. */
-export class Tap {
+export class Tap implements TapDevice {
   #fds: number[];
 
   private constructor(
@@ -148,7 +170,7 @@ export class Tap {
   }
 
   /** TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports (0x7173 on Linux 6.1). */
-  static kernelFeatures(path: string = TUN_PATH): number {
+  static tunFeatures(path: string = TUN_PATH): number {
     const fd = open(path, C.O_RDWR);
     try {
       const b = Buffer.alloc(4);
@@ -334,6 +356,28 @@ export class Tap {
     this.#fds = [];
     for (const fd of fds) close(fd);
   }
+}
+
+/**
+ * A RARP request announcing `mac` (RFC 903; the frame QEMU's qemu_announce_self sends): broadcast
+ * destination, ethertype 0x8035, hardware type Ethernet, protocol IPv4, sender = target = mac,
+ * zero IP addresses, padded to the 60-byte Ethernet minimum. Written on the tap after a migration
+ * (vhost-user.rst VHOST_USER_SEND_RARP) so that switches learn where the guest's MAC now is.
+ */
+export function rarpFrame(mac: Buffer): Buffer {
+  if (mac.length !== 6) throw new RangeError(`RARP: a MAC of ${mac.length} bytes`);
+  const f = Buffer.alloc(60);
+  f.fill(0xff, 0, 6);
+  mac.copy(f, 6);
+  f.writeUInt16BE(0x8035, 12);
+  f.writeUInt16BE(1, 14); // htype Ethernet
+  f.writeUInt16BE(0x0800, 16); // ptype IPv4
+  f.writeUInt8(6, 18);
+  f.writeUInt8(4, 19);
+  f.writeUInt16BE(3, 20); // RARP request (reverse)
+  mac.copy(f, 22); // sender hardware address
+  mac.copy(f, 32); // target hardware address
+  return f;
 }
 
 /** TUNGETIFF flags of an attached fd. */

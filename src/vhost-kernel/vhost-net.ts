@@ -3,18 +3,18 @@
  * behaviour from drivers/vhost/vhost.c and drivers/vhost/net.c).
  *
  * A vhost-net fd serves exactly two rings, index 0 = RX and 1 = TX (VHOST_NET_VQ_RX/TX), so
- * device ring q of a multi-queue virtio-net device goes to the fd of queue pair q >> 1 as index
- * q & 1 (virtio spec 1.2 5.1.2: receiveq1 = 0, transmitq1 = 1, receiveq2 = 2, ...), as DPDK's
- * virtio_user vhost_kernel.c does. Ring methods here take the DEVICE ring number and map it
- * themselves, so errors name the ring the front-end knows: `VHOST_SET_VRING_NUM (ring 3): EINVAL`.
+ * device ring q of a multi-queue virtio-net device goes to the fd of its queue pair as index
+ * q & 1 (virtio.ts ringToPair), as DPDK's virtio_user vhost_kernel.c does. Ring methods here take
+ * the DEVICE ring number and map it themselves, so errors name the ring the front-end knows: `VHOST_SET_VRING_NUM (ring 3): EINVAL`.
  *
  * The layer stays thin on purpose, like QEMU's hw/virtio/vhost-backend.c: it does not remember
- * state or enforce order. The order the kernel needs (docs/kernel-ordering.md) is the bridge's.
+ * state or enforce order. The order the kernel needs (docs/kernel-ordering.md) is kept by the
+ * datapath that drives it (src/bridge/vhost-net-datapath.ts).
  */
 import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';
 import { hex } from '../format.js';
-import { FEATURE_NAMES, MAX_RING_SIZE, VIRTIO_NET_F } from '../virtio.js';
+import { FEATURE_NAMES, MAX_RING_SIZE, ringToPair, VIRTIO_NET_F } from '../virtio.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { VHOST } from './ioctls.js';
 import { type KernelVringAddr, u64, VHOST_VRING_STATE, vringAddr, vringFile, vringState } from './structs.js';
@@ -22,21 +22,12 @@ import { type KernelVringAddr, u64, VHOST_VRING_STATE, vringAddr, vringFile, vri
 /** Where the device usually is. */
 const VHOST_NET_PATH = '/dev/vhost-net';
 
-/** Device ring `ring` is ring `index` of the vhost-net fd of queue pair `pair`. */
-export function ringToPair(ring: number): { pair: number; index: 0 | 1 } {
-  if (!Number.isInteger(ring) || ring < 0) throw new RangeError(`ring ${ring} is not a ring number`);
-  return { pair: ring >> 1, index: (ring & 1) as 0 | 1 };
-}
-
-/** The device ring number of ring `index` (0 RX, 1 TX) of queue pair `pair`. */
-export const pairRing = (pair: number, index: 0 | 1): number => 2 * pair + index;
-
 /**
- * The vhost-net operations of one queue pair, one per ioctl. {@link VhostNet} implements it on the
- * real device; bridge unit tests may implement it with a recording fake.
+ * One vhost-net fd (one queue pair): one method per ioctl. {@link VhostNet} implements it on the
+ * real device; bridge unit tests implement it with a recording fake.
  * Ring arguments are DEVICE ring numbers (2 * pair + 0/1). fd arguments may be -1 to unbind.
  */
-export interface VhostNetOps {
+export interface VhostNetDevice {
   /** The queue pair this fd serves. */
   readonly pair: number;
   /** VHOST_SET_OWNER: the calling process owns the device; its address space is the one ring and region addresses refer to. */
@@ -82,7 +73,7 @@ export interface VhostNetOps {
 }
 
 /** The one vhost-net fd of one queue pair. */
-export class VhostNet implements VhostNetOps {
+export class VhostNet implements VhostNetDevice {
   #fd: number;
 
   private constructor(fd: number, readonly pair: number, readonly adopted: boolean) {

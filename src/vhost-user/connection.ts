@@ -104,6 +104,7 @@ export class Connection {
         if (e instanceof ControlTruncatedError) {
           const who = this.nameOf(this.rx.data.subarray(0, e.n));
           this.log.warn(`${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) (malformed; dropping the connection)`);
+          this.dispatcher.dropped(who, `more fds than the ${LIMITS.MAX_FDS} a message may carry`);
           this.close('MSG_CTRUNC');
           return;
         }
@@ -119,6 +120,7 @@ export class Connection {
         const partial = describePartial(this.framer.state());
         if (partial) {
           this.log.warn(partial);
+          this.dispatcher.dropped(this.nameOf(Buffer.alloc(0)), partial);
           this.close('EOF mid-message');
         } else {
           this.log.info('front-end disconnected');
@@ -132,6 +134,7 @@ export class Connection {
       } catch (e) {
         if (!(e instanceof Malformed)) throw e;
         this.log.warn(`${e.message} (malformed; dropping the connection)`);
+        this.dispatcher.dropped(this.nameOf(Buffer.alloc(0)), e.message);
         this.close('oversized payload');
         return;
       }

@@ -33,7 +33,8 @@
  *   6. the row's gate (protocol feature) is negotiated           -> Refused
  *   7. ring scope: index < backend.ringCount()                   -> Refused
  *   8. the row's semantic precondition                           -> Refused
- * then the handler (which may throw Refused, or any Error, treated alike).
+ * then the handler (which may throw Refused, or any Error, treated alike), and after every message,
+ * carried out or not, the back end's afterRequest (handler.ts): where it settles ring readiness.
  *
  * REPLY_ACK lives here only (vhost-user.rst "VHOST_USER_PROTOCOL_F_REPLY_ACK"): an `ack` row
  * answers u64 0/1 iff NEED_REPLY was set and REPLY_ACK negotiated; value rows always answer, and
@@ -122,10 +123,34 @@ export class Dispatcher implements Session {
    * back end (a handler that returned) or closed (every other path).
    */
   handle(msg: Message): Outcome {
-    const { header, fds } = msg;
-    const name = requestName(header.request);
-    const needReply = (header.flags & HEADER_FLAGS.NEED_REPLY) !== 0;
+    const name = requestName(msg.header.request);
+    const needReply = (msg.header.flags & HEADER_FLAGS.NEED_REPLY) !== 0;
     const seen: Seen = {};
+    let out = this.carryOut(msg, name, needReply, seen);
+    try {
+      this.backend.afterRequest({ request: name, result: out.result, reason: out.reason });
+    } catch (e) {
+      if (out.result === 'ok') out = this.fail(name, e, seen.spec, needReply);
+      else this.log.error(`${name}: after the failure: ${(e as Error).message}`);
+    }
+    return out;
+  }
+
+  /**
+   * A message the connection had to drop before the dispatcher could handle it (too many fds,
+   * oversized payload, EOF mid-message): the back end hears of it like of any dropped request.
+   */
+  dropped(request: string, reason: string): void {
+    try {
+      this.backend.afterRequest({ request, result: 'drop', reason });
+    } catch (e) {
+      this.log.error(`${request}: after the drop: ${(e as Error).message}`);
+    }
+  }
+
+  /** The checks, the handler and the reply of one message; afterRequest follows in handle(). */
+  private carryOut(msg: Message, name: string, needReply: boolean, seen: Seen): Outcome {
+    const { header, fds } = msg;
     try {
       this.check(msg, seen);
     } catch (e) {

@@ -14,6 +14,15 @@
  */
 import type { LogArea, MemoryRegion, VringAddr } from './messages.js';
 
+/** What became of one request: carried out (ok), refused and told (nack), or the connection dropped. */
+export interface RequestDone {
+  /** The request's name (`SET_VRING_NUM`). */
+  request: string;
+  result: 'ok' | 'nack' | 'drop';
+  /** Why a nack or drop. */
+  reason?: string;
+}
+
 export interface VhostUserBackend {
   /** Rings this back end serves (2 per queue pair); a ring index >= this is refused by the dispatcher. */
   ringCount(): number;
@@ -69,6 +78,14 @@ export interface VhostUserBackend {
   sendRarp(mac: Buffer): void;
   /** NET_SET_MTU (MTU): the MTU the guest was given. */
   netSetMtu(mtu: number): void;
+
+  /**
+   * After every message the dispatcher handled, carried out or not: the ONE place where the back end
+   * settles what follows from it (which rings run, as DPDK's vhost_user_msg_handler decides after
+   * each message), so handlers only record what the front-end said. A throw fails the request
+   * (NACK or drop) if it had succeeded.
+   */
+  afterRequest(done: RequestDone): void;
 
   /** The front-end disconnected (or was dropped): stop everything and release every resource. */
   disconnected(): void;

@@ -2,42 +2,76 @@
  * The kernel side of bridge unit tests: vhost-net fds are test/vhost-kernel's RecordingVhostNet
  * (it refuses what the real kernel refused in the lab, with the same errnos), all reporting into
  * one journal together with a recording tap, so a test can check the order of calls across queue
- * pairs and the tap. This is not the proof that the bridge works: the lab tests are.
+ * pairs and the tap. The real VhostNetDatapath and VhostUserSession run on top. This is not the
+ * proof that the bridge works: the lab tests are.
  */
-import type { TapPort, VhostNetSource } from '../../src/bridge/ports.js';
-import type { VhostNetOps } from '../../src/vhost-kernel/index.js';
-import { RecordingVhostNet, type Call as KernelCall } from '../vhost-kernel/fake-vhost-net.js';
-
-/** One journal entry: who (`vhost0`, `vhost1`, `tap`, `source`), the operation, its main arguments. */
-export type Call = [who: string, op: string, ...args: unknown[]];
+import { VhostUserSession } from '../../src/bridge/session.js';
+import type { DeviceListener } from '../../src/bridge/status.js';
+import { VhostNetDatapath, type VhostNetProvider } from '../../src/bridge/vhost-net-datapath.js';
+import type { Logger } from '../../src/log.js';
+import type { TapDevice, VhostNetDevice } from '../../src/vhost-kernel/index.js';
+import { RecordingVhostNet, type Call as VhostNetRecord } from '../vhost-kernel/fake-vhost-net.js';
 
 /** The lab kernel's VHOST_GET_FEATURES. */
 export const LAB_KERNEL_FEATURES = 0x33d008000n;
 
-/** A kernel call as a journal entry: ring ops as [op, ring, value], the memory table as [op, nregions]. */
-function entry(pair: number, c: KernelCall): Call {
-  const who = `vhost${pair}`;
-  if (c.op === 'setMemTable') return [who, c.op, (c.table as Buffer).readUInt32LE(0)];
-  if (c.op === 'setVringAddr') {
-    const a = c.addr as { desc: bigint; used: bigint; avail: bigint; log: bigint };
-    return [who, c.op, c.ring, a.desc, a.used, a.avail, a.log];
-  }
-  const rest = Object.entries(c).filter(([k]) => k !== 'op' && k !== 'ring' && k !== 'error').map(([, v]) => v);
-  return [who, c.op, ...(c.ring !== undefined ? [c.ring] : []), ...rest];
+/** What the recording tap saw. */
+export type TapCall =
+  | { op: 'setVnetHdrSize'; size: number }
+  | { op: 'setOffload'; flags: number }
+  | { op: 'setMtu'; mtu: number }
+  | { op: 'setQueueEnabled'; pair: number; enabled: boolean }
+  | { op: 'writeFrame'; pair: number; length: number };
+
+/**
+ * One journal entry: who received the call (`vhost0` = the vhost-net fd of queue pair 0, `tap`,
+ * `provider`) and the call as a typed record. A memory table is recorded as its region count.
+ */
+export type Call =
+  | ({ who: `vhost${number}` } & (Exclude<VhostNetRecord, { op: 'setMemTable' }> | { op: 'setMemTable'; regions: number; error?: string }))
+  | ({ who: 'tap' } & TapCall)
+  | { who: 'provider'; op: 'open' | 'release'; pair: number };
+
+/** The calls `who` received, without `who`: a list to compare with the calls a test expects. */
+export function callsTo(journal: readonly Call[], who: Call['who']): Record<string, unknown>[] {
+  return journal.filter((c) => c.who === who).map(({ who: _, ...rest }) => rest);
+}
+
+/** True if `call` has every field of `pattern` (deep equality per field). */
+function matches(call: Call, pattern: Partial<Record<string, unknown>>): boolean {
+  return Object.entries(pattern).every(([k, v]) => JSON.stringify((call as Record<string, unknown>)[k], big) === JSON.stringify(v, big));
+}
+const big = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
+
+/** The position of the first call with every field of `pattern` (-1 if none): for "this before that". */
+export function indexOfCall(journal: readonly Call[], pattern: Partial<Record<string, unknown>> & { op: string }): number {
+  return journal.findIndex((c) => matches(c, pattern));
+}
+
+/** Every call with every field of `pattern`. */
+export function callsLike(journal: readonly Call[], pattern: Partial<Record<string, unknown>> & { op: string }): Call[] {
+  return journal.filter((c) => matches(c, pattern));
+}
+
+function entry(pair: number, c: VhostNetRecord): Call {
+  const who = `vhost${pair}` as const;
+  if (c.op === 'setMemTable') return { who, op: c.op, regions: c.table.readUInt32LE(0), ...(c.error ? { error: c.error } : {}) };
+  return { who, ...c };
 }
 
 /** Hands out RecordingVhostNets and records their release; `onRelease` lets a test observe state at that moment. */
-export class FakeSource implements VhostNetSource {
+export class FakeVhostNetProvider implements VhostNetProvider {
   readonly devices: RecordingVhostNet[] = [];
   onRelease: ((pair: number) => void) | null = null;
   constructor(private readonly journal: Call[]) {}
   open(pair: number): RecordingVhostNet {
-    this.journal.push(['source', 'open', pair]);
+    this.journal.push({ who: 'provider', op: 'open', pair });
     const d = new RecordingVhostNet(pair, LAB_KERNEL_FEATURES, (p, c) => this.journal.push(entry(p, c)));
     this.devices.push(d);
     return d;
   }
-  release(pair: number, dev: VhostNetOps): void {
+  release(pair: number, dev: VhostNetDevice): void {
+    this.journal.push({ who: 'provider', op: 'release', pair });
     this.onRelease?.(pair);
     dev.close();
   }
@@ -49,30 +83,56 @@ export class FakeSource implements VhostNetSource {
   }
 }
 
-export class FakeTap implements TapPort {
+export class FakeTap implements TapDevice {
   readonly name = 'vbtap0';
   readonly frames: Buffer[] = [];
   mtu = 1500;
-  configured: bigint | null = null;
+  vnetHdrSize = 10;
+  offloads = 0;
   readonly queueEnabled = new Map<number, boolean>();
   constructor(private readonly journal: Call[]) {}
-  queueFd(pair: number): number {
+  /** Queue fd of pair p: 100 + p (never used as an fd: the fake kernel only records it). */
+  fd(pair: number): number {
     return 100 + pair;
   }
-  configure(negotiated: bigint): void {
-    this.journal.push(['tap', 'configure', negotiated]);
-    this.configured = negotiated;
+  setVnetHdrSize(size: number): void {
+    this.journal.push({ who: 'tap', op: 'setVnetHdrSize', size });
+    this.vnetHdrSize = size;
+  }
+  setOffload(flags: number): number {
+    this.journal.push({ who: 'tap', op: 'setOffload', flags });
+    this.offloads = flags;
+    return flags;
   }
   setMtu(mtu: number): void {
-    this.journal.push(['tap', 'setMtu', mtu]);
+    this.journal.push({ who: 'tap', op: 'setMtu', mtu });
     this.mtu = mtu;
   }
   setQueueEnabled(pair: number, enabled: boolean): void {
-    this.journal.push(['tap', 'setQueueEnabled', pair, enabled]);
+    this.journal.push({ who: 'tap', op: 'setQueueEnabled', pair, enabled });
     this.queueEnabled.set(pair, enabled);
   }
   writeFrame(frame: Buffer, pair = 0): void {
-    this.journal.push(['tap', 'writeFrame', pair, frame.length]);
+    this.journal.push({ who: 'tap', op: 'writeFrame', pair, length: frame.length });
     this.frames.push(frame);
   }
+}
+
+export interface FakePortOptions {
+  queuePairs: number;
+  offered: bigint;
+  log?: Logger;
+  onEvent?: DeviceListener;
+}
+
+/** A session on a VhostNetDatapath on the recording kernel, all calls in one journal. */
+export function fakePort(o: FakePortOptions) {
+  const journal: Call[] = [];
+  const vhostNet = new FakeVhostNetProvider(journal);
+  const tap = new FakeTap(journal);
+  const datapath = new VhostNetDatapath({
+    queuePairs: o.queuePairs, offered: o.offered, vhostNetFeatures: LAB_KERNEL_FEATURES, vhostNet, tap, maxMemSlots: 64, log: o.log,
+  });
+  const session = new VhostUserSession({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });
+  return { journal, vhostNet, tap, datapath, session };
 }

@@ -8,23 +8,20 @@
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { bit } from '../../src/bits.js';
-import { BridgeDevice } from '../../src/bridge/device.js';
 import { captureLog } from '../../src/log.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
 import { readTrace } from '../../src/vhost-user/trace.js';
-import { VHOST_F, VIRTIO_F } from '../../src/virtio.js';
 import { openFdCount } from '../fdcount.js';
 import { FdFactory } from '../vhost-user/replay-fds.js';
-import { FakeSource, FakeTap, LAB_KERNEL_FEATURES, type Call } from './fake-kernel.js';
+import { callsLike, fakePort, indexOfCall, type Call, type FakeVhostNetProvider } from './fake-kernel.js';
 
 const fixtures = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures');
 
 for (const file of ['qemu72-session.msgpack', 'qemu72-session-mem-slots.msgpack']) {
   describe(`bridge device: replay of a real QEMU 7.2 session (${file})`, () => {
-    const journal: Call[] = [];
-    let source: FakeSource;
+    let journal: Call[] = [];
+    let source: FakeVhostNetProvider;
     let warnings: string[] = [];
     let fdsBefore = 0;
     const attachedBeforeStop: boolean[] = [];
@@ -33,21 +30,20 @@ for (const file of ['qemu72-session.msgpack', 'qemu72-session-mem-slots.msgpack'
       fdsBefore = openFdCount();
       const { header, events } = readTrace(join(fixtures, file));
       const meta = header.meta as { features: string; queuePairs: number };
-      source = new FakeSource(journal);
-      const tap = new FakeTap(journal);
-      const device = new BridgeDevice({
-        queuePairs: meta.queuePairs,
-        offeredFeatures: BigInt(meta.features),
-        kernelFeatures: (n) => n & LAB_KERNEL_FEATURES & ~bit(VHOST_F.NET_VIRTIO_NET_HDR) & ~bit(VIRTIO_F.ACCESS_PLATFORM),
-        tap, vhostNet: source, maxMemSlots: 64,
-      });
+      const port = fakePort({ queuePairs: meta.queuePairs, offered: BigInt(meta.features) });
+      source = port.vhostNet;
+      const device = port.session;
+      journal = port.journal;
       const factory = new FdFactory();
       const cap = captureLog('warn');
       try {
         let d: Dispatcher | null = null;
         let stopping = false;
         for (const e of events) {
-          if (e.e === 'connect') d = new Dispatcher(device);
+          if (e.e === 'connect') {
+            d = new Dispatcher(device);
+            device.connected();
+          }
           else if (e.e === 'msg') {
             if (e.request === 11 && !stopping) {
               stopping = true; // first GET_VRING_BASE: the guest is powering off
@@ -69,22 +65,24 @@ for (const file of ['qemu72-session.msgpack', 'qemu72-session-mem-slots.msgpack'
 
     it('had all four rings attached to the tap while the guest ran', () => {
       expect(attachedBeforeStop).to.deep.equal([true, true, true, true]);
-      const attaches = journal.filter((c) => c[1] === 'netSetBackend' && (c[3] as number) >= 0);
-      expect(attaches.map((c) => `${c[0]}:${c[2]}`).sort()).to.deep.equal(['vhost0:0', 'vhost0:1', 'vhost1:2', 'vhost1:3']);
+      const attaches = callsLike(journal, { op: 'netSetBackend' }).filter((c) => 'fd' in c && c.fd >= 0);
+      expect(attaches.map((c) => ({ who: c.who, ring: 'ring' in c ? c.ring : null }))).to.have.deep.members([
+        { who: 'vhost0', ring: 0 }, { who: 'vhost0', ring: 1 }, { who: 'vhost1', ring: 2 }, { who: 'vhost1', ring: 3 },
+      ]);
     });
 
     it('gave each vhost-net fd the guest RAM once', () => {
       for (const who of ['vhost0', 'vhost1']) {
-        expect(journal.filter((c) => c[0] === who && c[1] === 'setMemTable'), who).to.have.length(1);
+        expect(callsLike(journal, { who, op: 'setMemTable' }), who).to.have.length(1);
       }
     });
 
     it('detached every ring before reading its base at the stop', () => {
       for (const who of ['vhost0', 'vhost1']) {
-        const mine = journal.filter((c) => c[0] === who);
-        for (const idx of who === 'vhost0' ? [0, 1] : [2, 3]) {
-          const get = mine.findIndex((c) => c[1] === 'getVringBase' && c[2] === idx);
-          const detach = mine.findIndex((c) => c[1] === 'netSetBackend' && c[2] === idx && c[3] === -1);
+        for (const ring of who === 'vhost0' ? [0, 1] : [2, 3]) {
+          const idx = ring;
+          const get = indexOfCall(journal, { who, op: 'getVringBase', ring });
+          const detach = indexOfCall(journal, { who, op: 'netSetBackend', ring, fd: -1 });
           expect(detach, `${who} ring ${idx} detached`).to.be.at.least(0);
           expect(detach, `${who} ring ${idx}: detach before GET_VRING_BASE`).to.be.lessThan(get);
         }

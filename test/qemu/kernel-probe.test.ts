@@ -37,7 +37,7 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
   });
 
   it('creates a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR that ip link lists with vnet_hdr on', () => {
-    console.log(`      TUNGETFEATURES = 0x${Tap.kernelFeatures().toString(16)}`);
+    console.log(`      TUNGETFEATURES = 0x${Tap.tunFeatures().toString(16)}`);
     const tap = Tap.open(tapName('i3'));
     cleanup.push(() => tap.close());
     expect(tap.flags & TAP_FLAGS).to.equal(TAP_FLAGS);

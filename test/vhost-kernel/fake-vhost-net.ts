@@ -11,16 +11,31 @@
  * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE.
  */
 import { SysError } from '../../src/sys/index.js';
-import { type KernelVringAddr, ringToPair, type VhostNetOps } from '../../src/vhost-kernel/index.js';
+import { type KernelVringAddr, ringToPair, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
 
-/** One recorded call: the method name, its arguments, and the errno code if the fake refused it. */
-export type Call = { op: string; ring?: number; error?: string } & Record<string, unknown>;
+/** One call of VhostNetDevice as a typed record: the method and its arguments (ring = DEVICE ring number). */
+export type VhostNetCall =
+  | { op: 'setOwner' | 'resetOwner' | 'getFeatures' | 'getBackendFeatures' | 'close' }
+  | { op: 'setFeatures' | 'setBackendFeatures'; features: bigint }
+  | { op: 'setMemTable'; table: Buffer }
+  | { op: 'setLogBase'; addr: bigint }
+  | { op: 'setLogFd'; fd: number }
+  | { op: 'setVringNum'; ring: number; num: number }
+  | { op: 'setVringBase'; ring: number; base: number }
+  | { op: 'getVringBase'; ring: number }
+  | { op: 'setVringAddr'; ring: number; addr: KernelVringAddr }
+  | { op: 'setVringEndian'; ring: number; bigEndian: boolean }
+  | { op: 'setVringKick' | 'setVringCall' | 'setVringErr' | 'netSetBackend'; ring: number; fd: number }
+  | { op: 'setVringBusyloopTimeout'; ring: number; usecs: number };
+
+/** One recorded call, with the errno code if the fake refused it. */
+export type Call = VhostNetCall & { error?: string };
 
 const EPERM = 1, EBADF = 9, EFAULT = 14, EBUSY = 16, EINVAL = 22, EOPNOTSUPP = 95;
 
 interface RingState { num?: number; base: number; addr?: KernelVringAddr; backend: number }
 
-export class RecordingVhostNet implements VhostNetOps {
+export class RecordingVhostNet implements VhostNetDevice {
   readonly calls: Call[] = [];
   private owner = false;
   private closedFlag = false;
@@ -72,13 +87,13 @@ export class RecordingVhostNet implements VhostNetOps {
   }
 
   setOwner(): void {
-    this.dev('setOwner', 'VHOST_SET_OWNER', {}, false);
+    this.dev({ op: 'setOwner' }, 'VHOST_SET_OWNER', false);
     if (this.owner) throw this.refuse(this.devName('VHOST_SET_OWNER'), EBUSY);
     this.owner = true;
   }
 
   resetOwner(): void {
-    this.dev('resetOwner', 'VHOST_RESET_OWNER', {});
+    this.dev({ op: 'resetOwner' }, 'VHOST_RESET_OWNER');
     this.owner = false;
     this.memTable = undefined;
     this.rings = [{ base: 0, backend: -1 }, { base: 0, backend: -1 }];
@@ -86,57 +101,57 @@ export class RecordingVhostNet implements VhostNetOps {
   }
 
   getFeatures(): bigint {
-    this.dev('getFeatures', 'VHOST_GET_FEATURES', {}, false);
+    this.dev({ op: 'getFeatures' }, 'VHOST_GET_FEATURES', false);
     return this.kernelFeatures;
   }
 
   setFeatures(features: bigint): void {
-    this.dev('setFeatures', 'VHOST_SET_FEATURES', { features }, false);
+    this.dev({ op: 'setFeatures', features }, 'VHOST_SET_FEATURES', false);
     if (features & ~this.kernelFeatures) throw this.refuse(this.devName('VHOST_SET_FEATURES'), EOPNOTSUPP);
     this.features = features;
   }
 
   getBackendFeatures(): bigint {
-    this.dev('getBackendFeatures', 'VHOST_GET_BACKEND_FEATURES', {}, false);
+    this.dev({ op: 'getBackendFeatures' }, 'VHOST_GET_BACKEND_FEATURES', false);
     return 0x2n;
   }
 
   setBackendFeatures(features: bigint): void {
-    this.dev('setBackendFeatures', 'VHOST_SET_BACKEND_FEATURES', { features }, false);
+    this.dev({ op: 'setBackendFeatures', features }, 'VHOST_SET_BACKEND_FEATURES', false);
     if (features & ~0x2n) throw this.refuse(this.devName('VHOST_SET_BACKEND_FEATURES'), EOPNOTSUPP);
     this.backendFeatures = features;
   }
 
   setMemTable(table: Buffer): void {
-    this.dev('setMemTable', 'VHOST_SET_MEM_TABLE', { table: Buffer.from(table) });
+    this.dev({ op: 'setMemTable', table: Buffer.from(table) }, 'VHOST_SET_MEM_TABLE');
     this.memTable = Buffer.from(table);
   }
 
   setLogBase(addr: bigint): void {
-    this.dev('setLogBase', 'VHOST_SET_LOG_BASE', { addr });
+    this.dev({ op: 'setLogBase', addr }, 'VHOST_SET_LOG_BASE');
     this.logBase = addr;
   }
 
   setLogFd(fd: number): void {
-    this.dev('setLogFd', 'VHOST_SET_LOG_FD', { fd });
+    this.dev({ op: 'setLogFd', fd }, 'VHOST_SET_LOG_FD');
   }
 
   setVringNum(ring: number, num: number): void {
-    const r = this.ring('setVringNum', 'VHOST_SET_VRING_NUM', ring, { num });
+    const r = this.ring({ op: 'setVringNum', ring, num }, 'VHOST_SET_VRING_NUM');
     if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EBUSY);
     if (!num || num > 0xffff || (num & (num - 1))) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EINVAL);
     r.num = num;
   }
 
   setVringAddr(ring: number, addr: KernelVringAddr): void {
-    const r = this.ring('setVringAddr', 'VHOST_SET_VRING_ADDR', ring, { addr: { ...addr } });
+    const r = this.ring({ op: 'setVringAddr', ring, addr: { ...addr } }, 'VHOST_SET_VRING_ADDR');
     if (addr.flags & ~1) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EOPNOTSUPP);
     if ((addr.avail & 1n) || (addr.used & 3n) || (addr.log & 3n)) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EINVAL);
     r.addr = { ...addr };
   }
 
   setVringBase(ring: number, base: number): void {
-    const r = this.ring('setVringBase', 'VHOST_SET_VRING_BASE', ring, { base });
+    const r = this.ring({ op: 'setVringBase', ring, base }, 'VHOST_SET_VRING_BASE');
     if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EBUSY);
     if (base > 0xffff) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EINVAL);
     r.base = base;
@@ -144,31 +159,31 @@ export class RecordingVhostNet implements VhostNetOps {
   }
 
   getVringBase(ring: number): number {
-    return (this.ring('getVringBase', 'VHOST_GET_VRING_BASE', ring, {}).base + this.processed[this.index(ring)]) & 0xffff;
+    return (this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base + this.processed[this.index(ring)]) & 0xffff;
   }
 
   setVringEndian(ring: number, bigEndian: boolean): void {
-    this.ring('setVringEndian', 'VHOST_SET_VRING_ENDIAN', ring, { bigEndian });
+    this.ring({ op: 'setVringEndian', ring, bigEndian }, 'VHOST_SET_VRING_ENDIAN');
   }
 
   setVringKick(ring: number, fd: number): void {
-    this.ring('setVringKick', 'VHOST_SET_VRING_KICK', ring, { fd });
+    this.ring({ op: 'setVringKick', ring, fd }, 'VHOST_SET_VRING_KICK');
   }
 
   setVringCall(ring: number, fd: number): void {
-    this.ring('setVringCall', 'VHOST_SET_VRING_CALL', ring, { fd });
+    this.ring({ op: 'setVringCall', ring, fd }, 'VHOST_SET_VRING_CALL');
   }
 
   setVringErr(ring: number, fd: number): void {
-    this.ring('setVringErr', 'VHOST_SET_VRING_ERR', ring, { fd });
+    this.ring({ op: 'setVringErr', ring, fd }, 'VHOST_SET_VRING_ERR');
   }
 
   setVringBusyloopTimeout(ring: number, usecs: number): void {
-    this.ring('setVringBusyloopTimeout', 'VHOST_SET_VRING_BUSYLOOP_TIMEOUT', ring, { usecs });
+    this.ring({ op: 'setVringBusyloopTimeout', ring, usecs }, 'VHOST_SET_VRING_BUSYLOOP_TIMEOUT');
   }
 
   netSetBackend(ring: number, fd: number): void {
-    const r = this.ring('netSetBackend', 'VHOST_NET_SET_BACKEND', ring, { fd });
+    const r = this.ring({ op: 'netSetBackend', ring, fd }, 'VHOST_NET_SET_BACKEND');
     if (fd >= 0 && (!this.memTable || r.num === undefined || r.addr === undefined)) {
       throw this.refuse(`VHOST_NET_SET_BACKEND (ring ${ring})`, EFAULT);
     }
@@ -185,15 +200,16 @@ export class RecordingVhostNet implements VhostNetOps {
     this.onCall?.(this.pair, c);
   }
 
-  private dev(op: string, ioctl: string, args: Record<string, unknown>, needOwner = true): void {
-    this.record({ op, ...args });
+  private dev(call: VhostNetCall, ioctl: string, needOwner = true): void {
+    this.record(call);
     if (this.closedFlag) throw this.refuse(this.devName(ioctl), EBADF);
     if (needOwner && !this.owner) throw this.refuse(this.devName(ioctl), EPERM);
   }
 
-  private ring(op: string, ioctl: string, ring: number, args: Record<string, unknown>): RingState {
+  private ring(call: VhostNetCall & { ring: number }, ioctl: string): RingState {
+    const ring = call.ring;
     const index = this.index(ring);
-    this.record({ op, ring, ...args });
+    this.record(call);
     if (this.closedFlag) throw this.refuse(`${ioctl} (ring ${ring})`, EBADF);
     if (!this.owner) throw this.refuse(`${ioctl} (ring ${ring})`, EPERM);
     return this.rings[index];

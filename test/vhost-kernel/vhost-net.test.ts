@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import * as sys from '../../src/sys/index.js';
-import { KernelError, pairRing, ringToPair, VhostNet, type VhostNetOps } from '../../src/vhost-kernel/index.js';
+import { KernelError, pairRing, ringToPair, VhostNet, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
 import { RecordingVhostNet } from './fake-vhost-net.js';
 
 describe('vhost-kernel: VhostNet', () => {
@@ -83,8 +83,8 @@ describe('vhost-kernel: VhostNet', () => {
     }
   });
 
-  it('a recording fake implements VhostNetOps and enforces the rules the lab showed', () => {
-    const vn: VhostNetOps = new RecordingVhostNet(1);
+  it('a recording fake implements VhostNetDevice and enforces the rules the lab showed', () => {
+    const vn: VhostNetDevice = new RecordingVhostNet(1);
     vn.setOwner();
     expect(() => vn.setOwner()).to.throw(sys.SysError, /^VHOST_SET_OWNER \(queue pair 1\): EBUSY/);
     expect(() => vn.setFeatures(1n)).to.throw(sys.SysError, /^VHOST_SET_FEATURES \(queue pair 1\): EOPNOTSUPP/);

@@ -1,6 +1,6 @@
 /** Feature words and back-end configurations shared by the vhost-user tests. */
 import { maskOf } from '../../src/bits.js';
-import { BRIDGE_PROTOCOL_FEATURES } from '../../src/bridge/device.js';
+import { BRIDGE_PROTOCOL_FEATURES } from '../../src/bridge/session.js';
 import { VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
 import type { RecordingConfig } from './recording-backend.js';
 

@@ -12,7 +12,7 @@ import { has } from '../../src/bits.js';
 import { MemTable, MemTableError } from '../../src/memtable/index.js';
 import { closeAll, closeQuiet, fstat } from '../../src/sys/index.js';
 import { Refused } from '../../src/vhost-user/errors.js';
-import type { VhostUserBackend } from '../../src/vhost-user/handler.js';
+import type { RequestDone, VhostUserBackend } from '../../src/vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../../src/vhost-user/messages.js';
 import { VIRTIO_F } from '../../src/virtio.js';
 
@@ -162,6 +162,12 @@ export class RecordingBackend implements VhostUserBackend {
   }
   netSetMtu(mtu: number): void {
     this.record('netSetMtu', mtu);
+  }
+
+  /** What the dispatcher reported after each message (kept apart from `calls`: those are the requests). */
+  readonly done: RequestDone[] = [];
+  afterRequest(done: RequestDone): void {
+    this.done.push(done);
   }
 
   disconnected(): void {

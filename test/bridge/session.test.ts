@@ -1,12 +1,18 @@
+/**
+ * The vhost-user session on the vhost-net datapath, on the recording kernel (fake-kernel.ts): what
+ * reaches the kernel, in which order, for the request sequences QEMU 7.2 sends.
+ */
 import { expect } from 'chai';
-import { BridgeDevice, rarpFrame } from '../../src/bridge/device.js';
+import type { VhostUserSession } from '../../src/bridge/session.js';
+import type { DeviceEvent } from '../../src/bridge/status.js';
 import { bit, maskOf } from '../../src/bits.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
+import { rarpFrame } from '../../src/vhost-kernel/index.js';
 import { Refused } from '../../src/vhost-user/errors.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_NET_F } from '../../src/virtio.js';
 import { openFdCount } from '../fdcount.js';
-import { FakeSource, FakeTap, LAB_KERNEL_FEATURES, type Call } from './fake-kernel.js';
+import { callsLike, callsTo, fakePort, indexOfCall } from './fake-kernel.js';
 
 const MiB = 1n << 20n;
 const QVA = 0x7f00_0000_0000n;
@@ -22,7 +28,7 @@ const ringAt = (q: number, base = QVA) => {
 };
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
-const live: BridgeDevice[] = [];
+const live: VhostUserSession[] = [];
 /** Installed in each describe: every device is disconnected, and no test leaves guest memory mapped. */
 function leakGuard() {
   afterEach(() => {
@@ -31,16 +37,36 @@ function leakGuard() {
   });
 }
 
-function setup(queuePairs = 2) {
-  const journal: Call[] = [];
-  const source = new FakeSource(journal);
-  const tap = new FakeTap(journal);
-  const dev = new BridgeDevice({
-    queuePairs, offeredFeatures: OFFERED, kernelFeatures: (n) => n & LAB_KERNEL_FEATURES & ~bit(27),
-    tap, vhostNet: source, maxMemSlots: 64, log: quiet,
+/**
+ * The session as the dispatcher drives it: every request is followed by afterRequest (where the
+ * session decides which rings run), with its outcome.
+ */
+function asDispatched(session: VhostUserSession): VhostUserSession {
+  return new Proxy(session, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function' || prop === 'afterRequest' || prop === 'disconnected' || prop === 'status') return v;
+      return (...args: unknown[]) => {
+        const request = String(prop);
+        let out: unknown;
+        try {
+          out = v.apply(target, args);
+        } catch (e) {
+          target.afterRequest({ request, result: 'nack', reason: (e as Error).message });
+          throw e;
+        }
+        target.afterRequest({ request, result: 'ok' });
+        return out;
+      };
+    },
   });
-  live.push(dev);
-  return { journal, source, tap, dev };
+}
+
+function setup(queuePairs = 2) {
+  const events: DeviceEvent[] = [];
+  const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent: (e) => events.push(e) });
+  live.push(session);
+  return { journal, source: vhostNet, tap, dev: asDispatched(session), events };
 }
 
 function guestMemory(size = MiB) {
@@ -50,7 +76,7 @@ function guestMemory(size = MiB) {
 }
 
 /** SET_OWNER, the rings QEMU enables at realize, SET_FEATURES and one 1 MiB memory region: the device as QEMU leaves it before the rings. */
-function ready(dev: BridgeDevice, enable: number[] = []) {
+function ready(dev: VhostUserSession, enable: number[] = []) {
   dev.setOwner();
   for (const q of enable) dev.setVringEnable(q, true);
   dev.setFeatures(ACKED);
@@ -60,7 +86,7 @@ function ready(dev: BridgeDevice, enable: number[] = []) {
 }
 
 /** A QEMU-7.2-shaped start of one queue pair (transcript run A): rings 2p and 2p+1 configured and kicked. */
-function startPair(dev: BridgeDevice, p: number, fds: number[]) {
+function startPair(dev: VhostUserSession, p: number, fds: number[]) {
   for (const q of [2 * p, 2 * p + 1]) {
     dev.setVringNum(q, NUM);
     dev.setVringBase(q, 0);
@@ -71,8 +97,6 @@ function startPair(dev: BridgeDevice, p: number, fds: number[]) {
     dev.setVringCall(q, call);
   }
 }
-
-const ops = (j: Call[], who?: string) => j.filter((c) => !who || c[0] === who).map((c) => c.slice(1).join(' '));
 
 describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () => {
   leakGuard();
@@ -99,9 +123,10 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
     expect(source.live(1).attached(2)).to.equal(true);
     expect(source.live(1).attached(3)).to.equal(true);
     // Order on pair 0: everything the kernel reads at attach came before the attach.
-    const p0 = ops(journal, 'vhost0');
-    expect(p0.indexOf('netSetBackend 0 100')).to.be.greaterThan(p0.indexOf('setVringKick 0 '));
-    expect(p0.indexOf('setMemTable 1')).to.be.lessThan(p0.findIndex((o) => o.startsWith('setVringAddr 0 ')));
+    const attach = indexOfCall(journal, { who: 'vhost0', op: 'netSetBackend', ring: 0, fd: 100 });
+    expect(attach).to.be.greaterThan(indexOfCall(journal, { who: 'vhost0', op: 'setVringKick', ring: 0 }));
+    expect(indexOfCall(journal, { who: 'vhost0', op: 'setMemTable', regions: 1 }))
+      .to.be.lessThan(indexOfCall(journal, { who: 'vhost0', op: 'setVringAddr', ring: 0 }));
     // The kernel got the negotiated word without what it does not know (CSUM, PROTOCOL_FEATURES).
     expect(source.live(0).features).to.equal(0x1_3000_8000n);
     dev.disconnected();
@@ -143,7 +168,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
     k.advance(1, 14);
     journal.length = 0;
     expect(dev.getVringBase(1)).to.equal(14);
-    expect(ops(journal, 'vhost0')).to.deep.equal(['netSetBackend 1 -1', 'getVringBase 1']);
+    expect(callsTo(journal, 'vhost0')).to.deep.equal([{ op: 'netSetBackend', ring: 1, fd: -1 }, { op: 'getVringBase', ring: 1 }]);
     expect(k.attached(1)).to.equal(false);
     dev.setVringEnable(1, true);
     expect(k.attached(1), 'SET_VRING_ENABLE after a stop must not re-attach').to.equal(false);
@@ -216,7 +241,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
     dev.setVringEnable(0, true);
     dev.setFeatures(ACKED);
     dev.setOwner();
-    expect(source.live(0).calls.some((c) => c.op === 'setVringCall' && c.ring === 0 && (c.fd as number) >= 0)).to.equal(true);
+    expect(source.live(0).calls.some((c) => c.op === 'setVringCall' && c.ring === 0 && c.fd >= 0)).to.equal(true);
     expect(source.live(0).features).to.equal(0x1_3000_8000n);
     dev.disconnected();
   });
@@ -246,11 +271,14 @@ describe('bridge device: memory', () => {
     journal.length = 0;
     dev.setMemTable([b.region], [b.fd]);
     expect(mappedRegionCount()).to.equal(1);
-    expect(ops(journal, 'vhost0')).to.deep.equal([
-      'netSetBackend 0 -1', 'setMemTable 1',
-      `setVringAddr 0 ${source.live(0).ringState(0).addr!.desc} ${source.live(0).ringState(0).addr!.used} ${source.live(0).ringState(0).addr!.avail} ${ringAt(0).log}`,
-      `setVringAddr 1 ${source.live(0).ringState(1).addr!.desc} ${source.live(0).ringState(1).addr!.used} ${source.live(0).ringState(1).addr!.avail} ${ringAt(1).log}`,
-      'netSetBackend 0 100',
+    const k = source.live(0);
+    const addr = (q: number) => ({ ...k.ringState(q).addr!, log: ringAt(q).log });
+    expect(callsTo(journal, 'vhost0')).to.deep.equal([
+      { op: 'netSetBackend', ring: 0, fd: -1 },
+      { op: 'setMemTable', regions: 1 },
+      { op: 'setVringAddr', ring: 0, addr: addr(0) },
+      { op: 'setVringAddr', ring: 1, addr: addr(1) },
+      { op: 'netSetBackend', ring: 0, fd: 100 },
     ]);
     expect(source.live(0).ringState(0).addr!.desc).to.equal(source.live(0).memory![0].uaddr + 0x10000n);
     dev.disconnected();
@@ -275,7 +303,7 @@ describe('bridge device: memory', () => {
     const a = guestMemory();
     const aAgain = sys.dup(a.fd);
     dev.addMemReg(a.region, a.fd);
-    const tables = () => journal.filter((c) => c[1] === 'setMemTable').length;
+    const tables = () => callsLike(journal, { op: 'setMemTable' }).length;
     const n = tables();
     dev.addMemReg(a.region, aAgain);
     expect(tables(), 'a repeated region is not given to the kernel again').to.equal(n);
@@ -324,7 +352,7 @@ describe('bridge device: lifecycle', () => {
     source.onRelease = () => { mappedAtRelease = mappedRegionCount(); };
     journal.length = 0;
     dev.disconnected();
-    expect(ops(journal, 'vhost0')).to.deep.equal(['netSetBackend 0 -1', 'close']);
+    expect(callsTo(journal, 'vhost0')).to.deep.equal([{ op: 'netSetBackend', ring: 0, fd: -1 }, { op: 'close' }]);
     expect(mappedAtRelease, 'guest memory still mapped while the kernel holds it').to.equal(1);
     expect(mappedRegionCount()).to.equal(0);
     expect(openFdCount()).to.equal(fdsBefore);

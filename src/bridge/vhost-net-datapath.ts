@@ -1,0 +1,286 @@
+/**
+ * The first Datapath (datapath.ts): the kernel's vhost-net, one fd per queue pair, serving its two
+ * rings on the tap queue of that pair. No packet and no interrupt crosses this process: the kernel
+ * gets the memory table (guest-physical -> this process's mapping), the translated ring
+ * addresses and the front-end's kick, call and err eventfds as they are.
+ *
+ * The kernel's ordering rules live here (docs/architecture.md "vhost-net ordering"; verified in
+ * the lab, test/qemu/kernel-errors.test.ts):
+ *  - open: one vhost-net fd per queue pair, VHOST_SET_OWNER by this process (whose address space
+ *    ring and region addresses refer to).
+ *  - start = VHOST_NET_SET_BACKEND(tap queue fd): the kernel reads the memory table, NUM, BASE,
+ *    ADDR and kick at that moment and fails with EFAULT without them; the session starts a ring
+ *    only when it is configured.
+ *  - While a ring is attached the kernel refuses SET_VRING_NUM/BASE (EBUSY) and checks a new
+ *    ADDR or memory table against it: the ring is detached around such a change and re-attached.
+ *  - GET_VRING_BASE detaches first, then reads the index.
+ *  - A new memory table reaches every fd before the old mappings go (the session unmaps after
+ *    setMemTable returns); at release the fds are given back before the session unmaps memory.
+ */
+import { hex } from '../format.js';
+import { log as defaultLog, type Logger } from '../log.js';
+import type { MemTable } from '../memtable/index.js';
+import { maxMemSlots } from '../memtable/index.js';
+import { SysError } from '../sys/index.js';
+import {
+  rarpFrame, type TapDevice, tapOffloadFlags, toKernel, VhostNet, type VhostNetDevice, vnetHdrSize,
+} from '../vhost-kernel/index.js';
+import { ringName, ringToPair } from '../virtio.js';
+import type { Datapath, DatapathRingAddr } from './datapath.js';
+
+/** How the datapath gets a vhost-net fd for a queue pair at open(), and gives it back at release(). */
+export interface VhostNetProvider {
+  /** A vhost-net fd for `pair`, not yet owned (the datapath calls setOwner). */
+  open(pair: number): VhostNetDevice;
+  /**
+   * The session is over: close the fd, or, for an fd adopted from a manager (`--vhost-fd`), which
+   * cannot be reopened, reset it (VHOST_RESET_OWNER) and keep it for the next session.
+   */
+  release(pair: number, dev: VhostNetDevice): void;
+}
+
+/**
+ * Opens /dev/vhost-net per session, or hands out the fds a manager gave (--vhost-fd): those cannot
+ * be reopened, so between sessions they are reset (VHOST_RESET_OWNER: rings, memory table and
+ * worker gone, owner cleared) and kept.
+ */
+export class KernelVhostNetProvider implements VhostNetProvider {
+  constructor(private readonly adopted: VhostNet[] | null, private readonly log: Logger = defaultLog) {}
+
+  open(pair: number): VhostNetDevice {
+    return this.adopted ? this.adopted[pair] : VhostNet.open(pair);
+  }
+
+  release(pair: number, dev: VhostNetDevice): void {
+    if (!this.adopted) {
+      dev.close();
+      return;
+    }
+    try {
+      dev.resetOwner();
+    } catch (e) {
+      // EPERM: never owned in this session (SET_OWNER failed part way): nothing to reset.
+      if (!(e instanceof SysError && e.errno === 1)) throw e;
+    }
+    this.log.debug(`vhost-net fd of queue pair ${pair} reset for the next session (adopted, kept open)`);
+  }
+
+  /** Close adopted fds at shutdown. */
+  close(): void {
+    for (const v of this.adopted ?? []) v.close();
+  }
+}
+
+export interface VhostNetDatapathConfig {
+  queuePairs: number;
+  /** The feature word offered to the front-end (vhost-kernel/features.ts offeredToFrontEnd). */
+  offered: bigint;
+  /** VHOST_GET_FEATURES of the kernel's vhost-net: VHOST_SET_FEATURES gets its share of the negotiated word (features.toKernel). */
+  vhostNetFeatures: bigint;
+  vhostNet: VhostNetProvider;
+  tap: TapDevice;
+  /** GET_MAX_MEM_SLOTS; default: the kernel's max_mem_regions. */
+  maxMemSlots?: number;
+  log?: Logger;
+}
+
+/** What the datapath remembers of a ring: enough to log, and whether the kernel serves it. */
+interface RingState {
+  num: number | undefined;
+  base: number;
+  attached: boolean;
+  enabled: boolean;
+}
+
+export class VhostNetDatapath implements Datapath {
+  readonly queuePairs: number;
+  readonly offered: bigint;
+  readonly maxMemSlots: number;
+  private readonly tap: TapDevice;
+  private readonly log: Logger;
+  /** One per queue pair, from open() to release(). */
+  private devices: VhostNetDevice[] | null = null;
+  private rings: RingState[];
+
+  constructor(private readonly cfg: VhostNetDatapathConfig) {
+    this.queuePairs = cfg.queuePairs;
+    this.offered = cfg.offered;
+    this.maxMemSlots = cfg.maxMemSlots ?? maxMemSlots();
+    this.tap = cfg.tap;
+    this.log = cfg.log ?? defaultLog;
+    this.rings = this.freshRings();
+  }
+
+  get name(): string {
+    return this.tap.name;
+  }
+
+  get opened(): boolean {
+    return this.devices !== null;
+  }
+
+  open(): void {
+    if (this.devices) throw new Error('vhost-net datapath: already open');
+    const opened: VhostNetDevice[] = [];
+    try {
+      for (let p = 0; p < this.queuePairs; p++) {
+        const v = this.cfg.vhostNet.open(p);
+        opened.push(v);
+        v.setOwner();
+      }
+    } catch (e) {
+      opened.forEach((v, p) => this.cfg.vhostNet.release(p, v));
+      throw e;
+    }
+    this.devices = opened;
+  }
+
+  release(why: string): void {
+    // Each step runs even if an earlier one failed: a release that stops halfway leaks.
+    const step = (what: string, f: () => void): void => {
+      try {
+        f();
+      } catch (e) {
+        this.log.warn(`${why}: ${what}: ${(e as Error).message}`);
+      }
+    };
+    this.rings.forEach((r, q) => step(`detach ${ringName(q)}`, () => this.detach(q, why)));
+    if (this.devices) {
+      this.devices.forEach((v, p) => step(`release vhost-net fd of pair ${p}`, () => this.cfg.vhostNet.release(p, v)));
+    }
+    this.devices = null;
+    this.rings = this.freshRings();
+    for (let p = 1; p < this.queuePairs; p++) step(`detach tap queue ${p}`, () => this.tap.setQueueEnabled(p, false));
+  }
+
+  /**
+   * The kernel gets its share of the negotiated word (features.toKernel); the tap the virtio-net
+   * header size (12 with VERSION_1 or MRG_RXBUF) and the offloaded packets the guest accepts
+   * (TUNSETOFFLOAD from GUEST_CSUM/TSO/ECN/UFO): offloads are what make the throughput equal to
+   * QEMU's tap,vhost=on.
+   */
+  setFeatures(negotiated: bigint): void {
+    for (const v of this.open_()) v.setFeatures(toKernel(negotiated, this.cfg.vhostNetFeatures));
+    this.tap.setVnetHdrSize(vnetHdrSize(negotiated));
+    const applied = this.tap.setOffload(tapOffloadFlags(negotiated));
+    this.log.debug(`${this.tap.name}: vnet header ${vnetHdrSize(negotiated)} bytes, offloads ${hex(applied)}`);
+  }
+
+  setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void {
+    const devices = this.open_();
+    const reattach = readdress.filter((m) => this.rings[m.ring].attached);
+    for (const m of reattach) this.detach(m.ring, 'new memory table');
+    const encoded = table.toVhostMemory();
+    for (const v of devices) v.setMemTable(encoded);
+    for (const m of readdress) this.device(m.ring).setVringAddr(m.ring, m.addr);
+    for (const m of reattach) this.start(m.ring);
+  }
+
+  setLogBase(addr: bigint): void {
+    for (const v of this.open_()) v.setLogBase(addr);
+  }
+
+  setRingNum(ring: number, num: number): void {
+    this.whileDetached(ring, 'SET_VRING_NUM', () => {
+      this.device(ring).setVringNum(ring, num);
+      this.rings[ring].num = num;
+    });
+  }
+
+  setRingBase(ring: number, base: number): void {
+    this.whileDetached(ring, 'SET_VRING_BASE', () => {
+      this.device(ring).setVringBase(ring, base);
+      this.rings[ring].base = base;
+    });
+  }
+
+  setRingAddr(ring: number, addr: DatapathRingAddr): void {
+    this.whileDetached(ring, 'SET_VRING_ADDR', () => this.device(ring).setVringAddr(ring, addr));
+  }
+
+  setRingKick(ring: number, fd: number): void {
+    this.whileDetached(ring, 'SET_VRING_KICK', () => this.device(ring).setVringKick(ring, fd));
+  }
+
+  setRingCall(ring: number, fd: number | null): void {
+    this.device(ring).setVringCall(ring, fd ?? -1);
+  }
+
+  setRingErr(ring: number, fd: number | null): void {
+    this.device(ring).setVringErr(ring, fd ?? -1);
+  }
+
+  /**
+   * A multi-queue tap spreads host traffic over its ATTACHED queues only: a queue pair neither of
+   * whose rings is enabled is detached from the tap (TUNSETQUEUE), as QEMU's tap_enable/tap_disable
+   * do. Pair 0 always stays.
+   */
+  setRingEnabled(ring: number, enabled: boolean): void {
+    this.rings[ring].enabled = enabled;
+    const { pair } = ringToPair(ring);
+    if (pair > 0) this.tap.setQueueEnabled(pair, this.rings[2 * pair].enabled || this.rings[2 * pair + 1].enabled);
+  }
+
+  start(ring: number): void {
+    const r = this.rings[ring];
+    if (r.attached) return;
+    const { pair } = ringToPair(ring);
+    this.device(ring).netSetBackend(ring, this.tap.fd(pair));
+    r.attached = true;
+    this.log.info(`${ringName(ring)}: attached to ${this.tap.name} (size ${r.num}, base ${r.base})`);
+  }
+
+  stop(ring: number, why: string): void {
+    this.detach(ring, why);
+  }
+
+  running(ring: number): boolean {
+    return this.rings[ring].attached;
+  }
+
+  getRingBase(ring: number): number {
+    this.detach(ring, 'GET_VRING_BASE');
+    const base = this.device(ring).getVringBase(ring);
+    this.rings[ring].base = base;
+    return base;
+  }
+
+  setMtu(mtu: number): void {
+    this.tap.setMtu(mtu);
+  }
+
+  announce(mac: Buffer): void {
+    this.tap.writeFrame(rarpFrame(mac), 0);
+  }
+
+  // ---- Internals ------------------------------------------------------------------------------
+
+  private freshRings(): RingState[] {
+    return Array.from({ length: 2 * this.queuePairs }, () => ({ num: undefined, base: 0, attached: false, enabled: false }));
+  }
+
+  private open_(): VhostNetDevice[] {
+    if (!this.devices) throw new Error('vhost-net datapath: not open (no SET_OWNER)');
+    return this.devices;
+  }
+
+  private device(ring: number): VhostNetDevice {
+    return this.open_()[ringToPair(ring).pair];
+  }
+
+  /** Apply a change the kernel refuses or re-checks while the ring is attached (EBUSY), then restore. */
+  private whileDetached(ring: number, why: string, change: () => void): void {
+    const was = this.rings[ring].attached;
+    if (was) this.detach(ring, why);
+    change();
+    if (was) this.start(ring);
+  }
+
+  private detach(ring: number, why: string): void {
+    const r = this.rings[ring];
+    if (!r.attached) return;
+    r.attached = false; // even if the ioctl fails: the fd is about to be released, or the ring is broken
+    if (this.devices) this.device(ring).netSetBackend(ring, -1);
+    this.log.debug(`${ringName(ring)}: detached (${why})`);
+  }
+}
