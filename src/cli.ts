@@ -10,7 +10,9 @@
  * kernel moves the packets; for a heap of a few MB it saves next to nothing.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
+import { eventsToFd } from './bridge/events.js';
 import { LEVELS, log, setLogLevel } from './log.js';
 
 const EXAMPLE = `
@@ -58,6 +60,7 @@ const program = new Command()
   .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
   .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
   .option('--record <file>', 'record every vhost-user message and reply (msgpack trace)')
+  .option('--events-fd <n>', 'write every lifecycle event with the status after it to this inherited fd (one JSON line each)', int('--events-fd', 0, 1 << 20))
   .addOption(new Option('--log-level <level>', 'error, warn, info or debug (debug logs every message)').choices(LEVELS).default('info'))
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
   .addHelpText('after', EXAMPLE)
@@ -66,7 +69,8 @@ const program = new Command()
 program.parse();
 const o = program.opts<{
   socketPath?: string; socketMode: number; connect?: string; fd?: number; tap?: string; tapFd?: number[];
-  vhostFd?: number[]; queues: number; mtu?: number; record?: string; logLevel: string; printCapabilities?: boolean;
+  vhostFd?: number[]; queues: number; mtu?: number; record?: string; eventsFd?: number; logLevel: string;
+  printCapabilities?: boolean;
 }>();
 
 if (o.printCapabilities) {
@@ -79,6 +83,13 @@ setLogLevel(o.logLevel);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
 if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
 if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
+if (o.eventsFd !== undefined) {
+  try {
+    fstatSync(o.eventsFd);
+  } catch {
+    program.error(`vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must pass it)`);
+  }
+}
 
 const options: BridgeOptions = {
   transport: o.socketPath !== undefined ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
@@ -88,6 +99,7 @@ const options: BridgeOptions = {
   queuePairs: o.queues,
   mtu: o.mtu,
   record: o.record,
+  onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
 };
 
 let bridge: Bridge;

@@ -122,6 +122,21 @@ describe('vhost-user dispatcher', () => {
       ]);
     });
 
+    it('tells the back end after every message what became of it (afterRequest), and fails the request if that throws', () => {
+      negotiate();
+      backend.refuse.set('setVringNum', 'ring size 3 is not a power of two');
+      handle(msg.setVringNum(0, 3).needReply());
+      backend.refuse.delete('setVringNum');
+      handle(msg.setVringNum(0, 256));
+      expect(backend.done.slice(-2)).to.deep.equal([
+        { request: 'SET_VRING_NUM', result: 'nack', reason: 'ring size 3 is not a power of two' },
+        { request: 'SET_VRING_NUM', result: 'ok', reason: undefined },
+      ]);
+      backend.afterRequest = () => { throw new Error('cannot attach'); };
+      expect(handle(msg.setVringNum(0, 256).needReply()).reply).to.deep.equal(reply.nack(ID.SET_VRING_NUM));
+      expect(cap.texts('warn').at(-1)).to.equal('ERROR SET_VRING_NUM: cannot attach (failed; NACK sent)');
+    });
+
     it('treats any other error of a handler like a refusal', () => {
       negotiate();
       backend.setOwner = () => { throw new TypeError('boom'); };
