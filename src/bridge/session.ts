@@ -140,7 +140,8 @@ export class VhostUserSession implements VhostUserBackend {
   connected(): void {
     this.sessions++;
     this.frontEnd = true;
-    this.times = { ...this.times, connected: Date.now(), featuresSet: null, allRingsRunning: null, lastRingStopped: null };
+    const { disconnected } = this.times;
+    this.times = { connected: Date.now(), featuresSet: null, allRingsRunning: null, lastRingStopped: null, disconnected };
     this.emit({ kind: 'connected' });
   }
 
@@ -475,7 +476,8 @@ export class VhostUserSession implements VhostUserBackend {
       else this.times.lastRingStopped = Date.now();
     }
     const enabled = this.rings.filter((r) => r.enabled);
-    if (started && enabled.length && enabled.every((r) => this.datapath.running(r.index))) this.times.allRingsRunning = Date.now();
+    const all = enabled.length > 0 && enabled.every((r) => this.datapath.running(r.index));
+    if (started && all) this.times.allRingsRunning = Date.now();
   }
 
   private emit(event: DeviceEvent): void {

@@ -75,7 +75,10 @@ export interface VhostNetDatapathConfig {
   queuePairs: number;
   /** The feature word offered to the front-end (vhost-kernel/features.ts offeredToFrontEnd). */
   offered: bigint;
-  /** VHOST_GET_FEATURES of the kernel's vhost-net: VHOST_SET_FEATURES gets its share of the negotiated word (features.toKernel). */
+  /**
+   * VHOST_GET_FEATURES of the kernel's vhost-net: VHOST_SET_FEATURES gets its share of the
+   * negotiated word (features.toKernel).
+   */
   vhostNetFeatures: bigint;
   vhostNet: VhostNetProvider;
   tap: TapDevice;
@@ -163,7 +166,8 @@ export class VhostNetDatapath implements Datapath {
     for (const v of this.open_()) v.setFeatures(toKernel(negotiated, this.cfg.vhostNetFeatures));
     this.tap.setVnetHdrSize(vnetHdrSize(negotiated));
     const applied = this.tap.setOffload(tapOffloadFlags(negotiated));
-    this.log.debug(`${this.tap.name}: vnet header ${vnetHdrSize(negotiated)} bytes, offloads ${hex(applied)}`);
+    const hdr = vnetHdrSize(negotiated);
+    this.log.debug(`${this.tap.name}: vnet header ${hdr} bytes, offloads ${hex(applied)}`);
   }
 
   setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void {
@@ -256,7 +260,8 @@ export class VhostNetDatapath implements Datapath {
   // ---- Internals ------------------------------------------------------------------------------
 
   private freshRings(): RingState[] {
-    return Array.from({ length: 2 * this.queuePairs }, () => ({ num: undefined, base: 0, attached: false, enabled: false }));
+    const fresh = (): RingState => ({ num: undefined, base: 0, attached: false, enabled: false });
+    return Array.from({ length: 2 * this.queuePairs }, fresh);
   }
 
   private open_(): VhostNetDevice[] {

@@ -23,12 +23,15 @@ export type TapCall =
   | { op: 'setQueueEnabled'; pair: number; enabled: boolean }
   | { op: 'writeFrame'; pair: number; length: number };
 
+/** A vhost-net call as the journal keeps it: a memory table as its region count. */
+type PairCall = Exclude<VhostNetRecord, { op: 'setMemTable' }> | { op: 'setMemTable'; regions: number; error?: string };
+
 /**
  * One journal entry: who received the call (`vhost0` = the vhost-net fd of queue pair 0, `tap`,
  * `provider`) and the call as a typed record. A memory table is recorded as its region count.
  */
 export type Call =
-  | ({ who: `vhost${number}` } & (Exclude<VhostNetRecord, { op: 'setMemTable' }> | { op: 'setMemTable'; regions: number; error?: string }))
+  | ({ who: `vhost${number}` } & PairCall)
   | ({ who: 'tap' } & TapCall)
   | { who: 'provider'; op: 'open' | 'release'; pair: number };
 
@@ -37,25 +40,32 @@ export function callsTo(journal: readonly Call[], who: Call['who']): Record<stri
   return journal.filter((c) => c.who === who).map(({ who: _, ...rest }) => rest);
 }
 
-/** True if `call` has every field of `pattern` (deep equality per field). */
-function matches(call: Call, pattern: Partial<Record<string, unknown>>): boolean {
-  return Object.entries(pattern).every(([k, v]) => JSON.stringify((call as Record<string, unknown>)[k], big) === JSON.stringify(v, big));
-}
+/** Fields a call must have: `{ who: 'vhost0', op: 'netSetBackend', ring: 0 }`. */
+export type CallPattern = Partial<Record<string, unknown>> & { op: string };
+
 const big = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a, big) === JSON.stringify(b, big);
+
+/** True if `call` has every field of `pattern` (deep equality per field). */
+function matches(call: Call, pattern: CallPattern): boolean {
+  return Object.entries(pattern).every(([k, v]) => same((call as Record<string, unknown>)[k], v));
+}
 
 /** The position of the first call with every field of `pattern` (-1 if none): for "this before that". */
-export function indexOfCall(journal: readonly Call[], pattern: Partial<Record<string, unknown>> & { op: string }): number {
+export function indexOfCall(journal: readonly Call[], pattern: CallPattern): number {
   return journal.findIndex((c) => matches(c, pattern));
 }
 
 /** Every call with every field of `pattern`. */
-export function callsLike(journal: readonly Call[], pattern: Partial<Record<string, unknown>> & { op: string }): Call[] {
+export function callsLike(journal: readonly Call[], pattern: CallPattern): Call[] {
   return journal.filter((c) => matches(c, pattern));
 }
 
 function entry(pair: number, c: VhostNetRecord): Call {
   const who = `vhost${pair}` as const;
-  if (c.op === 'setMemTable') return { who, op: c.op, regions: c.table.readUInt32LE(0), ...(c.error ? { error: c.error } : {}) };
+  if (c.op === 'setMemTable') {
+    return { who, op: c.op, regions: c.table.readUInt32LE(0), ...(c.error ? { error: c.error } : {}) };
+  }
   return { who, ...c };
 }
 
@@ -131,7 +141,8 @@ export function fakePort(o: FakePortOptions) {
   const vhostNet = new FakeVhostNetProvider(journal);
   const tap = new FakeTap(journal);
   const datapath = new VhostNetDatapath({
-    queuePairs: o.queuePairs, offered: o.offered, vhostNetFeatures: LAB_KERNEL_FEATURES, vhostNet, tap, maxMemSlots: 64, log: o.log,
+    queuePairs: o.queuePairs, offered: o.offered, vhostNetFeatures: LAB_KERNEL_FEATURES, vhostNet, tap,
+    maxMemSlots: 64, log: o.log,
   });
   const session = new VhostUserSession({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });
   return { journal, vhostNet, tap, datapath, session };

@@ -44,7 +44,8 @@ export function replayQemuSession(file: string, onEvent?: DeviceListener): Repla
           const attached = Array.from({ length: 2 * meta.queuePairs }, (_, q) => vhostNet.live(q >> 1).attached(q));
           out.beforeStop = { attached, status: session.status() };
         }
-        d!.handle({ header: { request: e.request, flags: e.flags, size: e.size }, payload: e.payload, fds: factory.forMessage(e) });
+        const header = { request: e.request, flags: e.flags, size: e.size };
+        d!.handle({ header, payload: e.payload, fds: factory.forMessage(e) });
       } else d!.disconnected();
     }
   } finally {

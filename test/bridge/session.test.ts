@@ -64,7 +64,8 @@ function asDispatched(session: VhostUserSession): VhostUserSession {
 
 function setup(queuePairs = 2) {
   const events: DeviceEvent[] = [];
-  const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent: (e) => events.push(e) });
+  const onEvent = (e: DeviceEvent) => events.push(e);
+  const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent });
   live.push(session);
   return { journal, source: vhostNet, tap, dev: asDispatched(session), events };
 }
@@ -85,7 +86,7 @@ function ready(dev: VhostUserSession, enable: number[] = []) {
   return mem;
 }
 
-/** A QEMU-7.2-shaped start of one queue pair (transcript run A): rings 2p and 2p+1 configured and kicked. */
+/** A start of one queue pair as QEMU 7.2 sends it (NUM, BASE, ADDR, KICK, CALL per ring): rings 2p and 2p+1 running. */
 function startPair(dev: VhostUserSession, p: number, fds: number[]) {
   for (const q of [2 * p, 2 * p + 1]) {
     dev.setVringNum(q, NUM);
@@ -98,7 +99,7 @@ function startPair(dev: VhostUserSession, p: number, fds: number[]) {
   }
 }
 
-describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () => {
+describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the recording kernel', () => {
   leakGuard();
   it('attaches a ring only when started, enabled and configured', () => {
     const fdsBefore = openFdCount();
@@ -168,7 +169,10 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
     k.advance(1, 14);
     journal.length = 0;
     expect(dev.getVringBase(1)).to.equal(14);
-    expect(callsTo(journal, 'vhost0')).to.deep.equal([{ op: 'netSetBackend', ring: 1, fd: -1 }, { op: 'getVringBase', ring: 1 }]);
+    expect(callsTo(journal, 'vhost0')).to.deep.equal([
+      { op: 'netSetBackend', ring: 1, fd: -1 },
+      { op: 'getVringBase', ring: 1 },
+    ]);
     expect(k.attached(1)).to.equal(false);
     dev.setVringEnable(1, true);
     expect(k.attached(1), 'SET_VRING_ENABLE after a stop must not re-attach').to.equal(false);
@@ -247,7 +251,7 @@ describe('bridge device: the QEMU 7.2 start sequence on the (fake) kernel', () =
   });
 });
 
-describe('bridge device: memory', () => {
+describe('bridge session on vhost-net: memory', () => {
   leakGuard();
   it('an identical SET_MEM_TABLE changes nothing and closes the new fds', () => {
     const { journal, dev } = setup(1);
@@ -341,7 +345,7 @@ describe('bridge device: memory', () => {
   });
 });
 
-describe('bridge device: lifecycle', () => {
+describe('bridge session on vhost-net: lifecycle', () => {
   leakGuard();
   it('on disconnect: detach, close vhost-net, and only then unmap; fds closed; tap kept', () => {
     const fdsBefore = openFdCount();

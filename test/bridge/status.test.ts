@@ -38,7 +38,8 @@ describe('bridge status: after a real QEMU 7.2 session', () => {
     expect(running.features.protocolNames).to.include.members(['MQ', 'REPLY_ACK']);
     expect(running.rings).to.have.length(4);
     for (const r of running.rings) {
-      expect(r, `ring ${r.index}`).to.deep.include({ started: true, enabled: true, attached: true, kick: true, call: true });
+      const on = { started: true, enabled: true, attached: true, kick: true, call: true };
+      expect(r, `ring ${r.index}`).to.deep.include(on);
       expect(r.size, `ring ${r.index}`).to.be.a('number').and.to.be.greaterThan(0);
     }
     expect(running.memory.regions).to.not.be.empty;
@@ -86,7 +87,8 @@ describe('bridge status: edge cases', () => {
     const { session } = fakePort({ queuePairs: 1, offered: 0x1_7000_8000n, log: quiet, onEvent: (e) => got.push(e) });
     session.ready();
     session.connected();
-    session.afterRequest({ request: 'SET_VRING_NUM', result: 'nack', reason: 'ring 0: size 255 is not a power of two' });
+    const reason = 'ring 0: size 255 is not a power of two';
+    session.afterRequest({ request: 'SET_VRING_NUM', result: 'nack', reason });
     session.setOwner();
     session.resetDevice();
     session.afterRequest({ request: 'RESET_DEVICE', result: 'ok' });
@@ -94,7 +96,7 @@ describe('bridge status: edge cases', () => {
     expect(got).to.deep.equal([
       { kind: 'ready' },
       { kind: 'connected' },
-      { kind: 'refused', request: 'SET_VRING_NUM', reason: 'ring 0: size 255 is not a power of two' },
+      { kind: 'refused', request: 'SET_VRING_NUM', reason },
       { kind: 'reset', why: 'RESET_DEVICE' },
       { kind: 'disconnected' },
     ]);
