@@ -4,7 +4,7 @@
  * gets the memory table (guest-physical -> this process's mapping), the translated ring
  * addresses and the front-end's kick, call and err eventfds as they are.
  *
- * The kernel's ordering rules live here (docs/architecture.md "vhost-net ordering"; verified in
+ * The kernel's ordering rules live here (docs/kernel-ordering.md; verified in
  * the lab, test/qemu/kernel-errors.test.ts):
  *  - open: one vhost-net fd per queue pair, VHOST_SET_OWNER by this process (whose address space
  *    ring and region addresses refer to).
