@@ -49,10 +49,10 @@ export class RecordingVhostNet implements VhostNetDevice {
   private processed: [number, number] = [0, 0];
 
   /**
-   * @param kernelFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default).
+   * @param vhostNetFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default).
    * @param onCall also reports every recorded call here (a journal shared by several fakes).
    */
-  constructor(readonly pair: number, readonly kernelFeatures = 0x33d008000n, private readonly onCall?: (pair: number, call: Call) => void) {}
+  constructor(readonly pair: number, readonly vhostNetFeatures = 0x33d008000n, private readonly onCall?: (pair: number, call: Call) => void) {}
 
   /** Simulate the kernel consuming `n` available buffers of `ring`: GET_VRING_BASE returns that much more. */
   advance(ring: number, n: number): void {
@@ -102,12 +102,12 @@ export class RecordingVhostNet implements VhostNetDevice {
 
   getFeatures(): bigint {
     this.dev({ op: 'getFeatures' }, 'VHOST_GET_FEATURES', false);
-    return this.kernelFeatures;
+    return this.vhostNetFeatures;
   }
 
   setFeatures(features: bigint): void {
     this.dev({ op: 'setFeatures', features }, 'VHOST_SET_FEATURES', false);
-    if (features & ~this.kernelFeatures) throw this.refuse(this.devName('VHOST_SET_FEATURES'), EOPNOTSUPP);
+    if (features & ~this.vhostNetFeatures) throw this.refuse(this.devName('VHOST_SET_FEATURES'), EOPNOTSUPP);
     this.features = features;
   }
 
