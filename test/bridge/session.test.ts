@@ -162,9 +162,12 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
   });
 
   it('stops a ring at GET_VRING_BASE: detach first, then read; ENABLE does not restart it, a new kick does', () => {
-    const { journal, source, dev } = setup(1);
+    const { journal, source, dev, events } = setup(1);
     ready(dev, [0, 1]);
     startPair(dev, 0, []);
+    expect(events.filter((e) => e.kind.startsWith('ring-'))).to.deep.equal([
+      { kind: 'ring-running', ring: 0 }, { kind: 'ring-running', ring: 1 },
+    ]);
     const k = source.live(0);
     k.advance(1, 14);
     journal.length = 0;
@@ -181,6 +184,9 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     dev.setVringKick(1, sys.eventfd());
     expect(k.attached(1)).to.equal(true);
     expect(k.ringState(1).base).to.equal(14);
+    expect(events.filter((e) => e.kind.startsWith('ring-')).slice(2)).to.deep.equal([
+      { kind: 'ring-stopped', ring: 1 }, { kind: 'ring-running', ring: 1 },
+    ]);
     dev.disconnected();
   });
 
