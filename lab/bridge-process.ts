@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { DeviceEvent, DeviceStatus } from '../src/bridge/status.js';
+import type { DeviceEvent, DeviceStatus, EventLine } from '../src/bridge/status.js';
 import { ownCpuTicks } from './host.js';
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
@@ -23,13 +23,7 @@ export const EVENTS_ARGS = ['--events-fd', String(EVENTS_FD)] as const;
 export type { DeviceEvent, DeviceStatus };
 
 /** One line of `--events-fd`. */
-export interface BridgeEvent {
-  /** ms since the epoch */
-  time: number;
-  port: string;
-  event: DeviceEvent;
-  status: DeviceStatus;
-}
+export type BridgeEvent = EventLine;
 
 /** A position in what the bridge has said so far (events and log lines). */
 export interface Mark {
