@@ -1,5 +1,6 @@
 /**
- * vhost-bridge as a child process in the lab, the way a user runs it (node dist/src/cli.js ...),
+ * vhost-bridge as a child process in the lab, the way a user runs it (node, with the options of its
+ * shebang line, dist/src/cli.js ...),
  * with what the lab tests measure about it: its typed events and status (`--events-fd 3`: one JSON
  * line per lifecycle event with the status after it, src/bridge/status.ts), its log lines (for
  * people: they are printed and kept in the exchange dir, never parsed to learn an event), its fd
@@ -15,6 +16,12 @@ import type { DeviceEvent, DeviceStatus, EventLine } from '../src/bridge/status.
 import { ownCpuTicks } from './host.js';
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
+/**
+ * The node options the installed `vhost-bridge` runs with: those of its shebang line
+ * (`#!/usr/bin/env -S node --no-memory-reducer`), so that the lab measures the bridge as users run it.
+ */
+const NODE_OPTIONS = (/^#!.*\bnode\b(.*)$/m.exec(fs.readFileSync(CLI, 'utf8').split('\n', 1)[0])?.[1] ?? '')
+  .split(/\s+/).filter(Boolean);
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
 /** What a `command` must pass to the bridge it execs. */
@@ -80,7 +87,7 @@ export class BridgeProcess {
     const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe', 'pipe'];
     const child = o.command
       ? spawn(o.command, o.args, { stdio })
-      : spawn(process.execPath, ['--enable-source-maps', CLI, ...o.args, ...EVENTS_ARGS], { stdio });
+      : spawn(process.execPath, [...NODE_OPTIONS, '--enable-source-maps', CLI, ...o.args, ...EVENTS_ARGS], { stdio });
     const b = new BridgeProcess(o.name, child, o.onLine);
     try {
       await b.waitForEvent('ready', o.readyTimeoutMs ?? 60_000);
