@@ -21,12 +21,12 @@ import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.j
 
 /** How the bridge meets its front-end. */
 export type TransportSpec =
-  | { mode: 'server'; path: string; socketMode?: number }
+  | { mode: 'server'; path: string; socketMode?: number; uid?: number | null; gid?: number | null }
   | { mode: 'client'; path: string }
   | { mode: 'fd'; fd: number };
 
-/** Which tap the rings are attached to. */
-export type TapSpec = { name: string } | { fds: number[] };
+/** Which tap the rings are attached to; `create: false` attaches to an existing (persistent) tap only. */
+export type TapSpec = { name: string; create?: boolean } | { fds: number[] };
 
 export interface BridgeOptions {
   transport: TransportSpec;
@@ -39,6 +39,8 @@ export interface BridgeOptions {
   /** Record every vhost-user message and reply to this file (msgpack trace). */
   record?: string;
   log?: Logger;
+  /** The port's name in log lines and the status (default: the tap's name); the daemon names its ports. */
+  port?: string;
   /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
   onEvent?: DeviceListener;
 }
@@ -65,10 +67,11 @@ export class Bridge {
     const datapath = new VhostNetDatapath({
       queuePairs: opts.queuePairs, offered: this.offered, vhostNetFeatures, vhostNet, tap, log,
     });
-    this.session = new VhostUserSession({ port: tap.name, datapath, log, onEvent: opts.onEvent });
+    this.session = new VhostUserSession({ port: opts.port ?? tap.name, datapath, log, onEvent: opts.onEvent });
     const t = opts.transport;
     const topts = { log, trace: trace ?? undefined };
-    this.transport = t.mode === 'server' ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode })
+    this.transport = t.mode === 'server'
+      ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode, uid: t.uid, gid: t.gid })
       : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.session, topts)
         : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
@@ -105,7 +108,7 @@ export class Bridge {
         if (opts.tap.fds.length !== pairs) throw new Error(`--tap-fd: ${opts.tap.fds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
         tap = Tap.adopt(opts.tap.fds);
       } else {
-        tap = Tap.open(opts.tap.name, { queuePairs: pairs });
+        tap = Tap.open(opts.tap.name, { queuePairs: pairs, create: opts.tap.create });
       }
       tap.setSndbuf();
       if (opts.mtu !== undefined) tap.setMtu(opts.mtu);
@@ -113,7 +116,7 @@ export class Bridge {
       for (let p = 1; p < pairs; p++) tap.setQueueEnabled(p, false); // attached when the guest enables the pair
       if (opts.record) trace = new TraceWriter(opts.record, { tool: 'vhost-bridge', queuePairs: pairs });
       // From here on every line names the port.
-      const plog = portLog(log, tap.name);
+      const plog = portLog(log, opts.port ?? tap.name);
       return new Bridge(opts, tap, new KernelVhostNetProvider(adopted, plog), vhostNetFeatures, trace, plog);
     } catch (e) {
       trace?.close();
@@ -143,6 +146,16 @@ export class Bridge {
   /** Add a listener of lifecycle events; returns its removal. */
   onEvent(listener: DeviceListener): () => void {
     return this.session.onEvent(listener);
+  }
+
+  /** The connected front-end's socket (for SO_PEERCRED), or null. */
+  get frontEndFd(): number | null {
+    return this.transport.connection?.fd ?? null;
+  }
+
+  /** Drop the front-end (its rings stop, memory is unmapped); the port serves the next one (a client reconnects). */
+  dropFrontEnd(why: string): void {
+    this.transport.connection?.close(why);
   }
 
   /** The tap's name. */

@@ -137,3 +137,8 @@ export function unlink(path: string): boolean {
 export function chmod(path: string, mode: number): void {
   check(raw.chmod(path, mode), `chmod ${path}`);
 }
+
+/** chown(2); -1 (or null) leaves the owner or the group as it is. */
+export function chown(path: string, uid: number | null, gid: number | null): void {
+  check(raw.chown(path, uid ?? -1, gid ?? -1), `chown ${path}`);
+}

@@ -39,6 +39,7 @@ export const raw = {
   fstat: fn<[fd: number, st: Ptr], number>('int fstat(int fd, void *st)'),
   unlink: fn<[path: string], number>('int unlink(const char *path)'),
   chmod: fn<[path: string, mode: number], number>('int chmod(const char *path, mode_t mode)'),
+  chown: fn<[path: string, uid: number, gid: number], number>('int chown(const char *path, int uid, int gid)'),
   pipe2: fn<[fds: Int32Array, flags: number], number>('int pipe2(_Out_ int *fds, int flags)'),
   mmap: fn<[addr: Ptr, len: bigint | number, prot: number, flags: number, fd: number, off: bigint | number], bigint | null>(
     'void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)'),
@@ -58,6 +59,8 @@ export const raw = {
   send: fn<[fd: number, buf: Ptr, n: number, flags: number], number>('ssize_t send(int fd, const void *buf, size_t n, int flags)'),
   setsockopt: fn<[fd: number, level: number, name: number, val: Ptr, len: number], number>(
     'int setsockopt(int fd, int level, int name, const void *val, socklen_t len)'),
+  getsockopt: fn<[fd: number, level: number, name: number, val: Ptr, len: Uint32Array], number>(
+    'int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ socklen_t *len)'),
   if_nametoindex: fn<[name: string], number>('unsigned int if_nametoindex(const char *name)'),
   strerror: fn<[errnum: number], string>('const char *strerror(int errnum)'),
 };
@@ -87,7 +90,7 @@ export const C = {
   MFD_CLOEXEC: 1, MFD_ALLOW_SEALING: 2,
   PROT_NONE: 0, PROT_READ: 1, PROT_WRITE: 2, MAP_SHARED: 1, MAP_PRIVATE: 2, MAP_ANONYMOUS: 0x20,
   AF_UNIX: 1, AF_PACKET: 17, SOCK_STREAM: 1, SOCK_DGRAM: 2, SOCK_RAW: 3, SOCK_NONBLOCK: 0o4000, SOCK_CLOEXEC: 0o2000000,
-  SOL_SOCKET: 1, SCM_RIGHTS: 1, SO_SNDBUF: 7, SO_RCVBUF: 8,
+  SOL_SOCKET: 1, SCM_RIGHTS: 1, SO_SNDBUF: 7, SO_RCVBUF: 8, SO_PEERCRED: 17,
   MSG_CTRUNC: 0x8, MSG_TRUNC: 0x20, MSG_DONTWAIT: 0x40, MSG_NOSIGNAL: 0x4000, MSG_CMSG_CLOEXEC: 0x40000000,
   S_IFMT: 0o170000, S_IFREG: 0o100000, S_IFSOCK: 0o140000, S_IFCHR: 0o20000, S_IFIFO: 0o10000,
   EAGAIN: 11, EINTR: 4, EBADF: 9, ENOENT: 2, ECONNREFUSED: 111, ECONNRESET: 104, EPIPE: 32, EINPROGRESS: 115,

@@ -7,13 +7,15 @@
  */
 import { addressOf, C, cLayout, errno, raw } from './libc.js';
 import { check, lastError, SysError } from './errors.js';
-import { chmod, closeAll, closeQuiet } from './fd.js';
+import { chmod, chown, closeAll, closeQuiet } from './fd.js';
 
 /** struct msghdr (LP64), struct cmsghdr and struct iovec offsets; layout-tested against C rules. */
 export const MSGHDR = { size: 56, name: 0, namelen: 8, iov: 16, iovlen: 24, control: 32, controllen: 40, flags: 48 } as const;
 export const CMSGHDR = { size: 16, len: 0, level: 8, type: 12 } as const;
 const IOVEC = { size: 16, base: 0, len: 8 } as const;
 const SOCKADDR_UN_SIZE = 110; // sa_family_t sun_family; char sun_path[108]
+/** The longest AF_UNIX socket path in bytes: sun_path is 108 bytes including its terminating NUL (unix(7)). */
+export const SUN_PATH_MAX = 107;
 
 /** The same structs as C lays them out (koffi's alignment rules), for the layout tests. */
 export const cLayouts = {
@@ -33,7 +35,7 @@ export const MAX_FDS = 32;
 
 function sockaddrUn(path: string): Buffer {
   const b = Buffer.alloc(SOCKADDR_UN_SIZE);
-  if (Buffer.byteLength(path) > 107) throw new SysError(`bind ${path} (path longer than 107 bytes)`, 36 /* ENAMETOOLONG */);
+  if (Buffer.byteLength(path) > SUN_PATH_MAX) throw new SysError(`bind ${path} (path longer than ${SUN_PATH_MAX} bytes)`, 36 /* ENAMETOOLONG */);
   b.writeUInt16LE(C.AF_UNIX, 0);
   b.write(path, 2, 'utf8');
   return b;
@@ -44,14 +46,25 @@ export function socket(domain: number, type: number, protocol = 0): number {
   return check(raw.socket(domain, type | C.SOCK_CLOEXEC, protocol), 'socket');
 }
 
+/** Options of {@link unixListen}. */
+export interface ListenOptions {
+  /** File mode of the socket; default 0600. */
+  mode?: number;
+  /** Owner and group of the socket file (null or absent: this process's). */
+  uid?: number | null;
+  gid?: number | null;
+  backlog?: number;
+}
+
 /**
- * A listening AF_UNIX stream socket at `path`, its file given `mode` before listen() so that no
- * peer can connect through looser permissions. The caller removes stale files first.
+ * A listening AF_UNIX stream socket at `path`, its file given `mode` (and owner and group) before
+ * listen() so that no peer can connect through looser permissions. The caller removes stale files first.
  */
-export function unixListen(path: string, opts: { mode?: number; backlog?: number } = {}): number {
+export function unixListen(path: string, opts: ListenOptions = {}): number {
   const fd = socket(C.AF_UNIX, C.SOCK_STREAM | C.SOCK_NONBLOCK);
   try {
     check(raw.bind(fd, sockaddrUn(path), SOCKADDR_UN_SIZE), `bind ${path}`);
+    if ((opts.uid ?? null) !== null || (opts.gid ?? null) !== null) chown(path, opts.uid ?? null, opts.gid ?? null);
     chmod(path, opts.mode ?? 0o600);
     check(raw.listen(fd, opts.backlog ?? 4), `listen ${path}`);
     return fd;
@@ -228,6 +241,17 @@ export function send(fd: number, buf: Buffer, flags = 0): number | null {
   const e = errno();
   if (e === C.EAGAIN) return null;
   throw new SysError('send', e);
+}
+
+/** The credentials of a unix socket's peer (SO_PEERCRED: as they were at connect() or listen(), unix(7)). */
+export interface PeerCred { pid: number; uid: number; gid: number }
+
+/** getsockopt(SO_PEERCRED): struct ucred { pid_t pid; uid_t uid; gid_t gid; }. */
+export function peerCred(fd: number): PeerCred {
+  const b = Buffer.alloc(12);
+  const len = new Uint32Array([12]);
+  check(raw.getsockopt(fd, C.SOL_SOCKET, C.SO_PEERCRED, b, len), 'getsockopt(SO_PEERCRED)');
+  return { pid: b.readInt32LE(0), uid: b.readUInt32LE(4), gid: b.readUInt32LE(8) };
 }
 
 /** setsockopt(2) with an int value. */

@@ -30,6 +30,9 @@ interface TransportOptions {
 interface ServerOptions extends TransportOptions {
   /** File mode of the socket; default 0600 (only the VMM's user may connect). */
   mode?: number;
+  /** Owner and group of the socket file (default: this process's), set before listen() like the mode. */
+  uid?: number | null;
+  gid?: number | null;
   backlog?: number;
 }
 
@@ -70,7 +73,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
   static listen(path: string, backend: VhostUserBackend, opts: ServerOptions = {}): VhostUserServer {
     const log = opts.log ?? defaultLog;
     removeStaleSocket(path, log);
-    const fd = unixListen(path, { mode: opts.mode ?? 0o600, backlog: opts.backlog });
+    const fd = unixListen(path, { mode: opts.mode ?? 0o600, uid: opts.uid, gid: opts.gid, backlog: opts.backlog });
     try {
       const server = new VhostUserServer(fd, backend, opts, path);
       log.info(`listening on ${path} (mode ${(opts.mode ?? 0o600).toString(8).padStart(4, '0')})`);
@@ -146,7 +149,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
 }
 
 /** Remove `path` if it is a socket nobody listens on; throw if someone does or it is not a socket. */
-function removeStaleSocket(path: string, log: Logger): void {
+export function removeStaleSocket(path: string, log: Logger): void {
   let st;
   try {
     st = lstatSync(path);
