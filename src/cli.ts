@@ -1,128 +1,15 @@
 #!/usr/bin/env -S node --no-memory-reducer
 /**
- * vhost-bridge: a vhost-user back end whose datapath is the Linux kernel's vhost-net.
- *
- * Follows vhost-user.rst "Backend program conventions": --socket-path / --fd / --print-capabilities,
- * no daemonizing, a clean end on SIGTERM. Start-up problems end with one line on stderr and exit 1.
+ * vhost-bridge's command line. Two modes of one binary:
+ *  - one port per process (src/one-port.ts): `vhost-bridge --socket-path ... --tap ...`, QEMU's
+ *    vhost-user.rst "Backend program conventions", for a manager that starts one per VM;
+ *  - a host service (src/daemon/): `vhost-bridge serve --config FILE` serves many ports in one
+ *    process, and `vhost-bridge ctl ...` asks it through its control socket.
  *
  * The shebang turns off V8's memory reducer: it runs a few full GCs some 10 s after each front-end's
  * set-up (0.2-0.45 s of CPU in the lab), the only CPU this daemon would otherwise spend while the
  * kernel moves the packets; for a heap of a few MB it saves next to nothing.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { fstatSync } from 'node:fs';
-import { Bridge, type BridgeOptions } from './bridge/daemon.js';
-import { eventsToFd } from './bridge/events.js';
-import { LEVELS, log, setLogLevel } from './log.js';
-
-const EXAMPLE = `
-Example (QEMU connects to the bridge; guest memory must be shared with it):
-  vhost-bridge --socket-path /run/vhost-bridge.sock --tap vbtap0 &
-  qemu-system-x86_64 ... \\
-    -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \\
-    -chardev socket,id=vu0,path=/run/vhost-bridge.sock,reconnect=1 \\
-    -netdev vhost-user,id=net0,chardev=vu0 \\
-    -device virtio-net-pci,netdev=net0
-
-Two queue pairs: --queues 2 here, and queues=2 on -netdev and mq=on on -device.
-QEMU as the server: -chardev socket,...,server=on,wait=off and vhost-bridge --connect PATH.
-Unprivileged: a manager opens /dev/vhost-net and the tap and passes --vhost-fd N and --tap-fd N.`;
-
-function int(name: string, min: number, max: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
-    return n;
-  };
-}
-
-function fdList(v: string, prev: number[] = []): number[] {
-  const out = [...prev];
-  for (const part of v.split(',')) out.push(int('an fd', 0, 1 << 20)(part.trim()));
-  return out;
-}
-
-function octal(v: string): number {
-  if (!/^0?[0-7]{3}$/.test(v)) throw new InvalidArgumentError('a mode such as 0600 or 0660');
-  return parseInt(v, 8);
-}
-
-const program = new Command()
-  .name('vhost-bridge')
-  .description('vhost-user back end for virtio-net whose datapath is the kernel\'s vhost-net on a tap:\nno packet and no interrupt crosses this process.')
-  .addOption(new Option('--socket-path <path>', 'listen on this vhost-user socket (the VMM connects)').conflicts(['connect', 'fd']))
-  .addOption(new Option('--socket-mode <mode>', 'file mode of the socket created by --socket-path').argParser(octal).default(0o600, '0600'))
-  .addOption(new Option('--connect <path>', 'connect to a VMM listening on this socket (QEMU server=on); reconnects when it goes').conflicts(['fd']))
-  .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
-  .addOption(new Option('--tap <name>', 'tap to attach the rings to (created if missing; needs CAP_NET_ADMIN to create)').conflicts(['tapFd']))
-  .option('--tap-fd <n,...>', 'open tap fds, one per queue pair (repeatable or comma-separated)', fdList)
-  .option('--vhost-fd <n,...>', 'open /dev/vhost-net fds, one per queue pair (repeatable or comma-separated)', fdList)
-  .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
-  .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
-  .option('--record <file>', 'record every vhost-user message and reply (msgpack trace)')
-  .option('--events-fd <n>', 'write every lifecycle event with the status after it to this inherited fd (one JSON line each)', int('--events-fd', 0, 1 << 20))
-  .addOption(new Option('--log-level <level>', 'error, warn, info or debug (debug logs every message)').choices(LEVELS).default('info'))
-  .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
-  .addHelpText('after', EXAMPLE)
-  .showHelpAfterError('(run vhost-bridge --help for usage)');
-
-program.parse();
-const o = program.opts<{
-  socketPath?: string; socketMode: number; connect?: string; fd?: number; tap?: string; tapFd?: number[];
-  vhostFd?: number[]; queues: number; mtu?: number; record?: string; eventsFd?: number; logLevel: string;
-  printCapabilities?: boolean;
-}>();
-
-if (o.printCapabilities) {
-  // vhost-user.rst "Backend program conventions": other options are ignored.
-  process.stdout.write(`${JSON.stringify({ type: 'net' })}\n`);
-  process.exit(0);
-}
-
-setLogLevel(o.logLevel);
-const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
-if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
-if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
-if (o.eventsFd !== undefined) {
-  try {
-    fstatSync(o.eventsFd);
-  } catch {
-    program.error(`vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must pass it)`);
-  }
-}
-
-const options: BridgeOptions = {
-  transport: o.socketPath !== undefined ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
-    : o.connect !== undefined ? { mode: 'client', path: o.connect } : { mode: 'fd', fd: o.fd! },
-  tap: o.tapFd ? { fds: o.tapFd } : { name: o.tap! },
-  vhostFds: o.vhostFd,
-  queuePairs: o.queues,
-  mtu: o.mtu,
-  record: o.record,
-  onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
-};
-
-let bridge: Bridge;
-try {
-  bridge = Bridge.start(options);
-} catch (e) {
-  process.stderr.write(`vhost-bridge: ${(e as Error).message}\n`);
-  process.exit(1);
-}
-
-let stopping = false;
-for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${sig}: stopping`);
-    try {
-      bridge.close();
-    } catch (e) {
-      log.error(`while stopping: ${(e as Error).message}`);
-      process.exitCode = 1;
-    }
-    // Everything is closed, so the event loop ends by itself; this only guards against a leak.
-    setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
-  });
-}
+const sub = process.argv[2];
+if (sub === 'serve' || sub === 'ctl') await (await import('./daemon/main.js')).main(process.argv.slice(2));
+else await import('./one-port.js');

@@ -1,0 +1,259 @@
+/**
+ * The daemon's configuration (`vhost-bridge serve --config FILE`): a JSON file with the control
+ * socket and one entry per port, validated with a zod schema into {@link DaemonConfig}. Every error
+ * names the port and the field (`ports.vm1.queues: expected a number from 1 to 128`), so a
+ * reload or an `add` that is refused says exactly what to fix.
+ *
+ * ```json
+ * { "control": { "path": "/run/vhost-bridge/control.sock", "mode": "0660", "group": "kvm" },
+ *   "ports": { "vm1": { "tap": "vbtap1", "queues": 2, "mtu": 1500, "owner": "libvirt-qemu", "mode": "0600" },
+ *              "vm2": { "tap": "vbtap2", "role": "client", "socket": "/run/qemu/vm2-net0.sock" } } }
+ * ```
+ *
+ * A port is one vhost-user socket (role server: the daemon listens and the VMM connects; role
+ * client: the VMM listens, QEMU `server=on`, vhost-user.rst "Introduction") served on one tap.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { SUN_PATH_MAX } from '../sys/index.js';
+import { checkIfName } from '../vhost-kernel/structs.js';
+import { groupId, userId } from './ids.js';
+
+/** Where sockets go unless a port says otherwise (systemd RuntimeDirectory=vhost-bridge). */
+export const RUN_DIR = '/run/vhost-bridge';
+export const DEFAULT_CONTROL_PATH = `${RUN_DIR}/control.sock`;
+/** Queue pairs of a port: one vhost-net fd and one tap queue each (the one-port --queues has the same range). */
+export const QUEUES = { min: 1, max: 128 } as const;
+/** Tap MTU (the one-port --mtu has the same range): the IPv4 minimum to the largest virtio-net host_mtu. */
+export const MTU = { min: 68, max: 65521 } as const;
+
+/** A port's settings, resolved (names of users and groups turned into ids, defaults filled in). */
+export interface PortSpec {
+  name: string;
+  /** The vhost-user socket path. */
+  socket: string;
+  /** server: the daemon listens on `socket`; client: it connects to a VMM listening there. */
+  role: 'server' | 'client';
+  /** The tap the rings are attached to. */
+  tap: string;
+  /** true: attach to an existing (persistent) tap only; never create one. */
+  persistentTap: boolean;
+  queues: number;
+  /** Tap MTU set at start, or null to leave it. */
+  mtu: number | null;
+  /** Owner, group and mode of a server socket (null: the daemon's own). */
+  owner: number | null;
+  group: number | null;
+  mode: number;
+}
+
+/** The control socket (control.ts). */
+export interface ControlSpec {
+  path: string;
+  mode: number;
+  group: number | null;
+}
+
+export interface DaemonConfig {
+  control: ControlSpec;
+  /** By port name, in the file's order. */
+  ports: Map<string, PortSpec>;
+}
+
+/** One problem: the dotted path of the field (`ports.vm1.queues`) and what is wrong with it. */
+export interface ConfigIssue {
+  field: string;
+  message: string;
+}
+
+/** A configuration that cannot be used; `message` lists every issue, one per line. */
+export class ConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[], where = '') {
+    super(issues.map((i) => `${where}${i.field ? `${i.field}: ` : ''}${i.message}`).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+const PORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function intIn(min: number, max: number) {
+  const error = `expected a number from ${min} to ${max}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+}
+
+/** A file mode as an octal string ("0660"); JSON has no octal numbers, and 660 in decimal is a trap. */
+const mode = z.string({ error: 'expected an octal mode as a string, such as "0660"' })
+  .regex(/^0?[0-7]{3}$/, { error: 'expected an octal mode as a string, such as "0660"' })
+  .transform((s) => parseInt(s, 8));
+
+/** A user or group: a name (looked up in /etc/passwd or /etc/group) or a numeric id. */
+const idOf = (kind: 'user' | 'group') => z.union([z.string(), z.number()], { error: `expected a ${kind} name or id` })
+  .transform((v, ctx) => {
+    const id = kind === 'user' ? userId(v) : groupId(v);
+    if (id === null) {
+      ctx.addIssue({ code: 'custom', message: `no ${kind} '${v}' (${kind === 'user' ? '/etc/passwd' : '/etc/group'})` });
+      return z.NEVER;
+    }
+    return id;
+  });
+
+const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => {
+  const n = Buffer.byteLength(ctx.value);
+  if (!ctx.value.startsWith('/')) ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected an absolute path' });
+  else if (n > SUN_PATH_MAX) {
+    ctx.issues.push({
+      code: 'custom', input: ctx.value,
+      message: `${n} bytes is too long for a unix socket path (at most ${SUN_PATH_MAX}: sun_path is 108 bytes with its NUL)`,
+    });
+  }
+});
+
+const tapName = z.string({ error: 'expected an interface name' }).check((ctx) => {
+  const bad = checkIfName(ctx.value);
+  if (bad) ctx.issues.push({ code: 'custom', input: ctx.value, message: bad });
+});
+
+/** One port as written in the file (before defaults and the checks across ports). */
+const portSchema = z.strictObject({
+  tap: tapName,
+  persistentTap: z.boolean({ error: 'expected true or false' }).optional(),
+  socket: socketPath.optional(),
+  role: z.enum(['server', 'client'], { error: 'expected "server" or "client"' }).optional(),
+  queues: intIn(QUEUES.min, QUEUES.max).optional(),
+  mtu: intIn(MTU.min, MTU.max).optional(),
+  owner: idOf('user').optional(),
+  group: idOf('group').optional(),
+  mode: mode.optional(),
+}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object with the port\'s settings') });
+
+type PortInput = z.output<typeof portSchema>;
+
+const controlSchema = z.strictObject({
+  path: socketPath.optional(),
+  mode: mode.optional(),
+  group: idOf('group').optional(),
+}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object') });
+
+const configSchema = z.strictObject({
+  control: controlSchema.optional(),
+  ports: z.record(z.string(), z.unknown(), { error: 'expected an object of ports by name' }),
+}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object with "ports"') });
+
+/** The zod issues as field paths and messages (unknown keys get one issue each, on the key itself). */
+function issuesOf(err: z.ZodError, prefix: (string | number)[] = []): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const i of err.issues) {
+    const path = [...prefix, ...i.path.map((p) => String(p))];
+    if (i.code === 'unrecognized_keys') {
+      for (const k of i.keys) out.push({ field: [...path, k].join('.'), message: 'unknown field' });
+    } else {
+      out.push({ field: path.join('.'), message: i.message });
+    }
+  }
+  return out;
+}
+
+/** The default socket path of a port. */
+export const defaultSocket = (port: string): string => `${RUN_DIR}/${port}.sock`;
+
+/**
+ * Check one port's settings (`add` over the control socket, and each entry of a file) and fill in
+ * defaults. Throws ConfigError with fields under `ports.<name>`.
+ */
+export function parsePort(name: string, input: unknown): PortSpec {
+  const at = ['ports', name];
+  if (!PORT_NAME.test(name)) {
+    throw new ConfigError([{ field: at.join('.'), message: 'a port name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit' }]);
+  }
+  const r = portSchema.safeParse(input);
+  if (!r.success) throw new ConfigError(issuesOf(r.error, at));
+  return resolvePort(name, r.data);
+}
+
+function resolvePort(name: string, p: PortInput): PortSpec {
+  const at = `ports.${name}`;
+  const issues: ConfigIssue[] = [];
+  const role = p.role ?? 'server';
+  const socket = p.socket ?? defaultSocket(name);
+  if (p.socket === undefined && Buffer.byteLength(socket) > SUN_PATH_MAX) {
+    issues.push({ field: `${at}.socket`, message: `the default path ${socket} is longer than ${SUN_PATH_MAX} bytes: give a shorter port name or a socket path` });
+  }
+  if (role === 'client') {
+    for (const k of ['owner', 'group', 'mode'] as const) {
+      if (p[k] !== undefined) issues.push({ field: `${at}.${k}`, message: 'applies to role "server" only (with role "client" the VMM creates the socket)' });
+    }
+  }
+  if (issues.length) throw new ConfigError(issues);
+  return {
+    name, socket, role, tap: p.tap, persistentTap: p.persistentTap ?? false, queues: p.queues ?? 1, mtu: p.mtu ?? null,
+    owner: p.owner ?? null, group: p.group ?? null, mode: p.mode ?? 0o600,
+  };
+}
+
+/** Two ports may not share a socket path or a tap (the second would fail, or steal the first's). */
+export function checkDistinct(ports: Iterable<PortSpec>): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const sockets = new Map<string, string>();
+  const taps = new Map<string, string>();
+  for (const p of ports) {
+    const s = sockets.get(p.socket);
+    if (s !== undefined) issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is already the socket of port ${s}` });
+    else sockets.set(p.socket, p.name);
+    const t = taps.get(p.tap);
+    if (t !== undefined) issues.push({ field: `ports.${p.name}.tap`, message: `${p.tap} is already the tap of port ${t}` });
+    else taps.set(p.tap, p.name);
+  }
+  return issues;
+}
+
+/** Validate a parsed JSON document. Every issue of every port is reported at once. */
+export function parseConfig(doc: unknown): DaemonConfig {
+  const r = configSchema.safeParse(doc);
+  if (!r.success) throw new ConfigError(issuesOf(r.error));
+  const issues: ConfigIssue[] = [];
+  const ports = new Map<string, PortSpec>();
+  for (const [name, input] of Object.entries(r.data.ports)) {
+    try {
+      ports.set(name, parsePort(name, input));
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      issues.push(...e.issues);
+    }
+  }
+  issues.push(...checkDistinct(ports.values()));
+  const c = r.data.control ?? {};
+  const control: ControlSpec = { path: c.path ?? DEFAULT_CONTROL_PATH, mode: c.mode ?? 0o660, group: c.group ?? null };
+  for (const p of ports.values()) {
+    if (p.socket === control.path) issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is the control socket` });
+  }
+  if (issues.length) throw new ConfigError(issues);
+  return { control, ports };
+}
+
+/** Read and validate a configuration file; errors start with the file's name. */
+export function loadConfig(file: string): DaemonConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `cannot read it: ${(e as Error).message}` }], `${file}: `);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `not JSON: ${(e as Error).message}` }], `${file}: `);
+  }
+  try {
+    return parseConfig(doc);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.issues, `${file}: `);
+    throw e;
+  }
+}
+
+/** True if two specs would serve the same way (a reload leaves such a port alone). */
+export function sameSpec(a: PortSpec, b: PortSpec): boolean {
+  const keys = Object.keys(a) as (keyof PortSpec)[];
+  return keys.every((k) => a[k] === b[k]);
+}

@@ -1,0 +1,80 @@
+/**
+ * The many-port daemon (`vhost-bridge serve --config FILE`): the configured ports (manager.ts),
+ * the control socket (control.ts, methods.ts), reload of the file (SIGHUP, by the caller) and
+ * sockets passed by systemd (activation.ts).
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from '../log.js';
+import { CONTROL_FD_NAME, listenFds } from './activation.js';
+import { loadConfig } from './config.js';
+import { ControlServer } from './control.js';
+import { PortManager, type ReloadResult } from './manager.js';
+import { controlHandler } from './methods.js';
+import { openBridgePort, type PortOpener } from './port.js';
+
+export interface DaemonOptions {
+  /** The configuration file (read at start and on reload). */
+  configFile: string;
+  log: Logger;
+  /** How ports are started (default: a Bridge on /dev/vhost-net; tests give a fake kernel). */
+  opener?: PortOpener;
+  /** Where LISTEN_FDS and friends are read (default process.env); the variables are removed. */
+  env?: NodeJS.ProcessEnv;
+}
+
+export class Daemon {
+  private closed = false;
+
+  private constructor(
+    private readonly opts: DaemonOptions,
+    readonly manager: PortManager,
+    readonly control: ControlServer,
+  ) {}
+
+  /** Read the configuration, take the inherited sockets, open the control socket, start every port. */
+  static start(opts: DaemonOptions): Daemon {
+    const config = loadConfig(opts.configFile);
+    const inherited = listenFds(opts.env ?? process.env);
+    const controlFd = inherited.get(CONTROL_FD_NAME);
+    inherited.delete(CONTROL_FD_NAME);
+    for (const [name, fd] of inherited) {
+      if (!config.ports.has(name)) opts.log.warn(`systemd passed a socket named '${name}' (fd ${fd}) but no port has that name; it is kept for a port added later`);
+    }
+    const manager = new PortManager({ opener: opts.opener ?? openBridgePort, log: opts.log, inherited });
+    const handler = controlHandler(manager);
+    let control: ControlServer;
+    try {
+      if (controlFd !== undefined) control = ControlServer.fromFd(controlFd, handler, opts.log);
+      else {
+        mkdirSync(dirname(config.control.path), { recursive: true, mode: 0o755 });
+        control = ControlServer.listen(config.control.path, { mode: config.control.mode, gid: config.control.group }, handler, opts.log);
+      }
+    } catch (e) {
+      manager.close();
+      throw new Error(`control socket ${controlFd !== undefined ? `fd ${controlFd}` : config.control.path}: ${(e as Error).message}`);
+    }
+    for (const spec of config.ports.values()) manager.add(spec, 'config');
+    const running = manager.list().filter((p) => p.unit).length;
+    opts.log.info(`serving ${running} of ${config.ports.size} port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`);
+    return new Daemon(opts, manager, control);
+  }
+
+  /** Read the file again and apply its ports. Throws ConfigError (nothing changed) if it is not valid. */
+  reload(): ReloadResult {
+    const config = loadConfig(this.opts.configFile);
+    const r = this.manager.reload(config.ports);
+    const list = (k: string, names: string[]) => (names.length ? `${k} ${names.join(', ')}` : `${k} none`);
+    this.opts.log.info(`reload: ${list('added', r.added)}; ${list('removed', r.removed)}; ${list('changed', r.changed)}; ${r.unchanged.length} unchanged`);
+    for (const f of r.failed) this.opts.log.warn(`reload: ${f.name} is not running: ${f.error}`);
+    return r;
+  }
+
+  /** Stop every port and the control socket. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.control.close();
+    this.manager.close();
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Users and groups by name or id, for socket owners and groups in the daemon's configuration.
+ * Node has no getpwnam(3): names are looked up in /etc/passwd and /etc/group (files only, no NSS;
+ * a user from LDAP or systemd-userdb is given by its numeric id instead).
+ */
+import { readFileSync } from 'node:fs';
+
+function lookup(file: string, v: string | number): number | null {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 && v < 2 ** 32 - 1 ? v : null;
+  if (/^\d+$/.test(v)) return lookup(file, Number(v));
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === v && f.length >= 3 && /^\d+$/.test(f[2])) return Number(f[2]);
+  }
+  return null;
+}
+
+/** The uid of a user name (or a numeric id as it is), or null. */
+export const userId = (v: string | number, file = '/etc/passwd'): number | null => lookup(file, v);
+
+/** The gid of a group name (or a numeric id as it is), or null. */
+export const groupId = (v: string | number, file = '/etc/group'): number | null => lookup(file, v);

@@ -1,0 +1,129 @@
+/**
+ * The daemon's command lines: `vhost-bridge serve --config FILE` (many ports in one process) and
+ * `vhost-bridge ctl ...` (its control socket's client). The one-port mode (src/one-port.ts) is
+ * another entry of the same binary (src/cli.ts).
+ */
+import { Command, Option } from 'commander';
+import { LEVELS, log, setLogLevel } from '../log.js';
+import { ConfigError, DEFAULT_CONTROL_PATH } from './config.js';
+import { CtlError, formatPorts, formatStats, formatStatus, type PortRow, portsOfFile, request } from './ctl.js';
+import { Daemon } from './daemon.js';
+import type { PortReport, PortStats } from './report.js';
+
+const SERVE_HELP = `
+The configuration (JSON; every field but "tap" is optional):
+  { "control": { "path": "${DEFAULT_CONTROL_PATH}", "mode": "0660", "group": "kvm" },
+    "ports": {
+      "vm1": { "tap": "vbtap1", "queues": 2, "mtu": 1500, "owner": "libvirt-qemu", "mode": "0600" },
+      "vm2": { "tap": "vbtap2", "persistentTap": true, "socket": "/run/vhost-bridge/vm2.sock" },
+      "vm3": { "tap": "vbtap3", "role": "client", "socket": "/run/qemu/vm3-net0.sock" } } }
+A port's socket defaults to /run/vhost-bridge/<port>.sock (role server: QEMU connects to it).
+SIGHUP reloads the file: added ports start, removed ones stop, changed ones restart, the others are
+not touched. systemd socket activation: one .socket unit per port with FileDescriptorName=<port>
+(and FileDescriptorName=control for the control socket). See examples/.`;
+
+function serveCommand(): Command {
+  return new Command('serve')
+    .description('serve many ports (vhost-user socket + tap each) in one process, with a control socket')
+    .requiredOption('--config <file>', 'the JSON configuration')
+    .addOption(new Option('--log-level <level>', 'error, warn, info or debug').choices(LEVELS).default('info'))
+    .addHelpText('after', SERVE_HELP)
+    .action((o: { config: string; logLevel: string }) => serve(o.config, o.logLevel));
+}
+
+function serve(configFile: string, level: string): void {
+  setLogLevel(level);
+  // A port's failure is handled where it happens (manager.ts); this is the last line of defence, so
+  // that a bug outside any port's guard is seen and the other ports keep serving.
+  process.on('uncaughtException', (e) => log.error(`internal error outside any port: ${e.stack ?? e}`));
+  let daemon: Daemon;
+  try {
+    daemon = Daemon.start({ configFile, log });
+  } catch (e) {
+    process.stderr.write(`vhost-bridge serve: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  process.on('SIGHUP', () => {
+    log.info(`SIGHUP: reloading ${configFile}`);
+    try {
+      daemon.reload();
+    } catch (e) {
+      const what = e instanceof ConfigError ? 'the configuration is not valid' : 'failed';
+      log.error(`reload ${what}; the running ports are kept as they are:\n${(e as Error).message}`);
+    }
+  });
+  let stopping = false;
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${sig}: stopping`);
+      daemon.close();
+      setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
+    });
+  }
+}
+
+interface CtlOptions { json?: boolean; control: string }
+
+function print(o: CtlOptions, value: unknown, human: () => string): void {
+  process.stdout.write(`${o.json ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
+async function ctl(o: CtlOptions, run: (o: CtlOptions) => Promise<void>): Promise<void> {
+  try {
+    await run(o);
+  } catch (e) {
+    if (!(e instanceof CtlError)) throw e;
+    process.stderr.write(`vhost-bridge ctl: ${e.message}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function ctlCommand(): Command {
+  const cmd = new Command('ctl').description('ask a running `vhost-bridge serve` through its control socket');
+  const leaf = (name: string, description: string) => cmd.command(name).description(description)
+    .option('--json', 'print the reply as JSON')
+    .option('--control <path>', 'the control socket', DEFAULT_CONTROL_PATH);
+  leaf('ports', 'list the ports').action((o: CtlOptions) => ctl(o, async () => {
+    const [ports] = await request(o.control, [{ method: 'ports' }]);
+    print(o, ports, () => formatPorts(ports as PortRow[]));
+  }));
+  leaf('status [port]', 'a port\'s front-end, features, rings, memory and tap (every port without PORT)')
+    .action((port: string | undefined, o: CtlOptions) => ctl(o, async () => {
+      const names = port ? [port] : ((await request(o.control, [{ method: 'ports' }]))[0] as PortRow[]).map((p) => p.name);
+      const reports = (await request(o.control, names.map((n) => ({ method: 'status', params: { port: n } })))) as PortReport[];
+      print(o, port ? reports[0] : reports, () => (reports.length ? reports.map(formatStatus).join('\n\n') : 'no ports'));
+    }));
+  leaf('stats', 'every port\'s counters').action((o: CtlOptions) => ctl(o, async () => {
+    const [stats] = await request(o.control, [{ method: 'stats' }]);
+    print(o, stats, () => formatStats(stats as PortStats[]));
+  }));
+  leaf('add <file>', 'add the ports of FILE ({"ports": {...}} as in the configuration); they last until a restart')
+    .action((file: string, o: CtlOptions) => ctl(o, async () => {
+      const ports = portsOfFile(file);
+      const added: PortReport[] = [];
+      for (const [name, config] of ports) added.push(...((await request(o.control, [{ method: 'add', params: { name, config } }])) as PortReport[]));
+      print(o, added, () => added.map((r) => `${r.name}: added, ${r.state}${r.error ? ` (${r.error})` : ''}`).join('\n'));
+    }));
+  leaf('remove <port>', 'stop a port and forget it').action((port: string, o: CtlOptions) => ctl(o, async () => {
+    const [r] = await request(o.control, [{ method: 'remove', params: { port } }]);
+    print(o, r, () => `${port}: removed`);
+  }));
+  leaf('reset <port>', 'drop a port\'s front-end (it reconnects) or restart a failed port').action((port: string, o: CtlOptions) => ctl(o, async () => {
+    const [r] = (await request(o.control, [{ method: 'reset', params: { port } }])) as PortReport[];
+    print(o, r, () => `${port}: reset, ${r.state}${r.error ? ` (${r.error})` : ''}`);
+  }));
+  leaf('version', 'the daemon\'s version, pid and uptime').action((o: CtlOptions) => ctl(o, async () => {
+    const [v] = await request(o.control, [{ method: 'version' }]);
+    print(o, v, () => Object.entries(v as Record<string, unknown>).map(([k, x]) => `${k}: ${x}`).join('\n'));
+  }));
+  return cmd;
+}
+
+/** Run `serve` or `ctl` (argv: the arguments after the program, starting with the subcommand). */
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command().name('vhost-bridge').showHelpAfterError('(add --help for usage)')
+    .addCommand(serveCommand()).addCommand(ctlCommand());
+  await program.parseAsync(argv, { from: 'user' });
+}
