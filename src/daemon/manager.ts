@@ -7,7 +7,7 @@
 import { type Logger } from '../log.js';
 import { closeQuiet, dup } from '../sys/index.js';
 import { checkDistinct, ConfigError, type PortSpec, sameSpec } from './config.js';
-import { type PortOpener, type PortUnit, portLogger } from './port.js';
+import type { PortOpener, PortUnit } from './port.js';
 
 /** Where a port came from: the configuration file (a reload may remove it) or the control socket's `add`. */
 export type PortOrigin = 'config' | 'control';
@@ -193,7 +193,7 @@ export class PortManager {
     let listenFd: number | null = null;
     try {
       if (inherited !== undefined) listenFd = dup(inherited);
-      p.unit = this.opts.opener(p.spec, { log: portLogger(this.log, p.name), listenFd });
+      p.unit = this.opts.opener(p.spec, { log: this.log, listenFd });
       p.error = null;
       p.since = Date.now();
     } catch (e) {

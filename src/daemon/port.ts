@@ -7,10 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Bridge, type TransportSpec } from '../bridge/daemon.js';
 import type { DeviceStatus } from '../bridge/status.js';
-import { bitsOf } from '../bits.js';
-import { hex } from '../format.js';
 import type { Logger } from '../log.js';
-import { FEATURE_NAMES } from '../virtio.js';
 import type { PortSpec } from './config.js';
 
 /** What the manager needs of a running port. */
@@ -29,7 +26,7 @@ export interface PortUnit {
 
 /** How a port is started. */
 export interface OpenContext {
-  /** Lines of this port (they name it). */
+  /** Where the port logs; it names itself in every line (log.ts portLog). */
   log: Logger;
   /** A listening socket systemd passed for this port (LISTEN_FDNAMES), owned by the port from here on; or null. */
   listenFd: number | null;
@@ -37,39 +34,11 @@ export interface OpenContext {
 
 export type PortOpener = (spec: PortSpec, ctx: OpenContext) => PortUnit;
 
-/** A logger whose lines start with the port's name: one process serves many ports, each line says whose it is. */
-export function portLogger(parent: Logger, port: string): Logger {
-  return {
-    error: (t) => parent.error(`${port}: ${t}`),
-    warn: (t) => parent.warn(`${port}: ${t}`),
-    info: (t) => parent.info(`${port}: ${t}`),
-    debug: (t) => parent.debug(`${port}: ${t}`),
-    enabled: (l) => parent.enabled(l),
-  };
-}
-
 /** The transport of a port: an inherited listening fd, the socket it listens on, or the VMM's socket it connects to. */
 export function transportOf(spec: PortSpec, listenFd: number | null): TransportSpec {
   if (listenFd !== null) return { mode: 'fd', fd: listenFd };
   if (spec.role === 'client') return { mode: 'client', path: spec.socket };
   return { mode: 'server', path: spec.socket, socketMode: spec.mode, uid: spec.owner, gid: spec.group };
-}
-
-/**
- * A status for a device that cannot report one yet: the port, whether a front-end is connected, the
- * offered features; no rings, memory or times. Used until the device's own snapshot is available.
- */
-export function minimalStatus(port: string, offered: bigint, frontEnd: boolean): DeviceStatus {
-  return {
-    port, frontEnd, sessions: 0,
-    features: {
-      offered: hex(offered), offeredNames: bitsOf(offered).map((b) => FEATURE_NAMES[b] ?? `bit ${b}`),
-      negotiated: null, negotiatedNames: [], protocol: null, protocolNames: [],
-    },
-    rings: [],
-    memory: { regions: [], dirtyLog: false },
-    times: { connected: null, featuresSet: null, allRingsRunning: null, lastRingStopped: null, disconnected: null },
-  };
 }
 
 /** The real port: a Bridge on /dev/vhost-net and the tap. */
@@ -81,10 +50,11 @@ export const openBridgePort: PortOpener = (spec, ctx) => {
     queuePairs: spec.queues,
     mtu: spec.mtu ?? undefined,
     log: ctx.log,
+    port: spec.name,
   });
   return {
     tapName: bridge.tapName,
-    status: () => minimalStatus(spec.name, bridge.offered, bridge.frontEndFd !== null),
+    status: () => bridge.status(),
     frontEndFd: () => bridge.frontEndFd,
     dropFrontEnd: (why) => bridge.dropFrontEnd(why),
     close: () => bridge.close(),

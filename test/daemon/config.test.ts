@@ -1,0 +1,108 @@
+/** The daemon's configuration: what is accepted, the defaults, and errors that name the port and the field. */
+import { expect } from 'chai';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, parseConfig, parsePort, sameSpec } from '../../src/daemon/config.js';
+import { tempDir } from '../fdcount.js';
+
+function errorsOf(doc: unknown): string[] {
+  try {
+    parseConfig(doc);
+  } catch (e) {
+    expect(e).to.be.instanceOf(ConfigError);
+    return (e as ConfigError).message.split('\n');
+  }
+  throw new Error('the configuration was accepted');
+}
+
+describe('daemon config', () => {
+  it('fills in the defaults: server role, /run/vhost-bridge/<port>.sock, 1 queue pair, mode 0600, the control socket', () => {
+    const c = parseConfig({ ports: { vm1: { tap: 'vbtap1' } } });
+    expect(c.control).to.deep.equal({ path: '/run/vhost-bridge/control.sock', mode: 0o660, group: null });
+    expect(c.ports.get('vm1')).to.deep.equal({
+      name: 'vm1', socket: '/run/vhost-bridge/vm1.sock', role: 'server', tap: 'vbtap1', persistentTap: false, queues: 1,
+      mtu: null, owner: null, group: null, mode: 0o600,
+    });
+  });
+
+  it('takes every setting, users and groups by name or id, modes as octal strings', () => {
+    const c = parseConfig({
+      control: { path: '/run/vb/ctl.sock', mode: '0600', group: 'root' },
+      ports: {
+        a: { tap: 'ta', socket: '/run/vb/a.sock', queues: 4, mtu: 9000, owner: 'root', group: 0, mode: '0660', persistentTap: true },
+        b: { tap: 'tb', role: 'client', socket: '/run/qemu/b.sock' },
+      },
+    });
+    expect(c.control).to.deep.equal({ path: '/run/vb/ctl.sock', mode: 0o600, group: 0 });
+    expect(c.ports.get('a')).to.include({ queues: 4, mtu: 9000, owner: 0, group: 0, mode: 0o660, persistentTap: true });
+    expect(c.ports.get('b')).to.include({ role: 'client', socket: '/run/qemu/b.sock' });
+    expect([...c.ports.keys()]).to.deep.equal(['a', 'b']);
+  });
+
+  it('names the port and the field of every problem, all at once', () => {
+    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 0 } } })).to.deep.equal(['ports.vm1.queues: expected a number from 1 to 128']);
+    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 2.5 } } })).to.deep.equal(['ports.vm1.queues: expected a number from 1 to 128']);
+    expect(errorsOf({
+      ports: { vm1: { tap: 'vbtap1', mtu: 20, mode: 660, owner: 'no-such-user-here', role: 'both', queus: 2 }, vm2: { tap: 7 } },
+    })).to.have.members([
+      'ports.vm1.mtu: expected a number from 68 to 65521',
+      'ports.vm1.mode: expected an octal mode as a string, such as "0660"',
+      "ports.vm1.owner: no user 'no-such-user-here' (/etc/passwd)",
+      'ports.vm1.role: expected "server" or "client"',
+      'ports.vm1.queus: unknown field',
+      'ports.vm2.tap: expected an interface name',
+    ]);
+  });
+
+  it('refuses a socket path longer than sun_path holds, saying so', () => {
+    const path = `/run/${'x'.repeat(110)}.sock`;
+    expect(errorsOf({ ports: { vm1: { tap: 't', socket: path } } })).to.deep.equal([
+      `ports.vm1.socket: ${Buffer.byteLength(path)} bytes is too long for a unix socket path (at most 107: sun_path is 108 bytes with its NUL)`,
+    ]);
+    expect(errorsOf({ ports: { vm1: { tap: 't', socket: 'relative.sock' } } })).to.deep.equal(['ports.vm1.socket: expected an absolute path']);
+    // 107 bytes is the most that fits
+    const fits = `/${'y'.repeat(101)}.sock`;
+    expect(Buffer.byteLength(fits)).to.equal(107);
+    expect(parseConfig({ ports: { vm1: { tap: 't', socket: fits } } }).ports.get('vm1')?.socket).to.equal(fits);
+  });
+
+  it('refuses bad names, shared sockets and taps, and settings that do not apply to the role', () => {
+    expect(errorsOf({ ports: { 'a/b': { tap: 't' } } })[0]).to.match(/^ports\.a\/b: a port name is 1 to 64 letters/);
+    expect(errorsOf({ ports: { vm1: { tap: 'a-very-long-tap-name' } } })).to.deep.equal([
+      'ports.vm1.tap: "a-very-long-tap-name" is 20 bytes; interface names have at most 15',
+    ]);
+    expect(errorsOf({ ports: { vm1: { tap: 't1' }, vm2: { tap: 't1', socket: '/run/vhost-bridge/vm1.sock' } } })).to.deep.equal([
+      'ports.vm2.socket: /run/vhost-bridge/vm1.sock is already the socket of port vm1',
+      'ports.vm2.tap: t1 is already the tap of port vm1',
+    ]);
+    expect(errorsOf({ ports: { vm1: { tap: 't1', role: 'client', socket: '/run/q.sock', mode: '0660' } } })).to.deep.equal([
+      'ports.vm1.mode: applies to role "server" only (with role "client" the VMM creates the socket)',
+    ]);
+    expect(errorsOf({ control: { path: '/run/c.sock' }, ports: { vm1: { tap: 't1', socket: '/run/c.sock' } } })).to.deep.equal([
+      'ports.vm1.socket: /run/c.sock is the control socket',
+    ]);
+    expect(errorsOf({ ports: [], extra: 1 })).to.have.members(['extra: unknown field', 'ports: expected an object of ports by name']);
+    expect(errorsOf(null)).to.deep.equal(['expected an object with "ports"']);
+  });
+
+  it('loadConfig names the file, also when it is not JSON', () => {
+    const dir = tempDir();
+    try {
+      const f = join(dir, 'c.json');
+      writeFileSync(f, '{ "ports": { "vm1": { "tap": "t", "queues": 999 } } }');
+      expect(() => loadConfig(f)).to.throw(ConfigError, `${f}: ports.vm1.queues: expected a number from 1 to 128`);
+      writeFileSync(f, '{ ports: }');
+      expect(() => loadConfig(f)).to.throw(ConfigError, new RegExp(`^${f}: not JSON: `));
+      expect(() => loadConfig(join(dir, 'missing.json'))).to.throw(ConfigError, /cannot read it: ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('sameSpec tells a changed port from an unchanged one', () => {
+    const a = parsePort('vm1', { tap: 't1', queues: 2 });
+    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 2, role: 'server' }))).to.equal(true);
+    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 1 }))).to.equal(false);
+    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 2, mode: '0660' }))).to.equal(false);
+  });
+});
