@@ -26,7 +26,8 @@ Example (QEMU connects to the bridge; guest memory must be shared with it):
 
 Two queue pairs: --queues 2 here, and queues=2 on -netdev and mq=on on -device.
 QEMU as the server: -chardev socket,...,server=on,wait=off and vhost-bridge --connect PATH.
-Unprivileged: a manager opens /dev/vhost-net and the tap and passes --vhost-fd N and --tap-fd N.`;
+Unprivileged: a manager opens /dev/vhost-net and the tap and passes --vhost-fd N and --tap-fd N.
+Many ports in one process: vhost-bridge serve --config FILE (see vhost-bridge serve --help), and vhost-bridge ctl.`;
 
 function int(name: string, min: number, max: number) {
   return (v: string): number => {
