@@ -1,7 +1,7 @@
 /** The daemon's configuration: what is accepted, the defaults, and errors that name the port and the field. */
 import { expect } from 'chai';
-import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { ConfigError, loadConfig, parseConfig, parsePort, sameSpec } from '../../src/daemon/config.js';
 import { tempDir } from '../fdcount.js';
 
@@ -97,6 +97,14 @@ describe('daemon config', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('examples/vhost-bridge.json is a valid configuration of three ports (its users and groups as ids here)', () => {
+    const file = resolve(import.meta.dirname, '..', '..', '..', 'examples', 'vhost-bridge.json');
+    const ids = (_: string, v: unknown) => (v === 'kvm' || v === 'libvirt-qemu' ? 0 : v);
+    const c = parseConfig(JSON.parse(readFileSync(file, 'utf8'), ids));
+    expect([...c.ports.values()].map((p) => [p.name, p.role, p.tap, p.queues])).to.deep.equal([
+      ['vm1', 'server', 'vbtap1', 1], ['vm2', 'server', 'vbtap2', 2], ['vm3', 'client', 'vbtap3', 1]]);
   });
 
   it('sameSpec tells a changed port from an unchanged one', () => {
