@@ -1,0 +1,77 @@
+/**
+ * `vhost-bridge serve` as a child process in L2, for the daemon's lab tests: its config file, its
+ * log lines, and its control socket (the real client, src/daemon/ctl.ts).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join, resolve } from 'node:path';
+import { request } from '../../src/daemon/ctl.js';
+import type { PortReport } from '../../src/daemon/report.js';
+
+const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
+
+export class DaemonProcess {
+  readonly lines: string[] = [];
+  private readonly exited: Promise<{ code: number | null; signal: string | null }>;
+
+  private constructor(readonly name: string, readonly control: string, private readonly child: ChildProcess) {
+    const logFd = fs.openSync(join(process.env.LAB_XCHG ?? '/tmp', `daemon-${name}.log`), 'a');
+    let rest = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      fs.writeSync(logFd, d);
+      const parts = (rest + d.toString()).split('\n');
+      rest = parts.pop() ?? '';
+      this.lines.push(...parts);
+    });
+    this.exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
+  }
+
+  /** Start `serve --config FILE` and wait until its control socket answers. */
+  static async start(name: string, configFile: string): Promise<DaemonProcess> {
+    const cfg = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { control: { path: string } };
+    const child = spawn(process.execPath, ['--enable-source-maps', '--no-memory-reducer', CLI, 'serve', '--config', configFile],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    const d = new DaemonProcess(name, cfg.control.path, child);
+    for (let i = 0; ; i++) {
+      try {
+        await d.ask('version');
+        return d;
+      } catch (e) {
+        if (i > 400) {
+          child.kill('SIGKILL');
+          throw new Error(`daemon ${name} did not answer: ${(e as Error).message}\n${d.lines.slice(-10).join('\n')}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  async ask<T = unknown>(method: string, params?: Record<string, unknown>): Promise<T> {
+    return (await request(this.control, [{ method, params }]))[0] as T;
+  }
+
+  status(port: string): Promise<PortReport> {
+    return this.ask<PortReport>('status', { port });
+  }
+
+  /** `vhost-bridge ctl ARGS --control <its socket>`: stdout (throws on a non-zero exit). */
+  ctl(...args: string[]): string {
+    const r = spawnSync(process.execPath, [CLI, 'ctl', ...args, '--control', this.control], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ctl ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** Log lines at WARN or ERROR since line `from`. */
+  problems(from = 0): string[] {
+    return this.lines.slice(from).filter((l) => / (WARN|ERROR) /.test(l));
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: string | null }> {
+    this.child.kill(signal);
+    return this.exited;
+  }
+}
