@@ -14,9 +14,14 @@ import { quantile } from './bench/metrics.js';
 import type { PortsResult } from './lab-runs/bench-ports.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vb-bench-ports-'));
-const lab = spawnSync('scripts/lab/run', ['-t', '900', '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench-ports.js'], {
-  stdio: 'inherit', env: { ...process.env, LAB_XCHG_DIR: work, VB_PORTS_OUT: '/lab-xchg/ports.json' },
-});
+const lab = spawnSync(
+  'scripts/lab/run',
+  ['-t', '900', '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench-ports.js'],
+  {
+    stdio: 'inherit',
+    env: { ...process.env, LAB_XCHG_DIR: work, VB_PORTS_OUT: '/lab-xchg/ports.json' },
+  },
+);
 let r: PortsResult;
 try {
   r = JSON.parse(readFileSync(join(work, 'ports.json'), 'utf8')) as PortsResult;
@@ -30,21 +35,44 @@ const stats = (v: number[]) => {
   const s = [...v].sort((a, b) => a - b);
   return s.length ? { median: quantile(s, 0.5), p99: quantile(s, 0.99) } : { median: NaN, p99: NaN };
 };
-const blocks = [[0, 1], [1, 50], [50, 100], [100, 200]].filter(([a]) => a < r.ports).map(([a, b]) => [a, Math.min(b, r.ports)]);
+const blocks = [
+  [0, 1],
+  [1, 50],
+  [50, 100],
+  [100, 200],
+]
+  .filter(([a]) => a < r.ports)
+  .map(([a, b]) => [a, Math.min(b, r.ports)]);
 
 console.log(`\nvhost-bridge serve with ${r.ports} ports, no guests (L2 kernel ${r.kernel}, Node ${r.node})\n`);
-console.log(table(['ports', 'daemon RSS (MiB)', 'fds', 'threads', 'vhost-net fds', 'vhost workers'],
-  r.marks.map((m) => [m.ports, (m.rssKiB / 1024).toFixed(1), m.fds, m.threads, m.vhostNetFds, m.vhostWorkers])));
+console.log(
+  table(
+    ['ports', 'daemon RSS (MiB)', 'fds', 'threads', 'vhost-net fds', 'vhost workers'],
+    r.marks.map((m) => [m.ports, (m.rssKiB / 1024).toFixed(1), m.fds, m.threads, m.vhostNetFds, m.vhostWorkers]),
+  ),
+);
 console.log('');
-console.log(table(['ports', 'handshake median (ms)', 'handshake p99 (ms)', 'add median (ms)'],
-  [...blocks.map(([a, b]) => {
-    const h = stats(r.handshakeMs.slice(a, b));
-    return [`${a + 1}-${b}`, ms(h.median), ms(h.p99), ms(stats(r.addMs.slice(a, b)).median)];
-  }), ['all', ms(stats(r.handshakeMs).median), ms(stats(r.handshakeMs).p99), ms(stats(r.addMs).median)]]));
-console.log(`\n${r.attached} of ${r.ports} ports had both rings attached at the end${r.errors.length ? `; errors:\n${r.errors.join('\n')}` : ''}`);
+console.log(
+  table(
+    ['ports', 'handshake median (ms)', 'handshake p99 (ms)', 'add median (ms)'],
+    [
+      ...blocks.map(([a, b]) => {
+        const h = stats(r.handshakeMs.slice(a, b));
+        return [`${a + 1}-${b}`, ms(h.median), ms(h.p99), ms(stats(r.addMs.slice(a, b)).median)];
+      }),
+      ['all', ms(stats(r.handshakeMs).median), ms(stats(r.handshakeMs).p99), ms(stats(r.addMs).median)],
+    ],
+  ),
+);
+console.log(
+  `\n${r.attached} of ${r.ports} ports had both rings attached at the end${r.errors.length ? `; errors:\n${r.errors.join('\n')}` : ''}`,
+);
 
 mkdirSync('results', { recursive: true });
 const out = `results/ports-${r.when.slice(0, 19).replace(/[T:]/g, '-')}.json`;
-writeFileSync(out, JSON.stringify({ ...r, summary: { handshake: stats(r.handshakeMs), add: stats(r.addMs) } }, null, 2));
+writeFileSync(
+  out,
+  JSON.stringify({ ...r, summary: { handshake: stats(r.handshakeMs), add: stats(r.addMs) } }, null, 2),
+);
 console.log(`wrote ${out}`);
 process.exit(r.errors.length || r.attached !== r.ports ? 1 : 0);

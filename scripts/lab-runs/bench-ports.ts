@@ -21,7 +21,14 @@ const MARKS = [1, 50, 100, 200, PORTS].filter((m, i, a) => m <= PORTS && a.index
 const OUT = process.env.VB_PORTS_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/ports.json`;
 const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
 
-export interface Mark { ports: number; rssKiB: number; fds: number; threads: number; vhostNetFds: number; vhostWorkers: number }
+export interface Mark {
+  ports: number;
+  rssKiB: number;
+  fds: number;
+  threads: number;
+  vhostNetFds: number;
+  vhostWorkers: number;
+}
 export interface PortsResult {
   when: string;
   kernel: string;
@@ -37,7 +44,8 @@ export interface PortsResult {
   errors: string[];
 }
 
-const status = (pid: number, key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+const status = (pid: number, key: string): number =>
+  Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
 async function main(): Promise<void> {
   const dir = mkdtempSync('/tmp/vb-ports-');
@@ -45,8 +53,11 @@ async function main(): Promise<void> {
   const config = join(dir, 'config.json');
   writeFileSync(config, JSON.stringify({ control: { path: control }, ports: {} }));
   const logFd = openSync(`${process.env.LAB_XCHG ?? dir}/bench-ports-daemon.log`, 'w');
-  const daemon = spawn(process.execPath, ['--no-memory-reducer', CLI, 'serve', '--config', config, '--log-level', 'warn'],
-    { stdio: ['ignore', logFd, logFd] });
+  const daemon = spawn(
+    process.execPath,
+    ['--no-memory-reducer', CLI, 'serve', '--config', config, '--log-level', 'warn'],
+    { stdio: ['ignore', logFd, logFd] },
+  );
   const pid = daemon.pid!;
   for (let i = 0; ; i++) {
     try {
@@ -58,8 +69,15 @@ async function main(): Promise<void> {
     }
   }
   const result: PortsResult = {
-    when: new Date().toISOString(), kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), node: process.version,
-    ports: PORTS, marks: [], handshakeMs: [], addMs: [], attached: 0, errors: [],
+    when: new Date().toISOString(),
+    kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    node: process.version,
+    ports: PORTS,
+    marks: [],
+    handshakeMs: [],
+    addMs: [],
+    attached: 0,
+    errors: [],
   };
   const fes: Handshaken[] = [];
   try {
@@ -67,7 +85,9 @@ async function main(): Promise<void> {
       const name = `p${i}`;
       const socket = join(dir, `${name}.sock`);
       const t0 = performance.now();
-      const [added] = (await request(control, [{ method: 'add', params: { name, config: { tap: `vbp${i}`, socket } } }])) as PortReport[];
+      const [added] = (await request(control, [
+        { method: 'add', params: { name, config: { tap: `vbp${i}`, socket } } },
+      ])) as PortReport[];
       if (added.state !== 'running') throw new Error(`${name}: ${added.error}`);
       const t1 = performance.now();
       fes.push(await handshake(socket));
@@ -75,16 +95,27 @@ async function main(): Promise<void> {
       result.handshakeMs.push(performance.now() - t1);
       if (MARKS.includes(i + 1)) {
         const m: Mark = {
-          ports: i + 1, rssKiB: status(pid, 'VmRSS'), fds: readdirSync(`/proc/${pid}/fd`).length, threads: status(pid, 'Threads'),
-          vhostNetFds: vhostNetFds(pid), vhostWorkers: vhostWorkers(pid).length,
+          ports: i + 1,
+          rssKiB: status(pid, 'VmRSS'),
+          fds: readdirSync(`/proc/${pid}/fd`).length,
+          threads: status(pid, 'Threads'),
+          vhostNetFds: vhostNetFds(pid),
+          vhostWorkers: vhostWorkers(pid).length,
         };
         result.marks.push(m);
-        console.log(`${m.ports} ports: RSS ${(m.rssKiB / 1024).toFixed(1)} MiB, ${m.fds} fds, ${m.vhostNetFds} vhost-net fds, ${m.vhostWorkers} vhost workers`);
+        console.log(
+          `${m.ports} ports: RSS ${(m.rssKiB / 1024).toFixed(1)} MiB, ${m.fds} fds, ${m.vhostNetFds} vhost-net fds, ${m.vhostWorkers} vhost workers`,
+        );
       }
     }
     const names = Array.from({ length: PORTS }, (_, i) => `p${i}`);
-    const reports = (await request(control, names.map((n) => ({ method: 'status', params: { port: n } })))) as PortReport[];
-    result.attached = reports.filter((r) => r.device?.rings.length === 2 && r.device.rings.every((g) => g.attached)).length;
+    const reports = (await request(
+      control,
+      names.map((n) => ({ method: 'status', params: { port: n } })),
+    )) as PortReport[];
+    result.attached = reports.filter(
+      (r) => r.device?.rings.length === 2 && r.device.rings.every((g) => g.attached),
+    ).length;
   } catch (e) {
     result.errors.push((e as Error).stack ?? String(e));
     console.error(e);
@@ -96,7 +127,9 @@ async function main(): Promise<void> {
     writeFileSync(OUT, JSON.stringify(result, null, 2));
   }
   const s = [...result.handshakeMs].sort((a, b) => a - b);
-  console.log(`handshake median ${quantile(s, 0.5).toFixed(2)} ms, p99 ${quantile(s, 0.99).toFixed(2)} ms; ${result.attached}/${PORTS} ports with both rings attached`);
+  console.log(
+    `handshake median ${quantile(s, 0.5).toFixed(2)} ms, p99 ${quantile(s, 0.99).toFixed(2)} ms; ${result.attached}/${PORTS} ports with both rings attached`,
+  );
 }
 
 await main();

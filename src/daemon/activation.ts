@@ -29,7 +29,9 @@ export function listenFds(env: NodeJS.ProcessEnv = process.env, pid = process.pi
   if (!/^\d+$/.test(count) || n < 1) throw new Error(`LISTEN_FDS=${count}: expected a count of sockets`);
   const list = (names ?? '').split(':');
   if (names === undefined || list.length !== n) {
-    throw new Error(`LISTEN_FDS=${n} but LISTEN_FDNAMES has ${names === undefined ? 'no names' : `${list.length} name(s)`}: give each .socket unit FileDescriptorName=<port>`);
+    throw new Error(
+      `LISTEN_FDS=${n} but LISTEN_FDNAMES has ${names === undefined ? 'no names' : `${list.length} name(s)`}: give each .socket unit FileDescriptorName=<port>`,
+    );
   }
   for (let i = 0; i < n; i++) {
     const fd = FIRST_FD + i;

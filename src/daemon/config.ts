@@ -68,7 +68,10 @@ export interface ConfigIssue {
 
 /** A configuration that cannot be used; `message` lists every issue, one per line. */
 export class ConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[], where = '') {
+  constructor(
+    readonly issues: ConfigIssue[],
+    where = '',
+  ) {
     super(issues.map((i) => `${where}${i.field ? `${i.field}: ` : ''}${i.message}`).join('\n'));
     this.name = 'ConfigError';
   }
@@ -82,16 +85,20 @@ function intIn(min: number, max: number) {
 }
 
 /** A file mode as an octal string ("0660"); JSON has no octal numbers, and 660 in decimal is a trap. */
-const mode = z.string({ error: 'expected an octal mode as a string, such as "0660"' })
+const mode = z
+  .string({ error: 'expected an octal mode as a string, such as "0660"' })
   .regex(/^0?[0-7]{3}$/, { error: 'expected an octal mode as a string, such as "0660"' })
   .transform((s) => parseInt(s, 8));
 
 /** A user or group: a name (looked up in /etc/passwd or /etc/group) or a numeric id. */
-const idOf = (kind: 'user' | 'group') => z.union([z.string(), z.number()], { error: `expected a ${kind} name or id` })
-  .transform((v, ctx) => {
+const idOf = (kind: 'user' | 'group') =>
+  z.union([z.string(), z.number()], { error: `expected a ${kind} name or id` }).transform((v, ctx) => {
     const id = kind === 'user' ? userId(v) : groupId(v);
     if (id === null) {
-      ctx.addIssue({ code: 'custom', message: `no ${kind} '${v}' (${kind === 'user' ? '/etc/passwd' : '/etc/group'})` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `no ${kind} '${v}' (${kind === 'user' ? '/etc/passwd' : '/etc/group'})`,
+      });
       return z.NEVER;
     }
     return id;
@@ -99,10 +106,12 @@ const idOf = (kind: 'user' | 'group') => z.union([z.string(), z.number()], { err
 
 const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => {
   const n = Buffer.byteLength(ctx.value);
-  if (!ctx.value.startsWith('/')) ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected an absolute path' });
+  if (!ctx.value.startsWith('/'))
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected an absolute path' });
   else if (n > SUN_PATH_MAX) {
     ctx.issues.push({
-      code: 'custom', input: ctx.value,
+      code: 'custom',
+      input: ctx.value,
       message: `${n} bytes is too long for a unix socket path (at most ${SUN_PATH_MAX}: sun_path is 108 bytes with its NUL)`,
     });
   }
@@ -114,30 +123,39 @@ const tapName = z.string({ error: 'expected an interface name' }).check((ctx) =>
 });
 
 /** One port as written in the file (before defaults and the checks across ports). */
-const portSchema = z.strictObject({
-  tap: tapName,
-  persistentTap: z.boolean({ error: 'expected true or false' }).optional(),
-  socket: socketPath.optional(),
-  role: z.enum(['server', 'client'], { error: 'expected "server" or "client"' }).optional(),
-  queues: intIn(QUEUES.min, QUEUES.max).optional(),
-  mtu: intIn(MTU.min, MTU.max).optional(),
-  owner: idOf('user').optional(),
-  group: idOf('group').optional(),
-  mode: mode.optional(),
-}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object with the port\'s settings') });
+const portSchema = z.strictObject(
+  {
+    tap: tapName,
+    persistentTap: z.boolean({ error: 'expected true or false' }).optional(),
+    socket: socketPath.optional(),
+    role: z.enum(['server', 'client'], { error: 'expected "server" or "client"' }).optional(),
+    queues: intIn(QUEUES.min, QUEUES.max).optional(),
+    mtu: intIn(MTU.min, MTU.max).optional(),
+    owner: idOf('user').optional(),
+    group: idOf('group').optional(),
+    mode: mode.optional(),
+  },
+  { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : "expected an object with the port's settings") },
+);
 
 type PortInput = z.output<typeof portSchema>;
 
-const controlSchema = z.strictObject({
-  path: socketPath.optional(),
-  mode: mode.optional(),
-  group: idOf('group').optional(),
-}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object') });
+const controlSchema = z.strictObject(
+  {
+    path: socketPath.optional(),
+    mode: mode.optional(),
+    group: idOf('group').optional(),
+  },
+  { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object') },
+);
 
-const configSchema = z.strictObject({
-  control: controlSchema.optional(),
-  ports: z.record(z.string(), z.unknown(), { error: 'expected an object of ports by name' }),
-}, { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object with "ports"') });
+const configSchema = z.strictObject(
+  {
+    control: controlSchema.optional(),
+    ports: z.record(z.string(), z.unknown(), { error: 'expected an object of ports by name' }),
+  },
+  { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object with "ports"') },
+);
 
 /** The zod issues as field paths and messages (unknown keys get one issue each, on the key itself). */
 function issuesOf(err: z.ZodError, prefix: (string | number)[] = []): ConfigIssue[] {
@@ -163,7 +181,12 @@ export const defaultSocket = (port: string): string => `${RUN_DIR}/${port}.sock`
 export function parsePort(name: string, input: unknown): PortSpec {
   const at = ['ports', name];
   if (!PORT_NAME.test(name)) {
-    throw new ConfigError([{ field: at.join('.'), message: 'a port name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit' }]);
+    throw new ConfigError([
+      {
+        field: at.join('.'),
+        message: 'a port name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit',
+      },
+    ]);
   }
   const r = portSchema.safeParse(input);
   if (!r.success) throw new ConfigError(issuesOf(r.error, at));
@@ -176,17 +199,32 @@ function resolvePort(name: string, p: PortInput): PortSpec {
   const role = p.role ?? 'server';
   const socket = p.socket ?? defaultSocket(name);
   if (p.socket === undefined && Buffer.byteLength(socket) > SUN_PATH_MAX) {
-    issues.push({ field: `${at}.socket`, message: `the default path ${socket} is longer than ${SUN_PATH_MAX} bytes: give a shorter port name or a socket path` });
+    issues.push({
+      field: `${at}.socket`,
+      message: `the default path ${socket} is longer than ${SUN_PATH_MAX} bytes: give a shorter port name or a socket path`,
+    });
   }
   if (role === 'client') {
     for (const k of ['owner', 'group', 'mode'] as const) {
-      if (p[k] !== undefined) issues.push({ field: `${at}.${k}`, message: 'applies to role "server" only (with role "client" the VMM creates the socket)' });
+      if (p[k] !== undefined)
+        issues.push({
+          field: `${at}.${k}`,
+          message: 'applies to role "server" only (with role "client" the VMM creates the socket)',
+        });
     }
   }
   if (issues.length) throw new ConfigError(issues);
   return {
-    name, socket, role, tap: p.tap, persistentTap: p.persistentTap ?? false, queues: p.queues ?? 1, mtu: p.mtu ?? null,
-    owner: p.owner ?? null, group: p.group ?? null, mode: p.mode ?? 0o600,
+    name,
+    socket,
+    role,
+    tap: p.tap,
+    persistentTap: p.persistentTap ?? false,
+    queues: p.queues ?? 1,
+    mtu: p.mtu ?? null,
+    owner: p.owner ?? null,
+    group: p.group ?? null,
+    mode: p.mode ?? 0o600,
   };
 }
 
@@ -197,10 +235,12 @@ export function checkDistinct(ports: Iterable<PortSpec>): ConfigIssue[] {
   const taps = new Map<string, string>();
   for (const p of ports) {
     const s = sockets.get(p.socket);
-    if (s !== undefined) issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is already the socket of port ${s}` });
+    if (s !== undefined)
+      issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is already the socket of port ${s}` });
     else sockets.set(p.socket, p.name);
     const t = taps.get(p.tap);
-    if (t !== undefined) issues.push({ field: `ports.${p.name}.tap`, message: `${p.tap} is already the tap of port ${t}` });
+    if (t !== undefined)
+      issues.push({ field: `ports.${p.name}.tap`, message: `${p.tap} is already the tap of port ${t}` });
     else taps.set(p.tap, p.name);
   }
   return issues;
@@ -224,7 +264,8 @@ export function parseConfig(doc: unknown): DaemonConfig {
   const c = r.data.control ?? {};
   const control: ControlSpec = { path: c.path ?? DEFAULT_CONTROL_PATH, mode: c.mode ?? 0o660, group: c.group ?? null };
   for (const p of ports.values()) {
-    if (p.socket === control.path) issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is the control socket` });
+    if (p.socket === control.path)
+      issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is the control socket` });
   }
   if (issues.length) throw new ConfigError(issues);
   return { control, ports };

@@ -9,15 +9,38 @@
 import { z } from 'zod';
 import type { Logger } from '../log.js';
 import {
-  accept, close as closeFd, closeQuiet, FdWatcher, fstat, type PeerCred, peerCred, recv, send, setNonBlocking,
-  type Readiness, unixListen, unlink,
+  accept,
+  close as closeFd,
+  closeQuiet,
+  FdWatcher,
+  fstat,
+  type PeerCred,
+  peerCred,
+  recv,
+  send,
+  setNonBlocking,
+  type Readiness,
+  unixListen,
+  unlink,
 } from '../sys/index.js';
 import { removeStaleSocket } from '../vhost-user/transport.js';
-import { decodeBody, encodeFrame, FrameReader, FrameTooLarge, MAX_REQUEST, type Reply, type Request, type RequestId } from './protocol.js';
+import {
+  decodeBody,
+  encodeFrame,
+  FrameReader,
+  FrameTooLarge,
+  MAX_REQUEST,
+  type Reply,
+  type Request,
+  type RequestId,
+} from './protocol.js';
 
 /** An error reply: what is wrong, and the parameter at fault (`port`, `config.queues`). */
 export class ControlError extends Error {
-  constructor(message: string, readonly field?: string) {
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
     super(message);
     this.name = 'ControlError';
   }
@@ -30,11 +53,14 @@ export type RequestHandler = (req: Request, peer: PeerCred | null) => unknown;
 const MAX_QUEUED = 128 * 1024 * 1024;
 const READ_SIZE = 64 * 1024;
 
-const envelope = z.object({
-  id: z.union([z.number(), z.string()], { error: 'expected a number or a string' }),
-  method: z.string({ error: 'expected a method name' }),
-  params: z.record(z.string(), z.unknown(), { error: 'expected a map of parameters' }).optional(),
-}, { error: 'expected a map {id, method, params}' });
+const envelope = z.object(
+  {
+    id: z.union([z.number(), z.string()], { error: 'expected a number or a string' }),
+    method: z.string({ error: 'expected a method name' }),
+    params: z.record(z.string(), z.unknown(), { error: 'expected a map of parameters' }).optional(),
+  },
+  { error: 'expected a map {id, method, params}' },
+);
 
 class ControlConnection {
   private watcher: FdWatcher | null = null;
@@ -72,13 +98,19 @@ class ControlConnection {
   private watch(): void {
     this.watcher?.close();
     const writing = this.out.length > 0;
-    this.watcher = new FdWatcher(this.fd, writing ? { writable: true, disconnect: true } : { readable: true, disconnect: true },
-      (r) => this.onReady(r));
+    this.watcher = new FdWatcher(
+      this.fd,
+      writing ? { writable: true, disconnect: true } : { readable: true, disconnect: true },
+      (r) => this.onReady(r),
+    );
   }
 
   private onReady(r: Readiness): void {
     try {
-      if (r.status < 0) return this.close('poll error');
+      if (r.status < 0) {
+        this.close('poll error');
+        return;
+      }
       if (this.out.length) {
         this.flush();
         if (!this.out.length && this.open) this.watch();
@@ -97,17 +129,22 @@ class ControlConnection {
       try {
         n = recv(this.fd, this.buf);
       } catch (e) {
-        return this.close((e as Error).message);
+        this.close((e as Error).message);
+        return;
       }
       if (n === null) return;
-      if (n === 0) return this.close('EOF');
+      if (n === 0) {
+        this.close('EOF');
+        return;
+      }
       let bodies: Buffer[];
       try {
         bodies = this.reader.push(this.buf.subarray(0, n));
       } catch (e) {
         if (!(e instanceof FrameTooLarge)) throw e;
         this.log.warn(`control: client ${this.who()} sent ${e.message}; dropping the connection`);
-        return this.close('oversize frame');
+        this.close('oversize frame');
+        return;
       }
       for (const b of bodies) this.reply(this.handle(b));
     }
@@ -131,7 +168,8 @@ class ControlConnection {
     try {
       return { id, result: this.handler(req, this.peer) ?? null };
     } catch (e) {
-      if (e instanceof ControlError) return { id, error: { message: e.message, ...(e.field ? { field: e.field } : {}) } };
+      if (e instanceof ControlError)
+        return { id, error: { message: e.message, ...(e.field ? { field: e.field } : {}) } };
       this.log.error(`control: ${req.method}: unexpected ${(e as Error).stack ?? e}`);
       return { id, error: { message: `internal error: ${(e as Error).message}` } };
     }
@@ -146,7 +184,10 @@ class ControlConnection {
     }
     this.out.push(frame);
     this.queued += frame.length;
-    if (this.queued > MAX_QUEUED) return this.close('the client does not read its replies');
+    if (this.queued > MAX_QUEUED) {
+      this.close('the client does not read its replies');
+      return;
+    }
     this.flush();
     if (this.out.length && this.open) this.watch();
   }
@@ -157,7 +198,8 @@ class ControlConnection {
       try {
         n = send(this.fd, this.out[0]);
       } catch (e) {
-        return this.close((e as Error).message);
+        this.close((e as Error).message);
+        return;
       }
       if (n === null) return;
       this.queued -= n;
@@ -194,7 +236,9 @@ export class ControlServer {
     const fd = unixListen(path, { mode: opts.mode, gid: opts.gid, backlog: 16 });
     try {
       const s = new ControlServer(fd, path, handler, log);
-      log.info(`control socket ${path} (mode ${opts.mode.toString(8).padStart(4, '0')}${opts.gid !== null ? `, group ${opts.gid}` : ''})`);
+      log.info(
+        `control socket ${path} (mode ${opts.mode.toString(8).padStart(4, '0')}${opts.gid !== null ? `, group ${opts.gid}` : ''})`,
+      );
       return s;
     } catch (e) {
       closeQuiet(fd);

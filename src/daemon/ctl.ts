@@ -10,14 +10,21 @@ import type { Counters, PortReport, PortStats } from './report.js';
 
 /** An error reply of the daemon, or no daemon to ask. */
 export class CtlError extends Error {
-  constructor(message: string, readonly field?: string) {
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
     super(message);
     this.name = 'CtlError';
   }
 }
 
 /** Send requests over one connection and return their results in order; an error reply rejects. */
-export function request(path: string, calls: { method: string; params?: Record<string, unknown> }[], timeoutMs = 30_000): Promise<unknown[]> {
+export function request(
+  path: string,
+  calls: { method: string; params?: Record<string, unknown> }[],
+  timeoutMs = 30_000,
+): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     const reader = new FrameReader(MAX_REPLY);
@@ -28,8 +35,12 @@ export function request(path: string, calls: { method: string; params?: Record<s
     };
     sock.setTimeout(timeoutMs, () => fail(new CtlError(`no reply from ${path} within ${timeoutMs / 1000} s`)));
     sock.on('error', (e: NodeJS.ErrnoException) => {
-      const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ' (is `vhost-bridge serve` running? --control PATH)'
-        : e.code === 'EACCES' ? ' (root or the control socket\'s group may use it)' : '';
+      const hint =
+        e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+          ? ' (is `vhost-bridge serve` running? --control PATH)'
+          : e.code === 'EACCES'
+            ? " (root or the control socket's group may use it)"
+            : '';
       fail(new CtlError(`${path}: ${e.message}${hint}`));
     });
     sock.on('connect', () => {
@@ -53,7 +64,8 @@ export function request(path: string, calls: { method: string; params?: Record<s
       }
     });
     sock.on('end', () => {
-      if (results.length < calls.length) fail(new CtlError(`${path}: the daemon closed the connection before replying`));
+      if (results.length < calls.length)
+        fail(new CtlError(`${path}: the daemon closed the connection before replying`));
     });
   });
 }
@@ -62,7 +74,14 @@ export function request(path: string, calls: { method: string; params?: Record<s
 export function table(header: string[], rows: (string | number)[][]): string {
   const cells = [header, ...rows.map((r) => r.map(String))];
   const w = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function duration(ms: number | null): string {
@@ -77,49 +96,117 @@ const c = (x: Counters | null, k: keyof Counters): string | number => (x ? x[k] 
 const yes = (b: boolean): string => (b ? 'yes' : '-');
 
 export interface PortRow {
-  name: string; state: string; tap: string; role: string; socket: string; queues: number; frontEnd: boolean; error: string | null;
+  name: string;
+  state: string;
+  tap: string;
+  role: string;
+  socket: string;
+  queues: number;
+  frontEnd: boolean;
+  error: string | null;
 }
 
 export function formatPorts(ports: PortRow[]): string {
   if (!ports.length) return 'no ports';
-  return table(['PORT', 'STATE', 'FRONT-END', 'TAP', 'QUEUES', 'ROLE', 'SOCKET'],
-    ports.map((p) => [p.name, p.state, p.frontEnd ? 'connected' : '-', p.tap, p.queues, p.role, p.state === 'failed' ? `${p.socket} (${p.error})` : p.socket]));
+  return table(
+    ['PORT', 'STATE', 'FRONT-END', 'TAP', 'QUEUES', 'ROLE', 'SOCKET'],
+    ports.map((p) => [
+      p.name,
+      p.state,
+      p.frontEnd ? 'connected' : '-',
+      p.tap,
+      p.queues,
+      p.role,
+      p.state === 'failed' ? `${p.socket} (${p.error})` : p.socket,
+    ]),
+  );
 }
 
 export function formatStats(stats: PortStats[]): string {
   if (!stats.length) return 'no ports';
-  return table(['PORT', 'STATE', 'FRONT-END', 'RX PKTS', 'RX BYTES', 'RX DROP', 'TX PKTS', 'TX BYTES', 'TX DROP', 'RECONNECTS', 'RESETS'],
-    stats.map((s) => [s.name, s.state, s.frontEnd ? 'connected' : '-', c(s.rx, 'packets'), c(s.rx, 'bytes'), c(s.rx, 'dropped'),
-      c(s.tx, 'packets'), c(s.tx, 'bytes'), c(s.tx, 'dropped'), s.reconnects, s.resets]));
+  return table(
+    [
+      'PORT',
+      'STATE',
+      'FRONT-END',
+      'RX PKTS',
+      'RX BYTES',
+      'RX DROP',
+      'TX PKTS',
+      'TX BYTES',
+      'TX DROP',
+      'RECONNECTS',
+      'RESETS',
+    ],
+    stats.map((s) => [
+      s.name,
+      s.state,
+      s.frontEnd ? 'connected' : '-',
+      c(s.rx, 'packets'),
+      c(s.rx, 'bytes'),
+      c(s.rx, 'dropped'),
+      c(s.tx, 'packets'),
+      c(s.tx, 'bytes'),
+      c(s.tx, 'dropped'),
+      s.reconnects,
+      s.resets,
+    ]),
+  );
 }
 
 function ringRows(rings: RingStatus[]): string[] {
   if (!rings.length) return ['  rings      none configured'];
-  const t = table(['ring', 'size', 'started', 'enabled', 'attached', 'kick', 'call', 'err'],
-    rings.map((r) => [r.index, r.size ?? '-', yes(r.started), yes(r.enabled), yes(r.attached), yes(r.kick), yes(r.call), yes(r.err)]));
+  const t = table(
+    ['ring', 'size', 'started', 'enabled', 'attached', 'kick', 'call', 'err'],
+    rings.map((r) => [
+      r.index,
+      r.size ?? '-',
+      yes(r.started),
+      yes(r.enabled),
+      yes(r.attached),
+      yes(r.kick),
+      yes(r.call),
+      yes(r.err),
+    ]),
+  );
   return t.split('\n').map((l, i) => `  ${i === 0 ? 'rings' : ''}`.padEnd(13) + l);
 }
 
 /** One port, as `ctl status PORT` prints it. */
 export function formatStatus(r: PortReport): string {
-  const out = [`${r.name}: ${r.state}${r.error ? ` (${r.error})` : ''}, up ${duration(r.uptimeMs)}, ${r.reconnects} reconnect(s), ${r.resets} reset(s), from the ${r.origin === 'config' ? 'configuration' : 'control socket'}`];
+  const state = `${r.state}${r.error ? ` (${r.error})` : ''}`;
+  const origin = r.origin === 'config' ? 'configuration' : 'control socket';
+  const counts = `${r.reconnects} reconnect(s), ${r.resets} reset(s)`;
+  const out = [`${r.name}: ${state}, up ${duration(r.uptimeMs)}, ${counts}, from the ${origin}`];
   out.push(`  socket     ${r.socket} (${r.role}), ${r.queues} queue pair(s)`);
   const d = r.device;
   if (d) {
     const peer = r.peer ? ` by pid ${r.peer.pid} (uid ${r.peer.uid}, gid ${r.peer.gid})` : '';
     out.push(`  front-end  ${d.frontEnd ? `connected${peer}` : 'none'}, ${d.sessions} session(s)`);
-    out.push(`  features   ${d.features.negotiated ?? 'not negotiated'}${d.features.negotiatedNames.length ? ` ${d.features.negotiatedNames.join(' ')}` : ''}`);
-    out.push(`  protocol   ${d.features.protocol ?? '-'}${d.features.protocolNames.length ? ` ${d.features.protocolNames.join(' ')}` : ''}`);
+    out.push(
+      `  features   ${d.features.negotiated ?? 'not negotiated'}${d.features.negotiatedNames.length ? ` ${d.features.negotiatedNames.join(' ')}` : ''}`,
+    );
+    out.push(
+      `  protocol   ${d.features.protocol ?? '-'}${d.features.protocolNames.length ? ` ${d.features.protocolNames.join(' ')}` : ''}`,
+    );
     out.push(`  offered    ${d.features.offered} ${d.features.offeredNames.join(' ')}`);
     out.push(...ringRows(d.rings));
     const regions = d.memory.regions.map((m) => `${m.guestAddr}+${m.size}`).join(', ');
-    out.push(`  memory     ${d.memory.regions.length} region(s)${regions ? `: ${regions}` : ''}${d.memory.dirtyLog ? ', dirty log' : ''}`);
+    out.push(
+      `  memory     ${d.memory.regions.length} region(s)${regions ? `: ${regions}` : ''}${d.memory.dirtyLog ? ', dirty log' : ''}`,
+    );
   }
   const t = r.tap;
   if (t) {
-    out.push(`  tap        ${t.name} ${t.link}${t.carrier === null ? '' : t.carrier ? ' carrier' : ' no-carrier'} mtu ${t.mtu ?? '-'}`);
-    out.push(`  from guest ${c(t.rx, 'packets')} packets, ${c(t.rx, 'bytes')} bytes, ${c(t.rx, 'dropped')} dropped (tap rx)`);
-    out.push(`  to guest   ${c(t.tx, 'packets')} packets, ${c(t.tx, 'bytes')} bytes, ${c(t.tx, 'dropped')} dropped (tap tx)`);
+    out.push(
+      `  tap        ${t.name} ${t.link}${t.carrier === null ? '' : t.carrier ? ' carrier' : ' no-carrier'} mtu ${t.mtu ?? '-'}`,
+    );
+    out.push(
+      `  from guest ${c(t.rx, 'packets')} packets, ${c(t.rx, 'bytes')} bytes, ${c(t.rx, 'dropped')} dropped (tap rx)`,
+    );
+    out.push(
+      `  to guest   ${c(t.tx, 'packets')} packets, ${c(t.tx, 'bytes')} bytes, ${c(t.tx, 'dropped')} dropped (tap tx)`,
+    );
   }
   return out.join('\n');
 }

@@ -39,7 +39,10 @@ export class Daemon {
     const controlFd = inherited.get(CONTROL_FD_NAME);
     inherited.delete(CONTROL_FD_NAME);
     for (const [name, fd] of inherited) {
-      if (!config.ports.has(name)) opts.log.warn(`systemd passed a socket named '${name}' (fd ${fd}) but no port has that name; it is kept for a port added later`);
+      if (!config.ports.has(name))
+        opts.log.warn(
+          `systemd passed a socket named '${name}' (fd ${fd}) but no port has that name; it is kept for a port added later`,
+        );
     }
     const manager = new PortManager({ opener: opts.opener ?? openBridgePort, log: opts.log, inherited });
     const handler = controlHandler(manager);
@@ -48,15 +51,24 @@ export class Daemon {
       if (controlFd !== undefined) control = ControlServer.fromFd(controlFd, handler, opts.log);
       else {
         mkdirSync(dirname(config.control.path), { recursive: true, mode: 0o755 });
-        control = ControlServer.listen(config.control.path, { mode: config.control.mode, gid: config.control.group }, handler, opts.log);
+        control = ControlServer.listen(
+          config.control.path,
+          { mode: config.control.mode, gid: config.control.group },
+          handler,
+          opts.log,
+        );
       }
     } catch (e) {
       manager.close();
-      throw new Error(`control socket ${controlFd !== undefined ? `fd ${controlFd}` : config.control.path}: ${(e as Error).message}`);
+      throw new Error(
+        `control socket ${controlFd !== undefined ? `fd ${controlFd}` : config.control.path}: ${(e as Error).message}`,
+      );
     }
     for (const spec of config.ports.values()) manager.add(spec, 'config');
     const running = manager.list().filter((p) => p.unit).length;
-    opts.log.info(`serving ${running} of ${config.ports.size} port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`);
+    opts.log.info(
+      `serving ${running} of ${config.ports.size} port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`,
+    );
     return new Daemon(opts, manager, control);
   }
 
@@ -65,7 +77,9 @@ export class Daemon {
     const config = loadConfig(this.opts.configFile);
     const r = this.manager.reload(config.ports);
     const list = (k: string, names: string[]) => (names.length ? `${k} ${names.join(', ')}` : `${k} none`);
-    this.opts.log.info(`reload: ${list('added', r.added)}; ${list('removed', r.removed)}; ${list('changed', r.changed)}; ${r.unchanged.length} unchanged`);
+    this.opts.log.info(
+      `reload: ${list('added', r.added)}; ${list('removed', r.removed)}; ${list('changed', r.changed)}; ${r.unchanged.length} unchanged`,
+    );
     for (const f of r.failed) this.opts.log.warn(`reload: ${f.name} is not running: ${f.error}`);
     return r;
   }

@@ -64,7 +64,10 @@ function serve(configFile: string, level: string): void {
   }
 }
 
-interface CtlOptions { json?: boolean; control: string }
+interface CtlOptions {
+  json?: boolean;
+  control: string;
+}
 
 function print(o: CtlOptions, value: unknown, human: () => string): void {
   process.stdout.write(`${o.json ? JSON.stringify(value, null, 2) : human()}\n`);
@@ -82,48 +85,85 @@ async function ctl(o: CtlOptions, run: (o: CtlOptions) => Promise<void>): Promis
 
 function ctlCommand(): Command {
   const cmd = new Command('ctl').description('ask a running `vhost-bridge serve` through its control socket');
-  const leaf = (name: string, description: string) => cmd.command(name).description(description)
-    .option('--json', 'print the reply as JSON')
-    .option('--control <path>', 'the control socket', DEFAULT_CONTROL_PATH);
-  leaf('ports', 'list the ports').action((o: CtlOptions) => ctl(o, async () => {
-    const [ports] = await request(o.control, [{ method: 'ports' }]);
-    print(o, ports, () => formatPorts(ports as PortRow[]));
-  }));
-  leaf('status [port]', 'a port\'s front-end, features, rings, memory and tap (every port without PORT)')
-    .action((port: string | undefined, o: CtlOptions) => ctl(o, async () => {
-      const names = port ? [port] : ((await request(o.control, [{ method: 'ports' }]))[0] as PortRow[]).map((p) => p.name);
-      const reports = (await request(o.control, names.map((n) => ({ method: 'status', params: { port: n } })))) as PortReport[];
-      print(o, port ? reports[0] : reports, () => (reports.length ? reports.map(formatStatus).join('\n\n') : 'no ports'));
-    }));
-  leaf('stats', 'every port\'s counters').action((o: CtlOptions) => ctl(o, async () => {
-    const [stats] = await request(o.control, [{ method: 'stats' }]);
-    print(o, stats, () => formatStats(stats as PortStats[]));
-  }));
-  leaf('add <file>', 'add the ports of FILE ({"ports": {...}} as in the configuration); they last until a restart')
-    .action((file: string, o: CtlOptions) => ctl(o, async () => {
+  const leaf = (name: string, description: string) =>
+    cmd
+      .command(name)
+      .description(description)
+      .option('--json', 'print the reply as JSON')
+      .option('--control <path>', 'the control socket', DEFAULT_CONTROL_PATH);
+  leaf('ports', 'list the ports').action((o: CtlOptions) =>
+    ctl(o, async () => {
+      const [ports] = await request(o.control, [{ method: 'ports' }]);
+      print(o, ports, () => formatPorts(ports as PortRow[]));
+    }),
+  );
+  leaf('status [port]', "a port's front-end, features, rings, memory and tap (every port without PORT)").action(
+    (port: string | undefined, o: CtlOptions) =>
+      ctl(o, async () => {
+        const names = port
+          ? [port]
+          : ((await request(o.control, [{ method: 'ports' }]))[0] as PortRow[]).map((p) => p.name);
+        const reports = (await request(
+          o.control,
+          names.map((n) => ({ method: 'status', params: { port: n } })),
+        )) as PortReport[];
+        print(o, port ? reports[0] : reports, () =>
+          reports.length ? reports.map(formatStatus).join('\n\n') : 'no ports',
+        );
+      }),
+  );
+  leaf('stats', "every port's counters").action((o: CtlOptions) =>
+    ctl(o, async () => {
+      const [stats] = await request(o.control, [{ method: 'stats' }]);
+      print(o, stats, () => formatStats(stats as PortStats[]));
+    }),
+  );
+  leaf(
+    'add <file>',
+    'add the ports of FILE ({"ports": {...}} as in the configuration); they last until a restart',
+  ).action((file: string, o: CtlOptions) =>
+    ctl(o, async () => {
       const ports = portsOfFile(file);
       const added: PortReport[] = [];
-      for (const [name, config] of ports) added.push(...((await request(o.control, [{ method: 'add', params: { name, config } }])) as PortReport[]));
-      print(o, added, () => added.map((r) => `${r.name}: added, ${r.state}${r.error ? ` (${r.error})` : ''}`).join('\n'));
-    }));
-  leaf('remove <port>', 'stop a port and forget it').action((port: string, o: CtlOptions) => ctl(o, async () => {
-    const [r] = await request(o.control, [{ method: 'remove', params: { port } }]);
-    print(o, r, () => `${port}: removed`);
-  }));
-  leaf('reset <port>', 'drop a port\'s front-end (it reconnects) or restart a failed port').action((port: string, o: CtlOptions) => ctl(o, async () => {
-    const [r] = (await request(o.control, [{ method: 'reset', params: { port } }])) as PortReport[];
-    print(o, r, () => `${port}: reset, ${r.state}${r.error ? ` (${r.error})` : ''}`);
-  }));
-  leaf('version', 'the daemon\'s version, pid and uptime').action((o: CtlOptions) => ctl(o, async () => {
-    const [v] = await request(o.control, [{ method: 'version' }]);
-    print(o, v, () => Object.entries(v as Record<string, unknown>).map(([k, x]) => `${k}: ${x}`).join('\n'));
-  }));
+      for (const [name, config] of ports)
+        added.push(...((await request(o.control, [{ method: 'add', params: { name, config } }])) as PortReport[]));
+      print(o, added, () =>
+        added.map((r) => `${r.name}: added, ${r.state}${r.error ? ` (${r.error})` : ''}`).join('\n'),
+      );
+    }),
+  );
+  leaf('remove <port>', 'stop a port and forget it').action((port: string, o: CtlOptions) =>
+    ctl(o, async () => {
+      const [r] = await request(o.control, [{ method: 'remove', params: { port } }]);
+      print(o, r, () => `${port}: removed`);
+    }),
+  );
+  leaf('reset <port>', "drop a port's front-end (it reconnects) or restart a failed port").action(
+    (port: string, o: CtlOptions) =>
+      ctl(o, async () => {
+        const [r] = (await request(o.control, [{ method: 'reset', params: { port } }])) as PortReport[];
+        print(o, r, () => `${port}: reset, ${r.state}${r.error ? ` (${r.error})` : ''}`);
+      }),
+  );
+  leaf('version', "the daemon's version, pid and uptime").action((o: CtlOptions) =>
+    ctl(o, async () => {
+      const [v] = await request(o.control, [{ method: 'version' }]);
+      print(o, v, () =>
+        Object.entries(v as Record<string, unknown>)
+          .map(([k, x]) => `${k}: ${x}`)
+          .join('\n'),
+      );
+    }),
+  );
   return cmd;
 }
 
 /** Run `serve` or `ctl` (argv: the arguments after the program, starting with the subcommand). */
 export async function main(argv: string[]): Promise<void> {
-  const program = new Command().name('vhost-bridge').showHelpAfterError('(add --help for usage)')
-    .addCommand(serveCommand()).addCommand(ctlCommand());
+  const program = new Command()
+    .name('vhost-bridge')
+    .showHelpAfterError('(add --help for usage)')
+    .addCommand(serveCommand())
+    .addCommand(ctlCommand());
   await program.parseAsync(argv, { from: 'user' });
 }

@@ -4,7 +4,7 @@
  * others serve); every call into a port is guarded, so an exception in one port's handling is
  * logged with its name and never escapes into the process. Idle costs nothing: no timers, no polls.
  */
-import { type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import { closeQuiet, dup } from '../sys/index.js';
 import { checkDistinct, ConfigError, type PortSpec, sameSpec } from './config.js';
 import type { PortOpener, PortUnit } from './port.js';
@@ -48,7 +48,10 @@ export class NoSuchPort extends Error {
  * The difference between the running ports of the file and the file's new ports. Ports added over
  * the control socket are not the file's: a reload leaves them alone unless the file names them.
  */
-export function diffPorts(running: ReadonlyMap<string, { spec: PortSpec; origin: PortOrigin }>, next: ReadonlyMap<string, PortSpec>) {
+export function diffPorts(
+  running: ReadonlyMap<string, { spec: PortSpec; origin: PortOrigin }>,
+  next: ReadonlyMap<string, PortSpec>,
+) {
   const out = { added: [] as string[], removed: [] as string[], changed: [] as string[], unchanged: [] as string[] };
   for (const [name, cur] of running) if (cur.origin === 'config' && !next.has(name)) out.removed.push(name);
   for (const [name, spec] of next) {
@@ -95,7 +98,10 @@ export class PortManager {
    * a port that then fails to start is kept, failed, with its error (`reset` tries again).
    */
   add(spec: PortSpec, origin: PortOrigin = 'control'): PortState {
-    if (this.ports.has(spec.name)) throw new ConfigError([{ field: `ports.${spec.name}`, message: 'a port with this name exists; remove it first' }]);
+    if (this.ports.has(spec.name))
+      throw new ConfigError([
+        { field: `ports.${spec.name}`, message: 'a port with this name exists; remove it first' },
+      ]);
     const issues = checkDistinct([...[...this.ports.values()].map((p) => p.spec), spec]);
     if (issues.length) throw new ConfigError(issues);
     const state: PortState = { name: spec.name, spec, origin, unit: null, error: null, since: null, resets: 0 };
@@ -154,7 +160,9 @@ export class PortManager {
       if (!p.unit) this.start(p);
     }
     for (const name of d.added) this.add(next.get(name)!, 'config');
-    const failed = [...d.added, ...d.changed, ...d.unchanged].map((n) => this.get(n)).filter((p) => !p.unit)
+    const failed = [...d.added, ...d.changed, ...d.unchanged]
+      .map((n) => this.get(n))
+      .filter((p) => !p.unit)
       .map((p) => ({ name: p.name, error: p.error ?? 'not running' }));
     return { ...d, failed };
   }

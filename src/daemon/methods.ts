@@ -24,7 +24,8 @@ import { portReport, portStats } from './report.js';
 /** The package's version (package.json at the repository's root, three levels above dist/src/daemon/). */
 export const VERSION: string = (() => {
   try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
+      .version;
   } catch {
     return 'unknown';
   }
@@ -34,7 +35,7 @@ const none = z.strictObject({});
 const onePort = z.strictObject({ port: z.string({ error: 'expected a port name' }) });
 const addParams = z.strictObject({
   name: z.string({ error: 'expected a port name' }),
-  config: z.record(z.string(), z.unknown(), { error: 'expected the port\'s settings (as in the configuration file)' }),
+  config: z.record(z.string(), z.unknown(), { error: "expected the port's settings (as in the configuration file)" }),
 });
 
 interface Context {
@@ -44,32 +45,51 @@ interface Context {
 }
 
 type Method<S extends z.ZodType> = { params: S; run: (p: z.output<S>, ctx: Context) => unknown };
-const method = <S extends z.ZodType>(params: S, run: (p: z.output<S>, ctx: Context) => unknown): Method<S> => ({ params, run });
+const method = <S extends z.ZodType>(params: S, run: (p: z.output<S>, ctx: Context) => unknown): Method<S> => ({
+  params,
+  run,
+});
 
 /** A ConfigError of an `add` as a control error: the field is named relative to the request (`config.queues`). */
 function configToControl(e: ConfigError, name: string): ControlError {
   const first = e.issues[0];
   const prefix = `ports.${name}.`;
-  const field = first?.field.startsWith(prefix) ? `config.${first.field.slice(prefix.length)}` : first?.field === `ports.${name}` ? 'name' : undefined;
+  const field = first?.field.startsWith(prefix)
+    ? `config.${first.field.slice(prefix.length)}`
+    : first?.field === `ports.${name}`
+      ? 'name'
+      : undefined;
   return new ControlError(e.message, field);
 }
 
 const METHODS: Record<string, Method<z.ZodType>> = {
   version: method(none, (_, ctx) => ({
-    version: VERSION, node: process.version, pid: process.pid, ports: ctx.manager.list().length,
+    version: VERSION,
+    node: process.version,
+    pid: process.pid,
+    ports: ctx.manager.list().length,
     uptimeMs: Date.now() - ctx.startedAt,
   })),
-  ports: method(none, (_, ctx) => ctx.manager.list().map((p) => ({
-    name: p.name, state: p.unit ? 'running' : 'failed', tap: p.spec.tap, role: p.spec.role, socket: p.spec.socket,
-    queues: p.spec.queues, frontEnd: p.unit ? ctx.manager.guard(p, 'status', () => p.unit?.status().frontEnd) ?? false : false,
-    origin: p.origin, error: p.error,
-  }))),
+  ports: method(none, (_, ctx) =>
+    ctx.manager.list().map((p) => ({
+      name: p.name,
+      state: p.unit ? 'running' : 'failed',
+      tap: p.spec.tap,
+      role: p.spec.role,
+      socket: p.spec.socket,
+      queues: p.spec.queues,
+      frontEnd: p.unit ? (ctx.manager.guard(p, 'status', () => p.unit?.status().frontEnd) ?? false) : false,
+      origin: p.origin,
+      error: p.error,
+    })),
+  ),
   status: method(onePort, (p, ctx) => {
     const s = ctx.manager.get(p.port);
     return ctx.manager.guard(s, 'status', () => portReport(s)) ?? portReport({ ...s, unit: null });
   }),
-  stats: method(none, (_, ctx) => ctx.manager.list().map((s) => ctx.manager.guard(s, 'stats', () => portStats(s))
-    ?? portStats({ ...s, unit: null }))),
+  stats: method(none, (_, ctx) =>
+    ctx.manager.list().map((s) => ctx.manager.guard(s, 'stats', () => portStats(s)) ?? portStats({ ...s, unit: null })),
+  ),
   add: method(addParams, (p, ctx) => {
     try {
       return portReport(ctx.manager.add(parsePort(p.name, p.config), 'control'));

@@ -43,7 +43,8 @@ export function transportOf(spec: PortSpec, listenFd: number | null): TransportS
 
 /** The real port: a Bridge on /dev/vhost-net and the tap. */
 export const openBridgePort: PortOpener = (spec, ctx) => {
-  if (spec.role === 'server' && ctx.listenFd === null) mkdirSync(dirname(spec.socket), { recursive: true, mode: 0o755 });
+  if (spec.role === 'server' && ctx.listenFd === null)
+    mkdirSync(dirname(spec.socket), { recursive: true, mode: 0o755 });
   const bridge = Bridge.start({
     transport: transportOf(spec, ctx.listenFd),
     tap: { name: spec.tap, create: !spec.persistentTap },

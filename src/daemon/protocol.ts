@@ -49,7 +49,10 @@ export function decodeBody(body: Buffer): unknown {
 
 /** A frame larger than the reader accepts. */
 export class FrameTooLarge extends Error {
-  constructor(readonly size: number, readonly max: number) {
+  constructor(
+    readonly size: number,
+    readonly max: number,
+  ) {
     super(`a frame of ${size} bytes (at most ${max})`);
     this.name = 'FrameTooLarge';
   }

@@ -88,8 +88,12 @@ function counters(tap: string, dir: 'rx' | 'tx'): Counters | null {
 export function tapReport(name: string): TapReport {
   const carrier = sysfs(name, 'carrier');
   return {
-    name, link: sysfs(name, 'operstate') ?? 'absent', carrier: carrier === null ? null : carrier === '1',
-    mtu: num(sysfs(name, 'mtu')), rx: counters(name, 'rx'), tx: counters(name, 'tx'),
+    name,
+    link: sysfs(name, 'operstate') ?? 'absent',
+    carrier: carrier === null ? null : carrier === '1',
+    mtu: num(sysfs(name, 'mtu')),
+    rx: counters(name, 'rx'),
+    tx: counters(name, 'tx'),
   };
 }
 
@@ -106,9 +110,18 @@ function peerOf(p: PortState): PeerCred | null {
 export function portReport(p: PortState, now = Date.now()): PortReport {
   const device = p.unit ? { ...p.unit.status(), port: p.name } : null;
   return {
-    name: p.name, state: p.unit ? 'running' : 'failed', error: p.error, origin: p.origin, role: p.spec.role,
-    socket: p.spec.socket, queues: p.spec.queues, device, tap: p.unit ? tapReport(p.unit.tapName) : null,
-    peer: peerOf(p), reconnects: Math.max(0, (device?.sessions ?? 0) - 1), resets: p.resets,
+    name: p.name,
+    state: p.unit ? 'running' : 'failed',
+    error: p.error,
+    origin: p.origin,
+    role: p.spec.role,
+    socket: p.spec.socket,
+    queues: p.spec.queues,
+    device,
+    tap: p.unit ? tapReport(p.unit.tapName) : null,
+    peer: peerOf(p),
+    reconnects: Math.max(0, (device?.sessions ?? 0) - 1),
+    resets: p.resets,
     uptimeMs: p.since === null ? null : now - p.since,
   };
 }
@@ -117,8 +130,12 @@ export function portStats(p: PortState): PortStats {
   const device = p.unit?.status() ?? null;
   const tap = p.unit ? p.unit.tapName : null;
   return {
-    name: p.name, state: p.unit ? 'running' : 'failed', frontEnd: device?.frontEnd ?? false,
-    reconnects: Math.max(0, (device?.sessions ?? 0) - 1), resets: p.resets,
-    rx: tap ? counters(tap, 'rx') : null, tx: tap ? counters(tap, 'tx') : null,
+    name: p.name,
+    state: p.unit ? 'running' : 'failed',
+    frontEnd: device?.frontEnd ?? false,
+    reconnects: Math.max(0, (device?.sessions ?? 0) - 1),
+    resets: p.resets,
+    rx: tap ? counters(tap, 'rx') : null,
+    tx: tap ? counters(tap, 'tx') : null,
   };
 }

@@ -30,10 +30,16 @@ describe('daemon cli', () => {
   });
 
   it('ctl without a daemon says so in one line, exit status 1; the one-port --help mentions serve', () => {
-    const r = spawnSync(process.execPath, [CLI, 'ctl', 'ports', '--control', '/nonexistent/control.sock'], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [CLI, 'ctl', 'ports', '--control', '/nonexistent/control.sock'], {
+      encoding: 'utf8',
+    });
     expect(r.status).to.equal(1);
-    expect(r.stderr).to.match(/^vhost-bridge ctl: \/nonexistent\/control\.sock: connect ENOENT .*is `vhost-bridge serve` running/);
-    expect(spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout).to.include('vhost-bridge serve --config FILE');
+    expect(r.stderr).to.match(
+      /^vhost-bridge ctl: \/nonexistent\/control\.sock: connect ENOENT .*is `vhost-bridge serve` running/,
+    );
+    expect(spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout).to.include(
+      'vhost-bridge serve --config FILE',
+    );
   });
 
   it('serves the control socket systemd passes (LISTEN_FDNAMES=control); a port that cannot start is reported, the daemon stays', async function () {
@@ -43,15 +49,27 @@ describe('daemon cli', () => {
     const listen = sys.unixListen(ctl, { mode: 0o600 });
     const f = join(dir, 'c.json');
     // A persistent tap that does not exist: the port fails on any machine (without /dev/vhost-net it fails earlier).
-    writeFileSync(f, JSON.stringify({ control: { path: join(dir, 'unused.sock') }, ports: { vm1: { tap: 'vbnosuch0', persistentTap: true, socket: join(dir, 'vm1.sock') } } }));
+    writeFileSync(
+      f,
+      JSON.stringify({
+        control: { path: join(dir, 'unused.sock') },
+        ports: { vm1: { tap: 'vbnosuch0', persistentTap: true, socket: join(dir, 'vm1.sock') } },
+      }),
+    );
     const env = { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'control' };
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', f], { env, stdio: ['ignore', 'pipe', 'pipe', listen] });
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', f], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe', listen],
+    });
     sys.close(listen);
     let stderr = '';
     child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     try {
-      for (let i = 0; !stderr.includes('serving 0 of 1 port(s)') && i < 100; i++) await new Promise((r) => setTimeout(r, 100));
-      expect(stderr).to.match(/ERROR vm1: cannot start: /).and.include('control socket on inherited fd 3');
+      for (let i = 0; !stderr.includes('serving 0 of 1 port(s)') && i < 100; i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(stderr)
+        .to.match(/ERROR vm1: cannot start: /)
+        .and.include('control socket on inherited fd 3');
       const r = spawnSync(process.execPath, [CLI, 'ctl', 'ports', '--json', '--control', ctl], { encoding: 'utf8' });
       expect(r.status, r.stderr).to.equal(0);
       const ports = JSON.parse(r.stdout) as { name: string; state: string }[];

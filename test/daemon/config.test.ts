@@ -20,8 +20,16 @@ describe('daemon config', () => {
     const c = parseConfig({ ports: { vm1: { tap: 'vbtap1' } } });
     expect(c.control).to.deep.equal({ path: '/run/vhost-bridge/control.sock', mode: 0o660, group: null });
     expect(c.ports.get('vm1')).to.deep.equal({
-      name: 'vm1', socket: '/run/vhost-bridge/vm1.sock', role: 'server', tap: 'vbtap1', persistentTap: false, queues: 1,
-      mtu: null, owner: null, group: null, mode: 0o600,
+      name: 'vm1',
+      socket: '/run/vhost-bridge/vm1.sock',
+      role: 'server',
+      tap: 'vbtap1',
+      persistentTap: false,
+      queues: 1,
+      mtu: null,
+      owner: null,
+      group: null,
+      mode: 0o600,
     });
   });
 
@@ -29,7 +37,16 @@ describe('daemon config', () => {
     const c = parseConfig({
       control: { path: '/run/vb/ctl.sock', mode: '0600', group: 'root' },
       ports: {
-        a: { tap: 'ta', socket: '/run/vb/a.sock', queues: 4, mtu: 9000, owner: 'root', group: 0, mode: '0660', persistentTap: true },
+        a: {
+          tap: 'ta',
+          socket: '/run/vb/a.sock',
+          queues: 4,
+          mtu: 9000,
+          owner: 'root',
+          group: 0,
+          mode: '0660',
+          persistentTap: true,
+        },
         b: { tap: 'tb', role: 'client', socket: '/run/qemu/b.sock' },
       },
     });
@@ -40,11 +57,20 @@ describe('daemon config', () => {
   });
 
   it('names the port and the field of every problem, all at once', () => {
-    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 0 } } })).to.deep.equal(['ports.vm1.queues: expected a number from 1 to 128']);
-    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 2.5 } } })).to.deep.equal(['ports.vm1.queues: expected a number from 1 to 128']);
-    expect(errorsOf({
-      ports: { vm1: { tap: 'vbtap1', mtu: 20, mode: 660, owner: 'no-such-user-here', role: 'both', queus: 2 }, vm2: { tap: 7 } },
-    })).to.have.members([
+    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 0 } } })).to.deep.equal([
+      'ports.vm1.queues: expected a number from 1 to 128',
+    ]);
+    expect(errorsOf({ ports: { vm1: { tap: 'vbtap1', queues: 2.5 } } })).to.deep.equal([
+      'ports.vm1.queues: expected a number from 1 to 128',
+    ]);
+    expect(
+      errorsOf({
+        ports: {
+          vm1: { tap: 'vbtap1', mtu: 20, mode: 660, owner: 'no-such-user-here', role: 'both', queus: 2 },
+          vm2: { tap: 7 },
+        },
+      }),
+    ).to.have.members([
       'ports.vm1.mtu: expected a number from 68 to 65521',
       'ports.vm1.mode: expected an octal mode as a string, such as "0660"',
       "ports.vm1.owner: no user 'no-such-user-here' (/etc/passwd)",
@@ -59,7 +85,9 @@ describe('daemon config', () => {
     expect(errorsOf({ ports: { vm1: { tap: 't', socket: path } } })).to.deep.equal([
       `ports.vm1.socket: ${Buffer.byteLength(path)} bytes is too long for a unix socket path (at most 107: sun_path is 108 bytes with its NUL)`,
     ]);
-    expect(errorsOf({ ports: { vm1: { tap: 't', socket: 'relative.sock' } } })).to.deep.equal(['ports.vm1.socket: expected an absolute path']);
+    expect(errorsOf({ ports: { vm1: { tap: 't', socket: 'relative.sock' } } })).to.deep.equal([
+      'ports.vm1.socket: expected an absolute path',
+    ]);
     // 107 bytes is the most that fits
     const fits = `/${'y'.repeat(101)}.sock`;
     expect(Buffer.byteLength(fits)).to.equal(107);
@@ -71,17 +99,22 @@ describe('daemon config', () => {
     expect(errorsOf({ ports: { vm1: { tap: 'a-very-long-tap-name' } } })).to.deep.equal([
       'ports.vm1.tap: "a-very-long-tap-name" is 20 bytes; interface names have at most 15',
     ]);
-    expect(errorsOf({ ports: { vm1: { tap: 't1' }, vm2: { tap: 't1', socket: '/run/vhost-bridge/vm1.sock' } } })).to.deep.equal([
+    expect(
+      errorsOf({ ports: { vm1: { tap: 't1' }, vm2: { tap: 't1', socket: '/run/vhost-bridge/vm1.sock' } } }),
+    ).to.deep.equal([
       'ports.vm2.socket: /run/vhost-bridge/vm1.sock is already the socket of port vm1',
       'ports.vm2.tap: t1 is already the tap of port vm1',
     ]);
-    expect(errorsOf({ ports: { vm1: { tap: 't1', role: 'client', socket: '/run/q.sock', mode: '0660' } } })).to.deep.equal([
-      'ports.vm1.mode: applies to role "server" only (with role "client" the VMM creates the socket)',
+    expect(
+      errorsOf({ ports: { vm1: { tap: 't1', role: 'client', socket: '/run/q.sock', mode: '0660' } } }),
+    ).to.deep.equal(['ports.vm1.mode: applies to role "server" only (with role "client" the VMM creates the socket)']);
+    expect(
+      errorsOf({ control: { path: '/run/c.sock' }, ports: { vm1: { tap: 't1', socket: '/run/c.sock' } } }),
+    ).to.deep.equal(['ports.vm1.socket: /run/c.sock is the control socket']);
+    expect(errorsOf({ ports: [], extra: 1 })).to.have.members([
+      'extra: unknown field',
+      'ports: expected an object of ports by name',
     ]);
-    expect(errorsOf({ control: { path: '/run/c.sock' }, ports: { vm1: { tap: 't1', socket: '/run/c.sock' } } })).to.deep.equal([
-      'ports.vm1.socket: /run/c.sock is the control socket',
-    ]);
-    expect(errorsOf({ ports: [], extra: 1 })).to.have.members(['extra: unknown field', 'ports: expected an object of ports by name']);
     expect(errorsOf(null)).to.deep.equal(['expected an object with "ports"']);
   });
 
@@ -104,7 +137,10 @@ describe('daemon config', () => {
     const ids = (_: string, v: unknown) => (v === 'kvm' || v === 'libvirt-qemu' ? 0 : v);
     const c = parseConfig(JSON.parse(readFileSync(file, 'utf8'), ids));
     expect([...c.ports.values()].map((p) => [p.name, p.role, p.tap, p.queues])).to.deep.equal([
-      ['vm1', 'server', 'vbtap1', 1], ['vm2', 'server', 'vbtap2', 2], ['vm3', 'client', 'vbtap3', 1]]);
+      ['vm1', 'server', 'vbtap1', 1],
+      ['vm2', 'server', 'vbtap2', 2],
+      ['vm3', 'client', 'vbtap3', 1],
+    ]);
   });
 
   it('sameSpec tells a changed port from an unchanged one', () => {

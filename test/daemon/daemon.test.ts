@@ -34,20 +34,29 @@ interface Rig {
 }
 
 function portsOf(dir: string, names: string[], over: Record<string, Record<string, unknown>> = {}) {
-  return Object.fromEntries(names.map((n, i) => [n, { tap: `vbt${i}-${n}`.slice(0, 15), socket: join(dir, `${n}.sock`), ...over[n] }]));
+  return Object.fromEntries(
+    names.map((n, i) => [n, { tap: `vbt${i}-${n}`.slice(0, 15), socket: join(dir, `${n}.sock`), ...over[n] }]),
+  );
 }
 
 function rig(names: string[], opts: { failing?: string[]; log?: Logger } = {}): Rig {
   const dir = tempDir('vb-daemon-');
   const config = join(dir, 'config.json');
   const control = join(dir, 'control.sock');
-  const writeConfig = (ports: Record<string, unknown>) => writeFileSync(config, JSON.stringify({ control: { path: control }, ports }));
+  const writeConfig = (ports: Record<string, unknown>) =>
+    writeFileSync(config, JSON.stringify({ control: { path: control }, ports }));
   writeConfig(portsOf(dir, names));
   const kernel = fakeKernel();
   for (const f of opts.failing ?? []) kernel.failing.add(f);
   const daemon = Daemon.start({ configFile: config, log: opts.log ?? quiet, opener: kernel.opener, env: {} });
   return {
-    dir, config, control, kernel, daemon, writeConfig, sock: (p) => join(dir, `${p}.sock`),
+    dir,
+    config,
+    control,
+    kernel,
+    daemon,
+    writeConfig,
+    sock: (p) => join(dir, `${p}.sock`),
     ask: async (method, params) => (await request(control, [{ method, params }]))[0],
   };
 }
@@ -91,20 +100,35 @@ describe('daemon: many ports in one process', () => {
       for (const n of names) {
         const p = r.kernel.live(n);
         expect(attachedRings(p), n).to.deep.equal([0, 1]);
-        expect(p.journal.filter((c) => c.op === 'netSetBackend'), n).to.deep.equal([
-          { who: 'vhost0', op: 'netSetBackend', ring: 0, fd: 100 }, { who: 'vhost0', op: 'netSetBackend', ring: 1, fd: 100 }]);
+        expect(
+          p.journal.filter((c) => c.op === 'netSetBackend'),
+          n,
+        ).to.deep.equal([
+          { who: 'vhost0', op: 'netSetBackend', ring: 0, fd: 100 },
+          { who: 'vhost0', op: 'netSetBackend', ring: 1, fd: 100 },
+        ]);
       }
       const ports = (await r.ask('ports')) as { name: string; state: string; frontEnd: boolean }[];
       expect(ports.map((p) => [p.name, p.state, p.frontEnd])).to.deep.equal(names.map((n) => [n, 'running', true]));
       const st = (await r.ask('status', { port: 'vm7' })) as PortReport;
-      expect(st.peer, 'SO_PEERCRED of the front-end (this process)').to.deep.equal({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+      expect(st.peer, 'SO_PEERCRED of the front-end (this process)').to.deep.equal({
+        pid: process.pid,
+        uid: process.getuid!(),
+        gid: process.getgid!(),
+      });
       expect(st.device?.port).to.equal('vm7');
       expect(st.device?.frontEnd).to.equal(true);
-      expect(st.device?.rings.map((g) => [g.index, g.size, g.started, g.enabled, g.attached, g.kick, g.call])).to.deep.equal([
-        [0, 256, true, true, true, true, true], [1, 256, true, true, true, true, true]]);
+      expect(
+        st.device?.rings.map((g) => [g.index, g.size, g.started, g.enabled, g.attached, g.kick, g.call]),
+      ).to.deep.equal([
+        [0, 256, true, true, true, true, true],
+        [1, 256, true, true, true, true, true],
+      ]);
       expect(st.device?.features.negotiatedNames).to.include.members(['VERSION_1', 'MRG_RXBUF', 'RING_EVENT_IDX']);
       expect(st.device?.features.protocolNames).to.include('REPLY_ACK');
-      expect(st.device?.memory.regions).to.deep.equal([{ guestAddr: '0x0', size: '0x100000', userAddr: st.device?.memory.regions[0].userAddr }]);
+      expect(st.device?.memory.regions).to.deep.equal([
+        { guestAddr: '0x0', size: '0x100000', userAddr: st.device?.memory.regions[0].userAddr },
+      ]);
       expect(st.tap?.name).to.equal(r.kernel.live('vm7').spec.tap);
       expect(st.uptimeMs).to.be.a('number');
       for (const f of fes) f.close();
@@ -120,7 +144,11 @@ describe('daemon: many ports in one process', () => {
       expect(cap.texts('error')).to.deep.equal([`ERROR b: cannot start: tap vbt1-b: ENODEV: no such tap (test)`]);
       const fe = await handshake(r.sock('c'));
       const ports = (await r.ask('ports')) as { name: string; state: string; error: string | null }[];
-      expect(ports.map((p) => [p.name, p.state])).to.deep.equal([['a', 'running'], ['b', 'failed'], ['c', 'running']]);
+      expect(ports.map((p) => [p.name, p.state])).to.deep.equal([
+        ['a', 'running'],
+        ['b', 'failed'],
+        ['c', 'running'],
+      ]);
       r.kernel.failing.delete('b');
       const after = (await r.ask('reset', { port: 'b' })) as PortReport;
       expect(after.state).to.equal('running');
@@ -138,7 +166,7 @@ describe('daemon: many ports in one process', () => {
       const portB = r.kernel.live('b');
       await r.ask('reset', { port: 'b' });
       expect(await b.fe.reply(), 'b is dropped by the reset').to.equal('eof');
-      expect(attachedRings(portB), 'b\'s rings detached, its vhost-net fds released').to.deep.equal([]);
+      expect(attachedRings(portB), "b's rings detached, its vhost-net fds released").to.deep.equal([]);
       expect(r.kernel.live('b')).to.equal(portB, 'the same port serves again');
       const b2 = await handshake(r.sock('b'));
       const stB = (await r.ask('status', { port: 'b' })) as PortReport;
@@ -146,7 +174,7 @@ describe('daemon: many ports in one process', () => {
       b2.close();
       await r.ask('remove', { port: 'a' });
       expect(await a.fe.reply()).to.equal('eof');
-      expect(() => statSync(r.sock('a')), 'the removed port\'s socket file is gone').to.throw(/ENOENT/);
+      expect(() => statSync(r.sock('a')), "the removed port's socket file is gone").to.throw(/ENOENT/);
       expect(attachedRings(r.kernel.live('c')), 'c is untouched').to.deep.equal([0, 1]);
       expect(await c.fe.silent(20)).to.equal(true);
       const ports = (await r.ask('ports')) as { name: string }[];
@@ -157,7 +185,7 @@ describe('daemon: many ports in one process', () => {
     }
   });
 
-  it('an exception inside one port\'s handling drops only that front-end, logged with the port\'s name', async () => {
+  it("an exception inside one port's handling drops only that front-end, logged with the port's name", async () => {
     cap = captureLog('warn');
     const r = rig(['a', 'b'], { log });
     try {
@@ -171,7 +199,10 @@ describe('daemon: many ports in one process', () => {
       expect(await fe.reply()).to.equal('eof');
       fe.close();
       const lines = cap.texts('error');
-      expect(lines.some((l) => l.startsWith('ERROR b: ') && l.includes('simulated bug')), lines.join('\n')).to.equal(true);
+      expect(
+        lines.some((l) => l.startsWith('ERROR b: ') && l.includes('simulated bug')),
+        lines.join('\n'),
+      ).to.equal(true);
       expect(attachedRings(r.kernel.live('a'))).to.deep.equal([0, 1]);
       expect(await a.fe.silent(20)).to.equal(true);
       const ports = (await r.ask('ports')) as { name: string; state: string }[];
@@ -188,9 +219,19 @@ describe('daemon: many ports in one process', () => {
       const keep = await handshake(r.sock('keep'));
       const keepPort = r.kernel.live('keep');
       const before = r.daemon.manager.get('keep').unit;
-      r.writeConfig({ ...portsOf(r.dir, ['keep', 'change']), change: { tap: 'other', socket: r.sock('change'), queues: 2 }, fresh: { tap: 'tfresh', socket: r.sock('fresh') } });
+      r.writeConfig({
+        ...portsOf(r.dir, ['keep', 'change']),
+        change: { tap: 'other', socket: r.sock('change'), queues: 2 },
+        fresh: { tap: 'tfresh', socket: r.sock('fresh') },
+      });
       const res = r.daemon.reload();
-      expect(res).to.deep.include({ added: ['fresh'], removed: ['drop'], changed: ['change'], unchanged: ['keep'], failed: [] });
+      expect(res).to.deep.include({
+        added: ['fresh'],
+        removed: ['drop'],
+        changed: ['change'],
+        unchanged: ['keep'],
+        failed: [],
+      });
       expect(r.daemon.manager.get('keep').unit).to.equal(before);
       expect(r.kernel.live('keep')).to.equal(keepPort);
       expect(attachedRings(keepPort)).to.deep.equal([0, 1]);
@@ -214,9 +255,15 @@ describe('daemon: many ports in one process', () => {
       await r.ask('add', { name: 'extra', config: { tap: 'textra', socket: r.sock('extra') } });
       r.writeConfig(portsOf(r.dir, ['a', 'b']));
       expect(r.daemon.reload()).to.deep.include({ added: ['b'], removed: [], unchanged: ['a'] });
-      expect(r.daemon.manager.list().map((p) => [p.name, p.origin])).to.deep.equal([['a', 'config'], ['extra', 'control'], ['b', 'config']]);
+      expect(r.daemon.manager.list().map((p) => [p.name, p.origin])).to.deep.equal([
+        ['a', 'config'],
+        ['extra', 'control'],
+        ['b', 'config'],
+      ]);
       r.writeConfig({ ...portsOf(r.dir, ['a']), c: { tap: 'textra', socket: r.sock('c') } });
-      expect(() => r.daemon.reload()).to.throw(/ports\.c\.tap: textra is already the tap of port extra|ports\.extra\.tap: textra is already the tap of port c/);
+      expect(() => r.daemon.reload()).to.throw(
+        /ports\.c\.tap: textra is already the tap of port extra|ports\.extra\.tap: textra is already the tap of port c/,
+      );
       expect(r.daemon.manager.list().map((p) => p.name)).to.deep.equal(['a', 'extra', 'b']);
     } finally {
       done(r);
@@ -254,15 +301,32 @@ describe('daemon: the control socket', () => {
     const r = rig(['a', 'b']);
     try {
       expect(statSync(r.control).mode & 0o777).to.equal(0o660);
-      const [v, ports, stats] = await request(r.control, [{ method: 'version' }, { method: 'ports' }, { method: 'stats' }]);
+      const [v, ports, stats] = await request(r.control, [
+        { method: 'version' },
+        { method: 'ports' },
+        { method: 'stats' },
+      ]);
       expect(v).to.include({ pid: process.pid, ports: 2 }).and.have.property('version');
       expect((ports as { name: string }[]).map((p) => p.name)).to.deep.equal(['a', 'b']);
-      expect((stats as PortStats[]).map((s) => [s.name, s.state, s.frontEnd, s.reconnects])).to.deep.equal([['a', 'running', false, 0], ['b', 'running', false, 0]]);
-      const added = (await r.ask('add', { name: 'c', config: { tap: 'tc', socket: r.sock('c'), queues: 2 } })) as PortReport;
+      expect((stats as PortStats[]).map((s) => [s.name, s.state, s.frontEnd, s.reconnects])).to.deep.equal([
+        ['a', 'running', false, 0],
+        ['b', 'running', false, 0],
+      ]);
+      const added = (await r.ask('add', {
+        name: 'c',
+        config: { tap: 'tc', socket: r.sock('c'), queues: 2 },
+      })) as PortReport;
       expect(added).to.include({ name: 'c', state: 'running', origin: 'control', queues: 2 });
       expect(await r.ask('remove', { port: 'c' })).to.deep.equal({ removed: 'c' });
       const st = (await r.ask('status', { port: 'a' })) as PortReport;
-      expect(st).to.include({ name: 'a', state: 'running', role: 'server', socket: r.sock('a'), peer: null, reconnects: 0 });
+      expect(st).to.include({
+        name: 'a',
+        state: 'running',
+        role: 'server',
+        socket: r.sock('a'),
+        peer: null,
+        reconnects: 0,
+      });
       expect(st.device?.frontEnd).to.equal(false);
     } finally {
       done(r);
@@ -281,21 +345,48 @@ describe('daemon: the control socket', () => {
         }
         throw new Error(`${method} was accepted`);
       };
-      expect(await bad('frobnicate')).to.deep.equal({ message: "unknown method 'frobnicate' (one of version, ports, status, stats, add, remove, reset)", field: 'method' });
+      expect(await bad('frobnicate')).to.deep.equal({
+        message: "unknown method 'frobnicate' (one of version, ports, status, stats, add, remove, reset)",
+        field: 'method',
+      });
       expect(await bad('status')).to.deep.equal({ message: 'params.port: expected a port name', field: 'port' });
-      expect(await bad('status', { port: 7 })).to.deep.equal({ message: 'params.port: expected a port name', field: 'port' });
+      expect(await bad('status', { port: 7 })).to.deep.equal({
+        message: 'params.port: expected a port name',
+        field: 'port',
+      });
       expect(await bad('status', { port: 'zz' })).to.deep.equal({ message: "no port named 'zz'", field: 'port' });
-      expect(await bad('remove', { port: 'a', force: true })).to.deep.equal({ message: 'params.force: unknown parameter of remove', field: 'force' });
-      expect(await bad('add', { name: 'n', config: { tap: 'tn', queues: 500 } })).to.deep.equal({ message: 'ports.n.queues: expected a number from 1 to 128', field: 'config.queues' });
-      expect(await bad('add', { name: 'a', config: { tap: 'tx', socket: r.sock('x') } })).to.deep.equal({ message: 'ports.a: a port with this name exists; remove it first', field: 'name' });
+      expect(await bad('remove', { port: 'a', force: true })).to.deep.equal({
+        message: 'params.force: unknown parameter of remove',
+        field: 'force',
+      });
+      expect(await bad('add', { name: 'n', config: { tap: 'tn', queues: 500 } })).to.deep.equal({
+        message: 'ports.n.queues: expected a number from 1 to 128',
+        field: 'config.queues',
+      });
+      expect(await bad('add', { name: 'a', config: { tap: 'tx', socket: r.sock('x') } })).to.deep.equal({
+        message: 'ports.a: a port with this name exists; remove it first',
+        field: 'name',
+      });
       expect(await bad('add', { name: 'n', config: { tap: 'vbt0-a' } })).to.deep.include({ field: 'config.tap' });
 
       // Frames that are not requests, on one raw connection: each gets an error reply, the connection stays.
       const fd = sys.unixConnect(r.control);
       try {
         const notMsgpack = Buffer.from([0, 0, 0, 2, 0x92, 0x01]); // an array of 2 with 1 element
-        sys.send(fd, Buffer.concat([notMsgpack, encodeFrame([1, 2]), encodeFrame({ id: 5, method: 3 }), encodeFrame({ id: 'x', method: 'version' })]));
-        const replies = (await frames(fd, 4)) as { id: unknown; error?: { message: string; field?: string }; result?: unknown }[];
+        sys.send(
+          fd,
+          Buffer.concat([
+            notMsgpack,
+            encodeFrame([1, 2]),
+            encodeFrame({ id: 5, method: 3 }),
+            encodeFrame({ id: 'x', method: 'version' }),
+          ]),
+        );
+        const replies = (await frames(fd, 4)) as {
+          id: unknown;
+          error?: { message: string; field?: string };
+          result?: unknown;
+        }[];
         expect(replies[0].id).to.equal(null);
         expect(replies[0].error?.message).to.match(/not one MessagePack value/);
         expect(replies[1]).to.deep.equal({ id: null, error: { message: 'expected a map {id, method, params}' } });
@@ -320,8 +411,9 @@ describe('daemon: the control socket', () => {
   it('the control socket is refused to a second daemon while the first runs', () => {
     const r = rig(['a']);
     try {
-      expect(() => Daemon.start({ configFile: r.config, log: quiet, opener: fakeKernel().opener, env: {} }))
-        .to.throw(/control socket .*control\.sock: another process is listening/);
+      expect(() => Daemon.start({ configFile: r.config, log: quiet, opener: fakeKernel().opener, env: {} })).to.throw(
+        /control socket .*control\.sock: another process is listening/,
+      );
     } finally {
       done(r);
     }
@@ -329,26 +421,39 @@ describe('daemon: the control socket', () => {
 });
 
 describe('daemon: the port manager', () => {
-  const spec = (name: string, over: Record<string, unknown> = {}): PortSpec => parsePort(name, { tap: `t${name}`, socket: `/x/${name}.sock`, ...over });
+  const spec = (name: string, over: Record<string, unknown> = {}): PortSpec =>
+    parsePort(name, { tap: `t${name}`, socket: `/x/${name}.sock`, ...over });
 
-  it('diffPorts sorts ports into added, removed, changed and unchanged (ports added over the control socket are not the file\'s)', () => {
+  it("diffPorts sorts ports into added, removed, changed and unchanged (ports added over the control socket are not the file's)", () => {
     const running = new Map([
       ['same', { spec: spec('same'), origin: 'config' as const }],
       ['gone', { spec: spec('gone'), origin: 'config' as const }],
       ['edit', { spec: spec('edit'), origin: 'config' as const }],
       ['live', { spec: spec('live'), origin: 'control' as const }],
     ]);
-    const next = new Map([['same', spec('same')], ['edit', spec('edit', { mtu: 9000 })], ['new', spec('new')]]);
-    expect(diffPorts(running, next)).to.deep.equal({ added: ['new'], removed: ['gone'], changed: ['edit'], unchanged: ['same'] });
+    const next = new Map([
+      ['same', spec('same')],
+      ['edit', spec('edit', { mtu: 9000 })],
+      ['new', spec('new')],
+    ]);
+    expect(diffPorts(running, next)).to.deep.equal({
+      added: ['new'],
+      removed: ['gone'],
+      changed: ['edit'],
+      unchanged: ['same'],
+    });
   });
 
-  it('guards every call into a port: an exception is logged with the port\'s name and resets it', () => {
+  it("guards every call into a port: an exception is logged with the port's name and resets it", () => {
     const cap = captureLog('error');
     const drops: string[] = [];
     try {
       const m = new PortManager({
-        log, opener: (s) => ({
-          tapName: s.tap, frontEndFd: () => null, dropFrontEnd: (why) => drops.push(`${s.name}: ${why}`),
+        log,
+        opener: (s) => ({
+          tapName: s.tap,
+          frontEndFd: () => null,
+          dropFrontEnd: (why) => drops.push(`${s.name}: ${why}`),
           status: () => {
             throw new Error('boom');
           },
@@ -366,4 +471,3 @@ describe('daemon: the port manager', () => {
     }
   });
 });
-

@@ -43,17 +43,30 @@ export function fakeKernel(): FakeKernel {
     Object.defineProperty(tap, 'name', { value: spec.tap });
     const log = portLog(ctx.log, spec.name);
     const datapath = new VhostNetDatapath({
-      queuePairs: spec.queues, offered: NET_FEATURES, vhostNetFeatures: LAB_KERNEL_FEATURES, vhostNet: source, tap, maxMemSlots: 64, log,
+      queuePairs: spec.queues,
+      offered: NET_FEATURES,
+      vhostNetFeatures: LAB_KERNEL_FEATURES,
+      vhostNet: source,
+      tap,
+      maxMemSlots: 64,
+      log,
     });
     const device = new VhostUserSession({ port: spec.name, datapath, log });
     const t = transportOf(spec, ctx.listenFd);
     const opts = { log };
-    const transport = t.mode === 'server' ? VhostUserServer.listen(t.path, device, { ...opts, mode: t.socketMode, uid: t.uid, gid: t.gid })
-      : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, device, opts)
-        : VhostUserClient.connect(t.path, device, { ...opts, retryInitialMs: 10, retryMaxMs: 50 });
+    const transport =
+      t.mode === 'server'
+        ? VhostUserServer.listen(t.path, device, { ...opts, mode: t.socketMode, uid: t.uid, gid: t.gid })
+        : t.mode === 'fd'
+          ? VhostUserServer.fromFd(t.fd, device, opts)
+          : VhostUserClient.connect(t.path, device, { ...opts, retryInitialMs: 10, retryMaxMs: 50 });
     transport.on('connection', () => device.connected());
     const port: FakePort = {
-      spec, journal, source, session: device, closed: false,
+      spec,
+      journal,
+      source,
+      session: device,
+      closed: false,
       unit: {
         tapName: spec.tap,
         status: () => device.status(),
@@ -69,7 +82,9 @@ export function fakeKernel(): FakeKernel {
     return port.unit;
   };
   return {
-    opener, opened, failing,
+    opener,
+    opened,
+    failing,
     live: (name) => {
       const p = opened.filter((x) => x.spec.name === name && !x.closed).at(-1);
       if (!p) throw new Error(`no live port ${name}`);
@@ -80,5 +95,7 @@ export function fakeKernel(): FakeKernel {
 
 /** Rings attached on the fake kernel: [pair, ring] of every VHOST_NET_SET_BACKEND with a tap fd not yet undone. */
 export function attachedRings(p: FakePort): number[] {
-  return p.source.devices.filter((d) => !d.closed).flatMap((d) => [0, 1].map((i) => 2 * d.pair + i).filter((r) => d.attached(r)));
+  return p.source.devices
+    .filter((d) => !d.closed)
+    .flatMap((d) => [0, 1].map((i) => 2 * d.pair + i).filter((r) => d.attached(r)));
 }

@@ -18,12 +18,24 @@ const RING_SIZE = 256;
 /** vhost-user.rst protocol feature bits, written out again: MQ 0, REPLY_ACK 3, CONFIGURE_MEM_SLOTS 15. */
 const WANT_PROTOCOL = maskOf(0, 3, 15);
 /** What the synthetic guest driver accepts of the offer: what a Linux guest with offloads off takes. */
-const WANT = maskOf(VIRTIO_F.VERSION_1, VIRTIO_NET_F.MRG_RXBUF, VIRTIO_F.RING_EVENT_IDX, VHOST_USER_F_PROTOCOL_FEATURES);
+const WANT = maskOf(
+  VIRTIO_F.VERSION_1,
+  VIRTIO_NET_F.MRG_RXBUF,
+  VIRTIO_F.RING_EVENT_IDX,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+);
 
 /** Ring q of a 1 MiB guest at guest-physical 0: 16 KiB apart from 0x10000. */
 function ringAt(q: number) {
   const desc = QVA + 0x10000n + BigInt(q) * 0x4000n;
-  return { index: q, flags: 0, desc, avail: desc + 0x1000n, used: desc + 0x2000n, log: 0x10000n + BigInt(q) * 0x4000n + 0x2000n };
+  return {
+    index: q,
+    flags: 0,
+    desc,
+    avail: desc + 0x1000n,
+    used: desc + 0x2000n,
+    log: 0x10000n + BigInt(q) * 0x4000n + 0x2000n,
+  };
 }
 
 function u64Reply(r: Buffer | 'eof', request: number): bigint {
@@ -70,7 +82,9 @@ export async function handshake(target: string | TestFrontEnd): Promise<Handshak
     }
     for (const q of [0, 1]) await acked(fe, msg.setVringEnable(q, 1));
     return {
-      fe, negotiated, close: () => {
+      fe,
+      negotiated,
+      close: () => {
         fe.close();
       },
     };

@@ -17,7 +17,13 @@ import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 const DIR = '/tmp/vb-daemon3';
 const CONFIG = `${DIR}/config.json`;
 const xchg = process.env.LAB_XCHG ?? '/tmp';
-const VMS = [0, 1, 2].map((i) => ({ port: `vm${i}`, tap: `vbdm${i}`, host: `10.0.${3 + i}.1`, ip: `10.0.${3 + i}.2/24`, mac: `52:54:00:00:30:0${i}` }));
+const VMS = [0, 1, 2].map((i) => ({
+  port: `vm${i}`,
+  tap: `vbdm${i}`,
+  host: `10.0.${3 + i}.1`,
+  ip: `10.0.${3 + i}.2/24`,
+  mac: `52:54:00:00:30:0${i}`,
+}));
 const sock = (port: string): string => `${DIR}/${port}.sock`;
 const portOf = (v: (typeof VMS)[number]) => ({ tap: v.tap, persistentTap: true, socket: sock(v.port) });
 
@@ -29,13 +35,18 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
   this.timeout(600_000);
   let daemon: DaemonProcess | undefined;
   const guests: Guest[] = [];
-  const d = (): DaemonProcess => { if (!daemon) throw new Error('no daemon'); return daemon; };
+  const d = (): DaemonProcess => {
+    if (!daemon) throw new Error('no daemon');
+    return daemon;
+  };
 
   before(async function () {
     this.timeout(900_000);
     requireLab(this);
     if (process.env.VB_LAB_MULTI_GUEST !== '1') {
-      console.log('  (three-guest daemon tests skipped: set VB_LAB_MULTI_GUEST=1; several L3 guests at once are not stable in the nested lab yet)');
+      console.log(
+        '  (three-guest daemon tests skipped: set VB_LAB_MULTI_GUEST=1; several L3 guests at once are not stable in the nested lab yet)',
+      );
       this.skip();
     }
     mkdirSync(DIR, { recursive: true });
@@ -43,10 +54,16 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
     for (const v of VMS) hostTap(v.tap, { ip: `${v.host}/24` });
     daemon = await DaemonProcess.start('three', CONFIG);
     for (const v of VMS) {
-      guests.push(await Guest.boot({
-        name: v.port, ip: v.ip, peer: v.host, mac: v.mac,
-        net: { kind: 'vhost-user', socketPath: sock(v.port), reconnectSeconds: 1 }, logFile: `${xchg}/guest-daemon-${v.port}.log`,
-      }));
+      guests.push(
+        await Guest.boot({
+          name: v.port,
+          ip: v.ip,
+          peer: v.host,
+          mac: v.mac,
+          net: { kind: 'vhost-user', socketPath: sock(v.port), reconnectSeconds: 1 },
+          logFile: `${xchg}/guest-daemon-${v.port}.log`,
+        }),
+      );
     }
   });
 
@@ -70,7 +87,10 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
       console.log(out.replace(/^/gm, '      '));
       for (const v of VMS) {
         const st = await d().status(v.port);
-        expect(st.device?.rings.filter((r) => r.attached).map((r) => r.index), v.port).to.deep.equal([0, 1]);
+        expect(
+          st.device?.rings.filter((r) => r.attached).map((r) => r.index),
+          v.port,
+        ).to.deep.equal([0, 1]);
         expect(st.tap?.rx?.packets, v.port).to.be.greaterThan(0);
       }
     });
@@ -99,7 +119,11 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
       expect(await fe.reply(5000)).to.equal('eof');
       fe.close();
       for (const p of await Promise.all(pings)) expect(p.received).to.equal(40);
-      expect(d().lines.slice(from).some((l) => / WARN junk: /.test(l))).to.equal(true);
+      expect(
+        d()
+          .lines.slice(from)
+          .some((l) => / WARN junk: /.test(l)),
+      ).to.equal(true);
       await d().ask('remove', { port: 'junk' });
     });
   });
@@ -107,11 +131,27 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
   it('SIGHUP with one port added, one removed, one unchanged: only the changed ones are touched', async function () {
     await retryOnGuestFault(this, guests, async () => {
       const s1 = await d().status(VMS[1].port);
-      writeConfig({ [VMS[0].port]: portOf(VMS[0]), [VMS[1].port]: portOf(VMS[1]), extra: { tap: 'vbdextra', socket: sock('extra') } });
+      writeConfig({
+        [VMS[0].port]: portOf(VMS[0]),
+        [VMS[1].port]: portOf(VMS[1]),
+        extra: { tap: 'vbdextra', socket: sock('extra') },
+      });
       const from = d().lines.length;
       process.kill(d().pid, 'SIGHUP');
-      for (let i = 0; i < 100 && !d().lines.slice(from).some((l) => l.includes('reload:')); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(d().lines.slice(from).find((l) => l.includes('reload:'))).to.include(`added extra; removed ${VMS[2].port}; changed none; 2 unchanged`);
+      for (
+        let i = 0;
+        i < 100 &&
+        !d()
+          .lines.slice(from)
+          .some((l) => l.includes('reload:'));
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 100));
+      expect(
+        d()
+          .lines.slice(from)
+          .find((l) => l.includes('reload:')),
+      ).to.include(`added extra; removed ${VMS[2].port}; changed none; 2 unchanged`);
       const after1 = await d().status(VMS[1].port);
       expect(after1.device?.sessions, 'vm1 untouched').to.equal(s1.device?.sessions);
       expect((await guests[1].ping(VMS[1].host, { count: 3 })).received).to.equal(3);

@@ -14,7 +14,11 @@ export class DaemonProcess {
   readonly lines: string[] = [];
   private readonly exited: Promise<{ code: number | null; signal: string | null }>;
 
-  private constructor(readonly name: string, readonly control: string, private readonly child: ChildProcess) {
+  private constructor(
+    readonly name: string,
+    readonly control: string,
+    private readonly child: ChildProcess,
+  ) {
     const logFd = fs.openSync(join(process.env.LAB_XCHG ?? '/tmp', `daemon-${name}.log`), 'a');
     let rest = '';
     child.stderr!.on('data', (d: Buffer) => {
@@ -29,8 +33,11 @@ export class DaemonProcess {
   /** Start `serve --config FILE` and wait until its control socket answers. */
   static async start(name: string, configFile: string): Promise<DaemonProcess> {
     const cfg = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { control: { path: string } };
-    const child = spawn(process.execPath, ['--enable-source-maps', '--no-memory-reducer', CLI, 'serve', '--config', configFile],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      ['--enable-source-maps', '--no-memory-reducer', CLI, 'serve', '--config', configFile],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     const d = new DaemonProcess(name, cfg.control.path, child);
     for (let i = 0; ; i++) {
       try {

@@ -30,8 +30,14 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
   let guest: Guest | undefined;
   const fes = new Map<string, Handshaken>();
 
-  const d = (): DaemonProcess => { if (!daemon) throw new Error('no daemon'); return daemon; };
-  const g = (): Guest => { if (!guest) throw new Error('no guest (boot failed)'); return guest; };
+  const d = (): DaemonProcess => {
+    if (!daemon) throw new Error('no daemon');
+    return daemon;
+  };
+  const g = (): Guest => {
+    if (!guest) throw new Error('no guest (boot failed)');
+    return guest;
+  };
   const synth = async (p: string): Promise<void> => {
     fes.get(p)?.close();
     fes.set(p, await handshake(sock(p)));
@@ -41,17 +47,27 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     this.timeout(300_000);
     requireLab(this);
     mkdirSync(DIR, { recursive: true });
-    writeFileSync(CONFIG, JSON.stringify({
-      control: { path: sock('control') },
-      ports: { guest: { tap: GUEST_TAP, persistentTap: true, socket: sock('guest') }, ...Object.fromEntries(SYNTH.map((p) => [p, synthPort(p)])) },
-    }));
+    writeFileSync(
+      CONFIG,
+      JSON.stringify({
+        control: { path: sock('control') },
+        ports: {
+          guest: { tap: GUEST_TAP, persistentTap: true, socket: sock('guest') },
+          ...Object.fromEntries(SYNTH.map((p) => [p, synthPort(p)])),
+        },
+      }),
+    );
     hostTap(GUEST_TAP, { ip: `${HOST}/24` });
     daemon = await DaemonProcess.start('lab', CONFIG);
     for (const p of SYNTH) await synth(p);
     guest = await Guest.boot({
-      name: 'daemon', net: { kind: 'vhost-user', socketPath: sock('guest'), reconnectSeconds: 1 }, logFile: `${xchg}/guest-daemon.log`,
+      name: 'daemon',
+      net: { kind: 'vhost-user', socketPath: sock('guest'), reconnectSeconds: 1 },
+      logFile: `${xchg}/guest-daemon.log`,
     });
-    console.log(`      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, daemon pid ${daemon.pid})`);
+    console.log(
+      `      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, daemon pid ${daemon.pid})`,
+    );
   });
 
   after(async function () {
@@ -65,20 +81,23 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     }
   });
 
-  it('serves the guest and three synthetic front-ends; ctl status shows the guest\'s front-end, features, rings and counters', async function () {
+  it("serves the guest and three synthetic front-ends; ctl status shows the guest's front-end, features, rings and counters", async function () {
     await retryOnGuestFault(this, g(), async () => {
       const p = await g().ping(HOST, { count: 5 });
       expect(p.received).to.equal(5);
       const st = await d().status('guest');
       expect(st.device?.frontEnd).to.equal(true);
-      expect(st.peer?.pid, 'SO_PEERCRED: the front-end is the guest\'s QEMU').to.equal(g().pid);
+      expect(st.peer?.pid, "SO_PEERCRED: the front-end is the guest's QEMU").to.equal(g().pid);
       expect(st.device?.rings.filter((r) => r.attached).map((r) => r.index)).to.deep.equal([0, 1]);
       expect(st.device?.features.negotiatedNames).to.include('VERSION_1');
       expect(st.tap?.name).to.equal(GUEST_TAP);
       expect(st.tap?.rx?.packets, 'packets from the guest on its tap').to.be.greaterThan(0);
       for (const s of SYNTH) {
         const r = await d().status(s);
-        expect(r.device?.rings.filter((x) => x.attached).map((x) => x.index), s).to.deep.equal([0, 1]);
+        expect(
+          r.device?.rings.filter((x) => x.attached).map((x) => x.index),
+          s,
+        ).to.deep.equal([0, 1]);
       }
       console.log(d().ctl('status', 'guest').replace(/^/gm, '      '));
       console.log(d().ctl('stats').replace(/^/gm, '      '));
@@ -104,15 +123,22 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
       const p = await ping;
       console.log(`      ${p.received}/${p.transmitted} replies; rtt max ${Math.max(...p.rttMs).toFixed(1)} ms`);
       expect(p.received).to.equal(100);
-      const garbage = d().lines.slice(from).filter((l) => / WARN s3: /.test(l));
+      const garbage = d()
+        .lines.slice(from)
+        .filter((l) => / WARN s3: /.test(l));
       expect(garbage, 'a log line naming s3 for its garbage').to.not.be.empty;
-      expect(d().problems(from).filter((l) => !/ s[123]: /.test(l)), 'no problem outside the ports touched').to.deep.equal([]);
+      expect(
+        d()
+          .problems(from)
+          .filter((l) => !/ s[123]: /.test(l)),
+        'no problem outside the ports touched',
+      ).to.deep.equal([]);
       const st = await d().status('guest');
-      expect(st.reconnects, 'the guest\'s port was not touched').to.equal(0);
+      expect(st.reconnects, "the guest's port was not touched").to.equal(0);
     });
   });
 
-  it('during 10 s of iperf3 the daemon\'s own threads use < 2% of a CPU; its vhost worker moves the packets', async function () {
+  it("during 10 s of iperf3 the daemon's own threads use < 2% of a CPU; its vhost worker moves the packets", async function () {
     await retryOnGuestFault(this, g(), async () => {
       const pid = d().pid;
       const cpu0 = ownCpuTicks(pid);
@@ -120,16 +146,20 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
       const r = await g().iperf3({ seconds: 10 });
       const cpu = ownCpuTicks(pid) - cpu0;
       const w1 = vhostWorkers(pid);
-      const workerTicks = w1.reduce((a, w) => a + w.cpuTicks, 0) - w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
+      const workerTicks =
+        w1.reduce((a, w) => a + w.cpuTicks, 0) -
+        w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
       const share = cpu / CLK_TCK / r.seconds;
-      console.log(`      ${(r.bytes / 1e6).toFixed(1)} MB; daemon's own threads ${cpu} ticks = ${(share * 100).toFixed(2)}% of a CPU; vhost workers ${workerTicks} ticks`);
+      console.log(
+        `      ${(r.bytes / 1e6).toFixed(1)} MB; daemon's own threads ${cpu} ticks = ${(share * 100).toFixed(2)}% of a CPU; vhost workers ${workerTicks} ticks`,
+      );
       expect(r.bytes).to.be.at.least(20e6);
       expect(workerTicks).to.be.greaterThan(0);
       expect(share).to.be.lessThan(0.02);
     });
   });
 
-  it('reset of the guest\'s port: QEMU (reconnect=1) comes back and the guest pings within 10 s', async function () {
+  it("reset of the guest's port: QEMU (reconnect=1) comes back and the guest pings within 10 s", async function () {
     await retryOnGuestFault(this, g(), async () => {
       const before = (await d().status('guest')).device?.sessions ?? 0;
       await d().ask('reset', { port: 'guest' });
@@ -152,7 +182,12 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
       expect(ms).to.be.lessThan(10_000);
       expect(g().pid, 'same QEMU, no reboot').to.equal(qemu);
       for (const p of SYNTH) await synth(p);
-      expect((await d().ask<{ state: string }[]>('ports')).map((p) => p.state)).to.deep.equal(['running', 'running', 'running', 'running']);
+      expect((await d().ask<{ state: string }[]>('ports')).map((p) => p.state)).to.deep.equal([
+        'running',
+        'running',
+        'running',
+        'running',
+      ]);
     });
   });
 });
