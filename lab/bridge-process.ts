@@ -22,6 +22,8 @@ const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
  */
 const NODE_OPTIONS = (/^#!.*\bnode\b(.*)$/m.exec(fs.readFileSync(CLI, 'utf8').split('\n', 1)[0])?.[1] ?? '')
   .split(/\s+/).filter(Boolean);
+/** `vhost-bridge` as the lab starts it: node, the bin's options, the compiled CLI. */
+export const BRIDGE_COMMAND: readonly [string, ...string[]] = [process.execPath, ...NODE_OPTIONS, '--enable-source-maps', CLI];
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
 /** What a `command` must pass to the bridge it execs. */
@@ -87,7 +89,7 @@ export class BridgeProcess {
     const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe', 'pipe'];
     const child = o.command
       ? spawn(o.command, o.args, { stdio })
-      : spawn(process.execPath, [...NODE_OPTIONS, '--enable-source-maps', CLI, ...o.args, ...EVENTS_ARGS], { stdio });
+      : spawn(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), ...o.args, ...EVENTS_ARGS], { stdio });
     const b = new BridgeProcess(o.name, child, o.onLine);
     try {
       await b.waitForEvent('ready', o.readyTimeoutMs ?? 60_000);

@@ -12,7 +12,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Guest } from '../../lab/guest.js';
 import { CLK_TCK, hostTap, ownCpuTicks, removeTap, vhostWorkers } from '../../lab/host.js';
 import { handshake, type Handshaken } from '../daemon/handshake.js';
-import { DaemonProcess } from './daemon-process.js';
+import { DaemonProcess } from '../../lab/daemon-process.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const HOST = '10.0.3.1';

@@ -4,11 +4,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { join, resolve } from 'node:path';
-import { request } from '../../src/daemon/ctl.js';
-import type { PortReport } from '../../src/daemon/report.js';
+import { join } from 'node:path';
+import { request } from '../src/daemon/ctl.js';
+import { BRIDGE_COMMAND } from './bridge-process.js';
+import type { PortReport } from '../src/daemon/report.js';
 
-const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
 
 export class DaemonProcess {
   readonly lines: string[] = [];
@@ -33,11 +33,9 @@ export class DaemonProcess {
   /** Start `serve --config FILE` and wait until its control socket answers. */
   static async start(name: string, configFile: string): Promise<DaemonProcess> {
     const cfg = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { control: { path: string } };
-    const child = spawn(
-      process.execPath,
-      ['--enable-source-maps', '--no-memory-reducer', CLI, 'serve', '--config', configFile],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const child = spawn(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'serve', '--config', configFile], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const d = new DaemonProcess(name, cfg.control.path, child);
     for (let i = 0; ; i++) {
       try {
@@ -67,7 +65,9 @@ export class DaemonProcess {
 
   /** `vhost-bridge ctl ARGS --control <its socket>`: stdout (throws on a non-zero exit). */
   ctl(...args: string[]): string {
-    const r = spawnSync(process.execPath, [CLI, 'ctl', ...args, '--control', this.control], { encoding: 'utf8' });
+    const r = spawnSync(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'ctl', ...args, '--control', this.control], {
+      encoding: 'utf8',
+    });
     if (r.status !== 0) throw new Error(`ctl ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   }
