@@ -21,9 +21,15 @@ const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
  * (`#!/usr/bin/env -S node --no-memory-reducer`), so that the lab measures the bridge as users run it.
  */
 const NODE_OPTIONS = (/^#!.*\bnode\b(.*)$/m.exec(fs.readFileSync(CLI, 'utf8').split('\n', 1)[0])?.[1] ?? '')
-  .split(/\s+/).filter(Boolean);
+  .split(/\s+/)
+  .filter(Boolean);
 /** `vhost-bridge` as the lab starts it: node, the bin's options, the compiled CLI. */
-export const BRIDGE_COMMAND: readonly [string, ...string[]] = [process.execPath, ...NODE_OPTIONS, '--enable-source-maps', CLI];
+export const BRIDGE_COMMAND: readonly [string, ...string[]] = [
+  process.execPath,
+  ...NODE_OPTIONS,
+  '--enable-source-maps',
+  CLI,
+];
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
 /** What a `command` must pass to the bridge it execs. */
@@ -67,7 +73,11 @@ export class BridgeProcess {
   private readonly logFd: number;
   private waiters: { test: (e: BridgeEvent) => boolean; from: number; resolve: (e: BridgeEvent) => void }[] = [];
 
-  private constructor(readonly name: string, private readonly child: ChildProcess, private readonly onLine?: (line: string) => void) {
+  private constructor(
+    readonly name: string,
+    private readonly child: ChildProcess,
+    private readonly onLine?: (line: string) => void,
+  ) {
     this.logFd = fs.openSync(join(process.env.LAB_XCHG ?? '/tmp', `bridge-${name}.log`), 'a');
     splitLines(child.stderr!, (l) => {
       fs.writeSync(this.logFd, `${l}\n`);
@@ -78,10 +88,12 @@ export class BridgeProcess {
     splitLines(child.stdio[EVENTS_FD] as NodeJS.ReadableStream, (l) => {
       if (l.trim()) this.event(JSON.parse(l) as BridgeEvent);
     });
-    this.exited = new Promise((res) => child.once('exit', (code, signal) => {
-      this.exit = { code, signal };
-      res(this.exit);
-    }));
+    this.exited = new Promise((res) =>
+      child.once('exit', (code, signal) => {
+        this.exit = { code, signal };
+        res(this.exit);
+      }),
+    );
   }
 
   /** Start the bridge; resolves once it reports that it serves (its `ready` event). */
@@ -138,7 +150,9 @@ export class BridgeProcess {
 
   /** Rings the datapath serves now. */
   attachedRings(): number[] {
-    return this.status().rings.filter((r) => r.attached).map((r) => r.index);
+    return this.status()
+      .rings.filter((r) => r.attached)
+      .map((r) => r.index);
   }
 
   /** Wait for an event of `kind` (counting events already seen from `from`, default: from the start). */
@@ -153,13 +167,24 @@ export class BridgeProcess {
   }
 
   /** The first event from `from` on that passes `test`, now or within `timeoutMs`. */
-  private waitUntil(test: (e: BridgeEvent) => boolean, timeoutMs: number, from: Mark | null, what: string):
-  Promise<BridgeEvent> {
+  private waitUntil(
+    test: (e: BridgeEvent) => boolean,
+    timeoutMs: number,
+    from: Mark | null,
+    what: string,
+  ): Promise<BridgeEvent> {
     const start = from?.events ?? 0;
     const seen = this.events.slice(start).find(test);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolvePromise, reject) => {
-      const w = { test, from: start, resolve: (e: BridgeEvent) => { clearTimeout(t); resolvePromise(e); } };
+      const w = {
+        test,
+        from: start,
+        resolve: (e: BridgeEvent) => {
+          clearTimeout(t);
+          resolvePromise(e);
+        },
+      };
       const t = setTimeout(() => {
         this.waiters = this.waiters.filter((x) => x !== w);
         reject(new Error(`bridge ${this.name}: no ${what} within ${timeoutMs} ms`));
@@ -185,7 +210,11 @@ export class BridgeProcess {
     const dir = `/proc/${this.pid}/fd`;
     const out: string[] = [];
     for (const fd of fs.readdirSync(dir)) {
-      try { out.push(fs.readlinkSync(`${dir}/${fd}`)); } catch { /* closed meanwhile */ }
+      try {
+        out.push(fs.readlinkSync(`${dir}/${fd}`));
+      } catch {
+        /* closed meanwhile */
+      }
     }
     return out;
   }

@@ -25,7 +25,11 @@ export type ConfigName = 'bridge' | 'vhost-on' | 'vhost-off' | 'dpdk';
 export class TestPmd {
   readonly tap = 'dtap0';
   private exit: Promise<unknown>;
-  private constructor(readonly child: ChildProcess, readonly socketPath: string, private readonly logFd: number) {
+  private constructor(
+    readonly child: ChildProcess,
+    readonly socketPath: string,
+    private readonly logFd: number,
+  ) {
     this.exit = new Promise((r) => child.once('exit', r));
   }
 
@@ -33,15 +37,42 @@ export class TestPmd {
     if (fs.existsSync(socketPath)) fs.unlinkSync(socketPath);
     const logFd = fs.openSync(logFile, 'a');
     // lcore 0 = main, lcore 1 = the forwarding loop (a busy poll: one vCPU of L2 at 100%).
-    const child = spawn('dpdk-testpmd', ['-l', '0,1', '-n', '1', '--no-huge', '-m', '512', '--no-pci', '--no-shconf', '--iova-mode=va',
-      '--vdev', `net_vhost0,iface=${socketPath},queues=${pairs}`, '--vdev', 'net_tap0,iface=dtap0',
-      '--', '--forward-mode=io', '--auto-start', `--rxq=${pairs}`, `--txq=${pairs}`, '--nb-cores=1', '--total-num-mbufs=32768'],
-    { stdio: ['pipe', logFd, logFd] });
+    const child = spawn(
+      'dpdk-testpmd',
+      [
+        '-l',
+        '0,1',
+        '-n',
+        '1',
+        '--no-huge',
+        '-m',
+        '512',
+        '--no-pci',
+        '--no-shconf',
+        '--iova-mode=va',
+        '--vdev',
+        `net_vhost0,iface=${socketPath},queues=${pairs}`,
+        '--vdev',
+        'net_tap0,iface=dtap0',
+        '--',
+        '--forward-mode=io',
+        '--auto-start',
+        `--rxq=${pairs}`,
+        `--txq=${pairs}`,
+        '--nb-cores=1',
+        '--total-num-mbufs=32768',
+      ],
+      { stdio: ['pipe', logFd, logFd] },
+    );
     const t = new TestPmd(child, socketPath, logFd);
     const end = Date.now() + 60_000;
     while (!fs.existsSync(socketPath) || !fs.existsSync('/sys/class/net/dtap0')) {
-      if (child.exitCode !== null) throw new Error(`dpdk-testpmd exited (${child.exitCode}) before it was ready; see ${logFile}`);
-      if (Date.now() > end) { child.kill('SIGKILL'); throw new Error(`dpdk-testpmd not ready after 60 s; see ${logFile}`); }
+      if (child.exitCode !== null)
+        throw new Error(`dpdk-testpmd exited (${child.exitCode}) before it was ready; see ${logFile}`);
+      if (Date.now() > end) {
+        child.kill('SIGKILL');
+        throw new Error(`dpdk-testpmd not ready after 60 s; see ${logFile}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     execFileSync('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', 'dtap0']);
@@ -88,7 +119,11 @@ export interface ConfigOptions {
 const xchg = (): string => process.env.LAB_XCHG ?? '/tmp';
 
 /** Set up configuration `name`, boot the guest on it, run `use`, tear down. */
-export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ctx: RunContext) => Promise<T>): Promise<T> {
+export async function withConfig<T>(
+  name: ConfigName,
+  o: ConfigOptions,
+  use: (ctx: RunContext) => Promise<T>,
+): Promise<T> {
   const tap = 'vbbench0';
   const sock = `/tmp/vb-${o.tag}.sock`;
   const pairs = o.queuePairs ?? 1;
@@ -102,17 +137,25 @@ export async function withConfig<T>(name: ConfigName, o: ConfigOptions, use: (ct
       testpmd = await TestPmd.start(sock, pairs, `${xchg()}/testpmd-${o.tag}.log`);
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
     } else if (name === 'bridge') {
-      bridge = await BridgeProcess.start({ name: o.tag, args: ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)], onLine: o.onBridgeLine });
+      bridge = await BridgeProcess.start({
+        name: o.tag,
+        args: ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)],
+        onLine: o.onBridgeLine,
+      });
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
     } else {
       net = { kind: 'tap', ifname: tap, vhost: name === 'vhost-on', queues: pairs };
     }
     guest = await Guest.boot({
-      name: o.tag, net, smp: o.smp ?? pairs, queueSize: QUEUE_SIZE,
-      logFile: `${xchg()}/guest-${o.tag}.log`, log: o.log,
+      name: o.tag,
+      net,
+      smp: o.smp ?? pairs,
+      queueSize: QUEUE_SIZE,
+      logFile: `${xchg()}/guest-${o.tag}.log`,
+      log: o.log,
     });
     // QEMU start (of the boot attempt that worked) to the first reply.
-    const firstPingMs = guest.bootMs + await guest.untilReply(HOST_IP, 60);
+    const firstPingMs = guest.bootMs + (await guest.untilReply(HOST_IP, 60));
     return await use({ guest, bridge, testpmd, firstPingMs, hostIf: testpmd ? testpmd.tap : tap });
   } finally {
     await guest?.shutdown().catch(() => guest?.kill());

@@ -9,7 +9,6 @@ import { request } from '../src/daemon/ctl.js';
 import { BRIDGE_COMMAND } from './bridge-process.js';
 import type { PortReport } from '../src/daemon/report.js';
 
-
 export class DaemonProcess {
   readonly lines: string[] = [];
   private readonly exited: Promise<{ code: number | null; signal: string | null }>;

@@ -29,8 +29,11 @@ export interface RetryOptions {
  * Run `step(1)`; if it throws and any of `guests` faulted meanwhile, recover those guests and run
  * `step(2)`, whose result (or failure) is final.
  */
-export async function retryAfterGuestFault<T>(guests: Faulting | readonly Faulting[], step: (attempt: 1 | 2) => Promise<T>,
-  o: RetryOptions = {}): Promise<T> {
+export async function retryAfterGuestFault<T>(
+  guests: Faulting | readonly Faulting[],
+  step: (attempt: 1 | 2) => Promise<T>,
+  o: RetryOptions = {},
+): Promise<T> {
   const all = Array.isArray(guests) ? guests : [guests as Faulting];
   const before = all.map((g) => g.faults);
   try {

@@ -21,7 +21,9 @@ const positive = (v: string): number => {
 
 const o = new Command()
   .name('npm run bench --')
-  .description('Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).')
+  .description(
+    'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).',
+  )
   .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
@@ -32,8 +34,12 @@ const o = new Command()
 
 const configs = o.configs.split(',') as BenchConfig[];
 const bad = configs.filter((c) => !CONFIGS.includes(c));
-if (bad.length) { console.error(`bench: unknown configuration ${bad.join(', ')} (one of ${CONFIGS.join(', ')})`); process.exit(2); }
-if (!configs.includes('bridge') || !configs.includes('vhost-on')) console.warn('bench: without both bridge and vhost-on there is no ratio to report');
+if (bad.length) {
+  console.error(`bench: unknown configuration ${bad.join(', ')} (one of ${CONFIGS.join(', ')})`);
+  process.exit(2);
+}
+if (!configs.includes('bridge') || !configs.includes('vhost-on'))
+  console.warn('bench: without both bridge and vhost-on there is no ratio to report');
 
 // Is the lab there?
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -42,27 +48,58 @@ if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')
   process.exit(2);
 }
 if (configs.includes('dpdk') && !have('dpdk-testpmd')) {
-  console.error('bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup --bench   or leave it out with --configs bridge,vhost-on,vhost-off');
+  console.error(
+    'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup --bench   or leave it out with --configs bridge,vhost-on,vhost-off',
+  );
   process.exit(2);
 }
 
-const sh = (cmd: string, args: string[]): string => { try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: repo }).trim(); } catch { return '?'; } };
+const sh = (cmd: string, args: string[]): string => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', cwd: repo }).trim();
+  } catch {
+    return '?';
+  }
+};
 const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
 const machine = `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
 const commit = `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
 const budget = 300 + o.rounds * configs.length * (90 + 2 * o.seconds + o.pings * 0.03);
-console.log(`== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ${Math.round(budget / 60 * 0.6)} min`);
+console.log(
+  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ${Math.round((budget / 60) * 0.6)} min`,
+);
 const t0 = Date.now();
-const lab = spawnSync('scripts/lab/run', ['-t', String(Math.round(budget)), '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench.js'], {
-  cwd: repo, stdio: 'inherit',
-  env: { ...process.env, LAB_XCHG_DIR: work, VB_BENCH_ROUNDS: String(o.rounds), VB_BENCH_SECONDS: String(o.seconds), VB_BENCH_PINGS: String(o.pings), VB_BENCH_CONFIGS: configs.join(','), VB_BENCH_OUT: '/lab-xchg/bench-raw.json' },
-});
+const lab = spawnSync(
+  'scripts/lab/run',
+  ['-t', String(Math.round(budget)), '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench.js'],
+  {
+    cwd: repo,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      LAB_XCHG_DIR: work,
+      VB_BENCH_ROUNDS: String(o.rounds),
+      VB_BENCH_SECONDS: String(o.seconds),
+      VB_BENCH_PINGS: String(o.pings),
+      VB_BENCH_CONFIGS: configs.join(','),
+      VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
+    },
+  },
+);
 const rawFile = join(work, 'bench-raw.json');
-if (!fs.existsSync(rawFile)) { console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`); process.exit(1); }
+if (!fs.existsSync(rawFile)) {
+  console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`);
+  process.exit(1);
+}
 const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8')) as RawResults;
-Object.assign(raw.meta, { machine, commit, l1Qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0], minutes: Math.round((Date.now() - t0) / 600) / 100 });
+Object.assign(raw.meta, {
+  machine,
+  commit,
+  l1Qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0],
+  minutes: Math.round((Date.now() - t0) / 600) / 100,
+});
 const summary = summarize(raw);
 const v = verdict(summary);
 
@@ -84,11 +121,19 @@ const md = [
   markdownTable(summary),
   '',
   ...v.lines.map((l) => `- ${l}`),
-  ...(summary.failedRuns.length ? ['', `Failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`] : []),
+  ...(summary.failedRuns.length
+    ? [
+        '',
+        `Failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
+      ]
+    : []),
 ].join('\n');
 fs.writeFileSync(join(repo, 'results', 'latest.svg'), svg);
 fs.writeFileSync(join(repo, 'results', 'latest.md'), `${md}\n`);
-fs.writeFileSync(join(repo, 'results', 'latest.json'), JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1));
+fs.writeFileSync(
+  join(repo, 'results', 'latest.json'),
+  JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1),
+);
 if (o.readme) {
   const readme = join(repo, 'README.md');
   try {
@@ -103,8 +148,13 @@ console.log(textTable(summary));
 console.log('');
 for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
-if (summary.failedRuns.length) console.log(`  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`);
-console.log(`\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`);
+if (summary.failedRuns.length)
+  console.log(
+    `  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
+  );
+console.log(
+  `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
+);
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
 fs.mkdirSync(join(dir, 'logs'), { recursive: true });
 for (const f of fs.readdirSync(work)) if (f.endsWith('.log')) fs.copyFileSync(join(work, f), join(dir, 'logs', f));

@@ -12,9 +12,22 @@ const step = (what: string, cmd: string, args: string[]): number => {
   return r.status ?? 1;
 };
 
-if (step('lab: setting up (idempotent; the first time downloads a Debian kernel and builds two initramfs images)', 'scripts/lab/setup', []) !== 0) {
+if (
+  step(
+    'lab: setting up (idempotent; the first time downloads a Debian kernel and builds two initramfs images)',
+    'scripts/lab/setup',
+    [],
+  ) !== 0
+) {
   console.error('demo: the lab could not be set up (see above)');
   process.exit(1);
 }
-const rc = step('lab: booting L2 (TCG) and running the demo inside it', 'scripts/lab/run', ['-t', '900', '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/demo.js']);
+const rc = step('lab: booting L2 (TCG) and running the demo inside it', 'scripts/lab/run', [
+  '-t',
+  '900',
+  '--',
+  process.execPath,
+  '--enable-source-maps',
+  'dist/scripts/lab-runs/demo.js',
+]);
 process.exit(rc);

@@ -23,30 +23,55 @@ const positive = (v: string): number => {
 };
 const o = new Command()
   .name('npm run lab:stress --')
-  .description('Count L3 guest faults of the nested lab under iperf3 load, per guest-hour, for the current lab settings.')
+  .description(
+    'Count L3 guest faults of the nested lab under iperf3 load, per guest-hour, for the current lab settings.',
+  )
   .option('--minutes <n>', 'minutes of load', positive, 10)
   .option('--guests <n>', 'guests at once, each on its own tap', positive, 2)
   .option('--net <kind>', 'vhost-on (QEMU tap,vhost=on) or bridge (vhost-bridge)', 'vhost-on')
   .option('--label <text>', 'name of the setting in the result file', 'default')
-  .addHelpText('after', `
+  .addHelpText(
+    'after',
+    `
 Settings under test come from the environment:
   LAB_L3_CPU=EPYC  LAB_L3_APPEND='nosmap'  LAB_L2_CPU='max,-pcid'  LAB_L2_APPEND='kvm_amd.npt=0'  LAB_L2_SMP=2
 
 Example:
-  LAB_L2_APPEND='kvm_amd.vgif=0' npm run lab:stress -- --minutes 10 --label vgif0`)
+  LAB_L2_APPEND='kvm_amd.vgif=0' npm run lab:stress -- --minutes 10 --label vgif0`,
+  )
   .parse()
   .opts<{ minutes: number; guests: number; net: string; label: string }>();
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-stress-'));
-const settings = ['LAB_L3_CPU', 'LAB_L3_APPEND', 'LAB_L2_QEMU', 'LAB_L2_ACCEL', 'LAB_L2_CPU', 'LAB_L2_APPEND', 'LAB_L2_SMP']
-  .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`).join(' ') || '(defaults)';
+const settings =
+  ['LAB_L3_CPU', 'LAB_L3_APPEND', 'LAB_L2_QEMU', 'LAB_L2_ACCEL', 'LAB_L2_CPU', 'LAB_L2_APPEND', 'LAB_L2_SMP']
+    .filter((k) => process.env[k])
+    .map((k) => `${k}=${process.env[k]}`)
+    .join(' ') || '(defaults)';
 console.log(`== lab:stress '${o.label}': ${o.guests} guest(s), ${o.minutes} min, ${o.net}; ${settings}`);
-const lab = spawnSync('scripts/lab/run', ['-t', String(Math.round(o.minutes * 60 + 600)), '--',
-  process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/stress.js'], {
-  cwd: repo, stdio: 'inherit',
-  env: { ...process.env, LAB_XCHG_DIR: work, VB_STRESS_MINUTES: String(o.minutes), VB_STRESS_GUESTS: String(o.guests),
-    VB_STRESS_NET: o.net, VB_STRESS_OUT: '/lab-xchg/stress.json' },
-});
+const lab = spawnSync(
+  'scripts/lab/run',
+  [
+    '-t',
+    String(Math.round(o.minutes * 60 + 600)),
+    '--',
+    process.execPath,
+    '--enable-source-maps',
+    'dist/scripts/lab-runs/stress.js',
+  ],
+  {
+    cwd: repo,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      LAB_XCHG_DIR: work,
+      VB_STRESS_MINUTES: String(o.minutes),
+      VB_STRESS_GUESTS: String(o.guests),
+      VB_STRESS_NET: o.net,
+      VB_STRESS_OUT: '/lab-xchg/stress.json',
+    },
+  },
+);
 const file = join(work, 'stress.json');
 if (!fs.existsSync(file)) {
   console.error(`lab:stress: the lab run ended (${lab.status}) before any transfer finished; logs in ${work}`);
@@ -55,7 +80,14 @@ if (!fs.existsSync(file)) {
 interface Result {
   date: string;
   done: boolean;
-  guests: { name: string; loadMs: number; transfers: number; bytes: number; faults: { kind: string }[]; errors: string[] }[];
+  guests: {
+    name: string;
+    loadMs: number;
+    transfers: number;
+    bytes: number;
+    faults: { kind: string }[];
+    errors: string[];
+  }[];
 }
 const r = JSON.parse(fs.readFileSync(file, 'utf8')) as Result & Record<string, unknown>;
 // L2 itself died (a crash or a lockup: scripts/lab/run exits 125): the counts so far stand, plus that.
@@ -72,10 +104,14 @@ const count = (k: string): number => r.guests.reduce((a, g) => a + g.faults.filt
 const total = kinds.reduce((a, k) => a + count(k), 0) + (l2Died ? 1 : 0);
 const perHour = guestMin > 0 ? (total / guestMin) * 60 : NaN;
 console.log('');
-console.log('| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | L2 died | faults per guest-hour |');
+console.log(
+  '| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | L2 died | faults per guest-hour |',
+);
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-console.log(`| ${o.label}: ${settings} | ${guestMin.toFixed(1)} | ${r.guests.reduce((a, g) => a + g.transfers, 0)} | `
-  + `${kinds.map((k) => count(k)).join(' | ')} | ${l2Died ? 'yes' : 'no'} | ${perHour.toFixed(1)} |`);
+console.log(
+  `| ${o.label}: ${settings} | ${guestMin.toFixed(1)} | ${r.guests.reduce((a, g) => a + g.transfers, 0)} | ` +
+    `${kinds.map((k) => count(k)).join(' | ')} | ${l2Died ? 'yes' : 'no'} | ${perHour.toFixed(1)} |`,
+);
 console.log(`\nresult: ${out}; logs: ${work}`);
 const errors = r.guests.flatMap((g) => g.errors.map((e) => `${g.name}: ${e}`));
 if (l2Died) console.error(`lab:stress: L2 died (scripts/lab/run status ${lab.status}): counted as a fault`);

@@ -70,7 +70,8 @@ export function portLog(parent: Logger, port: string): Logger {
 
 /** Set the threshold (the CLI's --log-level). Throws on an unknown name. */
 export function setLogLevel(level: Level | string): void {
-  if (!(LEVELS as readonly string[]).includes(level)) throw new Error(`unknown log level '${level}' (one of ${LEVELS.join(', ')})`);
+  if (!(LEVELS as readonly string[]).includes(level))
+    throw new Error(`unknown log level '${level}' (one of ${LEVELS.join(', ')})`);
   threshold = level as Level;
 }
 
@@ -91,7 +92,8 @@ export function captureLog(level: Level = 'debug'): LogCapture {
   sink = (l) => lines.push(l);
   return {
     lines,
-    texts: (max: Level = 'debug') => lines.filter((l) => rank(l.level) <= rank(max)).map((l) => `${l.level.toUpperCase()} ${l.text}`),
+    texts: (max: Level = 'debug') =>
+      lines.filter((l) => rank(l.level) <= rank(max)).map((l) => `${l.level.toUpperCase()} ${l.text}`),
     stop: () => {
       sink = null;
       threshold = previous;

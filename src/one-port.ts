@@ -32,7 +32,8 @@ Many ports in one process: vhost-bridge serve --config FILE (see vhost-bridge se
 function int(name: string, min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
-    if (!/^\d+$/.test(v) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    if (!/^\d+$/.test(v) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
     return n;
   };
 }
@@ -50,27 +51,66 @@ function octal(v: string): number {
 
 const program = new Command()
   .name('vhost-bridge')
-  .description('vhost-user back end for virtio-net whose datapath is the kernel\'s vhost-net on a tap:\nno packet and no interrupt crosses this process.')
-  .addOption(new Option('--socket-path <path>', 'listen on this vhost-user socket (the VMM connects)').conflicts(['connect', 'fd']))
-  .addOption(new Option('--socket-mode <mode>', 'file mode of the socket created by --socket-path').argParser(octal).default(0o600, '0600'))
-  .addOption(new Option('--connect <path>', 'connect to a VMM listening on this socket (QEMU server=on); reconnects when it goes').conflicts(['fd']))
+  .description(
+    "vhost-user back end for virtio-net whose datapath is the kernel's vhost-net on a tap:\nno packet and no interrupt crosses this process.",
+  )
+  .addOption(
+    new Option('--socket-path <path>', 'listen on this vhost-user socket (the VMM connects)').conflicts([
+      'connect',
+      'fd',
+    ]),
+  )
+  .addOption(
+    new Option('--socket-mode <mode>', 'file mode of the socket created by --socket-path')
+      .argParser(octal)
+      .default(0o600, '0600'),
+  )
+  .addOption(
+    new Option(
+      '--connect <path>',
+      'connect to a VMM listening on this socket (QEMU server=on); reconnects when it goes',
+    ).conflicts(['fd']),
+  )
   .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
-  .addOption(new Option('--tap <name>', 'tap to attach the rings to (created if missing; needs CAP_NET_ADMIN to create)').conflicts(['tapFd']))
+  .addOption(
+    new Option(
+      '--tap <name>',
+      'tap to attach the rings to (created if missing; needs CAP_NET_ADMIN to create)',
+    ).conflicts(['tapFd']),
+  )
   .option('--tap-fd <n,...>', 'open tap fds, one per queue pair (repeatable or comma-separated)', fdList)
   .option('--vhost-fd <n,...>', 'open /dev/vhost-net fds, one per queue pair (repeatable or comma-separated)', fdList)
   .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
   .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
   .option('--record <file>', 'record every vhost-user message and reply (msgpack trace)')
-  .option('--events-fd <n>', 'write every lifecycle event with the status after it to this inherited fd (one JSON line each)', int('--events-fd', 0, 1 << 20))
-  .addOption(new Option('--log-level <level>', 'error, warn, info or debug (debug logs every message)').choices(LEVELS).default('info'))
+  .option(
+    '--events-fd <n>',
+    'write every lifecycle event with the status after it to this inherited fd (one JSON line each)',
+    int('--events-fd', 0, 1 << 20),
+  )
+  .addOption(
+    new Option('--log-level <level>', 'error, warn, info or debug (debug logs every message)')
+      .choices(LEVELS)
+      .default('info'),
+  )
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
   .addHelpText('after', EXAMPLE)
   .showHelpAfterError('(run vhost-bridge --help for usage)');
 
 program.parse();
 const o = program.opts<{
-  socketPath?: string; socketMode: number; connect?: string; fd?: number; tap?: string; tapFd?: number[];
-  vhostFd?: number[]; queues: number; mtu?: number; record?: string; eventsFd?: number; logLevel: string;
+  socketPath?: string;
+  socketMode: number;
+  connect?: string;
+  fd?: number;
+  tap?: string;
+  tapFd?: number[];
+  vhostFd?: number[];
+  queues: number;
+  mtu?: number;
+  record?: string;
+  eventsFd?: number;
+  logLevel: string;
   printCapabilities?: boolean;
 }>();
 
@@ -88,13 +128,19 @@ if (o.eventsFd !== undefined) {
   try {
     fstatSync(o.eventsFd);
   } catch {
-    program.error(`vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must pass it)`);
+    program.error(
+      `vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must pass it)`,
+    );
   }
 }
 
 const options: BridgeOptions = {
-  transport: o.socketPath !== undefined ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
-    : o.connect !== undefined ? { mode: 'client', path: o.connect } : { mode: 'fd', fd: o.fd! },
+  transport:
+    o.socketPath !== undefined
+      ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
+      : o.connect !== undefined
+        ? { mode: 'client', path: o.connect }
+        : { mode: 'fd', fd: o.fd! },
   tap: o.tapFd ? { fds: o.tapFd } : { name: o.tap! },
   vhostFds: o.vhostFd,
   queuePairs: o.queues,

@@ -84,7 +84,8 @@ export const RING_ALIGN = { desc: 16n, avail: 2n, used: 4n } as const;
 /** Names for describeBits(); where two names share a bit, the first listed wins. */
 export const FEATURE_NAMES: Record<number, string> = (() => {
   const out: Record<number, string> = {};
-  for (const t of [VIRTIO_NET_F, VIRTIO_F, VHOST_F] as Record<string, number>[]) for (const [k, v] of Object.entries(t)) out[v] ??= k;
+  for (const t of [VIRTIO_NET_F, VIRTIO_F, VHOST_F] as Record<string, number>[])
+    for (const [k, v] of Object.entries(t)) out[v] ??= k;
   out[VHOST_USER_F_PROTOCOL_FEATURES] = 'PROTOCOL_FEATURES';
   return out;
 })();

@@ -13,7 +13,19 @@ describe('cli', () => {
   it('--help explains the options and shows a QEMU command line', () => {
     const r = run('--help');
     expect(r.status).to.equal(0);
-    for (const o of ['--socket-path', '--connect', '--fd', '--tap', '--tap-fd', '--vhost-fd', '--queues', '--mtu', '--log-level', '--print-capabilities']) expect(r.stdout).to.include(o);
+    for (const o of [
+      '--socket-path',
+      '--connect',
+      '--fd',
+      '--tap',
+      '--tap-fd',
+      '--vhost-fd',
+      '--queues',
+      '--mtu',
+      '--log-level',
+      '--print-capabilities',
+    ])
+      expect(r.stdout).to.include(o);
     expect(r.stdout).to.include('-netdev vhost-user').and.include('memory-backend-memfd').and.include('share=on');
   });
 

@@ -8,12 +8,20 @@
 import Mocha from 'mocha';
 import { writeFileSync } from 'node:fs';
 
-const { EVENT_RUN_END, EVENT_TEST_PASS, EVENT_TEST_FAIL, EVENT_TEST_PENDING, EVENT_TEST_RETRY } = Mocha.Runner.constants;
+const { EVENT_RUN_END, EVENT_TEST_PASS, EVENT_TEST_FAIL, EVENT_TEST_PENDING, EVENT_TEST_RETRY } =
+  Mocha.Runner.constants;
 
 export default class SummaryReporter extends Mocha.reporters.Spec {
   constructor(runner: Mocha.Runner, options?: Mocha.MochaOptions) {
     super(runner, options);
-    const counts = { passed: 0, failed: 0, pending: 0, failures: [] as string[], pendingTitles: [] as string[], retried: [] as string[] };
+    const counts = {
+      passed: 0,
+      failed: 0,
+      pending: 0,
+      failures: [] as string[],
+      pendingTitles: [] as string[],
+      retried: [] as string[],
+    };
     runner.on(EVENT_TEST_PASS, () => counts.passed++);
     runner.on(EVENT_TEST_FAIL, (t: Mocha.Runnable, err: Error) => {
       counts.failed++;

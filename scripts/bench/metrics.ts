@@ -7,10 +7,10 @@ export const CONFIGS = ['bridge', 'vhost-on', 'vhost-off', 'dpdk'] as const;
 export type BenchConfig = (typeof CONFIGS)[number];
 
 export const CONFIG_LABELS: Record<BenchConfig, string> = {
-  'bridge': 'vhost-bridge',
+  bridge: 'vhost-bridge',
   'vhost-on': 'tap,vhost=on',
   'vhost-off': 'tap,vhost=off',
-  'dpdk': 'DPDK testpmd',
+  dpdk: 'DPDK testpmd',
 };
 
 export interface MetricDef {
@@ -22,7 +22,17 @@ export interface MetricDef {
   note?: string;
 }
 
-export type MetricKey = 'tcpTxMbps' | 'tcpRxMbps' | 'udpKpps' | 'rttP50Ms' | 'rttP99Ms' | 'firstPingS' | 'cpuS' | 'rssMiB' | 'setupMs' | 'ringsMs';
+export type MetricKey =
+  | 'tcpTxMbps'
+  | 'tcpRxMbps'
+  | 'udpKpps'
+  | 'rttP50Ms'
+  | 'rttP99Ms'
+  | 'firstPingS'
+  | 'cpuS'
+  | 'rssMiB'
+  | 'setupMs'
+  | 'ringsMs';
 
 export const METRICS: readonly MetricDef[] = [
   { key: 'tcpTxMbps', label: 'TCP guest -> host', unit: 'Mbit/s', better: 'higher' },
@@ -31,10 +41,28 @@ export const METRICS: readonly MetricDef[] = [
   { key: 'rttP50Ms', label: 'ping RTT p50', unit: 'ms', better: 'lower' },
   { key: 'rttP99Ms', label: 'ping RTT p99', unit: 'ms', better: 'lower' },
   { key: 'firstPingS', label: 'QEMU start -> first ping', unit: 's', better: 'lower' },
-  { key: 'cpuS', label: 'helper CPU in TCP tests', unit: 's', better: 'lower', note: 'the bridge\'s own threads (vhost workers excluded) / testpmd' },
+  {
+    key: 'cpuS',
+    label: 'helper CPU in TCP tests',
+    unit: 's',
+    better: 'lower',
+    note: "the bridge's own threads (vhost workers excluded) / testpmd",
+  },
   { key: 'rssMiB', label: 'helper peak RSS', unit: 'MiB', better: 'lower', note: 'VmHWM of the bridge / testpmd' },
-  { key: 'setupMs', label: 'vhost-user connect -> last ring', unit: 'ms', better: 'lower', note: 'bridge log timestamps; includes the guest boot' },
-  { key: 'ringsMs', label: 'SET_FEATURES -> last ring', unit: 'ms', better: 'lower', note: 'bridge log timestamps: the bridge\'s own set-up work' },
+  {
+    key: 'setupMs',
+    label: 'vhost-user connect -> last ring',
+    unit: 'ms',
+    better: 'lower',
+    note: 'bridge log timestamps; includes the guest boot',
+  },
+  {
+    key: 'ringsMs',
+    label: 'SET_FEATURES -> last ring',
+    unit: 'ms',
+    better: 'lower',
+    note: "bridge log timestamps: the bridge's own set-up work",
+  },
 ];
 
 export type Metrics = Partial<Record<MetricKey, number>>;
@@ -62,6 +90,7 @@ export interface RawResults {
 export function quantile(sorted: readonly number[], q: number): number {
   if (!sorted.length) return NaN;
   const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  const lo = Math.floor(pos),
+    hi = Math.ceil(pos);
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }

@@ -17,12 +17,19 @@ const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? CONFIGS.join(',')).split(',') as
 const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
 
 const t0 = Date.now();
-const elapsed = (): string => { const s = Math.round((Date.now() - t0) / 1000); return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`; };
+const elapsed = (): string => {
+  const s = Math.round((Date.now() - t0) / 1000);
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+};
 let where = '';
 const say = (m: string): void => console.log(`[${elapsed()}] ${where}${m}`);
 
 function sh(cmd: string, args: string[]): string {
-  try { return execFileSync(cmd, args, { encoding: 'utf8' }).trim(); } catch { return '?'; }
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8' }).trim();
+  } catch {
+    return '?';
+  }
 }
 
 /** 64-byte UDP flood from the guest to a sink in L2; the host interface's receive rate in kpps. */
@@ -31,11 +38,15 @@ async function udpFloodKpps(g: RunContext['guest'], hostIf: string): Promise<num
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   try {
     await sleep(1000);
-    const flood = g.exec(`timeout 20 iperf3 -c ${HOST_IP} -p 5299 -u -b 0 -l 64 -t 7 >/dev/null 2>&1; true`, { timeoutMs: 60_000 });
+    const flood = g.exec(`timeout 20 iperf3 -c ${HOST_IP} -p 5299 -u -b 0 -l 64 -t 7 >/dev/null 2>&1; true`, {
+      timeoutMs: 60_000,
+    });
     await sleep(3000);
-    const rx0 = hostIfCounter(hostIf, 'rx_packets'), t1 = process.hrtime.bigint();
+    const rx0 = hostIfCounter(hostIf, 'rx_packets'),
+      t1 = process.hrtime.bigint();
     await sleep(3000);
-    const rx1 = hostIfCounter(hostIf, 'rx_packets'), t2 = process.hrtime.bigint();
+    const rx1 = hostIfCounter(hostIf, 'rx_packets'),
+      t2 = process.hrtime.bigint();
     await flood;
     return (rx1 - rx0) / (Number(t2 - t1) / 1e9) / 1000;
   } finally {
@@ -75,7 +86,9 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
       m.ringsMs = allRingsRunning - featuresSet;
     }
   }
-  const fmt = Object.entries(m).map(([k, v]) => `${k}=${Number(v).toFixed(k.endsWith('Ms') ? 2 : 1)}`).join(' ');
+  const fmt = Object.entries(m)
+    .map(([k, v]) => `${k}=${Number(v).toFixed(k.endsWith('Ms') ? 2 : 1)}`)
+    .join(' ');
   say(`done: ${fmt}`);
   return m;
 }
@@ -89,8 +102,11 @@ async function main(): Promise<void> {
       iperf3: sh('iperf3', ['--version']).split('\n')[0],
       testpmd: CHOSEN.includes('dpdk') ? sh('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']) : '-',
       node: process.version,
-      rounds: ROUNDS, seconds: SECONDS, pings: PINGS,
-      guest: 'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size 256, nested KVM',
+      rounds: ROUNDS,
+      seconds: SECONDS,
+      pings: PINGS,
+      guest:
+        'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size 256, nested KVM',
       configs: CHOSEN.join(','),
     },
     runs: [],
@@ -104,18 +120,29 @@ async function main(): Promise<void> {
     for (const config of order) {
       where = `round ${round}/${ROUNDS} ${config.padEnd(9)} `;
       say('setting up and booting the guest');
-      const run: Run = { round, config, startedAt: new Date().toISOString(), seconds: SECONDS, bootRetries: 0, metrics: {} };
+      const run: Run = {
+        round,
+        config,
+        startedAt: new Date().toISOString(),
+        seconds: SECONDS,
+        bootRetries: 0,
+        metrics: {},
+      };
       // A guest fault (a fault of the nested lab, under any configuration) voids the run:
       // it is done once more from the start, and the raw results say so.
       // Each attempt is a fresh set-up and boot, so its figures are its own (correct on a second run).
       for (let attempt = 1; attempt <= 2; attempt++) {
         let guest: Guest | undefined;
         try {
-          run.metrics = await withConfig(config, { tag: `bench-${config}-${round}${attempt > 1 ? '-again' : ''}` }, async (ctx) => {
-            guest = ctx.guest;
-            run.bootRetries = ctx.guest.bootRetries;
-            return measure(config, ctx);
-          });
+          run.metrics = await withConfig(
+            config,
+            { tag: `bench-${config}-${round}${attempt > 1 ? '-again' : ''}` },
+            async (ctx) => {
+              guest = ctx.guest;
+              run.bootRetries = ctx.guest.bootRetries;
+              return measure(config, ctx);
+            },
+          );
           delete run.error;
           break;
         } catch (e) {
@@ -137,4 +164,10 @@ async function main(): Promise<void> {
   say(`all runs done; raw results in ${OUT}`);
 }
 
-main().then(() => process.exit(0), (e: Error) => { console.error(`bench failed: ${e.stack ?? e.message}`); process.exit(1); });
+main().then(
+  () => process.exit(0),
+  (e: Error) => {
+    console.error(`bench failed: ${e.stack ?? e.message}`);
+    process.exit(1);
+  },
+);

@@ -51,11 +51,18 @@ async function oneGuest(i: number, end: number): Promise<PerGuest> {
     const sock = `/tmp/vb-stress-${i}.sock`;
     if (NET === 'bridge') bridge = await BridgeProcess.start({ name, args: ['--socket-path', sock, '--tap', tap] });
     guest = await Guest.boot({
-      name, ip: `${subnet}.2/24`, peer: `${subnet}.1`,
-      net: NET === 'bridge' ? { kind: 'vhost-user', socketPath: sock, reconnectSeconds: 1 } : { kind: 'tap', ifname: tap, vhost: true },
-      logFile: `${xchg}/guest-${name}.log`, log: () => undefined,
+      name,
+      ip: `${subnet}.2/24`,
+      peer: `${subnet}.1`,
+      net:
+        NET === 'bridge'
+          ? { kind: 'vhost-user', socketPath: sock, reconnectSeconds: 1 }
+          : { kind: 'tap', ifname: tap, vhost: true },
+      logFile: `${xchg}/guest-${name}.log`,
+      log: () => undefined,
     });
-    if (guest.bootRetries) r.faults.push({ kind: 'boot-hang', atS: (Date.now() - t0) / 1000, text: 'no init marker (boot hang)' });
+    if (guest.bootRetries)
+      r.faults.push({ kind: 'boot-hang', atS: (Date.now() - t0) / 1000, text: 'no init marker (boot hang)' });
     say(`${name}: up in ${(guest.bootMs / 1000).toFixed(1)} s`);
     let seen = 0;
     while (Date.now() < end && r.errors.length === 0) {
@@ -81,7 +88,8 @@ async function oneGuest(i: number, end: number): Promise<PerGuest> {
         seen = guest.faults;
         const hangs = guest.bootRetries;
         await guest.recover();
-        if (guest.bootRetries > hangs) r.faults.push({ kind: 'boot-hang', atS: (Date.now() - t0) / 1000, text: 'boot hang on recovery' });
+        if (guest.bootRetries > hangs)
+          r.faults.push({ kind: 'boot-hang', atS: (Date.now() - t0) / 1000, text: 'boot hang on recovery' });
         say(`${name}: back after the fault`);
       }
     }
@@ -96,26 +104,40 @@ async function oneGuest(i: number, end: number): Promise<PerGuest> {
 }
 
 const kvmAmd = (p: string): string => {
-  try { return fs.readFileSync(`/sys/module/kvm_amd/parameters/${p}`, 'utf8').trim(); } catch { return '-'; }
+  try {
+    return fs.readFileSync(`/sys/module/kvm_amd/parameters/${p}`, 'utf8').trim();
+  } catch {
+    return '-';
+  }
 };
 
 function meta(): Record<string, unknown> {
   return {
     date: new Date(t0).toISOString(),
-    minutes: MINUTES, net: NET, seconds: SECONDS,
+    minutes: MINUTES,
+    net: NET,
+    seconds: SECONDS,
     l3: { cpu: L3_DEFAULTS.cpu, append: L3_DEFAULTS.append.join(' ') },
     l2: {
       kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
-      cpus: fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length,
-      cmdline: fs.readFileSync('/proc/cmdline', 'utf8').trim().replace(/lab\.(ctl|dir)=\S+\s*/g, ''),
+      cpus: fs
+        .readFileSync('/proc/cpuinfo', 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('processor')).length,
+      cmdline: fs
+        .readFileSync('/proc/cmdline', 'utf8')
+        .trim()
+        .replace(/lab\.(ctl|dir)=\S+\s*/g, ''),
       kvmAmd: Object.fromEntries(['npt', 'nested', 'avic', 'vgif', 'vls', 'nrips', 'lbrv'].map((p) => [p, kvmAmd(p)])),
     },
   };
 }
 
 async function main(): Promise<void> {
-  say(`stress: ${GUESTS} guest(s) on ${NET}, ${MINUTES} min of back-to-back ${SECONDS} s iperf3 transfers; `
-    + `L3 -cpu ${L3_DEFAULTS.cpu}, L3 append '${L3_DEFAULTS.append.join(' ')}'`);
+  say(
+    `stress: ${GUESTS} guest(s) on ${NET}, ${MINUTES} min of back-to-back ${SECONDS} s iperf3 transfers; ` +
+      `L3 -cpu ${L3_DEFAULTS.cpu}, L3 append '${L3_DEFAULTS.append.join(' ')}'`,
+  );
   const end = Date.now() + MINUTES * 60_000;
   progress = () => fs.writeFileSync(OUT, JSON.stringify({ ...meta(), done: false, guests: running }, null, 1));
   const guests = await Promise.all(Array.from({ length: GUESTS }, (_, i) => oneGuest(i, end)));
@@ -128,7 +150,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (e: Error) => {
-  console.error(`stress failed: ${e.stack ?? e.message}`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e: Error) => {
+    console.error(`stress failed: ${e.stack ?? e.message}`);
+    process.exit(1);
+  },
+);

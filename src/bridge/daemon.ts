@@ -63,20 +63,32 @@ export class Bridge {
     const tapOffloads = tap.probeOffloads();
     const inputs = { kernel: vhostNetFeatures, tapOffloads, queuePairs: opts.queuePairs, bridgeBits: BRIDGE_BITS };
     this.offered = offeredToFrontEnd(inputs);
-    for (const b of explainOffer(inputs)) log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
+    for (const b of explainOffer(inputs))
+      log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
     const datapath = new VhostNetDatapath({
-      queuePairs: opts.queuePairs, offered: this.offered, vhostNetFeatures, vhostNet, tap, log,
+      queuePairs: opts.queuePairs,
+      offered: this.offered,
+      vhostNetFeatures,
+      vhostNet,
+      tap,
+      log,
     });
     this.session = new VhostUserSession({ port: opts.port ?? tap.name, datapath, log, onEvent: opts.onEvent });
     const t = opts.transport;
     const topts = { log, trace: trace ?? undefined };
-    this.transport = t.mode === 'server'
-      ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode, uid: t.uid, gid: t.gid })
-      : t.mode === 'fd' ? VhostUserServer.fromFd(t.fd, this.session, topts)
-        : VhostUserClient.connect(t.path, this.session, topts);
+    this.transport =
+      t.mode === 'server'
+        ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode, uid: t.uid, gid: t.gid })
+        : t.mode === 'fd'
+          ? VhostUserServer.fromFd(t.fd, this.session, topts)
+          : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
-    this.transport.on('disconnect', (why: string) => log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`));
-    log.info(`vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`);
+    this.transport.on('disconnect', (why: string) =>
+      log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
+    );
+    log.info(
+      `vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`,
+    );
     this.session.ready();
   }
 
@@ -91,7 +103,10 @@ export class Bridge {
       // The kernel: adopt the manager's fds, or check that /dev/vhost-net opens and read its features.
       let vhostNetFeatures: bigint;
       if (opts.vhostFds?.length) {
-        if (opts.vhostFds.length !== pairs) throw new Error(`--vhost-fd: ${opts.vhostFds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
+        if (opts.vhostFds.length !== pairs)
+          throw new Error(
+            `--vhost-fd: ${opts.vhostFds.length} fds for ${pairs} queue pair(s); give one per queue pair`,
+          );
         adopted = [];
         for (const [p, fd] of opts.vhostFds.entries()) adopted.push(VhostNet.adopt(fd, p));
         vhostNetFeatures = adopted[0].getFeatures();
@@ -105,7 +120,8 @@ export class Bridge {
       }
       // The tap: it lives as long as the daemon, so the host side does not flap between sessions.
       if ('fds' in opts.tap) {
-        if (opts.tap.fds.length !== pairs) throw new Error(`--tap-fd: ${opts.tap.fds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
+        if (opts.tap.fds.length !== pairs)
+          throw new Error(`--tap-fd: ${opts.tap.fds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
         tap = Tap.adopt(opts.tap.fds);
       } else {
         tap = Tap.open(opts.tap.name, { queuePairs: pairs, create: opts.tap.create });

@@ -23,7 +23,7 @@ export function eventsToFd(fd: number, log: Logger): DeviceListener {
     if (broken) return;
     try {
       const b = Buffer.from(eventLine(event, status));
-      for (let off = 0; off < b.length;) off += writeSync(fd, b, off);
+      for (let off = 0; off < b.length; ) off += writeSync(fd, b, off);
     } catch (e) {
       broken = true;
       log.warn(`--events-fd ${fd}: ${(e as Error).message}; no more events are written`);

@@ -14,7 +14,11 @@ import { ringName } from '../virtio.js';
 import type { DatapathRingAddr } from './datapath.js';
 
 /** The local addresses of a ring's three areas, translated by src/memtable. */
-export interface LocalRing { desc: bigint; avail: bigint; used: bigint }
+export interface LocalRing {
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+}
 
 export class Ring {
   /** SET_VRING_NUM; undefined until received. */

@@ -43,8 +43,14 @@ import type { DeviceEvent, DeviceListener, DeviceStatus } from './status.js';
  * HOST_NOTIFIER, INBAND_NOTIFICATIONS (the kernel signals the call eventfd itself), postcopy.
  */
 export const BRIDGE_PROTOCOL_FEATURES = maskOf(
-  PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ, PROTOCOL_F.CONFIGURE_MEM_SLOTS, PROTOCOL_F.LOG_SHMFD,
-  PROTOCOL_F.RARP, PROTOCOL_F.MTU, PROTOCOL_F.RESET_DEVICE);
+  PROTOCOL_F.REPLY_ACK,
+  PROTOCOL_F.MQ,
+  PROTOCOL_F.CONFIGURE_MEM_SLOTS,
+  PROTOCOL_F.LOG_SHMFD,
+  PROTOCOL_F.RARP,
+  PROTOCOL_F.MTU,
+  PROTOCOL_F.RESET_DEVICE,
+);
 
 export interface SessionConfig {
   /** The port's name, in the status (one-port mode: the tap's name). */
@@ -75,7 +81,11 @@ export class VhostUserSession implements VhostUserBackend {
   private frontEnd = false;
   private sessions = 0;
   private times: DeviceStatus['times'] = {
-    connected: null, featuresSet: null, allRingsRunning: null, lastRingStopped: null, disconnected: null,
+    connected: null,
+    featuresSet: null,
+    allRingsRunning: null,
+    lastRingStopped: null,
+    disconnected: null,
   };
 
   constructor(cfg: SessionConfig) {
@@ -141,7 +151,13 @@ export class VhostUserSession implements VhostUserBackend {
     this.sessions++;
     this.frontEnd = true;
     const { disconnected } = this.times;
-    this.times = { connected: Date.now(), featuresSet: null, allRingsRunning: null, lastRingStopped: null, disconnected };
+    this.times = {
+      connected: Date.now(),
+      featuresSet: null,
+      allRingsRunning: null,
+      lastRingStopped: null,
+      disconnected,
+    };
     this.emit({ kind: 'connected' });
   }
 
@@ -313,7 +329,10 @@ export class VhostUserSession implements VhostUserBackend {
     }
     closeAll(fds);
     if (this.datapath.opened) {
-      this.datapath.setMemTable(next, moved.map((m) => ({ ring: m.ring.index, addr: m.ring.datapathAddr(m.local)! })));
+      this.datapath.setMemTable(
+        next,
+        moved.map((m) => ({ ring: m.ring.index, addr: m.ring.datapathAddr(m.local)! })),
+      );
     }
     const old = this.memory;
     this.memory = next;
@@ -365,7 +384,8 @@ export class VhostUserSession implements VhostUserBackend {
   /** SET_VRING_ADDR: translate through the memory table; refuse a ring not wholly inside guest memory. */
   setVringAddr(addr: VringAddr): void {
     const r = this.rings[addr.index];
-    if (r.num === undefined) throw new Refused(`${r}: SET_VRING_ADDR before SET_VRING_NUM (the ring's extent is unknown)`);
+    if (r.num === undefined)
+      throw new Refused(`${r}: SET_VRING_ADDR before SET_VRING_NUM (the ring's extent is unknown)`);
     let local: LocalRing;
     try {
       local = this.memory.translateRing(addr, r.num, this.eventIdx());

@@ -23,7 +23,13 @@ import type { MemTable } from '../memtable/index.js';
 import { maxMemSlots } from '../memtable/index.js';
 import { SysError } from '../sys/index.js';
 import {
-  rarpFrame, type TapDevice, tapOffloadFlags, toKernel, VhostNet, type VhostNetDevice, vnetHdrSize,
+  rarpFrame,
+  type TapDevice,
+  tapOffloadFlags,
+  toKernel,
+  VhostNet,
+  type VhostNetDevice,
+  vnetHdrSize,
 } from '../vhost-kernel/index.js';
 import { ringName, ringToPair } from '../virtio.js';
 import type { Datapath, DatapathRingAddr } from './datapath.js';
@@ -45,7 +51,10 @@ export interface VhostNetProvider {
  * worker gone, owner cleared) and kept.
  */
 export class KernelVhostNetProvider implements VhostNetProvider {
-  constructor(private readonly adopted: VhostNet[] | null, private readonly log: Logger = defaultLog) {}
+  constructor(
+    private readonly adopted: VhostNet[] | null,
+    private readonly log: Logger = defaultLog,
+  ) {}
 
   open(pair: number): VhostNetDevice {
     return this.adopted ? this.adopted[pair] : VhostNet.open(pair);

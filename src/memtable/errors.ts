@@ -23,7 +23,11 @@ export class MemTableError extends Error {
    * @param message what is wrong, naming the region index or ring area and the values in hex
    * @param area for `ring`: which area of the ring was refused
    */
-  constructor(readonly reason: MemTableReason, message: string, readonly area?: 'desc' | 'avail' | 'used') {
+  constructor(
+    readonly reason: MemTableReason,
+    message: string,
+    readonly area?: 'desc' | 'avail' | 'used',
+  ) {
     super(message);
     this.name = 'MemTableError';
   }

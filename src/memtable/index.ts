@@ -2,6 +2,10 @@
 export { MemTableError, type MemTableReason } from './errors.js';
 export { MappedRegion, mappedRegionCount } from './region.js';
 export {
-  MemTable, maxMemSlots, ringAreaSizes,
-  MAX_MEM_REGIONS_PATH, VHOST_DEFAULT_MAX_MEM_REGIONS, VHOST_MEMORY_LAYOUT,
+  MemTable,
+  maxMemSlots,
+  ringAreaSizes,
+  MAX_MEM_REGIONS_PATH,
+  VHOST_DEFAULT_MAX_MEM_REGIONS,
+  VHOST_MEMORY_LAYOUT,
 } from './memtable.js';

@@ -126,7 +126,11 @@ export class MemTable {
     }
     regions.forEach((r, i) => {
       validateRegion(i, r);
-      checkOverlap(i, r, regions.slice(0, i).map((o, j): [number, MemoryRegion] => [j, o]));
+      checkOverlap(
+        i,
+        r,
+        regions.slice(0, i).map((o, j): [number, MemoryRegion] => [j, o]),
+      );
     });
     const stats = regions.map((r, i) => checkFd(i, r, fds[i]));
 
@@ -210,10 +214,17 @@ export class MemTable {
     const index = this.#regions.length;
     const max = opts.maxRegions ?? maxMemSlots();
     if (index + 1 > max) {
-      throw new MemTableError('too-many', `${describeRegion(index, region)}: no free memory slot, the table has ${index} of ${max}`);
+      throw new MemTableError(
+        'too-many',
+        `${describeRegion(index, region)}: no free memory slot, the table has ${index} of ${max}`,
+      );
     }
     validateRegion(index, region);
-    checkOverlap(index, region, this.#regions.map((o, j): [number, MemoryRegion] => [j, o]));
+    checkOverlap(
+      index,
+      region,
+      this.#regions.map((o, j): [number, MemoryRegion] => [j, o]),
+    );
     const st = checkFd(index, region, fd);
     const m = MappedRegion.map(index, region, fd, st);
     let table: MemTable;
@@ -236,8 +247,10 @@ export class MemTable {
     this.#live('withoutRegion');
     const i = this.#regions.findIndex((m) => m.matches(region));
     if (i < 0) {
-      throw new MemTableError('not-found',
-        `no region with gpa ${hex(region.gpa)} size ${hex(region.size)} qva ${hex(region.qva)} to remove`);
+      throw new MemTableError(
+        'not-found',
+        `no region with gpa ${hex(region.gpa)} size ${hex(region.size)} qva ${hex(region.qva)} to remove`,
+      );
     }
     return new MemTable(this.#regions.filter((_, j) => j !== i));
   }
@@ -316,7 +329,8 @@ export class MemTable {
       try {
         local = this.#translate('qva', addr[area], sizes[area]);
       } catch (e) {
-        if (e instanceof MemTableError) throw new MemTableError('ring', `${what} is not inside guest memory: ${e.message}`, area);
+        if (e instanceof MemTableError)
+          throw new MemTableError('ring', `${what} is not inside guest memory: ${e.message}`, area);
         throw e;
       }
       // The kernel checks avail and used alignment on the addresses it is given (drivers/vhost/vhost.c
@@ -360,7 +374,8 @@ export class MemTable {
   }
 
   #live(op: string): void {
-    if (this.#retired) throw new MemTableError('retired', `${op}: the memory table was retired (its regions may be unmapped)`);
+    if (this.#retired)
+      throw new MemTableError('retired', `${op}: the memory table was retired (its regions may be unmapped)`);
   }
 
   #translate(space: 'gpa' | 'qva', addr: bigint, len: bigint): bigint {
@@ -373,11 +388,16 @@ export class MemTable {
       const start = r[space];
       if (addr < start || addr >= start + r.size) continue;
       if (end > start + r.size) {
-        throw new MemTableError('range',
-          `${space} range [${hex(addr)}, ${hex(end)}) runs ${hex(end - start - r.size)} bytes past the end of region ${i} (${space} ${hex(start)} size ${hex(r.size)})`);
+        throw new MemTableError(
+          'range',
+          `${space} range [${hex(addr)}, ${hex(end)}) runs ${hex(end - start - r.size)} bytes past the end of region ${i} (${space} ${hex(start)} size ${hex(r.size)})`,
+        );
       }
       return r.local + (addr - start);
     }
-    throw new MemTableError('range', `${space} range [${hex(addr)}, ${hex(end)}) is not in guest memory: no region contains ${space} ${hex(addr)}`);
+    throw new MemTableError(
+      'range',
+      `${space} range [${hex(addr)}, ${hex(end)}) is not in guest memory: no region contains ${space} ${hex(addr)}`,
+    );
   }
 }

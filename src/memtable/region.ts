@@ -54,12 +54,16 @@ export function validateRegion(index: number, r: MemoryRegion): void {
 export function checkOverlap(index: number, r: MemoryRegion, others: Iterable<[number, MemoryRegion]>): void {
   for (const [j, o] of others) {
     if (r.gpa < o.gpa + o.size && o.gpa < r.gpa + r.size) {
-      throw new MemTableError('overlap',
-        `region ${index} (gpa ${hex(r.gpa)} size ${hex(r.size)}) overlaps region ${j} (gpa ${hex(o.gpa)} size ${hex(o.size)}) in guest-physical space`);
+      throw new MemTableError(
+        'overlap',
+        `region ${index} (gpa ${hex(r.gpa)} size ${hex(r.size)}) overlaps region ${j} (gpa ${hex(o.gpa)} size ${hex(o.size)}) in guest-physical space`,
+      );
     }
     if (r.qva < o.qva + o.size && o.qva < r.qva + r.size) {
-      throw new MemTableError('overlap',
-        `region ${index} (qva ${hex(r.qva)} size ${hex(r.size)}) overlaps region ${j} (qva ${hex(o.qva)} size ${hex(o.size)}) in front-end virtual space`);
+      throw new MemTableError(
+        'overlap',
+        `region ${index} (qva ${hex(r.qva)} size ${hex(r.size)}) overlaps region ${j} (qva ${hex(o.qva)} size ${hex(o.size)}) in front-end virtual space`,
+      );
     }
   }
 }
@@ -82,8 +86,10 @@ export function checkFd(index: number, r: MemoryRegion, fd: number): Stat {
   }
   const need = r.mmapOffset + r.size;
   if (st.size < need) {
-    throw new MemTableError('fd',
-      `${describeRegion(index, r)}: fd ${fd} is too small: ${hex(st.size)} bytes, the region needs mmapOffset + size = ${hex(need)}`);
+    throw new MemTableError(
+      'fd',
+      `${describeRegion(index, r)}: fd ${fd} is too small: ${hex(st.size)} bytes, the region needs mmapOffset + size = ${hex(need)}`,
+    );
   }
   return st;
 }
@@ -136,7 +142,8 @@ export class MappedRegion {
     try {
       base = mmapShared(fd, r.size + r.mmapOffset, 0n);
     } catch (e) {
-      if (e instanceof SysError) throw new MemTableError('fd', `${describeRegion(index, r)}: fd ${fd} cannot be mapped: ${e.message}`);
+      if (e instanceof SysError)
+        throw new MemTableError('fd', `${describeRegion(index, r)}: fd ${fd} cannot be mapped: ${e.message}`);
       throw e;
     }
     liveMappings++;

@@ -8,7 +8,10 @@ export class SysError extends Error {
   readonly code: string;
   /** The strerror text, lower-cased first letter, e.g. `bad file descriptor`. */
   readonly text: string;
-  constructor(readonly call: string, readonly errno: number) {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
     const code = errnoName(errno);
     const s = raw.strerror(errno) ?? `errno ${errno}`;
     const text = s.charAt(0).toLowerCase() + s.slice(1);

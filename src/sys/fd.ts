@@ -121,7 +121,16 @@ export function fstat(fd: number): Stat {
   check(raw.fstat(fd, b), 'fstat');
   const mode = b.readUInt32LE(STAT.mode);
   const fmt = mode & C.S_IFMT;
-  const type = fmt === C.S_IFREG ? 'file' : fmt === C.S_IFSOCK ? 'socket' : fmt === C.S_IFCHR ? 'char' : fmt === C.S_IFIFO ? 'fifo' : 'other';
+  const type =
+    fmt === C.S_IFREG
+      ? 'file'
+      : fmt === C.S_IFSOCK
+        ? 'socket'
+        : fmt === C.S_IFCHR
+          ? 'char'
+          : fmt === C.S_IFIFO
+            ? 'fifo'
+            : 'other';
   return { size: b.readBigInt64LE(STAT.stSize), mode, type, dev: b.readBigUInt64LE(0), ino: b.readBigUInt64LE(8) };
 }
 

@@ -15,7 +15,9 @@ export function ioctlInt(fd: number, request: number, arg: number | bigint, name
   return check(raw.ioctlInt(fd, request, arg), name);
 }
 
-const IOC_NONE = 0, IOC_WRITE = 1, IOC_READ = 2;
+const IOC_NONE = 0,
+  IOC_WRITE = 1,
+  IOC_READ = 2;
 const ioc = (dir: number, type: number, nr: number, size: number): number =>
   ((dir << 30) >>> 0) + (size << 16) + (type << 8) + nr;
 

@@ -12,7 +12,13 @@ const MAP_FAILED = 0xffffffffffffffffn;
  * @param fd the file to map, or -1 with MAP_ANONYMOUS
  * @param offset page-aligned file offset
  */
-export function mmap(len: bigint | number, prot: number, flags: number, fd: number, offset: bigint | number = 0n): bigint {
+export function mmap(
+  len: bigint | number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: bigint | number = 0n,
+): bigint {
   const p = raw.mmap(null, BigInt(len), prot, flags, fd, BigInt(offset));
   if (p === null || p === MAP_FAILED) throw new SysError('mmap', errno());
   return p;

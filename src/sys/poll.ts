@@ -14,7 +14,12 @@ import { SysError } from './errors.js';
 import { C } from './libc.js';
 
 /** What a readiness callback learns. `status` < 0 is a libuv error (the fd went bad). */
-export interface Readiness { status: number; readable: boolean; writable: boolean; disconnect: boolean }
+export interface Readiness {
+  status: number;
+  readable: boolean;
+  writable: boolean;
+  disconnect: boolean;
+}
 
 const active = new Map<number, FdWatcher>();
 
@@ -22,14 +27,22 @@ const active = new Map<number, FdWatcher>();
 export class FdWatcher {
   private handle: ReturnType<typeof koffi.node.poll> | null;
 
-  constructor(readonly fd: number, events: { readable?: boolean; writable?: boolean; disconnect?: boolean }, onReady: (r: Readiness) => void) {
+  constructor(
+    readonly fd: number,
+    events: { readable?: boolean; writable?: boolean; disconnect?: boolean },
+    onReady: (r: Readiness) => void,
+  ) {
     if (active.has(fd)) throw new Error(`FdWatcher: fd ${fd} is already watched (one poll handle per fd)`);
     if (!isOpen(fd)) throw new SysError(`FdWatcher fd ${fd}`, C.EBADF);
     if (fstat(fd).type === 'file') throw new Error(`FdWatcher: fd ${fd} is a regular file, which cannot be polled`);
     // The runtime callback is (status, events); koffi's typings declare only (events).
     const cb = (status: number, ev?: { readable: boolean; writable: boolean; disconnect: boolean }): void =>
       onReady({ status, readable: !!ev?.readable, writable: !!ev?.writable, disconnect: !!ev?.disconnect });
-    this.handle = koffi.node.poll(fd, events, cb as unknown as Parameters<typeof koffi.node.poll>[1] & ((ev: never) => void));
+    this.handle = koffi.node.poll(
+      fd,
+      events,
+      cb as unknown as Parameters<typeof koffi.node.poll>[1] & ((ev: never) => void),
+    );
     active.set(fd, this);
   }
 

@@ -10,7 +10,16 @@ import { check, lastError, SysError } from './errors.js';
 import { chmod, chown, closeAll, closeQuiet } from './fd.js';
 
 /** struct msghdr (LP64), struct cmsghdr and struct iovec offsets; layout-tested against C rules. */
-export const MSGHDR = { size: 56, name: 0, namelen: 8, iov: 16, iovlen: 24, control: 32, controllen: 40, flags: 48 } as const;
+export const MSGHDR = {
+  size: 56,
+  name: 0,
+  namelen: 8,
+  iov: 16,
+  iovlen: 24,
+  control: 32,
+  controllen: 40,
+  flags: 48,
+} as const;
 export const CMSGHDR = { size: 16, len: 0, level: 8, type: 12 } as const;
 const IOVEC = { size: 16, base: 0, len: 8 } as const;
 const SOCKADDR_UN_SIZE = 110; // sa_family_t sun_family; char sun_path[108]
@@ -19,7 +28,16 @@ export const SUN_PATH_MAX = 107;
 
 /** The same structs as C lays them out (koffi's alignment rules), for the layout tests. */
 export const cLayouts = {
-  msghdr: () => cLayout({ name: 'void *', namelen: 'uint32_t', iov: 'void *', iovlen: 'size_t', control: 'void *', controllen: 'size_t', flags: 'int' }),
+  msghdr: () =>
+    cLayout({
+      name: 'void *',
+      namelen: 'uint32_t',
+      iov: 'void *',
+      iovlen: 'size_t',
+      control: 'void *',
+      controllen: 'size_t',
+      flags: 'int',
+    }),
   cmsghdr: () => cLayout({ len: 'size_t', level: 'int', type: 'int' }),
   iovec: () => cLayout({ base: 'void *', len: 'size_t' }),
 };
@@ -35,7 +53,8 @@ export const MAX_FDS = 32;
 
 function sockaddrUn(path: string): Buffer {
   const b = Buffer.alloc(SOCKADDR_UN_SIZE);
-  if (Buffer.byteLength(path) > SUN_PATH_MAX) throw new SysError(`bind ${path} (path longer than ${SUN_PATH_MAX} bytes)`, 36 /* ENAMETOOLONG */);
+  if (Buffer.byteLength(path) > SUN_PATH_MAX)
+    throw new SysError(`bind ${path} (path longer than ${SUN_PATH_MAX} bytes)`, 36 /* ENAMETOOLONG */);
   b.writeUInt16LE(C.AF_UNIX, 0);
   b.write(path, 2, 'utf8');
   return b;
@@ -114,7 +133,10 @@ export class ControlTruncatedError extends Error {
 }
 
 /** What one recvmsg returned: `n` data bytes (0 = the peer closed), and the fds that came with them. */
-interface Received { n: number; fds: number[] }
+interface Received {
+  n: number;
+  fds: number[];
+}
 
 /**
  * sendmsg/recvmsg with SCM_RIGHTS over preallocated buffers. The msghdr holds raw addresses of
@@ -159,10 +181,13 @@ export class MsgIo {
     }
     const fds: number[] = [];
     const clen = Number(this.msg.readBigUInt64LE(MSGHDR.controllen));
-    for (let off = 0; off + CMSGHDR.size <= clen;) {
+    for (let off = 0; off + CMSGHDR.size <= clen; ) {
       const cl = Number(this.ctrl.readBigUInt64LE(off + CMSGHDR.len));
       if (cl < CMSGHDR.size || off + cl > clen) break;
-      if (this.ctrl.readInt32LE(off + CMSGHDR.level) === C.SOL_SOCKET && this.ctrl.readInt32LE(off + CMSGHDR.type) === C.SCM_RIGHTS) {
+      if (
+        this.ctrl.readInt32LE(off + CMSGHDR.level) === C.SOL_SOCKET &&
+        this.ctrl.readInt32LE(off + CMSGHDR.type) === C.SCM_RIGHTS
+      ) {
         for (let p = off + CMSGHDR.size; p + 4 <= off + cl; p += 4) fds.push(this.ctrl.readInt32LE(p));
       }
       off += align8(cl);
@@ -176,8 +201,10 @@ export class MsgIo {
 
   /** sendmsg(2) of `payload` with `fds` attached (MSG_NOSIGNAL: a gone peer is EPIPE, not SIGPIPE). Null on EAGAIN. */
   send(fd: number, payload: Buffer, fds: readonly number[] = []): number | null {
-    if (payload.length > this.data.length) throw new RangeError(`MsgIo.send: ${payload.length} > buffer ${this.data.length}`);
-    if (4 * fds.length > this.ctrl.length - CMSGHDR.size) throw new RangeError(`MsgIo.send: ${fds.length} fds is too many`);
+    if (payload.length > this.data.length)
+      throw new RangeError(`MsgIo.send: ${payload.length} > buffer ${this.data.length}`);
+    if (4 * fds.length > this.ctrl.length - CMSGHDR.size)
+      throw new RangeError(`MsgIo.send: ${fds.length} fds is too many`);
     payload.copy(this.data);
     let ctrlLen = 0;
     if (fds.length) {
@@ -244,7 +271,11 @@ export function send(fd: number, buf: Buffer, flags = 0): number | null {
 }
 
 /** The credentials of a unix socket's peer (SO_PEERCRED: as they were at connect() or listen(), unix(7)). */
-export interface PeerCred { pid: number; uid: number; gid: number }
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
 
 /** getsockopt(SO_PEERCRED): struct ucred { pid_t pid; uid_t uid; gid_t gid; }. */
 export function peerCred(fd: number): PeerCred {

@@ -9,7 +9,11 @@ import { SysError } from '../sys/index.js';
 
 /** A SysError with advice appended to its message. */
 export class KernelError extends SysError {
-  constructor(call: string, errno: number, readonly hint: string) {
+  constructor(
+    call: string,
+    errno: number,
+    readonly hint: string,
+  ) {
     super(call, errno);
     this.name = 'KernelError';
     this.message = `${this.message}: ${hint}`;
@@ -18,8 +22,18 @@ export class KernelError extends SysError {
 
 /** errno values the hints are keyed on (Linux, all architectures the bridge targets). */
 export const E = {
-  EPERM: 1, ENOENT: 2, EBADF: 9, EACCES: 13, EFAULT: 14, EBUSY: 16, ENODEV: 19, EINVAL: 22,
-  EAGAIN: 11, ENOTTY: 25, EBADFD: 77, EOPNOTSUPP: 95,
+  EPERM: 1,
+  ENOENT: 2,
+  EBADF: 9,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  ENODEV: 19,
+  EINVAL: 22,
+  EAGAIN: 11,
+  ENOTTY: 25,
+  EBADFD: 77,
+  EOPNOTSUPP: 95,
 } as const;
 
 /**
@@ -41,10 +55,15 @@ export function withHints<T>(fn: () => T, hints: Partial<Record<number, string |
 /** What an fd of the given fstat type is, for "fd 7 is a socket, not ..." messages. */
 export function fdKind(type: 'file' | 'socket' | 'char' | 'fifo' | 'other'): string {
   switch (type) {
-    case 'file': return 'a regular file';
-    case 'socket': return 'a socket';
-    case 'char': return 'a character device';
-    case 'fifo': return 'a pipe';
-    default: return 'an anonymous file (eventfd, epoll, memfd...)';
+    case 'file':
+      return 'a regular file';
+    case 'socket':
+      return 'a socket';
+    case 'char':
+      return 'a character device';
+    case 'fifo':
+      return 'a pipe';
+    default:
+      return 'an anonymous file (eventfd, epoll, memfd...)';
   }
 }

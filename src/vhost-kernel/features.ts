@@ -45,100 +45,217 @@ interface OfferRule {
   readonly why: string;
 }
 
-const kernelHas = (n: number) => (i: OfferInputs): boolean => has(i.kernel, n);
-const tapHas = (mask: number) => (i: OfferInputs): boolean => (i.tapOffloads & mask) === mask;
-const bridgeHas = (n: number) => (i: OfferInputs): boolean => i.bridgeBits.includes(n);
+const kernelHas =
+  (n: number) =>
+  (i: OfferInputs): boolean =>
+    has(i.kernel, n);
+const tapHas =
+  (mask: number) =>
+  (i: OfferInputs): boolean =>
+    (i.tapOffloads & mask) === mask;
+const bridgeHas =
+  (n: number) =>
+  (i: OfferInputs): boolean =>
+    i.bridgeBits.includes(n);
 const always = (): boolean => true;
 
 /** Every bit the bridge may offer the front-end. */
 export const OFFER_RULES: readonly OfferRule[] = [
   // Ring and transport bits: vhost-net runs the rings, so it decides (pass-through of GET_FEATURES).
-  { bit: VIRTIO_F.VERSION_1, party: 'kernel', when: kernelHas(VIRTIO_F.VERSION_1),
-    why: 'vhost-net handles virtio 1.0 rings (little-endian, 12-byte header)' },
-  { bit: VIRTIO_F.RING_INDIRECT_DESC, party: 'kernel', when: kernelHas(VIRTIO_F.RING_INDIRECT_DESC),
-    why: 'vhost-net follows indirect descriptor tables (vhost.c get_indirect)' },
-  { bit: VIRTIO_F.RING_EVENT_IDX, party: 'kernel', when: kernelHas(VIRTIO_F.RING_EVENT_IDX),
-    why: 'vhost-net reads used_event / writes avail_event to suppress kicks and interrupts' },
-  { bit: VIRTIO_F.NOTIFY_ON_EMPTY, party: 'kernel', when: kernelHas(VIRTIO_F.NOTIFY_ON_EMPTY),
-    why: 'vhost-net interrupts when the avail ring runs empty, even if interrupts are suppressed' },
-  { bit: VIRTIO_NET_F.MRG_RXBUF, party: 'kernel', when: kernelHas(VIRTIO_NET_F.MRG_RXBUF),
-    why: 'vhost-net spreads a received packet over several buffers and writes num_buffers (net.c handle_rx)' },
-  { bit: VHOST_F.LOG_ALL, party: 'kernel', when: (i) => has(i.kernel, VHOST_F.LOG_ALL) && i.bridgeBits.includes(VHOST_F.LOG_ALL),
-    why: 'dirty logging for migration: the kernel writes the bitmap, the bridge maps SET_LOG_BASE for it; both must agree' },
+  {
+    bit: VIRTIO_F.VERSION_1,
+    party: 'kernel',
+    when: kernelHas(VIRTIO_F.VERSION_1),
+    why: 'vhost-net handles virtio 1.0 rings (little-endian, 12-byte header)',
+  },
+  {
+    bit: VIRTIO_F.RING_INDIRECT_DESC,
+    party: 'kernel',
+    when: kernelHas(VIRTIO_F.RING_INDIRECT_DESC),
+    why: 'vhost-net follows indirect descriptor tables (vhost.c get_indirect)',
+  },
+  {
+    bit: VIRTIO_F.RING_EVENT_IDX,
+    party: 'kernel',
+    when: kernelHas(VIRTIO_F.RING_EVENT_IDX),
+    why: 'vhost-net reads used_event / writes avail_event to suppress kicks and interrupts',
+  },
+  {
+    bit: VIRTIO_F.NOTIFY_ON_EMPTY,
+    party: 'kernel',
+    when: kernelHas(VIRTIO_F.NOTIFY_ON_EMPTY),
+    why: 'vhost-net interrupts when the avail ring runs empty, even if interrupts are suppressed',
+  },
+  {
+    bit: VIRTIO_NET_F.MRG_RXBUF,
+    party: 'kernel',
+    when: kernelHas(VIRTIO_NET_F.MRG_RXBUF),
+    why: 'vhost-net spreads a received packet over several buffers and writes num_buffers (net.c handle_rx)',
+  },
+  {
+    bit: VHOST_F.LOG_ALL,
+    party: 'kernel',
+    when: (i) => has(i.kernel, VHOST_F.LOG_ALL) && i.bridgeBits.includes(VHOST_F.LOG_ALL),
+    why: 'dirty logging for migration: the kernel writes the bitmap, the bridge maps SET_LOG_BASE for it; both must agree',
+  },
 
   // Guest -> host: the tap accepts whatever the virtio-net header describes from any writer
   // (tun_get_user -> virtio_net_hdr_to_skb), segmenting and checksumming in software if needed.
-  { bit: VIRTIO_NET_F.CSUM, party: 'tap', when: always,
-    why: 'the guest may send partial checksums: the tap (IFF_VNET_HDR) takes csum_start/csum_offset from the header' },
-  { bit: VIRTIO_NET_F.HOST_TSO4, party: 'tap', when: always,
-    why: 'the guest may send TCPv4 super-packets: the tap takes GSO_TCPV4 from the header' },
-  { bit: VIRTIO_NET_F.HOST_TSO6, party: 'tap', when: always,
-    why: 'the guest may send TCPv6 super-packets: the tap takes GSO_TCPV6 from the header' },
-  { bit: VIRTIO_NET_F.HOST_ECN, party: 'tap', when: always,
-    why: 'the guest may set GSO_ECN on TSO packets: the tap maps it to SKB_GSO_TCP_ECN' },
-  { bit: VIRTIO_NET_F.HOST_UFO, party: 'tap', when: tapHas(TUN_F.UFO),
-    why: 'UFO packets from the guest: only if the tap also accepts TUN_F_UFO, as QEMU decides (peer_has_ufo)' },
-  { bit: VIRTIO_NET_F.HOST_USO, party: 'tap', when: tapHas(TUN_F.USO4 | TUN_F.USO6),
-    why: 'UDP segmentation from the guest: only if the tap accepts TUN_F_USO4|USO6 (Linux 6.2+), as QEMU decides (peer_has_uso)' },
+  {
+    bit: VIRTIO_NET_F.CSUM,
+    party: 'tap',
+    when: always,
+    why: 'the guest may send partial checksums: the tap (IFF_VNET_HDR) takes csum_start/csum_offset from the header',
+  },
+  {
+    bit: VIRTIO_NET_F.HOST_TSO4,
+    party: 'tap',
+    when: always,
+    why: 'the guest may send TCPv4 super-packets: the tap takes GSO_TCPV4 from the header',
+  },
+  {
+    bit: VIRTIO_NET_F.HOST_TSO6,
+    party: 'tap',
+    when: always,
+    why: 'the guest may send TCPv6 super-packets: the tap takes GSO_TCPV6 from the header',
+  },
+  {
+    bit: VIRTIO_NET_F.HOST_ECN,
+    party: 'tap',
+    when: always,
+    why: 'the guest may set GSO_ECN on TSO packets: the tap maps it to SKB_GSO_TCP_ECN',
+  },
+  {
+    bit: VIRTIO_NET_F.HOST_UFO,
+    party: 'tap',
+    when: tapHas(TUN_F.UFO),
+    why: 'UFO packets from the guest: only if the tap also accepts TUN_F_UFO, as QEMU decides (peer_has_ufo)',
+  },
+  {
+    bit: VIRTIO_NET_F.HOST_USO,
+    party: 'tap',
+    when: tapHas(TUN_F.USO4 | TUN_F.USO6),
+    why: 'UDP segmentation from the guest: only if the tap accepts TUN_F_USO4|USO6 (Linux 6.2+), as QEMU decides (peer_has_uso)',
+  },
 
   // Host -> guest: the tap hands vhost-net only what TUNSETOFFLOAD allowed, and the bridge sets
   // TUNSETOFFLOAD from these bits once negotiated (tapOffloadFlags), so offer what the tap accepts.
-  { bit: VIRTIO_NET_F.GUEST_CSUM, party: 'tap', when: tapHas(TUN_F.CSUM),
-    why: 'the guest accepts partial checksums: TUN_F_CSUM lets the tap deliver them' },
-  { bit: VIRTIO_NET_F.GUEST_TSO4, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.TSO4),
-    why: 'the guest accepts TCPv4 super-packets: TUN_F_TSO4' },
-  { bit: VIRTIO_NET_F.GUEST_TSO6, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.TSO6),
-    why: 'the guest accepts TCPv6 super-packets: TUN_F_TSO6' },
-  { bit: VIRTIO_NET_F.GUEST_ECN, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.TSO_ECN),
-    why: 'the guest accepts TSO packets with ECN: TUN_F_TSO_ECN' },
-  { bit: VIRTIO_NET_F.GUEST_UFO, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.UFO),
-    why: 'the guest accepts UFO packets: TUN_F_UFO' },
-  { bit: VIRTIO_NET_F.GUEST_USO4, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.USO4),
-    why: 'the guest accepts UDPv4 segmentation: TUN_F_USO4 (Linux 6.2+)' },
-  { bit: VIRTIO_NET_F.GUEST_USO6, party: 'tap', when: tapHas(TUN_F.CSUM | TUN_F.USO6),
-    why: 'the guest accepts UDPv6 segmentation: TUN_F_USO6 (Linux 6.2+)' },
+  {
+    bit: VIRTIO_NET_F.GUEST_CSUM,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM),
+    why: 'the guest accepts partial checksums: TUN_F_CSUM lets the tap deliver them',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_TSO4,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.TSO4),
+    why: 'the guest accepts TCPv4 super-packets: TUN_F_TSO4',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_TSO6,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.TSO6),
+    why: 'the guest accepts TCPv6 super-packets: TUN_F_TSO6',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_ECN,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.TSO_ECN),
+    why: 'the guest accepts TSO packets with ECN: TUN_F_TSO_ECN',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_UFO,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.UFO),
+    why: 'the guest accepts UFO packets: TUN_F_UFO',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_USO4,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.USO4),
+    why: 'the guest accepts UDPv4 segmentation: TUN_F_USO4 (Linux 6.2+)',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_USO6,
+    party: 'tap',
+    when: tapHas(TUN_F.CSUM | TUN_F.USO6),
+    why: 'the guest accepts UDPv6 segmentation: TUN_F_USO6 (Linux 6.2+)',
+  },
 
   // Device-level bits the front-end's device implements but gates on the back-end's word
   // (QEMU 7.2 hw/net/vhost_net.c user_feature_bits masks them with GET_FEATURES).
-  { bit: VIRTIO_NET_F.MQ, party: 'tap', when: (i) => i.queuePairs > 1,
-    why: 'several queue pairs: one vhost-net fd and one IFF_MULTI_QUEUE tap queue each (DPDK adds MQ the same way)' },
-  { bit: VIRTIO_NET_F.GUEST_ANNOUNCE, party: 'front-end', when: always,
-    why: 'after migration the guest announces itself (QEMU drives it over its own control queue); without it QEMU sends SEND_RARP and the bridge would have to forge the frame' },
+  {
+    bit: VIRTIO_NET_F.MQ,
+    party: 'tap',
+    when: (i) => i.queuePairs > 1,
+    why: 'several queue pairs: one vhost-net fd and one IFF_MULTI_QUEUE tap queue each (DPDK adds MQ the same way)',
+  },
+  {
+    bit: VIRTIO_NET_F.GUEST_ANNOUNCE,
+    party: 'front-end',
+    when: always,
+    why: 'after migration the guest announces itself (QEMU drives it over its own control queue); without it QEMU sends SEND_RARP and the bridge would have to forge the frame',
+  },
 
   // vhost-user bits the bridge implements.
-  { bit: VHOST_USER_F_PROTOCOL_FEATURES, party: 'bridge', when: bridgeHas(VHOST_USER_F_PROTOCOL_FEATURES),
-    why: 'vhost-user protocol features (REPLY_ACK, MQ, ...); vhost-user only, never given to the kernel' },
-  { bit: VIRTIO_NET_F.MTU, party: 'bridge', when: bridgeHas(VIRTIO_NET_F.MTU),
-    why: 'the bridge applies NET_SET_MTU to the tap (SIOCSIFMTU), so QEMU may advertise host_mtu' },
+  {
+    bit: VHOST_USER_F_PROTOCOL_FEATURES,
+    party: 'bridge',
+    when: bridgeHas(VHOST_USER_F_PROTOCOL_FEATURES),
+    why: 'vhost-user protocol features (REPLY_ACK, MQ, ...); vhost-user only, never given to the kernel',
+  },
+  {
+    bit: VIRTIO_NET_F.MTU,
+    party: 'bridge',
+    when: bridgeHas(VIRTIO_NET_F.MTU),
+    why: 'the bridge applies NET_SET_MTU to the tap (SIOCSIFMTU), so QEMU may advertise host_mtu',
+  },
 ];
 
 /** Bits the bridge never offers, and why (the other half of "every bit explained"). */
 export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string }[] = [
-  { bit: VHOST_F.NET_VIRTIO_NET_HDR,
-    why: 'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header (IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway' },
-  { bit: VIRTIO_F.ACCESS_PLATFORM,
-    why: 'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and reconnects forever (docs/qemu-quirks.md)' },
+  {
+    bit: VHOST_F.NET_VIRTIO_NET_HDR,
+    why: 'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header (IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway',
+  },
+  {
+    bit: VIRTIO_F.ACCESS_PLATFORM,
+    why: 'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and reconnects forever (docs/qemu-quirks.md)',
+  },
   { bit: VIRTIO_F.RING_PACKED, why: 'vhost-net (Linux 6.1) runs split rings only' },
   { bit: VIRTIO_F.IN_ORDER, why: 'vhost-net does not promise in-order completion' },
   { bit: VIRTIO_F.NOTIFICATION_DATA, why: 'vhost-net reads kicks from an eventfd, which carries no data' },
-  { bit: VIRTIO_F.ORDER_PLATFORM, why: 'platform memory ordering is for hardware devices; vhost-net is software on the same CPUs' },
-  { bit: VIRTIO_F.SR_IOV, why: 'PCI SR-IOV is a device/transport matter, not the back-end\'s' },
+  {
+    bit: VIRTIO_F.ORDER_PLATFORM,
+    why: 'platform memory ordering is for hardware devices; vhost-net is software on the same CPUs',
+  },
+  { bit: VIRTIO_F.SR_IOV, why: "PCI SR-IOV is a device/transport matter, not the back-end's" },
   { bit: VIRTIO_F.RING_RESET, why: 'per-ring reset is not implemented on the vhost-user side' },
-  { bit: VIRTIO_NET_F.GSO, why: 'legacy "any GSO" bit, superseded by the HOST_/GUEST_ bits; neither QEMU with vhost nor DPDK offers it' },
-  { bit: VIRTIO_NET_F.MAC, why: 'the front-end device owns the config space (MAC); QEMU 7.2 does not ask the back-end' },
+  {
+    bit: VIRTIO_NET_F.GSO,
+    why: 'legacy "any GSO" bit, superseded by the HOST_/GUEST_ bits; neither QEMU with vhost nor DPDK offers it',
+  },
+  {
+    bit: VIRTIO_NET_F.MAC,
+    why: 'the front-end device owns the config space (MAC); QEMU 7.2 does not ask the back-end',
+  },
   { bit: VIRTIO_NET_F.STATUS, why: 'the front-end device owns the link status; QEMU 7.2 does not ask the back-end' },
   { bit: VIRTIO_NET_F.CTRL_VQ, why: 'the front-end runs the control queue itself (QEMU does for vhost-user)' },
-  { bit: VIRTIO_NET_F.CTRL_RX, why: 'control queue: the front-end\'s' },
-  { bit: VIRTIO_NET_F.CTRL_VLAN, why: 'control queue: the front-end\'s' },
-  { bit: VIRTIO_NET_F.CTRL_RX_EXTRA, why: 'control queue: the front-end\'s' },
-  { bit: VIRTIO_NET_F.CTRL_MAC_ADDR, why: 'control queue: the front-end\'s' },
-  { bit: VIRTIO_NET_F.CTRL_GUEST_OFFLOADS, why: 'changing offloads at run time would need the front-end to tell the bridge, and vhost-user has no message for it' },
+  { bit: VIRTIO_NET_F.CTRL_RX, why: "control queue: the front-end's" },
+  { bit: VIRTIO_NET_F.CTRL_VLAN, why: "control queue: the front-end's" },
+  { bit: VIRTIO_NET_F.CTRL_RX_EXTRA, why: "control queue: the front-end's" },
+  { bit: VIRTIO_NET_F.CTRL_MAC_ADDR, why: "control queue: the front-end's" },
+  {
+    bit: VIRTIO_NET_F.CTRL_GUEST_OFFLOADS,
+    why: 'changing offloads at run time would need the front-end to tell the bridge, and vhost-user has no message for it',
+  },
   { bit: VIRTIO_NET_F.HASH_REPORT, why: 'neither the tap nor vhost-net computes RSS hashes into the header' },
   { bit: VIRTIO_NET_F.RSS, why: 'the tap steers flows itself (automq/eBPF); no RSS configuration path' },
   { bit: VIRTIO_NET_F.RSC_EXT, why: 'receive segment coalescing info: not produced by the tap' },
   { bit: VIRTIO_NET_F.GUEST_HDRLEN, why: 'hdr_len exactness: not promised by the tap' },
   { bit: VIRTIO_NET_F.STANDBY, why: 'failover is a front-end/management matter' },
-  { bit: VIRTIO_NET_F.SPEED_DUPLEX, why: 'config space: the front-end\'s' },
+  { bit: VIRTIO_NET_F.SPEED_DUPLEX, why: "config space: the front-end's" },
 ];
 
 /** Bits the kernel is never given, even if negotiated and even though VHOST_GET_FEATURES lists them. */
@@ -164,14 +281,19 @@ export const offerRule = (n: number): OfferRule | undefined => OFFER_RULES.find(
  */
 export function offeredToFrontEnd(i: OfferInputs): bigint {
   for (const n of i.bridgeBits) {
-    if (!BRIDGE_BITS.includes(n)) throw new RangeError(`bridge bit ${n} is not one the bridge can implement (features.ts BRIDGE_BITS): add it with a rule saying why`);
+    if (!BRIDGE_BITS.includes(n))
+      throw new RangeError(
+        `bridge bit ${n} is not one the bridge can implement (features.ts BRIDGE_BITS): add it with a rule saying why`,
+      );
   }
   return maskOf(...OFFER_RULES.filter((r) => r.when(i)).map((r) => r.bit));
 }
 
 /** The offered bits with their reasons, for a startup log. */
 export function explainOffer(i: OfferInputs): { bit: number; party: Party; why: string }[] {
-  return OFFER_RULES.filter((r) => r.when(i)).map(({ bit: b, party, why }) => ({ bit: b, party, why })).sort((a, b) => a.bit - b.bit);
+  return OFFER_RULES.filter((r) => r.when(i))
+    .map(({ bit: b, party, why }) => ({ bit: b, party, why }))
+    .sort((a, b) => a.bit - b.bit);
 }
 
 /**
@@ -195,7 +317,7 @@ export function tapOffloadFlags(negotiated: bigint): number {
   let f = TUN_F.CSUM;
   if (has(negotiated, VIRTIO_NET_F.GUEST_TSO4)) f |= TUN_F.TSO4;
   if (has(negotiated, VIRTIO_NET_F.GUEST_TSO6)) f |= TUN_F.TSO6;
-  if ((f & (TUN_F.TSO4 | TUN_F.TSO6)) && has(negotiated, VIRTIO_NET_F.GUEST_ECN)) f |= TUN_F.TSO_ECN;
+  if (f & (TUN_F.TSO4 | TUN_F.TSO6) && has(negotiated, VIRTIO_NET_F.GUEST_ECN)) f |= TUN_F.TSO_ECN;
   if (has(negotiated, VIRTIO_NET_F.GUEST_UFO)) f |= TUN_F.UFO;
   if (has(negotiated, VIRTIO_NET_F.GUEST_USO4)) f |= TUN_F.USO4;
   if (has(negotiated, VIRTIO_NET_F.GUEST_USO6)) f |= TUN_F.USO6;
@@ -210,4 +332,3 @@ export function tapOffloadFlags(negotiated: bigint): number {
 export function vnetHdrSize(negotiated: bigint): 10 | 12 {
   return has(negotiated, VIRTIO_NET_F.MRG_RXBUF) || has(negotiated, VIRTIO_F.VERSION_1) ? 12 : 10;
 }
-

@@ -117,7 +117,8 @@ export function checkIfName(name: string): string | null {
   const n = Buffer.byteLength(name);
   if (n === 0) return 'the name is empty';
   if (n > IFREQ.nameSize - 1) return `"${name}" is ${n} bytes; interface names have at most ${IFREQ.nameSize - 1}`;
-  if (name === '.' || name === '..' || /[/:\s]/.test(name)) return `"${name}" is not a valid interface name (no '/', ':' or spaces)`;
+  if (name === '.' || name === '..' || /[/:\s]/.test(name))
+    return `"${name}" is not a valid interface name (no '/', ':' or spaces)`;
   return null;
 }
 
@@ -125,12 +126,24 @@ export function checkIfName(name: string): string | null {
 export const cLayouts = {
   vringState: () => cLayout({ index: 'unsigned int', num: 'unsigned int' }),
   vringFile: () => cLayout({ index: 'unsigned int', fd: 'int' }),
-  vringAddr: () => cLayout({
-    index: 'unsigned int', flags: 'unsigned int', desc: 'uint64_t', used: 'uint64_t', avail: 'uint64_t', log: 'uint64_t',
-  }),
+  vringAddr: () =>
+    cLayout({
+      index: 'unsigned int',
+      flags: 'unsigned int',
+      desc: 'uint64_t',
+      used: 'uint64_t',
+      avail: 'uint64_t',
+      log: 'uint64_t',
+    }),
   /** struct ifreq with its largest union member, struct ifmap, in place of the union. */
-  ifreq: () => cLayout({
-    name: 'char[16]', mem_start: 'unsigned long', mem_end: 'unsigned long', base_addr: 'unsigned short',
-    irq: 'unsigned char', dma: 'unsigned char', port: 'unsigned char',
-  }),
+  ifreq: () =>
+    cLayout({
+      name: 'char[16]',
+      mem_start: 'unsigned long',
+      mem_end: 'unsigned long',
+      base_addr: 'unsigned short',
+      irq: 'unsigned char',
+      dma: 'unsigned char',
+      port: 'unsigned char',
+    }),
 };

@@ -14,7 +14,20 @@
  * interface ioctls on a socket (include/uapi/linux/sockios.h).
  */
 import { readFileSync } from 'node:fs';
-import { C, close, closeAll, fcntl, fstat, ifNameToIndex, ioctlInt, ioctlPtr, open, socket, SysError, write } from '../sys/index.js';
+import {
+  C,
+  close,
+  closeAll,
+  fcntl,
+  fstat,
+  ifNameToIndex,
+  ioctlInt,
+  ioctlPtr,
+  open,
+  socket,
+  SysError,
+  write,
+} from '../sys/index.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
 import { checkIfName, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32 } from './structs.js';
@@ -100,8 +113,11 @@ export class Tap implements TapDevice {
     const want = TAP_FLAGS | (pairs > 1 ? IFF.MULTI_QUEUE : 0);
     const existed = !name.includes('%') && interfaceExists(name);
     if (!existed && opts.create === false) {
-      throw new KernelError(`tap ${name}`, E.ENODEV,
-        `no such tap: create it (ip tuntap add dev ${name} mode tap${pairs > 1 ? ' multi_queue' : ''} vnet_hdr user $USER), or let the bridge create it (needs CAP_NET_ADMIN)`);
+      throw new KernelError(
+        `tap ${name}`,
+        E.ENODEV,
+        `no such tap: create it (ip tuntap add dev ${name} mode tap${pairs > 1 ? ' multi_queue' : ''} vnet_hdr user $USER), or let the bridge create it (needs CAP_NET_ADMIN)`,
+      );
     }
     const fds: number[] = [];
     try {
@@ -139,14 +155,18 @@ export class Tap implements TapDevice {
    * and would be one queue: the manager must open one file per queue.
    */
   static adopt(fds: readonly number[]): Tap {
-    if (fds.length < 1 || fds.length > MAX_TAP_QUEUES) throw new RangeError(`tap fds: ${fds.length} fds (1 to ${MAX_TAP_QUEUES})`);
+    if (fds.length < 1 || fds.length > MAX_TAP_QUEUES)
+      throw new RangeError(`tap fds: ${fds.length} fds (1 to ${MAX_TAP_QUEUES})`);
     if (new Set(fds).size !== fds.length) throw new RangeError(`tap fds: ${fds.join(', ')} has duplicates`);
     let name = '';
     let flags = 0;
     for (const fd of fds) {
       const what = `tap fd ${fd}`;
-      const st = withHints(() => fstat(fd), { [E.EBADF]: `fd ${fd} is not open in this process: check the manager passes it` });
-      if (st.type !== 'char') throw new KernelError(what, E.ENOTTY, `fd ${fd} is ${fdKind(st.type)}, not a /dev/net/tun fd`);
+      const st = withHints(() => fstat(fd), {
+        [E.EBADF]: `fd ${fd} is not open in this process: check the manager passes it`,
+      });
+      if (st.type !== 'char')
+        throw new KernelError(what, E.ENOTTY, `fd ${fd} is ${fdKind(st.type)}, not a /dev/net/tun fd`);
       const ifr = ifreq('');
       withHints(() => ioctlPtr(fd, TUN.GETIFF, ifr, `TUNGETIFF (${what})`), {
         [E.EBADFD]: `fd ${fd} is /dev/net/tun but not attached to an interface (TUNSETIFF was not done)`,
@@ -155,15 +175,30 @@ export class Tap implements TapDevice {
       });
       const f = ifreqFlags(ifr);
       const n = ifreqName(ifr);
-      if ((f & IFF.TYPE_MASK) !== IFF.TAP) throw new KernelError(what, E.EINVAL, `${n} is a tun (layer 3) device; the bridge needs a tap`);
-      if (!(f & IFF.NO_PI)) throw new KernelError(what, E.EINVAL, `${n} was opened without IFF_NO_PI: the manager must open it with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`);
-      if (!(f & IFF.VNET_HDR)) throw new KernelError(what, E.EINVAL, `${n} was opened without IFF_VNET_HDR (ip tuntap ... vnet_hdr): the tap must carry the virtio-net header`);
+      if ((f & IFF.TYPE_MASK) !== IFF.TAP)
+        throw new KernelError(what, E.EINVAL, `${n} is a tun (layer 3) device; the bridge needs a tap`);
+      if (!(f & IFF.NO_PI))
+        throw new KernelError(
+          what,
+          E.EINVAL,
+          `${n} was opened without IFF_NO_PI: the manager must open it with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`,
+        );
+      if (!(f & IFF.VNET_HDR))
+        throw new KernelError(
+          what,
+          E.EINVAL,
+          `${n} was opened without IFF_VNET_HDR (ip tuntap ... vnet_hdr): the tap must carry the virtio-net header`,
+        );
       if (name && n !== name) throw new KernelError(what, E.EINVAL, `fds are on different taps (${name}, ${n})`);
       name = n;
       flags = f;
     }
     if (fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {
-      throw new KernelError(`tap fds ${fds.join(', ')}`, E.EINVAL, `${name} is single-queue but ${fds.length} fds were passed (create it with multi_queue)`);
+      throw new KernelError(
+        `tap fds ${fds.join(', ')}`,
+        E.EINVAL,
+        `${name} is single-queue but ${fds.length} fds were passed (create it with multi_queue)`,
+      );
     }
     for (const fd of fds) fcntl(fd, C.F_SETFD, fcntl(fd, C.F_GETFD) | C.FD_CLOEXEC);
     return new Tap(name, [...fds], flags, false, true);
@@ -228,7 +263,8 @@ export class Tap implements TapDevice {
    */
   setOffload(flags: number): number {
     const call = `TUNSETOFFLOAD ${this.name} 0x${flags.toString(16)}`;
-    const hint = 'the tap refuses these offloads (TSO/UFO/USO need CSUM; USO needs Linux 6.2): offer only what probeOffloads() reports';
+    const hint =
+      'the tap refuses these offloads (TSO/UFO/USO need CSUM; USO needs Linux 6.2): offer only what probeOffloads() reports';
     try {
       ioctlInt(this.fd(0), TUN.SETOFFLOAD, flags, call);
       return flags;
@@ -237,7 +273,9 @@ export class Tap implements TapDevice {
       if (!(flags & TUN_F.UFO)) throw new KernelError(call, e.errno, hint);
     }
     const noUfo = flags & ~TUN_F.UFO;
-    withHints(() => ioctlInt(this.fd(0), TUN.SETOFFLOAD, noUfo, `${call} (and 0x${noUfo.toString(16)} without UFO)`), { [E.EINVAL]: hint });
+    withHints(() => ioctlInt(this.fd(0), TUN.SETOFFLOAD, noUfo, `${call} (and 0x${noUfo.toString(16)} without UFO)`), {
+      [E.EINVAL]: hint,
+    });
     return noUfo;
   }
 
@@ -314,9 +352,13 @@ export class Tap implements TapDevice {
     const flags = ifIoctl(this.name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${this.name}`, ifreqFlags);
     if (((flags & NETDEV_IFF.UP) !== 0) === up) return;
     const next = up ? flags | NETDEV_IFF.UP : flags & ~NETDEV_IFF.UP;
-    withHints(() => ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0), {
-      [E.EPERM]: `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ${this.name} up) or run as root`,
-    });
+    withHints(
+      () =>
+        ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0),
+      {
+        [E.EPERM]: `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ${this.name} up) or run as root`,
+      },
+    );
   }
 
   /**
@@ -330,7 +372,12 @@ export class Tap implements TapDevice {
     if (!this.multiQueue) return;
     const ifr = ifreq('', { flags: enabled ? IFF.ATTACH_QUEUE : IFF.DETACH_QUEUE });
     try {
-      ioctlPtr(this.fd(pair), TUN.SETQUEUE, ifr, `TUNSETQUEUE ${this.name} queue ${pair} ${enabled ? 'attach' : 'detach'}`);
+      ioctlPtr(
+        this.fd(pair),
+        TUN.SETQUEUE,
+        ifr,
+        `TUNSETQUEUE ${this.name} queue ${pair} ${enabled ? 'attach' : 'detach'}`,
+      );
     } catch (e) {
       // Attaching an attached queue is EINVAL; detaching a detached one too: both mean "already so".
       if (!(e instanceof SysError && e.errno === E.EINVAL)) throw e;
@@ -344,7 +391,8 @@ export class Tap implements TapDevice {
    */
   writeFrame(frame: Buffer, pair = 0): void {
     const buf = Buffer.concat([Buffer.alloc(this.getVnetHdrSize()), frame]);
-    if (write(this.fd(pair), buf) !== buf.length) throw new KernelError(`write ${this.name}`, E.EAGAIN, 'the tap queue is full');
+    if (write(this.fd(pair), buf) !== buf.length)
+      throw new KernelError(`write ${this.name}`, E.EAGAIN, 'the tap queue is full');
   }
 
   /**
@@ -397,7 +445,13 @@ function interfaceExists(name: string): boolean {
 }
 
 /** An interface ioctl on a throwaway AF_UNIX datagram socket (any socket reaches dev_ioctl; AF_UNIX needs no IPv4). */
-function ifIoctl<T>(name: string, req: number, u: { flags?: number; mtu?: number }, call: string, out: (b: Buffer) => T): T {
+function ifIoctl<T>(
+  name: string,
+  req: number,
+  u: { flags?: number; mtu?: number },
+  call: string,
+  out: (b: Buffer) => T,
+): T {
   const s = socket(C.AF_UNIX, C.SOCK_DGRAM);
   try {
     const b = ifreq(name, u);
@@ -425,14 +479,19 @@ function permHint(name: string, existed: boolean, pairs: number): string {
   }
   const owner = sysfs(name, 'owner');
   const group = sysfs(name, 'group');
-  const who = owner && owner !== '-1' ? ` (owner uid ${owner}${group && group !== '-1' ? `, group ${group}` : ''})` : ' (no owner: root only)';
+  const who =
+    owner && owner !== '-1'
+      ? ` (owner uid ${owner}${group && group !== '-1' ? `, group ${group}` : ''})`
+      : ' (no owner: root only)';
   return `tap ${name} belongs to another user${who}: run as that user or root, recreate it for this user (ip tuntap del dev ${name} mode tap; ${make}), or pass open tap fds with --tap-fd`;
 }
 
 function mismatchHint(name: string, want: number): string {
   const raw = sysfs(name, 'tun_flags');
   if (raw === undefined) {
-    return interfaceExists(name) ? `${name} exists and is not a tun/tap device: choose another name` : `TUNSETIFF refused ${name} (flags 0x${want.toString(16)})`;
+    return interfaceExists(name)
+      ? `${name} exists and is not a tun/tap device: choose another name`
+      : `TUNSETIFF refused ${name} (flags 0x${want.toString(16)})`;
   }
   const have = Number.parseInt(raw, 16);
   if ((have & IFF.TYPE_MASK) !== IFF.TAP) return `${name} is a tun (layer 3) device, not a tap: choose another name`;

@@ -76,7 +76,11 @@ export interface VhostNetDevice {
 export class VhostNet implements VhostNetDevice {
   #fd: number;
 
-  private constructor(fd: number, readonly pair: number, readonly adopted: boolean) {
+  private constructor(
+    fd: number,
+    readonly pair: number,
+    readonly adopted: boolean,
+  ) {
     this.#fd = fd;
   }
 
@@ -111,7 +115,9 @@ export class VhostNet implements VhostNetDevice {
   static adopt(fd: number, pair: number): VhostNet {
     checkPair(pair);
     const what = `vhost fd ${fd}`;
-    const st = withHints(() => fstat(fd), { [E.EBADF]: `fd ${fd} is not open in this process: check the manager passes it` });
+    const st = withHints(() => fstat(fd), {
+      [E.EBADF]: `fd ${fd} is not open in this process: check the manager passes it`,
+    });
     if (st.type !== 'char') throw new KernelError(what, E.ENOTTY, `fd ${fd} is ${fdKind(st.type)}, not /dev/vhost-net`);
     const vn = new VhostNet(fd, pair, true);
     const features = withHints(() => vn.getFeatures(), {
@@ -119,7 +125,11 @@ export class VhostNet implements VhostNetDevice {
       [E.EINVAL]: `fd ${fd} is a character device but not a vhost device`,
     });
     if (!has(features, VIRTIO_NET_F.MRG_RXBUF)) {
-      throw new KernelError(what, E.ENOTTY, `fd ${fd} is a vhost device but not vhost-net (features ${describeBits(features, FEATURE_NAMES)})`);
+      throw new KernelError(
+        what,
+        E.ENOTTY,
+        `fd ${fd} is a vhost device but not vhost-net (features ${describeBits(features, FEATURE_NAMES)})`,
+      );
     }
     fcntl(fd, C.F_SETFD, fcntl(fd, C.F_GETFD) | C.FD_CLOEXEC);
     return vn;
@@ -136,7 +146,8 @@ export class VhostNet implements VhostNetDevice {
 
   setOwner(): void {
     withHints(() => ioctlInt(this.#fd, VHOST.SET_OWNER, 0, this.dev('VHOST_SET_OWNER')), {
-      [E.EBUSY]: 'the device already has an owner (a second SET_OWNER, or an adopted fd another process set up): RESET_OWNER first',
+      [E.EBUSY]:
+        'the device already has an owner (a second SET_OWNER, or an adopted fd another process set up): RESET_OWNER first',
     });
   }
 
@@ -172,11 +183,13 @@ export class VhostNet implements VhostNetDevice {
     // buffer would make it read whatever follows.
     const n = table.length >= 8 ? table.readUInt32LE(0) : -1;
     if (n < 0 || table.length < 8 + 32 * n) {
-      throw new RangeError(`${this.dev('VHOST_SET_MEM_TABLE')}: a ${table.length}-byte buffer cannot hold struct vhost_memory with ${n} regions`);
+      throw new RangeError(
+        `${this.dev('VHOST_SET_MEM_TABLE')}: a ${table.length}-byte buffer cannot hold struct vhost_memory with ${n} regions`,
+      );
     }
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_MEM_TABLE, table, this.dev('VHOST_SET_MEM_TABLE')), {
       7 /* E2BIG */: `${n} regions is more than /sys/module/vhost/parameters/max_mem_regions allows`,
-      [E.EFAULT]: 'a region (or its dirty log range, with LOG_ALL) is outside this process\'s address space',
+      [E.EFAULT]: "a region (or its dirty log range, with LOG_ALL) is outside this process's address space",
       [E.EINVAL]: 'regions overlap, or a region has size 0 or wraps around',
     });
   }
@@ -192,24 +205,51 @@ export class VhostNet implements VhostNetDevice {
   }
 
   setVringNum(ring: number, num: number): void {
-    withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_NUM, vringState(this.index(ring), num), this.ring('VHOST_SET_VRING_NUM', ring)), {
-      [E.EINVAL]: `${num} is not a ring size: a power of two from 1 to ${MAX_RING_SIZE}`,
-      [E.EBUSY]: 'the ring is attached to the tap: NET_SET_BACKEND -1 first',
-    });
+    withHints(
+      () =>
+        ioctlPtr(
+          this.#fd,
+          VHOST.SET_VRING_NUM,
+          vringState(this.index(ring), num),
+          this.ring('VHOST_SET_VRING_NUM', ring),
+        ),
+      {
+        [E.EINVAL]: `${num} is not a ring size: a power of two from 1 to ${MAX_RING_SIZE}`,
+        [E.EBUSY]: 'the ring is attached to the tap: NET_SET_BACKEND -1 first',
+      },
+    );
   }
 
   setVringAddr(ring: number, addr: KernelVringAddr): void {
-    withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_ADDR, vringAddr(this.index(ring), addr), this.ring('VHOST_SET_VRING_ADDR', ring)), {
-      [E.EINVAL]: 'misaligned (avail 2, used and log 4 bytes), or, while attached, not accessible',
-      [E.EOPNOTSUPP]: `flags ${hex(addr.flags)} has a bit other than VHOST_VRING_F_LOG`,
-    });
+    withHints(
+      () =>
+        ioctlPtr(
+          this.#fd,
+          VHOST.SET_VRING_ADDR,
+          vringAddr(this.index(ring), addr),
+          this.ring('VHOST_SET_VRING_ADDR', ring),
+        ),
+      {
+        [E.EINVAL]: 'misaligned (avail 2, used and log 4 bytes), or, while attached, not accessible',
+        [E.EOPNOTSUPP]: `flags ${hex(addr.flags)} has a bit other than VHOST_VRING_F_LOG`,
+      },
+    );
   }
 
   setVringBase(ring: number, base: number): void {
-    withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_BASE, vringState(this.index(ring), base), this.ring('VHOST_SET_VRING_BASE', ring)), {
-      [E.EBUSY]: 'the ring is attached to the tap: NET_SET_BACKEND -1 first',
-      [E.EINVAL]: `${base} is not a 16-bit ring index`,
-    });
+    withHints(
+      () =>
+        ioctlPtr(
+          this.#fd,
+          VHOST.SET_VRING_BASE,
+          vringState(this.index(ring), base),
+          this.ring('VHOST_SET_VRING_BASE', ring),
+        ),
+      {
+        [E.EBUSY]: 'the ring is attached to the tap: NET_SET_BACKEND -1 first',
+        [E.EINVAL]: `${base} is not a 16-bit ring index`,
+      },
+    );
   }
 
   getVringBase(ring: number): number {
@@ -219,9 +259,19 @@ export class VhostNet implements VhostNetDevice {
   }
 
   setVringEndian(ring: number, bigEndian: boolean): void {
-    withHints(() => ioctlPtr(this.#fd, VHOST.SET_VRING_ENDIAN, vringState(this.index(ring), bigEndian ? 1 : 0), this.ring('VHOST_SET_VRING_ENDIAN', ring)), {
-      [E.ENOTTY]: 'this kernel has no CONFIG_VHOST_CROSS_ENDIAN_LEGACY (only legacy big-endian guests on little-endian hosts need it)',
-    });
+    withHints(
+      () =>
+        ioctlPtr(
+          this.#fd,
+          VHOST.SET_VRING_ENDIAN,
+          vringState(this.index(ring), bigEndian ? 1 : 0),
+          this.ring('VHOST_SET_VRING_ENDIAN', ring),
+        ),
+      {
+        [E.ENOTTY]:
+          'this kernel has no CONFIG_VHOST_CROSS_ENDIAN_LEGACY (only legacy big-endian guests on little-endian hosts need it)',
+      },
+    );
   }
 
   setVringKick(ring: number, fd: number): void {
@@ -237,14 +287,29 @@ export class VhostNet implements VhostNetDevice {
   }
 
   setVringBusyloopTimeout(ring: number, usecs: number): void {
-    ioctlPtr(this.#fd, VHOST.SET_VRING_BUSYLOOP_TIMEOUT, vringState(this.index(ring), usecs), this.ring('VHOST_SET_VRING_BUSYLOOP_TIMEOUT', ring));
+    ioctlPtr(
+      this.#fd,
+      VHOST.SET_VRING_BUSYLOOP_TIMEOUT,
+      vringState(this.index(ring), usecs),
+      this.ring('VHOST_SET_VRING_BUSYLOOP_TIMEOUT', ring),
+    );
   }
 
   netSetBackend(ring: number, fd: number): void {
-    withHints(() => ioctlPtr(this.#fd, VHOST.NET_SET_BACKEND, vringFile(this.index(ring), fd), this.ring('VHOST_NET_SET_BACKEND', ring)), {
-      [E.EFAULT]: 'the kernel could not access the ring: set the memory table, NUM and ADDR first, with addresses mapped in this process',
-      88 /* ENOTSOCK */: `fd ${fd} is not a tap or packet socket`,
-    });
+    withHints(
+      () =>
+        ioctlPtr(
+          this.#fd,
+          VHOST.NET_SET_BACKEND,
+          vringFile(this.index(ring), fd),
+          this.ring('VHOST_NET_SET_BACKEND', ring),
+        ),
+      {
+        [E.EFAULT]:
+          'the kernel could not access the ring: set the memory table, NUM and ADDR first, with addresses mapped in this process',
+        88 /* ENOTSOCK */: `fd ${fd} is not a tap or packet socket`,
+      },
+    );
   }
 
   close(): void {
@@ -256,7 +321,8 @@ export class VhostNet implements VhostNetDevice {
 
   private index(ring: number): 0 | 1 {
     const { pair, index } = ringToPair(ring);
-    if (pair !== this.pair) throw new RangeError(`ring ${ring} belongs to queue pair ${pair}, not to the vhost-net fd of pair ${this.pair}`);
+    if (pair !== this.pair)
+      throw new RangeError(`ring ${ring} belongs to queue pair ${pair}, not to the vhost-net fd of pair ${this.pair}`);
     return index;
   }
 
@@ -270,5 +336,6 @@ export class VhostNet implements VhostNetDevice {
 }
 
 function checkPair(pair: number): void {
-  if (!Number.isInteger(pair) || pair < 0 || pair > 0x7fff) throw new RangeError(`queue pair ${pair} is not a queue pair number`);
+  if (!Number.isInteger(pair) || pair < 0 || pair > 0x7fff)
+    throw new RangeError(`queue pair ${pair} is not a queue pair number`);
 }

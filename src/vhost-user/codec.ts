@@ -39,7 +39,6 @@ export interface SingleMemoryRegion {
   region: MemoryRegion;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Decoding (front-end requests)
 
@@ -101,7 +100,8 @@ export function decodeMemoryTable(b: Buffer): MemoryTable {
   const padding = b.readUInt32LE(4);
   const present = Math.min(nregions, Math.floor((b.length - PAYLOAD_SIZE.MEMORY_HEADER) / PAYLOAD_SIZE.MEMORY_REGION));
   const regions: MemoryRegion[] = [];
-  for (let i = 0; i < present; i++) regions.push(decodeRegion(b, PAYLOAD_SIZE.MEMORY_HEADER + i * PAYLOAD_SIZE.MEMORY_REGION));
+  for (let i = 0; i < present; i++)
+    regions.push(decodeRegion(b, PAYLOAD_SIZE.MEMORY_HEADER + i * PAYLOAD_SIZE.MEMORY_REGION));
   return { nregions, padding, regions };
 }
 
@@ -137,7 +137,8 @@ export function validateRegion(r: MemoryRegion, opts: { checkOffset?: boolean } 
   if (r.size === 0n) return 'zero-size region';
   if (endOverflows(r.gpa, r.size)) return `guest address ${hex(r.gpa)} + size ${hex(r.size)} overflows u64`;
   if (endOverflows(r.qva, r.size)) return `user address ${hex(r.qva)} + size ${hex(r.size)} overflows u64`;
-  if ((opts.checkOffset ?? true) && endOverflows(r.mmapOffset, r.size)) return `mmap offset ${hex(r.mmapOffset)} + size ${hex(r.size)} overflows u64`;
+  if ((opts.checkOffset ?? true) && endOverflows(r.mmapOffset, r.size))
+    return `mmap offset ${hex(r.mmapOffset)} + size ${hex(r.size)} overflows u64`;
   return null;
 }
 
@@ -165,9 +166,11 @@ export function validateSingleMemoryRegion(s: SingleMemoryRegion, opts: { checkO
  */
 export function validateVringAddr(a: VringAddr): string | null {
   const unknown = BigInt(a.flags >>> 0) & ~bit(VRING_ADDR_F.LOG);
-  if (unknown !== 0n) return `unknown flag bits ${hex(unknown)} (only bit ${VRING_ADDR_F.LOG}, VHOST_VRING_F_LOG, is defined)`;
+  if (unknown !== 0n)
+    return `unknown flag bits ${hex(unknown)} (only bit ${VRING_ADDR_F.LOG}, VHOST_VRING_F_LOG, is defined)`;
   if (a.desc % RING_ALIGN.desc !== 0n) return `descriptor table ${hex(a.desc)} is not ${RING_ALIGN.desc}-byte aligned`;
-  if (a.avail % RING_ALIGN.avail !== 0n) return `available ring ${hex(a.avail)} is not ${RING_ALIGN.avail}-byte aligned`;
+  if (a.avail % RING_ALIGN.avail !== 0n)
+    return `available ring ${hex(a.avail)} is not ${RING_ALIGN.avail}-byte aligned`;
   if (a.used % RING_ALIGN.used !== 0n) return `used ring ${hex(a.used)} is not ${RING_ALIGN.used}-byte aligned`;
   return null;
 }
@@ -175,7 +178,9 @@ export function validateVringAddr(a: VringAddr): string | null {
 /** SET_VRING_KICK/CALL/ERR: only bits 0-8 are defined; the rest must be zero. */
 export function validateVringFile(value: bigint): string | null {
   const unknown = value & ~(VRING_FILE_PAYLOAD.INDEX_MASK | bit(VRING_FILE_PAYLOAD.NOFD_BIT));
-  return unknown === 0n ? null : `undefined bits ${hex(unknown)} set (only bits 0-7, the index, and bit 8, no-fd, are defined)`;
+  return unknown === 0n
+    ? null
+    : `undefined bits ${hex(unknown)} set (only bits 0-7, the index, and bit 8, no-fd, are defined)`;
 }
 
 /** SET_VRING_ENABLE: num is 1 (enable) or 0 (disable). */
@@ -228,7 +233,8 @@ function encodeVringState(s: VringState): Buffer {
 export const encodeReplyU64 = (request: number, value: bigint): Buffer => encodeReply(request, encodeU64(value));
 
 /** A reply with a vring state payload (GET_VRING_BASE). */
-export const encodeReplyVringState = (request: number, s: VringState): Buffer => encodeReply(request, encodeVringState(s));
+export const encodeReplyVringState = (request: number, s: VringState): Buffer =>
+  encodeReply(request, encodeVringState(s));
 
 /**
  * The REPLY_ACK answer: u64 0 on success, non-zero on failure (vhost-user.rst

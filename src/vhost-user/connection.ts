@@ -9,7 +9,15 @@
  * message, then backend.disconnected().
  */
 import { log as defaultLog, type Logger } from '../log.js';
-import { close as closeFd, closeAll, ControlTruncatedError, FdWatcher, MsgIo, SysError, type Readiness } from '../sys/index.js';
+import {
+  close as closeFd,
+  closeAll,
+  ControlTruncatedError,
+  FdWatcher,
+  MsgIo,
+  SysError,
+  type Readiness,
+} from '../sys/index.js';
 import { LIMITS, requestName } from './constants.js';
 import { Dispatcher, type Outcome } from './dispatcher.js';
 import { Malformed } from './errors.js';
@@ -42,7 +50,11 @@ export class Connection {
   private open = true;
 
   /** Takes ownership of `fd`, a connected non-blocking AF_UNIX stream socket. */
-  constructor(readonly fd: number, backend: VhostUserBackend, private readonly opts: ConnectionOptions = {}) {
+  constructor(
+    readonly fd: number,
+    backend: VhostUserBackend,
+    private readonly opts: ConnectionOptions = {},
+  ) {
     this.log = opts.log ?? defaultLog;
     this.dispatcher = new Dispatcher(backend, this.log);
   }
@@ -103,7 +115,9 @@ export class Connection {
       } catch (e) {
         if (e instanceof ControlTruncatedError) {
           const who = this.nameOf(this.rx.data.subarray(0, e.n));
-          this.log.warn(`${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) (malformed; dropping the connection)`);
+          this.log.warn(
+            `${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) (malformed; dropping the connection)`,
+          );
           this.dispatcher.dropped(who, `more fds than the ${LIMITS.MAX_FDS} a message may carry`);
           this.close('MSG_CTRUNC');
           return;
@@ -155,7 +169,9 @@ export class Connection {
     try {
       const n = this.tx.send(this.fd, reply);
       if (n === reply.length) return true;
-      this.log.warn(`${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); dropping the connection`);
+      this.log.warn(
+        `${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); dropping the connection`,
+      );
     } catch (e) {
       this.log.warn(`${name}: sending the reply: ${(e as Error).message}; dropping the connection`);
     }

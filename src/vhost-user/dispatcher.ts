@@ -48,13 +48,33 @@ import { bit, describeBits, has } from '../bits.js';
 import { hex } from '../format.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { closeAll } from '../sys/index.js';
-import { memoryTableRegionCount, memoryTableSize, encodeReplyAck, encodeReplyU64, encodeReplyVringState } from './codec.js';
-import { describeFlags, FrontendReq, HEADER_FLAGS, PROTOCOL_F, PROTOCOL_FEATURE_NAMES, requestName } from './constants.js';
+import {
+  memoryTableRegionCount,
+  memoryTableSize,
+  encodeReplyAck,
+  encodeReplyU64,
+  encodeReplyVringState,
+} from './codec.js';
+import {
+  describeFlags,
+  FrontendReq,
+  HEADER_FLAGS,
+  PROTOCOL_F,
+  PROTOCOL_FEATURE_NAMES,
+  requestName,
+} from './constants.js';
 import { Malformed, Refused } from './errors.js';
 import type { Message } from './framer.js';
 import type { VhostUserBackend } from './handler.js';
 import type { VringState } from './messages.js';
-import { gateFailure, offersProtocolFeatures, REQUESTS, type CallResult, type RequestSpec, type Session } from './requests.js';
+import {
+  gateFailure,
+  offersProtocolFeatures,
+  REQUESTS,
+  type CallResult,
+  type RequestSpec,
+  type Session,
+} from './requests.js';
 
 /** What the connection does after a message. */
 export interface Outcome {
@@ -84,7 +104,10 @@ export class Dispatcher implements Session {
   private pfBit: ProtocolFeaturesBit = 'unknown';
   private ended = false;
 
-  constructor(readonly backend: VhostUserBackend, private readonly log: Logger = defaultLog) {}
+  constructor(
+    readonly backend: VhostUserBackend,
+    private readonly log: Logger = defaultLog,
+  ) {}
 
   /** Protocol features in force: what SET_PROTOCOL_FEATURES acked, masked to the offer. */
   get protocolFeatures(): bigint {
@@ -102,7 +125,9 @@ export class Dispatcher implements Session {
     const offered = this.backend.getProtocolFeatures();
     const extra = acked & ~offered;
     if (extra !== 0n) {
-      this.log.warn(`SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: ${describeBits(extra, PROTOCOL_FEATURE_NAMES)}`);
+      this.log.warn(
+        `SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: ${describeBits(extra, PROTOCOL_FEATURE_NAMES)}`,
+      );
     }
     return acked & offered;
   }
@@ -155,7 +180,8 @@ export class Dispatcher implements Session {
       this.check(msg, seen);
     } catch (e) {
       closeAll(fds);
-      if (this.log.enabled('debug')) this.log.debug(this.line(name, msg, seen.spec && 'payload' in seen ? seen.spec.describe(seen.payload) : null));
+      if (this.log.enabled('debug'))
+        this.log.debug(this.line(name, msg, seen.spec && 'payload' in seen ? seen.spec.describe(seen.payload) : null));
       return this.fail(name, e, seen.spec, needReply);
     }
     const spec = seen.spec!;
@@ -191,21 +217,29 @@ export class Dispatcher implements Session {
   private check(msg: Message, seen: Seen): void {
     const { header, payload, fds } = msg;
     const version = header.flags & HEADER_FLAGS.VERSION_MASK;
-    if (version !== HEADER_FLAGS.VERSION) throw new Malformed(`version bits are ${version}, not ${HEADER_FLAGS.VERSION}`);
+    if (version !== HEADER_FLAGS.VERSION)
+      throw new Malformed(`version bits are ${version}, not ${HEADER_FLAGS.VERSION}`);
     if (header.flags & HEADER_FLAGS.REPLY) throw new Malformed('the REPLY flag is set on a request from the front-end');
     const reserved = header.flags & ~HEADER_FLAGS.KNOWN;
     if (reserved) throw new Malformed(`reserved flag bits ${hex(reserved >>> 0)} are set`);
 
     const spec = REQUESTS.get(header.request);
     if (!spec) {
-      throw new Malformed(!KNOWN_IDS.has(header.request) ? 'unknown request' : 'not supported by this back end (it offers no feature that enables it)');
+      throw new Malformed(
+        !KNOWN_IDS.has(header.request)
+          ? 'unknown request'
+          : 'not supported by this back end (it offers no feature that enables it)',
+      );
     }
 
     if (spec.size === 'memory-table') {
       const n = memoryTableRegionCount(payload);
-      if (n === null) throw new Malformed(`payload size ${payload.length} is shorter than the 8-byte memory table head`);
+      if (n === null)
+        throw new Malformed(`payload size ${payload.length} is shorter than the 8-byte memory table head`);
       if (payload.length !== memoryTableSize(n)) {
-        throw new Malformed(`payload size ${payload.length} does not match nregions ${n} (8 + 32 x ${n} = ${memoryTableSize(n)})`);
+        throw new Malformed(
+          `payload size ${payload.length} does not match nregions ${n} (8 + 32 x ${n} = ${memoryTableSize(n)})`,
+        );
       }
     } else if (payload.length !== spec.size.exact) {
       throw new Malformed(`payload size ${payload.length}, expected ${spec.size.exact}`);
@@ -220,7 +254,9 @@ export class Dispatcher implements Session {
     const { min, max } = spec.fds.expected(p);
     if (fds.length < min || fds.length > max) {
       const want = min === max ? `${min}` : `${min} to ${max}`;
-      throw new Malformed(`carries ${fds.length} fd${fds.length === 1 ? '' : 's'}, expected ${want} (${spec.fds.name})`);
+      throw new Malformed(
+        `carries ${fds.length} fd${fds.length === 1 ? '' : 's'}, expected ${want} (${spec.fds.name})`,
+      );
     }
 
     if (!this.gateOpen(spec)) throw new Refused(gateFailure(spec.gate));
@@ -239,11 +275,18 @@ export class Dispatcher implements Session {
     const g = spec.gate;
     if (g === null) return true;
     if (g === 'features-bit-offered') return offersProtocolFeatures(this.backend.getFeatures());
-    if (g === 'protocol-features-negotiated') return offersProtocolFeatures(this.backend.getFeatures()) && this.pfBit === 'taken';
+    if (g === 'protocol-features-negotiated')
+      return offersProtocolFeatures(this.backend.getFeatures()) && this.pfBit === 'taken';
     return (this.protocolFeatures & bit(g)) !== 0n;
   }
 
-  private succeed(name: string, spec: RequestSpec<unknown>, request: number, result: CallResult, needReply: boolean): Outcome {
+  private succeed(
+    name: string,
+    spec: RequestSpec<unknown>,
+    request: number,
+    result: CallResult,
+    needReply: boolean,
+  ): Outcome {
     let reply: Buffer | null = null;
     switch (spec.reply) {
       case 'ack':
@@ -254,7 +297,8 @@ export class Dispatcher implements Session {
         reply = encodeReplyU64(request, result);
         break;
       case 'vring-state':
-        if (typeof result !== 'object' || result === null) return this.internal(name, 'handler returned no vring state');
+        if (typeof result !== 'object' || result === null)
+          return this.internal(name, 'handler returned no vring state');
         reply = encodeReplyVringState(request, result as VringState);
         break;
       case 'log-base':
@@ -282,7 +326,11 @@ export class Dispatcher implements Session {
       say(`${name}: ${reason} (${kind}; NACK sent)`);
       return { reply: encodeReplyAck(spec.id, false), close: false, result: 'nack', reason };
     }
-    const why = malformed ? '' : spec?.reply === 'ack' ? ', and the front-end asked for no reply' : ', and the front-end expects a value';
+    const why = malformed
+      ? ''
+      : spec?.reply === 'ack'
+        ? ', and the front-end asked for no reply'
+        : ', and the front-end expects a value';
     say(`${name}: ${reason} (${kind}${why}; dropping the connection)`);
     return { reply: null, close: true, result: 'drop', reason };
   }

@@ -53,7 +53,8 @@ export class Framer {
    */
   push(bytes: Buffer, fds: readonly number[] = []): Message | null {
     const want = this.wanted();
-    if (bytes.length > want) throw new RangeError(`Framer.push: ${bytes.length} bytes, but only ${want} belong to this message`);
+    if (bytes.length > want)
+      throw new RangeError(`Framer.push: ${bytes.length} bytes, but only ${want} belong to this message`);
     this.fds.push(...fds);
     if (!this.header) {
       bytes.copy(this.head, this.headHave);
@@ -61,7 +62,9 @@ export class Framer {
       if (this.headHave < LIMITS.HEADER_SIZE) return null;
       const h = decodeHeader(this.head);
       if (h.size > this.maxPayload) {
-        throw new Malformed(`${requestName(h.request)}: payload size ${h.size} is more than the maximum ${this.maxPayload}`);
+        throw new Malformed(
+          `${requestName(h.request)}: payload size ${h.size} is more than the maximum ${this.maxPayload}`,
+        );
       }
       this.header = h;
       this.payload = Buffer.alloc(h.size);
@@ -80,7 +83,8 @@ export class Framer {
   /** Where a partly received message stands. */
   state(): FramerState {
     if (this.header) return { at: 'payload', header: this.header, have: this.payloadHave };
-    if (this.headHave > 0) return { at: 'header', have: this.headHave, request: this.headHave >= 4 ? this.head.readUInt32LE(0) : null };
+    if (this.headHave > 0)
+      return { at: 'header', have: this.headHave, request: this.headHave >= 4 ? this.head.readUInt32LE(0) : null };
     return { at: 'idle' };
   }
 

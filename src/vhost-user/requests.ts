@@ -113,7 +113,11 @@ interface VringFilePayload extends VringFileRef {
 
 const empty = { size: { exact: 0 }, decode: (): Empty => null, validate: valid, describe: () => '' } as const;
 const u64 = { size: { exact: PAYLOAD_SIZE.U64 }, decode: codec.decodeU64 } as const;
-const vringState = { size: { exact: PAYLOAD_SIZE.VRING_STATE }, decode: codec.decodeVringState, ring: (p: VringState) => p.index } as const;
+const vringState = {
+  size: { exact: PAYLOAD_SIZE.VRING_STATE },
+  decode: codec.decodeVringState,
+  ring: (p: VringState) => p.index,
+} as const;
 
 const vringFile = {
   size: { exact: PAYLOAD_SIZE.U64 },
@@ -123,7 +127,10 @@ const vringFile = {
   },
   validate: (p: VringFilePayload) => codec.validateVringFile(p.raw),
   /** "This flag is set when there is no file descriptor in the ancillary data." */
-  fds: { name: 'by no-fd bit', expected: (p: VringFilePayload) => (p.noFd ? { min: 0, max: 0 } : { min: 1, max: 1 }) } as FdRule<VringFilePayload>,
+  fds: {
+    name: 'by no-fd bit',
+    expected: (p: VringFilePayload) => (p.noFd ? { min: 0, max: 0 } : { min: 1, max: 1 }),
+  } as FdRule<VringFilePayload>,
   ring: (p: VringFilePayload) => p.index,
   describe: (p: VringFilePayload) => `ring ${p.index} ${p.noFd ? 'no fd (bit 8)' : 'fd'}`,
 } as const;
@@ -145,12 +152,21 @@ const row = <P>(spec: RequestSpec<P>): RequestSpec<unknown> => spec as unknown a
 
 const ROWS: RequestSpec<unknown>[] = [
   row<Empty>({
-    id: FrontendReq.GET_FEATURES, ...empty, fds: NONE, reply: 'u64', gate: null,
+    id: FrontendReq.GET_FEATURES,
+    ...empty,
+    fds: NONE,
+    reply: 'u64',
+    gate: null,
     describeReply: (r) => describeBits(r as bigint, FEATURE_NAMES),
     call: (s) => s.backend.getFeatures(),
   }),
   row<bigint>({
-    id: FrontendReq.SET_FEATURES, ...u64, validate: valid, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.SET_FEATURES,
+    ...u64,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     // A front-end may only ack what was offered (virtio 1.2 3.1.1: "the driver ... MUST NOT accept a
     // feature which the device did not offer"); QEMU masks with the back end's word.
     refuse: (v, s) => {
@@ -164,21 +180,32 @@ const ROWS: RequestSpec<unknown>[] = [
     },
   }),
   row<Empty>({
-    id: FrontendReq.SET_OWNER, ...empty, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.SET_OWNER,
+    ...empty,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     call: (s) => s.backend.setOwner(),
   }),
   row<Empty>({
     // Deprecated: "It is recommended that back-ends either ignore this message, or use it to disable all rings."
-    id: FrontendReq.RESET_OWNER, ...empty, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.RESET_OWNER,
+    ...empty,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     call: (s) => s.backend.resetOwner(),
   }),
   row<MemoryTable>({
     // "In the ancillary data there is an array of file descriptors for each memory mapped region.
     // The size and ordering of the fds matches the number and ordering of memory regions."
-    id: FrontendReq.SET_MEM_TABLE, size: 'memory-table',
-    decode: codec.decodeMemoryTable, validate: codec.validateMemoryTable,
+    id: FrontendReq.SET_MEM_TABLE,
+    size: 'memory-table',
+    decode: codec.decodeMemoryTable,
+    validate: codec.validateMemoryTable,
     fds: { name: 'one per region', expected: (t) => ({ min: t.nregions, max: t.nregions }) },
-    reply: 'ack', gate: null,
+    reply: 'ack',
+    gate: null,
     describe: (t) => `nregions ${t.nregions}: ${t.regions.map(describeRegion).join(' ')}`,
     call: (s, t, fds) => s.backend.setMemTable(t.regions, fds),
   }),
@@ -186,57 +213,101 @@ const ROWS: RequestSpec<unknown>[] = [
     // With LOG_SHMFD the log fd comes in the ancillary data, and the message is one of those that
     // "require replies" ("Communication"). QEMU reads a reply of any size and checks only its
     // request (vhost_user_set_log_base); the reply here is u64 0, as libvhost-user sends.
-    id: FrontendReq.SET_LOG_BASE, size: { exact: PAYLOAD_SIZE.LOG },
-    decode: codec.decodeLog, validate: codec.validateLog, fds: ONE, reply: 'log-base', gate: PROTOCOL_F.LOG_SHMFD,
+    id: FrontendReq.SET_LOG_BASE,
+    size: { exact: PAYLOAD_SIZE.LOG },
+    decode: codec.decodeLog,
+    validate: codec.validateLog,
+    fds: ONE,
+    reply: 'log-base',
+    gate: PROTOCOL_F.LOG_SHMFD,
     describe: (l) => `size ${hex(l.size)} offset ${hex(l.offset)}`,
     call: (s, l, fds) => s.backend.setLogBase(l, fds[0]),
   }),
   row<VringState>({
-    id: FrontendReq.SET_VRING_NUM, ...vringState, validate: valid, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_NUM,
+    ...vringState,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     describe: (p) => `ring ${p.index} num ${p.num}`,
     call: (s, p) => s.backend.setVringNum(p.index, p.num),
   }),
   row<VringAddr>({
     // "Sets the addresses of the different aspects of the vring": front-end virtual addresses.
-    id: FrontendReq.SET_VRING_ADDR, size: { exact: PAYLOAD_SIZE.VRING_ADDR },
-    decode: codec.decodeVringAddr, validate: codec.validateVringAddr, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_ADDR,
+    size: { exact: PAYLOAD_SIZE.VRING_ADDR },
+    decode: codec.decodeVringAddr,
+    validate: codec.validateVringAddr,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     ring: (a) => a.index,
-    describe: (a) => `ring ${a.index} flags ${hex(a.flags)} desc ${hex(a.desc)} used ${hex(a.used)} avail ${hex(a.avail)} log ${hex(a.log)}`,
+    describe: (a) =>
+      `ring ${a.index} flags ${hex(a.flags)} desc ${hex(a.desc)} used ${hex(a.used)} avail ${hex(a.avail)} log ${hex(a.log)}`,
     call: (s, a) => s.backend.setVringAddr(a),
   }),
   row<VringState>({
-    id: FrontendReq.SET_VRING_BASE, ...vringState, validate: valid, fds: NONE, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_BASE,
+    ...vringState,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: null,
     describe: (p) => `ring ${p.index} base ${p.num}`,
     call: (s, p) => s.backend.setVringBase(p.index, p.num),
   }),
   row<VringState>({
     // "Stops the vring and returns the current descriptor index"; always replies.
-    id: FrontendReq.GET_VRING_BASE, ...vringState, validate: valid, fds: NONE, reply: 'vring-state', gate: null,
+    id: FrontendReq.GET_VRING_BASE,
+    ...vringState,
+    validate: valid,
+    fds: NONE,
+    reply: 'vring-state',
+    gate: null,
     describe: (p) => `ring ${p.index}`,
     describeReply: (r) => `ring ${(r as VringState).index} base ${(r as VringState).num}`,
     call: (s, p) => ({ index: p.index, num: s.backend.getVringBase(p.index) }),
   }),
   row<VringFilePayload>({
-    id: FrontendReq.SET_VRING_KICK, ...vringFile, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_KICK,
+    ...vringFile,
+    reply: 'ack',
+    gate: null,
     call: (s, p, fds) => s.backend.setVringKick(p.index, p.noFd ? null : fds[0]),
   }),
   row<VringFilePayload>({
-    id: FrontendReq.SET_VRING_CALL, ...vringFile, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_CALL,
+    ...vringFile,
+    reply: 'ack',
+    gate: null,
     call: (s, p, fds) => s.backend.setVringCall(p.index, p.noFd ? null : fds[0]),
   }),
   row<VringFilePayload>({
-    id: FrontendReq.SET_VRING_ERR, ...vringFile, reply: 'ack', gate: null,
+    id: FrontendReq.SET_VRING_ERR,
+    ...vringFile,
+    reply: 'ack',
+    gate: null,
     call: (s, p, fds) => s.backend.setVringErr(p.index, p.noFd ? null : fds[0]),
   }),
   row<Empty>({
     // "Back-ends that report VHOST_USER_F_PROTOCOL_FEATURES must support this message even before
     // VHOST_USER_SET_FEATURES was called."
-    id: FrontendReq.GET_PROTOCOL_FEATURES, ...empty, fds: NONE, reply: 'u64', gate: 'features-bit-offered',
+    id: FrontendReq.GET_PROTOCOL_FEATURES,
+    ...empty,
+    fds: NONE,
+    reply: 'u64',
+    gate: 'features-bit-offered',
     describeReply: (r) => describeBits(r as bigint, PROTOCOL_FEATURE_NAMES),
     call: (s) => s.backend.getProtocolFeatures(),
   }),
   row<bigint>({
-    id: FrontendReq.SET_PROTOCOL_FEATURES, ...u64, validate: valid, fds: NONE, reply: 'ack', gate: 'features-bit-offered',
+    id: FrontendReq.SET_PROTOCOL_FEATURES,
+    ...u64,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: 'features-bit-offered',
     describe: (v) => describeBits(v, PROTOCOL_FEATURE_NAMES),
     call: (s, v) => {
       const masked = s.maskProtocolFeatures(v);
@@ -246,55 +317,87 @@ const ROWS: RequestSpec<unknown>[] = [
   }),
   row<Empty>({
     // "This request should be sent only when VHOST_USER_PROTOCOL_F_MQ is set"; always replies.
-    id: FrontendReq.GET_QUEUE_NUM, ...empty, fds: NONE, reply: 'u64', gate: PROTOCOL_F.MQ,
+    id: FrontendReq.GET_QUEUE_NUM,
+    ...empty,
+    fds: NONE,
+    reply: 'u64',
+    gate: PROTOCOL_F.MQ,
     describeReply: (r) => `${r as bigint} queue pairs`,
     call: (s) => s.backend.getQueueNum(),
   }),
   row<VringState>({
-    id: FrontendReq.SET_VRING_ENABLE, ...vringState, validate: codec.validateVringEnable,
-    fds: NONE, reply: 'ack', gate: 'protocol-features-negotiated',
+    id: FrontendReq.SET_VRING_ENABLE,
+    ...vringState,
+    validate: codec.validateVringEnable,
+    fds: NONE,
+    reply: 'ack',
+    gate: 'protocol-features-negotiated',
     describe: (p) => `ring ${p.index} enable ${p.num}`,
     call: (s, p) => s.backend.setVringEnable(p.index, p.num === 1),
   }),
   row<Buffer>({
     // "The first 6 bytes of the payload contain the mac address of the guest".
-    id: FrontendReq.SEND_RARP, size: { exact: PAYLOAD_SIZE.U64 }, decode: codec.decodeRarpMac, validate: valid,
-    fds: NONE, reply: 'ack', gate: PROTOCOL_F.RARP,
+    id: FrontendReq.SEND_RARP,
+    size: { exact: PAYLOAD_SIZE.U64 },
+    decode: codec.decodeRarpMac,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: PROTOCOL_F.RARP,
     describe: (m) => `mac ${mac(m)}`,
     call: (s, m) => s.backend.sendRarp(m),
   }),
   row<bigint>({
     // "If VHOST_USER_PROTOCOL_F_REPLY_ACK is negotiated, the back-end must respond with zero in case
     // the specified MTU is valid, or non-zero otherwise." virtio 1.2 5.1.4.1: mtu is between 68 and 65535.
-    id: FrontendReq.NET_SET_MTU, ...u64, validate: valid, fds: NONE, reply: 'ack', gate: PROTOCOL_F.MTU,
+    id: FrontendReq.NET_SET_MTU,
+    ...u64,
+    validate: valid,
+    fds: NONE,
+    reply: 'ack',
+    gate: PROTOCOL_F.MTU,
     refuse: (v) => (v >= 68n && v <= 65535n ? null : `MTU ${v} is outside 68..65535`),
     describe: (v) => `mtu ${v}`,
     call: (s, v) => s.backend.netSetMtu(Number(v)),
   }),
   row<Empty>({
     // "Only valid if the VHOST_USER_PROTOCOL_F_RESET_DEVICE protocol feature is set by the back-end."
-    id: FrontendReq.RESET_DEVICE, ...empty, fds: NONE, reply: 'ack', gate: PROTOCOL_F.RESET_DEVICE,
+    id: FrontendReq.RESET_DEVICE,
+    ...empty,
+    fds: NONE,
+    reply: 'ack',
+    gate: PROTOCOL_F.RESET_DEVICE,
     call: (s) => s.backend.resetDevice(),
   }),
   row<Empty>({
-    id: FrontendReq.GET_MAX_MEM_SLOTS, ...empty, fds: NONE, reply: 'u64', gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
+    id: FrontendReq.GET_MAX_MEM_SLOTS,
+    ...empty,
+    fds: NONE,
+    reply: 'u64',
+    gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
     describeReply: (r) => `${r as bigint} slots`,
     call: (s) => s.backend.getMaxMemSlots(),
   }),
   row<SingleMemoryRegion>({
     // "Exactly one file descriptor from which the memory is mapped is passed in the ancillary data."
-    id: FrontendReq.ADD_MEM_REG, ...singleRegion, validate: (p) => codec.validateSingleMemoryRegion(p),
-    fds: ONE, reply: 'ack', gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
+    id: FrontendReq.ADD_MEM_REG,
+    ...singleRegion,
+    validate: (p) => codec.validateSingleMemoryRegion(p),
+    fds: ONE,
+    reply: 'ack',
+    gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
     call: (s, p, fds) => s.backend.addMemReg(p.region, fds[0]),
   }),
   row<SingleMemoryRegion>({
     // "No file descriptors SHOULD be passed ... the back-end MAY accept messages with one file
     // descriptor. If a file descriptor is passed, the back-end MUST close it without using it."
     // (QEMU 7.2 still passes one.) "The mmap offset is ignored."
-    id: FrontendReq.REM_MEM_REG, ...singleRegion,
+    id: FrontendReq.REM_MEM_REG,
+    ...singleRegion,
     validate: (p) => codec.validateSingleMemoryRegion(p, { checkOffset: false }),
     fds: { name: 'optional, closed unused', expected: () => ({ min: 0, max: 1 }), discard: true },
-    reply: 'ack', gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
+    reply: 'ack',
+    gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
     call: (s, p) => s.backend.remMemReg(p.region),
   }),
 ];

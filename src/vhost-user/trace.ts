@@ -67,9 +67,17 @@ export class TraceWriter {
   private conns = 0;
 
   /** Create (truncate) `path` and write the header. */
-  constructor(readonly path: string, meta: Record<string, unknown> = {}) {
+  constructor(
+    readonly path: string,
+    meta: Record<string, unknown> = {},
+  ) {
     this.fd = openSync(path, 'w');
-    const header: TraceHeader = { format: TRACE_FORMAT, version: TRACE_VERSION, started: new Date().toISOString(), meta };
+    const header: TraceHeader = {
+      format: TRACE_FORMAT,
+      version: TRACE_VERSION,
+      started: new Date().toISOString(),
+      meta,
+    };
     this.write(header);
   }
 
@@ -82,7 +90,18 @@ export class TraceWriter {
 
   message(conn: number, msg: Message, out: Outcome): void {
     const { request, flags, size } = msg.header;
-    this.write({ e: 'msg', t: this.now(), conn, request, flags, size, payload: msg.payload, fds: msg.fds.length, reply: out.reply, result: out.result } satisfies TraceMessage);
+    this.write({
+      e: 'msg',
+      t: this.now(),
+      conn,
+      request,
+      flags,
+      size,
+      payload: msg.payload,
+      fds: msg.fds.length,
+      reply: out.reply,
+      result: out.result,
+    } satisfies TraceMessage);
   }
 
   disconnect(conn: number, reason: string): void {
@@ -109,6 +128,7 @@ export function readTrace(source: string | Buffer): { header: TraceHeader; event
   const bytes = typeof source === 'string' ? readFileSync(source) : source;
   const [header, ...events] = unpackMultiple(bytes) as [TraceHeader, ...TraceEvent[]];
   if (header?.format !== TRACE_FORMAT) throw new Error('not a vhost-bridge trace');
-  if (header.version !== TRACE_VERSION) throw new Error(`trace version ${header.version}, this reader knows ${TRACE_VERSION}`);
+  if (header.version !== TRACE_VERSION)
+    throw new Error(`trace version ${header.version}, this reader knows ${TRACE_VERSION}`);
   return { header, events };
 }

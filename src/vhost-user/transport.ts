@@ -16,7 +16,19 @@
 import { EventEmitter } from 'node:events';
 import { lstatSync } from 'node:fs';
 import { log as defaultLog, type Logger } from '../log.js';
-import { accept, close as closeFd, closeQuiet, FdWatcher, fstat, setNonBlocking, SysError, unixConnect, unixListen, unlink, type Readiness } from '../sys/index.js';
+import {
+  accept,
+  close as closeFd,
+  closeQuiet,
+  FdWatcher,
+  fstat,
+  setNonBlocking,
+  SysError,
+  unixConnect,
+  unixListen,
+  unlink,
+  type Readiness,
+} from '../sys/index.js';
 import { Connection } from './connection.js';
 import type { VhostUserBackend } from './handler.js';
 import type { TraceWriter } from './trace.js';
@@ -193,7 +205,11 @@ export class VhostUserClient extends EventEmitter<TransportEvents> {
   private readonly initial: number;
   private readonly max: number;
 
-  private constructor(readonly path: string, private readonly backend: VhostUserBackend, private readonly opts: ClientOptions) {
+  private constructor(
+    readonly path: string,
+    private readonly backend: VhostUserBackend,
+    private readonly opts: ClientOptions,
+  ) {
     super();
     this.log = opts.log ?? defaultLog;
     this.initial = opts.retryInitialMs ?? 100;

@@ -3,7 +3,15 @@ import { quantile, type RawResults, type Run } from '../../scripts/bench/metrics
 import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from '../../scripts/bench/report.js';
 
 function run(config: Run['config'], round: number, metrics: Run['metrics'], error?: string): Run {
-  return { round, config, startedAt: '2026-11-23T00:00:00Z', seconds: 8, bootRetries: 0, metrics, ...(error ? { error } : {}) };
+  return {
+    round,
+    config,
+    startedAt: '2026-11-23T00:00:00Z',
+    seconds: 8,
+    bootRetries: 0,
+    metrics,
+    ...(error ? { error } : {}),
+  };
 }
 
 const raw: RawResults = {
@@ -54,7 +62,9 @@ describe('bench report', () => {
     expect(t).to.include('950 [900-1000]');
     const md = markdownTable(s);
     expect(md.split('\n')).to.have.length(2 + 4); // header, rule, 4 figures with data
-    expect(md).to.include('| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 |');
+    expect(md).to.include(
+      '| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 |',
+    );
   });
 
   it('SVG: one bar with a whisker per configuration and figure that has data, well nested', () => {

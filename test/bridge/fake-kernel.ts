@@ -141,8 +141,13 @@ export function fakePort(o: FakePortOptions) {
   const vhostNet = new FakeVhostNetProvider(journal);
   const tap = new FakeTap(journal);
   const datapath = new VhostNetDatapath({
-    queuePairs: o.queuePairs, offered: o.offered, vhostNetFeatures: LAB_KERNEL_FEATURES, vhostNet, tap,
-    maxMemSlots: 64, log: o.log,
+    queuePairs: o.queuePairs,
+    offered: o.offered,
+    vhostNetFeatures: LAB_KERNEL_FEATURES,
+    vhostNet,
+    tap,
+    maxMemSlots: 64,
+    log: o.log,
   });
   const session = new VhostUserSession({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });
   return { journal, vhostNet, tap, datapath, session };

@@ -35,7 +35,10 @@ for (const file of QEMU_SESSIONS) {
       expect(attachedBeforeStop).to.deep.equal([true, true, true, true]);
       const attaches = callsLike(journal, { op: 'netSetBackend' }).filter((c) => 'fd' in c && c.fd >= 0);
       expect(attaches.map((c) => ({ who: c.who, ring: 'ring' in c ? c.ring : null }))).to.have.deep.members([
-        { who: 'vhost0', ring: 0 }, { who: 'vhost0', ring: 1 }, { who: 'vhost1', ring: 2 }, { who: 'vhost1', ring: 3 },
+        { who: 'vhost0', ring: 0 },
+        { who: 'vhost0', ring: 1 },
+        { who: 'vhost1', ring: 2 },
+        { who: 'vhost1', ring: 3 },
       ]);
     });
 

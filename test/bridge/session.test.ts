@@ -24,7 +24,14 @@ const NUM = 256;
 /** Ring q of a 1 MiB guest: 16 KiB apart from gpa 0x10000. */
 const ringAt = (q: number, base = QVA) => {
   const desc = base + 0x10000n + BigInt(q) * 0x4000n;
-  return { index: q, flags: 0, desc, avail: desc + 0x1000n, used: desc + 0x2000n, log: 0x10000n + BigInt(q) * 0x4000n + 0x2000n };
+  return {
+    index: q,
+    flags: 0,
+    desc,
+    avail: desc + 0x1000n,
+    used: desc + 0x2000n,
+    log: 0x10000n + BigInt(q) * 0x4000n + 0x2000n,
+  };
 };
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
@@ -92,7 +99,8 @@ function startPair(dev: VhostUserSession, p: number, fds: number[]) {
     dev.setVringNum(q, NUM);
     dev.setVringBase(q, 0);
     dev.setVringAddr(ringAt(q));
-    const kick = sys.eventfd(), call = sys.eventfd();
+    const kick = sys.eventfd(),
+      call = sys.eventfd();
     fds.push(kick, call);
     dev.setVringKick(q, kick);
     dev.setVringCall(q, call);
@@ -107,7 +115,12 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     const fds: number[] = [];
     expect(dev.getFeatures()).to.equal(OFFERED);
     dev.setOwner();
-    for (let q = 0; q < 4; q++) { const c = sys.eventfd(), e = sys.eventfd(); dev.setVringCall(q, c); dev.setVringErr(q, e); }
+    for (let q = 0; q < 4; q++) {
+      const c = sys.eventfd(),
+        e = sys.eventfd();
+      dev.setVringCall(q, c);
+      dev.setVringErr(q, e);
+    }
     // At realize QEMU enables pair 0 and disables pair 1, before any ring exists.
     [1, 1, 0, 0].forEach((en, q) => dev.setVringEnable(q, en === 1));
     dev.setFeatures(ACKED);
@@ -126,8 +139,9 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     // Order on pair 0: everything the kernel reads at attach came before the attach.
     const attach = indexOfCall(journal, { who: 'vhost0', op: 'netSetBackend', ring: 0, fd: 100 });
     expect(attach).to.be.greaterThan(indexOfCall(journal, { who: 'vhost0', op: 'setVringKick', ring: 0 }));
-    expect(indexOfCall(journal, { who: 'vhost0', op: 'setMemTable', regions: 1 }))
-      .to.be.lessThan(indexOfCall(journal, { who: 'vhost0', op: 'setVringAddr', ring: 0 }));
+    expect(indexOfCall(journal, { who: 'vhost0', op: 'setMemTable', regions: 1 })).to.be.lessThan(
+      indexOfCall(journal, { who: 'vhost0', op: 'setVringAddr', ring: 0 }),
+    );
     // The kernel got the negotiated word without what it does not know (CSUM, PROTOCOL_FEATURES).
     expect(source.live(0).features).to.equal(0x1_3000_8000n);
     dev.disconnected();
@@ -166,7 +180,8 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     ready(dev, [0, 1]);
     startPair(dev, 0, []);
     expect(events.filter((e) => e.kind.startsWith('ring-'))).to.deep.equal([
-      { kind: 'ring-running', ring: 0 }, { kind: 'ring-running', ring: 1 },
+      { kind: 'ring-running', ring: 0 },
+      { kind: 'ring-running', ring: 1 },
     ]);
     const k = source.live(0);
     k.advance(1, 14);
@@ -185,7 +200,8 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     expect(k.attached(1)).to.equal(true);
     expect(k.ringState(1).base).to.equal(14);
     expect(events.filter((e) => e.kind.startsWith('ring-')).slice(2)).to.deep.equal([
-      { kind: 'ring-stopped', ring: 1 }, { kind: 'ring-running', ring: 1 },
+      { kind: 'ring-stopped', ring: 1 },
+      { kind: 'ring-running', ring: 1 },
     ]);
     dev.disconnected();
   });
@@ -300,7 +316,10 @@ describe('bridge session on vhost-net: memory', () => {
     startPair(dev, 0, []);
     const small = sys.memfdCreate('small');
     sys.ftruncate(small, 0x10000);
-    expect(() => dev.setMemTable([{ gpa: 0n, size: 0x10000n, qva: QVA, mmapOffset: 0n }], [small])).to.throw(Refused, /ring 0/);
+    expect(() => dev.setMemTable([{ gpa: 0n, size: 0x10000n, qva: QVA, mmapOffset: 0n }], [small])).to.throw(
+      Refused,
+      /ring 0/,
+    );
     expect(mappedRegionCount()).to.equal(1);
     expect(source.live(0).memory![0].size).to.equal(MiB);
     sys.close(small); // on a refusal the fds stay with the caller (the dispatcher closes them)
@@ -359,7 +378,9 @@ describe('bridge session on vhost-net: lifecycle', () => {
     ready(dev, [0]);
     startPair(dev, 0, []);
     let mappedAtRelease = -1;
-    source.onRelease = () => { mappedAtRelease = mappedRegionCount(); };
+    source.onRelease = () => {
+      mappedAtRelease = mappedRegionCount();
+    };
     journal.length = 0;
     dev.disconnected();
     expect(callsTo(journal, 'vhost0')).to.deep.equal([{ op: 'netSetBackend', ring: 0, fd: -1 }, { op: 'close' }]);

@@ -135,7 +135,10 @@ describe('bridge events: --events-fd lines', () => {
     }
     const text = readFileSync(file, 'utf8');
     expect(text.endsWith('\n')).to.equal(true);
-    const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as EventLine);
+    const lines = text
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as EventLine);
     expect(lines.map((l) => l.event)).to.deep.equal(seen);
     for (const l of lines) {
       expect(l.port).to.equal('vbtap0');

@@ -46,7 +46,10 @@ describe('lab retry after a guest fault', function () {
   it('runs a step once when it passes', async function () {
     const lab = new Lab();
     const attempts: number[] = [];
-    const r = await retryAfterGuestFault(lab, async (n) => { attempts.push(n); return 42; });
+    const r = await retryAfterGuestFault(lab, async (n) => {
+      attempts.push(n);
+      return 42;
+    });
     expect(r).to.equal(42);
     expect(attempts).to.deep.equal([1]);
   });
@@ -55,8 +58,12 @@ describe('lab retry after a guest fault', function () {
     const lab = new Lab();
     const attempts: number[] = [];
     let err: Error | undefined;
-    await retryAfterGuestFault(lab, async (n) => { attempts.push(n); throw new Error('rings not attached'); })
-      .catch((e: Error) => { err = e; });
+    await retryAfterGuestFault(lab, async (n) => {
+      attempts.push(n);
+      throw new Error('rings not attached');
+    }).catch((e: Error) => {
+      err = e;
+    });
     expect(err?.message).to.equal('rings not attached');
     expect(attempts).to.deep.equal([1]);
     expect(lab.recoveries).to.equal(0);
@@ -66,10 +73,14 @@ describe('lab retry after a guest fault', function () {
     const lab = new Lab();
     const told: string[] = [];
     const attempts: number[] = [];
-    await retryAfterGuestFault(lab, async (n) => {
-      attempts.push(n);
-      if (n === 1) lab.fault('traps: PANIC: double fault');
-    }, { onRetry: (f) => told.push(f) });
+    await retryAfterGuestFault(
+      lab,
+      async (n) => {
+        attempts.push(n);
+        if (n === 1) lab.fault('traps: PANIC: double fault');
+      },
+      { onRetry: (f) => told.push(f) },
+    );
     expect(attempts).to.deep.equal([1, 2]);
     expect(lab.recoveries).to.equal(1);
     expect(told).to.deep.equal(['g: traps: PANIC: double fault']);
@@ -78,7 +89,9 @@ describe('lab retry after a guest fault', function () {
   it('a second fault fails the step (one retry only)', async function () {
     const lab = new Lab();
     let err: Error | undefined;
-    await retryAfterGuestFault(lab, async () => lab.fault('reset')).catch((e: Error) => { err = e; });
+    await retryAfterGuestFault(lab, async () => lab.fault('reset')).catch((e: Error) => {
+      err = e;
+    });
     expect(err?.message).to.match(/panicked/);
     expect(lab.recoveries).to.equal(1);
   });
@@ -86,7 +99,9 @@ describe('lab retry after a guest fault', function () {
   it('only recovers the guests that faulted', async function () {
     const a = new Lab();
     const b = Object.assign(new Lab(), { name: 'h' });
-    await retryAfterGuestFault([a, b], async (n) => { if (n === 1) b.fault('stall'); });
+    await retryAfterGuestFault([a, b], async (n) => {
+      if (n === 1) b.fault('stall');
+    });
     expect([a.recoveries, b.recoveries]).to.deep.equal([0, 1]);
   });
 
@@ -110,16 +125,23 @@ describe('lab retry after a guest fault', function () {
     it('passes when it asserts the state now (rings attached) and counts from its own start', async function () {
       await scenario((lab, from) => {
         expect([...lab.attached].sort(), 'rings attached now').to.deep.equal([0, 1]);
-        expect(lab.events.slice(from).filter((e) => e.kind === 'ring-stopped'), 'no ring stopped in this attempt')
-          .to.deep.equal([]);
+        expect(
+          lab.events.slice(from).filter((e) => e.kind === 'ring-stopped'),
+          'no ring stopped in this attempt',
+        ).to.deep.equal([]);
       });
     });
 
     it('would fail if it counted from the start of the process (what the rule prevents)', async function () {
       let err: Error | undefined;
       await scenario((lab) => {
-        expect(lab.events.filter((e) => e.kind === 'ring-running'), 'all rings attached').to.have.length(2);
-      }).catch((e: Error) => { err = e; });
+        expect(
+          lab.events.filter((e) => e.kind === 'ring-running'),
+          'all rings attached',
+        ).to.have.length(2);
+      }).catch((e: Error) => {
+        err = e;
+      });
       expect(err?.message).to.match(/expected .* to have a length of 2 but got 4/);
     });
   });

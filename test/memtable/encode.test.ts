@@ -4,7 +4,11 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as sys from '../../src/sys/index.js';
 import {
-  MAX_MEM_REGIONS_PATH, maxMemSlots, MemTable, VHOST_DEFAULT_MAX_MEM_REGIONS, VHOST_MEMORY_LAYOUT,
+  MAX_MEM_REGIONS_PATH,
+  maxMemSlots,
+  MemTable,
+  VHOST_DEFAULT_MAX_MEM_REGIONS,
+  VHOST_MEMORY_LAYOUT,
 } from '../../src/memtable/index.js';
 import { tempDir } from '../fdcount.js';
 import { Guest, memfd, region } from './helpers.js';
@@ -31,14 +35,23 @@ class Bytes {
 
 describe('memtable: struct vhost_memory', () => {
   it('has the C layout of <linux/vhost_types.h> (checked with koffi)', () => {
-    const r = sys.cLayout({ guest_phys_addr: 'uint64_t', memory_size: 'uint64_t', userspace_addr: 'uint64_t', flags_padding: 'uint64_t' });
+    const r = sys.cLayout({
+      guest_phys_addr: 'uint64_t',
+      memory_size: 'uint64_t',
+      userspace_addr: 'uint64_t',
+      flags_padding: 'uint64_t',
+    });
     expect(r.size).to.equal(32);
     expect(r.offsets).to.deep.equal({ guest_phys_addr: 0, memory_size: 8, userspace_addr: 16, flags_padding: 24 });
     const { size: _, ...offsets } = VHOST_MEMORY_LAYOUT.region;
     expect({ size: VHOST_MEMORY_LAYOUT.region.size, offsets }).to.deep.equal(r);
     // regions[] follows the two u32s at the 8-byte alignment of its u64 members
     const h = sys.cLayout({ nregions: 'uint32_t', padding: 'uint32_t', regions: 'uint64_t' });
-    expect(h.offsets).to.deep.equal({ nregions: VHOST_MEMORY_LAYOUT.nregions, padding: VHOST_MEMORY_LAYOUT.padding, regions: VHOST_MEMORY_LAYOUT.header });
+    expect(h.offsets).to.deep.equal({
+      nregions: VHOST_MEMORY_LAYOUT.nregions,
+      padding: VHOST_MEMORY_LAYOUT.padding,
+      regions: VHOST_MEMORY_LAYOUT.header,
+    });
   });
 
   it('encodes nregions, zero padding, then gpa / size / local address / zero flags per region', () => {
@@ -61,12 +74,16 @@ describe('memtable: struct vhost_memory', () => {
       // userspace_addr is the bridge's mapping (base + mmapOffset), never the front-end's qva
       expect(b.readBigUInt64LE(8 + 32 * 2 + 16)).to.equal(t.regions[2].base + 0x123n);
       t.retire();
-    } finally { g.close(); }
+    } finally {
+      g.close();
+    }
   });
 
   it('is 8 + 32n bytes for n = 0..8', () => {
     for (let n = 0; n <= 8; n++) {
-      const regions = Array.from({ length: n }, (_, i) => region(BigInt(i) * 0x100000n, 0x1000n, 0x7f0000000000n + BigInt(i) * 0x100000n));
+      const regions = Array.from({ length: n }, (_, i) =>
+        region(BigInt(i) * 0x100000n, 0x1000n, 0x7f0000000000n + BigInt(i) * 0x100000n),
+      );
       const g = new Guest(regions);
       try {
         const t = MemTable.map(regions, g.pass());
@@ -74,14 +91,18 @@ describe('memtable: struct vhost_memory', () => {
         expect(b.length).to.equal(8 + 32 * n);
         expect(b.readUInt32LE(0)).to.equal(n);
         t.retire();
-      } finally { g.close(); }
+      } finally {
+        g.close();
+      }
     }
   });
 });
 
 describe('memtable: maxMemSlots (GET_MAX_MEM_SLOTS)', () => {
   let dir: string;
-  before(() => { dir = tempDir(); });
+  before(() => {
+    dir = tempDir();
+  });
   after(() => rmSync(dir, { recursive: true }));
 
   it('reads the value of the parameter file', () => {
@@ -112,7 +133,8 @@ describe('memtable: maxMemSlots (GET_MAX_MEM_SLOTS)', () => {
     const max = maxMemSlots();
     // one memfd, one page per region, so the fd count stays small whatever the host allows
     const regions = Array.from({ length: max + 1 }, (_, i) =>
-      region(BigInt(i) * 0x100000n, 0x1000n, 0x7f0000000000n + BigInt(i) * 0x100000n, BigInt(i) * 0x1000n));
+      region(BigInt(i) * 0x100000n, 0x1000n, 0x7f0000000000n + BigInt(i) * 0x100000n, BigInt(i) * 0x1000n),
+    );
     const file = memfd(BigInt(max + 1) * 0x1000n);
     let t = MemTable.empty();
     try {
@@ -126,7 +148,9 @@ describe('memtable: maxMemSlots (GET_MAX_MEM_SLOTS)', () => {
       try {
         expect(() => t.withRegion(regions[max], last)).to.throw(`no free memory slot, the table has ${max} of ${max}`);
         expect(sys.isOpen(last)).to.equal(true);
-      } finally { sys.close(last); }
+      } finally {
+        sys.close(last);
+      }
     } finally {
       t.retire();
       sys.close(file);

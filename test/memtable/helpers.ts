@@ -17,7 +17,9 @@ export function memfd(size: bigint | number): number {
 
 /** The /proc/self/maps lines of the test memfds (other lines change as V8 allocates, these do not). */
 export function memfdMaps(): string[] {
-  return readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(`/memfd:${MEMFD_NAME}`));
+  return readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(`/memfd:${MEMFD_NAME}`));
 }
 
 /** True if /proc/self/maps has a test-memfd mapping starting at `base`. */

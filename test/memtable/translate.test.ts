@@ -59,7 +59,9 @@ describe('memtable: translation', () => {
       for (const [i, m] of mapped.entries()) {
         const start = m[space];
         const e = refusal(() => toLocal(start + m.size - 4n, 5n), 'range');
-        expect(e.message).to.contain(`past the end of region ${i}`).and.contain(`size 0x${m.size.toString(16)}`);
+        expect(e.message)
+          .to.contain(`past the end of region ${i}`)
+          .and.contain(`size 0x${m.size.toString(16)}`);
         refusal(() => toLocal(start, m.size + 1n), 'range');
       }
     });
@@ -114,7 +116,14 @@ describe('memtable: translation', () => {
 
   describe('translateRing', () => {
     const num = 256;
-    const ring = (desc: bigint, avail: bigint, used: bigint): VringAddr => ({ index: 3, flags: 0, desc, avail, used, log: 0n });
+    const ring = (desc: bigint, avail: bigint, used: bigint): VringAddr => ({
+      index: 3,
+      flags: 0,
+      desc,
+      avail,
+      used,
+      log: 0n,
+    });
 
     it('sizes the areas as the kernel checks them: 16n, 4+2n, 4+8n, avail and used + 2 with EVENT_IDX', () => {
       expect(ringAreaSizes(256, false)).to.deep.equal({ desc: 4096n, avail: 516n, used: 2052n });
@@ -125,14 +134,20 @@ describe('memtable: translation', () => {
       const q = R0.qva;
       const local = mapped[0].local;
       for (const ev of [false, true]) {
-        expect(table.translateRing(ring(q + 0x1000n, q + 0x2000n, q + 0x3000n), num, ev))
-          .to.deep.equal({ desc: local + 0x1000n, avail: local + 0x2000n, used: local + 0x3000n });
+        expect(table.translateRing(ring(q + 0x1000n, q + 0x2000n, q + 0x3000n), num, ev)).to.deep.equal({
+          desc: local + 0x1000n,
+          avail: local + 0x2000n,
+          used: local + 0x3000n,
+        });
       }
     });
 
     it('translates areas that lie in different regions', () => {
-      expect(table.translateRing(ring(R0.qva, R1.qva, R1.qva + 0x1000n), num, true))
-        .to.deep.equal({ desc: mapped[0].local, avail: mapped[1].local, used: mapped[1].local + 0x1000n });
+      expect(table.translateRing(ring(R0.qva, R1.qva, R1.qva + 0x1000n), num, true)).to.deep.equal({
+        desc: mapped[0].local,
+        avail: mapped[1].local,
+        used: mapped[1].local + 0x1000n,
+      });
     });
 
     /** The region (index) where `area` of that size can end exactly at the region end with an aligned start. */

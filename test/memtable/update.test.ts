@@ -15,7 +15,9 @@ const R3 = region(0x300000n, 0x1000n, 0x7f0000300000n, 0n);
 
 describe('memtable: ADD_MEM_REG / REM_MEM_REG', () => {
   let guest: Guest;
-  beforeEach(() => { guest = new Guest([R0, R1, R2, R3]); });
+  beforeEach(() => {
+    guest = new Guest([R0, R1, R2, R3]);
+  });
   afterEach(() => guest.close());
 
   it('builds up regions one by one, sharing existing mappings, and closes each fd', () => {
@@ -119,7 +121,11 @@ describe('memtable: replacing the table (SET_MEM_TABLE again)', () => {
 
   /** Run `fn` with fresh fds, then close them (sameAs never closes what it is given). */
   function withFds<T>(fds: number[], fn: (fds: number[]) => T): T {
-    try { return fn(fds); } finally { sys.closeAll(fds); }
+    try {
+      return fn(fds);
+    } finally {
+      sys.closeAll(fds);
+    }
   }
 
   it('sameAs: the same regions on the same memfds under new fd numbers (in any order)', () => {
@@ -131,8 +137,12 @@ describe('memtable: replacing the table (SET_MEM_TABLE again)', () => {
     const other = new Guest([R0, R1]);
     try {
       expect(withFds(other.pass(), (fds) => t.sameAs([R0, R1], fds))).to.equal(false);
-      expect(withFds([sys.dup(guest.keep[0]), sys.dup(other.keep[1])], (fds) => t.sameAs([R0, R1], fds))).to.equal(false);
-    } finally { other.close(); }
+      expect(withFds([sys.dup(guest.keep[0]), sys.dup(other.keep[1])], (fds) => t.sameAs([R0, R1], fds))).to.equal(
+        false,
+      );
+    } finally {
+      other.close();
+    }
     expect(withFds(guest.pass(), (fds) => t.sameAs([R0, { ...R1, mmapOffset: 0x1000n }], fds))).to.equal(false);
     expect(withFds(guest.pass(), (fds) => t.sameAs([R0, { ...R1, size: 0x8000n }], fds))).to.equal(false);
     expect(withFds(guest.pass(), (fds) => t.sameAs([R0, { ...R1, qva: R1.qva + 0x1000n }], fds))).to.equal(false);
@@ -180,7 +190,9 @@ describe('memtable: replacing the table (SET_MEM_TABLE again)', () => {
         sys.close(bad[1]);
       }
       expect(t.regions.every((r) => r.mapped && isMappedAt(r.base))).to.equal(true);
-    } finally { sys.closeAll(fds); }
+    } finally {
+      sys.closeAll(fds);
+    }
   });
 });
 
@@ -196,17 +208,33 @@ describe('memtable: retire', () => {
       const fd = g.pass()[0];
       try {
         for (const use of [
-          () => t.gpaToLocal(R0.gpa, 1n), () => t.qvaToLocal(R0.qva, 1n), () => t.regions, () => t.toVhostMemory(),
-          () => t.translateRing({ index: 0, flags: 0, desc: R0.qva, avail: R0.qva + 0x1000n, used: R0.qva + 0x2000n, log: 0n }, 256, false),
-          () => t.withRegion(R1, fd), () => t.withoutRegion(R0), () => t.sameAs([R0], [fd]), () => t.retire(),
-          () => MemTable.map([R0], [fd], { previous: t }), () => MemTable.empty().retire(t),
+          () => t.gpaToLocal(R0.gpa, 1n),
+          () => t.qvaToLocal(R0.qva, 1n),
+          () => t.regions,
+          () => t.toVhostMemory(),
+          () =>
+            t.translateRing(
+              { index: 0, flags: 0, desc: R0.qva, avail: R0.qva + 0x1000n, used: R0.qva + 0x2000n, log: 0n },
+              256,
+              false,
+            ),
+          () => t.withRegion(R1, fd),
+          () => t.withoutRegion(R0),
+          () => t.sameAs([R0], [fd]),
+          () => t.retire(),
+          () => MemTable.map([R0], [fd], { previous: t }),
+          () => MemTable.empty().retire(t),
         ]) {
           expect(refusal(use, 'retired').message).to.contain('retired');
         }
         expect(sys.isOpen(fd)).to.equal(true);
-      } finally { sys.close(fd); }
+      } finally {
+        sys.close(fd);
+      }
       expect(t.toString()).to.equal('retired memory table');
-    } finally { g.close(); }
+    } finally {
+      g.close();
+    }
   });
 
   it('retire(next) refuses itself as next', () => {
@@ -233,7 +261,9 @@ describe('memtable: retire', () => {
       expect(c.gpaToLocal(R0.gpa, 4n)).to.equal(m0.local);
       c.retire();
       expect(isMappedAt(m0.base)).to.equal(false);
-    } finally { g.close(); }
+    } finally {
+      g.close();
+    }
   });
 
   it('1000 map / add / remove / retire rounds leave /proc/self/maps and the fd count unchanged', () => {
@@ -247,13 +277,19 @@ describe('memtable: retire', () => {
         t1.retire(t2);
         const t3 = t2.withoutRegion(R0);
         t2.retire(t3);
-        t3.translateRing({ index: 0, flags: 0, desc: R1.qva, avail: R1.qva + 0x1000n, used: R1.qva + 0x2000n, log: 0n }, 256, true);
+        t3.translateRing(
+          { index: 0, flags: 0, desc: R1.qva, avail: R1.qva + 0x1000n, used: R1.qva + 0x2000n, log: 0n },
+          256,
+          true,
+        );
         t3.retire();
       }
       expect(memfdMaps().length).to.equal(before.maps);
       expect(openFdCount()).to.equal(before.fds);
       expect(mappedRegionCount()).to.equal(before.count);
-    } finally { g.close(); }
+    } finally {
+      g.close();
+    }
   });
 });
 
@@ -267,6 +303,8 @@ describe('memtable: memfd helper sanity', () => {
       expect(isMappedAt(p)).to.equal(true);
       sys.munmap(p, 0x1000n);
       expect(isMappedAt(p)).to.equal(false);
-    } finally { sys.close(fd); }
+    } finally {
+      sys.close(fd);
+    }
   });
 });

@@ -6,7 +6,13 @@ import { openFdCount, tempDir } from '../fdcount.js';
 
 describe('sys: errors', () => {
   it('maps errno to a SysError naming the call, the code and the text', () => {
-    const err = (() => { try { sys.close(987654); } catch (e) { return e; } })();
+    const err = (() => {
+      try {
+        sys.close(987654);
+      } catch (e) {
+        return e;
+      }
+    })();
     expect(err).to.be.instanceOf(sys.SysError);
     const e = err as sys.SysError;
     expect(e.code).to.equal('EBADF');
@@ -16,7 +22,10 @@ describe('sys: errors', () => {
   });
 
   it('reads errno right after the call (ENOENT from open, not a later syscall)', () => {
-    expect(() => sys.open('/nonexistent/vhost-bridge', sys.C.O_RDONLY)).to.throw(sys.SysError, 'open /nonexistent/vhost-bridge: ENOENT: no such file or directory');
+    expect(() => sys.open('/nonexistent/vhost-bridge', sys.C.O_RDONLY)).to.throw(
+      sys.SysError,
+      'open /nonexistent/vhost-bridge: ENOENT: no such file or directory',
+    );
   });
 
   it('names errnos, including ones libuv does not know', () => {
@@ -28,8 +37,9 @@ describe('sys: errors', () => {
   });
 
   it('names the ioctl in the error', () => {
-    expect(() => sys.ioctlPtr(987654, sys.IOW(0xaf, 0x10, 8), Buffer.alloc(8), 'VHOST_SET_VRING_NUM (ring 1)'))
-      .to.throw(sys.SysError, 'VHOST_SET_VRING_NUM (ring 1): EBADF: bad file descriptor');
+    expect(() =>
+      sys.ioctlPtr(987654, sys.IOW(0xaf, 0x10, 8), Buffer.alloc(8), 'VHOST_SET_VRING_NUM (ring 1)'),
+    ).to.throw(sys.SysError, 'VHOST_SET_VRING_NUM (ring 1): EBADF: bad file descriptor');
   });
 });
 
@@ -53,7 +63,9 @@ describe('sys: fds, eventfd, memfd, mmap', () => {
       sys.eventfdWrite(fd, 3n);
       expect(sys.eventfdRead(fd)).to.equal(5n);
       expect(sys.fcntl(fd, sys.C.F_GETFD) & sys.C.FD_CLOEXEC).to.equal(sys.C.FD_CLOEXEC);
-    } finally { sys.close(fd); }
+    } finally {
+      sys.close(fd);
+    }
   });
 
   it('memfd: ftruncate, fstat size and type, shared mmap seen through read()', () => {
@@ -76,7 +88,9 @@ describe('sys: fds, eventfd, memfd, mmap', () => {
       expect(sys.read(fd, b)).to.equal(11);
       expect(b.toString('latin1')).to.equal('guest bytes');
       sys.munmap(addr, 3 * 4096);
-    } finally { sys.close(fd); }
+    } finally {
+      sys.close(fd);
+    }
   });
 
   it('mmap of a bad fd and munmap of a bad range fail with named errors', () => {
@@ -101,10 +115,21 @@ describe('sys: struct layouts (LP64)', () => {
   it('msghdr, cmsghdr and iovec offsets match C', () => {
     const m = sys.cLayouts.msghdr();
     expect(m.size).to.equal(sys.MSGHDR.size).and.to.equal(56);
-    expect(m.offsets).to.deep.equal({ name: 0, namelen: 8, iov: 16, iovlen: 24, control: 32, controllen: 40, flags: 48 });
+    expect(m.offsets).to.deep.equal({
+      name: 0,
+      namelen: 8,
+      iov: 16,
+      iovlen: 24,
+      control: 32,
+      controllen: 40,
+      flags: 48,
+    });
     for (const k of Object.keys(m.offsets)) expect(m.offsets[k], k).to.equal(sys.MSGHDR[k as keyof typeof sys.MSGHDR]);
     const c = sys.cLayouts.cmsghdr();
-    expect(c).to.deep.equal({ size: sys.CMSGHDR.size, offsets: { len: sys.CMSGHDR.len, level: sys.CMSGHDR.level, type: sys.CMSGHDR.type } });
+    expect(c).to.deep.equal({
+      size: sys.CMSGHDR.size,
+      offsets: { len: sys.CMSGHDR.len, level: sys.CMSGHDR.level, type: sys.CMSGHDR.type },
+    });
     const v = sys.cLayouts.iovec();
     expect(v).to.deep.equal({ size: 16, offsets: { base: 0, len: 8 } });
   });
@@ -152,8 +177,10 @@ describe('sys: SCM_RIGHTS fd passing', () => {
 
   it('keeps fds with the bytes they were sent with when messages coalesce', async () => {
     const [a, b] = sys.socketPair();
-    const e1 = sys.eventfd(), e2 = sys.eventfd();
-    const tx = new sys.MsgIo(64), rx = new sys.MsgIo(64);
+    const e1 = sys.eventfd(),
+      e2 = sys.eventfd();
+    const tx = new sys.MsgIo(64),
+      rx = new sys.MsgIo(64);
     tx.send(a, Buffer.from('AAAA'), [e1]);
     tx.send(a, Buffer.from('BBBB'));
     tx.send(a, Buffer.from('CCCC'), [e2]);
@@ -167,7 +194,11 @@ describe('sys: SCM_RIGHTS fd passing', () => {
       got.push([rx.data.toString('latin1', 0, r.n), r.fds.length]);
       all.push(...r.fds);
     }
-    expect(got).to.deep.equal([['AAAA', 1], ['BBBB', 0], ['CCCC', 1]]);
+    expect(got).to.deep.equal([
+      ['AAAA', 1],
+      ['BBBB', 0],
+      ['CCCC', 1],
+    ]);
     expect(rx.recv(b, 4)).to.equal(null);
     sys.closeAll([...all, e1, e2, a, b]);
   });
@@ -214,7 +245,9 @@ describe('sys: SCM_RIGHTS fd passing', () => {
 
 describe('sys: AF_UNIX listen / connect / accept', () => {
   let dir: string;
-  beforeEach(() => { dir = tempDir(); });
+  beforeEach(() => {
+    dir = tempDir();
+  });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('creates the socket file with the requested mode and accepts a connection', async () => {

@@ -70,7 +70,9 @@ const timer = setTimeout(() => {
   child.kill('SIGKILL');
 }, Number(o.timeout) * 1000);
 
-const status = await new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+const status = await new Promise<number | string>((resolve) =>
+  child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+);
 clearTimeout(timer);
 // The connection may still hold messages QEMU wrote just before exiting: let the loop drain them.
 await new Promise((r) => setTimeout(r, 200));
@@ -81,7 +83,9 @@ const { events } = readTrace(o.record);
 const msgs = events.filter((e): e is TraceMessage => e.e === 'msg');
 const counts = new Map<string, number>();
 for (const m of msgs) counts.set(requestName(m.request), (counts.get(requestName(m.request)) ?? 0) + 1);
-log.info(`VMM exited (${status}); ${msgs.length} messages in ${events.filter((e) => e.e === 'connect').length} connection(s), ` +
-  `${msgs.filter((m) => m.result !== 'ok').length} not ok; ${statSync(o.record).size} bytes in ${o.record}`);
+log.info(
+  `VMM exited (${status}); ${msgs.length} messages in ${events.filter((e) => e.e === 'connect').length} connection(s), ` +
+    `${msgs.filter((m) => m.result !== 'ok').length} not ok; ${statSync(o.record).size} bytes in ${o.record}`,
+);
 log.info([...counts].map(([k, v]) => `${k} x${v}`).join(', '));
 process.exitCode = status === 0 && msgs.length > 0 && msgs.every((m) => m.result === 'ok') ? 0 : 1;

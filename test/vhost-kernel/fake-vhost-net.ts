@@ -31,16 +31,29 @@ export type VhostNetCall =
 /** One recorded call, with the errno code if the fake refused it. */
 export type Call = VhostNetCall & { error?: string };
 
-const EPERM = 1, EBADF = 9, EFAULT = 14, EBUSY = 16, EINVAL = 22, EOPNOTSUPP = 95;
+const EPERM = 1,
+  EBADF = 9,
+  EFAULT = 14,
+  EBUSY = 16,
+  EINVAL = 22,
+  EOPNOTSUPP = 95;
 
-interface RingState { num?: number; base: number; addr?: KernelVringAddr; backend: number }
+interface RingState {
+  num?: number;
+  base: number;
+  addr?: KernelVringAddr;
+  backend: number;
+}
 
 export class RecordingVhostNet implements VhostNetDevice {
   readonly calls: Call[] = [];
   private owner = false;
   private closedFlag = false;
   private memTable?: Buffer;
-  private rings: [RingState, RingState] = [{ base: 0, backend: -1 }, { base: 0, backend: -1 }];
+  private rings: [RingState, RingState] = [
+    { base: 0, backend: -1 },
+    { base: 0, backend: -1 },
+  ];
   features = 0n;
   backendFeatures = 0n;
   logBase?: bigint;
@@ -52,7 +65,11 @@ export class RecordingVhostNet implements VhostNetDevice {
    * @param vhostNetFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default).
    * @param onCall also reports every recorded call here (a journal shared by several fakes).
    */
-  constructor(readonly pair: number, readonly vhostNetFeatures = 0x33d008000n, private readonly onCall?: (pair: number, call: Call) => void) {}
+  constructor(
+    readonly pair: number,
+    readonly vhostNetFeatures = 0x33d008000n,
+    private readonly onCall?: (pair: number, call: Call) => void,
+  ) {}
 
   /** Simulate the kernel consuming `n` available buffers of `ring`: GET_VRING_BASE returns that much more. */
   advance(ring: number, n: number): void {
@@ -69,7 +86,9 @@ export class RecordingVhostNet implements VhostNetDevice {
     const t = this.memTable;
     if (!t) return null;
     return Array.from({ length: t.readUInt32LE(0) }, (_, i) => ({
-      gpa: t.readBigUInt64LE(8 + 32 * i), size: t.readBigUInt64LE(16 + 32 * i), uaddr: t.readBigUInt64LE(24 + 32 * i),
+      gpa: t.readBigUInt64LE(8 + 32 * i),
+      size: t.readBigUInt64LE(16 + 32 * i),
+      uaddr: t.readBigUInt64LE(24 + 32 * i),
     }));
   }
 
@@ -96,7 +115,10 @@ export class RecordingVhostNet implements VhostNetDevice {
     this.dev({ op: 'resetOwner' }, 'VHOST_RESET_OWNER');
     this.owner = false;
     this.memTable = undefined;
-    this.rings = [{ base: 0, backend: -1 }, { base: 0, backend: -1 }];
+    this.rings = [
+      { base: 0, backend: -1 },
+      { base: 0, backend: -1 },
+    ];
     this.features = 0n;
   }
 
@@ -139,14 +161,15 @@ export class RecordingVhostNet implements VhostNetDevice {
   setVringNum(ring: number, num: number): void {
     const r = this.ring({ op: 'setVringNum', ring, num }, 'VHOST_SET_VRING_NUM');
     if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EBUSY);
-    if (!num || num > 0xffff || (num & (num - 1))) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EINVAL);
+    if (!num || num > 0xffff || num & (num - 1)) throw this.refuse(`VHOST_SET_VRING_NUM (ring ${ring})`, EINVAL);
     r.num = num;
   }
 
   setVringAddr(ring: number, addr: KernelVringAddr): void {
     const r = this.ring({ op: 'setVringAddr', ring, addr: { ...addr } }, 'VHOST_SET_VRING_ADDR');
     if (addr.flags & ~1) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EOPNOTSUPP);
-    if ((addr.avail & 1n) || (addr.used & 3n) || (addr.log & 3n)) throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EINVAL);
+    if (addr.avail & 1n || addr.used & 3n || addr.log & 3n)
+      throw this.refuse(`VHOST_SET_VRING_ADDR (ring ${ring})`, EINVAL);
     r.addr = { ...addr };
   }
 
@@ -159,7 +182,9 @@ export class RecordingVhostNet implements VhostNetDevice {
   }
 
   getVringBase(ring: number): number {
-    return (this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base + this.processed[this.index(ring)]) & 0xffff;
+    return (
+      (this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base + this.processed[this.index(ring)]) & 0xffff
+    );
   }
 
   setVringEndian(ring: number, bigEndian: boolean): void {
@@ -217,7 +242,8 @@ export class RecordingVhostNet implements VhostNetDevice {
 
   private index(ring: number): 0 | 1 {
     const { pair, index } = ringToPair(ring);
-    if (pair !== this.pair) throw new RangeError(`ring ${ring} belongs to queue pair ${pair}, not to the vhost-net fd of pair ${this.pair}`);
+    if (pair !== this.pair)
+      throw new RangeError(`ring ${ring} belongs to queue pair ${pair}, not to the vhost-net fd of pair ${this.pair}`);
     return index;
   }
 

@@ -7,7 +7,18 @@ import { expect } from 'chai';
 import { bitsOf, has, maskOf } from '../../src/bits.js';
 import { FEATURE_NAMES, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
 import {
-  BRIDGE_BITS, explainOffer, KERNEL_BITS, NEVER_TO_KERNEL, NOT_OFFERED, OFFER_RULES, offeredToFrontEnd, offerRule, type OfferInputs, tapOffloadFlags, toKernel, vnetHdrSize,
+  BRIDGE_BITS,
+  explainOffer,
+  KERNEL_BITS,
+  NEVER_TO_KERNEL,
+  NOT_OFFERED,
+  OFFER_RULES,
+  offeredToFrontEnd,
+  offerRule,
+  type OfferInputs,
+  tapOffloadFlags,
+  toKernel,
+  vnetHdrSize,
 } from '../../src/vhost-kernel/features.js';
 import { TUN_F } from '../../src/vhost-kernel/ioctls.js';
 
@@ -20,19 +31,36 @@ const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, queuePairs: 1
 
 const N = VIRTIO_NET_F;
 
-describe('vhost-kernel: features with the lab\'s values', () => {
-  it('offers the kernel\'s ring bits without 27 and ACCESS_PLATFORM, the tap\'s offloads, GUEST_ANNOUNCE and the bridge\'s bits: 0x17520ff83', () => {
+describe("vhost-kernel: features with the lab's values", () => {
+  it("offers the kernel's ring bits without 27 and ACCESS_PLATFORM, the tap's offloads, GUEST_ANNOUNCE and the bridge's bits: 0x17520ff83", () => {
     const offer = offeredToFrontEnd(lab);
     expect(offer).to.equal(0x17520ff83n); // printed by the lab probe (test/qemu/kernel-probe.test.ts)
     expect(bitsOf(offer)).to.deep.equal([
-      N.CSUM, N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO,
-      N.MRG_RXBUF, N.GUEST_ANNOUNCE, VIRTIO_F.NOTIFY_ON_EMPTY, VHOST_F.LOG_ALL, VIRTIO_F.RING_INDIRECT_DESC, VIRTIO_F.RING_EVENT_IDX,
-      VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F.VERSION_1,
+      N.CSUM,
+      N.GUEST_CSUM,
+      N.GUEST_TSO4,
+      N.GUEST_TSO6,
+      N.GUEST_ECN,
+      N.GUEST_UFO,
+      N.HOST_TSO4,
+      N.HOST_TSO6,
+      N.HOST_ECN,
+      N.HOST_UFO,
+      N.MRG_RXBUF,
+      N.GUEST_ANNOUNCE,
+      VIRTIO_F.NOTIFY_ON_EMPTY,
+      VHOST_F.LOG_ALL,
+      VIRTIO_F.RING_INDIRECT_DESC,
+      VIRTIO_F.RING_EVENT_IDX,
+      VHOST_USER_F_PROTOCOL_FEATURES,
+      VIRTIO_F.VERSION_1,
     ]);
   });
 
-  it('the ring part of the offer is the reference run\'s 0x175008000 (offloads and GUEST_ANNOUNCE come on top)', () => {
-    const ringPart = offeredToFrontEnd({ ...lab, tapOffloads: 0 }) & ~maskOf(N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.GUEST_ANNOUNCE);
+  it("the ring part of the offer is the reference run's 0x175008000 (offloads and GUEST_ANNOUNCE come on top)", () => {
+    const ringPart =
+      offeredToFrontEnd({ ...lab, tapOffloads: 0 }) &
+      ~maskOf(N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.GUEST_ANNOUNCE);
     expect(ringPart).to.equal(0x175008000n);
   });
 
@@ -44,24 +72,41 @@ describe('vhost-kernel: features with the lab\'s values', () => {
     const all = offeredToFrontEnd(lab);
     const k = toKernel(all, KERNEL_61);
     expect(k & ~KERNEL_61).to.equal(0n);
-    expect(k).to.equal(maskOf(N.MRG_RXBUF, VIRTIO_F.NOTIFY_ON_EMPTY, VHOST_F.LOG_ALL, VIRTIO_F.RING_INDIRECT_DESC, VIRTIO_F.RING_EVENT_IDX, VIRTIO_F.VERSION_1));
+    expect(k).to.equal(
+      maskOf(
+        N.MRG_RXBUF,
+        VIRTIO_F.NOTIFY_ON_EMPTY,
+        VHOST_F.LOG_ALL,
+        VIRTIO_F.RING_INDIRECT_DESC,
+        VIRTIO_F.RING_EVENT_IDX,
+        VIRTIO_F.VERSION_1,
+      ),
+    );
     // Even if 27 and 33 were somehow negotiated, they do not reach the kernel.
-    expect(toKernel(maskOf(VHOST_F.NET_VIRTIO_NET_HDR, VIRTIO_F.ACCESS_PLATFORM, VIRTIO_F.VERSION_1), KERNEL_61)).to.equal(maskOf(VIRTIO_F.VERSION_1));
+    expect(
+      toKernel(maskOf(VHOST_F.NET_VIRTIO_NET_HDR, VIRTIO_F.ACCESS_PLATFORM, VIRTIO_F.VERSION_1), KERNEL_61),
+    ).to.equal(maskOf(VIRTIO_F.VERSION_1));
   });
 
   it('MQ only with several queue pairs; LOG_ALL only if both kernel and bridge do it; MTU only if the bridge does', () => {
     expect(has(offeredToFrontEnd(lab), N.MQ)).to.equal(false);
     expect(has(offeredToFrontEnd({ ...lab, queuePairs: 2 }), N.MQ)).to.equal(true);
-    expect(has(offeredToFrontEnd({ ...lab, bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES] }), VHOST_F.LOG_ALL)).to.equal(false);
-    expect(has(offeredToFrontEnd({ ...lab, kernel: KERNEL_61 & ~maskOf(VHOST_F.LOG_ALL) }), VHOST_F.LOG_ALL)).to.equal(false);
+    expect(has(offeredToFrontEnd({ ...lab, bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES] }), VHOST_F.LOG_ALL)).to.equal(
+      false,
+    );
+    expect(has(offeredToFrontEnd({ ...lab, kernel: KERNEL_61 & ~maskOf(VHOST_F.LOG_ALL) }), VHOST_F.LOG_ALL)).to.equal(
+      false,
+    );
     expect(has(offeredToFrontEnd(lab), N.MTU)).to.equal(false);
     expect(has(offeredToFrontEnd({ ...lab, bridgeBits: [...BRIDGE, N.MTU] }), N.MTU)).to.equal(true);
   });
 
   it('guest offloads follow the tap: none accepted, none offered; HOST_UFO needs TUN_F_UFO; USO needs USO4+USO6', () => {
     const none = offeredToFrontEnd({ ...lab, tapOffloads: 0 });
-    for (const b of [N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO, N.HOST_UFO]) expect(has(none, b), FEATURE_NAMES[b]).to.equal(false);
-    for (const b of [N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN]) expect(has(none, b), FEATURE_NAMES[b]).to.equal(true);
+    for (const b of [N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO, N.HOST_UFO])
+      expect(has(none, b), FEATURE_NAMES[b]).to.equal(false);
+    for (const b of [N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN])
+      expect(has(none, b), FEATURE_NAMES[b]).to.equal(true);
     expect(has(offeredToFrontEnd(lab), N.HOST_USO)).to.equal(false);
     const uso = offeredToFrontEnd({ ...lab, tapOffloads: 0x7f });
     for (const b of [N.GUEST_USO4, N.GUEST_USO6, N.HOST_USO]) expect(has(uso, b), FEATURE_NAMES[b]).to.equal(true);
@@ -70,7 +115,10 @@ describe('vhost-kernel: features with the lab\'s values', () => {
   });
 
   it('refuses bridge bits no rule explains', () => {
-    expect(() => offeredToFrontEnd({ ...lab, bridgeBits: [N.CTRL_VQ] })).to.throw(RangeError, /bridge bit 17 is not one the bridge can implement/);
+    expect(() => offeredToFrontEnd({ ...lab, bridgeBits: [N.CTRL_VQ] })).to.throw(
+      RangeError,
+      /bridge bit 17 is not one the bridge can implement/,
+    );
     expect(() => offeredToFrontEnd({ ...lab, bridgeBits: [VIRTIO_F.VERSION_1] })).to.throw(RangeError, /bridge bit 32/);
   });
 
@@ -94,7 +142,8 @@ describe('vhost-kernel: tap offloads and header size from the negotiated set', (
     ['HOST_ bits do not matter (they are about what the tap accepts)', [N.CSUM, N.HOST_TSO4, N.HOST_UFO], 0],
   ];
   for (const [what, bits, flags] of cases) {
-    it(`tapOffloadFlags: ${what} -> 0x${flags.toString(16)}`, () => expect(tapOffloadFlags(maskOf(...bits))).to.equal(flags));
+    it(`tapOffloadFlags: ${what} -> 0x${flags.toString(16)}`, () =>
+      expect(tapOffloadFlags(maskOf(...bits))).to.equal(flags));
   }
 
   it('vnetHdrSize: 12 with MRG_RXBUF or VERSION_1, else 10', () => {
@@ -122,7 +171,14 @@ describe('vhost-kernel: every bit explained', () => {
 
   it('BRIDGE_BITS and KERNEL_BITS each have offer rules; the kernel list is the ring bits plus LOG_ALL', () => {
     for (const n of BRIDGE_BITS) expect(offerRule(n), `bridge bit ${n}`).to.not.equal(undefined);
-    expect([...KERNEL_BITS].sort((a, b) => a - b)).to.deep.equal([N.MRG_RXBUF, VIRTIO_F.NOTIFY_ON_EMPTY, VHOST_F.LOG_ALL, VIRTIO_F.RING_INDIRECT_DESC, VIRTIO_F.RING_EVENT_IDX, VIRTIO_F.VERSION_1]);
+    expect([...KERNEL_BITS].sort((a, b) => a - b)).to.deep.equal([
+      N.MRG_RXBUF,
+      VIRTIO_F.NOTIFY_ON_EMPTY,
+      VHOST_F.LOG_ALL,
+      VIRTIO_F.RING_INDIRECT_DESC,
+      VIRTIO_F.RING_EVENT_IDX,
+      VIRTIO_F.VERSION_1,
+    ]);
     // A future kernel offering everything still gets only those.
     expect(toKernel((1n << 64n) - 1n, (1n << 64n) - 1n)).to.equal(maskOf(...KERNEL_BITS));
   });
@@ -141,21 +197,28 @@ describe('vhost-kernel: every bit explained', () => {
   const pairs = [1, 2, 8];
   const bridges = [[], [VHOST_USER_F_PROTOCOL_FEATURES], [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL, N.MTU]];
   it(`every bit of offeredToFrontEnd and toKernel is explained, over ${kernels.length * taps.length * pairs.length * bridges.length} input combinations`, () => {
-    for (const kernel of kernels) for (const tapOffloads of taps) for (const queuePairs of pairs) for (const bridgeBits of bridges) {
-      const i: OfferInputs = { kernel, tapOffloads, queuePairs, bridgeBits };
-      const offer = offeredToFrontEnd(i);
-      for (const n of bitsOf(offer)) {
-        const rule = offerRule(n);
-        expect(rule, `offered bit ${n} for ${JSON.stringify({ ...i, kernel: kernel.toString(16) })}`).to.not.equal(undefined);
-        expect(rule!.when(i)).to.equal(true);
-        if (rule!.party === 'kernel') expect(has(kernel, n), `kernel bit ${n} offered though the kernel lacks it`).to.equal(true);
-      }
-      const k = toKernel(offer, kernel);
-      expect(k & ~kernel, 'toKernel gives only what the kernel offered').to.equal(0n);
-      for (const n of bitsOf(k)) {
-        expect(offerRule(n)!.party, `bit ${n} reached the kernel`).to.equal('kernel');
-        expect(NEVER_TO_KERNEL).to.not.include(n);
-      }
-    }
+    for (const kernel of kernels)
+      for (const tapOffloads of taps)
+        for (const queuePairs of pairs)
+          for (const bridgeBits of bridges) {
+            const i: OfferInputs = { kernel, tapOffloads, queuePairs, bridgeBits };
+            const offer = offeredToFrontEnd(i);
+            for (const n of bitsOf(offer)) {
+              const rule = offerRule(n);
+              expect(
+                rule,
+                `offered bit ${n} for ${JSON.stringify({ ...i, kernel: kernel.toString(16) })}`,
+              ).to.not.equal(undefined);
+              expect(rule!.when(i)).to.equal(true);
+              if (rule!.party === 'kernel')
+                expect(has(kernel, n), `kernel bit ${n} offered though the kernel lacks it`).to.equal(true);
+            }
+            const k = toKernel(offer, kernel);
+            expect(k & ~kernel, 'toKernel gives only what the kernel offered').to.equal(0n);
+            for (const n of bitsOf(k)) {
+              expect(offerRule(n)!.party, `bit ${n} reached the kernel`).to.equal('kernel');
+              expect(NEVER_TO_KERNEL).to.not.include(n);
+            }
+          }
   });
 });

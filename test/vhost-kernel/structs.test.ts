@@ -5,9 +5,21 @@
  */
 import { expect } from 'chai';
 import {
-  checkIfName, cLayouts, IFREQ, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32, u64,
-  VHOST_VRING_ADDR, VHOST_VRING_FILE, VHOST_VRING_STATE,
-  vringAddr, vringFile, vringState,
+  checkIfName,
+  cLayouts,
+  IFREQ,
+  ifreq,
+  ifreqFlags,
+  ifreqMtu,
+  ifreqName,
+  int32,
+  u64,
+  VHOST_VRING_ADDR,
+  VHOST_VRING_FILE,
+  VHOST_VRING_STATE,
+  vringAddr,
+  vringFile,
+  vringState,
 } from '../../src/vhost-kernel/structs.js';
 
 describe('vhost-kernel: struct layouts', () => {
@@ -27,8 +39,12 @@ describe('vhost-kernel: struct layouts', () => {
     const c = cLayouts.vringAddr();
     expect(c.size).to.equal(VHOST_VRING_ADDR.size).and.equal(40);
     expect(c.offsets).to.deep.equal({
-      index: VHOST_VRING_ADDR.index, flags: VHOST_VRING_ADDR.flags, desc: VHOST_VRING_ADDR.desc,
-      used: VHOST_VRING_ADDR.used, avail: VHOST_VRING_ADDR.avail, log: VHOST_VRING_ADDR.log,
+      index: VHOST_VRING_ADDR.index,
+      flags: VHOST_VRING_ADDR.flags,
+      desc: VHOST_VRING_ADDR.desc,
+      used: VHOST_VRING_ADDR.used,
+      avail: VHOST_VRING_ADDR.avail,
+      log: VHOST_VRING_ADDR.log,
     });
   });
 
@@ -78,6 +94,7 @@ describe('vhost-kernel: struct encoders', () => {
     expect(checkIfName('fifteen-bytes-x')).to.equal(null);
     expect(checkIfName('')).to.equal('the name is empty');
     expect(checkIfName('sixteen-bytes-xx')).to.equal('"sixteen-bytes-xx" is 16 bytes; interface names have at most 15');
-    for (const bad of ['a/b', 'a b', 'a:b', '.', '..']) expect(checkIfName(bad)).to.match(/is not a valid interface name/);
+    for (const bad of ['a/b', 'a b', 'a:b', '.', '..'])
+      expect(checkIfName(bad)).to.match(/is not a valid interface name/);
   });
 });

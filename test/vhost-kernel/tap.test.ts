@@ -17,21 +17,31 @@ describe('vhost-kernel: Tap (unprivileged checks)', () => {
   });
 
   it('a missing /dev/net/tun says which module to load', () => {
-    expect(() => Tap.open('vbtest0', { path: '/nonexistent/tun' })).to.throw(KernelError,
-      'open /nonexistent/tun: ENOENT: no such file or directory: no /nonexistent/tun: load the tun module (modprobe tun)');
+    expect(() => Tap.open('vbtest0', { path: '/nonexistent/tun' })).to.throw(
+      KernelError,
+      'open /nonexistent/tun: ENOENT: no such file or directory: no /nonexistent/tun: load the tun module (modprobe tun)',
+    );
   });
 
   it('create: false on a missing tap says how to create it', () => {
-    expect(() => Tap.open('vbnosuch9', { create: false, queuePairs: 2 })).to.throw(KernelError,
-      'tap vbnosuch9: ENODEV: no such device: no such tap: create it (ip tuntap add dev vbnosuch9 mode tap multi_queue vnet_hdr user $USER)');
+    expect(() => Tap.open('vbnosuch9', { create: false, queuePairs: 2 })).to.throw(
+      KernelError,
+      'tap vbnosuch9: ENODEV: no such device: no such tap: create it (ip tuntap add dev vbnosuch9 mode tap multi_queue vnet_hdr user $USER)',
+    );
   });
 
   it('adopt refuses fds that are not taps and leaves them to the caller', () => {
     const efd = sys.eventfd();
     const devNull = sys.open('/dev/null', sys.C.O_RDWR);
     try {
-      expect(() => Tap.adopt([efd])).to.throw(KernelError, `fd ${efd} is an anonymous file (eventfd, epoll, memfd...), not a /dev/net/tun fd`);
-      expect(() => Tap.adopt([devNull])).to.throw(KernelError, /^TUNGETIFF \(tap fd \d+\): ENOTTY: .*not \/dev\/net\/tun$/);
+      expect(() => Tap.adopt([efd])).to.throw(
+        KernelError,
+        `fd ${efd} is an anonymous file (eventfd, epoll, memfd...), not a /dev/net/tun fd`,
+      );
+      expect(() => Tap.adopt([devNull])).to.throw(
+        KernelError,
+        /^TUNGETIFF \(tap fd \d+\): ENOTTY: .*not \/dev\/net\/tun$/,
+      );
       expect(sys.isOpen(efd) && sys.isOpen(devNull)).to.equal(true);
       expect(() => Tap.adopt([])).to.throw(RangeError);
       expect(() => Tap.adopt([devNull, devNull])).to.throw(RangeError, 'has duplicates');
@@ -49,17 +59,31 @@ describe('vhost-kernel: Tap (unprivileged checks)', () => {
     }
     const fd = sys.open('/dev/net/tun', sys.C.O_RDWR);
     try {
-      expect(() => Tap.adopt([fd])).to.throw(KernelError, 'is /dev/net/tun but not attached to an interface (TUNSETIFF was not done)');
+      expect(() => Tap.adopt([fd])).to.throw(
+        KernelError,
+        'is /dev/net/tun but not attached to an interface (TUNSETIFF was not done)',
+      );
     } finally {
       sys.close(fd);
     }
   });
 
   it('withHints adds advice to the errnos it knows and passes others through', () => {
-    const fail = (errno: number) => (): never => { throw new sys.SysError('TEST', errno); };
-    expect(() => withHints(fail(16), { 16: 'do this' })).to.throw(KernelError, 'TEST: EBUSY: device or resource busy: do this');
+    const fail = (errno: number) => (): never => {
+      throw new sys.SysError('TEST', errno);
+    };
+    expect(() => withHints(fail(16), { 16: 'do this' })).to.throw(
+      KernelError,
+      'TEST: EBUSY: device or resource busy: do this',
+    );
     expect(() => withHints(fail(16), { 16: () => 'lazily' })).to.throw(KernelError, ': lazily');
-    const e = (() => { try { withHints(fail(2), { 16: 'x' }); } catch (err) { return err; } })();
+    const e = (() => {
+      try {
+        withHints(fail(2), { 16: 'x' });
+      } catch (err) {
+        return err;
+      }
+    })();
     expect(e).to.be.instanceOf(sys.SysError).and.not.instanceOf(KernelError);
     const k = new KernelError('TEST', 16, 'hint');
     expect(k.code).to.equal('EBUSY');

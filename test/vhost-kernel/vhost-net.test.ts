@@ -12,7 +12,12 @@ import { RecordingVhostNet } from './fake-vhost-net.js';
 describe('vhost-kernel: VhostNet', () => {
   it('maps device ring q to queue pair q >> 1, index q & 1 (RX 0, TX 1), and back', () => {
     expect([0, 1, 2, 3, 6, 7].map(ringToPair)).to.deep.equal([
-      { pair: 0, index: 0 }, { pair: 0, index: 1 }, { pair: 1, index: 0 }, { pair: 1, index: 1 }, { pair: 3, index: 0 }, { pair: 3, index: 1 },
+      { pair: 0, index: 0 },
+      { pair: 0, index: 1 },
+      { pair: 1, index: 0 },
+      { pair: 1, index: 1 },
+      { pair: 3, index: 0 },
+      { pair: 3, index: 1 },
     ]);
     for (let q = 0; q < 16; q++) {
       const { pair, index } = ringToPair(q);
@@ -23,21 +28,32 @@ describe('vhost-kernel: VhostNet', () => {
   });
 
   it('open: a missing device says which module to load', () => {
-    expect(() => VhostNet.open(0, '/nonexistent/vhost-net')).to.throw(KernelError,
-      'open /nonexistent/vhost-net: ENOENT: no such file or directory: no /nonexistent/vhost-net: load the vhost_net module (modprobe vhost_net), or pass an open fd with --vhost-fd');
+    expect(() => VhostNet.open(0, '/nonexistent/vhost-net')).to.throw(
+      KernelError,
+      'open /nonexistent/vhost-net: ENOENT: no such file or directory: no /nonexistent/vhost-net: load the vhost_net module (modprobe vhost_net), or pass an open fd with --vhost-fd',
+    );
   });
 
   it('names the ioctl and the DEVICE ring (or queue pair) in every error', () => {
     const vn = VhostNet.open(1, '/dev/null');
     try {
-      expect(() => vn.setVringNum(3, 256)).to.throw(sys.SysError, /^VHOST_SET_VRING_NUM \(ring 3\): ENOTTY: inappropriate ioctl for device$/);
-      expect(() => vn.setVringAddr(2, { flags: 0, desc: 0n, used: 0n, avail: 0n, log: 0n })).to.throw(sys.SysError, /^VHOST_SET_VRING_ADDR \(ring 2\): ENOTTY/);
+      expect(() => vn.setVringNum(3, 256)).to.throw(
+        sys.SysError,
+        /^VHOST_SET_VRING_NUM \(ring 3\): ENOTTY: inappropriate ioctl for device$/,
+      );
+      expect(() => vn.setVringAddr(2, { flags: 0, desc: 0n, used: 0n, avail: 0n, log: 0n })).to.throw(
+        sys.SysError,
+        /^VHOST_SET_VRING_ADDR \(ring 2\): ENOTTY/,
+      );
       expect(() => vn.getVringBase(3)).to.throw(sys.SysError, /^VHOST_GET_VRING_BASE \(ring 3\): ENOTTY/);
       expect(() => vn.netSetBackend(2, -1)).to.throw(sys.SysError, /^VHOST_NET_SET_BACKEND \(ring 2\): ENOTTY/);
       expect(() => vn.setVringKick(3, -1)).to.throw(sys.SysError, /^VHOST_SET_VRING_KICK \(ring 3\): ENOTTY/);
       expect(() => vn.setFeatures(1n)).to.throw(sys.SysError, /^VHOST_SET_FEATURES \(queue pair 1\): ENOTTY/);
       expect(() => vn.setOwner()).to.throw(sys.SysError, /^VHOST_SET_OWNER \(queue pair 1\): ENOTTY/);
-      expect(() => vn.setVringNum(1, 256)).to.throw(RangeError, 'ring 1 belongs to queue pair 0, not to the vhost-net fd of pair 1');
+      expect(() => vn.setVringNum(1, 256)).to.throw(
+        RangeError,
+        'ring 1 belongs to queue pair 0, not to the vhost-net fd of pair 1',
+      );
     } finally {
       vn.close();
     }
@@ -48,7 +64,10 @@ describe('vhost-kernel: VhostNet', () => {
     try {
       const t = Buffer.alloc(8 + 32);
       t.writeUInt32LE(2, 0);
-      expect(() => vn.setMemTable(t)).to.throw(RangeError, 'a 40-byte buffer cannot hold struct vhost_memory with 2 regions');
+      expect(() => vn.setMemTable(t)).to.throw(
+        RangeError,
+        'a 40-byte buffer cannot hold struct vhost_memory with 2 regions',
+      );
       expect(() => vn.setMemTable(Buffer.alloc(4))).to.throw(RangeError);
       t.writeUInt32LE(1, 0);
       expect(() => vn.setMemTable(t)).to.throw(sys.SysError, /^VHOST_SET_MEM_TABLE \(queue pair 0\): ENOTTY/);
@@ -72,8 +91,14 @@ describe('vhost-kernel: VhostNet', () => {
     const sock = sys.socket(sys.C.AF_UNIX, sys.C.SOCK_DGRAM);
     const devNull = sys.open('/dev/null', sys.C.O_RDWR);
     try {
-      expect(() => VhostNet.adopt(sock, 0)).to.throw(KernelError, `vhost fd ${sock}: ENOTTY: inappropriate ioctl for device: fd ${sock} is a socket, not /dev/vhost-net`);
-      expect(() => VhostNet.adopt(devNull, 0)).to.throw(KernelError, `: fd ${devNull} is a character device but not a vhost device`);
+      expect(() => VhostNet.adopt(sock, 0)).to.throw(
+        KernelError,
+        `vhost fd ${sock}: ENOTTY: inappropriate ioctl for device: fd ${sock} is a socket, not /dev/vhost-net`,
+      );
+      expect(() => VhostNet.adopt(devNull, 0)).to.throw(
+        KernelError,
+        `: fd ${devNull} is a character device but not a vhost device`,
+      );
       expect(sys.isOpen(sock) && sys.isOpen(devNull)).to.equal(true);
       expect(() => VhostNet.adopt(987654, 0)).to.throw(KernelError, 'fd 987654 is not open in this process');
       expect(() => VhostNet.adopt(devNull, -1)).to.throw(RangeError);
@@ -102,12 +127,29 @@ describe('vhost-kernel: VhostNet', () => {
     expect(vn.getVringBase(2)).to.equal(7);
     const fake = vn as RecordingVhostNet;
     expect(fake.calls.filter((c) => !c.error).map((c) => c.op)).to.deep.equal([
-      'setOwner', 'setFeatures', 'setMemTable', 'setVringNum', 'setVringBase', 'setVringAddr', 'netSetBackend', 'netSetBackend', 'getVringBase',
+      'setOwner',
+      'setFeatures',
+      'setMemTable',
+      'setVringNum',
+      'setVringBase',
+      'setVringAddr',
+      'netSetBackend',
+      'netSetBackend',
+      'getVringBase',
     ]);
     expect(fake.calls.filter((c) => c.error).map((c) => `${c.op}:${c.error}`)).to.deep.equal([
-      'setOwner:EBUSY', 'setFeatures:EOPNOTSUPP', 'netSetBackend:EFAULT', 'setVringNum:EINVAL', 'setVringNum:EBUSY', 'setVringBase:EBUSY',
+      'setOwner:EBUSY',
+      'setFeatures:EOPNOTSUPP',
+      'netSetBackend:EFAULT',
+      'setVringNum:EINVAL',
+      'setVringNum:EBUSY',
+      'setVringBase:EBUSY',
     ]);
-    expect(fake.calls.find((c) => c.op === 'netSetBackend' && !c.error)).to.deep.equal({ op: 'netSetBackend', ring: 2, fd: 5 });
+    expect(fake.calls.find((c) => c.op === 'netSetBackend' && !c.error)).to.deep.equal({
+      op: 'netSetBackend',
+      ring: 2,
+      fd: 5,
+    });
     expect(fake.attached(2)).to.equal(false);
   });
 });

@@ -36,14 +36,49 @@ export class Bytes {
 
 /** vhost-user.rst request ids (the spec's list, written out again). */
 export const ID = {
-  GET_FEATURES: 1, SET_FEATURES: 2, SET_OWNER: 3, RESET_OWNER: 4, SET_MEM_TABLE: 5, SET_LOG_BASE: 6, SET_LOG_FD: 7,
-  SET_VRING_NUM: 8, SET_VRING_ADDR: 9, SET_VRING_BASE: 10, GET_VRING_BASE: 11, SET_VRING_KICK: 12, SET_VRING_CALL: 13,
-  SET_VRING_ERR: 14, GET_PROTOCOL_FEATURES: 15, SET_PROTOCOL_FEATURES: 16, GET_QUEUE_NUM: 17, SET_VRING_ENABLE: 18,
-  SEND_RARP: 19, NET_SET_MTU: 20, SET_BACKEND_REQ_FD: 21, IOTLB_MSG: 22, SET_VRING_ENDIAN: 23, GET_CONFIG: 24,
-  SET_CONFIG: 25, CREATE_CRYPTO_SESSION: 26, CLOSE_CRYPTO_SESSION: 27, POSTCOPY_ADVISE: 28, POSTCOPY_LISTEN: 29,
-  POSTCOPY_END: 30, GET_INFLIGHT_FD: 31, SET_INFLIGHT_FD: 32, GPU_SET_SOCKET: 33, RESET_DEVICE: 34, VRING_KICK: 35,
-  GET_MAX_MEM_SLOTS: 36, ADD_MEM_REG: 37, REM_MEM_REG: 38, SET_STATUS: 39, GET_STATUS: 40, GET_SHARED_OBJECT: 41,
-  SET_DEVICE_STATE_FD: 42, CHECK_DEVICE_STATE: 43,
+  GET_FEATURES: 1,
+  SET_FEATURES: 2,
+  SET_OWNER: 3,
+  RESET_OWNER: 4,
+  SET_MEM_TABLE: 5,
+  SET_LOG_BASE: 6,
+  SET_LOG_FD: 7,
+  SET_VRING_NUM: 8,
+  SET_VRING_ADDR: 9,
+  SET_VRING_BASE: 10,
+  GET_VRING_BASE: 11,
+  SET_VRING_KICK: 12,
+  SET_VRING_CALL: 13,
+  SET_VRING_ERR: 14,
+  GET_PROTOCOL_FEATURES: 15,
+  SET_PROTOCOL_FEATURES: 16,
+  GET_QUEUE_NUM: 17,
+  SET_VRING_ENABLE: 18,
+  SEND_RARP: 19,
+  NET_SET_MTU: 20,
+  SET_BACKEND_REQ_FD: 21,
+  IOTLB_MSG: 22,
+  SET_VRING_ENDIAN: 23,
+  GET_CONFIG: 24,
+  SET_CONFIG: 25,
+  CREATE_CRYPTO_SESSION: 26,
+  CLOSE_CRYPTO_SESSION: 27,
+  POSTCOPY_ADVISE: 28,
+  POSTCOPY_LISTEN: 29,
+  POSTCOPY_END: 30,
+  GET_INFLIGHT_FD: 31,
+  SET_INFLIGHT_FD: 32,
+  GPU_SET_SOCKET: 33,
+  RESET_DEVICE: 34,
+  VRING_KICK: 35,
+  GET_MAX_MEM_SLOTS: 36,
+  ADD_MEM_REG: 37,
+  REM_MEM_REG: 38,
+  SET_STATUS: 39,
+  GET_STATUS: 40,
+  GET_SHARED_OBJECT: 41,
+  SET_DEVICE_STATE_FD: 42,
+  CHECK_DEVICE_STATE: 43,
 } as const;
 
 /** Header flags: version 1 in bits 0-1, REPLY bit 2, NEED_REPLY bit 3. */
@@ -61,11 +96,22 @@ export interface R {
 
 /** One built message: its bytes and how many fds go with it. Modifiers return a new Built. */
 export class Built {
-  constructor(readonly request: number, readonly flags: number, readonly payload: Buffer, readonly fds: number, readonly headerSize?: number) {}
+  constructor(
+    readonly request: number,
+    readonly flags: number,
+    readonly payload: Buffer,
+    readonly fds: number,
+    readonly headerSize?: number,
+  ) {}
 
   /** The wire bytes: header (u32 request, u32 flags, u32 size) then the payload. */
   get bytes(): Buffer {
-    return new Bytes().u32(this.request).u32(this.flags).u32(this.headerSize ?? this.payload.length).add(this.payload).join();
+    return new Bytes()
+      .u32(this.request)
+      .u32(this.flags)
+      .u32(this.headerSize ?? this.payload.length)
+      .add(this.payload)
+      .join();
   }
   /** Set NEED_REPLY. */
   needReply(): Built {
@@ -92,7 +138,12 @@ export class Built {
 const m = (request: number, payload: Bytes | Buffer = Buffer.alloc(0), fds = 0): Built =>
   new Built(request, V1, payload instanceof Bytes ? payload.join() : payload, fds);
 
-const region = (b: Bytes, r: R): Bytes => b.u64(r.gpa).u64(r.size).u64(r.qva).u64(r.offset ?? 0n);
+const region = (b: Bytes, r: R): Bytes =>
+  b
+    .u64(r.gpa)
+    .u64(r.size)
+    .u64(r.qva)
+    .u64(r.offset ?? 0n);
 const u64 = (v: bigint): Bytes => new Bytes().u64(v);
 const state = (index: number, num: number): Bytes => new Bytes().u32(index).u32(num);
 
@@ -114,7 +165,16 @@ export const msg = {
   setVringNum: (index: number, num: number) => m(ID.SET_VRING_NUM, state(index, num)),
   /** u32 index, u32 flags, u64 desc, u64 used, u64 avail, u64 log. */
   setVringAddr: (a: { index: number; flags?: number; desc: bigint; used: bigint; avail: bigint; log?: bigint }) =>
-    m(ID.SET_VRING_ADDR, new Bytes().u32(a.index).u32(a.flags ?? 0).u64(a.desc).u64(a.used).u64(a.avail).u64(a.log ?? 0n)),
+    m(
+      ID.SET_VRING_ADDR,
+      new Bytes()
+        .u32(a.index)
+        .u32(a.flags ?? 0)
+        .u64(a.desc)
+        .u64(a.used)
+        .u64(a.avail)
+        .u64(a.log ?? 0n),
+    ),
   setVringBase: (index: number, num: number) => m(ID.SET_VRING_BASE, state(index, num)),
   getVringBase: (index: number) => m(ID.GET_VRING_BASE, state(index, 0)),
   /** u64: bits 0-7 index, bit 8 no-fd; one fd unless no-fd. */
@@ -141,8 +201,21 @@ function vringFile(request: number, index: number, noFd = false): Built {
 
 /** Back-end replies: flags = version 1 | REPLY. */
 export const reply = {
-  u64: (request: number, v: bigint): Buffer => new Bytes().u32(request).u32(V1 | REPLY).u32(8).u64(v).join(),
-  vringState: (request: number, index: number, num: number): Buffer => new Bytes().u32(request).u32(V1 | REPLY).u32(8).u32(index).u32(num).join(),
+  u64: (request: number, v: bigint): Buffer =>
+    new Bytes()
+      .u32(request)
+      .u32(V1 | REPLY)
+      .u32(8)
+      .u64(v)
+      .join(),
+  vringState: (request: number, index: number, num: number): Buffer =>
+    new Bytes()
+      .u32(request)
+      .u32(V1 | REPLY)
+      .u32(8)
+      .u32(index)
+      .u32(num)
+      .join(),
   ack: (request: number): Buffer => reply.u64(request, 0n),
   nack: (request: number): Buffer => reply.u64(request, 1n),
 };

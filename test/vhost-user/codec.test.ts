@@ -20,9 +20,15 @@ const cases: { built: Built; decoded: unknown; fds: number }[] = [
   { built: msg.setOwner(), decoded: null, fds: 0 },
   { built: msg.resetOwner(), decoded: null, fds: 0 },
   {
-    built: msg.setMemTable([{ gpa: 0n, size: 256n << 20n, qva: QVA }, { gpa: 4n * GiB, size: GiB, qva: QVA + GiB, offset: 256n << 20n }]).needReply(),
+    built: msg
+      .setMemTable([
+        { gpa: 0n, size: 256n << 20n, qva: QVA },
+        { gpa: 4n * GiB, size: GiB, qva: QVA + GiB, offset: 256n << 20n },
+      ])
+      .needReply(),
     decoded: {
-      nregions: 2, padding: 0,
+      nregions: 2,
+      padding: 0,
       regions: [
         { gpa: 0n, size: 256n << 20n, qva: QVA, mmapOffset: 0n },
         { gpa: 4n * GiB, size: GiB, qva: QVA + GiB, mmapOffset: 256n << 20n },
@@ -33,8 +39,22 @@ const cases: { built: Built; decoded: unknown; fds: number }[] = [
   { built: msg.setLogBase(0x2000n, 0x40n), decoded: { size: 0x2000n, offset: 0x40n }, fds: 1 },
   { built: msg.setVringNum(1, 256), decoded: { index: 1, num: 256 }, fds: 0 },
   {
-    built: msg.setVringAddr({ index: 3, flags: 1, desc: 0x7fe71df3b000n, used: 0x7fe71df3c240n, avail: 0x7fe71df3c000n, log: 0x1f3d240n }),
-    decoded: { index: 3, flags: 1, desc: 0x7fe71df3b000n, used: 0x7fe71df3c240n, avail: 0x7fe71df3c000n, log: 0x1f3d240n },
+    built: msg.setVringAddr({
+      index: 3,
+      flags: 1,
+      desc: 0x7fe71df3b000n,
+      used: 0x7fe71df3c240n,
+      avail: 0x7fe71df3c000n,
+      log: 0x1f3d240n,
+    }),
+    decoded: {
+      index: 3,
+      flags: 1,
+      desc: 0x7fe71df3b000n,
+      used: 0x7fe71df3c240n,
+      avail: 0x7fe71df3c000n,
+      log: 0x1f3d240n,
+    },
     fds: 0,
   },
   { built: msg.setVringBase(1, 14), decoded: { index: 1, num: 14 }, fds: 0 },
@@ -46,7 +66,11 @@ const cases: { built: Built; decoded: unknown; fds: number }[] = [
   { built: msg.setProtocolFeatures(0xa01fn), decoded: 0xa01fn, fds: 0 },
   { built: msg.getQueueNum(), decoded: null, fds: 0 },
   { built: msg.setVringEnable(3, 1), decoded: { index: 3, num: 1 }, fds: 0 },
-  { built: msg.sendRarp([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]), decoded: Buffer.from([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]), fds: 0 },
+  {
+    built: msg.sendRarp([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+    decoded: Buffer.from([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+    fds: 0,
+  },
   { built: msg.netSetMtu(1500n).needReply(), decoded: 1500n, fds: 0 },
   { built: msg.resetDevice(), decoded: null, fds: 0 },
   { built: msg.getMaxMemSlots(), decoded: null, fds: 0 },
@@ -68,11 +92,22 @@ describe('vhost-user codec: golden bytes', () => {
     expect(requestName(5)).to.equal('SET_MEM_TABLE');
     expect(requestName(99)).to.equal('request 99 (unknown)');
     expect(HEADER_FLAGS).to.include({ VERSION_MASK: 0x3, VERSION: V1, NEED_REPLY, REPLY: 0x4 });
-    expect(PROTOCOL_F).to.include({ MQ: 0, LOG_SHMFD: 1, RARP: 2, REPLY_ACK: 3, MTU: 4, RESET_DEVICE: 13, CONFIGURE_MEM_SLOTS: 15, DEVICE_STATE: 19 });
+    expect(PROTOCOL_F).to.include({
+      MQ: 0,
+      LOG_SHMFD: 1,
+      RARP: 2,
+      REPLY_ACK: 3,
+      MTU: 4,
+      RESET_DEVICE: 13,
+      CONFIGURE_MEM_SLOTS: 15,
+      DEVICE_STATE: 19,
+    });
   });
 
   it('covers every request of the table', () => {
-    expect(cases.map((c) => c.built.request).sort((a, b) => a - b)).to.deep.equal([...REQUESTS.keys()].sort((a, b) => a - b));
+    expect(cases.map((c) => c.built.request).sort((a, b) => a - b)).to.deep.equal(
+      [...REQUESTS.keys()].sort((a, b) => a - b),
+    );
   });
 
   for (const c of cases) {
@@ -80,7 +115,11 @@ describe('vhost-user codec: golden bytes', () => {
     it(`decodes ${name}`, () => {
       const bytes = c.built.bytes;
       const header = codec.decodeHeader(bytes);
-      expect(header).to.deep.equal({ request: c.built.request, flags: c.built.flags, size: bytes.length - LIMITS.HEADER_SIZE });
+      expect(header).to.deep.equal({
+        request: c.built.request,
+        flags: c.built.flags,
+        size: bytes.length - LIMITS.HEADER_SIZE,
+      });
       expect(codec.encodeHeader(header)).to.deep.equal(bytes.subarray(0, 12));
       const spec = REQUESTS.get(header.request)!;
       const payload = bytes.subarray(LIMITS.HEADER_SIZE);
@@ -111,14 +150,20 @@ describe('vhost-user codec: golden bytes', () => {
 describe('vhost-user codec: replies', () => {
   it('u64 replies (GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS)', () => {
     expect(codec.encodeReplyU64(ID.GET_FEATURES, 0x17842dde3n)).to.deep.equal(reply.u64(ID.GET_FEATURES, 0x17842dde3n));
-    expect(codec.encodeReplyU64(ID.GET_PROTOCOL_FEATURES, 0xa01fn)).to.deep.equal(reply.u64(ID.GET_PROTOCOL_FEATURES, 0xa01fn));
+    expect(codec.encodeReplyU64(ID.GET_PROTOCOL_FEATURES, 0xa01fn)).to.deep.equal(
+      reply.u64(ID.GET_PROTOCOL_FEATURES, 0xa01fn),
+    );
     expect(codec.encodeReplyU64(ID.GET_QUEUE_NUM, 2n)).to.deep.equal(reply.u64(ID.GET_QUEUE_NUM, 2n));
     expect(codec.encodeReplyU64(ID.GET_MAX_MEM_SLOTS, 509n)).to.deep.equal(reply.u64(ID.GET_MAX_MEM_SLOTS, 509n));
-    expect(codec.encodeReplyU64(ID.GET_FEATURES, (1n << 64n) - 1n)).to.deep.equal(reply.u64(ID.GET_FEATURES, (1n << 64n) - 1n));
+    expect(codec.encodeReplyU64(ID.GET_FEATURES, (1n << 64n) - 1n)).to.deep.equal(
+      reply.u64(ID.GET_FEATURES, (1n << 64n) - 1n),
+    );
   });
 
   it('vring state reply (GET_VRING_BASE)', () => {
-    expect(codec.encodeReplyVringState(ID.GET_VRING_BASE, { index: 1, num: 14 })).to.deep.equal(reply.vringState(ID.GET_VRING_BASE, 1, 14));
+    expect(codec.encodeReplyVringState(ID.GET_VRING_BASE, { index: 1, num: 14 })).to.deep.equal(
+      reply.vringState(ID.GET_VRING_BASE, 1, 14),
+    );
   });
 
   it('ack and nack (REPLY_ACK)', () => {
@@ -141,7 +186,11 @@ describe('vhost-user codec: syntax checks', () => {
   const region = { gpa: 0n, size: 0x1000n, qva: 0x7f0000000000n, mmapOffset: 0n };
 
   it('memory table: nregions 1..8, padding zero', () => {
-    const t = (nregions: number, padding = 0) => ({ nregions, padding, regions: Array.from({ length: Math.min(nregions, 8) }, () => region) });
+    const t = (nregions: number, padding = 0) => ({
+      nregions,
+      padding,
+      regions: Array.from({ length: Math.min(nregions, 8) }, () => region),
+    });
     expect(codec.validateMemoryTable(t(1))).to.equal(null);
     expect(codec.validateMemoryTable(t(8))).to.equal(null);
     expect(codec.validateMemoryTable(t(0))).to.equal('nregions is 0');
@@ -158,7 +207,9 @@ describe('vhost-user codec: syntax checks', () => {
     expect(codec.validateRegion({ ...region, qva: U64_MAX })).to.match(/^user address .* overflows u64$/);
     expect(codec.validateRegion({ ...region, mmapOffset: U64_MAX })).to.match(/^mmap offset .* overflows u64$/);
     expect(codec.validateRegion({ ...region, mmapOffset: U64_MAX }, { checkOffset: false })).to.equal(null);
-    expect(codec.validateMemoryTable({ nregions: 2, padding: 0, regions: [region, { ...region, size: 0n }] })).to.equal('region 1: zero-size region');
+    expect(codec.validateMemoryTable({ nregions: 2, padding: 0, regions: [region, { ...region, size: 0n }] })).to.equal(
+      'region 1: zero-size region',
+    );
   });
 
   it('single region: padding zero', () => {

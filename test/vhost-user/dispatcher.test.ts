@@ -19,7 +19,11 @@ import { RecordingBackend, type RecordingConfig } from './recording-backend.js';
 
 /** The message as the framer would hand it over, with `fds` (default: fresh eventfds as the builder says). */
 function message(b: Built, fds?: number[]): Message {
-  return { header: { request: b.request, flags: b.flags, size: b.payload.length }, payload: b.payload, fds: fds ?? eventfds(b.fds) };
+  return {
+    header: { request: b.request, flags: b.flags, size: b.payload.length },
+    payload: b.payload,
+    fds: fds ?? eventfds(b.fds),
+  };
 }
 
 describe('vhost-user dispatcher', () => {
@@ -32,7 +36,8 @@ describe('vhost-user dispatcher', () => {
     d = new Dispatcher(backend);
   };
   const handle = (b: Built, fds?: number[]) => d.handle(message(b, fds));
-  const negotiate = (proto = BRIDGE_PROTOCOL_FEATURES) => expect(handle(msg.setProtocolFeatures(proto)).result).to.equal('ok');
+  const negotiate = (proto = BRIDGE_PROTOCOL_FEATURES) =>
+    expect(handle(msg.setProtocolFeatures(proto)).result).to.equal('ok');
 
   beforeEach(() => {
     fdsBefore = openFdCount();
@@ -45,11 +50,17 @@ describe('vhost-user dispatcher', () => {
     expect(openFdCount(), 'fds back to where they were').to.equal(fdsBefore);
   });
 
-  it('answers QEMU 7.2\'s opening exchange, in its order', () => {
+  it("answers QEMU 7.2's opening exchange, in its order", () => {
     // QEMU 7.2 opens with (test/fixtures sessions): GET_FEATURES, GET_PROTOCOL_FEATURES,
     // SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, SET_OWNER.
-    expect(handle(msg.getFeatures())).to.deep.equal({ reply: reply.u64(ID.GET_FEATURES, NET_FEATURES), close: false, result: 'ok' });
-    expect(handle(msg.getProtocolFeatures()).reply).to.deep.equal(reply.u64(ID.GET_PROTOCOL_FEATURES, BRIDGE_PROTOCOL_FEATURES));
+    expect(handle(msg.getFeatures())).to.deep.equal({
+      reply: reply.u64(ID.GET_FEATURES, NET_FEATURES),
+      close: false,
+      result: 'ok',
+    });
+    expect(handle(msg.getProtocolFeatures()).reply).to.deep.equal(
+      reply.u64(ID.GET_PROTOCOL_FEATURES, BRIDGE_PROTOCOL_FEATURES),
+    );
     expect(handle(msg.setProtocolFeatures(BRIDGE_PROTOCOL_FEATURES)).reply).to.equal(null);
     expect(handle(msg.getQueueNum()).reply).to.deep.equal(reply.u64(ID.GET_QUEUE_NUM, 2n));
     expect(handle(msg.getMaxMemSlots()).reply).to.deep.equal(reply.u64(ID.GET_MAX_MEM_SLOTS, 8n));
@@ -66,7 +77,9 @@ describe('vhost-user dispatcher', () => {
 
   it('refuses SET_VRING_ENABLE when the front-end never took up PROTOCOL_FEATURES, or declined it in SET_FEATURES', () => {
     expect(handle(msg.setVringEnable(0, 1)).result).to.equal('drop');
-    expect(cap.texts('warn').at(-1)).to.match(/^WARN SET_VRING_ENABLE: VHOST_USER_F_PROTOCOL_FEATURES \(bit 30\) was not negotiated/);
+    expect(cap.texts('warn').at(-1)).to.match(
+      /^WARN SET_VRING_ENABLE: VHOST_USER_F_PROTOCOL_FEATURES \(bit 30\) was not negotiated/,
+    );
     setup();
     negotiate();
     expect(handle(msg.setFeatures(NET_FEATURES & ~bit(VHOST_USER_F_PROTOCOL_FEATURES))).result).to.equal('ok');
@@ -95,7 +108,9 @@ describe('vhost-user dispatcher', () => {
     });
 
     it('is in force from SET_PROTOCOL_FEATURES alone, even if GET_PROTOCOL_FEATURES was never sent (rust-vmm #290)', () => {
-      expect(handle(msg.setProtocolFeatures(bit(PROTOCOL_F.REPLY_ACK)).needReply()).reply).to.deep.equal(reply.ack(ID.SET_PROTOCOL_FEATURES));
+      expect(handle(msg.setProtocolFeatures(bit(PROTOCOL_F.REPLY_ACK)).needReply()).reply).to.deep.equal(
+        reply.ack(ID.SET_PROTOCOL_FEATURES),
+      );
       expect(d.replyAck).to.equal(true);
     });
 
@@ -108,13 +123,20 @@ describe('vhost-user dispatcher', () => {
     it('SET_LOG_BASE (LOG_SHMFD) always replies u64 0, as QEMU waits for a reply', () => {
       negotiate();
       expect(handle(msg.setLogBase(0x1000n, 0n), [memfd(0x1000)]).reply).to.deep.equal(reply.u64(ID.SET_LOG_BASE, 0n));
-      expect(handle(msg.setLogBase(0x1000n, 0n).needReply(), [memfd(0x1000)]).reply).to.deep.equal(reply.u64(ID.SET_LOG_BASE, 0n));
+      expect(handle(msg.setLogBase(0x1000n, 0n).needReply(), [memfd(0x1000)]).reply).to.deep.equal(
+        reply.u64(ID.SET_LOG_BASE, 0n),
+      );
     });
 
     it('NACKs a refusal when asked, and drops the connection when not', () => {
       negotiate();
       backend.refuse.set('setVringNum', 'ring size 3 is not a power of two');
-      expect(handle(msg.setVringNum(0, 3).needReply())).to.deep.equal({ reply: reply.nack(ID.SET_VRING_NUM), close: false, result: 'nack', reason: 'ring size 3 is not a power of two' });
+      expect(handle(msg.setVringNum(0, 3).needReply())).to.deep.equal({
+        reply: reply.nack(ID.SET_VRING_NUM),
+        close: false,
+        result: 'nack',
+        reason: 'ring size 3 is not a power of two',
+      });
       expect(handle(msg.setVringNum(0, 3))).to.include({ reply: null, close: true, result: 'drop' });
       expect(cap.texts('warn')).to.deep.equal([
         'WARN SET_VRING_NUM: ring size 3 is not a power of two (refused; NACK sent)',
@@ -132,14 +154,18 @@ describe('vhost-user dispatcher', () => {
         { request: 'SET_VRING_NUM', result: 'nack', reason: 'ring size 3 is not a power of two' },
         { request: 'SET_VRING_NUM', result: 'ok', reason: undefined },
       ]);
-      backend.afterRequest = () => { throw new Error('cannot attach'); };
+      backend.afterRequest = () => {
+        throw new Error('cannot attach');
+      };
       expect(handle(msg.setVringNum(0, 256).needReply()).reply).to.deep.equal(reply.nack(ID.SET_VRING_NUM));
       expect(cap.texts('warn').at(-1)).to.equal('ERROR SET_VRING_NUM: cannot attach (failed; NACK sent)');
     });
 
     it('treats any other error of a handler like a refusal', () => {
       negotiate();
-      backend.setOwner = () => { throw new TypeError('boom'); };
+      backend.setOwner = () => {
+        throw new TypeError('boom');
+      };
       expect(handle(msg.setOwner().needReply()).reply).to.deep.equal(reply.nack(ID.SET_OWNER));
       expect(cap.texts('warn').at(-1)).to.equal('ERROR SET_OWNER: boom (failed; NACK sent)');
     });
@@ -151,14 +177,18 @@ describe('vhost-user dispatcher', () => {
     handle(msg.setProtocolFeatures(acked));
     expect(backend.calls).to.deep.equal([{ method: 'setProtocolFeatures', args: [BRIDGE_PROTOCOL_FEATURES] }]);
     expect(d.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
-    expect(cap.texts('warn')).to.deep.equal(['WARN SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: 0x10020 (BACKEND_REQ|STATUS)']);
+    expect(cap.texts('warn')).to.deep.equal([
+      'WARN SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: 0x10020 (BACKEND_REQ|STATUS)',
+    ]);
   });
 
   it('refuses SET_FEATURES acking a bit that was not offered', () => {
     negotiate();
     const out = handle(msg.setFeatures(NET_FEATURES | bit(VIRTIO_F.RING_PACKED)).needReply());
     expect(out.reply).to.deep.equal(reply.nack(ID.SET_FEATURES));
-    expect(cap.texts('warn')).to.deep.equal(['WARN SET_FEATURES: acks features that were not offered: 0x400000000 (RING_PACKED) (refused; NACK sent)']);
+    expect(cap.texts('warn')).to.deep.equal([
+      'WARN SET_FEATURES: acks features that were not offered: 0x400000000 (RING_PACKED) (refused; NACK sent)',
+    ]);
     expect(backend.methods).to.not.include('setFeatures');
   });
 
@@ -172,7 +202,12 @@ describe('vhost-user dispatcher', () => {
 
   it('gates protocol-feature requests on what SET_PROTOCOL_FEATURES acked', () => {
     negotiate(maskOf(PROTOCOL_F.REPLY_ACK));
-    for (const b of [msg.resetDevice(), msg.sendRarp([1, 2, 3, 4, 5, 6]), msg.netSetMtu(1500n), msg.remMemReg({ gpa: 0n, size: 4096n, qva: 0n })]) {
+    for (const b of [
+      msg.resetDevice(),
+      msg.sendRarp([1, 2, 3, 4, 5, 6]),
+      msg.netSetMtu(1500n),
+      msg.remMemReg({ gpa: 0n, size: 4096n, qva: 0n }),
+    ]) {
       expect(handle(b.needReply()).reply).to.deep.equal(reply.nack(b.request));
     }
     expect(handle(msg.getQueueNum()).result, 'a value request cannot be NACKed').to.equal('drop');
@@ -202,9 +237,14 @@ describe('vhost-user dispatcher', () => {
       const fd = memfd(0x10000);
       handle(msg.addMemReg({ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n }).needReply(), [fd]);
       const [extra] = eventfds(1);
-      expect(handle(msg.remMemReg({ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n }).needReply(), [extra]).reply).to.deep.equal(reply.ack(ID.REM_MEM_REG));
+      expect(
+        handle(msg.remMemReg({ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n }).needReply(), [extra]).reply,
+      ).to.deep.equal(reply.ack(ID.REM_MEM_REG));
       expect(sys.isOpen(extra)).to.equal(false);
-      expect(backend.calls.at(-1)).to.deep.equal({ method: 'remMemReg', args: [{ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n, mmapOffset: 0n }] });
+      expect(backend.calls.at(-1)).to.deep.equal({
+        method: 'remMemReg',
+        args: [{ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n, mmapOffset: 0n }],
+      });
       expect(backend.memory.regions).to.have.length(0);
     });
   });
@@ -213,7 +253,15 @@ describe('vhost-user dispatcher', () => {
     handle(msg.getFeatures());
     handle(msg.setProtocolFeatures(BRIDGE_PROTOCOL_FEATURES));
     handle(msg.setFeatures(NET_FEATURES));
-    handle(msg.setVringAddr({ index: 1, desc: 0x7fe71ddb3000n, used: 0x7fe71ddb4240n, avail: 0x7fe71ddb4000n, log: 0x1db5240n }));
+    handle(
+      msg.setVringAddr({
+        index: 1,
+        desc: 0x7fe71ddb3000n,
+        used: 0x7fe71ddb4240n,
+        avail: 0x7fe71ddb4000n,
+        log: 0x1db5240n,
+      }),
+    );
     handle(msg.setVringCall(3, { noFd: true }));
     const fd = memfd(0x100000);
     handle(msg.setMemTable([{ gpa: 0n, size: 0x100000n, qva: 0x7fe71bfff000n }]).needReply(), [fd]);
@@ -230,7 +278,9 @@ describe('vhost-user dispatcher', () => {
       'DEBUG GET_VRING_BASE: reply ring 1 base 0',
     ]);
     // SET_VRING_ADDR came before SET_VRING_NUM: the back end refused it (the line above is the message, the refusal follows).
-    expect(cap.texts('warn')).to.deep.equal(['WARN SET_VRING_ADDR: ring 1: addresses before SET_VRING_NUM (refused, and the front-end asked for no reply; dropping the connection)']);
+    expect(cap.texts('warn')).to.deep.equal([
+      'WARN SET_VRING_ADDR: ring 1: addresses before SET_VRING_NUM (refused, and the front-end asked for no reply; dropping the connection)',
+    ]);
   });
 
   it('tells the back end of the disconnect once', () => {

@@ -19,7 +19,12 @@ import { bridgeLike } from './fixtures.js';
 const burst: Built[] = [
   msg.getFeatures(),
   msg.setVringCall(0),
-  msg.setMemTable([{ gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n }, { gpa: 0x100000n, size: 0x10000n, qva: 0x7f0000100000n }]).needReply(),
+  msg
+    .setMemTable([
+      { gpa: 0n, size: 0x10000n, qva: 0x7f0000000000n },
+      { gpa: 0x100000n, size: 0x10000n, qva: 0x7f0000100000n },
+    ])
+    .needReply(),
   msg.setVringEnable(1, 1),
   msg.setOwner(),
   msg.setVringKick(1),
@@ -47,7 +52,10 @@ class ScriptedStream {
   private readonly starts: Map<number, number[]>;
   private pos = 0;
 
-  constructor(segments: Built[], private readonly cuts: Set<number>) {
+  constructor(
+    segments: Built[],
+    private readonly cuts: Set<number>,
+  ) {
     this.bytes = Buffer.concat(segments.map((s) => s.bytes));
     this.starts = new Map();
     let at = 0;
@@ -64,7 +72,11 @@ class ScriptedStream {
   recv(max: number): { bytes: Buffer; fds: number[] } | null {
     if (this.pos >= this.bytes.length) return null;
     let end = Math.min(this.pos + max, this.bytes.length);
-    for (let c = this.pos + 1; c < end; c++) if (this.cuts.has(c)) { end = c; break; }
+    for (let c = this.pos + 1; c < end; c++)
+      if (this.cuts.has(c)) {
+        end = c;
+        break;
+      }
     const fds: number[] = [];
     for (let p = this.pos; p < end; p++) fds.push(...(this.starts.get(p) ?? []));
     const bytes = this.bytes.subarray(this.pos, end);
@@ -93,7 +105,11 @@ describe('vhost-user framer', () => {
     expect(f.wanted()).to.equal(8);
     expect(() => f.push(Buffer.alloc(9))).to.throw(RangeError, 'only 8 belong to this message');
     const m = f.push(b.subarray(12), []);
-    expect(m).to.deep.equal({ header: { request: ID.SET_VRING_NUM, flags: 1, size: 8 }, payload: b.subarray(12), fds: [] });
+    expect(m).to.deep.equal({
+      header: { request: ID.SET_VRING_NUM, flags: 1, size: 8 },
+      payload: b.subarray(12),
+      fds: [],
+    });
     expect(f.wanted()).to.equal(12);
   });
 
@@ -110,7 +126,8 @@ describe('vhost-user framer', () => {
     for (let a = 1; a < n; a++) {
       for (let b = a + 1; b < n; b++) {
         const got = run(new ScriptedStream(burst, new Set([a, b])));
-        if (JSON.stringify(got.map((m) => m.fds)) !== JSON.stringify(expected.map((m) => m.fds))) expect.fail(`cuts ${a},${b}: fds misattributed`);
+        if (JSON.stringify(got.map((m) => m.fds)) !== JSON.stringify(expected.map((m) => m.fds)))
+          expect.fail(`cuts ${a},${b}: fds misattributed`);
         expect(got.length, `cuts ${a},${b}`).to.equal(burst.length);
       }
     }
@@ -121,7 +138,10 @@ describe('vhost-user framer', () => {
   it('refuses a payload above the maximum before reading it, naming the request; keeps its fds for the caller', () => {
     const f = new Framer(4096);
     const h = msg.setMemTable([]).withHeaderSize(4097).bytes.subarray(0, 12);
-    expect(() => f.push(h, [7, 8])).to.throw(Malformed, 'SET_MEM_TABLE: payload size 4097 is more than the maximum 4096');
+    expect(() => f.push(h, [7, 8])).to.throw(
+      Malformed,
+      'SET_MEM_TABLE: payload size 4097 is more than the maximum 4096',
+    );
     expect(f.discard()).to.deep.equal([7, 8]);
     expect(f.state()).to.deep.equal({ at: 'idle' });
   });
@@ -131,13 +151,19 @@ describe('vhost-user framer', () => {
     expect(describePartial(f.state())).to.equal(null);
     const b = msg.setMemTable([{ gpa: 0n, size: 0x1000n, qva: 0n }]).bytes;
     f.push(b.subarray(0, 3), [5]);
-    expect(describePartial(f.state())).to.equal('request unknown: the front-end closed the connection mid-header (3 of 12 bytes)');
+    expect(describePartial(f.state())).to.equal(
+      'request unknown: the front-end closed the connection mid-header (3 of 12 bytes)',
+    );
     expect(f.peekRequest(b.subarray(3, 6))).to.equal(ID.SET_MEM_TABLE);
     f.push(b.subarray(3, 5));
-    expect(describePartial(f.state())).to.equal('SET_MEM_TABLE: the front-end closed the connection mid-header (5 of 12 bytes)');
+    expect(describePartial(f.state())).to.equal(
+      'SET_MEM_TABLE: the front-end closed the connection mid-header (5 of 12 bytes)',
+    );
     f.push(b.subarray(5, 12));
     f.push(b.subarray(12, 22));
-    expect(describePartial(f.state())).to.equal('SET_MEM_TABLE: the front-end closed the connection mid-payload (10 of 40 bytes)');
+    expect(describePartial(f.state())).to.equal(
+      'SET_MEM_TABLE: the front-end closed the connection mid-payload (10 of 40 bytes)',
+    );
     expect(f.discard()).to.deep.equal([5]);
   });
 });
@@ -198,14 +224,26 @@ describe('vhost-user framer over a real socketpair', () => {
     const fe = TestFrontEnd.over(a);
     // Protocol features first (REPLY_ACK for the table's NEED_REPLY), then the burst minus the
     // memory table (its fds here are eventfds, which the memtable rightly refuses).
-    const sent = [msg.setProtocolFeatures(backend.config.protocolFeatures), ...burst.filter((m) => m.request !== ID.SET_MEM_TABLE)];
+    const sent = [
+      msg.setProtocolFeatures(backend.config.protocolFeatures),
+      ...burst.filter((m) => m.request !== ID.SET_MEM_TABLE),
+    ];
     for (const m of sent) fe.send(m);
     let closedReason = '';
     const conn = new Connection(b, backend, { onClosed: (r) => (closedReason = r) }).start();
     expect(await fe.reply()).to.deep.equal(reply.u64(ID.GET_FEATURES, backend.config.features));
     expect(await fe.reply()).to.deep.equal(reply.vringState(ID.GET_VRING_BASE, 3, 0));
     expect(await fe.reply()).to.deep.equal(reply.u64(ID.SET_LOG_BASE, 0n));
-    expect(backend.methods).to.deep.equal(['setProtocolFeatures', 'setVringCall', 'setVringEnable', 'setOwner', 'setVringKick', 'setVringErr', 'getVringBase', 'setLogBase']);
+    expect(backend.methods).to.deep.equal([
+      'setProtocolFeatures',
+      'setVringCall',
+      'setVringEnable',
+      'setOwner',
+      'setVringKick',
+      'setVringErr',
+      'getVringBase',
+      'setLogBase',
+    ]);
     expect(backend.heldFds).to.equal(3); // call 0, kick 1, log (err 2 came without an fd)
     fe.close();
     await new Promise<void>((r) => setImmediate(r));

@@ -21,7 +21,14 @@ export function readable(fd: number, ms = 2000): Promise<void> {
 }
 
 /** Wait for `emitter` to emit `event` (with a timeout), resolving with its first argument. */
-export function once<T = unknown>(emitter: { once(e: string, f: (...a: never[]) => void): unknown; off(e: string, f: (...a: never[]) => void): unknown }, event: string, ms = 2000): Promise<T> {
+export function once<T = unknown>(
+  emitter: {
+    once(e: string, f: (...a: never[]) => void): unknown;
+    off(e: string, f: (...a: never[]) => void): unknown;
+  },
+  event: string,
+  ms = 2000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const f = (...a: unknown[]) => {
       clearTimeout(timer);

@@ -23,16 +23,35 @@ const kinds: { name: string; run: (fe: TestFrontEnd) => 'eof' | 'hangup' }[] = [
   { name: 'unknown request with an fd', run: (fe) => (fe.send(msg.raw(77).withFds(1)), 'eof') },
   { name: 'fd count wrong', run: (fe) => (fe.send(msg.setMemTable([REGION]), [memfd(MiB), memfd(MiB)]), 'eof') },
   { name: 'MSG_CTRUNC', run: (fe) => (fe.send(msg.setVringKick(0).withFds(10)), 'eof') },
-  { name: 'ring outside memory after a real mem table', run: (fe) => {
-    fe.send(msg.setProtocolFeatures(BRIDGE_PROTOCOL_FEATURES));
-    fe.send(msg.setMemTable([REGION]), [memfd(MiB)]);
-    fe.send(msg.setVringKick(0));
-    fe.send(msg.setVringNum(0, 256));
-    fe.send(msg.setVringAddr({ index: 0, desc: 0x7f0000200000n, used: 0x7f0000002000n, avail: 0x7f0000001000n }));
-    return 'eof';
-  } },
-  { name: 'hang-up mid-payload with an fd', run: (fe) => (fe.send(msg.setMemTable([REGION]).bytes.subarray(0, 20), [memfd(MiB)]), 'hangup') },
-  { name: 'oversized payload', run: (fe) => (fe.send(new Bytes().u32(ID.SET_VRING_CALL).u32(1).u32(1 << 20).join(), [sys.eventfd()]), 'eof') },
+  {
+    name: 'ring outside memory after a real mem table',
+    run: (fe) => {
+      fe.send(msg.setProtocolFeatures(BRIDGE_PROTOCOL_FEATURES));
+      fe.send(msg.setMemTable([REGION]), [memfd(MiB)]);
+      fe.send(msg.setVringKick(0));
+      fe.send(msg.setVringNum(0, 256));
+      fe.send(msg.setVringAddr({ index: 0, desc: 0x7f0000200000n, used: 0x7f0000002000n, avail: 0x7f0000001000n }));
+      return 'eof';
+    },
+  },
+  {
+    name: 'hang-up mid-payload with an fd',
+    run: (fe) => (fe.send(msg.setMemTable([REGION]).bytes.subarray(0, 20), [memfd(MiB)]), 'hangup'),
+  },
+  {
+    name: 'oversized payload',
+    run: (fe) => (
+      fe.send(
+        new Bytes()
+          .u32(ID.SET_VRING_CALL)
+          .u32(1)
+          .u32(1 << 20)
+          .join(),
+        [sys.eventfd()],
+      ),
+      'eof'
+    ),
+  },
 ];
 
 describe('vhost-user leaks', () => {

@@ -42,7 +42,16 @@ export class RecordingBackend implements VhostUserBackend {
   /** Guest memory; `MemTable.empty()` between sessions. */
   memory: MemTable = MemTable.empty();
   /** Each ring's state as the front-end set it. */
-  readonly rings = new Map<number, { num?: number; base: number; addr?: VringAddr; local?: Record<'desc' | 'avail' | 'used', bigint>; enabled: boolean }>();
+  readonly rings = new Map<
+    number,
+    {
+      num?: number;
+      base: number;
+      addr?: VringAddr;
+      local?: Record<'desc' | 'avail' | 'used', bigint>;
+      enabled: boolean;
+    }
+  >();
   private acked = 0n;
   private readonly held = new Map<string, number>();
   disconnects = 0;
@@ -83,7 +92,11 @@ export class RecordingBackend implements VhostUserBackend {
   }
 
   setMemTable(regions: MemoryRegion[], fds: number[]): void {
-    this.record('setMemTable', regions, fds.map(() => 'fd'));
+    this.record(
+      'setMemTable',
+      regions,
+      fds.map(() => 'fd'),
+    );
     this.replaceMemory(() => MemTable.map(regions, fds, { maxRegions: 8, previous: this.memory }));
   }
   getMaxMemSlots(): bigint {

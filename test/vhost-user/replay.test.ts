@@ -44,7 +44,11 @@ function replay(file: string) {
   for (const e of events) {
     if (e.e === 'connect') dispatcher = new Dispatcher(backend);
     else if (e.e === 'msg') {
-      const out = dispatcher!.handle({ header: { request: e.request, flags: e.flags, size: e.size }, payload: e.payload, fds: factory.forMessage(e) });
+      const out = dispatcher!.handle({
+        header: { request: e.request, flags: e.flags, size: e.size },
+        payload: e.payload,
+        fds: factory.forMessage(e),
+      });
       expect(out.result, `${requestName(e.request)} as recorded`).to.equal(e.result);
       replies.push({ name: requestName(e.request), got: out.reply, want: e.reply });
     } else {
@@ -56,7 +60,10 @@ function replay(file: string) {
   return { meta, backend, replies, ringsAtEnd: ringsAtEnd!, events };
 }
 
-for (const [file, memory] of [['qemu72-session.msgpack', 'setMemTable'], ['qemu72-session-mem-slots.msgpack', 'addMemReg']] as const) {
+for (const [file, memory] of [
+  ['qemu72-session.msgpack', 'setMemTable'],
+  ['qemu72-session-mem-slots.msgpack', 'addMemReg'],
+] as const) {
   describe(`vhost-user replay of a real QEMU 7.2 session (${file})`, () => {
     let fdsBefore: number;
     let result: ReturnType<typeof replay>;
@@ -75,7 +82,9 @@ for (const [file, memory] of [['qemu72-session.msgpack', 'setMemTable'], ['qemu7
 
     it('was recorded from QEMU with 2 queue pairs, and replays without a warning', () => {
       expect(result.meta.queuePairs).to.equal(2);
-      expect(String(result.meta['vmm' as keyof typeof result.meta])).to.match(/^qemu-system-x86_64 .*-netdev vhost-user,.*queues=2 .*mq=on/);
+      expect(String(result.meta['vmm' as keyof typeof result.meta])).to.match(
+        /^qemu-system-x86_64 .*-netdev vhost-user,.*queues=2 .*mq=on/,
+      );
       expect(result.events.filter((e) => e.e === 'connect')).to.have.length(1);
       expect(warnings).to.deep.equal([]);
     });
@@ -84,7 +93,13 @@ for (const [file, memory] of [['qemu72-session.msgpack', 'setMemTable'], ['qemu7
       expect(result.replies.length).to.be.greaterThan(60);
       result.replies.forEach((r, i) => expect(r.got, `#${i + 1} ${r.name}`).to.deep.equal(r.want));
       const answered = result.replies.filter((r) => r.want !== null).map((r) => r.name);
-      expect(answered).to.include.members(['GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'NET_SET_MTU', 'GET_VRING_BASE']);
+      expect(answered).to.include.members([
+        'GET_FEATURES',
+        'GET_PROTOCOL_FEATURES',
+        'GET_QUEUE_NUM',
+        'NET_SET_MTU',
+        'GET_VRING_BASE',
+      ]);
       if (memory === 'addMemReg') expect(answered).to.include.members(['GET_MAX_MEM_SLOTS', 'ADD_MEM_REG']);
       else expect(answered).to.include('SET_MEM_TABLE');
     });
@@ -106,10 +121,17 @@ for (const [file, memory] of [['qemu72-session.msgpack', 'setMemTable'], ['qemu7
         const addr = at('setVringAddr', (a) => (a[0] as { index: number }).index === ring, base);
         const kick = at('setVringKick', (a) => a[0] === ring && a[1] === 'fd', addr);
         const call = at('setVringCall', (a) => a[0] === ring && a[1] === 'fd', kick);
-        expect([num, base, addr, kick, call].every((i) => i > mem), `ring ${ring}: NUM ${num} BASE ${base} ADDR ${addr} KICK ${kick} CALL ${call}`).to.equal(true);
+        expect(
+          [num, base, addr, kick, call].every((i) => i > mem),
+          `ring ${ring}: NUM ${num} BASE ${base} ADDR ${addr} KICK ${kick} CALL ${call}`,
+        ).to.equal(true);
         lastKick = Math.max(lastKick, kick);
       }
-      for (let ring = 0; ring < 4; ring++) expect(at('getVringBase', (a) => a[0] === ring, lastKick), `GET_VRING_BASE ${ring}`).to.be.greaterThan(lastKick);
+      for (let ring = 0; ring < 4; ring++)
+        expect(
+          at('getVringBase', (a) => a[0] === ring, lastKick),
+          `GET_VRING_BASE ${ring}`,
+        ).to.be.greaterThan(lastKick);
       expect(calls.at(-1)?.method).to.equal('disconnected');
       if (memory === 'addMemReg') {
         // QEMU 7.2 adds the same RAM block once per queue pair; the second is a no-op.

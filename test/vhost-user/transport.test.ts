@@ -39,7 +39,11 @@ describe('vhost-user transport', () => {
   });
   afterEach(() => {
     for (const f of cleanup.reverse()) {
-      try { f(); } catch { /* already closed */ }
+      try {
+        f();
+      } catch {
+        /* already closed */
+      }
     }
     cap.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -61,7 +65,11 @@ describe('vhost-user transport', () => {
       expect(backend.disconnects).to.equal(1);
       server.close();
       expect(existsSync(path)).to.equal(false);
-      expect(cap.texts()).to.deep.equal([`INFO listening on ${path} (mode 0600)`, 'INFO front-end connected', 'INFO front-end disconnected']);
+      expect(cap.texts()).to.deep.equal([
+        `INFO listening on ${path} (mode 0600)`,
+        'INFO front-end connected',
+        'INFO front-end disconnected',
+      ]);
     });
 
     it('takes another mode when told', () => {
@@ -85,7 +93,9 @@ describe('vhost-user transport', () => {
 
     it('refuses to start where another process is listening, and leaves its socket alone', async () => {
       const other = sys.unixListen(path);
-      expect(() => VhostUserServer.listen(path, backend)).to.throw(`another process is listening on ${path}; refusing to start`);
+      expect(() => VhostUserServer.listen(path, backend)).to.throw(
+        `another process is listening on ${path}; refusing to start`,
+      );
       expect(existsSync(path)).to.equal(true);
       await readable(other); // our probe connection reached it
       const probe = sys.accept(other)!;
@@ -94,7 +104,9 @@ describe('vhost-user transport', () => {
 
     it('refuses to replace a path that is not a socket', () => {
       writeFileSync(path, 'not a socket');
-      expect(() => VhostUserServer.listen(path, backend)).to.throw(`${path} exists and is not a socket; refusing to replace it`);
+      expect(() => VhostUserServer.listen(path, backend)).to.throw(
+        `${path} exists and is not a socket; refusing to replace it`,
+      );
       expect(existsSync(path)).to.equal(true);
       rmSync(path);
     });
@@ -107,8 +119,12 @@ describe('vhost-user transport', () => {
       await once(server, 'rejected');
       expect(await second.reply(), 'closed without a word').to.equal('eof');
       second.close();
-      expect(cap.texts('warn')).to.deep.equal(['WARN a second front-end connected while one is being served; closing it']);
-      expect(await first.ask(msg.getFeatures()), 'the first is still served').to.deep.equal(reply.u64(ID.GET_FEATURES, NET_FEATURES));
+      expect(cap.texts('warn')).to.deep.equal([
+        'WARN a second front-end connected while one is being served; closing it',
+      ]);
+      expect(await first.ask(msg.getFeatures()), 'the first is still served').to.deep.equal(
+        reply.u64(ID.GET_FEATURES, NET_FEATURES),
+      );
       const gone = once(server, 'disconnect');
       first.close();
       await gone;
@@ -219,7 +235,11 @@ describe('vhost-user transport', () => {
     expect(header.meta).to.deep.equal({ features: `0x${NET_FEATURES.toString(16)}` });
     expect(events.map((e) => e.e)).to.deep.equal(['connect', 'msg', 'msg', 'msg', 'disconnect']);
     const msgs = events.filter((e): e is TraceMessage => e.e === 'msg');
-    expect(msgs.map((m) => [m.request, m.fds, m.result])).to.deep.equal([[ID.GET_FEATURES, 0, 'ok'], [ID.SET_VRING_CALL, 1, 'ok'], [ID.GET_VRING_BASE, 0, 'ok']]);
+    expect(msgs.map((m) => [m.request, m.fds, m.result])).to.deep.equal([
+      [ID.GET_FEATURES, 0, 'ok'],
+      [ID.SET_VRING_CALL, 1, 'ok'],
+      [ID.GET_VRING_BASE, 0, 'ok'],
+    ]);
     expect(msgs[0].reply).to.deep.equal(reply.u64(ID.GET_FEATURES, NET_FEATURES));
     expect(msgs[1].reply).to.equal(null);
     expect(msgs[1].payload).to.deep.equal(msg.setVringCall(1).payload);
