@@ -39,7 +39,8 @@ export function summarize(raw: RawResults): Summary {
         .filter((v): v is number => typeof v === 'number' && Number.isFinite(v))
         .sort((a, b) => a - b);
       if (!vals.length) continue;
-      (stats[m.key] ??= {})[c] = {
+      stats[m.key] ??= {};
+      stats[m.key]![c] = {
         median: quantile(vals, 0.5),
         min: vals[0],
         max: vals[vals.length - 1],
@@ -151,10 +152,10 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
   // The subtitle on as many lines as it needs (at its ' | ' separators), then the legend.
   const sub: string[] = [];
   for (const part of subtitle.split(' | ')) {
-    if (sub.length && (sub[sub.length - 1] + ' | ' + part).length <= 150) sub[sub.length - 1] += ` | ${part}`;
+    if (sub.length && `${sub[sub.length - 1]} | ${part}`.length <= 150) sub[sub.length - 1] += ` | ${part}`;
     else sub.push(part);
   }
-  sub.forEach((l, i) => o.push(`<text x="${gap}" y="${42 + 14 * i}" fill="#555">${esc(l)}</text>`));
+  for (const [i, l] of sub.entries()) o.push(`<text x="${gap}" y="${42 + 14 * i}" fill="#555">${esc(l)}</text>`);
   const legendY = 42 + 14 * sub.length;
   s.configs.forEach((c, i) => {
     const x = gap + i * 150;

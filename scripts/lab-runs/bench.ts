@@ -100,7 +100,7 @@ async function main(): Promise<void> {
       l2Kernel: sh('uname', ['-r']),
       qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0],
       iperf3: sh('iperf3', ['--version']).split('\n')[0],
-      testpmd: CHOSEN.includes('dpdk') ? sh('dpkg-query', ['-W', '-f=${Version}', 'dpdk-dev']) : '-',
+      testpmd: CHOSEN.includes('dpdk') ? sh('dpkg-query', ['-W', '-f=$' + '{Version}', 'dpdk-dev']) : '-',
       node: process.version,
       rounds: ROUNDS,
       seconds: SECONDS,

@@ -141,7 +141,7 @@ export class VhostNetDatapath implements Datapath {
         v.setOwner();
       }
     } catch (e) {
-      opened.forEach((v, p) => this.cfg.vhostNet.release(p, v));
+      for (const [p, v] of opened.entries()) this.cfg.vhostNet.release(p, v);
       throw e;
     }
     this.devices = opened;
@@ -156,9 +156,11 @@ export class VhostNetDatapath implements Datapath {
         this.log.warn(`${why}: ${what}: ${(e as Error).message}`);
       }
     };
-    this.rings.forEach((r, q) => step(`detach ${ringName(q)}`, () => this.detach(q, why)));
+    for (const q of this.rings.keys()) step(`detach ${ringName(q)}`, () => this.detach(q, why));
     if (this.devices) {
-      this.devices.forEach((v, p) => step(`release vhost-net fd of pair ${p}`, () => this.cfg.vhostNet.release(p, v)));
+      for (const [p, v] of this.devices.entries()) {
+        step(`release vhost-net fd of pair ${p}`, () => this.cfg.vhostNet.release(p, v));
+      }
     }
     this.devices = null;
     this.rings = this.freshRings();

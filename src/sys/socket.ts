@@ -133,7 +133,7 @@ export class ControlTruncatedError extends Error {
 }
 
 /** What one recvmsg returned: `n` data bytes (0 = the peer closed), and the fds that came with them. */
-interface Received {
+export interface Received {
   n: number;
   fds: number[];
 }
@@ -213,7 +213,7 @@ export class MsgIo {
       this.ctrl.writeBigUInt64LE(BigInt(cmsgLen(4 * fds.length)), CMSGHDR.len);
       this.ctrl.writeInt32LE(C.SOL_SOCKET, CMSGHDR.level);
       this.ctrl.writeInt32LE(C.SCM_RIGHTS, CMSGHDR.type);
-      fds.forEach((f, i) => this.ctrl.writeInt32LE(f, CMSGHDR.size + 4 * i));
+      for (const [i, f] of fds.entries()) this.ctrl.writeInt32LE(f, CMSGHDR.size + 4 * i);
     }
     this.prepare(payload.length, ctrlLen);
     const n = raw.sendmsg(fd, this.msg, C.MSG_NOSIGNAL | C.MSG_DONTWAIT);

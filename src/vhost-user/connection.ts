@@ -17,6 +17,7 @@ import {
   MsgIo,
   SysError,
   type Readiness,
+  type Received,
 } from '../sys/index.js';
 import { LIMITS, requestName } from './constants.js';
 import { Dispatcher, type Outcome } from './dispatcher.js';
@@ -109,7 +110,7 @@ export class Connection {
   /** recvmsg exactly what the framer wants, until EAGAIN, EOF, a drop, or the read budget is spent. */
   private drain(): void {
     for (let reads = 0; this.open && reads < READS_PER_WAKEUP; reads++) {
-      let got;
+      let got: Received | null;
       try {
         got = this.rx.recv(this.fd, this.framer.wanted());
       } catch (e) {

@@ -74,6 +74,7 @@ export interface Session {
 }
 
 /** What a call returns: nothing (ack), a u64 value, or a vring state. */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that only acks returns nothing
 export type CallResult = void | bigint | VringState;
 
 /** One row of the table. */

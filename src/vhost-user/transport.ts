@@ -14,7 +14,7 @@
  * same rings would corrupt each other. A second one is accepted and closed at once, with a log line.
  */
 import { EventEmitter } from 'node:events';
-import { lstatSync } from 'node:fs';
+import { lstatSync, type Stats } from 'node:fs';
 import { log as defaultLog, type Logger } from '../log.js';
 import {
   accept,
@@ -162,7 +162,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
 
 /** Remove `path` if it is a socket nobody listens on; throw if someone does or it is not a socket. */
 export function removeStaleSocket(path: string, log: Logger): void {
-  let st;
+  let st: Stats;
   try {
     st = lstatSync(path);
   } catch {

@@ -122,7 +122,7 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
       dev.setVringErr(q, e);
     }
     // At realize QEMU enables pair 0 and disables pair 1, before any ring exists.
-    [1, 1, 0, 0].forEach((en, q) => dev.setVringEnable(q, en === 1));
+    for (const [q, en] of [1, 1, 0, 0].entries()) dev.setVringEnable(q, en === 1);
     dev.setFeatures(ACKED);
     const mem = guestMemory();
     dev.setMemTable([mem.region], [mem.fd]);

@@ -8,7 +8,7 @@ import { U64_MAX } from '../../src/bits.js';
 import * as codec from '../../src/vhost-user/codec.js';
 import { FrontendReq, HEADER_FLAGS, LIMITS, PROTOCOL_F, requestName } from '../../src/vhost-user/constants.js';
 import { REQUESTS } from '../../src/vhost-user/requests.js';
-import { Built, ID, msg, NEED_REPLY, reply, V1 } from './builder.js';
+import { type Built, ID, msg, NEED_REPLY, reply, V1 } from './builder.js';
 
 const GiB = 1n << 30n;
 const QVA = 0x7fe71bfff000n;

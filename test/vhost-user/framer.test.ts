@@ -175,7 +175,7 @@ describe('vhost-user framer over a real socketpair', () => {
     // Each fd is an eventfd whose counter names the message and position it was sent with.
     const sentFds = burst.map((m, i) => Array.from({ length: m.fds }, (_, j) => sys.eventfd(100 * i + j + 1)));
     const tx = new sys.MsgIo(4096, 8);
-    burst.forEach((m, i) => tx.send(a, m.bytes, sentFds[i]));
+    for (const [i, m] of burst.entries()) tx.send(a, m.bytes, sentFds[i]);
     sys.closeAll(sentFds.flat());
 
     const rx = new sys.MsgIo(4096, 8);

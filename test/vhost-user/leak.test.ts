@@ -20,9 +20,27 @@ const REGION = { gpa: 0n, size: MiB, qva: 0x7f0000000000n };
 
 /** Kinds of bad connection, cycled: each sends something with fds, and the back end must hang up (or see the front-end hang up). */
 const kinds: { name: string; run: (fe: TestFrontEnd) => 'eof' | 'hangup' }[] = [
-  { name: 'unknown request with an fd', run: (fe) => (fe.send(msg.raw(77).withFds(1)), 'eof') },
-  { name: 'fd count wrong', run: (fe) => (fe.send(msg.setMemTable([REGION]), [memfd(MiB), memfd(MiB)]), 'eof') },
-  { name: 'MSG_CTRUNC', run: (fe) => (fe.send(msg.setVringKick(0).withFds(10)), 'eof') },
+  {
+    name: 'unknown request with an fd',
+    run: (fe) => {
+      fe.send(msg.raw(77).withFds(1));
+      return 'eof';
+    },
+  },
+  {
+    name: 'fd count wrong',
+    run: (fe) => {
+      fe.send(msg.setMemTable([REGION]), [memfd(MiB), memfd(MiB)]);
+      return 'eof';
+    },
+  },
+  {
+    name: 'MSG_CTRUNC',
+    run: (fe) => {
+      fe.send(msg.setVringKick(0).withFds(10));
+      return 'eof';
+    },
+  },
   {
     name: 'ring outside memory after a real mem table',
     run: (fe) => {
@@ -36,11 +54,14 @@ const kinds: { name: string; run: (fe: TestFrontEnd) => 'eof' | 'hangup' }[] = [
   },
   {
     name: 'hang-up mid-payload with an fd',
-    run: (fe) => (fe.send(msg.setMemTable([REGION]).bytes.subarray(0, 20), [memfd(MiB)]), 'hangup'),
+    run: (fe) => {
+      fe.send(msg.setMemTable([REGION]).bytes.subarray(0, 20), [memfd(MiB)]);
+      return 'hangup';
+    },
   },
   {
     name: 'oversized payload',
-    run: (fe) => (
+    run: (fe) => {
       fe.send(
         new Bytes()
           .u32(ID.SET_VRING_CALL)
@@ -48,9 +69,9 @@ const kinds: { name: string; run: (fe: TestFrontEnd) => 'eof' | 'hangup' }[] = [
           .u32(1 << 20)
           .join(),
         [sys.eventfd()],
-      ),
-      'eof'
-    ),
+      );
+      return 'eof';
+    },
   },
 ];
 

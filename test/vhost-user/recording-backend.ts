@@ -227,7 +227,10 @@ export class RecordingBackend implements VhostUserBackend {
 
   private ring(index: number) {
     let r = this.rings.get(index);
-    if (!r) this.rings.set(index, (r = { base: 0, enabled: false }));
+    if (!r) {
+      r = { base: 0, enabled: false };
+      this.rings.set(index, r);
+    }
     return r;
   }
 }

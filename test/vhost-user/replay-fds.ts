@@ -15,7 +15,10 @@ export class FdFactory {
     const ram = (r: MemoryRegion): number => {
       const key = `${r.gpa}:${r.size}:${r.qva}:${r.mmapOffset}`;
       let fd = this.blocks.get(key);
-      if (fd === undefined) this.blocks.set(key, (fd = memfd(r.mmapOffset + r.size, 'guest-ram')));
+      if (fd === undefined) {
+        fd = memfd(r.mmapOffset + r.size, 'guest-ram');
+        this.blocks.set(key, fd);
+      }
       return sys.dup(fd);
     };
     let fds: number[];
