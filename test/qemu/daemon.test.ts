@@ -107,7 +107,10 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
   it('remove, reset, add and garbage on the other ports while the guest pings every 50 ms: no reply lost', async function () {
     await retryOnGuestFault(this, g(), async () => {
       const from = d().lines.length;
+      // A guest fault makes a retry boot the guest again (a new connection): count from this attempt.
+      const reconnects = (await d().status('guest')).reconnects;
       const ping = g().ping(HOST, { count: 100, intervalS: 0.05 });
+      void ping.catch(() => undefined); // awaited below; a fault meanwhile must not go unhandled
       await new Promise((r) => setTimeout(r, 500));
       await d().ask('remove', { port: 's1' });
       fes.get('s1')?.close();
@@ -134,7 +137,7 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
         'no problem outside the ports touched',
       ).to.deep.equal([]);
       const st = await d().status('guest');
-      expect(st.reconnects, "the guest's port was not touched").to.equal(0);
+      expect(st.reconnects, "the guest's port was not touched").to.equal(reconnects);
     });
   });
 
