@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import { BridgeProcess } from './bridge-process.js';
 import { Guest, type GuestNet } from './guest.js';
 import { hostTap, removeTap } from './host.js';
+import { type Faulting, retryAfterGuestFault } from './retry.js';
 
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
@@ -163,4 +164,42 @@ export async function withConfig<T>(
     await testpmd?.stop();
     removeTap(tap);
   }
+}
+
+/**
+ * withConfig under the lab's one retry (lab/retry.ts): if the run fails and its guest faulted
+ * meanwhile, the whole configuration is set up and booted again (a fresh guest, a fresh bridge)
+ * and `use` runs once more; its figures are then all its own. Any other failure is final.
+ * `onRetry` hears of the fault; `attempt` tells `use` (and the tag of the second attempt's logs).
+ */
+export async function withConfigRetried<T>(
+  name: ConfigName,
+  o: ConfigOptions,
+  use: (ctx: RunContext, attempt: 1 | 2) => Promise<T>,
+  onRetry?: (fault: string) => void,
+): Promise<T> {
+  let guest: Guest | undefined;
+  const faulting: Faulting = {
+    get name() {
+      return guest?.name ?? o.tag;
+    },
+    get faults() {
+      return guest?.faults ?? 0;
+    },
+    get lastFault() {
+      return guest?.lastFault ?? '';
+    },
+    recover: async () => {
+      guest = undefined; // the next attempt boots its own guest
+    },
+  };
+  return retryAfterGuestFault(
+    faulting,
+    (attempt) =>
+      withConfig(name, attempt === 1 ? o : { ...o, tag: `${o.tag}-again` }, (ctx) => {
+        guest = ctx.guest;
+        return use(ctx, attempt);
+      }),
+    { onRetry },
+  );
 }

@@ -7,8 +7,7 @@ import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
 import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
-import { HOST_IP, withConfig, type RunContext } from '../../lab/configs.js';
-import type { Guest } from '../../lab/guest.js';
+import { HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
@@ -128,33 +127,25 @@ async function main(): Promise<void> {
         bootRetries: 0,
         metrics: {},
       };
-      // A guest fault (a fault of the nested lab, under any configuration) voids the run:
-      // it is done once more from the start, and the raw results say so.
-      // Each attempt is a fresh set-up and boot, so its figures are its own (correct on a second run).
-      for (let attempt = 1; attempt <= 2; attempt++) {
-        let guest: Guest | undefined;
-        try {
-          run.metrics = await withConfig(
-            config,
-            { tag: `bench-${config}-${round}${attempt > 1 ? '-again' : ''}` },
-            async (ctx) => {
-              guest = ctx.guest;
-              run.bootRetries = ctx.guest.bootRetries;
-              return measure(config, ctx);
-            },
-          );
-          delete run.error;
-          break;
-        } catch (e) {
-          run.error = (e as Error).message.split('\n')[0];
-          say(`FAILED: ${run.error}`);
-          // A guest fault of the nested lab (a kernel panic, a reset, a guest that stopped answering),
-          // as the guest harness counted it: never a failure of the configuration itself.
-          if (attempt === 1 && (guest?.faults ?? 0) > 0) {
-            run.retriedAfter = run.error;
-            say('running this configuration once more (guest fault of the nested lab)');
-          } else break;
-        }
+      // A guest fault of the nested lab (a panic, a reset, a guest that stopped answering, as the
+      // guest harness counts them) voids the run: it is done once more from a fresh set-up and boot,
+      // so its figures are its own, and the raw results say so (lab/retry.ts). Other failures stand.
+      try {
+        run.metrics = await withConfigRetried(
+          config,
+          { tag: `bench-${config}-${round}` },
+          async (ctx) => {
+            run.bootRetries = ctx.guest.bootRetries;
+            return measure(config, ctx);
+          },
+          (fault) => {
+            run.retriedAfter = fault;
+            say(`guest fault (${fault.slice(0, 120)}): running this configuration once more`);
+          },
+        );
+      } catch (e) {
+        run.error = (e as Error).message.split('\n')[0];
+        say(`FAILED: ${run.error}`);
       }
       raw.runs.push(run);
       write();

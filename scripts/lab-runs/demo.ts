@@ -4,7 +4,7 @@
  * iperf3 on QEMU's own tap,vhost=on, and a one-screen summary compares them.
  */
 import type { Guest, IperfResult } from '../../lab/guest.js';
-import { HOST_IP, withConfig } from '../../lab/configs.js';
+import { HOST_IP, withConfigRetried } from '../../lab/configs.js';
 
 const SECONDS = Number(process.env.VB_DEMO_SECONDS ?? 5);
 const t0 = Date.now();
@@ -34,9 +34,13 @@ async function linkState(guest: Guest): Promise<string> {
   return `link ${up ? 'up' : 'DOWN'}, carrier ${carrier === '1' ? 'on' : 'OFF'}, ${addr ?? 'no IPv4 address'}, mtu ${mtu}`;
 }
 
+/** The demo's one retry (lab/retry.ts): a guest fault of the nested lab, not of the bridge. */
+const retried = (fault: string): void =>
+  say(`the guest faulted (${fault.slice(0, 100)}): a fault of the nested lab (docs/lab.md); once more from the start`);
+
 async function main(): Promise<void> {
   say('1/2 vhost-bridge: starting the bridge on tap vbbench0, then QEMU with -netdev vhost-user');
-  const bridge = await withConfig(
+  const bridge = await withConfigRetried(
     'bridge',
     {
       tag: 'demo-bridge',
@@ -76,10 +80,11 @@ async function main(): Promise<void> {
       }
       return { tx, rx, firstPingMs };
     },
+    retried,
   );
 
   say('2/2 reference: the same guest on QEMU -netdev tap,vhost=on');
-  const ref = await withConfig(
+  const ref = await withConfigRetried(
     'vhost-on',
     { tag: 'demo-vhost-on' },
     async ({ guest, firstPingMs }): Promise<Result> => {
@@ -89,6 +94,7 @@ async function main(): Promise<void> {
       say(`iperf3 host -> guest: ${mbit(rx)}`);
       return { tx, rx, firstPingMs };
     },
+    retried,
   );
 
   const row = (label: string, a: string, b: string, ratio = ''): string =>
