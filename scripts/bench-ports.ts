@@ -65,7 +65,8 @@ console.log(
   ),
 );
 console.log(
-  `\n${r.attached} of ${r.ports} ports had both rings attached at the end${r.errors.length ? `; errors:\n${r.errors.join('\n')}` : ''}`,
+  `\n${r.attached} of ${r.ports} ports had both rings attached at the ` +
+    `end${r.errors.length ? `; errors:\n${r.errors.join('\n')}` : ''}`,
 );
 
 mkdirSync('results', { recursive: true });

@@ -49,7 +49,8 @@ if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')
 }
 if (configs.includes('dpdk') && !have('dpdk-testpmd')) {
   console.error(
-    'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup --bench   or leave it out with --configs bridge,vhost-on,vhost-off',
+    'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup ' +
+      '--bench   or leave it out with --configs bridge,vhost-on,vhost-off',
   );
   process.exit(2);
 }
@@ -63,12 +64,14 @@ const sh = (cmd: string, args: string[]): string => {
 };
 const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
 const machine = `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
-const commit = `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
+const head = sh('git', ['rev-parse', '--short', 'HEAD']);
+const commit = `${head}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
 const budget = 300 + o.rounds * configs.length * (90 + 2 * o.seconds + o.pings * 0.03);
 console.log(
-  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ${Math.round((budget / 60) * 0.6)} min`,
+  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ` +
+    `${Math.round((budget / 60) * 0.6)} min`,
 );
 const t0 = Date.now();
 const lab = spawnSync(
@@ -109,12 +112,17 @@ fs.mkdirSync(dir, { recursive: true });
 fs.writeFileSync(join(dir, 'raw.json'), JSON.stringify(raw, null, 1));
 fs.writeFileSync(join(dir, 'summary.json'), JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1));
 const title = `vhost-bridge vs QEMU tap,vhost=on: ${raw.meta.rounds} interleaved rounds, medians with min-max`;
-const subtitle = `${String(raw.meta.date).slice(0, 10)} | ${machine} | lab L2 ${raw.meta.l2Kernel} (TCG), L3 nested KVM | ${raw.meta.qemu} | bridge ${commit}`;
+const subtitle =
+  `${String(raw.meta.date).slice(0, 10)} | ${machine} | lab L2 ${raw.meta.l2Kernel} (TCG), L3 ` +
+  `nested KVM | ${raw.meta.qemu} | bridge ${commit}`;
 const svg = svgChart(summary, title, subtitle);
 fs.writeFileSync(join(dir, 'chart.svg'), svg);
 const md = [
-  `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings.`,
-  `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ${raw.meta.node}.`,
+  `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ` +
+    `${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings.`,
+  `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ` +
+    `${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ` +
+    `${raw.meta.node}.`,
   '',
   '![benchmark chart](results/latest.svg)',
   '',
@@ -124,7 +132,8 @@ const md = [
   ...(summary.failedRuns.length
     ? [
         '',
-        `Failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
+        `Failed runs (left out): ` +
+          `${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
       ]
     : []),
 ].join('\n');
@@ -153,7 +162,8 @@ if (summary.failedRuns.length)
     `  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
   );
 console.log(
-  `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
+  `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and ` +
+    `results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
 );
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
 fs.mkdirSync(join(dir, 'logs'), { recursive: true });

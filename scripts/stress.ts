@@ -105,7 +105,8 @@ const total = kinds.reduce((a, k) => a + count(k), 0) + (l2Died ? 1 : 0);
 const perHour = guestMin > 0 ? (total / guestMin) * 60 : NaN;
 console.log('');
 console.log(
-  '| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | L2 died | faults per guest-hour |',
+  '| setting | guest-minutes under load | transfers | panic | reset | stall | boot hang | L2 died | faults per ' +
+    'guest-hour |',
 );
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 console.log(

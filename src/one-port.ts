@@ -52,7 +52,8 @@ function octal(v: string): number {
 const program = new Command()
   .name('vhost-bridge')
   .description(
-    "vhost-user back end for virtio-net whose datapath is the kernel's vhost-net on a tap:\nno packet and no interrupt crosses this process.",
+    "vhost-user back end for virtio-net whose datapath is the kernel's vhost-net on a tap:\nno packet and no " +
+      'interrupt crosses this process.',
   )
   .addOption(
     new Option('--socket-path <path>', 'listen on this vhost-user socket (the VMM connects)').conflicts([
@@ -129,7 +130,8 @@ if (o.eventsFd !== undefined) {
     fstatSync(o.eventsFd);
   } catch {
     program.error(
-      `vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must pass it)`,
+      `vhost-bridge: --events-fd ${o.eventsFd}: that fd is not open in this process (the starting process must ` +
+        `pass it)`,
     );
   }
 }

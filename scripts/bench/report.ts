@@ -145,7 +145,8 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
     H = top + 28 + rowsN * (ph + gap) + 20;
   const o: string[] = [];
   o.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
+      `font-family="sans-serif" font-size="11">`,
   );
   o.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   o.push(`<text x="${gap}" y="24" font-size="16" font-weight="bold">${esc(title)}</text>`);
@@ -160,7 +161,8 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
   s.configs.forEach((c, i) => {
     const x = gap + i * 150;
     o.push(
-      `<rect x="${x}" y="${legendY}" width="12" height="12" fill="${COLORS[c]}"/><text x="${x + 16}" y="${legendY + 10}">${esc(CONFIG_LABELS[c])}</text>`,
+      `<rect x="${x}" y="${legendY}" width="12" height="12" fill="${COLORS[c]}"/><text x="${x + 16}" ` +
+        `y="${legendY + 10}">${esc(CONFIG_LABELS[c])}</text>`,
     );
   });
   const panelsTop = legendY + 24;
@@ -177,7 +179,8 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
     o.push(`<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)} (${esc(m.unit)})</text>`);
     const r = s.ratio[m.key];
     o.push(
-      `<text x="${px + 8}" y="${py + 31}" fill="#555">${m.better} is better${r !== undefined ? `; bridge / vhost=on = ${r.toFixed(2)}` : ''}</text>`,
+      `<text x="${px + 8}" y="${py + 31}" fill="#555">${m.better} is ` +
+        `better${r !== undefined ? `; bridge / vhost=on = ${r.toFixed(2)}` : ''}</text>`,
     );
     o.push(`<line x1="${px + 10}" y1="${base}" x2="${px + pw - 10}" y2="${base}" stroke="#999"/>`);
     const slot = (pw - 20) / s.configs.length;
@@ -191,10 +194,12 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
       const y = (v: number): number => base - (v / max) * plotH;
       const bw = slot * 0.6;
       o.push(
-        `<rect class="bar" data-config="${c}" x="${(cx - bw / 2).toFixed(1)}" y="${y(st.median).toFixed(1)}" width="${bw.toFixed(1)}" height="${(base - y(st.median)).toFixed(1)}" fill="${COLORS[c]}"/>`,
+        `<rect class="bar" data-config="${c}" x="${(cx - bw / 2).toFixed(1)}" y="${y(st.median).toFixed(1)}" ` +
+          `width="${bw.toFixed(1)}" height="${(base - y(st.median)).toFixed(1)}" fill="${COLORS[c]}"/>`,
       );
       o.push(
-        `<line class="whisker" x1="${cx}" y1="${y(st.min).toFixed(1)}" x2="${cx}" y2="${y(st.max).toFixed(1)}" stroke="#222"/>`,
+        `<line class="whisker" x1="${cx}" y1="${y(st.min).toFixed(1)}" x2="${cx}" y2="${y(st.max).toFixed(1)}" ` +
+          `stroke="#222"/>`,
       );
       for (const v of [st.min, st.max])
         o.push(`<line x1="${cx - 5}" y1="${y(v).toFixed(1)}" x2="${cx + 5}" y2="${y(v).toFixed(1)}" stroke="#222"/>`);

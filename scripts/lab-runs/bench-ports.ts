@@ -104,7 +104,8 @@ async function main(): Promise<void> {
         };
         result.marks.push(m);
         console.log(
-          `${m.ports} ports: RSS ${(m.rssKiB / 1024).toFixed(1)} MiB, ${m.fds} fds, ${m.vhostNetFds} vhost-net fds, ${m.vhostWorkers} vhost workers`,
+          `${m.ports} ports: RSS ${(m.rssKiB / 1024).toFixed(1)} MiB, ${m.fds} fds, ${m.vhostNetFds} vhost-net ` +
+            `fds, ${m.vhostWorkers} vhost workers`,
         );
       }
     }
@@ -128,7 +129,8 @@ async function main(): Promise<void> {
   }
   const s = [...result.handshakeMs].sort((a, b) => a - b);
   console.log(
-    `handshake median ${quantile(s, 0.5).toFixed(2)} ms, p99 ${quantile(s, 0.99).toFixed(2)} ms; ${result.attached}/${PORTS} ports with both rings attached`,
+    `handshake median ${quantile(s, 0.5).toFixed(2)} ms, p99 ${quantile(s, 0.99).toFixed(2)} ms; ` +
+      `${result.attached}/${PORTS} ports with both rings attached`,
   );
 }
 

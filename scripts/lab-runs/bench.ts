@@ -105,7 +105,8 @@ async function main(): Promise<void> {
       seconds: SECONDS,
       pings: PINGS,
       guest:
-        'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size 256, nested KVM',
+        'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size ' +
+        '256, nested KVM',
       configs: CHOSEN.join(','),
     },
     runs: [],

@@ -31,7 +31,10 @@ async function linkState(guest: Guest): Promise<string> {
   );
   const [flags, carrier, mtu, addr] = r.output.trim().split(/\s+/);
   const up = (Number(flags) & 1) === 1;
-  return `link ${up ? 'up' : 'DOWN'}, carrier ${carrier === '1' ? 'on' : 'OFF'}, ${addr ?? 'no IPv4 address'}, mtu ${mtu}`;
+  return (
+    `link ${up ? 'up' : 'DOWN'}, carrier ${carrier === '1' ? 'on' : 'OFF'}, ${addr ?? 'no IPv4 address'}, mtu ` +
+    `${mtu}`
+  );
 }
 
 /** The demo's one retry (lab/retry.ts): a guest fault of the nested lab, not of the bridge. */
@@ -55,12 +58,14 @@ async function main(): Promise<void> {
     },
     async ({ guest, bridge: b, firstPingMs }): Promise<Result> => {
       say(
-        `guest up: QEMU start to first ping reply ${(firstPingMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, bridge pid ${b!.pid})`,
+        `guest up: QEMU start to first ping reply ${(firstPingMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, ` +
+          `bridge pid ${b!.pid})`,
       );
       say(`guest eth0: ${await linkState(guest)}`);
       const p = await guest.ping(HOST_IP, { count: 5 });
       say(
-        `guest ping ${HOST_IP}: ${p.received}/${p.transmitted} replies, rtt ms ${p.rttMs.map((x) => x.toFixed(1)).join(' ')}`,
+        `guest ping ${HOST_IP}: ${p.received}/${p.transmitted} replies, rtt ms ` +
+          `${p.rttMs.map((x) => x.toFixed(1)).join(' ')}`,
       );
       const tx = await guest.iperf3({ seconds: SECONDS });
       say(`iperf3 guest -> host: ${(tx.bytes / 1e6).toFixed(0)} MB, ${mbit(tx)}`);

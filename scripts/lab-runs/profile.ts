@@ -85,8 +85,7 @@ const keys = [
 console.log(`\n${'8 s, L2-wide'.padEnd(14)}${keys.map((k) => k.padStart(24)).join('')}`);
 for (const [name, c] of Object.entries(results)) {
   console.log(`${name.padEnd(14)}${keys.map((k) => String(Math.round(c[k] ?? NaN)).padStart(24)).join('')}`);
-  console.log(
-    `${'  per packet'.padEnd(14)}${keys.map((k) => (k === 'packets' || k === 'mbytes' ? '' : ((c[k] ?? NaN) / c.packets).toFixed(2)).padStart(24)).join('')}`,
-  );
+  const perPacket = keys.map((k) => (k === 'packets' || k === 'mbytes' ? '' : ((c[k] ?? NaN) / c.packets).toFixed(2)));
+  console.log(`${'  per packet'.padEnd(14)}${perPacket.map((v) => v.padStart(24)).join('')}`);
 }
 fs.writeFileSync(`${out}/profile.json`, JSON.stringify(results, null, 1));

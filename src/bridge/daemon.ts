@@ -87,7 +87,8 @@ export class Bridge {
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );
     log.info(
-      `vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ${describeBits(this.offered, FEATURE_NAMES)}`,
+      `vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ` +
+        `${describeBits(this.offered, FEATURE_NAMES)}`,
     );
     this.session.ready();
   }
@@ -143,7 +144,10 @@ export class Bridge {
     }
   }
 
-  /** Stop serving: the front-end is dropped (its rings stop, memory is unmapped), then the tap and adopted fds are closed. */
+  /**
+   * Stop serving: the front-end is dropped (its rings stop, memory is unmapped), then the tap and adopted fds
+   * are closed.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;

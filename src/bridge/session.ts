@@ -285,7 +285,10 @@ export class VhostUserSession implements VhostUserBackend {
     this.swapMemory([fd], ([own]) => this.memory.withRegion(region, own, { maxRegions }), 'ADD_MEM_REG');
   }
 
-  /** REM_MEM_REG. Like ADD_MEM_REG it comes once per queue pair from QEMU 7.2: removing a region that is gone is a repeat. */
+  /**
+   * REM_MEM_REG. Like ADD_MEM_REG it comes once per queue pair from QEMU 7.2: removing a region that is gone
+   * is a repeat.
+   */
   remMemReg(region: MemoryRegion): void {
     if (!this.memory.has(region)) {
       this.log.debug('REM_MEM_REG: no such region (already removed for another queue pair)');
@@ -406,7 +409,10 @@ export class VhostUserSession implements VhostUserBackend {
     return r.base;
   }
 
-  /** SET_VRING_KICK starts the ring (vhost-user.rst "Ring states"); the datapath gets the front-end's eventfd itself. */
+  /**
+   * SET_VRING_KICK starts the ring (vhost-user.rst "Ring states"); the datapath gets the front-end's eventfd
+   * itself.
+   */
   setVringKick(index: number, fd: number | null): void {
     const r = this.rings[index];
     if (fd === null) throw new Refused(`${r}: a kick without fd (polling) cannot drive the kernel datapath`);

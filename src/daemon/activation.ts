@@ -30,7 +30,8 @@ export function listenFds(env: NodeJS.ProcessEnv = process.env, pid = process.pi
   const list = (names ?? '').split(':');
   if (names === undefined || list.length !== n) {
     throw new Error(
-      `LISTEN_FDS=${n} but LISTEN_FDNAMES has ${names === undefined ? 'no names' : `${list.length} name(s)`}: give each .socket unit FileDescriptorName=<port>`,
+      `LISTEN_FDS=${n} but LISTEN_FDNAMES has ${names === undefined ? 'no names' : `${list.length} name(s)`}: give ` +
+        `each .socket unit FileDescriptorName=<port>`,
     );
   }
   for (let i = 0; i < n; i++) {

@@ -112,7 +112,9 @@ const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => 
     ctx.issues.push({
       code: 'custom',
       input: ctx.value,
-      message: `${n} bytes is too long for a unix socket path (at most ${SUN_PATH_MAX}: sun_path is 108 bytes with its NUL)`,
+      message:
+        `${n} bytes is too long for a unix socket path (at most ${SUN_PATH_MAX}: sun_path is 108 bytes with ` +
+        `its NUL)`,
     });
   }
 });
@@ -201,7 +203,9 @@ function resolvePort(name: string, p: PortInput): PortSpec {
   if (p.socket === undefined && Buffer.byteLength(socket) > SUN_PATH_MAX) {
     issues.push({
       field: `${at}.socket`,
-      message: `the default path ${socket} is longer than ${SUN_PATH_MAX} bytes: give a shorter port name or a socket path`,
+      message:
+        `the default path ${socket} is longer than ${SUN_PATH_MAX} bytes: give a shorter port name or a ` +
+        `socket path`,
     });
   }
   if (role === 'client') {

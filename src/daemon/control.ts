@@ -237,7 +237,8 @@ export class ControlServer {
     try {
       const s = new ControlServer(fd, path, handler, log);
       log.info(
-        `control socket ${path} (mode ${opts.mode.toString(8).padStart(4, '0')}${opts.gid !== null ? `, group ${opts.gid}` : ''})`,
+        `control socket ${path} (mode ` +
+          `${opts.mode.toString(8).padStart(4, '0')}${opts.gid !== null ? `, group ${opts.gid}` : ''})`,
       );
       return s;
     } catch (e) {

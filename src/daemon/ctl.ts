@@ -183,23 +183,22 @@ export function formatStatus(r: PortReport): string {
   if (d) {
     const peer = r.peer ? ` by pid ${r.peer.pid} (uid ${r.peer.uid}, gid ${r.peer.gid})` : '';
     out.push(`  front-end  ${d.frontEnd ? `connected${peer}` : 'none'}, ${d.sessions} session(s)`);
-    out.push(
-      `  features   ${d.features.negotiated ?? 'not negotiated'}${d.features.negotiatedNames.length ? ` ${d.features.negotiatedNames.join(' ')}` : ''}`,
-    );
-    out.push(
-      `  protocol   ${d.features.protocol ?? '-'}${d.features.protocolNames.length ? ` ${d.features.protocolNames.join(' ')}` : ''}`,
-    );
+    const names = (list: readonly string[]) => (list.length ? ` ${list.join(' ')}` : '');
+    out.push(`  features   ${d.features.negotiated ?? 'not negotiated'}${names(d.features.negotiatedNames)}`);
+    out.push(`  protocol   ${d.features.protocol ?? '-'}${names(d.features.protocolNames)}`);
     out.push(`  offered    ${d.features.offered} ${d.features.offeredNames.join(' ')}`);
     out.push(...ringRows(d.rings));
     const regions = d.memory.regions.map((m) => `${m.guestAddr}+${m.size}`).join(', ');
     out.push(
-      `  memory     ${d.memory.regions.length} region(s)${regions ? `: ${regions}` : ''}${d.memory.dirtyLog ? ', dirty log' : ''}`,
+      `  memory     ${d.memory.regions.length} ` +
+        `region(s)${regions ? `: ${regions}` : ''}${d.memory.dirtyLog ? ', dirty log' : ''}`,
     );
   }
   const t = r.tap;
   if (t) {
     out.push(
-      `  tap        ${t.name} ${t.link}${t.carrier === null ? '' : t.carrier ? ' carrier' : ' no-carrier'} mtu ${t.mtu ?? '-'}`,
+      `  tap        ${t.name} ${t.link}${t.carrier === null ? '' : t.carrier ? ' carrier' : ' no-carrier'} mtu ` +
+        `${t.mtu ?? '-'}`,
     );
     out.push(
       `  from guest ${c(t.rx, 'packets')} packets, ${c(t.rx, 'bytes')} bytes, ${c(t.rx, 'dropped')} dropped (tap rx)`,

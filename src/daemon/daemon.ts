@@ -41,7 +41,8 @@ export class Daemon {
     for (const [name, fd] of inherited) {
       if (!config.ports.has(name))
         opts.log.warn(
-          `systemd passed a socket named '${name}' (fd ${fd}) but no port has that name; it is kept for a port added later`,
+          `systemd passed a socket named '${name}' (fd ${fd}) but no port has that name; it is kept for a port ` +
+            `added later`,
         );
     }
     const manager = new PortManager({ opener: opts.opener ?? openBridgePort, log: opts.log, inherited });
@@ -67,7 +68,8 @@ export class Daemon {
     for (const spec of config.ports.values()) manager.add(spec, 'config');
     const running = manager.list().filter((p) => p.unit).length;
     opts.log.info(
-      `serving ${running} of ${config.ports.size} port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`,
+      `serving ${running} of ${config.ports.size} ` +
+        `port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`,
     );
     return new Daemon(opts, manager, control);
   }
@@ -78,7 +80,8 @@ export class Daemon {
     const r = this.manager.reload(config.ports);
     const list = (k: string, names: string[]) => (names.length ? `${k} ${names.join(', ')}` : `${k} none`);
     this.opts.log.info(
-      `reload: ${list('added', r.added)}; ${list('removed', r.removed)}; ${list('changed', r.changed)}; ${r.unchanged.length} unchanged`,
+      `reload: ${list('added', r.added)}; ${list('removed', r.removed)}; ${list('changed', r.changed)}; ` +
+        `${r.unchanged.length} unchanged`,
     );
     for (const f of r.failed) this.opts.log.warn(`reload: ${f.name} is not running: ${f.error}`);
     return r;

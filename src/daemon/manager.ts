@@ -66,7 +66,10 @@ export function diffPorts(
 export interface ManagerOptions {
   opener: PortOpener;
   log: Logger;
-  /** Listening sockets systemd passed, by port name (LISTEN_FDNAMES); the manager keeps them and gives each start a dup. */
+  /**
+   * Listening sockets systemd passed, by port name (LISTEN_FDNAMES); the manager keeps them and gives each
+   * start a dup.
+   */
   inherited?: Map<string, number>;
 }
 

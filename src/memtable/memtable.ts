@@ -324,7 +324,9 @@ export class MemTable {
     const sizes = ringAreaSizes(num, eventIdx);
     const out = { desc: 0n, avail: 0n, used: 0n };
     for (const area of ['desc', 'avail', 'used'] as const) {
-      const what = `ring ${addr.index}: ${area} area (qva ${hex(addr[area])}, ${hex(sizes[area])} bytes for ${num} entries${eventIdx ? ' with EVENT_IDX' : ''})`;
+      const what =
+        `ring ${addr.index}: ${area} area (qva ${hex(addr[area])}, ${hex(sizes[area])} bytes for ${num} ` +
+        `entries${eventIdx ? ' with EVENT_IDX' : ''})`;
       let local: bigint;
       try {
         local = this.#translate('qva', addr[area], sizes[area]);
@@ -390,7 +392,8 @@ export class MemTable {
       if (end > start + r.size) {
         throw new MemTableError(
           'range',
-          `${space} range [${hex(addr)}, ${hex(end)}) runs ${hex(end - start - r.size)} bytes past the end of region ${i} (${space} ${hex(start)} size ${hex(r.size)})`,
+          `${space} range [${hex(addr)}, ${hex(end)}) runs ${hex(end - start - r.size)} bytes past the end of ` +
+            `region ${i} (${space} ${hex(start)} size ${hex(r.size)})`,
         );
       }
       return r.local + (addr - start);

@@ -56,13 +56,15 @@ export function checkOverlap(index: number, r: MemoryRegion, others: Iterable<[n
     if (r.gpa < o.gpa + o.size && o.gpa < r.gpa + r.size) {
       throw new MemTableError(
         'overlap',
-        `region ${index} (gpa ${hex(r.gpa)} size ${hex(r.size)}) overlaps region ${j} (gpa ${hex(o.gpa)} size ${hex(o.size)}) in guest-physical space`,
+        `region ${index} (gpa ${hex(r.gpa)} size ${hex(r.size)}) overlaps region ${j} (gpa ${hex(o.gpa)} size ` +
+          `${hex(o.size)}) in guest-physical space`,
       );
     }
     if (r.qva < o.qva + o.size && o.qva < r.qva + r.size) {
       throw new MemTableError(
         'overlap',
-        `region ${index} (qva ${hex(r.qva)} size ${hex(r.size)}) overlaps region ${j} (qva ${hex(o.qva)} size ${hex(o.size)}) in front-end virtual space`,
+        `region ${index} (qva ${hex(r.qva)} size ${hex(r.size)}) overlaps region ${j} (qva ${hex(o.qva)} size ` +
+          `${hex(o.size)}) in front-end virtual space`,
       );
     }
   }
@@ -88,7 +90,8 @@ export function checkFd(index: number, r: MemoryRegion, fd: number): Stat {
   if (st.size < need) {
     throw new MemTableError(
       'fd',
-      `${describeRegion(index, r)}: fd ${fd} is too small: ${hex(st.size)} bytes, the region needs mmapOffset + size = ${hex(need)}`,
+      `${describeRegion(index, r)}: fd ${fd} is too small: ${hex(st.size)} bytes, the region needs mmapOffset + ` +
+        `size = ${hex(need)}`,
     );
   }
   return st;
@@ -155,7 +158,10 @@ export class MappedRegion {
     return this.#mapped;
   }
 
-  /** REM_MEM_REG identity (vhost-user.rst: "identified by its guest address, user address and size. The mmap offset is ignored."). */
+  /**
+   * REM_MEM_REG identity (vhost-user.rst: "identified by its guest address, user address and size. The mmap
+   * offset is ignored.").
+   */
   matches(r: MemoryRegion): boolean {
     return r.gpa === this.gpa && r.size === this.size && r.qva === this.qva;
   }
@@ -190,6 +196,9 @@ export class MappedRegion {
   }
 
   toString(): string {
-    return `gpa ${hex(this.gpa)} size ${hex(this.size)} qva ${hex(this.qva)} offset ${hex(this.mmapOffset)} -> local ${hex(this.local)}`;
+    return (
+      `gpa ${hex(this.gpa)} size ${hex(this.size)} qva ${hex(this.qva)} offset ${hex(this.mmapOffset)} -> ` +
+      `local ${hex(this.local)}`
+    );
   }
 }

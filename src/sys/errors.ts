@@ -2,7 +2,10 @@
 import { getSystemErrorName } from 'node:util';
 import { errno as liveErrno, raw } from './libc.js';
 
-/** `call: EBADF: bad file descriptor`. `call` may be more precise than the syscall, e.g. `VHOST_SET_VRING_NUM (ring 1)`. */
+/**
+ * `call: EBADF: bad file descriptor`. `call` may be more precise than the syscall, e.g. `VHOST_SET_VRING_NUM
+ * (ring 1)`.
+ */
 export class SysError extends Error {
   /** The errno name, e.g. `EBADF` (the shape of Node's ErrnoException.code). */
   readonly code: string;

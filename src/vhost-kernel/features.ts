@@ -96,7 +96,9 @@ export const OFFER_RULES: readonly OfferRule[] = [
     bit: VHOST_F.LOG_ALL,
     party: 'kernel',
     when: (i) => has(i.kernel, VHOST_F.LOG_ALL) && i.bridgeBits.includes(VHOST_F.LOG_ALL),
-    why: 'dirty logging for migration: the kernel writes the bitmap, the bridge maps SET_LOG_BASE for it; both must agree',
+    why:
+      'dirty logging for migration: the kernel writes the bitmap, the bridge maps SET_LOG_BASE for it; both ' +
+      'must agree',
   },
 
   // Guest -> host: the tap accepts whatever the virtio-net header describes from any writer
@@ -135,7 +137,9 @@ export const OFFER_RULES: readonly OfferRule[] = [
     bit: VIRTIO_NET_F.HOST_USO,
     party: 'tap',
     when: tapHas(TUN_F.USO4 | TUN_F.USO6),
-    why: 'UDP segmentation from the guest: only if the tap accepts TUN_F_USO4|USO6 (Linux 6.2+), as QEMU decides (peer_has_uso)',
+    why:
+      'UDP segmentation from the guest: only if the tap accepts TUN_F_USO4|USO6 (Linux 6.2+), as QEMU decides ' +
+      '(peer_has_uso)',
   },
 
   // Host -> guest: the tap hands vhost-net only what TUNSETOFFLOAD allowed, and the bridge sets
@@ -195,7 +199,9 @@ export const OFFER_RULES: readonly OfferRule[] = [
     bit: VIRTIO_NET_F.GUEST_ANNOUNCE,
     party: 'front-end',
     when: always,
-    why: 'after migration the guest announces itself (QEMU drives it over its own control queue); without it QEMU sends SEND_RARP and the bridge would have to forge the frame',
+    why:
+      'after migration the guest announces itself (QEMU drives it over its own control queue); without it QEMU ' +
+      'sends SEND_RARP and the bridge would have to forge the frame',
   },
 
   // vhost-user bits the bridge implements.
@@ -217,11 +223,15 @@ export const OFFER_RULES: readonly OfferRule[] = [
 export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string }[] = [
   {
     bit: VHOST_F.NET_VIRTIO_NET_HDR,
-    why: 'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header (IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway',
+    why:
+      'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header ' +
+      '(IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway',
   },
   {
     bit: VIRTIO_F.ACCESS_PLATFORM,
-    why: 'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and reconnects forever (docs/qemu-quirks.md)',
+    why:
+      'no IOTLB path in the bridge; QEMU 7.2 refuses a back-end offering it without REPLY_ACK + BACKEND_REQ and ' +
+      'reconnects forever (docs/qemu-quirks.md)',
   },
   { bit: VIRTIO_F.RING_PACKED, why: 'vhost-net (Linux 6.1) runs split rings only' },
   { bit: VIRTIO_F.IN_ORDER, why: 'vhost-net does not promise in-order completion' },
@@ -248,7 +258,9 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
   { bit: VIRTIO_NET_F.CTRL_MAC_ADDR, why: "control queue: the front-end's" },
   {
     bit: VIRTIO_NET_F.CTRL_GUEST_OFFLOADS,
-    why: 'changing offloads at run time would need the front-end to tell the bridge, and vhost-user has no message for it',
+    why:
+      'changing offloads at run time would need the front-end to tell the bridge, and vhost-user has no message ' +
+      'for it',
   },
   { bit: VIRTIO_NET_F.HASH_REPORT, why: 'neither the tap nor vhost-net computes RSS hashes into the header' },
   { bit: VIRTIO_NET_F.RSS, why: 'the tap steers flows itself (automq/eBPF); no RSS configuration path' },

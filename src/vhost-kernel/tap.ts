@@ -116,7 +116,8 @@ export class Tap implements TapDevice {
       throw new KernelError(
         `tap ${name}`,
         E.ENODEV,
-        `no such tap: create it (ip tuntap add dev ${name} mode tap${pairs > 1 ? ' multi_queue' : ''} vnet_hdr user $USER), or let the bridge create it (needs CAP_NET_ADMIN)`,
+        `no such tap: create it (ip tuntap add dev ${name} mode tap${pairs > 1 ? ' multi_queue' : ''} vnet_hdr ` +
+          `user $USER), or let the bridge create it (needs CAP_NET_ADMIN)`,
       );
     }
     const fds: number[] = [];
@@ -125,14 +126,20 @@ export class Tap implements TapDevice {
       for (let q = 0; q < pairs; q++) {
         const fd = withHints(() => open(path, C.O_RDWR | C.O_NONBLOCK), {
           [E.ENOENT]: `no ${path}: load the tun module (modprobe tun)`,
-          [E.EACCES]: `${path} is not accessible to this user (it is mode 0666 on most systems): fix its mode, or pass open tap fds with --tap-fd`,
-          [E.EPERM]: `${path} is not accessible here (device cgroup or container policy): allow it, or pass open tap fds with --tap-fd`,
+          [E.EACCES]:
+            `${path} is not accessible to this user (it is mode 0666 on most systems): fix its mode, or ` +
+            `pass open tap fds with --tap-fd`,
+          [E.EPERM]:
+            `${path} is not accessible here (device cgroup or container policy): allow it, or pass open ` +
+            `tap fds with --tap-fd`,
         });
         fds.push(fd);
         const ifr = ifreq(actual, { flags: want });
         withHints(() => ioctlPtr(fd, TUN.SETIFF, ifr, `TUNSETIFF ${actual}`), {
           [E.EPERM]: () => permHint(actual, existed || q > 0, pairs),
-          [E.EBUSY]: `tap ${actual} is single-queue and another process (QEMU, another bridge) already holds it: stop that process or use another tap`,
+          [E.EBUSY]:
+            `tap ${actual} is single-queue and another process (QEMU, another bridge) already holds it: ` +
+            `stop that process or use another tap`,
           [E.EINVAL]: () => mismatchHint(actual, want),
           7 /* E2BIG */: `tap ${actual} already has the most queues the kernel allows (${MAX_TAP_QUEUES})`,
         });
@@ -264,7 +271,8 @@ export class Tap implements TapDevice {
   setOffload(flags: number): number {
     const call = `TUNSETOFFLOAD ${this.name} 0x${flags.toString(16)}`;
     const hint =
-      'the tap refuses these offloads (TSO/UFO/USO need CSUM; USO needs Linux 6.2): offer only what probeOffloads() reports';
+      'the tap refuses these offloads (TSO/UFO/USO need CSUM; USO needs Linux 6.2): offer only what ' +
+      'probeOffloads() reports';
     try {
       ioctlInt(this.fd(0), TUN.SETOFFLOAD, flags, call);
       return flags;
@@ -333,7 +341,9 @@ export class Tap implements TapDevice {
   setMtu(mtu: number): void {
     if (this.getMtu() === mtu) return;
     withHints(() => ifIoctl(this.name, SIOC.SIFMTU, { mtu }, `SIOCSIFMTU ${this.name} ${mtu}`, () => 0), {
-      [E.EPERM]: `setting the MTU needs CAP_NET_ADMIN: set it when creating the tap (ip link set ${this.name} mtu ${mtu}) or run as root`,
+      [E.EPERM]:
+        `setting the MTU needs CAP_NET_ADMIN: set it when creating the tap (ip link set ${this.name} mtu ` +
+        `${mtu}) or run as root`,
       [E.EINVAL]: `${mtu} is outside the range a tap allows (68 to 65521)`,
     });
   }
@@ -356,7 +366,9 @@ export class Tap implements TapDevice {
       () =>
         ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0),
       {
-        [E.EPERM]: `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ${this.name} up) or run as root`,
+        [E.EPERM]:
+          `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ` +
+          `${this.name} up) or run as root`,
       },
     );
   }
@@ -475,7 +487,10 @@ function permHint(name: string, existed: boolean, pairs: number): string {
   const mq = pairs > 1 ? ' multi_queue' : '';
   const make = `ip tuntap add dev ${name} mode tap${mq} vnet_hdr user $USER`;
   if (!existed) {
-    return `creating a tap needs CAP_NET_ADMIN: run as root, or create a persistent tap owned by this user (${make}) and name it, or pass open tap fds with --tap-fd`;
+    return (
+      `creating a tap needs CAP_NET_ADMIN: run as root, or create a persistent tap owned by this user ` +
+      `(${make}) and name it, or pass open tap fds with --tap-fd`
+    );
   }
   const owner = sysfs(name, 'owner');
   const group = sysfs(name, 'group');
@@ -483,7 +498,10 @@ function permHint(name: string, existed: boolean, pairs: number): string {
     owner && owner !== '-1'
       ? ` (owner uid ${owner}${group && group !== '-1' ? `, group ${group}` : ''})`
       : ' (no owner: root only)';
-  return `tap ${name} belongs to another user${who}: run as that user or root, recreate it for this user (ip tuntap del dev ${name} mode tap; ${make}), or pass open tap fds with --tap-fd`;
+  return (
+    `tap ${name} belongs to another user${who}: run as that user or root, recreate it for this user (ip ` +
+    `tuntap del dev ${name} mode tap; ${make}), or pass open tap fds with --tap-fd`
+  );
 }
 
 function mismatchHint(name: string, want: number): string {
@@ -498,8 +516,10 @@ function mismatchHint(name: string, want: number): string {
   const wantMq = (want & IFF.MULTI_QUEUE) !== 0;
   if (((have & IFF.MULTI_QUEUE) !== 0) !== wantMq) {
     return wantMq
-      ? `${name} was created single-queue but several queue pairs need multi_queue: recreate it (ip tuntap del dev ${name} mode tap; ip tuntap add dev ${name} mode tap multi_queue vnet_hdr)`
-      : `${name} was created multi_queue but one queue pair opens it single-queue: recreate it without multi_queue, or use queues > 1`;
+      ? `${name} was created single-queue but several queue pairs need multi_queue: recreate it (ip tuntap del dev ` +
+          `${name} mode tap; ip tuntap add dev ${name} mode tap multi_queue vnet_hdr)`
+      : `${name} was created multi_queue but one queue pair opens it single-queue: recreate it without ` +
+          `multi_queue, or use queues > 1`;
   }
   return `TUNSETIFF refused ${name} (its flags 0x${have.toString(16)}, requested 0x${want.toString(16)})`;
 }

@@ -5,7 +5,8 @@
  * A vhost-net fd serves exactly two rings, index 0 = RX and 1 = TX (VHOST_NET_VQ_RX/TX), so
  * device ring q of a multi-queue virtio-net device goes to the fd of its queue pair as index
  * q & 1 (virtio.ts ringToPair), as DPDK's virtio_user vhost_kernel.c does. Ring methods here take
- * the DEVICE ring number and map it themselves, so errors name the ring the front-end knows: `VHOST_SET_VRING_NUM (ring 3): EINVAL`.
+ * the DEVICE ring number and map it themselves, so errors name the ring the front-end knows:
+ * `VHOST_SET_VRING_NUM (ring 3): EINVAL`.
  *
  * The layer stays thin on purpose, like QEMU's hw/virtio/vhost-backend.c: it does not remember
  * state or enforce order. The order the kernel needs (docs/kernel-ordering.md) is kept by the
@@ -30,7 +31,10 @@ const VHOST_NET_PATH = '/dev/vhost-net';
 export interface VhostNetDevice {
   /** The queue pair this fd serves. */
   readonly pair: number;
-  /** VHOST_SET_OWNER: the calling process owns the device; its address space is the one ring and region addresses refer to. */
+  /**
+   * VHOST_SET_OWNER: the calling process owns the device; its address space is the one ring and region
+   * addresses refer to.
+   */
   setOwner(): void;
   /** VHOST_RESET_OWNER: detach both rings, drop the memory table and ring state; SET_OWNER may follow. */
   resetOwner(): void;
@@ -56,7 +60,10 @@ export interface VhostNetDevice {
   setVringBase(ring: number, base: number): void;
   /** VHOST_GET_VRING_BASE: the next avail index (read it after detaching the ring). */
   getVringBase(ring: number): number;
-  /** VHOST_SET_VRING_ENDIAN: legacy cross-endian rings only (ENOTTY unless the kernel has CONFIG_VHOST_CROSS_ENDIAN_LEGACY). */
+  /**
+   * VHOST_SET_VRING_ENDIAN: legacy cross-endian rings only (ENOTTY unless the kernel has
+   * CONFIG_VHOST_CROSS_ENDIAN_LEGACY).
+   */
   setVringEndian(ring: number, bigEndian: boolean): void;
   /** VHOST_SET_VRING_KICK: the eventfd the kernel polls for the guest's notifications, or -1. */
   setVringKick(ring: number, fd: number): void;
@@ -92,8 +99,12 @@ export class VhostNet implements VhostNetDevice {
     checkPair(pair);
     const fd = withHints(() => open(path, C.O_RDWR), {
       [E.ENOENT]: `no ${path}: load the vhost_net module (modprobe vhost_net), or pass an open fd with --vhost-fd`,
-      [E.EACCES]: `${path} is root-only by default: run as root, give this user access (udev rule or group), or pass an open fd with --vhost-fd`,
-      [E.EPERM]: `${path} is not accessible here (device cgroup or container policy): allow it, or pass an open fd with --vhost-fd`,
+      [E.EACCES]:
+        `${path} is root-only by default: run as root, give this user access (udev rule or group), or ` +
+        `pass an open fd with --vhost-fd`,
+      [E.EPERM]:
+        `${path} is not accessible here (device cgroup or container policy): allow it, or pass an open fd ` +
+        `with --vhost-fd`,
     });
     return new VhostNet(fd, pair, false);
   }
@@ -147,7 +158,8 @@ export class VhostNet implements VhostNetDevice {
   setOwner(): void {
     withHints(() => ioctlInt(this.#fd, VHOST.SET_OWNER, 0, this.dev('VHOST_SET_OWNER')), {
       [E.EBUSY]:
-        'the device already has an owner (a second SET_OWNER, or an adopted fd another process set up): RESET_OWNER first',
+        'the device already has an owner (a second SET_OWNER, or an adopted fd another process set up): ' +
+        'RESET_OWNER first',
     });
   }
 
@@ -163,7 +175,9 @@ export class VhostNet implements VhostNetDevice {
 
   setFeatures(features: bigint): void {
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_FEATURES, u64(features), this.dev('VHOST_SET_FEATURES')), {
-      [E.EOPNOTSUPP]: `${describeBits(features, FEATURE_NAMES)} has a bit VHOST_GET_FEATURES does not offer (net offloads and PROTOCOL_FEATURES never go to the kernel: features.toKernel)`,
+      [E.EOPNOTSUPP]:
+        `${describeBits(features, FEATURE_NAMES)} has a bit VHOST_GET_FEATURES does not offer (net ` +
+        `offloads and PROTOCOL_FEATURES never go to the kernel: features.toKernel)`,
       [E.EFAULT]: 'LOG_ALL was set but the dirty log base does not cover the memory table (SET_LOG_BASE)',
     });
   }
@@ -184,7 +198,8 @@ export class VhostNet implements VhostNetDevice {
     const n = table.length >= 8 ? table.readUInt32LE(0) : -1;
     if (n < 0 || table.length < 8 + 32 * n) {
       throw new RangeError(
-        `${this.dev('VHOST_SET_MEM_TABLE')}: a ${table.length}-byte buffer cannot hold struct vhost_memory with ${n} regions`,
+        `${this.dev('VHOST_SET_MEM_TABLE')}: a ${table.length}-byte buffer cannot hold struct vhost_memory with ` +
+          `${n} regions`,
       );
     }
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_MEM_TABLE, table, this.dev('VHOST_SET_MEM_TABLE')), {
@@ -269,7 +284,8 @@ export class VhostNet implements VhostNetDevice {
         ),
       {
         [E.ENOTTY]:
-          'this kernel has no CONFIG_VHOST_CROSS_ENDIAN_LEGACY (only legacy big-endian guests on little-endian hosts need it)',
+          'this kernel has no CONFIG_VHOST_CROSS_ENDIAN_LEGACY (only legacy big-endian guests on little-endian ' +
+          'hosts need it)',
       },
     );
   }
@@ -306,7 +322,8 @@ export class VhostNet implements VhostNetDevice {
         ),
       {
         [E.EFAULT]:
-          'the kernel could not access the ring: set the memory table, NUM and ADDR first, with addresses mapped in this process',
+          'the kernel could not access the ring: set the memory table, NUM and ADDR first, with addresses mapped ' +
+          'in this process',
         88 /* ENOTSOCK */: `fd ${fd} is not a tap or packet socket`,
       },
     );

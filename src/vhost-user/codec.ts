@@ -58,7 +58,10 @@ export function decodeVringState(b: Buffer): VringState {
   return { index: b.readUInt32LE(0), num: b.readUInt32LE(4) };
 }
 
-/** "A vring address description": u32 index, u32 flags, u64 descriptor, used, available, log (struct vhost_vring_addr order). */
+/**
+ * "A vring address description": u32 index, u32 flags, u64 descriptor, used, available, log (struct
+ * vhost_vring_addr order).
+ */
 export function decodeVringAddr(b: Buffer): VringAddr {
   return {
     index: b.readUInt32LE(0),

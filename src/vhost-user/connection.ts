@@ -117,7 +117,8 @@ export class Connection {
         if (e instanceof ControlTruncatedError) {
           const who = this.nameOf(this.rx.data.subarray(0, e.n));
           this.log.warn(
-            `${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) (malformed; dropping the connection)`,
+            `${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) ` +
+              `(malformed; dropping the connection)`,
           );
           this.dispatcher.dropped(who, `more fds than the ${LIMITS.MAX_FDS} a message may carry`);
           this.close('MSG_CTRUNC');
@@ -171,7 +172,8 @@ export class Connection {
       const n = this.tx.send(this.fd, reply);
       if (n === reply.length) return true;
       this.log.warn(
-        `${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); dropping the connection`,
+        `${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); ` +
+          `dropping the connection`,
       );
     } catch (e) {
       this.log.warn(`${name}: sending the reply: ${(e as Error).message}; dropping the connection`);

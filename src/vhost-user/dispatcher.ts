@@ -126,7 +126,8 @@ export class Dispatcher implements Session {
     const extra = acked & ~offered;
     if (extra !== 0n) {
       this.log.warn(
-        `SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: ${describeBits(extra, PROTOCOL_FEATURE_NAMES)}`,
+        `SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: ` +
+          `${describeBits(extra, PROTOCOL_FEATURE_NAMES)}`,
       );
     }
     return acked & offered;

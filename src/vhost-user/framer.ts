@@ -115,12 +115,18 @@ export class Framer {
   }
 }
 
-/** `SET_MEM_TABLE: the front-end closed the connection mid-payload (10 of 40 bytes)`, or null if no message was under way. */
+/**
+ * `SET_MEM_TABLE: the front-end closed the connection mid-payload (10 of 40 bytes)`, or null if no message
+ * was under way.
+ */
 export function describePartial(s: FramerState): string | null {
   if (s.at === 'idle') return null;
   if (s.at === 'header') {
     const who = s.request === null ? 'request unknown' : requestName(s.request);
     return `${who}: the front-end closed the connection mid-header (${s.have} of ${LIMITS.HEADER_SIZE} bytes)`;
   }
-  return `${requestName(s.header.request)}: the front-end closed the connection mid-payload (${s.have} of ${s.header.size} bytes)`;
+  return (
+    `${requestName(s.header.request)}: the front-end closed the connection mid-payload (${s.have} of ` +
+    `${s.header.size} bytes)`
+  );
 }

@@ -29,7 +29,10 @@ export interface VhostUserBackend {
 
   /** GET_FEATURES: the virtio feature word offered, including VHOST_USER_F_PROTOCOL_FEATURES (bit 30). */
   getFeatures(): bigint;
-  /** SET_FEATURES: what the front-end acked. Without PROTOCOL_FEATURES this also enables every ring (spec "Ring states"). */
+  /**
+   * SET_FEATURES: what the front-end acked. Without PROTOCOL_FEATURES this also enables every ring (spec
+   * "Ring states").
+   */
   setFeatures(features: bigint): void;
   /** GET_PROTOCOL_FEATURES: protocol features this back end implements. */
   getProtocolFeatures(): bigint;

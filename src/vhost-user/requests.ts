@@ -245,7 +245,8 @@ const ROWS: RequestSpec<unknown>[] = [
     gate: null,
     ring: (a) => a.index,
     describe: (a) =>
-      `ring ${a.index} flags ${hex(a.flags)} desc ${hex(a.desc)} used ${hex(a.used)} avail ${hex(a.avail)} log ${hex(a.log)}`,
+      `ring ${a.index} flags ${hex(a.flags)} desc ${hex(a.desc)} used ${hex(a.used)} avail ${hex(a.avail)} log ` +
+      `${hex(a.log)}`,
     call: (s, a) => s.backend.setVringAddr(a),
   }),
   row<VringState>({

@@ -246,7 +246,8 @@ export class VhostUserClient extends EventEmitter<TransportEvents> {
     } catch (e) {
       const code = e instanceof SysError ? e.code : String(e);
       const transient = code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN';
-      const text = `cannot connect to ${this.path}: ${e instanceof Error ? e.message : e}; retrying in ${this.delay} ms`;
+      const text =
+        `cannot connect to ${this.path}: ${e instanceof Error ? e.message : e}; retrying in ` + `${this.delay} ms`;
       if (!transient) this.log.warn(text);
       else if (this.failures === 0) this.log.info(text);
       else this.log.debug(text);

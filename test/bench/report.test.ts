@@ -71,7 +71,8 @@ describe('bench report', () => {
     const svg = svgChart(summarize(raw), 'title <&>', 'sub');
     expect(svg.startsWith('<svg')).to.equal(true);
     expect(svg).to.include('title &lt;&amp;&gt;');
-    expect((svg.match(/class="bar"/g) ?? []).length).to.equal(3 * 2 + 1); // tx, rx, rtt for 2 configs + cpu for the bridge
+    // tx, rx, rtt for 2 configs + cpu for the bridge
+    expect((svg.match(/class="bar"/g) ?? []).length).to.equal(3 * 2 + 1);
     expect((svg.match(/class="whisker"/g) ?? []).length).to.equal(7);
     expect((svg.match(/<g /g) ?? []).length).to.equal((svg.match(/<\/g>/g) ?? []).length);
   });

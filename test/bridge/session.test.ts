@@ -16,7 +16,10 @@ import { callsLike, callsTo, fakePort, indexOfCall } from './fake-kernel.js';
 
 const MiB = 1n << 20n;
 const QVA = 0x7f00_0000_0000n;
-/** What a QEMU 7.2 front-end acked in the lab (MRG_RXBUF, EVENT_IDX, INDIRECT, VERSION_1, PROTOCOL_FEATURES) plus CSUM. */
+/**
+ * What a QEMU 7.2 front-end acked in the lab (MRG_RXBUF, EVENT_IDX, INDIRECT, VERSION_1, PROTOCOL_FEATURES)
+ * plus CSUM.
+ */
 const OFFERED = 0x1_7500_8000n | maskOf(VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM);
 const ACKED = 0x1_7000_8000n | maskOf(VIRTIO_NET_F.CSUM);
 const NUM = 256;
@@ -83,7 +86,10 @@ function guestMemory(size = MiB) {
   return { fd, region: { gpa: 0n, size, qva: QVA, mmapOffset: 0n } };
 }
 
-/** SET_OWNER, the rings QEMU enables at realize, SET_FEATURES and one 1 MiB memory region: the device as QEMU leaves it before the rings. */
+/**
+ * SET_OWNER, the rings QEMU enables at realize, SET_FEATURES and one 1 MiB memory region: the device as QEMU
+ * leaves it before the rings.
+ */
 function ready(dev: VhostUserSession, enable: number[] = []) {
   dev.setOwner();
   for (const q of enable) dev.setVringEnable(q, true);
@@ -206,7 +212,10 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     dev.disconnected();
   });
 
-  it('signals a call fd that replaces another on a started ring once (reconnect I/O hang), and not before the ring starts', () => {
+  const replacedCallSignalled =
+    'signals a call fd that replaces another on a started ring once (reconnect I/O hang), and not before the ring ' +
+    'starts';
+  it(replacedCallSignalled, () => {
     const { dev } = setup(1);
     dev.setOwner();
     dev.setFeatures(ACKED);
@@ -326,7 +335,9 @@ describe('bridge session on vhost-net: memory', () => {
     dev.disconnected();
   });
 
-  it('ADD_MEM_REG and REM_MEM_REG update the kernel table; repeats (QEMU 7.2 sends them per queue pair) change nothing', () => {
+  const memRegRepeats =
+    'ADD_MEM_REG and REM_MEM_REG update the kernel table; repeats (QEMU 7.2 sends them per queue pair) change nothing';
+  it(memRegRepeats, () => {
     const { dev, source, journal } = setup(1);
     dev.setOwner();
     const a = guestMemory();

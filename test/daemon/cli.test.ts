@@ -42,7 +42,10 @@ describe('daemon cli', () => {
     );
   });
 
-  it('serves the control socket systemd passes (LISTEN_FDNAMES=control); a port that cannot start is reported, the daemon stays', async function () {
+  const inheritedControl =
+    'serves the control socket systemd passes (LISTEN_FDNAMES=control); a port that cannot start is reported, the ' +
+    'daemon stays';
+  it(inheritedControl, async function () {
     this.timeout(20_000);
     const dir = tempDir();
     const ctl = join(dir, 'ctl.sock');

@@ -16,7 +16,9 @@ function errorsOf(doc: unknown): string[] {
 }
 
 describe('daemon config', () => {
-  it('fills in the defaults: server role, /run/vhost-bridge/<port>.sock, 1 queue pair, mode 0600, the control socket', () => {
+  const defaults =
+    'fills in the defaults: server role, /run/vhost-bridge/<port>.sock, 1 queue pair, mode 0600, the control socket';
+  it(defaults, () => {
     const c = parseConfig({ ports: { vm1: { tap: 'vbtap1' } } });
     expect(c.control).to.deep.equal({ path: '/run/vhost-bridge/control.sock', mode: 0o660, group: null });
     expect(c.ports.get('vm1')).to.deep.equal({
@@ -83,7 +85,8 @@ describe('daemon config', () => {
   it('refuses a socket path longer than sun_path holds, saying so', () => {
     const path = `/run/${'x'.repeat(110)}.sock`;
     expect(errorsOf({ ports: { vm1: { tap: 't', socket: path } } })).to.deep.equal([
-      `ports.vm1.socket: ${Buffer.byteLength(path)} bytes is too long for a unix socket path (at most 107: sun_path is 108 bytes with its NUL)`,
+      `ports.vm1.socket: ${Buffer.byteLength(path)} bytes is too long for a unix socket path (at most 107: ` +
+        `sun_path is 108 bytes with its NUL)`,
     ]);
     expect(errorsOf({ ports: { vm1: { tap: 't', socket: 'relative.sock' } } })).to.deep.equal([
       'ports.vm1.socket: expected an absolute path',

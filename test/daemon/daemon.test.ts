@@ -91,7 +91,9 @@ describe('daemon: many ports in one process', () => {
     expect(mappedRegionCount(), 'guest memory left mapped').to.equal(0);
   });
 
-  it('serves 20 ports at once: each front-end completes its set-up and both its rings are attached to its own tap', async function () {
+  const twentyPorts =
+    'serves 20 ports at once: each front-end completes its set-up and both its rings are attached to its own tap';
+  it(twentyPorts, async function () {
     this.timeout(20_000);
     const names = Array.from({ length: 20 }, (_, i) => `vm${i}`);
     const r = rig(names);
@@ -137,7 +139,9 @@ describe('daemon: many ports in one process', () => {
     }
   });
 
-  it('a port that cannot start is logged with its name and kept as failed; the others serve; reset starts it again', async () => {
+  const failedPort =
+    'a port that cannot start is logged with its name and kept as failed; the others serve; reset starts it again';
+  it(failedPort, async () => {
     cap = captureLog('info');
     const r = rig(['a', 'b', 'c'], { failing: ['b'], log });
     try {
@@ -213,7 +217,10 @@ describe('daemon: many ports in one process', () => {
     }
   });
 
-  it('SIGHUP reload: added ports start, removed ones stop, changed ones restart, unchanged ones keep their port object and front-end', async () => {
+  const sighupReload =
+    'SIGHUP reload: added ports start, removed ones stop, changed ones restart, unchanged ones keep their port ' +
+    'object and front-end';
+  it(sighupReload, async () => {
     const r = rig(['keep', 'drop', 'change']);
     try {
       const keep = await handshake(r.sock('keep'));
@@ -424,7 +431,10 @@ describe('daemon: the port manager', () => {
   const spec = (name: string, over: Record<string, unknown> = {}): PortSpec =>
     parsePort(name, { tap: `t${name}`, socket: `/x/${name}.sock`, ...over });
 
-  it("diffPorts sorts ports into added, removed, changed and unchanged (ports added over the control socket are not the file's)", () => {
+  const diffPortsSorts =
+    'diffPorts sorts ports into added, removed, changed and unchanged (ports added over the control socket are not ' +
+    "the file's)";
+  it(diffPortsSorts, () => {
     const running = new Map([
       ['same', { spec: spec('same'), origin: 'config' as const }],
       ['gone', { spec: spec('gone'), origin: 'config' as const }],

@@ -118,7 +118,8 @@ describe('memtable: SET_MEM_TABLE', () => {
       regions: [A, region(0x200000n, 0x2000n, 0x7f000000f000n)],
       reason: 'overlap',
       says: [
-        'region 1 (qva 0x7f000000f000 size 0x2000) overlaps region 0 (qva 0x7f0000000000 size 0x10000) in front-end virtual space',
+        'region 1 (qva 0x7f000000f000 size 0x2000) overlaps region 0 (qva 0x7f0000000000 size 0x10000) in ' +
+          'front-end virtual space',
       ],
     },
     { name: 'the same region twice', regions: [A, A], reason: 'overlap', says: ['region 1', 'overlaps region 0'] },

@@ -156,7 +156,10 @@ describe('memtable: translation', () => {
 
     for (const area of ['desc', 'avail', 'used'] as const) {
       for (const ev of [false, true]) {
-        it(`${area}${ev ? ' (EVENT_IDX)' : ''}: accepted ending exactly at the region end, refused one byte further`, () => {
+        const atRegionEnd =
+          `${area}${ev ? ' (EVENT_IDX)' : ''}: accepted ending exactly at the region end, ` +
+          `refused one byte further`;
+        it(atRegionEnd, () => {
           const size = ringAreaSizes(num, ev)[area];
           const m = mapped[home(area, ev)];
           const end = m.qva + m.size;

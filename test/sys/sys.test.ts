@@ -214,7 +214,9 @@ describe('sys: SCM_RIGHTS fd passing', () => {
     expect(openFdCount()).to.equal(before);
   });
 
-  it('on MSG_CTRUNC, the error still carries the data bytes that arrived (to name the message they belong to)', async () => {
+  const ctruncKeepsData =
+    'on MSG_CTRUNC, the error still carries the data bytes that arrived (to name the message they belong to)';
+  it(ctruncKeepsData, async () => {
     const before = openFdCount();
     const [a, b] = sys.socketPair();
     const efds = [sys.eventfd(), sys.eventfd(), sys.eventfd()];

@@ -84,7 +84,8 @@ const msgs = events.filter((e): e is TraceMessage => e.e === 'msg');
 const counts = new Map<string, number>();
 for (const m of msgs) counts.set(requestName(m.request), (counts.get(requestName(m.request)) ?? 0) + 1);
 log.info(
-  `VMM exited (${status}); ${msgs.length} messages in ${events.filter((e) => e.e === 'connect').length} connection(s), ` +
+  `VMM exited (${status}); ${msgs.length} messages in ${events.filter((e) => e.e === 'connect').length} ` +
+    `connection(s), ` +
     `${msgs.filter((m) => m.result !== 'ok').length} not ok; ${statSync(o.record).size} bytes in ${o.record}`,
 );
 log.info([...counts].map(([k, v]) => `${k} x${v}`).join(', '));

@@ -58,7 +58,10 @@ export class RecordingVhostNet implements VhostNetDevice {
   backendFeatures = 0n;
   logBase?: bigint;
 
-  /** Added to what GET_VRING_BASE returns, per kernel ring index: buffers "the kernel processed" (see {@link advance}). */
+  /**
+   * Added to what GET_VRING_BASE returns, per kernel ring index: buffers "the kernel processed" (see {@link
+   * advance}).
+   */
   private processed: [number, number] = [0, 0];
 
   /**

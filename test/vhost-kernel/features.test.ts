@@ -22,7 +22,10 @@ import {
 } from '../../src/vhost-kernel/features.js';
 import { TUN_F } from '../../src/vhost-kernel/ioctls.js';
 
-/** Linux 6.1 (lab): MRG_RXBUF, NOTIFY_ON_EMPTY, LOG_ALL, bit 27, INDIRECT_DESC, EVENT_IDX, VERSION_1, ACCESS_PLATFORM. */
+/**
+ * Linux 6.1 (lab): MRG_RXBUF, NOTIFY_ON_EMPTY, LOG_ALL, bit 27, INDIRECT_DESC, EVENT_IDX, VERSION_1,
+ * ACCESS_PLATFORM.
+ */
 const KERNEL_61 = 0x33d008000n;
 /** TUNSETOFFLOAD probe on Linux 6.1: CSUM, TSO4, TSO6, TSO_ECN, UFO. */
 const TAP_61 = 0x1f;
@@ -32,7 +35,10 @@ const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, queuePairs: 1
 const N = VIRTIO_NET_F;
 
 describe("vhost-kernel: features with the lab's values", () => {
-  it("offers the kernel's ring bits without 27 and ACCESS_PLATFORM, the tap's offloads, GUEST_ANNOUNCE and the bridge's bits: 0x17520ff83", () => {
+  const labOffer =
+    "offers the kernel's ring bits without 27 and ACCESS_PLATFORM, the tap's offloads, GUEST_ANNOUNCE and the " +
+    "bridge's bits: 0x17520ff83";
+  it(labOffer, () => {
     const offer = offeredToFrontEnd(lab);
     expect(offer).to.equal(0x17520ff83n); // printed by the lab probe (test/qemu/kernel-probe.test.ts)
     expect(bitsOf(offer)).to.deep.equal([
@@ -68,7 +74,9 @@ describe("vhost-kernel: features with the lab's values", () => {
     expect(toKernel(0x170008000n, KERNEL_61)).to.equal(0x130008000n);
   });
 
-  it('whatever the front-end acks of the offer, the kernel gets only bits it offered, never 27 or ACCESS_PLATFORM', () => {
+  const kernelGetsOffered =
+    'whatever the front-end acks of the offer, the kernel gets only bits it offered, never 27 or ACCESS_PLATFORM';
+  it(kernelGetsOffered, () => {
     const all = offeredToFrontEnd(lab);
     const k = toKernel(all, KERNEL_61);
     expect(k & ~KERNEL_61).to.equal(0n);
@@ -88,7 +96,9 @@ describe("vhost-kernel: features with the lab's values", () => {
     ).to.equal(maskOf(VIRTIO_F.VERSION_1));
   });
 
-  it('MQ only with several queue pairs; LOG_ALL only if both kernel and bridge do it; MTU only if the bridge does', () => {
+  const conditionalBits =
+    'MQ only with several queue pairs; LOG_ALL only if both kernel and bridge do it; MTU only if the bridge does';
+  it(conditionalBits, () => {
     expect(has(offeredToFrontEnd(lab), N.MQ)).to.equal(false);
     expect(has(offeredToFrontEnd({ ...lab, queuePairs: 2 }), N.MQ)).to.equal(true);
     expect(has(offeredToFrontEnd({ ...lab, bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES] }), VHOST_F.LOG_ALL)).to.equal(
@@ -101,7 +111,9 @@ describe("vhost-kernel: features with the lab's values", () => {
     expect(has(offeredToFrontEnd({ ...lab, bridgeBits: [...BRIDGE, N.MTU] }), N.MTU)).to.equal(true);
   });
 
-  it('guest offloads follow the tap: none accepted, none offered; HOST_UFO needs TUN_F_UFO; USO needs USO4+USO6', () => {
+  const offloadsFollowTap =
+    'guest offloads follow the tap: none accepted, none offered; HOST_UFO needs TUN_F_UFO; USO needs USO4+USO6';
+  it(offloadsFollowTap, () => {
     const none = offeredToFrontEnd({ ...lab, tapOffloads: 0 });
     for (const b of [N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO, N.HOST_UFO])
       expect(has(none, b), FEATURE_NAMES[b]).to.equal(false);
@@ -196,7 +208,10 @@ describe('vhost-kernel: every bit explained', () => {
   const taps = [0, TAP_61, 0x7f, TUN_F.CSUM];
   const pairs = [1, 2, 8];
   const bridges = [[], [VHOST_USER_F_PROTOCOL_FEATURES], [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL, N.MTU]];
-  it(`every bit of offeredToFrontEnd and toKernel is explained, over ${kernels.length * taps.length * pairs.length * bridges.length} input combinations`, () => {
+  const everyBitExplained =
+    `every bit of offeredToFrontEnd and toKernel is explained, over ` +
+    `${kernels.length * taps.length * pairs.length * bridges.length} input combinations`;
+  it(everyBitExplained, () => {
     for (const kernel of kernels)
       for (const tapOffloads of taps)
         for (const queuePairs of pairs)

@@ -19,14 +19,16 @@ describe('vhost-kernel: Tap (unprivileged checks)', () => {
   it('a missing /dev/net/tun says which module to load', () => {
     expect(() => Tap.open('vbtest0', { path: '/nonexistent/tun' })).to.throw(
       KernelError,
-      'open /nonexistent/tun: ENOENT: no such file or directory: no /nonexistent/tun: load the tun module (modprobe tun)',
+      'open /nonexistent/tun: ENOENT: no such file or directory: no /nonexistent/tun: load the tun module ' +
+        '(modprobe tun)',
     );
   });
 
   it('create: false on a missing tap says how to create it', () => {
     expect(() => Tap.open('vbnosuch9', { create: false, queuePairs: 2 })).to.throw(
       KernelError,
-      'tap vbnosuch9: ENODEV: no such device: no such tap: create it (ip tuntap add dev vbnosuch9 mode tap multi_queue vnet_hdr user $USER)',
+      'tap vbnosuch9: ENODEV: no such device: no such tap: create it (ip tuntap add dev vbnosuch9 mode tap ' +
+        'multi_queue vnet_hdr user $USER)',
     );
   });
 

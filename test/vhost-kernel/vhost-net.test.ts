@@ -30,7 +30,8 @@ describe('vhost-kernel: VhostNet', () => {
   it('open: a missing device says which module to load', () => {
     expect(() => VhostNet.open(0, '/nonexistent/vhost-net')).to.throw(
       KernelError,
-      'open /nonexistent/vhost-net: ENOENT: no such file or directory: no /nonexistent/vhost-net: load the vhost_net module (modprobe vhost_net), or pass an open fd with --vhost-fd',
+      'open /nonexistent/vhost-net: ENOENT: no such file or directory: no /nonexistent/vhost-net: load the ' +
+        'vhost_net module (modprobe vhost_net), or pass an open fd with --vhost-fd',
     );
   });
 

@@ -69,13 +69,17 @@ describe('vhost-user dispatcher', () => {
     expect(d.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
   });
 
-  it('accepts SET_VRING_ENABLE before SET_FEATURES once protocol features were negotiated (QEMU sends it first)', () => {
+  const enableBeforeFeatures =
+    'accepts SET_VRING_ENABLE before SET_FEATURES once protocol features were negotiated (QEMU sends it first)';
+  it(enableBeforeFeatures, () => {
     negotiate();
     expect(handle(msg.setVringEnable(0, 1)).result).to.equal('ok');
     expect(backend.calls.at(-1)).to.deep.equal({ method: 'setVringEnable', args: [0, true] });
   });
 
-  it('refuses SET_VRING_ENABLE when the front-end never took up PROTOCOL_FEATURES, or declined it in SET_FEATURES', () => {
+  const enableWithoutProtocol =
+    'refuses SET_VRING_ENABLE when the front-end never took up PROTOCOL_FEATURES, or declined it in SET_FEATURES';
+  it(enableWithoutProtocol, () => {
     expect(handle(msg.setVringEnable(0, 1)).result).to.equal('drop');
     expect(cap.texts('warn').at(-1)).to.match(
       /^WARN SET_VRING_ENABLE: VHOST_USER_F_PROTOCOL_FEATURES \(bit 30\) was not negotiated/,
@@ -93,7 +97,8 @@ describe('vhost-user dispatcher', () => {
     const out = handle(msg.getProtocolFeatures());
     expect(out).to.include({ reply: null, close: true, result: 'drop' });
     expect(cap.texts('warn')).to.deep.equal([
-      'WARN GET_PROTOCOL_FEATURES: GET_FEATURES does not offer VHOST_USER_F_PROTOCOL_FEATURES (bit 30) (refused, and the front-end expects a value; dropping the connection)',
+      'WARN GET_PROTOCOL_FEATURES: GET_FEATURES does not offer VHOST_USER_F_PROTOCOL_FEATURES (bit 30) (refused, ' +
+        'and the front-end expects a value; dropping the connection)',
     ]);
   });
 
@@ -107,7 +112,9 @@ describe('vhost-user dispatcher', () => {
       expect(handle(msg.setOwner()).reply, 'no NEED_REPLY').to.equal(null);
     });
 
-    it('is in force from SET_PROTOCOL_FEATURES alone, even if GET_PROTOCOL_FEATURES was never sent (rust-vmm #290)', () => {
+    const fromSetAlone =
+      'is in force from SET_PROTOCOL_FEATURES alone, even if GET_PROTOCOL_FEATURES was never sent (rust-vmm #290)';
+    it(fromSetAlone, () => {
       expect(handle(msg.setProtocolFeatures(bit(PROTOCOL_F.REPLY_ACK)).needReply()).reply).to.deep.equal(
         reply.ack(ID.SET_PROTOCOL_FEATURES),
       );
@@ -140,11 +147,14 @@ describe('vhost-user dispatcher', () => {
       expect(handle(msg.setVringNum(0, 3))).to.include({ reply: null, close: true, result: 'drop' });
       expect(cap.texts('warn')).to.deep.equal([
         'WARN SET_VRING_NUM: ring size 3 is not a power of two (refused; NACK sent)',
-        'WARN SET_VRING_NUM: ring size 3 is not a power of two (refused, and the front-end asked for no reply; dropping the connection)',
+        'WARN SET_VRING_NUM: ring size 3 is not a power of two (refused, and the front-end asked for no reply; ' +
+          'dropping the connection)',
       ]);
     });
 
-    it('tells the back end after every message what became of it (afterRequest), and fails the request if that throws', () => {
+    const afterEachRequest =
+      'tells the back end after every message what became of it (afterRequest), and fails the request if that throws';
+    it(afterEachRequest, () => {
       negotiate();
       backend.refuse.set('setVringNum', 'ring size 3 is not a power of two');
       handle(msg.setVringNum(0, 3).needReply());
@@ -266,20 +276,28 @@ describe('vhost-user dispatcher', () => {
     const fd = memfd(0x100000);
     handle(msg.setMemTable([{ gpa: 0n, size: 0x100000n, qva: 0x7fe71bfff000n }]).needReply(), [fd]);
     handle(msg.getVringBase(1));
+    const netNames =
+      '(CSUM|GUEST_CSUM|MTU|MAC|GSO|GUEST_TSO4|GUEST_TSO6|GUEST_UFO|HOST_TSO4|HOST_TSO6|HOST_UFO|' +
+      'MRG_RXBUF|CTRL_VQ|MQ|LOG_ALL|ANY_LAYOUT|RING_INDIRECT_DESC|RING_EVENT_IDX|PROTOCOL_FEATURES|VERSION_1)';
     expect(cap.lines.filter((l) => l.level === 'debug').map((l) => `DEBUG ${l.text}`)).to.deep.equal([
       'DEBUG GET_FEATURES flags 0x1 size 0 fds 0',
-      `DEBUG GET_FEATURES: reply 0x${NET_FEATURES.toString(16)} (CSUM|GUEST_CSUM|MTU|MAC|GSO|GUEST_TSO4|GUEST_TSO6|GUEST_UFO|HOST_TSO4|HOST_TSO6|HOST_UFO|MRG_RXBUF|CTRL_VQ|MQ|LOG_ALL|ANY_LAYOUT|RING_INDIRECT_DESC|RING_EVENT_IDX|PROTOCOL_FEATURES|VERSION_1)`,
-      'DEBUG SET_PROTOCOL_FEATURES flags 0x1 size 8 fds 0 0xa01f (MQ|LOG_SHMFD|RARP|REPLY_ACK|MTU|RESET_DEVICE|CONFIGURE_MEM_SLOTS)',
-      `DEBUG SET_FEATURES flags 0x1 size 8 fds 0 0x${NET_FEATURES.toString(16)} (CSUM|GUEST_CSUM|MTU|MAC|GSO|GUEST_TSO4|GUEST_TSO6|GUEST_UFO|HOST_TSO4|HOST_TSO6|HOST_UFO|MRG_RXBUF|CTRL_VQ|MQ|LOG_ALL|ANY_LAYOUT|RING_INDIRECT_DESC|RING_EVENT_IDX|PROTOCOL_FEATURES|VERSION_1)`,
-      'DEBUG SET_VRING_ADDR flags 0x1 size 40 fds 0 ring 1 flags 0x0 desc 0x7fe71ddb3000 used 0x7fe71ddb4240 avail 0x7fe71ddb4000 log 0x1db5240',
+      `DEBUG GET_FEATURES: reply 0x${NET_FEATURES.toString(16)} ${netNames}`,
+      'DEBUG SET_PROTOCOL_FEATURES flags 0x1 size 8 fds 0 0xa01f ' +
+        '(MQ|LOG_SHMFD|RARP|REPLY_ACK|MTU|RESET_DEVICE|CONFIGURE_MEM_SLOTS)',
+      `DEBUG SET_FEATURES flags 0x1 size 8 fds 0 0x${NET_FEATURES.toString(16)} ${netNames}`,
+      'DEBUG SET_VRING_ADDR flags 0x1 size 40 fds 0 ring 1 flags 0x0 desc 0x7fe71ddb3000 used 0x7fe71ddb4240 avail ' +
+        '0x7fe71ddb4000 log 0x1db5240',
       'DEBUG SET_VRING_CALL flags 0x1 size 8 fds 0 ring 3 no fd (bit 8)',
-      'DEBUG SET_MEM_TABLE flags 0x9 (NEED_REPLY) size 40 fds 1 nregions 1: [gpa 0x0 size 0x100000 qva 0x7fe71bfff000 offset 0x0]',
+      'DEBUG SET_MEM_TABLE flags 0x9 (NEED_REPLY) size 40 fds 1 nregions 1: [gpa 0x0 size 0x100000 qva ' +
+        '0x7fe71bfff000 offset 0x0]',
       'DEBUG GET_VRING_BASE flags 0x1 size 8 fds 0 ring 1',
       'DEBUG GET_VRING_BASE: reply ring 1 base 0',
     ]);
-    // SET_VRING_ADDR came before SET_VRING_NUM: the back end refused it (the line above is the message, the refusal follows).
+    // SET_VRING_ADDR came before SET_VRING_NUM: the back end refused it (the line above is the message, the
+    // refusal follows).
     expect(cap.texts('warn')).to.deep.equal([
-      'WARN SET_VRING_ADDR: ring 1: addresses before SET_VRING_NUM (refused, and the front-end asked for no reply; dropping the connection)',
+      'WARN SET_VRING_ADDR: ring 1: addresses before SET_VRING_NUM (refused, and the front-end asked for no reply; ' +
+        'dropping the connection)',
     ]);
   });
 

@@ -169,7 +169,9 @@ describe('vhost-user framer', () => {
 });
 
 describe('vhost-user framer over a real socketpair', () => {
-  it('a burst of messages with real fds, read as the connection reads: each fd arrives with its own message', async () => {
+  const burstWithFds =
+    'a burst of messages with real fds, read as the connection reads: each fd arrives with its own message';
+  it(burstWithFds, async () => {
     const before = openFdCount();
     const [a, b] = sys.socketPair();
     // Each fd is an eventfd whose counter names the message and position it was sent with.
@@ -198,7 +200,9 @@ describe('vhost-user framer over a real socketpair', () => {
     expect(openFdCount()).to.equal(before);
   });
 
-  it('a connection works through a burst longer than one wakeup reads (level-triggered poll brings it back)', async () => {
+  const longBurst =
+    'a connection works through a burst longer than one wakeup reads (level-triggered poll brings it back)';
+  it(longBurst, async () => {
     const [a, b] = sys.socketPair();
     const backend = new RecordingBackend(bridgeLike());
     const fe = TestFrontEnd.over(a);

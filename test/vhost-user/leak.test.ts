@@ -18,7 +18,10 @@ import { RecordingBackend } from './recording-backend.js';
 const MiB = 1n << 20n;
 const REGION = { gpa: 0n, size: MiB, qva: 0x7f0000000000n };
 
-/** Kinds of bad connection, cycled: each sends something with fds, and the back end must hang up (or see the front-end hang up). */
+/**
+ * Kinds of bad connection, cycled: each sends something with fds, and the back end must hang up (or see the
+ * front-end hang up).
+ */
 const kinds: { name: string; run: (fe: TestFrontEnd) => 'eof' | 'hangup' }[] = [
   {
     name: 'unknown request with an fd',

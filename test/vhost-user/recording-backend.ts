@@ -235,7 +235,10 @@ export class RecordingBackend implements VhostUserBackend {
   }
 }
 
-/** The MemTable refuses the front-end's input (overlap, fd too small, ring outside memory): a Refused, as in the bridge. */
+/**
+ * The MemTable refuses the front-end's input (overlap, fd too small, ring outside memory): a Refused, as in
+ * the bridge.
+ */
 function refusing<T>(f: () => T): T {
   try {
     return f();

@@ -104,7 +104,10 @@ for (const [file, memory] of [
       else expect(answered).to.include('SET_MEM_TABLE');
     });
 
-    it(`sees SET_OWNER, then ${memory === 'setMemTable' ? 'SET_MEM_TABLE' : 'ADD_MEM_REG'}, then NUM/BASE/ADDR/KICK/CALL for all 4 rings, then GET_VRING_BASE for each`, () => {
+    const setupOrder =
+      `sees SET_OWNER, then ${memory === 'setMemTable' ? 'SET_MEM_TABLE' : 'ADD_MEM_REG'}, then ` +
+      `NUM/BASE/ADDR/KICK/CALL for all 4 rings, then GET_VRING_BASE for each`;
+    it(setupOrder, () => {
       const calls = result.backend.calls;
       const at = (method: string, pred: (args: unknown[]) => boolean = () => true, from = 0) =>
         calls.findIndex((c, i) => i >= from && c.method === method && pred(c.args));
@@ -146,7 +149,8 @@ for (const [file, memory] of [
         const r = result.ringsAtEnd.get(ring)!;
         expect(r.num, `ring ${ring} size`).to.equal(256);
         expect(r.local?.desc, `ring ${ring} translated`).to.be.a('bigint');
-        expect(r.enabled, `ring ${ring} enabled`).to.equal(ring < 2); // poweroff: QEMU re-sends enable 1 for pair 0 only
+        // poweroff: QEMU re-sends enable 1 for pair 0 only
+        expect(r.enabled, `ring ${ring} enabled`).to.equal(ring < 2);
       }
     });
 

@@ -111,7 +111,9 @@ describe('vhost-user transport', () => {
       rmSync(path);
     });
 
-    it('turns a second concurrent front-end away at once, and accepts the next one after the first leaves', async () => {
+    const secondTurnedAway =
+      'turns a second concurrent front-end away at once, and accepts the next one after the first leaves';
+    it(secondTurnedAway, async () => {
       const server = track(VhostUserServer.listen(path, backend));
       const first = track(TestFrontEnd.connect(path));
       await once(server, 'connection');
@@ -172,7 +174,9 @@ describe('vhost-user transport', () => {
       }
     }
 
-    it('retries with backoff until the socket appears, then serves; reconnects after the front-end goes away', async () => {
+    const retriesThenServes =
+      'retries with backoff until the socket appears, then serves; reconnects after the front-end goes away';
+    it(retriesThenServes, async () => {
       const client = track(VhostUserClient.connect(path, backend, { retryInitialMs: 10, retryMaxMs: 40 }));
       await new Promise((r) => setTimeout(r, 100)); // a few failed attempts: 10, 20, 40, 40 ms
       expect(cap.texts().filter((l) => l.startsWith('INFO cannot connect'))).to.have.length(1);
