@@ -23,9 +23,9 @@ import * as fs from 'node:fs';
 export interface LabFiles {
   /** .lab directory of the repository */
   labDir: string;
-  /** kernel release, e.g. 6.1.0-56-amd64 */
+  /** the L3 guest's kernel release, e.g. 6.1.0-56-amd64 (6.1 in both labs: docs/kernels.md) */
   kver: string;
-  /** uncompressed PVH-bootable kernel */
+  /** the L3 guest's uncompressed PVH-bootable kernel */
   vmlinux: string;
   /** the L3 guest initramfs */
   l3Initrd: string;
@@ -37,8 +37,10 @@ function parentDir(p: string): string {
 }
 
 /**
- * Finds .lab/lab.env (written by scripts/lab/setup): env LAB_ENV_FILE, else the
- * nearest .lab/lab.env above the working directory, else above this module.
+ * Finds the lab's manifest (written by scripts/lab/setup): env LAB_ENV_FILE (scripts/lab/run
+ * sets it to the manifest of the L2 kernel it booted), else the nearest .lab/lab.env above the
+ * working directory, else above this module. L3 guests boot its LAB_L3_* kernel (older manifests:
+ * LAB_KVER, LAB_VMLINUX).
  */
 export function labFiles(): LabFiles {
   const candidates: string[] = [];
@@ -61,7 +63,12 @@ export function labFiles(): LabFiles {
     if (!v) throw new Error(`lab: ${file} has no ${k}; re-run scripts/lab/setup`);
     return v;
   };
-  return { labDir: parentDir(file), kver: need('LAB_KVER'), vmlinux: need('LAB_VMLINUX'), l3Initrd: need('LAB_L3_INITRD') };
+  return {
+    labDir: parentDir(file),
+    kver: env.LAB_L3_KVER || need('LAB_KVER'),
+    vmlinux: env.LAB_L3_VMLINUX || need('LAB_VMLINUX'),
+    l3Initrd: need('LAB_L3_INITRD'),
+  };
 }
 
 // ------------------------------------------------------------------ options
