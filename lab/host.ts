@@ -4,6 +4,18 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+
+/**
+ * True when the running kernel (L2's: scripts/lab/run --kernel picks it, docs/kernels.md) is at
+ * least major.minor. Lab tests that show a difference between kernels branch on it.
+ */
+export function kernelAtLeast(major: number, minor: number, release: string = os.release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) throw new Error(`kernel release '${release}' does not start with major.minor`);
+  const [maj, min] = [Number(m[1]), Number(m[2])];
+  return maj > major || (maj === major && min >= minor);
+}
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -37,42 +49,63 @@ export function vhostNetFds(pid: number): number {
   return n;
 }
 
+/**
+ * The two vhost worker models (docs/kernels.md): a kernel thread of its own (kthreadd's child,
+ * kernels < 6.4, and >= 6.4 when VHOST_SET_FORK_FROM_OWNER chose VHOST_FORK_OWNER_KTHREAD), or a
+ * thread of the process that did VHOST_SET_OWNER (>= 6.4 by default: its CPU time, cgroup and
+ * /proc/PID/task are the owner's).
+ */
+export type VhostWorkerKind = 'kthread' | 'thread';
+
 export interface VhostWorker {
-  /** pid (kthread, kernels < 6.4) or tid (thread of the owner, >= 6.4) */
+  /** pid (kthread) or tid (thread of the owner) */
   pid: number;
   comm: string;
+  kind: VhostWorkerKind;
   /** utime + stime, in clock ticks */
   cpuTicks: number;
 }
 
-function readWorker(dir: string, pid: number, owner: number): VhostWorker | null {
+function readWorker(dir: string, pid: number, owner: number, kind: VhostWorkerKind): VhostWorker | null {
   try {
     const comm = fs.readFileSync(`${dir}/comm`, 'utf8').trim();
     if (comm !== `vhost-${owner}`) return null;
     const stat = fs.readFileSync(`${dir}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { pid, comm, cpuTicks: Number(f[11]) + Number(f[12]) };
+    return { pid, comm, kind, cpuTicks: Number(f[11]) + Number(f[12]) };
   } catch {
     return null;
   }
 }
 
-/** The vhost workers of an owner process: kthreads named vhost-<pid> (6.1) or its threads of that name (>= 6.4). */
+/**
+ * The vhost workers of an owner process, in either model: kthreads named vhost-<owner> (found in
+ * /proc, each its own thread group) and the owner's threads of that name (/proc/OWNER/task).
+ */
 export function vhostWorkers(owner: number): VhostWorker[] {
   const out: VhostWorker[] = [];
+  let ownTasks: Set<number>;
+  try {
+    ownTasks = new Set(fs.readdirSync(`/proc/${owner}/task`).map(Number));
+  } catch {
+    return out; // owner gone
+  }
   for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const w = readWorker(`/proc/${e}`, Number(e), owner);
+    if (!/^\d+$/.test(e) || ownTasks.has(Number(e))) continue;
+    const w = readWorker(`/proc/${e}`, Number(e), owner, 'kthread');
     if (w) out.push(w);
   }
-  try {
-    for (const t of fs.readdirSync(`/proc/${owner}/task`)) {
-      if (Number(t) === owner || out.some((w) => w.pid === Number(t))) continue;
-      const w = readWorker(`/proc/${owner}/task/${t}`, Number(t), owner);
-      if (w) out.push(w);
-    }
-  } catch { /* owner gone */ }
+  for (const t of ownTasks) {
+    if (t === owner) continue;
+    const w = readWorker(`/proc/${owner}/task/${t}`, t, owner, 'thread');
+    if (w) out.push(w);
+  }
   return out;
+}
+
+/** The worker model this kernel uses by default (docs/kernels.md): threads of the owner from 6.4. */
+export function defaultWorkerKind(): VhostWorkerKind {
+  return kernelAtLeast(6, 4) ? 'thread' : 'kthread';
 }
 
 /** A counter of the host (L2) interface the guest's packets arrive on (/sys/class/net/IF/statistics). */
@@ -99,6 +132,16 @@ export function ownCpuTicks(pid: number): number {
     } catch { /* thread gone */ }
   }
   return ticks;
+}
+
+/**
+ * CPU time (utime + stime, clock ticks) of the whole process, /proc/PID/stat: all its threads,
+ * exited ones included, and so, on kernels >= 6.4, its vhost workers (docs/kernels.md).
+ */
+export function processCpuTicks(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
 }
 
 /** Peak resident set size of a process (VmHWM), KiB. */

@@ -1,10 +1,12 @@
 /**
- * `npm test`: the unit tests on this machine, then the whole lab suite inside ONE L2 boot
- * (scripts/lab/run), then one line `N passed, N failed` over both.
+ * `npm test`: the unit tests on this machine, then the whole lab suite once per L2 kernel, each in
+ * ONE L2 boot (scripts/lab/run --kernel; docs/kernels.md), then one line `N passed, N failed` over
+ * all. Failures and retries name the kernel they happened on (`[lab 6.12] ...`).
  *
  * With CI=true a lab test that cannot run is a failure: a lab that cannot be set up or booted
  * counts as one failure, and a pending (skipped) test counts as a failure.
  * VB_SKIP_LAB=1 runs the unit tests only (refused when CI=true).
+ * VB_LAB_KERNELS=6.1,6.12 (the default) lists the kernels the lab suite runs on, in that order.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -51,43 +53,50 @@ const unit = spawnSync(mocha, [color, '--reporter', reporter], {
 const u = readCounts(unitSummary);
 if (u) add('unit', u); else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
 
-// 2. Lab tests, in one L2 boot.
+/** The lab suite on one L2 kernel, in one L2 boot (a second one only if the first died). */
+function labSuite(series: string): void {
+  const phase = `lab ${series}`;
+  console.log(`\n== lab ${series}: setting up (idempotent)`);
+  const setup = spawnSync('scripts/lab/setup', ['--kernel', series], { cwd: repo, stdio: 'inherit' });
+  if (setup.status !== 0) {
+    fail(phase, `scripts/lab/setup --kernel ${series} exited ${setup.status ?? setup.signal}: the lab suite could not run`);
+    return;
+  }
+  const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
+  // One L2 boot runs the whole suite. If that VM dies or locks up before the suite reports
+  // (status 125: a fault of nested virtualization under TCG, see docs/lab.md), the suite runs
+  // once more in a fresh VM, and this says so; the counts are the second run's.
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    console.log(`\n== lab suite on L2 kernel ${series} (one L2 boot; L3 guests under nested KVM)${attempt > 1 ? ', second attempt' : ''}`);
+    const xchg = join(work, `xchg-${series}-${attempt}`);
+    const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--kernel', series, '--',
+      mocha, '--no-config', '--exit', '--enable-source-maps', color, '--timeout', '300000', '--reporter', reporter,
+      'dist/test/qemu/**/*.test.js'], {
+      cwd: repo, stdio: 'inherit',
+      env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
+    });
+    const l = existsSync(join(xchg, 'lab.json')) ? readCounts(join(xchg, 'lab.json')) : null;
+    if (!l && lab.status === 125 && attempt === 1) {
+      const why = 'the L2 VM died or locked up before the lab suite finished';
+      console.log(`\n[${phase}] ${why}: running the lab suite once more in a fresh L2 boot`);
+      total.retried.push(`[${phase}] whole lab suite: ${why}`);
+      continue;
+    }
+    if (l) add(phase, l);
+    if (!l || lab.status === 124 || lab.status === 125) {
+      const why = lab.status === 124 ? `timed out after ${labTimeout} s` : lab.status === 125 ? 'the L2 VM died or locked up' : `exited ${lab.status ?? lab.signal} without a summary`;
+      fail(phase, `lab suite ${why}`);
+    }
+    break;
+  }
+}
+
+// 2. Lab tests: the whole suite on each kernel, one L2 boot each.
+const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12').split(',').map((k) => k.trim()).filter(Boolean);
 if (process.env.VB_SKIP_LAB === '1' && !ci) {
   console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
 } else {
-  console.log('\n== lab: setting up (idempotent)');
-  const setup = spawnSync('scripts/lab/setup', [], { cwd: repo, stdio: 'inherit' });
-  if (setup.status !== 0) {
-    fail('lab', `scripts/lab/setup exited ${setup.status ?? setup.signal}: the lab suite could not run`);
-  } else {
-    const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
-    // One L2 boot runs the whole suite. If that VM dies or locks up before the suite reports
-    // (status 125: a fault of nested virtualization under TCG, see docs/lab.md), the suite runs
-    // once more in a fresh VM, and this says so; the counts are the second run's.
-    for (let attempt = 1; attempt <= 2; attempt++) {
-      console.log(`\n== lab suite (one L2 boot; L3 guests under nested KVM)${attempt > 1 ? ', second attempt' : ''}`);
-      const xchg = join(work, `xchg-${attempt}`);
-      const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--',
-        mocha, '--no-config', '--exit', '--enable-source-maps', color, '--timeout', '300000', '--reporter', reporter,
-        'dist/test/qemu/**/*.test.js'], {
-        cwd: repo, stdio: 'inherit',
-        env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
-      });
-      const l = existsSync(join(xchg, 'lab.json')) ? readCounts(join(xchg, 'lab.json')) : null;
-      if (!l && lab.status === 125 && attempt === 1) {
-        const why = 'the L2 VM died or locked up before the lab suite finished';
-        console.log(`\n[lab] ${why}: running the lab suite once more in a fresh L2 boot`);
-        total.retried.push(`[lab] whole lab suite: ${why}`);
-        continue;
-      }
-      if (l) add('lab', l);
-      if (!l || lab.status === 124 || lab.status === 125) {
-        const why = lab.status === 124 ? `timed out after ${labTimeout} s` : lab.status === 125 ? 'the L2 VM died or locked up' : `exited ${lab.status ?? lab.signal} without a summary`;
-        fail('lab', `lab suite ${why}`);
-      }
-      break;
-    }
-  }
+  for (const series of labKernels) labSuite(series);
 }
 rmSync(work, { recursive: true, force: true });
 

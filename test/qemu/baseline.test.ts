@@ -5,12 +5,13 @@
  *   - the guest reaches the host (ping, 5 of 5),
  *   - at least 20 MB move in each direction (iperf3),
  *   - during the transfers QEMU holds a /dev/vhost-net fd and its vhost-<pid>
- *     worker exists and burns CPU (sampled while iperf3 runs, not afterwards).
+ *     worker exists and burns CPU (sampled while iperf3 runs, not afterwards); the worker is
+ *     of this kernel's model (a kthread before 6.4, a thread of QEMU from 6.4: docs/kernels.md).
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/baseline.test.js
  */
 import { expect } from 'chai';
 import { Guest, type IperfResult } from '../../lab/guest.js';
-import { hostTap, removeTap, vhostNetFds, vhostWorkers, type VhostWorker } from '../../lab/host.js';
+import { defaultWorkerKind, hostTap, removeTap, vhostNetFds, vhostWorkers, type VhostWorker } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const TAP = 'tap0';
@@ -89,7 +90,8 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
         const last = samples[samples.length - 1].workers;
         const ticks = (ws: VhostWorker[]): number => ws.reduce((a, w) => a + w.cpuTicks, 0);
         const used = ticks(last) - ticks(before.filter((b) => last.some((w) => w.pid === b.pid)));
-        console.log(`      vhost-${g.pid} worker(s) ${last.map((w) => w.pid).join(',')}: ${used} CPU ticks during the transfer`);
+        console.log(`      vhost-${g.pid} worker(s) ${last.map((w) => `${w.pid} (${w.kind})`).join(',')}: ${used} CPU ticks during the transfer`);
+        expect(last.map((w) => w.kind), 'the worker model of this kernel').to.deep.equal(last.map(() => defaultWorkerKind()));
         expect(used, 'CPU ticks of the vhost worker during the transfer').to.be.greaterThan(0);
       });
     });
