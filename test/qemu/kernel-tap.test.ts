@@ -11,6 +11,7 @@ import { VIRTIO_NET_F } from '../../src/virtio.js';
 import { IFF, Tap, TAP_FLAGS, TUN, TUN_F, tapOffloadFlags } from '../../src/vhost-kernel/index.js';
 import * as sys from '../../src/sys/index.js';
 import { requireLab } from './lab.js';
+import { kernelAtLeast } from '../../lab/host.js';
 import { tapName, thrown } from './kernel-rig.js';
 
 const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
@@ -65,6 +66,9 @@ describe('lab: Tap on the real tun driver', function () {
     console.log(`      tap offloads accepted: 0x${probed.toString(16)} (kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()})`);
     const base = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN | TUN_F.UFO;
     expect(probed & base).to.equal(base);
+    // docs/kernels.md: UDP segmentation offload (TUN_F_USO4/USO6) came with Linux 6.2.
+    const uso = TUN_F.USO4 | TUN_F.USO6;
+    expect(probed & uso, 'TUN_F_USO4|USO6 accepted').to.equal(kernelAtLeast(6, 2) ? uso : 0);
     const all = maskOf(VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.GUEST_ECN, VIRTIO_NET_F.GUEST_UFO);
     expect(tap.setOffload(tapOffloadFlags(all))).to.equal(base);
     expect(thrown(() => tap.setOffload(TUN_F.TSO4)).message)
