@@ -289,7 +289,8 @@ export class Tap implements TapDevice {
 
   /**
    * The TUN_F_* offloads the tap accepts, by trying each (with CSUM, which the others need:
-   * tun.c set_offload refuses TSO without CSUM, and TSO_ECN without TSO). There is no
+   * tun.c set_offload refuses TSO without CSUM, and TSO_ECN without TSO). USO4 and USO6 are tried
+   * as a pair: tun.c (Linux 6.2+) takes them only together, one alone is EINVAL (docs/kernels.md). There is no
    * TUNGETOFFLOAD, so the probe cannot restore what was set before: it leaves the tap with no
    * offloads, which is a new tap's state; apply the negotiated ones with setOffload() afterwards.
    */
@@ -307,7 +308,7 @@ export class Tap implements TapDevice {
     let ok = 0;
     if (tries(TUN_F.CSUM)) {
       ok |= TUN_F.CSUM;
-      for (const extra of [TUN_F.TSO4, TUN_F.TSO6, TUN_F.TSO4 | TUN_F.TSO_ECN, TUN_F.UFO, TUN_F.USO4, TUN_F.USO6]) {
+      for (const extra of [TUN_F.TSO4, TUN_F.TSO6, TUN_F.TSO4 | TUN_F.TSO_ECN, TUN_F.UFO, TUN_F.USO4 | TUN_F.USO6]) {
         if (tries(TUN_F.CSUM | extra)) ok |= extra;
       }
     }

@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { describeBits, has, maskOf } from '../../src/bits.js';
 import { FEATURE_NAMES, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
 import { explainOffer, offeredToFrontEnd, Tap, TAP_FLAGS, toKernel, VhostNet } from '../../src/vhost-kernel/index.js';
+import { kernelAtLeast } from '../../lab/host.js';
 import { requireLab } from './lab.js';
 import { tapName } from './kernel-rig.js';
 
@@ -34,6 +35,20 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
     expect(has(f, VIRTIO_NET_F.MRG_RXBUF), 'MRG_RXBUF').to.equal(true);
     // The negotiated set QEMU 7.2 acked in the lab, minus what the kernel must not get, is accepted.
     vn.setFeatures(toKernel(0x170008000n, f));
+  });
+
+  it('VHOST_GET_FEATURES and VHOST_GET_BACKEND_FEATURES are this kernel\'s (docs/kernels.md)', () => {
+    const vn = VhostNet.open(0);
+    cleanup.push(() => vn.close());
+    vn.setOwner();
+    // drivers/vhost/net.c VHOST_NET_FEATURES; bit 27 is VHOST_NET_F_VIRTIO_NET_HDR to vhost-net.
+    const base = maskOf(VIRTIO_NET_F.MRG_RXBUF, VIRTIO_F.NOTIFY_ON_EMPTY, VHOST_F.LOG_ALL, VHOST_F.NET_VIRTIO_NET_HDR,
+      VIRTIO_F.RING_INDIRECT_DESC, VIRTIO_F.RING_EVENT_IDX, VIRTIO_F.VERSION_1, VIRTIO_F.ACCESS_PLATFORM);
+    // RING_RESET came after 6.1 ("vhost-net: support VIRTIO_F_RING_RESET"); the bridge does not offer it.
+    const expected = kernelAtLeast(6, 2) ? base | maskOf(VIRTIO_F.RING_RESET) : base;
+    expect(describeBits(vn.getFeatures(), FEATURE_NAMES)).to.equal(describeBits(expected, FEATURE_NAMES));
+    // VHOST_NET_BACKEND_FEATURES: 1 << VHOST_BACKEND_F_IOTLB_MSG_V2 on both.
+    expect(vn.getBackendFeatures()).to.equal(0x2n);
   });
 
   it('creates a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR that ip link lists with vnet_hdr on', () => {
