@@ -59,7 +59,8 @@ function labSuite(series: string): void {
   console.log(`\n== lab ${series}: setting up (idempotent)`);
   const setup = spawnSync('scripts/lab/setup', ['--kernel', series], { cwd: repo, stdio: 'inherit' });
   if (setup.status !== 0) {
-    fail(phase, `scripts/lab/setup --kernel ${series} exited ${setup.status ?? setup.signal}: the lab suite could not run`);
+    const status = setup.status ?? setup.signal;
+    fail(phase, `scripts/lab/setup --kernel ${series} exited ${status}: the lab suite could not run`);
     return;
   }
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 2400);
@@ -67,7 +68,8 @@ function labSuite(series: string): void {
   // (status 125: a fault of nested virtualization under TCG, see docs/lab.md), the suite runs
   // once more in a fresh VM, and this says so; the counts are the second run's.
   for (let attempt = 1; attempt <= 2; attempt++) {
-    console.log(`\n== lab suite on L2 kernel ${series} (one L2 boot; L3 guests under nested KVM)${attempt > 1 ? ', second attempt' : ''}`);
+    const again = attempt > 1 ? ', second attempt' : '';
+    console.log(`\n== lab suite on L2 kernel ${series} (one L2 boot; L3 guests under nested KVM)${again}`);
     const xchg = join(work, `xchg-${series}-${attempt}`);
     const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--kernel', series, '--',
       mocha, '--no-config', '--exit', '--enable-source-maps', color, '--timeout', '300000', '--reporter', reporter,
@@ -84,7 +86,9 @@ function labSuite(series: string): void {
     }
     if (l) add(phase, l);
     if (!l || lab.status === 124 || lab.status === 125) {
-      const why = lab.status === 124 ? `timed out after ${labTimeout} s` : lab.status === 125 ? 'the L2 VM died or locked up' : `exited ${lab.status ?? lab.signal} without a summary`;
+      const why = lab.status === 124 ? `timed out after ${labTimeout} s`
+        : lab.status === 125 ? 'the L2 VM died or locked up'
+        : `exited ${lab.status ?? lab.signal} without a summary`;
       fail(phase, `lab suite ${why}`);
     }
     break;

@@ -90,8 +90,10 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
         const last = samples[samples.length - 1].workers;
         const ticks = (ws: VhostWorker[]): number => ws.reduce((a, w) => a + w.cpuTicks, 0);
         const used = ticks(last) - ticks(before.filter((b) => last.some((w) => w.pid === b.pid)));
-        console.log(`      vhost-${g.pid} worker(s) ${last.map((w) => `${w.pid} (${w.kind})`).join(',')}: ${used} CPU ticks during the transfer`);
-        expect(last.map((w) => w.kind), 'the worker model of this kernel').to.deep.equal(last.map(() => defaultWorkerKind()));
+        const who = last.map((w) => `${w.pid} (${w.kind})`).join(',');
+        console.log(`      vhost-${g.pid} worker(s) ${who}: ${used} CPU ticks during the transfer`);
+        expect(last.map((w) => w.kind), 'the worker model of this kernel')
+          .to.deep.equal(last.map(() => defaultWorkerKind()));
         expect(used, 'CPU ticks of the vhost worker during the transfer').to.be.greaterThan(0);
       });
     });

@@ -107,7 +107,8 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
       const workerTicks = w1.reduce((a, w) => a + w.cpuTicks, 0) - w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
       const share = cpu / CLK_TCK / r.seconds;
       console.log(`      ${mb(r)}; bridge's own threads: ${cpu} ticks = ${(share * 100).toFixed(2)}% of one CPU; `
-        + `vhost-${pid} worker (${w1.map((w) => w.kind).join(',')}): ${workerTicks} ticks; the process in /proc/${pid}/stat: ${all} ticks`);
+        + `vhost-${pid} worker (${w1.map((w) => w.kind).join(',')}): ${workerTicks} ticks; `
+        + `the process in /proc/${pid}/stat: ${all} ticks`);
       expect(r.bytes).to.be.at.least(MIN_BYTES);
       expect(samples.length).to.be.at.least(5);
       expect(samples.every((s) => s.vhostFds >= 1), 'bridge holds /dev/vhost-net in every sample').to.equal(true);

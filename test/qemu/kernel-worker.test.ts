@@ -52,7 +52,7 @@ describe(`lab: the vhost worker on this kernel (docs/kernels.md)`, function () {
   before(function () {
     requireLab(this);
     console.log(`      kernel ${release()}; default worker model ${defaultWorkerKind()}; `
-      + `${FORK_PARAM.split('/').pop()}: ${existsSync(FORK_PARAM) ? readFileSync(FORK_PARAM, 'utf8').trim() : 'absent'}`);
+      + `fork_from_owner_default: ${existsSync(FORK_PARAM) ? readFileSync(FORK_PARAM, 'utf8').trim() : 'absent'}`);
   });
 
   afterEach(() => {
@@ -65,7 +65,8 @@ describe(`lab: the vhost worker on this kernel (docs/kernels.md)`, function () {
     return vn;
   }
 
-  it('SET_OWNER starts one worker vhost-<pid>: a kthread before 6.4, a thread of the owner from 6.4; close ends it', () => {
+  it('SET_OWNER starts one worker vhost-<pid>: a kthread before 6.4, a thread of the owner from 6.4; '
+    + 'close ends it', () => {
     const before = vhostWorkers(process.pid);
     const vn = openVhost();
     expect(newWorkers(before), 'no worker before SET_OWNER').to.deep.equal([]);
@@ -116,7 +117,8 @@ describe(`lab: the vhost worker on this kernel (docs/kernels.md)`, function () {
     expect(out[0]).to.equal(FORK_OWNER.KTHREAD);
     vn.setOwner();
     const ws = newWorkers(before);
-    console.log(`      after SET_FORK_FROM_OWNER(KTHREAD) + SET_OWNER: ${ws.map((w) => `${w.comm} (${w.kind})`).join(', ')}`);
+    const seen = ws.map((w) => `${w.comm} (${w.kind})`).join(', ');
+    console.log(`      after SET_FORK_FROM_OWNER(KTHREAD) + SET_OWNER: ${seen}`);
     expect(ws.map((w) => [w.comm, w.kind])).to.deep.equal([[`vhost-${process.pid}`, 'kthread']]);
     // The mode is fixed once the device has an owner.
     const late = errnoOf(() => ioctlPtr(vn.fd, VHOST_SET_FORK_FROM_OWNER, Buffer.from([FORK_OWNER.TASK]),
