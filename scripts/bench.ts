@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: vhost-bridge against QEMU's own tap,vhost=on (and tap,vhost=off, and a DPDK
  * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab.
- * Prints a table, writes results/<date>/{raw,summary}.json and results/latest.{json,md,svg}, and
+ * Prints a table, writes results/<date>/{raw,summary}.json and results/latest.{json,md,svg} (latest-6.12.* with
+ * --kernel 6.12), and
  * refreshes the README's results section.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -29,8 +30,9 @@ const o = new Command()
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
   .option('--configs <list>', `configurations, comma-separated (${CONFIGS.join(',')})`, CONFIGS.join(','))
   .option('--no-readme', 'do not refresh the README results section')
+  .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .parse()
-  .opts<{ rounds: number; seconds: number; pings: number; configs: string; readme: boolean }>();
+  .opts<{ rounds: number; seconds: number; pings: number; configs: string; readme: boolean; kernel: string }>();
 
 const configs = o.configs.split(',') as BenchConfig[];
 const bad = configs.filter((c) => !CONFIGS.includes(c));
@@ -88,6 +90,7 @@ const lab = spawnSync(
       VB_BENCH_PINGS: String(o.pings),
       VB_BENCH_CONFIGS: configs.join(','),
       VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
+      LAB_KERNEL: o.kernel,
     },
   },
 );
@@ -107,6 +110,8 @@ const summary = summarize(raw);
 const v = verdict(summary);
 
 const date = String(raw.meta.date).slice(0, 19).replace(/[:T]/g, '-');
+// A run on another L2 kernel than 6.1 keeps its own latest files and README section, beside 6.1's.
+const suffix = o.kernel === '6.1' ? '' : `-${o.kernel}`;
 const dir = join(repo, 'results', date);
 fs.mkdirSync(dir, { recursive: true });
 fs.writeFileSync(join(dir, 'raw.json'), JSON.stringify(raw, null, 1));
@@ -124,7 +129,7 @@ const md = [
     `${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ` +
     `${raw.meta.node}.`,
   '',
-  '![benchmark chart](results/latest.svg)',
+  `![benchmark chart](results/latest${suffix}.svg)`,
   '',
   markdownTable(summary),
   '',
@@ -137,16 +142,16 @@ const md = [
       ]
     : []),
 ].join('\n');
-fs.writeFileSync(join(repo, 'results', 'latest.svg'), svg);
-fs.writeFileSync(join(repo, 'results', 'latest.md'), `${md}\n`);
+fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
+fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
 fs.writeFileSync(
-  join(repo, 'results', 'latest.json'),
+  join(repo, 'results', `latest${suffix}.json`),
   JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1),
 );
 if (o.readme) {
   const readme = join(repo, 'README.md');
   try {
-    fs.writeFileSync(readme, replaceSection(fs.readFileSync(readme, 'utf8'), md));
+    fs.writeFileSync(readme, replaceSection(fs.readFileSync(readme, 'utf8'), md, `bench${suffix}`));
   } catch (e) {
     console.warn(`bench: README not refreshed: ${(e as Error).message}`);
   }

@@ -212,10 +212,13 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
   return o.join('\n');
 }
 
-/** Replace the text between `<!-- bench:start -->` and `<!-- bench:end -->` in a README. */
-export function replaceSection(readme: string, body: string): string {
-  const start = '<!-- bench:start -->',
-    end = '<!-- bench:end -->';
+/**
+ * Replace the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in a README (NAME `bench`,
+ * or `bench-6.12` for a run on that L2 kernel).
+ */
+export function replaceSection(readme: string, body: string, name = 'bench'): string {
+  const start = `<!-- ${name}:start -->`,
+    end = `<!-- ${name}:end -->`;
   const i = readme.indexOf(start),
     j = readme.indexOf(end);
   if (i < 0 || j < i) throw new Error(`README has no ${start} ... ${end} section`);

@@ -81,5 +81,9 @@ describe('bench report', () => {
     const readme = 'a\n<!-- bench:start -->\nold\n<!-- bench:end -->\nz\n';
     expect(replaceSection(readme, 'new')).to.equal('a\n<!-- bench:start -->\nnew\n<!-- bench:end -->\nz\n');
     expect(() => replaceSection('no markers', 'x')).to.throw('bench:start');
+    const two = `${readme}<!-- bench-6.12:start -->\nold\n<!-- bench-6.12:end -->\n`;
+    expect(replaceSection(two, 'b', 'bench-6.12')).to.equal(
+      `${readme}<!-- bench-6.12:start -->\nb\n<!-- bench-6.12:end -->\n`,
+    );
   });
 });
