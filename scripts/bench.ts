@@ -168,7 +168,7 @@ if (summary.failedRuns.length)
   );
 console.log(
   `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and ` +
-    `results/latest.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
+    `results/latest${suffix}.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
 );
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
 fs.mkdirSync(join(dir, 'logs'), { recursive: true });
