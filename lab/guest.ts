@@ -118,7 +118,10 @@ export interface GuestBootOptions {
   extraKernelArgs?: string[];
   /** L3 -cpu model (default L3_DEFAULTS.cpu under kvm, max under tcg) */
   cpu?: string;
-  /** everything from the guest console (and QEMU's stderr, and harness notes) goes there, prefixed with ms timestamps */
+  /**
+   * everything from the guest console (and QEMU's stderr, and harness notes) goes there, prefixed with ms
+   * timestamps
+   */
   logFile?: string;
   /** harness messages (default: console.error) */
   log?: (message: string) => void;
@@ -168,7 +171,10 @@ export interface IperfResult {
   bytes: number;
   bitsPerSecond: number;
   seconds: number;
-  /** where bytes were counted: the receiver (guest->host, the L2 server) or the sender (reverse: the L2 server sends) */
+  /**
+   * where bytes were counted: the receiver (guest->host, the L2 server) or the sender (reverse: the L2 server
+   * sends)
+   */
   countedAt: 'receiver' | 'sender';
   /** TCP sender retransmits (reverse only: the server is the sender) */
   retransmits?: number;
@@ -193,7 +199,9 @@ function track(child: ChildProcessWithoutNullStreams): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     // never leave a QEMU behind when mocha (or a script) exits
-    process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+    process.once('exit', () => {
+      for (const c of live) c.kill('SIGKILL');
+    });
   }
 }
 
@@ -241,7 +249,10 @@ export class Guest {
   faults = 0;
   /** Every fault seen, by kind (the stress command counts them: docs/lab.md, "Guest faults"). */
   readonly faultLog: { kind: GuestFaultKind; at: number; text: string }[] = [];
-  /** What the last fault was (`traps: PANIC: double fault ...`, `the guest reset itself ...`, `the guest stopped answering ...`). */
+  /**
+   * What the last fault was (`traps: PANIC: double fault ...`, `the guest reset itself ...`, `the guest stopped
+   * answering ...`).
+   */
   lastFault = '';
   private stalled = false;
   private recovering: Promise<void> | null = null;
@@ -283,14 +294,24 @@ export class Guest {
     return g;
   }
 
-  get peer(): string { return this.opts.peer ?? '10.0.3.1'; }
-  get ip(): string { return (this.opts.ip ?? '10.0.3.2/24').replace(/\/.*/, ''); }
-  get mac(): string { return this.opts.mac ?? defaultMac(this.name); }
+  get peer(): string {
+    return this.opts.peer ?? '10.0.3.1';
+  }
+  get ip(): string {
+    return (this.opts.ip ?? '10.0.3.2/24').replace(/\/.*/, '');
+  }
+  get mac(): string {
+    return this.opts.mac ?? defaultMac(this.name);
+  }
   /** true while QEMU runs */
-  get running(): boolean { return this.child !== null && this.exitInfo === null; }
+  get running(): boolean {
+    return this.child !== null && this.exitInfo === null;
+  }
 
   /** The last console lines (for error messages). */
-  consoleTail(n = CONSOLE_TAIL): string[] { return this.tail.slice(-n); }
+  consoleTail(n = CONSOLE_TAIL): string[] {
+    return this.tail.slice(-n);
+  }
 
   private note(message: string): void {
     this.record(`[harness] ${message}`);
@@ -304,7 +325,10 @@ export class Guest {
   }
 
   private closeLog(): void {
-    if (this.logFd !== null) { fs.closeSync(this.logFd); this.logFd = null; }
+    if (this.logFd !== null) {
+      fs.closeSync(this.logFd);
+      this.logFd = null;
+    }
   }
 
   private fail(message: string): Error {
@@ -319,20 +343,48 @@ export class Guest {
     const accel = o.accel ?? 'kvm';
     const queues = o.net.queues ?? 1;
     const append = [
-      'console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1',
-      `vbg.ip=${o.ip ?? '10.0.3.2/24'}`, `vbg.peer=${this.peer}`,
+      'console=ttyS0',
+      'quiet',
+      'loglevel=3',
+      'panic=-1',
+      `vbg.ip=${o.ip ?? '10.0.3.2/24'}`,
+      `vbg.peer=${this.peer}`,
       ...(o.mtu ? [`vbg.mtu=${o.mtu}`] : []),
       ...(hang ? ['vbg.hang=100000'] : []),
       ...L3_DEFAULTS.append,
       ...(o.extraKernelArgs ?? []),
     ].join(' ');
     const args = [
-      '-name', `vbguest-${this.name},debug-threads=on`, // vCPU threads named "CPU n/KVM" (see diagnose)
-      '-accel', accel, '-cpu', o.cpu ?? (accel === 'kvm' ? L3_DEFAULTS.cpu : 'max'),
-      '-machine', 'q35', '-smp', String(o.smp ?? 1), '-m', `${mem}M`,
-      '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-numa', 'node,memdev=mem',
-      '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
-      '-kernel', this.files.vmlinux, '-initrd', this.files.l3Initrd, '-append', append,
+      '-name',
+      `vbguest-${this.name},debug-threads=on`, // vCPU threads named "CPU n/KVM" (see diagnose)
+      '-accel',
+      accel,
+      '-cpu',
+      o.cpu ?? (accel === 'kvm' ? L3_DEFAULTS.cpu : 'max'),
+      '-machine',
+      'q35',
+      '-smp',
+      String(o.smp ?? 1),
+      '-m',
+      `${mem}M`,
+      '-object',
+      `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+      '-numa',
+      'node,memdev=mem',
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-monitor',
+      'none',
+      '-serial',
+      'stdio',
+      '-kernel',
+      this.files.vmlinux,
+      '-initrd',
+      this.files.l3Initrd,
+      '-append',
+      append,
     ];
     const n = o.net;
     const q = queues > 1 ? `,queues=${queues}` : '';
@@ -369,7 +421,9 @@ export class Guest {
     this.pid = child.pid ?? 0;
     track(child);
     child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (s: string) => { if (this.child === child) this.feed(s); });
+    child.stdout.on('data', (s: string) => {
+      if (this.child === child) this.feed(s);
+    });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (s: string) => {
       for (const l of s.split('\n')) {
@@ -379,10 +433,15 @@ export class Guest {
         if (/Failed to connect/.test(l)) this.backendMissing = l.trim();
       }
     });
-    child.stdin.on('error', () => { /* QEMU gone: reported through 'exit' */ });
+    child.stdin.on('error', () => {
+      /* QEMU gone: reported through 'exit' */
+    });
     const onGone = (why: string): void => {
       if (this.child !== child || this.exitInfo !== null) return;
-      if (this.partial) { this.line(this.partial); this.partial = ''; }
+      if (this.partial) {
+        this.line(this.partial);
+        this.partial = '';
+      }
       this.exitInfo = this.lastStderr ? `${why} ("${this.lastStderr}")` : why;
       this.record(`[harness] QEMU ${why}`);
       for (const w of [...this.waiters]) w(null);
@@ -399,10 +458,12 @@ export class Guest {
 
   private line(l: string): void {
     this.record(l);
-    if (l === 'VBGUEST-INIT' && this.readyAt) this.panicked('the guest reset itself (init ran again without a reboot: a triple fault)');
+    if (l === 'VBGUEST-INIT' && this.readyAt)
+      this.panicked('the guest reset itself (init ran again without a reboot: a triple fault)');
     if (l === 'VBGUEST-INIT' && !this.initAt) this.initAt = Date.now();
     else if (l === 'VBGUEST-READY' && !this.readyAt) this.readyAt = Date.now();
-    else if (this.readyAt && /\] (traps: PANIC|Kernel panic - not syncing|BUG: |double fault)/.test(l)) this.panicked(l);
+    else if (this.readyAt && /\] (traps: PANIC|Kernel panic - not syncing|BUG: |double fault)/.test(l))
+      this.panicked(l);
     for (const w of [...this.waiters]) w(l);
   }
 
@@ -410,12 +471,29 @@ export class Guest {
   private panicked(l: string): void {
     this.faults++;
     this.lastFault = l.replace(/^.*?\] /, '');
-    this.faultLog.push({ kind: l.startsWith('the guest reset itself') ? 'reset' : 'panic', at: Date.now(), text: this.lastFault });
+    this.faultLog.push({
+      kind: l.startsWith('the guest reset itself') ? 'reset' : 'panic',
+      at: Date.now(),
+      text: this.lastFault,
+    });
     this.note(`guest fault (${this.lastFault}): a fault of the nested lab; the guest reboots by itself`);
     this.readyAt = 0;
     if (!l.startsWith('the guest reset itself')) this.initAt = 0;
-    const wait = this.waitFor(() => (this.readyAt ? true : undefined), (this.opts.hangTimeoutMs ?? 90_000) + (this.opts.readyTimeoutMs ?? 120_000), 'VBGUEST-READY after a guest kernel panic');
-    this.recovering = wait.then(() => { this.recovering = null; this.record('[harness] the guest is back after the panic'); }, (e: unknown) => { this.recovering = null; throw e; });
+    const wait = this.waitFor(
+      () => (this.readyAt ? true : undefined),
+      (this.opts.hangTimeoutMs ?? 90_000) + (this.opts.readyTimeoutMs ?? 120_000),
+      'VBGUEST-READY after a guest kernel panic',
+    );
+    this.recovering = wait.then(
+      () => {
+        this.recovering = null;
+        this.record('[harness] the guest is back after the panic');
+      },
+      (e: unknown) => {
+        this.recovering = null;
+        throw e;
+      },
+    );
     this.recovering.catch(() => undefined);
   }
 
@@ -429,15 +507,24 @@ export class Guest {
       const finish = (err: Error | null, v?: T): void => {
         clearTimeout(timer);
         this.waiters.delete(waiter);
-        if (err) reject(err); else resolve(v as T);
+        if (err) reject(err);
+        else resolve(v as T);
       };
       const waiter: Waiter = (line) => {
         let v: T | undefined;
-        try { v = check(line); } catch (e) { finish(e as Error); return; }
+        try {
+          v = check(line);
+        } catch (e) {
+          finish(e as Error);
+          return;
+        }
         if (v !== undefined) finish(null, v);
         else if (this.exitInfo !== null) finish(this.fail(`QEMU ${this.exitInfo} while waiting for ${what}`));
       };
-      timer = setTimeout(() => finish(new GuestTimeout(`no ${what} after ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      timer = setTimeout(
+        () => finish(new GuestTimeout(`no ${what} after ${Math.round(timeoutMs / 1000)} s`)),
+        timeoutMs,
+      );
       this.waiters.add(waiter);
       waiter(null);
     });
@@ -460,7 +547,11 @@ export class Guest {
         if (!(e instanceof GuestTimeout)) throw e;
         const secs = Math.round(hangMs / 1000);
         // A guest that waited for its vhost-user back-end never started: not the boot hang.
-        if (this.backendMissing) throw this.fail(`no init marker after ${secs} s, and QEMU reported "${this.backendMissing}": is the vhost-user back-end listening?`);
+        if (this.backendMissing)
+          throw this.fail(
+            `no init marker after ${secs} s, and QEMU reported "${this.backendMissing}": is the vhost-user back-end ` +
+              `listening?`,
+          );
         if (attempt >= 2) throw this.fail(`no init marker after ${secs} s on the second boot attempt too; giving up`);
         this.note(`no init marker after ${secs} s, booting once more (nested-KVM boot hang)`);
         this.bootRetries = 1;
@@ -493,20 +584,36 @@ export class Guest {
     const a = threadTicks(this.pid);
     await sleep(1000);
     const b = threadTicks(this.pid);
-    const cpu = [...b].filter(([, v]) => v.comm.startsWith('CPU ') || v.ticks - (a.get(v.tid)?.ticks ?? v.ticks) > 0)
-      .map(([, v]) => `${v.comm} +${v.ticks - (a.get(v.tid)?.ticks ?? v.ticks)}`).join(', ');
+    const cpu = [...b]
+      .filter(([, v]) => v.comm.startsWith('CPU ') || v.ticks - (a.get(v.tid)?.ticks ?? v.ticks) > 0)
+      .map(([, v]) => `${v.comm} +${v.ticks - (a.get(v.tid)?.ticks ?? v.ticks)}`)
+      .join(', ');
     const p = spawnSync('/bin/busybox', ['ping', '-c', '2', '-W', '1', this.ip], { encoding: 'utf8', timeout: 6000 });
     const rx = /(\d+) packets received/.exec(p.stdout ?? '');
-    return `diagnosis: CPU ticks of QEMU ${this.pid}'s threads in 1 s: ${cpu || 'none'}; ping ${this.ip} from L2: ${rx ? `${rx[1]} of 2 replies` : 'not run'}`;
+    return (
+      `diagnosis: CPU ticks of QEMU ${this.pid}'s threads in 1 s: ${cpu || 'none'}; ping ${this.ip} from L2: ` +
+      `${rx ? `${rx[1]} of 2 replies` : 'not run'}`
+    );
   }
 
   // ---------------------------------------------------------------- commands
 
   /** Runs a shell command in the guest (sh -c, stdin /dev/null). One at a time; calls queue up. */
   exec(cmd: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
-    // eslint-disable-next-line no-control-regex
-    if (/[\x00-\x1f\x7f]/.test(cmd)) return Promise.reject(new Error(`guest ${this.name}: command contains control characters (one line, printable only): ${JSON.stringify(cmd)}`));
-    if (Buffer.byteLength(cmd) > 4000) return Promise.reject(new Error(`guest ${this.name}: command longer than 4000 bytes (the guest tty's line limit is 4095)`));
+    // The command goes to the guest's serial console as one line: a control character (a newline, ^C, ^D,
+    // an escape) would be acted on by the guest's tty instead of reaching its shell.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    if (/[\x00-\x1f\x7f]/.test(cmd))
+      return Promise.reject(
+        new Error(
+          `guest ${this.name}: command contains control characters (one line, printable only): ` +
+            `${JSON.stringify(cmd)}`,
+        ),
+      );
+    if (Buffer.byteLength(cmd) > 4000)
+      return Promise.reject(
+        new Error(`guest ${this.name}: command longer than 4000 bytes (the guest tty's line limit is 4095)`),
+      );
     const run = (): Promise<ExecResult> => this.execNow(cmd, opts.timeoutMs ?? 60_000);
     const r = this.chain.then(run, run);
     this.chain = r.catch(() => undefined);
@@ -515,25 +622,33 @@ export class Guest {
 
   private async execNow(cmd: string, timeoutMs: number): Promise<ExecResult> {
     if (this.recovering) await this.recovering;
-    if (!this.running) return Promise.reject(this.fail(`QEMU is not running (${this.exitInfo ?? 'not started'}): ${cmd}`));
+    if (!this.running)
+      return Promise.reject(this.fail(`QEMU is not running (${this.exitInfo ?? 'not started'}): ${cmd}`));
     if (!this.readyAt) return Promise.reject(this.fail(`exec before VBGUEST-READY: ${cmd}`));
     const id = ++this.seq;
     const out: string[] = [];
     const marker = /VBGUEST-RC (\d+) (\d+)$/;
     const faults = this.faults;
-    const p = this.waitFor<ExecResult>((line) => {
-      if (this.faults !== faults) throw this.fail(`the guest kernel panicked while running \`${cmd}\` (${this.lastFault}); it reboots by itself`);
-      if (line === null) return undefined;
-      const m = marker.exec(line);
-      const text = m ? line.slice(0, m.index) : line;
-      if (m && Number(m[1]) === id) {
-        if (text) out.push(text);
-        return { rc: Number(m[2]), output: out.join('\n') };
-      }
-      // (the marker of an earlier command that timed out is dropped, its text kept)
-      if (text || !m) out.push(text);
-      return undefined;
-    }, timeoutMs, `result of command ${id}`).catch(async (e: unknown) => {
+    const p = this.waitFor<ExecResult>(
+      (line) => {
+        if (this.faults !== faults)
+          throw this.fail(
+            `the guest kernel panicked while running \`${cmd}\` (${this.lastFault}); it reboots by itself`,
+          );
+        if (line === null) return undefined;
+        const m = marker.exec(line);
+        const text = m ? line.slice(0, m.index) : line;
+        if (m && Number(m[1]) === id) {
+          if (text) out.push(text);
+          return { rc: Number(m[2]), output: out.join('\n') };
+        }
+        // (the marker of an earlier command that timed out is dropped, its text kept)
+        if (text || !m) out.push(text);
+        return undefined;
+      },
+      timeoutMs,
+      `result of command ${id}`,
+    ).catch(async (e: unknown) => {
       if (!(e instanceof GuestTimeout)) throw e;
       const diag = await this.diagnose();
       if (/from L2: 0 of 2 replies/.test(diag)) {
@@ -550,13 +665,17 @@ export class Guest {
   }
 
   /** ping from the guest (busybox ping); the guest prints only the RTT list and the summary. */
-  async ping(peer: string = this.peer, opts: { count?: number; intervalS?: number; timeoutS?: number } = {}): Promise<PingResult> {
+  async ping(
+    peer: string = this.peer,
+    opts: { count?: number; intervalS?: number; timeoutS?: number } = {},
+  ): Promise<PingResult> {
     if (!/^[0-9A-Fa-f.:]+$/.test(peer)) throw new Error(`guest ${this.name}: bad ping address ${peer}`);
     const count = opts.count ?? 5;
     const flags = [`-c ${count}`];
     if (opts.intervalS !== undefined) flags.push(`-i ${Number(opts.intervalS)}`);
     flags.push(`-W ${Math.max(1, Math.round(opts.timeoutS ?? 5))}`);
-    const cmd = `ping ${flags.join(' ')} ${peer} >/tmp/ping.out 2>&1; r=$?; ` +
+    const cmd =
+      `ping ${flags.join(' ')} ${peer} >/tmp/ping.out 2>&1; r=$?; ` +
       `echo "RTT $(sed -n 's/.* time=\\([0-9.]*\\) ms$/\\1/p' /tmp/ping.out | tr '\\n' ' ')"; ` +
       `grep 'packets transmitted' /tmp/ping.out || head -n 3 /tmp/ping.out; exit $r`;
     const budget = (count * (opts.intervalS ?? 1) + (opts.timeoutS ?? 5) + 30) * 1000;
@@ -578,8 +697,10 @@ export class Guest {
   async untilReply(peer: string = this.peer, tries = 30): Promise<number> {
     if (!/^[0-9A-Fa-f.:]+$/.test(peer)) throw new Error(`guest ${this.name}: bad ping address ${peer}`);
     const t0 = Date.now();
-    const r = await this.exec(`i=0; while [ $i -lt ${tries} ]; do ping -c 1 -W 1 ${peer} >/dev/null 2>&1 && exit 0; i=$((i+1)); done; exit 1`,
-      { timeoutMs: (tries * 2 + 30) * 1000 });
+    const r = await this.exec(
+      `i=0; while [ $i -lt ${tries} ]; do ping -c 1 -W 1 ${peer} >/dev/null 2>&1 && exit 0; i=$((i+1)); done; exit 1`,
+      { timeoutMs: (tries * 2 + 30) * 1000 },
+    );
     if (r.rc !== 0) throw this.fail(`no ping reply from ${peer} in ${tries} tries`);
     return Date.now() - t0;
   }
@@ -591,11 +712,19 @@ export class Guest {
   async iperf3(o: IperfOptions): Promise<IperfResult> {
     const port = o.port ?? 5201;
     const json = `/tmp/vbguest-iperf3-${this.name}-${process.pid}-${Date.now()}.json`;
-    const server = spawn('iperf3', ['-s', '-1', '-B', this.peer, '-p', String(port), '-J', '--logfile', json], { stdio: 'ignore' });
+    const server = spawn('iperf3', ['-s', '-1', '-B', this.peer, '-p', String(port), '-J', '--logfile', json], {
+      stdio: 'ignore',
+    });
     let serverExit: string | null = null;
     const serverDone = new Promise<void>((res) => {
-      server.once('exit', (c, s) => { serverExit = s ?? String(c); res(); });
-      server.once('error', (e) => { serverExit = e.message; res(); });
+      server.once('exit', (c, s) => {
+        serverExit = s ?? String(c);
+        res();
+      });
+      server.once('error', (e) => {
+        serverExit = e.message;
+        res();
+      });
     });
     try {
       await waitListening(port, 10_000, () => serverExit);
@@ -610,7 +739,8 @@ export class Guest {
       const iperf = `timeout ${o.seconds + 30} iperf3`;
       const cmd = udpReverse
         ? `${iperf} ${args.join(' ')} -J >/tmp/iperf3.out 2>&1; r=$?; ` +
-          `if [ $r = 0 ]; then sed -n '/"end":[[:space:]]*{/,$p' /tmp/iperf3.out | sed -n '/"sum":/,/}/p' | tr -d ' \\t\\n'; echo; ` +
+          `if [ $r = 0 ]; then sed -n '/"end":[[:space:]]*{/,$p' /tmp/iperf3.out | sed -n '/"sum":/,/}/p' | ` +
+          `tr -d ' \\t\\n'; echo; ` +
           `else grep '"error"' /tmp/iperf3.out | head -n 3; fi; exit $r`
         : `${iperf} ${args.join(' ')} >/tmp/iperf3.out 2>&1; r=$?; [ $r = 0 ] || tail -n 3 /tmp/iperf3.out; exit $r`;
       const res = await this.exec(cmd, { timeoutMs: (o.seconds + 60) * 1000 });
@@ -630,13 +760,18 @@ export class Guest {
       const s = o.reverse ? end.sum_sent : end.sum_received;
       if (!s) throw this.fail(`iperf3 server JSON has no end.${o.reverse ? 'sum_sent' : 'sum_received'}`);
       const r: IperfResult = {
-        bytes: s.bytes, bitsPerSecond: s.bits_per_second, seconds: s.seconds,
+        bytes: s.bytes,
+        bitsPerSecond: s.bits_per_second,
+        seconds: s.seconds,
         countedAt: o.reverse ? 'sender' : 'receiver',
       };
       if (!o.udp) {
         if (o.reverse && s.retransmits !== undefined) r.retransmits = s.retransmits;
       } else if (!o.reverse) {
-        r.packets = s.packets; r.lostPackets = s.lost_packets; r.lostPercent = s.lost_percent; r.jitterMs = s.jitter_ms;
+        r.packets = s.packets;
+        r.lostPackets = s.lost_packets;
+        r.lostPercent = s.lost_percent;
+        r.jitterMs = s.jitter_ms;
       } else {
         const num = (k: string): number | undefined => {
           const m = new RegExp(`"${k}":(-?[0-9.eE+-]+)`).exec(res.output);
@@ -649,7 +784,10 @@ export class Guest {
       }
       return r;
     } finally {
-      if (serverExit === null) { server.kill('SIGKILL'); await serverDone; }
+      if (serverExit === null) {
+        server.kill('SIGKILL');
+        await serverDone;
+      }
       fs.rmSync(json, { force: true });
     }
   }
@@ -687,7 +825,11 @@ export class Guest {
     const t = Date.now();
     this.write(`${++this.seq} reboot\n`);
     try {
-      await this.waitFor(() => (this.initAt ? true : undefined), this.opts.hangTimeoutMs ?? 90_000, 'VBGUEST-INIT after reboot');
+      await this.waitFor(
+        () => (this.initAt ? true : undefined),
+        this.opts.hangTimeoutMs ?? 90_000,
+        'VBGUEST-INIT after reboot',
+      );
     } catch (e) {
       const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
@@ -700,9 +842,17 @@ export class Guest {
   /** poweroff in the guest; waits for QEMU to exit, kills it after timeoutMs. */
   async shutdown(opts: { timeoutMs?: number } = {}): Promise<void> {
     if (this.running) {
-      try { this.write(`${++this.seq} poweroff\n`); } catch { /* already gone */ }
       try {
-        await this.waitFor(() => (this.exitInfo !== null ? true : undefined), opts.timeoutMs ?? 30_000, 'QEMU exit after poweroff');
+        this.write(`${++this.seq} poweroff\n`);
+      } catch {
+        /* already gone */
+      }
+      try {
+        await this.waitFor(
+          () => (this.exitInfo !== null ? true : undefined),
+          opts.timeoutMs ?? 30_000,
+          'QEMU exit after poweroff',
+        );
       } catch {
         this.note(`QEMU did not exit ${Math.round((opts.timeoutMs ?? 30_000) / 1000)} s after poweroff; killing it`);
       }
@@ -716,7 +866,8 @@ export class Guest {
     const child = this.child;
     if (!child || this.exitInfo !== null) return;
     const gone = new Promise<void>((res) => {
-      if (child.exitCode !== null || child.signalCode !== null) res(); else child.once('exit', () => res());
+      if (child.exitCode !== null || child.signalCode !== null) res();
+      else child.once('exit', () => res());
     });
     child.kill('SIGKILL');
     await gone;
@@ -742,14 +893,20 @@ interface IperfJson {
 function threadTicks(pid: number): Map<number, { tid: number; comm: string; ticks: number }> {
   const out = new Map<number, { tid: number; comm: string; ticks: number }>();
   let tids: string[] = [];
-  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
   for (const t of tids) {
     try {
       const comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
       const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       out.set(Number(t), { tid: Number(t), comm, ticks: Number(f[11]) + Number(f[12]) });
-    } catch { /* thread gone */ }
+    } catch {
+      /* thread gone */
+    }
   }
   return out;
 }
@@ -763,7 +920,11 @@ function listening(port: number): boolean {
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text = '';
-    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
     for (const l of text.split('\n').slice(1)) {
       const cols = l.trim().split(/\s+/);
       if (cols.length > 3 && cols[1].endsWith(`:${hex}`) && cols[3] === '0A') return true;

@@ -42,9 +42,17 @@ export function removeTap(ifname: string): void {
 export function vhostNetFds(pid: number): number {
   let n = 0;
   let fds: string[] = [];
-  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return 0; }
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return 0;
+  }
   for (const fd of fds) {
-    try { if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/vhost-net') n++; } catch { /* closed meanwhile */ }
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === '/dev/vhost-net') n++;
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return n;
 }
@@ -129,7 +137,9 @@ export function ownCpuTicks(pid: number): number {
       const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       ticks += Number(f[11]) + Number(f[12]);
-    } catch { /* thread gone */ }
+    } catch {
+      /* thread gone */
+    }
   }
   return ticks;
 }

@@ -20,8 +20,22 @@ const reporter = 'dist/test/summary-reporter.js';
 const color = process.stdout.isTTY ? '--color' : '--no-color';
 const mocha = 'node_modules/.bin/mocha';
 
-interface Counts { passed: number; failed: number; pending: number; failures: string[]; pendingTitles: string[]; retried?: string[] }
-const total: Counts & { retried: string[] } = { passed: 0, failed: 0, pending: 0, failures: [], pendingTitles: [], retried: [] };
+interface Counts {
+  passed: number;
+  failed: number;
+  pending: number;
+  failures: string[];
+  pendingTitles: string[];
+  retried?: string[];
+}
+const total: Counts & { retried: string[] } = {
+  passed: 0,
+  failed: 0,
+  pending: 0,
+  failures: [],
+  pendingTitles: [],
+  retried: [],
+};
 
 function add(phase: string, c: Counts): void {
   total.passed += c.passed;
@@ -38,7 +52,11 @@ function fail(phase: string, why: string): void {
 }
 
 function readCounts(file: string): Counts | null {
-  try { return JSON.parse(readFileSync(file, 'utf8')) as Counts; } catch { return null; }
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Counts;
+  } catch {
+    return null;
+  }
 }
 
 const t0 = Date.now();
@@ -48,10 +66,13 @@ const work = mkdtempSync(join(tmpdir(), 'vb-test-'));
 console.log('== unit tests (this machine)');
 const unitSummary = join(work, 'unit.json');
 const unit = spawnSync(mocha, [color, '--reporter', reporter], {
-  cwd: repo, stdio: 'inherit', env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
+  cwd: repo,
+  stdio: 'inherit',
+  env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
 });
 const u = readCounts(unitSummary);
-if (u) add('unit', u); else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
+if (u) add('unit', u);
+else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
 
 /** The lab suite on one L2 kernel, in one L2 boot (a second one only if the first died). */
 function labSuite(series: string): void {
@@ -71,12 +92,31 @@ function labSuite(series: string): void {
     const again = attempt > 1 ? ', second attempt' : '';
     console.log(`\n== lab suite on L2 kernel ${series} (one L2 boot; L3 guests under nested KVM)${again}`);
     const xchg = join(work, `xchg-${series}-${attempt}`);
-    const lab = spawnSync('scripts/lab/run', ['-t', String(labTimeout), '--kernel', series, '--',
-      mocha, '--no-config', '--exit', '--enable-source-maps', color, '--timeout', '300000', '--reporter', reporter,
-      'dist/test/qemu/**/*.test.js'], {
-      cwd: repo, stdio: 'inherit',
-      env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
-    });
+    const lab = spawnSync(
+      'scripts/lab/run',
+      [
+        '-t',
+        String(labTimeout),
+        '--kernel',
+        series,
+        '--',
+        mocha,
+        '--no-config',
+        '--exit',
+        '--enable-source-maps',
+        color,
+        '--timeout',
+        '300000',
+        '--reporter',
+        reporter,
+        'dist/test/qemu/**/*.test.js',
+      ],
+      {
+        cwd: repo,
+        stdio: 'inherit',
+        env: { ...process.env, LAB_XCHG_DIR: xchg, VB_SUMMARY_FILE: '/lab-xchg/lab.json' },
+      },
+    );
     const l = existsSync(join(xchg, 'lab.json')) ? readCounts(join(xchg, 'lab.json')) : null;
     if (!l && lab.status === 125 && attempt === 1) {
       const why = 'the L2 VM died or locked up before the lab suite finished';
@@ -86,9 +126,12 @@ function labSuite(series: string): void {
     }
     if (l) add(phase, l);
     if (!l || lab.status === 124 || lab.status === 125) {
-      const why = lab.status === 124 ? `timed out after ${labTimeout} s`
-        : lab.status === 125 ? 'the L2 VM died or locked up'
-        : `exited ${lab.status ?? lab.signal} without a summary`;
+      const why =
+        lab.status === 124
+          ? `timed out after ${labTimeout} s`
+          : lab.status === 125
+            ? 'the L2 VM died or locked up'
+            : `exited ${lab.status ?? lab.signal} without a summary`;
       fail(phase, `lab suite ${why}`);
     }
     break;
@@ -96,7 +139,10 @@ function labSuite(series: string): void {
 }
 
 // 2. Lab tests: the whole suite on each kernel, one L2 boot each.
-const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12').split(',').map((k) => k.trim()).filter(Boolean);
+const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12')
+  .split(',')
+  .map((k) => k.trim())
+  .filter(Boolean);
 if (process.env.VB_SKIP_LAB === '1' && !ci) {
   console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
 } else {
@@ -110,7 +156,7 @@ if (ci && total.pending > 0) {
   total.pending = 0;
 }
 if (total.retried.length) {
-  console.log('\nRetried once after a failure (the result counted is the retry\'s):');
+  console.log("\nRetried once after a failure (the result counted is the retry's):");
   for (const f of total.retried) console.log(`  - ${f}`);
 }
 if (total.failures.length) {
@@ -118,5 +164,7 @@ if (total.failures.length) {
   for (const f of total.failures) console.log(`  - ${f}`);
 }
 const mins = ((Date.now() - t0) / 60000).toFixed(1);
-console.log(`\n${total.passed} passed, ${total.failed} failed${total.pending ? `, ${total.pending} skipped` : ''}${total.retried.length ? ` (${total.retried.length} retried)` : ''} (${mins} min)`);
+const skippedNote = total.pending ? `, ${total.pending} skipped` : '';
+const retriedNote = total.retried.length ? ` (${total.retried.length} retried)` : '';
+console.log(`\n${total.passed} passed, ${total.failed} failed${skippedNote}${retriedNote} (${mins} min)`);
 process.exit(total.failed > 0 ? 1 : 0);

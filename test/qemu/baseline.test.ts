@@ -17,13 +17,18 @@ import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 const TAP = 'tap0';
 const MIN_BYTES = 20e6;
 
-interface Sample { fds: number; workers: VhostWorker[] }
+interface Sample {
+  fds: number;
+  workers: VhostWorker[];
+}
 
 /** Samples QEMU's vhost-net fds and workers every 500 ms until work settles. */
 async function sampledDuring<T>(pid: number, work: Promise<T>): Promise<{ result: T; samples: Sample[] }> {
   const samples: Sample[] = [];
   let done = false;
-  const settled = work.finally(() => { done = true; });
+  const settled = work.finally(() => {
+    done = true;
+  });
   while (!done) {
     await Promise.race([settled.catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
     if (!done) samples.push({ fds: vhostNetFds(pid), workers: vhostWorkers(pid) });
@@ -48,7 +53,10 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
       net: { kind: 'tap', ifname: TAP, vhost: true },
       logFile: `${process.env.LAB_XCHG ?? '/tmp'}/guest-baseline.log`,
     });
-    console.log(`      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}${guest.bootRetries ? ', after one retry' : ''})`);
+    console.log(
+      `      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ` +
+        `${guest.pid}${guest.bootRetries ? ', after one retry' : ''})`,
+    );
   });
 
   after(async function () {
@@ -92,8 +100,10 @@ describe('lab baseline: L3 guest on QEMU -netdev tap,vhost=on (kernel vhost-net)
         const used = ticks(last) - ticks(before.filter((b) => last.some((w) => w.pid === b.pid)));
         const who = last.map((w) => `${w.pid} (${w.kind})`).join(',');
         console.log(`      vhost-${g.pid} worker(s) ${who}: ${used} CPU ticks during the transfer`);
-        expect(last.map((w) => w.kind), 'the worker model of this kernel')
-          .to.deep.equal(last.map(() => defaultWorkerKind()));
+        expect(
+          last.map((w) => w.kind),
+          'the worker model of this kernel',
+        ).to.deep.equal(last.map(() => defaultWorkerKind()));
         expect(used, 'CPU ticks of the vhost worker during the transfer').to.be.greaterThan(0);
       });
     });

@@ -16,8 +16,18 @@ const xchg = process.env.LAB_XCHG ?? '/tmp';
 
 /** Run the CLI through bash (for fd redirections and runuser); it must fail at start-up. */
 function startupFailure(script: string): { status: number | null; lines: string[] } {
-  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, CLI, NODE: process.execPath } });
-  return { status: r.status, lines: r.stderr.trim().split('\n').filter((l) => l) };
+  const r = spawnSync('bash', ['-c', script], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, CLI, NODE: process.execPath },
+  });
+  return {
+    status: r.status,
+    lines: r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l),
+  };
 }
 
 describe('bridge start-up problems and unprivileged use (lab)', function () {
@@ -41,11 +51,16 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
     const r = startupFailure('runuser -u nobody -- "$NODE" "$CLI" --socket-path /tmp/vb-cli-a.sock --tap vbcli0');
     expect(r.status).to.equal(1);
     expect(r.lines, r.lines.join('\n')).to.have.length(1);
-    expect(r.lines[0]).to.match(/^vhost-bridge: open \/dev\/vhost-net: EACCES: permission denied: .*run as root.*--vhost-fd/);
+    expect(r.lines[0]).to.match(
+      /^vhost-bridge: open \/dev\/vhost-net: EACCES: permission denied: .*run as root.*--vhost-fd/,
+    );
   });
 
   it('without CAP_NET_ADMIN for a new tap: one line that says what to do', () => {
-    const r = startupFailure('runuser -u nobody -- "$NODE" "$CLI" --socket-path /tmp/vb-cli-b.sock --tap vbcli1 --vhost-fd 3 3<>/dev/vhost-net');
+    const r = startupFailure(
+      'runuser -u nobody -- "$NODE" "$CLI" --socket-path /tmp/vb-cli-b.sock --tap vbcli1 --vhost-fd 3 ' +
+        '3<>/dev/vhost-net',
+    );
     expect(r.status).to.equal(1);
     expect(r.lines, r.lines.join('\n')).to.have.length(1);
     expect(r.lines[0]).to.match(/^vhost-bridge: TUNSETIFF vbcli1: EPERM: operation not permitted: .*CAP_NET_ADMIN/);
@@ -53,12 +68,17 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
 
   it('with the socket path in use by a running bridge: one line, and the running one is untouched', async () => {
     hostTap('vbcli0', { ip: '10.0.9.1/24' });
-    const first = await BridgeProcess.start({ name: 'cli-first', args: ['--socket-path', '/tmp/vb-cli-c.sock', '--tap', 'vbcli0'] });
+    const first = await BridgeProcess.start({
+      name: 'cli-first',
+      args: ['--socket-path', '/tmp/vb-cli-c.sock', '--tap', 'vbcli0'],
+    });
     try {
       const r = startupFailure('"$NODE" "$CLI" --socket-path /tmp/vb-cli-c.sock --tap vbcli1');
       expect(r.status).to.equal(1);
       expect(r.lines, r.lines.join('\n')).to.have.length(1);
-      expect(r.lines[0]).to.match(/^vhost-bridge: .*(listening|in use)/).and.include('/tmp/vb-cli-c.sock');
+      expect(r.lines[0])
+        .to.match(/^vhost-bridge: .*(listening|in use)/)
+        .and.include('/tmp/vb-cli-c.sock');
       expect(statSync('/tmp/vb-cli-c.sock').isSocket(), 'the running bridge keeps its socket').to.equal(true);
       expect(first.running).to.equal(true);
     } finally {
@@ -66,7 +86,9 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
     }
   });
 
-  it('runs unprivileged (user nobody) with a vhost-net fd from its manager and a tap it owns, and a guest uses it', async function () {
+  const runsUnprivileged =
+    'runs unprivileged (user nobody) with a vhost-net fd from its manager and a tap it owns, and a guest uses it';
+  it(runsUnprivileged, async function () {
     this.timeout(300_000);
     // The manager's part: a persistent tap owned by nobody, up, addressed; /dev/vhost-net opened as fd 4
     // (fd 3 carries the bridge's events to the test).
@@ -77,16 +99,25 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
     const sock = '/tmp/vb-nopriv/vu.sock';
     spawnSync('bash', ['-c', 'rm -rf /tmp/vb-nopriv && mkdir -p /tmp/vb-nopriv && chown nobody /tmp/vb-nopriv']);
     const bridge = await BridgeProcess.start({
-      name: 'nopriv', command: 'bash',
+      name: 'nopriv',
+      command: 'bash',
       // setpriv execs the bridge as nobody (no capabilities left after the uid change); fds 3 and 4 stay open.
-      args: ['-c', `exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "${process.execPath}" --enable-source-maps `
-        + `"${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 4 ${EVENTS_ARGS.join(' ')} 4<>/dev/vhost-net`],
+      args: [
+        '-c',
+        `exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "${process.execPath}" --enable-source-maps ` +
+          `"${CLI}" --socket-path ${sock} --socket-mode 0666 --tap vbnopriv0 --vhost-fd 4 ` +
+          `${EVENTS_ARGS.join(' ')} 4<>/dev/vhost-net`,
+      ],
     });
     let guest: Guest | undefined;
     try {
       const uid = spawnSync('ps', ['-o', 'user=', '-p', String(bridge.pid)], { encoding: 'utf8' }).stdout.trim();
       expect(['nobody', '65534']).to.include(uid);
-      guest = await Guest.boot({ name: 'nopriv', net: { kind: 'vhost-user', socketPath: sock }, logFile: `${xchg}/guest-nopriv.log` });
+      guest = await Guest.boot({
+        name: 'nopriv',
+        net: { kind: 'vhost-user', socketPath: sock },
+        logFile: `${xchg}/guest-nopriv.log`,
+      });
       const p = await guest.ping('10.0.3.1', { count: 3 });
       expect(p.received).to.equal(3);
       const r = await guest.iperf3({ seconds: 3 });

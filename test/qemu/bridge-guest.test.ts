@@ -31,7 +31,11 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   let guest: Guest | undefined;
 
   // VB_DEBUG=1 makes the bridges log every message (bridge-*.log in the lab's xchg dir).
-  const startBridge = (name: string) => BridgeProcess.start({ name, args: ['--socket-path', SOCK, '--tap', TAP, ...(process.env.VB_DEBUG ? ['--log-level', 'debug'] : [])] });
+  const startBridge = (name: string) =>
+    BridgeProcess.start({
+      name,
+      args: ['--socket-path', SOCK, '--tap', TAP, ...(process.env.VB_DEBUG ? ['--log-level', 'debug'] : [])],
+    });
 
   before(async function () {
     this.timeout(300_000);
@@ -43,7 +47,10 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
       net: { kind: 'vhost-user', socketPath: SOCK, reconnectSeconds: 1 },
       logFile: `${xchg}/guest-bridge-e2e.log`,
     });
-    console.log(`      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, bridge pid ${bridge.pid}${guest.bootRetries ? ', after one retry' : ''})`);
+    console.log(
+      `      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (QEMU pid ${guest.pid}, bridge pid ` +
+        `${bridge.pid}${guest.bootRetries ? ', after one retry' : ''})`,
+    );
   });
 
   after(async function () {
@@ -53,8 +60,14 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
     if (inLab()) removeTap(TAP);
   });
 
-  const g = (): Guest => { if (!guest) throw new Error('no guest (boot failed)'); return guest; };
-  const b = (): BridgeProcess => { if (!bridge) throw new Error('no bridge'); return bridge; };
+  const g = (): Guest => {
+    if (!guest) throw new Error('no guest (boot failed)');
+    return guest;
+  };
+  const b = (): BridgeProcess => {
+    if (!bridge) throw new Error('no bridge');
+    return bridge;
+  };
 
   it('pings the host: 5 of 5 replies', async function () {
     await retryOnGuestFault(this, g(), async () => {
@@ -78,16 +91,25 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
     });
   }
 
-  it('the datapath is the kernel\'s: during 10 s of iperf3 the bridge uses < 2% of a CPU, holds /dev/vhost-net, and its vhost worker works', async function () {
+  const kernelDatapath =
+    "the datapath is the kernel's: during 10 s of iperf3 the bridge uses < 2% of a CPU, holds /dev/vhost-net, and " +
+    'its vhost worker works';
+  it(kernelDatapath, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const pid = b().pid;
       // Start from a quiet bridge: the bridge runs as the bin does (node --no-memory-reducer, whose
       // GCs some 10 s after a session's set-up were once its only CPU while traffic flowed); wait
       // anyway until 5 s pass without a tick (at most 60 s), so set-up work is not counted.
-      for (let t = Date.now(), last = b().ownCpuTicks(), since = Date.now(); Date.now() - t < 60_000 && Date.now() - since < 5000;) {
+      for (
+        let t = Date.now(), last = b().ownCpuTicks(), since = Date.now();
+        Date.now() - t < 60_000 && Date.now() - since < 5000;
+      ) {
         await new Promise((r) => setTimeout(r, 1000));
         const now = b().ownCpuTicks();
-        if (now !== last) { last = now; since = Date.now(); }
+        if (now !== last) {
+          last = now;
+          since = Date.now();
+        }
       }
       const cpu0 = b().ownCpuTicks();
       const all0 = processCpuTicks(pid);
@@ -95,33 +117,54 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
       const samples: { vhostFds: number; workers: number }[] = [];
       const work = g().iperf3({ seconds: 10 });
       let done = false;
-      void work.finally(() => { done = true; });
+      void work.finally(() => {
+        done = true;
+      });
       while (!done) {
         await new Promise((r) => setTimeout(r, 1000));
-        if (!done) samples.push({ vhostFds: b().fdTargets().filter((t) => t === '/dev/vhost-net').length, workers: vhostWorkers(pid).length });
+        if (!done)
+          samples.push({
+            vhostFds: b()
+              .fdTargets()
+              .filter((t) => t === '/dev/vhost-net').length,
+            workers: vhostWorkers(pid).length,
+          });
       }
       const r = await work;
       const cpu = b().ownCpuTicks() - cpu0;
       const all = processCpuTicks(pid) - all0;
       const w1 = vhostWorkers(pid);
-      const workerTicks = w1.reduce((a, w) => a + w.cpuTicks, 0) - w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
+      const workerTicks =
+        w1.reduce((a, w) => a + w.cpuTicks, 0) -
+        w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
       const share = cpu / CLK_TCK / r.seconds;
-      console.log(`      ${mb(r)}; bridge's own threads: ${cpu} ticks = ${(share * 100).toFixed(2)}% of one CPU; `
-        + `vhost-${pid} worker (${w1.map((w) => w.kind).join(',')}): ${workerTicks} ticks; `
-        + `the process in /proc/${pid}/stat: ${all} ticks`);
+      console.log(
+        `      ${mb(r)}; bridge's own threads: ${cpu} ticks = ${(share * 100).toFixed(2)}% of one CPU; ` +
+          `vhost-${pid} worker (${w1.map((w) => w.kind).join(',')}): ${workerTicks} ticks; ` +
+          `the process in /proc/${pid}/stat: ${all} ticks`,
+      );
       expect(r.bytes).to.be.at.least(MIN_BYTES);
       expect(samples.length).to.be.at.least(5);
-      expect(samples.every((s) => s.vhostFds >= 1), 'bridge holds /dev/vhost-net in every sample').to.equal(true);
-      expect(samples.every((s) => s.workers >= 1), `a vhost-${pid} worker exists in every sample`).to.equal(true);
+      expect(
+        samples.every((s) => s.vhostFds >= 1),
+        'bridge holds /dev/vhost-net in every sample',
+      ).to.equal(true);
+      expect(
+        samples.every((s) => s.workers >= 1),
+        `a vhost-${pid} worker exists in every sample`,
+      ).to.equal(true);
       expect(workerTicks, 'the kernel worker moved the packets').to.be.greaterThan(0);
-      expect(share, 'CPU share of the bridge\'s own threads').to.be.lessThan(0.02);
+      expect(share, "CPU share of the bridge's own threads").to.be.lessThan(0.02);
       // docs/kernels.md: from 6.4 the worker is a thread of the bridge, and the process's CPU time
       // includes it (the own-CPU figure leaves it out); before, a kthread's time is not the bridge's.
-      expect(w1.map((w) => w.kind), 'the worker model of this kernel').to.deep.equal(w1.map(() => defaultWorkerKind()));
+      expect(
+        w1.map((w) => w.kind),
+        'the worker model of this kernel',
+      ).to.deep.equal(w1.map(() => defaultWorkerKind()));
       if (defaultWorkerKind() === 'thread') {
-        expect(all, 'the process\'s CPU time includes its vhost worker').to.be.at.least(cpu + workerTicks - 2);
+        expect(all, "the process's CPU time includes its vhost worker").to.be.at.least(cpu + workerTicks - 2);
       } else {
-        expect(all, 'the process\'s CPU time is its own threads\'').to.be.lessThan(cpu + Math.max(3, workerTicks / 2));
+        expect(all, "the process's CPU time is its own threads'").to.be.lessThan(cpu + Math.max(3, workerTicks / 2));
       }
     });
   });
@@ -141,9 +184,14 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
       await g().reboot();
       await pingOk(g());
       expect(b().problems(from), 'bridge warnings').to.deep.equal([]);
-      expect(b().since(from, 'ring-stopped'), 'the driver\'s reset stopped the rings').to.not.be.empty;
-      expect(b().since(from, 'ring-running').map((e) => (e.event as { ring: number }).ring).sort(),
-        'rings re-attached after the reset').to.include.members([0, 1]);
+      expect(b().since(from, 'ring-stopped'), "the driver's reset stopped the rings").to.not.be.empty;
+      expect(
+        b()
+          .since(from, 'ring-running')
+          .map((e) => (e.event as { ring: number }).ring)
+          .sort(),
+        'rings re-attached after the reset',
+      ).to.include.members([0, 1]);
       expect(b().attachedRings()).to.deep.equal([0, 1]);
     });
   });
@@ -181,16 +229,24 @@ describe('bridge end to end: QEMU quits, the bridge lets go of everything and se
     if (inLab()) removeTap(TAP);
   });
 
-  it('holds after the first VM quits exactly the fds it held before it came, then serves another VM', async function () {
+  const fdsAfterQuit = 'holds after the first VM quits exactly the fds it held before it came, then serves another VM';
+  it(fdsAfterQuit, async function () {
     this.timeout(480_000);
     const b = bridge!;
     const idle = b.fdTargets().sort();
     for (const name of ['first-vm', 'second-vm']) {
       const from = b.mark();
-      const guest = await Guest.boot({ name, net: { kind: 'vhost-user', socketPath: SOCK }, logFile: `${xchg}/guest-${name}.log` });
+      const guest = await Guest.boot({
+        name,
+        net: { kind: 'vhost-user', socketPath: SOCK },
+        logFile: `${xchg}/guest-${name}.log`,
+      });
       try {
         await pingOk(guest);
-        expect(b.fdTargets().filter((t) => t === '/dev/vhost-net'), `${name}: vhost-net open while it runs`).to.have.length(1);
+        expect(
+          b.fdTargets().filter((t) => t === '/dev/vhost-net'),
+          `${name}: vhost-net open while it runs`,
+        ).to.have.length(1);
       } finally {
         await guest.shutdown();
       }
@@ -215,7 +271,12 @@ describe('bridge end to end: two queue pairs', function () {
     requireLab(this);
     hostTap(TAP, { ip: `${HOST}/24`, queues: 2 });
     bridge = await BridgeProcess.start({ name: 'mq', args: ['--socket-path', SOCK, '--tap', TAP, '--queues', '2'] });
-    guest = await Guest.boot({ name: 'bridge-mq', smp: 2, net: { kind: 'vhost-user', socketPath: SOCK, queues: 2 }, logFile: `${xchg}/guest-bridge-mq.log` });
+    guest = await Guest.boot({
+      name: 'bridge-mq',
+      smp: 2,
+      net: { kind: 'vhost-user', socketPath: SOCK, queues: 2 },
+      logFile: `${xchg}/guest-bridge-mq.log`,
+    });
   });
 
   after(async function () {
@@ -242,13 +303,23 @@ describe('bridge end to end: two queue pairs', function () {
       // host -> guest: several flows, spread over the tap's queues by flow hash
       const rx = await g.iperf3({ seconds: 4, reverse: true, parallel: 4 });
       // guest -> host: one sender per vCPU; virtio_net maps each CPU to its own TX queue (XPS)
-      const tx = await g.exec(`for c in 0 1; do taskset -c $c ping -q -c 300 -i 0.01 -s 1000 ${HOST} >/dev/null & done; wait`, { timeoutMs: 60_000 });
+      const tx = await g.exec(
+        `for c in 0 1; do taskset -c $c ping -q -c 300 -i 0.01 -s 1000 ${HOST} >/dev/null & done; wait`,
+        { timeoutMs: 60_000 },
+      );
       expect(tx.rc, tx.output).to.equal(0);
       const c1 = await counters();
       const d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
-      console.log(`      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`);
-      for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets']) expect(d(k), k).to.be.greaterThan(100);
-      expect(bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'), 'one vhost-net fd per queue pair').to.have.length(2);
+      console.log(
+        `      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ` +
+          `${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`,
+      );
+      for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets'])
+        expect(d(k), k).to.be.greaterThan(100);
+      expect(
+        bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'),
+        'one vhost-net fd per queue pair',
+      ).to.have.length(2);
       expect(bridge!.attachedRings(), 'all four rings attached').to.deep.equal([0, 1, 2, 3]);
       expect(bridge!.problems(from)).to.deep.equal([]);
     });
@@ -268,7 +339,11 @@ describe('bridge end to end: QEMU as the server, the bridge connects (--connect)
     hostTap(TAP, { ip: `${HOST}/24` });
     // The bridge starts first and retries until QEMU's socket appears (QEMU waits for it before the guest runs).
     bridge = await BridgeProcess.start({ name: 'client-mode', args: ['--connect', SOCK, '--tap', TAP] });
-    guest = await Guest.boot({ name: 'qemu-server', net: { kind: 'vhost-user', socketPath: SOCK, server: true }, logFile: `${xchg}/guest-qemu-server.log` });
+    guest = await Guest.boot({
+      name: 'qemu-server',
+      net: { kind: 'vhost-user', socketPath: SOCK, server: true },
+      logFile: `${xchg}/guest-qemu-server.log`,
+    });
   });
 
   after(async function () {

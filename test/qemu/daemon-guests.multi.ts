@@ -72,7 +72,8 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
     }
   });
 
-  it('all three ping and move iperf3 traffic; ctl status shows all three with features and counters', async function () {
+  const allThree = 'all three ping and move iperf3 traffic; ctl status shows all three with features and counters';
+  it(allThree, async function () {
     await retryOnGuestFault(this, guests, async () => {
       for (const [i, g] of guests.entries()) {
         expect((await g.ping(VMS[i].host, { count: 5 })).received, VMS[i].port).to.equal(5);
@@ -91,7 +92,10 @@ describe('daemon in the lab: three guests on three ports of one daemon', functio
     });
   });
 
-  it('a port removed while the other two ping every 50 ms (no reply lost), added back, and its guest passes traffic again', async function () {
+  const removedPort =
+    'a port removed while the other two ping every 50 ms (no reply lost), added back, and its guest passes traffic ' +
+    'again';
+  it(removedPort, async function () {
     await retryOnGuestFault(this, guests, async () => {
       const pings = [1, 2].map((i) => guests[i].ping(VMS[i].host, { count: 100, intervalS: 0.05 }));
       await new Promise((r) => setTimeout(r, 1000));

@@ -81,7 +81,10 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     }
   });
 
-  it("serves the guest and three synthetic front-ends; ctl status shows the guest's front-end, features, rings and counters", async function () {
+  const servesAll =
+    "serves the guest and three synthetic front-ends; ctl status shows the guest's front-end, features, rings and " +
+    'counters';
+  it(servesAll, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const p = await g().ping(HOST, { count: 5 });
       expect(p.received).to.equal(5);
@@ -104,7 +107,9 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     });
   });
 
-  it('remove, reset, add and garbage on the other ports while the guest pings every 50 ms: no reply lost', async function () {
+  const churnWhilePinging =
+    'remove, reset, add and garbage on the other ports while the guest pings every 50 ms: no reply lost';
+  it(churnWhilePinging, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const from = d().lines.length;
       // A guest fault makes a retry boot the guest again (a new connection): count from this attempt.
@@ -141,7 +146,9 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     });
   });
 
-  it("during 10 s of iperf3 the daemon's own threads use < 2% of a CPU; its vhost worker moves the packets", async function () {
+  const daemonCpu =
+    "during 10 s of iperf3 the daemon's own threads use < 2% of a CPU; its vhost worker moves the packets";
+  it(daemonCpu, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const pid = d().pid;
       const cpu0 = ownCpuTicks(pid);
@@ -154,7 +161,8 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
         w0.filter((x) => w1.some((y) => y.pid === x.pid)).reduce((a, w) => a + w.cpuTicks, 0);
       const share = cpu / CLK_TCK / r.seconds;
       console.log(
-        `      ${(r.bytes / 1e6).toFixed(1)} MB; daemon's own threads ${cpu} ticks = ${(share * 100).toFixed(2)}% of a CPU; vhost workers ${workerTicks} ticks`,
+        `      ${(r.bytes / 1e6).toFixed(1)} MB; daemon's own threads ${cpu} ticks = ` +
+          `${(share * 100).toFixed(2)}% of a CPU; vhost workers ${workerTicks} ticks`,
       );
       expect(r.bytes).to.be.at.least(20e6);
       expect(workerTicks).to.be.greaterThan(0);
@@ -173,7 +181,9 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
     });
   });
 
-  it('killed (SIGKILL) and started again from the same config: the guest pings within 10 s, without a reboot', async function () {
+  const killedAndRestarted =
+    'killed (SIGKILL) and started again from the same config: the guest pings within 10 s, without a reboot';
+  it(killedAndRestarted, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const qemu = g().pid;
       expect((await d().stop('SIGKILL')).signal).to.equal('SIGKILL');

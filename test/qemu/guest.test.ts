@@ -20,7 +20,10 @@ function opts(name: string, notes: string[]): GuestBootOptions {
     ip: '10.0.4.2/24',
     peer: '10.0.4.1',
     logFile: `${logDir}/guest-${name}.log`,
-    log: (m) => { notes.push(m); console.log(`      ${m}`); },
+    log: (m) => {
+      notes.push(m);
+      console.log(`      ${m}`);
+    },
   };
 }
 
@@ -41,11 +44,15 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
   it('gives up, with a clear error, when the second boot attempt hangs too', async function () {
     const notes: string[] = [];
     const t = Date.now();
-    const err = await Guest.boot({ ...opts('hang-twice', notes), hangTimeoutMs: 4_000, simulateHangAttempts: 2 })
-      .then(() => null, (e: unknown) => e as Error);
+    const err = await Guest.boot({ ...opts('hang-twice', notes), hangTimeoutMs: 4_000, simulateHangAttempts: 2 }).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
     expect(err, 'Guest.boot must reject').to.be.instanceOf(Error);
     expect(err?.message).to.match(/no init marker after 4 s on the second boot attempt too/);
-    expect(notes).to.deep.equal(['guest hang-twice: no init marker after 4 s, booting once more (nested-KVM boot hang)']);
+    expect(notes).to.deep.equal([
+      'guest hang-twice: no init marker after 4 s, booting once more (nested-KVM boot hang)',
+    ]);
     expect(Date.now() - t).to.be.within(8_000, 30_000);
   });
 
@@ -55,7 +62,9 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
     // 60 s: longer than a real boot (13-35 s to VBGUEST-INIT here), so attempt 2 must succeed
     guest = await Guest.boot({ ...opts('hang-once', notes), hangTimeoutMs: 60_000, simulateHangAttempts: 1 });
     expect(guest.bootRetries).to.equal(1);
-    expect(notes).to.deep.equal(['guest hang-once: no init marker after 60 s, booting once more (nested-KVM boot hang)']);
+    expect(notes).to.deep.equal([
+      'guest hang-once: no init marker after 60 s, booting once more (nested-KVM boot hang)',
+    ]);
     const log = fs.readFileSync(`${logDir}/guest-hang-once.log`, 'utf8');
     expect(log).to.match(/\[harness\] boot attempt 1 \(simulated hang\)/);
     expect(log).to.match(/\[harness\] boot attempt 2: /);
@@ -97,14 +106,20 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
     expect(Date.now() - t0, 'failed at the panic, not at the timeout').to.be.lessThan(60_000);
     expect(g.faults).to.equal(1);
     expect(g.lastFault).to.match(/Kernel panic - not syncing|sysrq/);
-    expect((await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received, 'the next command waits for the reboot').to.equal(2);
+    expect(
+      (await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received,
+      'the next command waits for the reboot',
+    ).to.equal(2);
   });
 
   it('shutdown: QEMU exits', async function () {
     const g = guest!;
     await g.shutdown();
     expect(g.running).to.equal(false);
-    expect(fs.existsSync(`/proc/${g.pid}/cmdline`) && fs.readFileSync(`/proc/${g.pid}/cmdline`, 'utf8').includes('vbguest-hang-once')).to.equal(false);
+    expect(
+      fs.existsSync(`/proc/${g.pid}/cmdline`) &&
+        fs.readFileSync(`/proc/${g.pid}/cmdline`, 'utf8').includes('vbguest-hang-once'),
+    ).to.equal(false);
     guest = undefined;
   });
 });

@@ -16,7 +16,7 @@ import { frameTag, type FrameTag, NET_HDR, PAGE, type SplitVring, testFrame } fr
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Frame length for sequence number `seq`: varies so that lengths are checked too. */
-const lenOf = (seq: number): number => 64 + (seq * 37) % 1200;
+const lenOf = (seq: number): number => 64 + ((seq * 37) % 1200);
 
 /**
  * Guest -> host: send frames `from` .. `to - 1` of `pair` through `p.tx`, at most `batch` per
@@ -24,7 +24,7 @@ const lenOf = (seq: number): number => 64 + (seq * 37) % 1200;
  * byte, and its descriptors must come back in the used ring.
  */
 async function txRun(rig: Rig, p: PairRig, from: number, to: number, batch = 128): Promise<void> {
-  for (let seq = from; seq < to;) {
+  for (let seq = from; seq < to; ) {
     const n = Math.min(batch, to - seq, p.tx.freeCount);
     const sent: Buffer[] = [];
     for (let i = 0; i < n; i++) {
@@ -37,7 +37,10 @@ async function txRun(rig: Rig, p: PairRig, from: number, to: number, batch = 128
     const got = await rig.host.collect(n, isTx(p.pair));
     for (let i = 0; i < n; i++) {
       if (!got[i].equals(sent[i])) {
-        throw new Error(`TX frame ${i} of batch at ${seq}: expected ${JSON.stringify(frameTag(sent[i]))}, got ${JSON.stringify(frameTag(got[i]))} (${got[i].length} bytes)`);
+        throw new Error(
+          `TX frame ${i} of batch at ${seq}: expected ${JSON.stringify(frameTag(sent[i]))}, got ` +
+            `${JSON.stringify(frameTag(got[i]))} (${got[i].length} bytes)`,
+        );
       }
     }
     await p.tx.waitUsed(n);
@@ -60,7 +63,7 @@ function refill(ring: SplitVring, size = 2048): void {
  */
 async function rxRun(rig: Rig, p: PairRig, from: number, to: number, batch = 128): Promise<void> {
   refill(p.rx);
-  for (let seq = from; seq < to;) {
+  for (let seq = from; seq < to; ) {
     const n = Math.min(batch, to - seq);
     const sent: Buffer[] = [];
     for (let i = 0; i < n; i++) {
@@ -72,7 +75,10 @@ async function rxRun(rig: Rig, p: PairRig, from: number, to: number, batch = 128
     expect(pkts).to.have.length(n);
     for (let i = 0; i < n; i++) {
       if (!pkts[i].frame.equals(sent[i])) {
-        throw new Error(`RX frame ${i} of batch at ${seq}: expected ${JSON.stringify(frameTag(sent[i]))}, got ${JSON.stringify(frameTag(pkts[i].frame))}`);
+        throw new Error(
+          `RX frame ${i} of batch at ${seq}: expected ${JSON.stringify(frameTag(sent[i]))}, got ` +
+            `${JSON.stringify(frameTag(pkts[i].frame))}`,
+        );
       }
       expect(pkts[i].hdr.readUInt16LE(NET_HDR.numBuffers)).to.equal(1);
     }
@@ -81,10 +87,12 @@ async function rxRun(rig: Rig, p: PairRig, from: number, to: number, batch = 128
   }
 }
 
-const isTx = (pair?: number) => (f: Buffer): boolean => {
-  const t = frameTag(f);
-  return t !== null && t.dir === 'T' && (pair === undefined || t.pair === pair);
-};
+const isTx =
+  (pair?: number) =>
+  (f: Buffer): boolean => {
+    const t = frameTag(f);
+    return t !== null && t.dir === 'T' && (pair === undefined || t.pair === pair);
+  };
 
 describe('lab: kernel datapath (the test is the guest driver)', function () {
   this.timeout(180000);
@@ -99,7 +107,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     rig = undefined;
   });
 
-  it('TX: a frame in a descriptor reaches the host side of the tap byte for byte; used ring and call eventfd show completion', async () => {
+  const txFrame =
+    'TX: a frame in a descriptor reaches the host side of the tap byte for byte; used ring and call eventfd show ' +
+    'completion';
+  it(txFrame, async () => {
     rig = Rig.create('tx');
     const p = rig.start(0);
     const frame = testFrame({ dir: 'T', pair: 0, seq: 1 }, 200);
@@ -113,7 +124,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     expect(p.tx.deviceUsedIdx()).to.equal(1);
   });
 
-  it('RX: a frame sent on the host side lands in a posted buffer with a virtio-net header (num_buffers 1) and the call eventfd fires', async () => {
+  const rxFrame =
+    'RX: a frame sent on the host side lands in a posted buffer with a virtio-net header (num_buffers 1) and the ' +
+    'call eventfd fires';
+  it(rxFrame, async () => {
     rig = Rig.create('rx');
     const p = rig.start(0);
     for (let i = 0; i < 8; i++) p.rx.post({ writable: 2048 });
@@ -163,7 +177,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     // 6.12.95 either): older kernels leave whatever the buffer held. Linux guests ignore the field
     // then (docs/kernels.md).
     const nb = u.data.readUInt16LE(NET_HDR.numBuffers);
-    console.log(`      num_buffers without MRG_RXBUF: 0x${nb.toString(16)}${nb === 0xa5a5 ? ' (untouched: the buffer was poisoned with 0xa5)' : ''}`);
+    console.log(
+      `      num_buffers without MRG_RXBUF: ` +
+        `0x${nb.toString(16)}${nb === 0xa5a5 ? ' (untouched: the buffer was poisoned with 0xa5)' : ''}`,
+    );
     expect(nb).to.equal(kernelAtLeast(6, 14) ? 1 : 0xa5a5);
   });
 
@@ -177,7 +194,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     const t1 = Date.now();
     await rxRun(rig, p, 0, count);
     const t2 = Date.now();
-    console.log(`      TX ${count} frames ${t1 - t0} ms, RX ${count} frames ${t2 - t1} ms (ring index ${start} -> ${(start + count) & 0xffff})`);
+    console.log(
+      `      TX ${count} frames ${t1 - t0} ms, RX ${count} frames ${t2 - t1} ms (ring index ${start} -> ` +
+        `${(start + count) & 0xffff})`,
+    );
     expect(p.tx.deviceUsedIdx()).to.equal((start + count) & 0xffff);
     expect(p.rx.deviceUsedIdx()).to.equal((start + count) & 0xffff);
     detach(p);
@@ -186,7 +206,9 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     expect(p.vn.getVringBase(pairRing(0, 0)), 'RX next avail index').to.equal((start + count) & 0xffff);
   });
 
-  it('two queue pairs on a multi-queue tap: two vhost-net fds, both TX rings and both RX rings carry frames', async () => {
+  const twoQueuePairs =
+    'two queue pairs on a multi-queue tap: two vhost-net fds, both TX rings and both RX rings carry frames';
+  it(twoQueuePairs, async () => {
     rig = Rig.create('mq', { queuePairs: 2 });
     expect(rig.tap.multiQueue).to.equal(true);
     const pairs = [rig.start(0), rig.start(1)];
@@ -219,7 +241,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     }
   });
 
-  it('dirty log: with LOG_ALL and VHOST_VRING_F_LOG on the RX ring, the pages the kernel wrote are marked (bit n = guest page n)', async () => {
+  const dirtyLogMarks =
+    'dirty log: with LOG_ALL and VHOST_VRING_F_LOG on the RX ring, the pages the kernel wrote are marked (bit n = ' +
+    'guest page n)';
+  it(dirtyLogMarks, async () => {
     const memSize = 8 << 20;
     const logLen = PAGE; // memSize / 4096 pages / 8 bits = 256 bytes
     const logBase = sys.mmap(logLen, sys.C.PROT_READ | sys.C.PROT_WRITE, sys.C.MAP_SHARED | sys.C.MAP_ANONYMOUS, -1);
@@ -245,9 +270,12 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
       expect(dirty(), 'TX writes only its used ring, which is not logged without F_LOG').to.deep.equal([]);
       for (let seq = 0; seq < 3; seq++) await rig.host.send(testFrame({ dir: 'R', pair: 0, seq }, 1500));
       const used = await p.rx.waitUsed(3);
-      const bufPages = new Set(used.map((u) => (p.rx.bufferGpa(u.id) >> 12)));
+      const bufPages = new Set(used.map((u) => p.rx.bufferGpa(u.id) >> 12));
       const expected = [...bufPages, p.rx.usedGpa >> 12].sort((a, b) => a - b);
-      console.log(`      dirty pages ${JSON.stringify(dirty())}: RX buffers ${JSON.stringify([...bufPages])}, RX used ring ${p.rx.usedGpa >> 12}`);
+      console.log(
+        `      dirty pages ${JSON.stringify(dirty())}: RX buffers ${JSON.stringify([...bufPages])}, RX used ring ` +
+          `${p.rx.usedGpa >> 12}`,
+      );
       expect(dirty()).to.deep.equal(expected);
     } finally {
       rig?.close();
@@ -256,7 +284,10 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     }
   });
 
-  it('stop and resume: NET_SET_BACKEND -1, GET_VRING_BASE, restart from that base; frames sent while stopped arrive, none lost', async () => {
+  const stopAndResume =
+    'stop and resume: NET_SET_BACKEND -1, GET_VRING_BASE, restart from that base; frames sent while stopped arrive, ' +
+    'none lost';
+  it(stopAndResume, async () => {
     const start = 500;
     rig = Rig.create('stop');
     const p = rig.start(0, { start });
@@ -288,7 +319,7 @@ describe('lab: kernel datapath (the test is the guest driver)', function () {
     p.tx.notify();
     const got = await rig.host.collect(5, isTx());
     expect(got.map((f) => frameTag(f)?.seq)).to.deep.equal([10, 11, 12, 13, 14]);
-    got.forEach((f, i) => expect(f.equals(txLate[i])).to.equal(true));
+    for (const [i, f] of got.entries()) expect(f.equals(txLate[i])).to.equal(true);
     await p.tx.waitUsed(5);
     const pkts = rxPackets(await p.rx.waitUsed(5), true);
     expect(pkts.map((k) => frameTag(k.frame)?.seq)).to.deep.equal([10, 11, 12, 13, 14]);

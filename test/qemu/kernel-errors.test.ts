@@ -26,7 +26,9 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
     for (const c of closers.splice(0).reverse()) c();
   });
 
-  it('a ring in memory this process cannot access: SET_VRING_ADDR accepts it, NET_SET_BACKEND refuses it with EFAULT', () => {
+  const inaccessibleRing =
+    'a ring in memory this process cannot access: SET_VRING_ADDR accepts it, NET_SET_BACKEND refuses it with EFAULT';
+  it(inaccessibleRing, () => {
     rig = Rig.create('eflt');
     const p = rig.start(0, { detached: true });
     const noAccess = sys.mmap(PAGE, sys.C.PROT_NONE, sys.C.MAP_PRIVATE | sys.C.MAP_ANONYMOUS, -1);
@@ -40,7 +42,10 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
     p.vn.netSetBackend(pairRing(0, 1), rig.tap.fd(0));
   });
 
-  it('a ring in this process\'s memory but outside the memory table is accepted: the kernel checks rings against the address space, not the table', () => {
+  const ringOutsideTable =
+    "a ring in this process's memory but outside the memory table is accepted: the kernel checks rings against the " +
+    'address space, not the table';
+  it(ringOutsideTable, () => {
     rig = Rig.create('otbl');
     const p = rig.start(0, { detached: true });
     const other = new GuestMemory(64 * PAGE); // mapped here, never given to SET_MEM_TABLE
@@ -52,7 +57,10 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
     // So the bridge must check ring ranges against its table itself (src/memtable does).
   });
 
-  it('a descriptor whose buffer is outside the memory table: the kernel signals the ring\'s ERR eventfd and sends nothing', async () => {
+  const bufferOutsideTable =
+    "a descriptor whose buffer is outside the memory table: the kernel signals the ring's ERR eventfd and sends " +
+    'nothing';
+  it(bufferOutsideTable, async () => {
     rig = Rig.create('errfd');
     const p = rig.start(0, { detached: true });
     const err = sys.eventfd();
@@ -73,7 +81,10 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
     const p = rig.start(0, { detached: true });
     for (const num of [100, 0, 65536]) {
       const e = thrown(() => p.vn.setVringNum(pairRing(0, 0), num));
-      expect(e.message).to.equal(`VHOST_SET_VRING_NUM (ring 0): EINVAL: invalid argument: ${num} is not a ring size: a power of two from 1 to 32768`);
+      expect(e.message).to.equal(
+        `VHOST_SET_VRING_NUM (ring 0): EINVAL: invalid argument: ${num} is not a ring size: a power of two from ` +
+          `1 to 32768`,
+      );
     }
     p.vn.setVringNum(pairRing(0, 0), 32768);
     p.vn.setVringNum(pairRing(0, 0), 256);
@@ -95,25 +106,36 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
       const e = thrown(() => vn.setFeatures(FEATURES | maskOf(extra)));
       expect(e.errno).to.equal(95);
       // errno 95: EOPNOTSUPP (== ENOTSUP on Linux), as drivers/vhost names it.
-      expect(e.message).to.match(/^VHOST_SET_FEATURES \(queue pair 0\): EOPNOTSUPP: operation not supported: 0x[0-9a-f]+ \(.*\) has a bit VHOST_GET_FEATURES does not offer/);
+      expect(e.message).to.match(
+        new RegExp(
+          /^VHOST_SET_FEATURES \(queue pair 0\): EOPNOTSUPP: operation not supported: 0x[0-9a-f]+ \(.*\) /.source +
+            /has a bit VHOST_GET_FEATURES does not offer/.source,
+        ),
+      );
     }
     vn.setFeatures(FEATURES);
   });
 
-  it('while a ring is attached: SET_VRING_NUM and SET_VRING_BASE are EBUSY; SET_VRING_ADDR is re-checked, not refused', () => {
+  const whileAttached =
+    'while a ring is attached: SET_VRING_NUM and SET_VRING_BASE are EBUSY; SET_VRING_ADDR is re-checked, not refused';
+  it(whileAttached, () => {
     rig = Rig.create('busy');
     const p = rig.start(0);
     const tx = pairRing(0, 1);
-    expect(thrown(() => p.vn.setVringNum(tx, 256)).message)
-      .to.equal('VHOST_SET_VRING_NUM (ring 1): EBUSY: device or resource busy: the ring is attached to the tap: NET_SET_BACKEND -1 first');
+    expect(thrown(() => p.vn.setVringNum(tx, 256)).message).to.equal(
+      'VHOST_SET_VRING_NUM (ring 1): EBUSY: device or resource busy: the ring is attached to the tap: ' +
+        'NET_SET_BACKEND -1 first',
+    );
     expect(thrown(() => p.vn.setVringBase(tx, 0)).message).to.match(/^VHOST_SET_VRING_BASE \(ring 1\): EBUSY: /);
     // vhost.c vhost_vring_set_addr: with a backend attached it re-verifies the range instead of
     // refusing (docs/kernel-ordering.md, "Where Linux 6.1 differs": no EBUSY for ADDR). A kernel-half
     // address passes while detached and fails the re-check while attached.
     p.vn.setVringAddr(tx, p.tx.kernelAddr());
     const kernelHalf = 0xffff800000000000n;
-    expect(thrown(() => p.vn.setVringAddr(tx, { ...p.tx.kernelAddr(), used: kernelHalf })).message)
-      .to.equal('VHOST_SET_VRING_ADDR (ring 1): EINVAL: invalid argument: misaligned (avail 2, used and log 4 bytes), or, while attached, not accessible');
+    expect(thrown(() => p.vn.setVringAddr(tx, { ...p.tx.kernelAddr(), used: kernelHalf })).message).to.equal(
+      'VHOST_SET_VRING_ADDR (ring 1): EINVAL: invalid argument: misaligned (avail 2, used and log 4 bytes), or, ' +
+        'while attached, not accessible',
+    );
     p.vn.netSetBackend(tx, -1);
     p.vn.setVringAddr(tx, { ...p.tx.kernelAddr(), used: kernelHalf });
     p.vn.setVringAddr(tx, p.tx.kernelAddr());
@@ -123,7 +145,9 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
     const vn = VhostNet.open(0);
     closers.push(() => vn.close());
     vn.setOwner();
-    expect(thrown(() => vn.setOwner()).message).to.match(/^VHOST_SET_OWNER \(queue pair 0\): EBUSY: device or resource busy: the device already has an owner/);
+    expect(thrown(() => vn.setOwner()).message).to.match(
+      /^VHOST_SET_OWNER \(queue pair 0\): EBUSY: device or resource busy: the device already has an owner/,
+    );
   });
 
   it('VhostNet.adopt takes an open /dev/vhost-net fd, and refuses /dev/null, a tap fd and a socket', () => {
@@ -137,16 +161,27 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
 
     const devNull = sys.open('/dev/null', sys.C.O_RDWR);
     closers.push(() => sys.close(devNull));
-    expect(thrown(() => VhostNet.adopt(devNull, 0)).message).to.match(/^VHOST_GET_FEATURES \(queue pair 0\): ENOTTY: .*: fd \d+ is a character device but not a vhost device$/);
-    expect(sys.isOpen(devNull), 'a refused fd stays the caller\'s').to.equal(true);
+    expect(thrown(() => VhostNet.adopt(devNull, 0)).message).to.match(
+      /^VHOST_GET_FEATURES \(queue pair 0\): ENOTTY: .*: fd \d+ is a character device but not a vhost device$/,
+    );
+    expect(sys.isOpen(devNull), "a refused fd stays the caller's").to.equal(true);
 
     rig = Rig.create('adpt');
-    const tapErr = (() => { try { VhostNet.adopt(rig!.tap.fd(0), 0); } catch (e) { return e as Error; } return null; })();
+    const tapErr = (() => {
+      try {
+        VhostNet.adopt(rig!.tap.fd(0), 0);
+      } catch (e) {
+        return e as Error;
+      }
+      return null;
+    })();
     expect(tapErr?.message).to.match(/^VHOST_GET_FEATURES \(queue pair 0\): E\w+: .*not a vhost device/);
 
     const sock = sys.socket(sys.C.AF_UNIX, sys.C.SOCK_DGRAM);
     closers.push(() => sys.close(sock));
-    expect(thrown(() => VhostNet.adopt(sock, 0)).message).to.equal(`vhost fd ${sock}: ENOTTY: inappropriate ioctl for device: fd ${sock} is a socket, not /dev/vhost-net`);
+    expect(thrown(() => VhostNet.adopt(sock, 0)).message).to.equal(
+      `vhost fd ${sock}: ENOTTY: inappropriate ioctl for device: fd ${sock} is a socket, not /dev/vhost-net`,
+    );
   });
 
   it('startPair cleans up: a failing setup closes its vhost-net fd and eventfds', () => {
@@ -159,7 +194,10 @@ describe('lab: kernel refusals, named with ioctl, ring and errno', function () {
       return n;
     };
     const n0 = count();
-    expect(() => startPair(mem, rig!.tap, 0, { num: 100 })).to.throw(KernelError, /VHOST_SET_VRING_NUM \(ring 0\): EINVAL/);
+    expect(() => startPair(mem, rig!.tap, 0, { num: 100 })).to.throw(
+      KernelError,
+      /VHOST_SET_VRING_NUM \(ring 0\): EINVAL/,
+    );
     expect(count()).to.equal(n0);
   });
 });

@@ -37,13 +37,21 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
     vn.setFeatures(toKernel(0x170008000n, f));
   });
 
-  it('VHOST_GET_FEATURES and VHOST_GET_BACKEND_FEATURES are this kernel\'s (docs/kernels.md)', () => {
+  it("VHOST_GET_FEATURES and VHOST_GET_BACKEND_FEATURES are this kernel's (docs/kernels.md)", () => {
     const vn = VhostNet.open(0);
     cleanup.push(() => vn.close());
     vn.setOwner();
     // drivers/vhost/net.c VHOST_NET_FEATURES; bit 27 is VHOST_NET_F_VIRTIO_NET_HDR to vhost-net.
-    const base = maskOf(VIRTIO_NET_F.MRG_RXBUF, VIRTIO_F.NOTIFY_ON_EMPTY, VHOST_F.LOG_ALL, VHOST_F.NET_VIRTIO_NET_HDR,
-      VIRTIO_F.RING_INDIRECT_DESC, VIRTIO_F.RING_EVENT_IDX, VIRTIO_F.VERSION_1, VIRTIO_F.ACCESS_PLATFORM);
+    const base = maskOf(
+      VIRTIO_NET_F.MRG_RXBUF,
+      VIRTIO_F.NOTIFY_ON_EMPTY,
+      VHOST_F.LOG_ALL,
+      VHOST_F.NET_VIRTIO_NET_HDR,
+      VIRTIO_F.RING_INDIRECT_DESC,
+      VIRTIO_F.RING_EVENT_IDX,
+      VIRTIO_F.VERSION_1,
+      VIRTIO_F.ACCESS_PLATFORM,
+    );
     // RING_RESET came after 6.1 ("vhost-net: support VIRTIO_F_RING_RESET"); the bridge does not offer it.
     const expected = kernelAtLeast(6, 2) ? base | maskOf(VIRTIO_F.RING_RESET) : base;
     expect(describeBits(vn.getFeatures(), FEATURE_NAMES)).to.equal(describeBits(expected, FEATURE_NAMES));
@@ -58,7 +66,13 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
     expect(tap.flags & TAP_FLAGS).to.equal(TAP_FLAGS);
     expect(execFileSync('ip', ['link', 'show', tap.name], { encoding: 'utf8' })).to.contain(`: ${tap.name}: `);
     const details = execFileSync('ip', ['-d', 'link', 'show', tap.name], { encoding: 'utf8' });
-    console.log(`      ${details.trim().split('\n').map((l) => l.trim()).join('\n      ')}`);
+    console.log(
+      `      ${details
+        .trim()
+        .split('\n')
+        .map((l) => l.trim())
+        .join('\n      ')}`,
+    );
     expect(details).to.match(/tun type tap pi off vnet_hdr on/);
     tap.close();
     expect(spawnSync('ip', ['link', 'show', tap.name]).status, 'gone after close').to.not.equal(0);
@@ -69,13 +83,26 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
     cleanup.push(() => vn.close());
     const tap = Tap.open(tapName('of'));
     cleanup.push(() => tap.close());
-    const inputs = { kernel: vn.getFeatures(), tapOffloads: tap.probeOffloads(), queuePairs: 1, bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL] };
+    const inputs = {
+      kernel: vn.getFeatures(),
+      tapOffloads: tap.probeOffloads(),
+      queuePairs: 1,
+      bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL],
+    };
     const offer = offeredToFrontEnd(inputs);
     console.log(`      offered: ${describeBits(offer, FEATURE_NAMES)}`);
-    for (const r of explainOffer(inputs)) console.log(`        ${String(r.bit).padStart(2)} ${FEATURE_NAMES[r.bit]} [${r.party}]: ${r.why}`);
+    for (const r of explainOffer(inputs))
+      console.log(`        ${String(r.bit).padStart(2)} ${FEATURE_NAMES[r.bit]} [${r.party}]: ${r.why}`);
     expect(has(offer, VHOST_F.NET_VIRTIO_NET_HDR)).to.equal(false);
     expect(has(offer, VIRTIO_F.ACCESS_PLATFORM)).to.equal(false);
-    const wanted = maskOf(VIRTIO_F.VERSION_1, VIRTIO_NET_F.MRG_RXBUF, VIRTIO_NET_F.CSUM, VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.HOST_TSO4);
+    const wanted = maskOf(
+      VIRTIO_F.VERSION_1,
+      VIRTIO_NET_F.MRG_RXBUF,
+      VIRTIO_NET_F.CSUM,
+      VIRTIO_NET_F.GUEST_CSUM,
+      VIRTIO_NET_F.GUEST_TSO4,
+      VIRTIO_NET_F.HOST_TSO4,
+    );
     expect(offer & wanted).to.equal(wanted);
   });
 });

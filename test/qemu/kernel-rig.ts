@@ -77,7 +77,10 @@ export function startPair(mem: GuestMemory, tap: Tap, pair: number, o: PairOptio
     if (o.logBase !== undefined) vn.setLogBase(o.logBase);
     vn.setFeatures(o.features ?? FEATURES);
     vn.setMemTable(mem.table());
-    for (const [index, ring] of [[0, rx], [1, tx]] as const) {
+    for (const [index, ring] of [
+      [0, rx],
+      [1, tx],
+    ] as const) {
       const q = pairRing(pair, index);
       vn.setVringNum(q, num);
       vn.setVringBase(q, start);
@@ -123,7 +126,10 @@ export class Rig {
   readonly pairs: PairRig[] = [];
   readonly host: HostSide;
 
-  constructor(readonly mem: GuestMemory, readonly tap: Tap) {
+  constructor(
+    readonly mem: GuestMemory,
+    readonly tap: Tap,
+  ) {
     this.host = new HostSide(tap.name);
   }
 
@@ -169,10 +175,11 @@ export interface RxPacket {
  */
 export function rxPackets(used: Used[], mergeable: boolean, hdrLen = 12): RxPacket[] {
   const out: RxPacket[] = [];
-  for (let i = 0; i < used.length;) {
+  for (let i = 0; i < used.length; ) {
     const first = used[i].data;
     const n = mergeable ? first.readUInt16LE(NET_HDR.numBuffers) : 1;
-    if (n < 1 || i + n > used.length) throw new Error(`RX packet at used entry ${i} claims ${n} buffers, ${used.length - i} left`);
+    if (n < 1 || i + n > used.length)
+      throw new Error(`RX packet at used entry ${i} claims ${n} buffers, ${used.length - i} left`);
     const all = Buffer.concat(used.slice(i, i + n).map((u) => u.data));
     out.push({ hdr: all.subarray(0, hdrLen), frame: all.subarray(hdrLen), buffers: n });
     i += n;

@@ -27,17 +27,26 @@ describe('lab: Tap on the real tun driver', function () {
 
   afterEach(() => {
     for (const c of cleanup.splice(0).reverse()) {
-      try { c(); } catch { /* best effort */ }
+      try {
+        c();
+      } catch {
+        /* best effort */
+      }
     }
   });
 
   /** A persistent tap made by ip(8), deleted after the test. */
   function persistent(name: string, extra: string[] = []): void {
     ip('tuntap', 'add', 'dev', name, 'mode', 'tap', ...extra);
-    cleanup.push(() => ip('tuntap', 'del', 'dev', name, 'mode', 'tap', ...(extra.includes('multi_queue') ? ['multi_queue'] : [])));
+    cleanup.push(() =>
+      ip('tuntap', 'del', 'dev', name, 'mode', 'tap', ...(extra.includes('multi_queue') ? ['multi_queue'] : [])),
+    );
   }
 
-  it('creates a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, sets vnet header size, sndbuf, MTU and link up; it vanishes on close', () => {
+  const createsTap =
+    'creates a tap with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, sets vnet header size, sndbuf, MTU and link up; it vanishes ' +
+    'on close';
+  it(createsTap, () => {
     const tap = Tap.open(tapName('t'));
     cleanup.push(() => tap.close());
     expect(tap.created).to.equal(true);
@@ -53,26 +62,40 @@ describe('lab: Tap on the real tun driver', function () {
     tap.setUp();
     expect(tap.isUp()).to.equal(true);
     tap.setUp(); // already up: no ioctl needed
-    expect(ip('-d', 'link', 'show', tap.name)).to.match(/mtu 9000 .*state (UNKNOWN|UP|DOWN)[\s\S]*tun type tap pi off vnet_hdr on/);
+    expect(ip('-d', 'link', 'show', tap.name)).to.match(
+      /mtu 9000 .*state (UNKNOWN|UP|DOWN)[\s\S]*tun type tap pi off vnet_hdr on/,
+    );
     tap.close();
     expect(tap.fds).to.deep.equal([]);
     expect(exists(tap.name), 'a non-persistent tap goes with its last fd').to.equal(false);
   });
 
-  it('probes the offloads the tap accepts and applies the negotiated ones; TSO without CSUM is refused with advice', () => {
+  const probesOffloads =
+    'probes the offloads the tap accepts and applies the negotiated ones; TSO without CSUM is refused with advice';
+  it(probesOffloads, () => {
     const tap = Tap.open(tapName('o'));
     cleanup.push(() => tap.close());
     const probed = tap.probeOffloads();
-    console.log(`      tap offloads accepted: 0x${probed.toString(16)} (kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()})`);
+    console.log(
+      `      tap offloads accepted: 0x${probed.toString(16)} ` +
+        `(kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()})`,
+    );
     const base = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN | TUN_F.UFO;
     expect(probed & base).to.equal(base);
     // docs/kernels.md: UDP segmentation offload (TUN_F_USO4/USO6) came with Linux 6.2.
     const uso = TUN_F.USO4 | TUN_F.USO6;
     expect(probed & uso, 'TUN_F_USO4|USO6 accepted').to.equal(kernelAtLeast(6, 2) ? uso : 0);
-    const all = maskOf(VIRTIO_NET_F.GUEST_CSUM, VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.GUEST_TSO6, VIRTIO_NET_F.GUEST_ECN, VIRTIO_NET_F.GUEST_UFO);
+    const all = maskOf(
+      VIRTIO_NET_F.GUEST_CSUM,
+      VIRTIO_NET_F.GUEST_TSO4,
+      VIRTIO_NET_F.GUEST_TSO6,
+      VIRTIO_NET_F.GUEST_ECN,
+      VIRTIO_NET_F.GUEST_UFO,
+    );
     expect(tap.setOffload(tapOffloadFlags(all))).to.equal(base);
-    expect(thrown(() => tap.setOffload(TUN_F.TSO4)).message)
-      .to.match(new RegExp(`^TUNSETOFFLOAD ${tap.name} 0x2: EINVAL: invalid argument: the tap refuses these offloads`));
+    expect(thrown(() => tap.setOffload(TUN_F.TSO4)).message).to.match(
+      new RegExp(`^TUNSETOFFLOAD ${tap.name} 0x2: EINVAL: invalid argument: the tap refuses these offloads`),
+    );
     expect(tap.setOffload(0)).to.equal(0);
   });
 
@@ -101,32 +124,52 @@ describe('lab: Tap on the real tun driver', function () {
   });
 
   it('refuses with advice: no such tap, tap busy, multi_queue mismatch, not a tap, a bad name', () => {
-    expect(thrown(() => Tap.open('vbnosuch0', { create: false })).message)
-      .to.match(/^tap vbnosuch0: ENODEV: no such device: no such tap: create it \(ip tuntap add dev vbnosuch0 mode tap vnet_hdr user \$USER\)/);
+    expect(thrown(() => Tap.open('vbnosuch0', { create: false })).message).to.match(
+      new RegExp(
+        /^tap vbnosuch0: ENODEV: no such device: no such tap: create it /.source +
+          /\(ip tuntap add dev vbnosuch0 mode tap vnet_hdr user \$USER\)/.source,
+      ),
+    );
 
     const tap = Tap.open(tapName('b'));
     cleanup.push(() => tap.close());
-    expect(thrown(() => Tap.open(tap.name)).message)
-      .to.equal(`TUNSETIFF ${tap.name}: EBUSY: device or resource busy: tap ${tap.name} is single-queue and another process (QEMU, another bridge) already holds it: stop that process or use another tap`);
+    expect(thrown(() => Tap.open(tap.name)).message).to.equal(
+      `TUNSETIFF ${tap.name}: EBUSY: device or resource busy: tap ${tap.name} is single-queue and another process ` +
+        `(QEMU, another bridge) already holds it: stop that process or use another tap`,
+    );
 
     const sq = tapName('s');
     persistent(sq, ['vnet_hdr']);
-    expect(thrown(() => Tap.open(sq, { queuePairs: 2 })).message)
-      .to.match(new RegExp(`^TUNSETIFF ${sq}: EINVAL: invalid argument: ${sq} was created single-queue but several queue pairs need multi_queue: recreate it`));
+    expect(thrown(() => Tap.open(sq, { queuePairs: 2 })).message).to.match(
+      new RegExp(
+        `^TUNSETIFF ${sq}: EINVAL: invalid argument: ${sq} was created single-queue but several queue pairs need ` +
+          `multi_queue: recreate it`,
+      ),
+    );
     const mq = tapName('q');
     persistent(mq, ['vnet_hdr', 'multi_queue']);
-    expect(thrown(() => Tap.open(mq)).message).to.match(new RegExp(`^TUNSETIFF ${mq}: EINVAL: .*${mq} was created multi_queue but one queue pair opens it single-queue`));
+    expect(thrown(() => Tap.open(mq)).message).to.match(
+      new RegExp(`^TUNSETIFF ${mq}: EINVAL: .*${mq} was created multi_queue but one queue pair opens it single-queue`),
+    );
 
     const tun = tapName('u');
     ip('tuntap', 'add', 'dev', tun, 'mode', 'tun');
     cleanup.push(() => ip('tuntap', 'del', 'dev', tun, 'mode', 'tun'));
-    expect(thrown(() => Tap.open(tun)).message).to.match(new RegExp(`^TUNSETIFF ${tun}: EINVAL: .*${tun} is a tun \\(layer 3\\) device, not a tap`));
-    expect(thrown(() => Tap.open('lo')).message).to.equal('TUNSETIFF lo: EINVAL: invalid argument: lo exists and is not a tun/tap device: choose another name');
+    expect(thrown(() => Tap.open(tun)).message).to.match(
+      new RegExp(`^TUNSETIFF ${tun}: EINVAL: .*${tun} is a tun \\(layer 3\\) device, not a tap`),
+    );
+    expect(thrown(() => Tap.open('lo')).message).to.equal(
+      'TUNSETIFF lo: EINVAL: invalid argument: lo exists and is not a tun/tap device: choose another name',
+    );
 
-    expect(thrown(() => Tap.open('a-name-far-too-long')).message).to.match(/^tap a-name-far-too-long: EINVAL: .*19 bytes; interface names have at most 15/);
+    expect(thrown(() => Tap.open('a-name-far-too-long')).message).to.match(
+      /^tap a-name-far-too-long: EINVAL: .*19 bytes; interface names have at most 15/,
+    );
   });
 
-  it('adopts passed fds: learns the name, checks IFF_TAP|IFF_NO_PI|IFF_VNET_HDR; refuses other fds and leaves them open', () => {
+  const adoptsFds =
+    'adopts passed fds: learns the name, checks IFF_TAP|IFF_NO_PI|IFF_VNET_HDR; refuses other fds and leaves them open';
+  it(adoptsFds, () => {
     const owner = Tap.open(tapName('a'), { queuePairs: 2 });
     cleanup.push(() => owner.close());
     // A manager would pass its own fds; dups stand in for them (the adopter takes and closes them).
@@ -140,12 +183,20 @@ describe('lab: Tap on the real tun driver', function () {
 
     const efd = sys.eventfd();
     cleanup.push(() => sys.close(efd));
-    expect(thrown(() => Tap.adopt([efd])).message).to.equal(`tap fd ${efd}: ENOTTY: inappropriate ioctl for device: fd ${efd} is an anonymous file (eventfd, epoll, memfd...), not a /dev/net/tun fd`);
+    expect(thrown(() => Tap.adopt([efd])).message).to.equal(
+      `tap fd ${efd}: ENOTTY: inappropriate ioctl for device: fd ${efd} is an anonymous file (eventfd, epoll, ` +
+        `memfd...), not a /dev/net/tun fd`,
+    );
 
     const bare = sys.open('/dev/net/tun', sys.C.O_RDWR);
     cleanup.push(() => sys.close(bare));
     // errno 77 is EBADFD; libuv has no name for it, so src/sys prints E77.
-    expect(thrown(() => Tap.adopt([bare])).message).to.match(/^TUNGETIFF \(tap fd \d+\): E(BADFD|77): file descriptor in bad state: fd \d+ is \/dev\/net\/tun but not attached to an interface/);
+    expect(thrown(() => Tap.adopt([bare])).message).to.match(
+      new RegExp(
+        /^TUNGETIFF \(tap fd \d+\): E(BADFD|77): file descriptor in bad state: /.source +
+          /fd \d+ is \/dev\/net\/tun but not attached to an interface/.source,
+      ),
+    );
     expect(sys.isOpen(bare)).to.equal(true);
 
     // A tap fd without IFF_VNET_HDR (as a careless manager might open it).
@@ -156,7 +207,9 @@ describe('lab: Tap on the real tun driver', function () {
     ifr.write(pname);
     ifr.writeUInt16LE(IFF.TAP | IFF.NO_PI, 16);
     sys.ioctlPtr(plain, TUN.SETIFF, ifr, 'TUNSETIFF');
-    expect(thrown(() => Tap.adopt([plain])).message).to.match(new RegExp(`^tap fd \\d+: EINVAL: .*${pname} was opened without IFF_VNET_HDR`));
+    expect(thrown(() => Tap.adopt([plain])).message).to.match(
+      new RegExp(`^tap fd \\d+: EINVAL: .*${pname} was opened without IFF_VNET_HDR`),
+    );
   });
 
   it('unprivileged: cannot create a tap (EPERM, with advice), but can attach to a persistent tap it owns', function () {
@@ -174,10 +227,22 @@ describe('lab: Tap on the real tun driver', function () {
       const t = Tap.open(${JSON.stringify(owned)}, { create: false });
       console.log('attached ' + t.name + ' created=' + t.created);
       t.close();`;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: nobody, gid: nobody, encoding: 'utf8', cwd: '/' });
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      uid: nobody,
+      gid: nobody,
+      encoding: 'utf8',
+      cwd: '/',
+    });
     expect(r.stderr).to.equal('');
     const [refused, attached] = r.stdout.trim().split('\n');
-    expect(refused).to.match(/^TUNSETIFF vbnotmine0: EPERM: operation not permitted: creating a tap needs CAP_NET_ADMIN: run as root, or create a persistent tap owned by this user \(ip tuntap add dev vbnotmine0 mode tap vnet_hdr user \$USER\)/);
+    expect(refused).to.match(
+      new RegExp(
+        /^TUNSETIFF vbnotmine0: EPERM: operation not permitted: creating a tap needs CAP_NET_ADMIN: run as root, /
+          .source +
+          /or create a persistent tap owned by this user /.source +
+          /\(ip tuntap add dev vbnotmine0 mode tap vnet_hdr user \$USER\)/.source,
+      ),
+    );
     expect(attached).to.equal(`attached ${owned} created=false`);
   });
 });

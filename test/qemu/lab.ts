@@ -29,25 +29,36 @@ export function requireLab(ctx: Mocha.Context): void {
   if (inLab()) return;
   const why = whyNotLab();
   if (process.env.CI === 'true') {
-    throw new Error(`lab test cannot run in CI: ${why}; run it with scripts/lab/run -- node_modules/.bin/mocha 'dist/test/qemu/**/*.test.js'`);
+    throw new Error(
+      `lab test cannot run in CI: ${why}; run it with scripts/lab/run -- ` +
+        `node_modules/.bin/mocha 'dist/test/qemu/**/*.test.js'`,
+    );
   }
   if (!reported) {
     reported = true;
-    console.log(`  (lab tests skipped: ${why}; run them with scripts/lab/run -- node_modules/.bin/mocha 'dist/test/qemu/**/*.test.js')`);
+    console.log(
+      `  (lab tests skipped: ${why}; run them with scripts/lab/run -- ` +
+        `node_modules/.bin/mocha 'dist/test/qemu/**/*.test.js')`,
+    );
   }
   ctx.skip();
 }
 
+const shared = globalThis as { vbFaultRetries?: string[] };
+shared.vbFaultRetries ??= [];
 /** Tests that were run a second time after a guest fault (read by test/summary-reporter.ts). */
-const retried: string[] = ((globalThis as { vbFaultRetries?: string[] }).vbFaultRetries ??= []);
+const retried: string[] = shared.vbFaultRetries;
 
 /**
  * A lab test's body under the lab's one retry (lab/retry.ts): run again only if it failed AND a
  * guest faulted meanwhile, with more time, and listed at the end of `npm test`. The body gets its
  * attempt number and must measure what accumulates from its own start.
  */
-export function retryOnGuestFault<T>(ctx: Mocha.Context, guests: Faulting | readonly Faulting[],
-  body: (attempt: 1 | 2) => Promise<T>): Promise<T> {
+export function retryOnGuestFault<T>(
+  ctx: Mocha.Context,
+  guests: Faulting | readonly Faulting[],
+  body: (attempt: 1 | 2) => Promise<T>,
+): Promise<T> {
   return retryAfterGuestFault(guests, body, {
     onRetry: (fault) => {
       retried.push(`${ctx.test?.fullTitle() ?? 'a lab test'}: ${fault}`);

@@ -23,8 +23,19 @@ export const PAGE = 4096;
 /** struct vring_desc flags (virtio spec 2.7.5). */
 export const VRING_DESC_F = { NEXT: 1, WRITE: 2, INDIRECT: 4 } as const;
 
-/** struct virtio_net_hdr_mrg_rxbuf (virtio spec 5.1.6): flags u8, gso_type u8, hdr_len, gso_size, csum_start, csum_offset, num_buffers (u16 LE). */
-export const NET_HDR = { flags: 0, gsoType: 1, hdrLen: 2, gsoSize: 4, csumStart: 6, csumOffset: 8, numBuffers: 10 } as const;
+/**
+ * struct virtio_net_hdr_mrg_rxbuf (virtio spec 5.1.6): flags u8, gso_type u8, hdr_len, gso_size, csum_start,
+ * csum_offset, num_buffers (u16 LE).
+ */
+export const NET_HDR = {
+  flags: 0,
+  gsoType: 1,
+  hdrLen: 2,
+  gsoSize: 4,
+  csumStart: 6,
+  csumOffset: 8,
+  numBuffers: 10,
+} as const;
 
 const align = (n: number, a: number): number => Math.ceil(n / a) * a;
 
@@ -105,7 +116,12 @@ export class SplitVring {
   private shadowAvail: number;
   private lastUsed: number;
 
-  constructor(readonly mem: GuestMemory, readonly num: number, readonly bufSize: number, readonly start = 0) {
+  constructor(
+    readonly mem: GuestMemory,
+    readonly num: number,
+    readonly bufSize: number,
+    readonly start = 0,
+  ) {
     this.descGpa = mem.alloc(16 * num, PAGE);
     this.availGpa = mem.alloc(6 + 2 * num, PAGE);
     this.usedGpa = mem.alloc(6 + 8 * num, PAGE);
@@ -160,7 +176,8 @@ export class SplitVring {
     let len: number;
     let flags = 0;
     if ('data' in opts) {
-      if (opts.data.length > this.bufSize) throw new RangeError(`SplitVring.post: ${opts.data.length} > buffer ${this.bufSize}`);
+      if (opts.data.length > this.bufSize)
+        throw new RangeError(`SplitVring.post: ${opts.data.length} > buffer ${this.bufSize}`);
       opts.data.copy(this.mem.bytes, gpa);
       len = opts.data.length;
     } else {
@@ -236,7 +253,10 @@ export class SplitVring {
       if (left <= 0 || !(await readable(this.call, left))) {
         got.push(...this.reap());
         if (got.length >= n) return got;
-        throw new Error(`waited ${ms} ms for ${n} used entries, got ${got.length} (used idx ${this.deviceUsedIdx()}, avail idx ${this.shadowAvail})`);
+        throw new Error(
+          `waited ${ms} ms for ${n} used entries, got ${got.length} (used idx ${this.deviceUsedIdx()}, avail idx ` +
+            `${this.shadowAvail})`,
+        );
       }
       sys.eventfdRead(this.call);
     }
@@ -270,7 +290,10 @@ export function readable(fd: number, ms: number): Promise<boolean> {
 const MAGIC = 0x56425431; // 'VBT1'
 export const GUEST_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x0a]);
 export const PEER_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x0b]);
-const ETH = 14, IP = 20, UDP = 8, TAG = 12;
+const ETH = 14,
+  IP = 20,
+  UDP = 8,
+  TAG = 12;
 /** Smallest test frame: Ethernet + IPv4 + UDP + tag. */
 export const MIN_FRAME = ETH + IP + UDP + TAG;
 
