@@ -14,6 +14,7 @@ import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { eventsToFd } from './bridge/events.js';
 import { LEVELS, log, setLogLevel } from './log.js';
+import { stopOnSignals } from './signals.js';
 
 const EXAMPLE = `
 Example (QEMU connects to the bridge; guest memory must be shared with it):
@@ -159,19 +160,4 @@ try {
   process.exit(1);
 }
 
-let stopping = false;
-for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${sig}: stopping`);
-    try {
-      bridge.close();
-    } catch (e) {
-      log.error(`while stopping: ${(e as Error).message}`);
-      process.exitCode = 1;
-    }
-    // Everything is closed, so the event loop ends by itself; this only guards against a leak.
-    setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
-  });
-}
+stopOnSignals(() => bridge.close(), log);

@@ -5,6 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { LEVELS, log, setLogLevel } from '../log.js';
+import { stopOnSignals } from '../signals.js';
 import { ConfigError, DEFAULT_CONTROL_PATH } from './config.js';
 import { CtlError, formatPorts, formatStats, formatStatus, type PortRow, portsOfFile, request } from './ctl.js';
 import { Daemon } from './daemon.js';
@@ -52,16 +53,7 @@ function serve(configFile: string, level: string): void {
       log.error(`reload ${what}; the running ports are kept as they are:\n${(e as Error).message}`);
     }
   });
-  let stopping = false;
-  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(sig, () => {
-      if (stopping) return;
-      stopping = true;
-      log.info(`${sig}: stopping`);
-      daemon.close();
-      setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
-    });
-  }
+  stopOnSignals(() => daemon.close(), log);
 }
 
 interface CtlOptions {
