@@ -4,6 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import type { VhostWorkerKind } from '../src/vhost-kernel/workers.js';
 import * as os from 'node:os';
 
 /**
@@ -57,59 +58,7 @@ export function vhostNetFds(pid: number): number {
   return n;
 }
 
-/**
- * The two vhost worker models (docs/kernels.md): a kernel thread of its own (kthreadd's child,
- * kernels < 6.4, and >= 6.4 when VHOST_SET_FORK_FROM_OWNER chose VHOST_FORK_OWNER_KTHREAD), or a
- * thread of the process that did VHOST_SET_OWNER (>= 6.4 by default: its CPU time, cgroup and
- * /proc/PID/task are the owner's).
- */
-export type VhostWorkerKind = 'kthread' | 'thread';
-
-export interface VhostWorker {
-  /** pid (kthread) or tid (thread of the owner) */
-  pid: number;
-  comm: string;
-  kind: VhostWorkerKind;
-  /** utime + stime, in clock ticks */
-  cpuTicks: number;
-}
-
-function readWorker(dir: string, pid: number, owner: number, kind: VhostWorkerKind): VhostWorker | null {
-  try {
-    const comm = fs.readFileSync(`${dir}/comm`, 'utf8').trim();
-    if (comm !== `vhost-${owner}`) return null;
-    const stat = fs.readFileSync(`${dir}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { pid, comm, kind, cpuTicks: Number(f[11]) + Number(f[12]) };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The vhost workers of an owner process, in either model: kthreads named vhost-<owner> (found in
- * /proc, each its own thread group) and the owner's threads of that name (/proc/OWNER/task).
- */
-export function vhostWorkers(owner: number): VhostWorker[] {
-  const out: VhostWorker[] = [];
-  let ownTasks: Set<number>;
-  try {
-    ownTasks = new Set(fs.readdirSync(`/proc/${owner}/task`).map(Number));
-  } catch {
-    return out; // owner gone
-  }
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || ownTasks.has(Number(e))) continue;
-    const w = readWorker(`/proc/${e}`, Number(e), owner, 'kthread');
-    if (w) out.push(w);
-  }
-  for (const t of ownTasks) {
-    if (t === owner) continue;
-    const w = readWorker(`/proc/${owner}/task/${t}`, t, owner, 'thread');
-    if (w) out.push(w);
-  }
-  return out;
-}
+export { type VhostWorker, type VhostWorkerKind, vhostWorkers } from '../src/vhost-kernel/workers.js';
 
 /** The worker model this kernel uses by default (docs/kernels.md): threads of the owner from 6.4. */
 export function defaultWorkerKind(): VhostWorkerKind {

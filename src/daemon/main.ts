@@ -10,6 +10,7 @@ import { ConfigError, DEFAULT_CONTROL_PATH } from './config.js';
 import { CtlError, formatPorts, formatStats, formatStatus, type PortRow, portsOfFile, request } from './ctl.js';
 import { Daemon } from './daemon.js';
 import type { PortReport, PortStats } from './report.js';
+import type { VhostWorker } from '../vhost-kernel/workers.js';
 
 const SERVE_HELP = `
 The configuration (JSON; every field but "tap" is optional):
@@ -54,6 +55,14 @@ function serve(configFile: string, level: string): void {
     }
   });
   stopOnSignals(() => daemon.close(), log);
+}
+
+/** `2 threads of the daemon (tid 301 42 ticks, tid 305 40 ticks)`, or `none`. */
+function formatWorkers(ws: VhostWorker[]): string {
+  if (!ws.length) return 'none';
+  const kinds = [...new Set(ws.map((w) => (w.kind === 'thread' ? 'threads of the daemon' : 'kernel threads')))];
+  const id = (w: VhostWorker) => `${w.kind === 'thread' ? 'tid' : 'pid'} ${w.pid} ${w.cpuTicks} ticks`;
+  return `${ws.length} ${kinds.join(' and ')} (${ws.map(id).join(', ')})`;
 }
 
 interface CtlOptions {
@@ -137,12 +146,12 @@ function ctlCommand(): Command {
         print(o, r, () => `${port}: reset, ${r.state}${r.error ? ` (${r.error})` : ''}`);
       }),
   );
-  leaf('version', "the daemon's version, pid and uptime").action((o: CtlOptions) =>
+  leaf('version', "the daemon's version, pid, uptime and vhost workers").action((o: CtlOptions) =>
     ctl(o, async () => {
       const [v] = await request(o.control, [{ method: 'version' }]);
       print(o, v, () =>
         Object.entries(v as Record<string, unknown>)
-          .map(([k, x]) => `${k}: ${x}`)
+          .map(([k, x]) => `${k}: ${k === 'vhostWorkers' ? formatWorkers(x as VhostWorker[]) : x}`)
           .join('\n'),
       );
     }),

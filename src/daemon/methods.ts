@@ -4,7 +4,7 @@
  *
  * | method  | params              | result                                  |
  * |---------|---------------------|-----------------------------------------|
- * | version | -                   | {version, node, pid, ports, uptimeMs}    |
+ * | version | -                   | {version, node, pid, ports, uptimeMs, vhostWorkers} |
  * | ports   | -                   | [{name, state, tap, role, socket, ...}] |
  * | status  | {port}              | PortReport (report.ts)                  |
  * | stats   | -                   | PortStats[] (counters only)             |
@@ -20,6 +20,7 @@ import { ControlError, type RequestHandler } from './control.js';
 import { NoSuchPort, type PortManager } from './manager.js';
 import type { Request } from './protocol.js';
 import { portReport, portStats } from './report.js';
+import { vhostWorkers } from '../vhost-kernel/workers.js';
 
 /** The package's version (package.json at the repository's root, three levels above dist/src/daemon/). */
 export const VERSION: string = (() => {
@@ -69,6 +70,9 @@ const METHODS: Record<string, Method<z.ZodType>> = {
     pid: process.pid,
     ports: ctx.manager.list().length,
     uptimeMs: Date.now() - ctx.startedAt,
+    // Every port's vhost-net workers, in the kernel's model (kthreads, or threads of this process
+    // from 6.4): the kernel names them all after this process, so they are the daemon's, not a port's.
+    vhostWorkers: vhostWorkers(),
   })),
   ports: method(none, (_, ctx) =>
     ctx.manager.list().map((p) => ({

@@ -314,6 +314,8 @@ describe('daemon: the control socket', () => {
         { method: 'stats' },
       ]);
       expect(v).to.include({ pid: process.pid, ports: 2 }).and.have.property('version');
+      const noWorkers = 'the vhost workers of this process (none without a vhost-net owner)';
+      expect(v, noWorkers).to.have.deep.property('vhostWorkers', []);
       expect((ports as { name: string }[]).map((p) => p.name)).to.deep.equal(['a', 'b']);
       expect((stats as PortStats[]).map((s) => [s.name, s.state, s.frontEnd, s.reconnects])).to.deep.equal([
         ['a', 'running', false, 0],

@@ -10,7 +10,15 @@
 import { expect } from 'chai';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Guest } from '../../lab/guest.js';
-import { CLK_TCK, hostTap, ownCpuTicks, removeTap, vhostWorkers } from '../../lab/host.js';
+import {
+  CLK_TCK,
+  defaultWorkerKind,
+  hostTap,
+  ownCpuTicks,
+  removeTap,
+  type VhostWorker,
+  vhostWorkers,
+} from '../../lab/host.js';
 import { handshake, type Handshaken } from '../daemon/handshake.js';
 import { DaemonProcess } from '../../lab/daemon-process.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
@@ -94,6 +102,19 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
       expect(st.device?.rings.filter((r) => r.attached).map((r) => r.index)).to.deep.equal([0, 1]);
       expect(st.device?.features.negotiatedNames).to.include('VERSION_1');
       expect(st.tap?.name).to.equal(GUEST_TAP);
+      // The daemon's vhost workers, in this kernel's model (docs/kernels.md), as its control socket reports them.
+      const v = await d().ask<{ pid: number; vhostWorkers: VhostWorker[] }>('version');
+      expect(v.pid).to.equal(d().pid);
+      expect(v.vhostWorkers.map((w) => w.comm)).to.include(`vhost-${d().pid}`);
+      expect(
+        v.vhostWorkers.map((w) => w.kind),
+        "the kernel's worker model",
+      ).to.satisfy((ks: string[]) => ks.every((k) => k === defaultWorkerKind()));
+      expect(v.vhostWorkers.map((w) => w.pid).sort()).to.deep.equal(
+        vhostWorkers(d().pid)
+          .map((w) => w.pid)
+          .sort(),
+      );
       expect(st.tap?.rx?.packets, 'packets from the guest on its tap').to.be.greaterThan(0);
       for (const s of SYNTH) {
         const r = await d().status(s);
