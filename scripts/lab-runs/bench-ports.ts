@@ -1,7 +1,7 @@
 /**
  * The port-scale benchmark, inside L2 (started by scripts/bench-ports.ts through scripts/lab/run):
  * one `vhost-bridge serve` daemon, ports added one by one over its control socket, each set up by a
- * synthetic front-end (test/daemon/handshake.ts: memory table from a memfd, two rings with eventfds,
+ * synthetic front-end (lab/frontend/handshake.ts: memory table from a memfd, two rings with eventfds,
  * attached to the port's tap on the real vhost-net). Measures the daemon's RSS and fd count at
  * 1, 50, 100 and 200 ports and the time of each handshake; writes VB_PORTS_OUT (JSON).
  * Not a pass/fail test: it reports, and says whether every ring was attached.
@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { vhostNetFds, vhostWorkers } from '../../lab/host.js';
 import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
-import { handshake, type Handshaken } from '../../test/daemon/handshake.js';
+import { handshake, type Handshaken } from '../../lab/frontend/handshake.js';
 import { quantile } from '../bench/metrics.js';
 
 const PORTS = Number(process.env.VB_PORTS ?? 200);

@@ -16,9 +16,9 @@ import { captureLog, log, type LogCapture, type Logger } from '../../src/log.js'
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
 import { openFdCount, tempDir } from '../fdcount.js';
-import { readable, TestFrontEnd } from '../vhost-user/frontend.js';
+import { readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { attachedRings, fakeKernel, type FakeKernel } from './fake-port.js';
-import { handshake } from './handshake.js';
+import { handshake } from '../../lab/frontend/handshake.js';
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
 
@@ -199,7 +199,7 @@ describe('daemon: many ports in one process', () => {
         throw new TypeError('simulated bug in the kernel layer');
       };
       const fe = TestFrontEnd.connect(r.sock('b'));
-      fe.send((await import('../vhost-user/builder.js')).msg.setOwner());
+      fe.send((await import('../../lab/frontend/builder.js')).msg.setOwner());
       expect(await fe.reply()).to.equal('eof');
       fe.close();
       const lines = cap.texts('error');

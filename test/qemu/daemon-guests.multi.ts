@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Guest } from '../../lab/guest.js';
 import { hostTap, removeTap } from '../../lab/host.js';
-import { TestFrontEnd } from '../vhost-user/frontend.js';
+import { TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { DaemonProcess } from '../../lab/daemon-process.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 

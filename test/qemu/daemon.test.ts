@@ -1,6 +1,6 @@
 /**
  * The daemon in the lab: one `vhost-bridge serve` with four ports on L2's real vhost-net: an L3
- * guest on one, synthetic front-ends (test/daemon/handshake.ts) on the three others. What is done
+ * guest on one, synthetic front-ends (lab/frontend/handshake.ts) on the three others. What is done
  * to the other ports (remove, reset, add, garbage) must not cost the guest a ping reply; the
  * guest's own port is reset and the daemon killed and restarted, and the guest comes back without
  * a reboot. One guest only: two L3 guests at once are not stable in the nested lab yet (docs/lab.md);
@@ -19,7 +19,7 @@ import {
   type VhostWorker,
   vhostWorkers,
 } from '../../lab/host.js';
-import { handshake, type Handshaken } from '../daemon/handshake.js';
+import { handshake, type Handshaken } from '../../lab/frontend/handshake.js';
 import { DaemonProcess } from '../../lab/daemon-process.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 

@@ -17,9 +17,9 @@ import * as sys from '../../src/sys/index.js';
 import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
 import { VhostUserServer } from '../../src/vhost-user/transport.js';
 import { openFdCount, tempDir } from '../fdcount.js';
-import { type Built, Bytes, ID, msg, reply, V1, REPLY, type R } from './builder.js';
+import { type Built, Bytes, ID, msg, reply, V1, REPLY, type R } from '../../lab/frontend/builder.js';
 import { BRIDGE_PROTOCOL_FEATURES, bridgeLike, NET_FEATURES } from './fixtures.js';
-import { eventfds, memfd, once, TestFrontEnd } from './frontend.js';
+import { eventfds, memfd, once, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { RecordingBackend } from './recording-backend.js';
 
 const MiB = 1n << 20n;

@@ -1,5 +1,5 @@
 /**
- * Golden bytes, both directions: every request the table supports, built by test/vhost-user/builder.ts
+ * Golden bytes, both directions: every request the table supports, built by lab/frontend/builder.ts
  * from the spec's layouts, decodes to the expected values; every reply form encodes to the
  * builder's bytes. Plus the syntax checks of each payload type.
  */
@@ -8,7 +8,7 @@ import { U64_MAX } from '../../src/bits.js';
 import * as codec from '../../src/vhost-user/codec.js';
 import { FrontendReq, HEADER_FLAGS, LIMITS, PROTOCOL_F, requestName } from '../../src/vhost-user/constants.js';
 import { REQUESTS } from '../../src/vhost-user/requests.js';
-import { type Built, ID, msg, NEED_REPLY, reply, V1 } from './builder.js';
+import { type Built, ID, msg, NEED_REPLY, reply, V1 } from '../../lab/frontend/builder.js';
 
 const GiB = 1n << 30n;
 const QVA = 0x7fe71bfff000n;

@@ -12,9 +12,9 @@ import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
 import type { Message } from '../../src/vhost-user/framer.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../../src/virtio.js';
 import { openFdCount } from '../fdcount.js';
-import { ID, msg, reply, type Built } from './builder.js';
+import { ID, msg, reply, type Built } from '../../lab/frontend/builder.js';
 import { BRIDGE_PROTOCOL_FEATURES, bridgeLike, NET_FEATURES } from './fixtures.js';
-import { eventfds, memfd } from './frontend.js';
+import { eventfds, memfd } from '../../lab/frontend/frontend.js';
 import { RecordingBackend, type RecordingConfig } from './recording-backend.js';
 
 /** The message as the framer would hand it over, with `fds` (default: fresh eventfds as the builder says). */

@@ -10,8 +10,8 @@ import { describePartial, Framer, type Message } from '../../src/vhost-user/fram
 import { Connection } from '../../src/vhost-user/connection.js';
 import { captureLog } from '../../src/log.js';
 import { openFdCount } from '../fdcount.js';
-import { msg, reply, ID, type Built } from './builder.js';
-import { readable, TestFrontEnd } from './frontend.js';
+import { msg, reply, ID, type Built } from '../../lab/frontend/builder.js';
+import { readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { RecordingBackend } from './recording-backend.js';
 import { bridgeLike } from './fixtures.js';
 

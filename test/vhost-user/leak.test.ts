@@ -10,9 +10,9 @@ import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
 import { VhostUserServer } from '../../src/vhost-user/transport.js';
 import { openFdCount, tempDir } from '../fdcount.js';
-import { Bytes, ID, msg, reply } from './builder.js';
+import { Bytes, ID, msg, reply } from '../../lab/frontend/builder.js';
 import { BRIDGE_PROTOCOL_FEATURES, bridgeLike, NET_FEATURES } from './fixtures.js';
-import { memfd, once, TestFrontEnd } from './frontend.js';
+import { memfd, once, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { RecordingBackend } from './recording-backend.js';
 
 const MiB = 1n << 20n;

@@ -5,7 +5,7 @@ import { decodeLog, decodeMemoryTable, decodeSingleMemoryRegion } from '../../sr
 import { FrontendReq, requestName } from '../../src/vhost-user/constants.js';
 import type { MemoryRegion } from '../../src/vhost-user/messages.js';
 import type { TraceMessage } from '../../src/vhost-user/trace.js';
-import { memfd } from './frontend.js';
+import { memfd } from '../../lab/frontend/frontend.js';
 
 /** Stand-in fds for a recorded message: one memfd per RAM block (dup'd when resent), eventfds otherwise. */
 export class FdFactory {

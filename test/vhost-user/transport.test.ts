@@ -12,9 +12,9 @@ import { Connection } from '../../src/vhost-user/connection.js';
 import { VhostUserClient, VhostUserServer } from '../../src/vhost-user/transport.js';
 import { readTrace, TraceWriter, type TraceMessage } from '../../src/vhost-user/trace.js';
 import { openFdCount, tempDir } from '../fdcount.js';
-import { ID, msg, reply } from './builder.js';
+import { ID, msg, reply } from '../../lab/frontend/builder.js';
 import { bridgeLike, NET_FEATURES } from './fixtures.js';
-import { once, readable, TestFrontEnd } from './frontend.js';
+import { once, readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { RecordingBackend } from './recording-backend.js';
 
 describe('vhost-user transport', () => {

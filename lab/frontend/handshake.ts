@@ -8,8 +8,8 @@
  */
 import { bit, has, maskOf } from '../../src/bits.js';
 import { VIRTIO_F, VIRTIO_NET_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/virtio.js';
-import { ID, msg } from '../vhost-user/builder.js';
-import { memfd, TestFrontEnd } from '../vhost-user/frontend.js';
+import { ID, msg } from './builder.js';
+import { memfd, TestFrontEnd } from './frontend.js';
 
 const MiB = 1n << 20n;
 /** Where the synthetic guest's memory is in the front-end's address space (as QEMU reports it). */
