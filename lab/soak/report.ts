@@ -1,0 +1,116 @@
+/**
+ * The soak's report (docs/soak.md): events by kind (count, worst recovery, bystanders' lost replies,
+ * failures) as text and Markdown tables, and the daemon's fd count and RSS over time as an SVG chart.
+ */
+import type { EventKind, EventRecord, Sample, SoakResult } from './soak.js';
+
+export interface KindRow {
+  kind: EventKind;
+  count: number;
+  /** worst recovery of the kind's targets, ms (null: nothing to recover) */
+  worstRecoveryMs: number | null;
+  bystanderLost: number;
+  bystanderSent: number;
+  guestFaults: number;
+  failed: number;
+}
+
+export function byKind(events: readonly EventRecord[]): KindRow[] {
+  const rows = new Map<EventKind, KindRow>();
+  for (const e of events) {
+    const r = rows.get(e.kind) ?? {
+      kind: e.kind,
+      count: 0,
+      worstRecoveryMs: null,
+      bystanderLost: 0,
+      bystanderSent: 0,
+      guestFaults: 0,
+      failed: 0,
+    };
+    r.count++;
+    if (e.recoveryMs !== null) r.worstRecoveryMs = Math.max(r.worstRecoveryMs ?? 0, e.recoveryMs);
+    r.bystanderLost += e.bystanderLost;
+    r.bystanderSent += e.bystanderSent;
+    if (e.guestFault) r.guestFaults++;
+    if (e.failures.length) r.failed++;
+    rows.set(e.kind, r);
+  }
+  return [...rows.values()].sort((a, b) => b.count - a.count);
+}
+
+/** Every failure of the run, each naming its event. */
+export function failures(r: SoakResult): string[] {
+  return [...r.events.flatMap((e) => e.failures.map((f) => `#${e.i} ${e.kind} ${e.target}: ${f}`)), ...r.failures];
+}
+
+const HEAD = ['event', 'count', 'worst recovery (s)', 'bystanders: lost / sent', 'guest faults (lab)', 'failed'];
+
+function cells(k: KindRow): string[] {
+  return [
+    k.kind,
+    String(k.count),
+    k.worstRecoveryMs === null ? '-' : (k.worstRecoveryMs / 1000).toFixed(1),
+    `${k.bystanderLost} / ${k.bystanderSent}`,
+    String(k.guestFaults),
+    String(k.failed),
+  ];
+}
+
+export function markdownTable(rows: readonly KindRow[]): string {
+  return [
+    `| ${HEAD.join(' | ')} |`,
+    `|${HEAD.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+    ...rows.map((k) => `| ${cells(k).join(' | ')} |`),
+  ].join('\n');
+}
+
+export function textTable(rows: readonly KindRow[]): string {
+  const all = [HEAD, ...rows.map(cells)];
+  const w = HEAD.map((_, c) => Math.max(...all.map((r) => r[c].length)));
+  return all.map((r) => r.map((x, c) => (c === 0 ? x.padEnd(w[c]) : x.padStart(w[c]))).join('  ')).join('\n');
+}
+
+/** fd count (left axis) and RSS in MiB (right axis) after every event. */
+export function svgChart(samples: readonly Sample[], title: string): string {
+  const W = 720;
+  const H = 300;
+  const L = 60;
+  const R = 60;
+  const T = 40;
+  const B = 40;
+  const tMax = Math.max(1, ...samples.map((s) => s.t));
+  const fdMax = Math.max(1, ...samples.map((s) => s.fds)) * 1.2;
+  const rssMax = Math.max(1, ...samples.map((s) => s.rssKiB / 1024)) * 1.2;
+  const x = (t: number): number => L + ((W - L - R) * t) / tMax;
+  const y = (v: number, max: number): number => H - B - ((H - T - B) * v) / max;
+  const line = (pts: [number, number][], colour: string): string =>
+    `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${pts
+      .map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`)
+      .join(' ')}"/>`;
+  const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(title)}</text>`,
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#1f77b4"/>`,
+    `<line x1="${W - R}" y1="${T}" x2="${W - R}" y2="${H - B}" stroke="#d62728"/>`,
+    `<text x="${L - 6}" y="${T}" text-anchor="end" fill="#1f77b4">${Math.round(fdMax)}</text>`,
+    `<text x="${L - 6}" y="${H - B}" text-anchor="end" fill="#1f77b4">0</text>`,
+    `<text x="${L - 6}" y="${T - 8}" text-anchor="end" fill="#1f77b4">fds</text>`,
+    `<text x="${W - R + 6}" y="${T}" fill="#d62728">${rssMax.toFixed(0)}</text>`,
+    `<text x="${W - R + 6}" y="${H - B}" fill="#d62728">0</text>`,
+    `<text x="${W - R + 6}" y="${T - 8}" fill="#d62728">RSS MiB</text>`,
+    `<text x="${W / 2}" y="${H - 10}" text-anchor="middle">minutes (${(tMax / 60_000).toFixed(1)} in all)</text>`,
+    line(
+      samples.map((s) => [x(s.t), y(s.fds, fdMax)]),
+      '#1f77b4',
+    ),
+    line(
+      samples.map((s) => [x(s.t), y(s.rssKiB / 1024, rssMax)]),
+      '#d62728',
+    ),
+    '</svg>',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,505 @@
+/**
+ * The soak (docs/soak.md): guests on the ports of one daemon (and optionally one guest on a one-port
+ * bridge), synthetic front-ends on spare ports, a ping every 50 ms from L2 to every guest, and one
+ * fault at a time, picked at random from a seeded generator. After every fault it checks what an
+ * operator relies on: the daemon is alive (or back within 10 s), the guests that were not the fault's
+ * target lost no reply, the target passes traffic again within 10 s, the daemon's fd count is back at
+ * its level for these ports, and no port is left half set up. Runs inside L2 only.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { BridgeProcess } from '../bridge-process.js';
+import { DaemonProcess } from '../daemon-process.js';
+import { ID, msg } from '../frontend/builder.js';
+import { memfd, TestFrontEnd } from '../frontend/frontend.js';
+import { type Handshaken, handshake } from '../frontend/handshake.js';
+import { Guest } from '../guest.js';
+import { hostTap, removeTap } from '../host.js';
+import { HostPinger } from './pinger.js';
+import { Rng } from './rng.js';
+
+/** The longest a target may take to pass traffic again, and the daemon to answer after a restart. */
+export const RECOVERY_LIMIT_MS = 10_000;
+
+export type EventKind =
+  | 'daemon-kill'
+  | 'qemu-kill'
+  | 'guest-reboot'
+  | 'link-flap'
+  | 'ctl-reset'
+  | 'ctl-remove-add'
+  | 'garbage'
+  | 'sighup'
+  | 'vanish'
+  | 'memtable';
+
+export interface SoakOptions {
+  /** how long to inject faults */
+  seconds: number;
+  seed: number;
+  /** guests on daemon ports */
+  guests: number;
+  /** one more guest on a one-port bridge */
+  onePort: boolean;
+  /** pause between events (default 1000 ms) */
+  gapMs?: number;
+  /** progress lines (default console.log) */
+  log?: (line: string) => void;
+}
+
+export interface Sample {
+  /** ms since the soak started */
+  t: number;
+  fds: number;
+  rssKiB: number;
+}
+
+export interface EventRecord {
+  i: number;
+  kind: EventKind;
+  target: string;
+  /** ms since the soak started */
+  t: number;
+  /** from the fault to the first reply of every affected guest (null: nothing to recover) */
+  recoveryMs: number | null;
+  /** replies lost by guests that were not the target, and requests they sent meanwhile */
+  bystanderLost: number;
+  bystanderSent: number;
+  /** a fault of the nested lab's guest (docs/lab.md "Guest faults") during the event, if any */
+  guestFault: string | null;
+  failures: string[];
+  fds: number;
+  rssKiB: number;
+}
+
+export interface SoakResult {
+  seed: number;
+  kernel: string;
+  seconds: number;
+  guests: number;
+  onePort: boolean;
+  baselineFds: number;
+  events: EventRecord[];
+  samples: Sample[];
+  /** failures outside the events (set-up, RSS growth) */
+  failures: string[];
+}
+
+interface GuestRef {
+  name: string;
+  /** its daemon port, or null on the one-port bridge */
+  port: string | null;
+  guest: Guest;
+  pinger: HostPinger;
+}
+
+interface Outcome {
+  /** guests expected to lose replies */
+  affected: GuestRef[];
+  /** when the fault happened (recovery is measured from here) */
+  from: number;
+  /** replies before this do not count as recovered (the fault is over from the harness's side) */
+  after: number;
+  /** extra failures found by the event itself */
+  failures?: string[];
+}
+
+const DIR = '/tmp/vb-soak';
+const CONFIG = `${DIR}/config.json`;
+const SPARES = ['s1', 's2'] as const;
+const sock = (port: string): string => `${DIR}/${port}.sock`;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** An unknown request carrying an fd: the daemon drops the connection and logs the port. */
+const GARBAGE = Buffer.from([0x4d, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+
+export function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+export async function runSoak(o: SoakOptions): Promise<SoakResult> {
+  const log = o.log ?? ((l: string) => console.log(l));
+  const rng = new Rng(o.seed);
+  const t0 = Date.now();
+  const xchg = process.env.LAB_XCHG ?? '/tmp';
+  const result: SoakResult = {
+    seed: o.seed,
+    kernel: os.release(),
+    seconds: o.seconds,
+    guests: o.guests,
+    onePort: o.onePort,
+    baselineFds: 0,
+    events: [],
+    samples: [],
+    failures: [],
+  };
+
+  fs.rmSync(DIR, { recursive: true, force: true });
+  fs.mkdirSync(DIR, { recursive: true });
+  const guestPorts = Array.from({ length: o.guests }, (_, i) => `g${i}`);
+  const specs: Record<string, { tap: string; persistentTap?: boolean; socket: string }> = {};
+  guestPorts.forEach((p, i) => {
+    specs[p] = { tap: `vbsoak${i}`, persistentTap: true, socket: sock(p) };
+    hostTap(`vbsoak${i}`, { ip: `10.0.${40 + i}.1/24` });
+  });
+  for (const s of SPARES) specs[s] = { tap: `vbsoak${s}`, socket: sock(s) };
+  fs.writeFileSync(CONFIG, JSON.stringify({ control: { path: sock('control') }, ports: specs }));
+
+  let daemon = await DaemonProcess.start('soak', CONFIG);
+  let restarts = 0;
+  const synths = new Map<string, Handshaken>();
+  const synth = async (p: string): Promise<void> => {
+    synths.get(p)?.close();
+    synths.delete(p);
+    synths.set(p, await handshake(sock(p)));
+  };
+  for (const s of SPARES) await synth(s);
+
+  let bridge: BridgeProcess | null = null;
+  const refs: GuestRef[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const r of refs) r.pinger.stop();
+    await Promise.all(refs.map((r) => r.guest.shutdown({ timeoutMs: 10_000 }).catch(() => undefined)));
+    for (const f of synths.values()) f.close();
+    await daemon.stop().catch(() => undefined);
+    await bridge?.stop().catch(() => undefined);
+    for (let i = 0; i < o.guests; i++) removeTap(`vbsoak${i}`);
+    if (o.onePort) removeTap('vbsoakp');
+  };
+
+  try {
+    for (const [i, port] of guestPorts.entries()) {
+      const ip = `10.0.${40 + i}.2`;
+      const guest = await Guest.boot({
+        name: `soak-${port}`,
+        net: { kind: 'vhost-user', socketPath: sock(port), reconnectSeconds: 1 },
+        ip: `${ip}/24`,
+        peer: `10.0.${40 + i}.1`,
+        logFile: `${xchg}/guest-soak-${port}.log`,
+      });
+      refs.push({ name: port, port, guest, pinger: new HostPinger(port, ip) });
+    }
+    if (o.onePort) {
+      hostTap('vbsoakp', { ip: '10.0.50.1/24' });
+      bridge = await BridgeProcess.start({
+        name: 'soak-one-port',
+        args: ['--socket-path', sock('p'), '--tap', 'vbsoakp'],
+      });
+      const guest = await Guest.boot({
+        name: 'soak-one-port',
+        net: { kind: 'vhost-user', socketPath: sock('p'), reconnectSeconds: 1 },
+        ip: '10.0.50.2/24',
+        peer: '10.0.50.1',
+        logFile: `${xchg}/guest-soak-one-port.log`,
+      });
+      refs.push({ name: 'one-port', port: null, guest, pinger: new HostPinger('one-port', '10.0.50.2') });
+    }
+    const ready = Date.now();
+    for (const r of refs) await r.pinger.replyAfter(ready, 30_000);
+    await sleep(1000);
+    result.baselineFds = fdCount(daemon.pid);
+    log(
+      `soak: seed ${o.seed}; ${o.guests} guest(s) on the daemon${o.onePort ? ' + 1 on a one-port bridge' : ''}, ` +
+        `spare ports ${SPARES.join(', ')}; daemon pid ${daemon.pid}, ${result.baselineFds} fds, ` +
+        `${rssKiB(daemon.pid)} KiB RSS`,
+    );
+
+    const daemonRefs = (): GuestRef[] => refs.filter((r) => r.port !== null);
+    const pickGuest = (daemonOnly = false): GuestRef => rng.pick(daemonOnly ? daemonRefs() : refs);
+    const ringsAttached = async (port: string): Promise<boolean> => {
+      const st = await daemon.status(port);
+      const attached = st.device?.rings.filter((r) => r.attached).map((r) => r.index) ?? [];
+      return st.device?.frontEnd === true && attached.includes(0) && attached.includes(1);
+    };
+
+    /** The events the injector picks from; `weight` sets how often (boots are slow: rarer). */
+    const events: { kind: EventKind; weight: number; run: () => Promise<Outcome & { target: string }> }[] = [
+      {
+        kind: 'daemon-kill',
+        weight: 1,
+        run: async () => {
+          const from = Date.now();
+          await daemon.stop('SIGKILL');
+          for (const f of synths.values()) f.close();
+          synths.clear();
+          daemon = await DaemonProcess.start(`soak-restart-${++restarts}`, CONFIG);
+          const after = Date.now();
+          const failures =
+            after - from > RECOVERY_LIMIT_MS ? [`the daemon answered ${after - from} ms after SIGKILL`] : [];
+          for (const s of SPARES) await synth(s);
+          return { target: 'daemon', affected: daemonRefs(), from, after, failures };
+        },
+      },
+      {
+        kind: 'qemu-kill',
+        weight: 1,
+        run: async () => {
+          const r = pickGuest();
+          await r.guest.kill();
+          await r.guest.recover();
+          const t = Date.now();
+          return { target: r.name, affected: [r], from: t, after: t };
+        },
+      },
+      {
+        kind: 'guest-reboot',
+        weight: 1,
+        run: async () => {
+          const r = pickGuest();
+          await r.guest.reboot();
+          const t = Date.now();
+          return { target: r.name, affected: [r], from: t, after: t };
+        },
+      },
+      {
+        kind: 'link-flap',
+        weight: 2,
+        run: async () => {
+          const r = pickGuest();
+          await r.guest.exec('ip link set eth0 down; sleep 1; ip link set eth0 up');
+          const t = Date.now();
+          return { target: r.name, affected: [r], from: t, after: t };
+        },
+      },
+      {
+        kind: 'ctl-reset',
+        weight: 2,
+        run: async () => {
+          if (rng.next() < 0.5) {
+            const s = rng.pick(SPARES);
+            await daemon.ask('reset', { port: s });
+            await synth(s);
+            const t = Date.now();
+            return { target: s, affected: [], from: t, after: t };
+          }
+          const r = pickGuest(true);
+          const from = Date.now();
+          await daemon.ask('reset', { port: r.port });
+          return { target: r.name, affected: [r], from, after: Date.now() };
+        },
+      },
+      {
+        kind: 'ctl-remove-add',
+        weight: 2,
+        run: async () => {
+          const spare = rng.next() < 0.5;
+          const port = spare ? rng.pick(SPARES) : pickGuest(true).port!;
+          const from = Date.now();
+          await daemon.ask('remove', { port });
+          if (spare) {
+            synths.get(port)?.close();
+            synths.delete(port);
+          }
+          await sleep(300);
+          await daemon.ask('add', { name: port, config: specs[port] });
+          const after = Date.now();
+          if (spare) await synth(port);
+          const affected = refs.filter((r) => r.port === port);
+          return { target: port, affected, from, after };
+        },
+      },
+      {
+        kind: 'garbage',
+        weight: 2,
+        run: async () => {
+          synths.get('s2')?.close();
+          synths.delete('s2');
+          const fe = TestFrontEnd.connect(sock('s2'));
+          fe.send(GARBAGE);
+          const r = await fe.reply(5000);
+          fe.close();
+          const failures = r === 'eof' ? [] : ['s2: the daemon answered garbage instead of dropping the connection'];
+          await synth('s2');
+          const t = Date.now();
+          return { target: 's2', affected: [], from: t, after: t, failures };
+        },
+      },
+      {
+        kind: 'vanish',
+        weight: 2,
+        run: async () => {
+          synths.get('s2')?.close();
+          synths.delete('s2');
+          const fe = TestFrontEnd.connect(sock('s2'));
+          await fe.ask(msg.getFeatures());
+          fe.send(msg.setOwner());
+          fe.close();
+          await synth('s2');
+          const t = Date.now();
+          return { target: 's2', affected: [], from: t, after: t };
+        },
+      },
+      {
+        kind: 'memtable',
+        weight: 2,
+        run: async () => {
+          const h = synths.get('s1');
+          if (!h) throw new Error('s1 has no synthetic front-end');
+          const region = { gpa: 0x100_0000n, size: 1n << 20n, qva: 0x7f10_0000_0000n };
+          const failures: string[] = [];
+          const add = await h.fe.ask(msg.addMemReg(region).needReply(), [memfd(region.size, 'vb-soak-region')]);
+          if (add === 'eof' || add.readUInt32LE(0) !== ID.ADD_MEM_REG || add.readBigUInt64LE(12) !== 0n)
+            failures.push('s1: ADD_MEM_REG was not acked');
+          const rem = await h.fe.ask(msg.remMemReg(region).needReply());
+          if (rem === 'eof' || rem.readUInt32LE(0) !== ID.REM_MEM_REG || rem.readBigUInt64LE(12) !== 0n)
+            failures.push('s1: REM_MEM_REG was not acked');
+          const t = Date.now();
+          return { target: 's1', affected: [], from: t, after: t, failures };
+        },
+      },
+      {
+        kind: 'sighup',
+        weight: 1,
+        run: async () => {
+          const sessions = async (): Promise<number[]> =>
+            Promise.all([...guestPorts, ...SPARES].map(async (p) => (await daemon.status(p)).device?.sessions ?? -1));
+          const before = await sessions();
+          const from = Date.now();
+          process.kill(daemon.pid, 'SIGHUP');
+          await sleep(500);
+          const now = await sessions();
+          const failures =
+            now.join() === before.join()
+              ? []
+              : [`SIGHUP with an unchanged config touched ports: sessions ${before.join()} -> ${now.join()}`];
+          return { target: 'daemon', affected: [], from, after: Date.now(), failures };
+        },
+      },
+    ];
+
+    let i = 0;
+    while (Date.now() - t0 < o.seconds * 1000 + (ready - t0)) {
+      const ev = rng.weighted(events.map((e) => ({ value: e, weight: e.weight })));
+      const start = Date.now();
+      const faults0 = refs.map((r) => r.guest.faults);
+      const rec: EventRecord = {
+        i: ++i,
+        kind: ev.kind,
+        target: '?',
+        t: start - t0,
+        recoveryMs: null,
+        bystanderLost: 0,
+        bystanderSent: 0,
+        guestFault: null,
+        failures: [],
+        fds: 0,
+        rssKiB: 0,
+      };
+      let outcome: (Outcome & { target: string }) | null = null;
+      try {
+        outcome = await ev.run();
+        rec.target = outcome.target;
+        rec.failures.push(...(outcome.failures ?? []));
+      } catch (e) {
+        rec.failures.push(`${ev.kind}: ${(e as Error).message.split('\n')[0]}`);
+      }
+      // Recovery: every affected guest answers a ping sent after the fault is over.
+      if (outcome?.affected.length) {
+        let worst = 0;
+        for (const r of outcome.affected) {
+          try {
+            const at = await r.pinger.replyAfter(outcome.after, 2 * RECOVERY_LIMIT_MS);
+            worst = Math.max(worst, at - outcome.from);
+          } catch (e) {
+            rec.failures.push((e as Error).message);
+            worst = Number.POSITIVE_INFINITY;
+          }
+        }
+        rec.recoveryMs = Number.isFinite(worst) ? worst : null;
+        if (worst > RECOVERY_LIMIT_MS && Number.isFinite(worst))
+          rec.failures.push(`${outcome.target}: traffic again only after ${worst} ms`);
+      }
+      const end = Date.now();
+      // Bystanders: every other guest's requests sent during the event were all answered.
+      const affected = new Set(outcome?.affected.map((r) => r.name) ?? []);
+      for (const r of refs) {
+        if (affected.has(r.name)) continue;
+        await r.pinger.settled(end);
+        const lost = r.pinger.ledger.lost(start, end);
+        rec.bystanderSent += r.pinger.ledger.sent(start, end);
+        if (lost.length) {
+          // A stalled guest answers nothing: ask it once, so that the harness can tell a lab fault.
+          await r.guest.exec('true', { timeoutMs: 15_000 }).catch(() => undefined);
+          if (r.guest.faults === faults0[refs.indexOf(r)]) {
+            rec.bystanderLost += lost.length;
+            rec.failures.push(
+              `${r.name} (bystander) lost ${lost.length} replies (icmp_seq ${lost.slice(0, 5).join(',')})`,
+            );
+          }
+        }
+      }
+      // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
+      for (const [k, r] of refs.entries()) {
+        if (r.guest.faults === faults0[k]) continue;
+        rec.guestFault = `${r.name}: ${r.guest.lastFault}`;
+        rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
+        await r.guest.recover();
+        await r.pinger.replyAfter(Date.now(), 30_000).catch((e: Error) => rec.failures.push(e.message));
+      }
+      rec.failures.push(...(await checkState()));
+      rec.fds = await settledFds();
+      rec.rssKiB = rssKiB(daemon.pid);
+      result.samples.push({ t: Date.now() - t0, fds: rec.fds, rssKiB: rec.rssKiB });
+      if (rec.fds !== result.baselineFds)
+        rec.failures.push(`daemon fd count ${rec.fds}, expected ${result.baselineFds} for its ports`);
+      result.events.push(rec);
+      log(
+        `#${rec.i} +${(rec.t / 1000).toFixed(1)}s ${rec.kind} ${rec.target}: ` +
+          `${rec.recoveryMs === null ? '' : `recovered in ${(rec.recoveryMs / 1000).toFixed(1)} s; `}` +
+          `bystanders lost ${rec.bystanderLost}/${rec.bystanderSent}; ${rec.fds} fds, ${rec.rssKiB} KiB` +
+          `${rec.guestFault ? `; guest fault ${rec.guestFault}` : ''}` +
+          `${rec.failures.length ? `; FAILED: ${rec.failures.join('; ')}` : ''}`,
+      );
+      await sleep(o.gapMs ?? 1000);
+    }
+    result.failures.push(...rssGrowth(result.samples));
+    return result;
+
+    async function checkState(): Promise<string[]> {
+      const out: string[] = [];
+      try {
+        const ports = await daemon.ask<{ name: string; state: string }[]>('ports');
+        for (const p of ports) if (p.state !== 'running') out.push(`port ${p.name} is ${p.state}`);
+        for (const r of daemonRefs())
+          if (!(await ringsAttached(r.port!))) out.push(`port ${r.port}: guest's rings not attached (half set up)`);
+        for (const s of synths.keys())
+          if (!(await ringsAttached(s))) out.push(`port ${s}: synthetic front-end's rings not attached`);
+      } catch (e) {
+        out.push(`the daemon does not answer: ${(e as Error).message}`);
+      }
+      if (bridge && !bridge.running) out.push('the one-port bridge exited');
+      else if (bridge && bridge.attachedRings().join() !== '0,1')
+        out.push(`one-port bridge: rings ${bridge.attachedRings().join()} attached`);
+      return out;
+    }
+
+    /** The fd count once the daemon has closed what the last requests left (a control connection). */
+    async function settledFds(): Promise<number> {
+      let n = fdCount(daemon.pid);
+      for (let k = 0; k < 10 && n !== result.baselineFds; k++) {
+        await sleep(200);
+        n = fdCount(daemon.pid);
+      }
+      return n;
+    }
+  } finally {
+    await cleanup();
+  }
+}
+
+/**
+ * RSS must not grow across events: the largest RSS of the last third of the samples may exceed the
+ * largest of the first third by at most 8 MiB (the garbage collector's slack).
+ */
+export function rssGrowth(samples: readonly Sample[], slackKiB = 8 * 1024): string[] {
+  if (samples.length < 6) return [];
+  const third = Math.floor(samples.length / 3);
+  const first = Math.max(...samples.slice(0, third).map((s) => s.rssKiB));
+  const last = Math.max(...samples.slice(-third).map((s) => s.rssKiB));
+  return last - first > slackKiB ? [`daemon RSS grew from ${first} KiB to ${last} KiB across the soak`] : [];
+}

@@ -1,0 +1,20 @@
+/**
+ * The soak inside L2 (started by scripts/soak.ts through scripts/lab/run; docs/soak.md). Writes the
+ * result as JSON to VB_SOAK_OUT, which scripts/soak.ts turns into the report.
+ *
+ * Environment (set by scripts/soak.ts): VB_SOAK_SECONDS, VB_SOAK_SEED, VB_SOAK_GUESTS,
+ * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT.
+ */
+import * as fs from 'node:fs';
+import { runSoak } from '../../lab/soak/soak.js';
+
+const env = (k: string, d: string): string => process.env[k] ?? d;
+const out = env('VB_SOAK_OUT', '/lab-xchg/soak.json');
+const result = await runSoak({
+  seconds: Number(env('VB_SOAK_SECONDS', '180')),
+  seed: Number(env('VB_SOAK_SEED', '1')),
+  guests: Number(env('VB_SOAK_GUESTS', '3')),
+  onePort: env('VB_SOAK_ONE_PORT', '1') === '1',
+});
+fs.writeFileSync(out, JSON.stringify(result, null, 1));
+process.exit(0);

@@ -1,0 +1,129 @@
+/**
+ * The soak's own logic, without the lab: the seeded generator, reading `ping -D -O`, the ledger of
+ * lost replies, the RSS-growth rule and the report (docs/soak.md).
+ */
+import { expect } from 'chai';
+import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
+import { byKind, failures, markdownTable, svgChart } from '../../lab/soak/report.js';
+import { Rng } from '../../lab/soak/rng.js';
+import { type EventRecord, rssGrowth, type Sample, type SoakResult } from '../../lab/soak/soak.js';
+
+describe('soak: the seeded fault generator', () => {
+  it('repeats its choices for the same seed and differs for another', () => {
+    const run = (seed: number) => {
+      const r = new Rng(seed);
+      return Array.from({ length: 50 }, () => r.int(10));
+    };
+    expect(run(42)).to.deep.equal(run(42));
+    expect(run(42)).to.not.deep.equal(run(43));
+    expect(run(7).every((n) => n >= 0 && n < 10)).to.equal(true);
+  });
+
+  it('picks by weight', () => {
+    const r = new Rng(1);
+    const n = { a: 0, b: 0 };
+    for (let i = 0; i < 4000; i++)
+      n[
+        r.weighted([
+          { value: 'a' as const, weight: 3 },
+          { value: 'b' as const, weight: 1 },
+        ])
+      ]++;
+    expect(n.a / 4000).to.be.within(0.7, 0.8);
+  });
+});
+
+describe('soak: reading ping -D -O', () => {
+  it('reads replies and unanswered requests with their time', () => {
+    expect(parsePingLine('[1796071410.096777] 64 bytes from 10.0.40.2: icmp_seq=7 ttl=64 time=0.173 ms')).to.deep.equal(
+      { kind: 'reply', seq: 7, at: 1796071410097 },
+    );
+    expect(parsePingLine('[1796071411.5] no answer yet for icmp_seq=9')).to.deep.equal({
+      kind: 'unanswered',
+      seq: 9,
+      at: 1796071411500,
+    });
+    expect(parsePingLine('[1796071411.5] From 10.0.40.1 icmp_seq=10 Destination Host Unreachable')?.kind).to.equal(
+      'unanswered',
+    );
+    expect(parsePingLine('PING 10.0.40.2 (10.0.40.2) 56(84) bytes of data.')).to.equal(null);
+  });
+
+  it('counts a request lost only if no reply ever came, even a late one', () => {
+    const l = new PingLedger();
+    l.add({ kind: 'reply', seq: 1, at: 1000 });
+    l.add({ kind: 'unanswered', seq: 2, at: 1050 });
+    l.add({ kind: 'unanswered', seq: 3, at: 1100 });
+    l.add({ kind: 'reply', seq: 2, at: 1120 }); // late, not lost
+    l.add({ kind: 'reply', seq: 4, at: 1150 });
+    expect(l.lost(1000, 1200)).to.deep.equal([3]);
+    expect(l.sent(1000, 1200)).to.equal(4);
+    expect(l.lost(1120, 1200)).to.deep.equal([]);
+    expect(l.firstReplyAfter(1101)).to.equal(1120);
+    expect(l.firstReplyAfter(1200)).to.equal(undefined);
+  });
+});
+
+const ev = (o: Partial<EventRecord>): EventRecord => ({
+  i: 1,
+  kind: 'ctl-reset',
+  target: 'g0',
+  t: 0,
+  recoveryMs: null,
+  bystanderLost: 0,
+  bystanderSent: 0,
+  guestFault: null,
+  failures: [],
+  fds: 30,
+  rssKiB: 60_000,
+  ...o,
+});
+
+describe('soak: the report', () => {
+  it('groups events by kind with the worst recovery and the bystanders', () => {
+    const rows = byKind([
+      ev({ recoveryMs: 1200, bystanderSent: 40 }),
+      ev({ i: 2, recoveryMs: 3400, bystanderSent: 40, bystanderLost: 1, failures: ['x lost 1'] }),
+      ev({ i: 3, kind: 'sighup', target: 'daemon', bystanderSent: 10 }),
+    ]);
+    expect(
+      rows.map((r) => [r.kind, r.count, r.worstRecoveryMs, r.bystanderLost, r.bystanderSent, r.failed]),
+    ).to.deep.equal([
+      ['ctl-reset', 2, 3400, 1, 80, 1],
+      ['sighup', 1, null, 0, 10, 0],
+    ]);
+    expect(markdownTable(rows)).to.contain('| ctl-reset | 2 | 3.4 | 1 / 80 | 0 | 1 |');
+  });
+
+  it('lists every failure with its event, and charts fds and RSS', () => {
+    const samples: Sample[] = [
+      { t: 0, fds: 30, rssKiB: 60_000 },
+      { t: 60_000, fds: 31, rssKiB: 61_000 },
+    ];
+    const r: SoakResult = {
+      seed: 5,
+      kernel: '6.1.0',
+      seconds: 60,
+      guests: 1,
+      onePort: false,
+      baselineFds: 30,
+      events: [ev({ i: 4, failures: ['daemon fd count 31, expected 30 for its ports'] })],
+      samples,
+      failures: ['daemon RSS grew'],
+    };
+    expect(failures(r)).to.deep.equal([
+      '#4 ctl-reset g0: daemon fd count 31, expected 30 for its ports',
+      'daemon RSS grew',
+    ]);
+    const svg = svgChart(samples, 'soak <seed 5>');
+    expect(svg).to.contain('soak &lt;seed 5>');
+    expect(svg.match(/<polyline/g)).to.have.length(2);
+  });
+
+  it('calls RSS growth of more than 8 MiB between the first and last third a failure', () => {
+    const flat = Array.from({ length: 30 }, (_, i) => ({ t: i, fds: 30, rssKiB: 60_000 + (i % 3) * 1000 }));
+    expect(rssGrowth(flat)).to.deep.equal([]);
+    const leak = Array.from({ length: 30 }, (_, i) => ({ t: i, fds: 30, rssKiB: 60_000 + i * 1000 }));
+    expect(rssGrowth(leak)[0]).to.match(/grew from 69000 KiB to 89000 KiB/);
+  });
+});
