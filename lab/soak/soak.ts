@@ -68,6 +68,8 @@ export interface EventRecord {
   /** a fault of the nested lab's guest (docs/lab.md "Guest faults") during the event, if any */
   guestFault: string | null;
   failures: string[];
+  /** what else the event measured (the daemon's restart time) */
+  detail?: string;
   fds: number;
   rssKiB: number;
 }
@@ -102,6 +104,8 @@ interface Outcome {
   after: number;
   /** extra failures found by the event itself */
   failures?: string[];
+  /** what else it measured, for the log line */
+  detail?: string;
 }
 
 const DIR = '/tmp/vb-soak';
@@ -232,7 +236,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           const failures =
             after - from > RECOVERY_LIMIT_MS ? [`the daemon answered ${after - from} ms after SIGKILL`] : [];
           for (const s of SPARES) await synth(s);
-          return { target: 'daemon', affected: daemonRefs(), from, after, failures };
+          const detail = `daemon answered ${after - from} ms after SIGKILL`;
+          return { target: 'daemon', affected: daemonRefs(), from, after, failures, detail };
         },
       },
       {
@@ -394,6 +399,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       try {
         outcome = await ev.run();
         rec.target = outcome.target;
+        rec.detail = outcome.detail;
         rec.failures.push(...(outcome.failures ?? []));
       } catch (e) {
         rec.failures.push(`${ev.kind}: ${(e as Error).message.split('\n')[0]}`);
@@ -452,6 +458,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         `#${rec.i} +${(rec.t / 1000).toFixed(1)}s ${rec.kind} ${rec.target}: ` +
           `${rec.recoveryMs === null ? '' : `recovered in ${(rec.recoveryMs / 1000).toFixed(1)} s; `}` +
           `bystanders lost ${rec.bystanderLost}/${rec.bystanderSent}; ${rec.fds} fds, ${rec.rssKiB} KiB` +
+          `${rec.detail ? `; ${rec.detail}` : ''}` +
           `${rec.guestFault ? `; guest fault ${rec.guestFault}` : ''}` +
           `${rec.failures.length ? `; FAILED: ${rec.failures.join('; ')}` : ''}`,
       );
