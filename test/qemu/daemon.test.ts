@@ -4,7 +4,7 @@
  * to the other ports (remove, reset, add, garbage) must not cost the guest a ping reply; the
  * guest's own port is reset and the daemon killed and restarted, and the guest comes back without
  * a reboot. One guest only: two L3 guests at once are not stable in the nested lab yet (docs/lab.md);
- * the three-guest checks are in daemon-guests.multi.ts.
+ * the three-guest checks are in daemon-guests.test.ts.
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/daemon.test.js
  */
 import { expect } from 'chai';

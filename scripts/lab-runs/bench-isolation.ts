@@ -1,0 +1,242 @@
+/**
+ * The isolation benchmark, inside L2 (started by scripts/bench-isolation.ts through scripts/lab/run):
+ * does one port's slow or busy front-end stall another port's control traffic? One `vhost-bridge
+ * serve` daemon with ports `a` and `b` on L2's real vhost-net. A synthetic front-end on `b`
+ * (lab/frontend/handshake.ts: both rings attached) sends GET_FEATURES every 5 ms and times each reply
+ * (the probe), while port `a` gets, from another process (this file with argv `disturb KIND SOCKET`),
+ * one of:
+ *  - nothing (quiet, before and after);
+ *  - burst: bursts of 2000 GET_FEATURES written at once, the 2000 replies read, again and again;
+ *  - memtable: SET_MEM_TABLE with 8 regions of 1 GiB (fresh memfds each time, so every table is new:
+ *    8 mmaps, VHOST_SET_MEM_TABLE on the kernel, the previous 8 GiB unmapped), back to back, acked.
+ * The disturber is a separate process so that its own work does not delay the probe's event loop
+ * (both share L2's two vCPUs with the daemon, as a host's processes would). Writes VB_ISOLATION_OUT.
+ * Not a pass/fail test: it reports.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { has } from '../../src/bits.js';
+import { request } from '../../src/daemon/ctl.js';
+import type { PortReport } from '../../src/daemon/report.js';
+import * as sys from '../../src/sys/index.js';
+import { CLK_TCK, ownCpuTicks } from '../../lab/host.js';
+import { ID, msg } from '../../lab/frontend/builder.js';
+import { memfd, readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
+import { handshake } from '../../lab/frontend/handshake.js';
+import { quantile } from '../bench/metrics.js';
+
+const OUT = process.env.VB_ISOLATION_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/isolation.json`;
+const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
+const PHASE_S = Number(process.env.VB_ISOLATION_SECONDS ?? 6);
+const PROBE_EVERY_MS = 5;
+const BURST = 2000;
+const GiB = 1n << 30n;
+const REGIONS = 8;
+
+const KINDS = ['quiet', 'burst', 'memtable', 'quiet-after'] as const;
+type Kind = (typeof KINDS)[number];
+
+export interface Phase {
+  kind: Kind;
+  /** GET_FEATURES round trips on port b, ms, in order. */
+  probeMs: number[];
+  median: number;
+  p99: number;
+  max: number;
+  /** What the disturber got done on port a: messages answered (burst) or tables acked (memtable). */
+  disturbOps: number;
+  disturbSeconds: number;
+  /** The daemon's CPU over the phase, in CPUs (1 = one CPU busy). */
+  daemonCpu: number;
+}
+export interface IsolationResult {
+  when: string;
+  kernel: string;
+  node: string;
+  phases: Phase[];
+  errors: string[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Read exactly `n` bytes of replies and drop them (the burst's answers). */
+async function drainBytes(fd: number, n: number, buf: Buffer): Promise<void> {
+  let have = 0;
+  while (have < n) {
+    const got = sys.recv(fd, buf.subarray(0, Math.min(buf.length, n - have)));
+    if (got === null) {
+      await readable(fd, 10_000);
+      continue;
+    }
+    if (got === 0) throw new Error('the back-end hung up during the burst');
+    have += got;
+  }
+}
+
+/** The disturber (a child process): runs KIND on SOCKET until SIGTERM, then prints its count as JSON. */
+async function disturb(kind: string, socket: string): Promise<void> {
+  let ops = 0;
+  let stop = false;
+  const t0 = performance.now();
+  process.on('SIGTERM', () => {
+    stop = true;
+  });
+  const fe = TestFrontEnd.connect(socket);
+  if (kind === 'burst') {
+    const one = msg.getFeatures().bytes;
+    const burst = Buffer.concat(Array.from({ length: BURST }, () => one));
+    const buf = Buffer.alloc(1 << 16);
+    console.log('ready');
+    while (!stop) {
+      fe.send(burst);
+      await drainBytes(fe.fd, BURST * 20, buf); // a u64 reply: 12-byte header + 8
+      ops += BURST;
+    }
+  } else if (kind === 'memtable') {
+    const features = (await fe.ask(msg.getFeatures())) as Buffer;
+    const offered = features.readBigUInt64LE(12);
+    if (!has(offered, 30)) throw new Error('no PROTOCOL_FEATURES offered');
+    await fe.ask(msg.getProtocolFeatures());
+    fe.send(msg.setProtocolFeatures(1n << 3n)); // REPLY_ACK
+    await fe.ask(msg.setOwner().needReply());
+    await fe.ask(msg.setFeatures((1n << 32n) | (1n << 30n)).needReply()); // VERSION_1, PROTOCOL_FEATURES
+    console.log('ready');
+    for (let n = 0; !stop; n++) {
+      const base = 0x7f00_0000_0000n + BigInt(n % 2) * 0x10_0000_0000n;
+      const regions = Array.from({ length: REGIONS }, (_, i) => ({
+        gpa: BigInt(i) * GiB,
+        size: GiB,
+        qva: base + BigInt(i) * GiB,
+      }));
+      const fds = regions.map(() => memfd(GiB, 'vb-isolation'));
+      const r = await fe.ask(msg.setMemTable(regions).needReply(), fds);
+      if (r === 'eof' || r.readUInt32LE(0) !== ID.SET_MEM_TABLE || r.readBigUInt64LE(12) !== 0n) {
+        throw new Error(`SET_MEM_TABLE refused or unanswered: ${r === 'eof' ? 'eof' : r.toString('hex')}`);
+      }
+      ops++;
+    }
+  } else {
+    throw new Error(`unknown disturbance ${kind}`);
+  }
+  fe.close();
+  console.log(JSON.stringify({ ops, seconds: (performance.now() - t0) / 1000 }));
+  process.exit(0);
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync('/tmp/vb-isolation-');
+  const control = join(dir, 'control.sock');
+  const config = join(dir, 'config.json');
+  const sock = (p: string) => join(dir, `${p}.sock`);
+  writeFileSync(
+    config,
+    JSON.stringify({
+      control: { path: control },
+      ports: { a: { tap: 'vbisoa', socket: sock('a') }, b: { tap: 'vbisob', socket: sock('b') } },
+    }),
+  );
+  const logFd = openSync(`${process.env.LAB_XCHG ?? dir}/bench-isolation-daemon.log`, 'w');
+  const daemon = spawn(
+    process.execPath,
+    ['--no-memory-reducer', CLI, 'serve', '--config', config, '--log-level', 'warn'],
+    { stdio: ['ignore', logFd, logFd] },
+  );
+  const pid = daemon.pid!;
+  for (let i = 0; ; i++) {
+    try {
+      await request(control, [{ method: 'version' }]);
+      break;
+    } catch (e) {
+      if (i > 200) throw e;
+      await sleep(50);
+    }
+  }
+  const result: IsolationResult = {
+    when: new Date().toISOString(),
+    kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    node: process.version,
+    phases: [],
+    errors: [],
+  };
+  const probe = await handshake(sock('b'));
+  try {
+    const [b] = (await request(control, [{ method: 'status', params: { port: 'b' } }])) as PortReport[];
+    if (!b.device?.rings.every((r) => r.attached)) throw new Error("port b's rings are not attached");
+    for (const kind of KINDS) {
+      let child: ReturnType<typeof spawn> | null = null;
+      let done: Promise<{ ops: number; seconds: number }> = Promise.resolve({ ops: 0, seconds: 0 });
+      if (kind === 'burst' || kind === 'memtable') {
+        const c = spawn(process.execPath, [import.meta.filename, 'disturb', kind, sock('a')], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        child = c;
+        const lines = createInterface({ input: c.stdout! });
+        let ready: () => void = () => undefined;
+        const isReady = new Promise<void>((r) => {
+          ready = r;
+        });
+        done = new Promise((res, rej) => {
+          lines.on('line', (l) => {
+            if (l === 'ready') ready();
+            else if (l.startsWith('{')) res(JSON.parse(l));
+          });
+          c.once('exit', (code) => rej(new Error(`disturber ${kind} exited (${code}) without a count`)));
+        });
+        await Promise.race([isReady, done]);
+        await sleep(300); // let it get going
+      }
+      const cpu0 = ownCpuTicks(pid);
+      const t0 = performance.now();
+      const probeMs: number[] = [];
+      while (performance.now() - t0 < PHASE_S * 1000) {
+        const s = performance.now();
+        const r = await probe.fe.ask(msg.getFeatures());
+        if (r === 'eof') throw new Error('port b hung up');
+        probeMs.push(performance.now() - s);
+        await sleep(PROBE_EVERY_MS);
+      }
+      const cpu = (ownCpuTicks(pid) - cpu0) / CLK_TCK / ((performance.now() - t0) / 1000);
+      child?.kill('SIGTERM');
+      const d = await done;
+      const sorted = [...probeMs].sort((x, y) => x - y);
+      const phase: Phase = {
+        kind,
+        probeMs,
+        median: quantile(sorted, 0.5),
+        p99: quantile(sorted, 0.99),
+        max: sorted[sorted.length - 1],
+        disturbOps: d.ops,
+        disturbSeconds: d.seconds,
+        daemonCpu: cpu,
+      };
+      result.phases.push(phase);
+      console.log(
+        `${kind}: ${probeMs.length} probes, median ${phase.median.toFixed(2)} ms, p99 ${phase.p99.toFixed(2)} ms, ` +
+          `max ${phase.max.toFixed(2)} ms; disturber ${d.ops} ops in ${d.seconds.toFixed(1)} s; daemon ` +
+          `${(cpu * 100).toFixed(0)}% CPU`,
+      );
+      await sleep(500);
+    }
+    const [after] = (await request(control, [{ method: 'status', params: { port: 'b' } }])) as PortReport[];
+    if (after.reconnects !== 0 || !after.device?.rings.every((r) => r.attached)) {
+      throw new Error(
+        `port b was disturbed: ${after.reconnects} reconnects, rings ${JSON.stringify(after.device?.rings)}`,
+      );
+    }
+  } catch (e) {
+    result.errors.push((e as Error).stack ?? String(e));
+    console.error(e);
+  } finally {
+    probe.close();
+    const gone = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await gone;
+    writeFileSync(OUT, JSON.stringify(result, null, 2));
+  }
+}
+
+if (process.argv[2] === 'disturb') await disturb(process.argv[3], process.argv[4]);
+else await main();
