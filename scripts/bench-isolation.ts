@@ -8,14 +8,16 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { table } from '../src/daemon/ctl.js';
 import type { IsolationResult } from './lab-runs/bench-isolation.js';
 
+/** This build's lab-runs script (dist/scripts/lab-runs/), relative to the repository L2 starts in. */
+const here = relative(process.cwd(), import.meta.dirname);
 const work = mkdtempSync(join(tmpdir(), 'vb-bench-isolation-'));
 const lab = spawnSync(
   'scripts/lab/run',
-  ['-t', '600', '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench-isolation.js'],
+  ['-t', '600', '--', process.execPath, '--enable-source-maps', join(here, 'lab-runs', 'bench-isolation.js')],
   { stdio: 'inherit', env: { ...process.env, LAB_XCHG_DIR: work, VB_ISOLATION_OUT: '/lab-xchg/isolation.json' } },
 );
 let r: IsolationResult;
@@ -28,7 +30,7 @@ try {
 
 const what: Record<string, string> = {
   quiet: 'nothing',
-  burst: 'bursts of 2000 GET_FEATURES',
+  burst: 'bursts of 2000 SET_VRING_NUM',
   memtable: 'SET_MEM_TABLE, 8 x 1 GiB, back to back',
   'quiet-after': 'nothing (again)',
 };

@@ -6,7 +6,7 @@
  * (the probe), while port `a` gets, from another process (this file with argv `disturb KIND SOCKET`),
  * one of:
  *  - nothing (quiet, before and after);
- *  - burst: bursts of 2000 GET_FEATURES written at once, the 2000 replies read, again and again;
+ *  - burst: bursts of 2000 SET_VRING_NUM (no reply) and a GET_FEATURES, again and again;
  *  - memtable: SET_MEM_TABLE with 8 regions of 1 GiB (fresh memfds each time, so every table is new:
  *    8 mmaps, VHOST_SET_MEM_TABLE on the kernel, the previous 8 GiB unmapped), back to back, acked.
  * The disturber is a separate process so that its own work does not delay the probe's event loop
@@ -21,11 +21,10 @@ import { createInterface } from 'node:readline';
 import { has } from '../../src/bits.js';
 import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
-import * as sys from '../../src/sys/index.js';
 import { CLK_TCK, ownCpuTicks } from '../../lab/host.js';
 import { ID, msg } from '../../lab/frontend/builder.js';
-import { memfd, readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
-import { handshake } from '../../lab/frontend/handshake.js';
+import { memfd, TestFrontEnd } from '../../lab/frontend/frontend.js';
+import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
 import { quantile } from '../bench/metrics.js';
 
 const OUT = process.env.VB_ISOLATION_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/isolation.json`;
@@ -62,20 +61,6 @@ export interface IsolationResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Read exactly `n` bytes of replies and drop them (the burst's answers). */
-async function drainBytes(fd: number, n: number, buf: Buffer): Promise<void> {
-  let have = 0;
-  while (have < n) {
-    const got = sys.recv(fd, buf.subarray(0, Math.min(buf.length, n - have)));
-    if (got === null) {
-      await readable(fd, 10_000);
-      continue;
-    }
-    if (got === 0) throw new Error('the back-end hung up during the burst');
-    have += got;
-  }
-}
-
 /** The disturber (a child process): runs KIND on SOCKET until SIGTERM, then prints its count as JSON. */
 async function disturb(kind: string, socket: string): Promise<void> {
   let ops = 0;
@@ -86,14 +71,16 @@ async function disturb(kind: string, socket: string): Promise<void> {
   });
   const fe = TestFrontEnd.connect(socket);
   if (kind === 'burst') {
-    const one = msg.getFeatures().bytes;
-    const burst = Buffer.concat(Array.from({ length: BURST }, () => one));
-    const buf = Buffer.alloc(1 << 16);
+    // SET_VRING_NUM without NEED_REPLY (and no REPLY_ACK on this connection) is answered by nothing,
+    // so the burst cannot fill the back-end's reply queue; one GET_FEATURES after each burst waits
+    // until the back-end has handled all of it. Written in chunks of what TestFrontEnd sends at once.
+    const one = msg.setVringNum(0, 256).bytes;
+    const chunk = Buffer.concat(Array.from({ length: 400 }, () => one));
     console.log('ready');
     while (!stop) {
-      fe.send(burst);
-      await drainBytes(fe.fd, BURST * 20, buf); // a u64 reply: 12-byte header + 8
-      ops += BURST;
+      for (let sent = 0; sent < BURST; sent += 400) fe.send(chunk);
+      if ((await fe.ask(msg.getFeatures())) === 'eof') throw new Error('the back-end hung up during the burst');
+      ops += BURST + 1;
     }
   } else if (kind === 'memtable') {
     const features = (await fe.ask(msg.getFeatures())) as Buffer;
@@ -124,6 +111,70 @@ async function disturb(kind: string, socket: string): Promise<void> {
   fe.close();
   console.log(JSON.stringify({ ops, seconds: (performance.now() - t0) / 1000 }));
   process.exit(0);
+}
+
+/**
+ * The phases: for each KINDS, the disturber (if any) on socket `a` and the probe on `probe` for
+ * PHASE_S seconds; `pid` is the daemon's, for its CPU.
+ */
+export async function phases(probe: Handshaken, a: string, pid: number): Promise<Phase[]> {
+  const out: Phase[] = [];
+  for (const kind of KINDS) {
+    let child: ReturnType<typeof spawn> | null = null;
+    let done: Promise<{ ops: number; seconds: number }> = Promise.resolve({ ops: 0, seconds: 0 });
+    if (kind === 'burst' || kind === 'memtable') {
+      const c = spawn(process.execPath, [import.meta.filename, 'disturb', kind, a], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      child = c;
+      const lines = createInterface({ input: c.stdout! });
+      let ready: () => void = () => undefined;
+      const isReady = new Promise<void>((r) => {
+        ready = r;
+      });
+      done = new Promise((res, rej) => {
+        lines.on('line', (l) => {
+          if (l === 'ready') ready();
+          else if (l.startsWith('{')) res(JSON.parse(l));
+        });
+        c.once('close', (code) => rej(new Error(`disturber ${kind} exited (${code}) without a count`)));
+      });
+      await Promise.race([isReady, done]);
+      await sleep(300); // let it get going
+    }
+    const cpu0 = ownCpuTicks(pid);
+    const t0 = performance.now();
+    const probeMs: number[] = [];
+    while (performance.now() - t0 < PHASE_S * 1000) {
+      const s = performance.now();
+      const r = await probe.fe.ask(msg.getFeatures());
+      if (r === 'eof') throw new Error('port b hung up');
+      probeMs.push(performance.now() - s);
+      await sleep(PROBE_EVERY_MS);
+    }
+    const cpu = (ownCpuTicks(pid) - cpu0) / CLK_TCK / ((performance.now() - t0) / 1000);
+    child?.kill('SIGTERM');
+    const d = await done;
+    const sorted = [...probeMs].sort((x, y) => x - y);
+    const phase: Phase = {
+      kind,
+      probeMs,
+      median: quantile(sorted, 0.5),
+      p99: quantile(sorted, 0.99),
+      max: sorted[sorted.length - 1],
+      disturbOps: d.ops,
+      disturbSeconds: d.seconds,
+      daemonCpu: cpu,
+    };
+    out.push(phase);
+    console.log(
+      `${kind}: ${probeMs.length} probes, median ${phase.median.toFixed(2)} ms, p99 ${phase.p99.toFixed(2)} ms, ` +
+        `max ${phase.max.toFixed(2)} ms; disturber ${d.ops} ops in ${d.seconds.toFixed(1)} s; daemon ` +
+        `${(cpu * 100).toFixed(0)}% CPU`,
+    );
+    await sleep(500);
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -165,61 +216,7 @@ async function main(): Promise<void> {
   try {
     const [b] = (await request(control, [{ method: 'status', params: { port: 'b' } }])) as PortReport[];
     if (!b.device?.rings.every((r) => r.attached)) throw new Error("port b's rings are not attached");
-    for (const kind of KINDS) {
-      let child: ReturnType<typeof spawn> | null = null;
-      let done: Promise<{ ops: number; seconds: number }> = Promise.resolve({ ops: 0, seconds: 0 });
-      if (kind === 'burst' || kind === 'memtable') {
-        const c = spawn(process.execPath, [import.meta.filename, 'disturb', kind, sock('a')], {
-          stdio: ['ignore', 'pipe', 'inherit'],
-        });
-        child = c;
-        const lines = createInterface({ input: c.stdout! });
-        let ready: () => void = () => undefined;
-        const isReady = new Promise<void>((r) => {
-          ready = r;
-        });
-        done = new Promise((res, rej) => {
-          lines.on('line', (l) => {
-            if (l === 'ready') ready();
-            else if (l.startsWith('{')) res(JSON.parse(l));
-          });
-          c.once('exit', (code) => rej(new Error(`disturber ${kind} exited (${code}) without a count`)));
-        });
-        await Promise.race([isReady, done]);
-        await sleep(300); // let it get going
-      }
-      const cpu0 = ownCpuTicks(pid);
-      const t0 = performance.now();
-      const probeMs: number[] = [];
-      while (performance.now() - t0 < PHASE_S * 1000) {
-        const s = performance.now();
-        const r = await probe.fe.ask(msg.getFeatures());
-        if (r === 'eof') throw new Error('port b hung up');
-        probeMs.push(performance.now() - s);
-        await sleep(PROBE_EVERY_MS);
-      }
-      const cpu = (ownCpuTicks(pid) - cpu0) / CLK_TCK / ((performance.now() - t0) / 1000);
-      child?.kill('SIGTERM');
-      const d = await done;
-      const sorted = [...probeMs].sort((x, y) => x - y);
-      const phase: Phase = {
-        kind,
-        probeMs,
-        median: quantile(sorted, 0.5),
-        p99: quantile(sorted, 0.99),
-        max: sorted[sorted.length - 1],
-        disturbOps: d.ops,
-        disturbSeconds: d.seconds,
-        daemonCpu: cpu,
-      };
-      result.phases.push(phase);
-      console.log(
-        `${kind}: ${probeMs.length} probes, median ${phase.median.toFixed(2)} ms, p99 ${phase.p99.toFixed(2)} ms, ` +
-          `max ${phase.max.toFixed(2)} ms; disturber ${d.ops} ops in ${d.seconds.toFixed(1)} s; daemon ` +
-          `${(cpu * 100).toFixed(0)}% CPU`,
-      );
-      await sleep(500);
-    }
+    result.phases = await phases(probe, sock('a'), pid);
     const [after] = (await request(control, [{ method: 'status', params: { port: 'b' } }])) as PortReport[];
     if (after.reconnects !== 0 || !after.device?.rings.every((r) => r.attached)) {
       throw new Error(
@@ -239,4 +236,4 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[2] === 'disturb') await disturb(process.argv[3], process.argv[4]);
-else await main();
+else if (process.argv[1] === import.meta.filename) await main();
