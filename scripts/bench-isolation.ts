@@ -35,10 +35,20 @@ const what: Record<string, string> = {
   'quiet-after': 'nothing (again)',
 };
 const ms = (v: number): string => v.toFixed(2);
-console.log(`\nport b's GET_FEATURES round trip while port a gets ... (L2 kernel ${r.kernel}, Node ${r.node})\n`);
+console.log(`\nport b's GET_FEATURES round trip while port a gets ... (L2 kernel ${r.kernel}, Node ${r.node})`);
+console.log("(port a op: one burst and its GET_FEATURES, or one acked SET_MEM_TABLE, as port a's front-end saw it)\n");
 console.log(
   table(
-    ['port a gets', 'probes', 'median (ms)', 'p99 (ms)', 'max (ms)', 'port a ops/s', 'daemon CPU'],
+    [
+      'port a gets',
+      'probes',
+      'median (ms)',
+      'p99 (ms)',
+      'max (ms)',
+      'port a ops/s',
+      'port a op median/p99/max (ms)',
+      'daemon CPU',
+    ],
     r.phases.map((p) => [
       what[p.kind] ?? p.kind,
       p.probeMs.length,
@@ -46,6 +56,7 @@ console.log(
       ms(p.p99),
       ms(p.max),
       p.disturbSeconds ? (p.disturbOps / p.disturbSeconds).toFixed(0) : '-',
+      p.disturbOpMs ? `${ms(p.disturbOpMs.median)} / ${ms(p.disturbOpMs.p99)} / ${ms(p.disturbOpMs.max)}` : '-',
       `${(p.daemonCpu * 100).toFixed(0)}%`,
     ]),
   ),

@@ -48,6 +48,8 @@ export interface Phase {
   /** What the disturber got done on port a: messages answered (burst) or tables acked (memtable). */
   disturbOps: number;
   disturbSeconds: number;
+  /** Each of the disturber's round trips on port a (one burst and its GET_FEATURES, or one acked table), ms. */
+  disturbOpMs: { median: number; p99: number; max: number } | null;
   /** The daemon's CPU over the phase, in CPUs (1 = one CPU busy). */
   daemonCpu: number;
 }
@@ -65,6 +67,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function disturb(kind: string, socket: string): Promise<void> {
   let ops = 0;
   let stop = false;
+  const opMs: number[] = [];
   const t0 = performance.now();
   process.on('SIGTERM', () => {
     stop = true;
@@ -78,8 +81,10 @@ async function disturb(kind: string, socket: string): Promise<void> {
     const chunk = Buffer.concat(Array.from({ length: 400 }, () => one));
     console.log('ready');
     while (!stop) {
+      const t = performance.now();
       for (let sent = 0; sent < BURST; sent += 400) fe.send(chunk);
       if ((await fe.ask(msg.getFeatures())) === 'eof') throw new Error('the back-end hung up during the burst');
+      opMs.push(performance.now() - t);
       ops += BURST + 1;
     }
   } else if (kind === 'memtable') {
@@ -99,7 +104,9 @@ async function disturb(kind: string, socket: string): Promise<void> {
         qva: base + BigInt(i) * GiB,
       }));
       const fds = regions.map(() => memfd(GiB, 'vb-isolation'));
+      const t = performance.now();
       const r = await fe.ask(msg.setMemTable(regions).needReply(), fds);
+      opMs.push(performance.now() - t);
       if (r === 'eof' || r.readUInt32LE(0) !== ID.SET_MEM_TABLE || r.readBigUInt64LE(12) !== 0n) {
         throw new Error(`SET_MEM_TABLE refused or unanswered: ${r === 'eof' ? 'eof' : r.toString('hex')}`);
       }
@@ -109,7 +116,11 @@ async function disturb(kind: string, socket: string): Promise<void> {
     throw new Error(`unknown disturbance ${kind}`);
   }
   fe.close();
-  console.log(JSON.stringify({ ops, seconds: (performance.now() - t0) / 1000 }));
+  const sorted = opMs.sort((x, y) => x - y);
+  const op = sorted.length
+    ? { median: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] }
+    : null;
+  console.log(JSON.stringify({ ops, seconds: (performance.now() - t0) / 1000, op }));
   process.exit(0);
 }
 
@@ -121,7 +132,8 @@ export async function phases(probe: Handshaken, a: string, pid: number): Promise
   const out: Phase[] = [];
   for (const kind of KINDS) {
     let child: ReturnType<typeof spawn> | null = null;
-    let done: Promise<{ ops: number; seconds: number }> = Promise.resolve({ ops: 0, seconds: 0 });
+    type Count = { ops: number; seconds: number; op: Phase['disturbOpMs'] };
+    let done: Promise<Count> = Promise.resolve({ ops: 0, seconds: 0, op: null });
     if (kind === 'burst' || kind === 'memtable') {
       const c = spawn(process.execPath, [import.meta.filename, 'disturb', kind, a], {
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -164,6 +176,7 @@ export async function phases(probe: Handshaken, a: string, pid: number): Promise
       max: sorted[sorted.length - 1],
       disturbOps: d.ops,
       disturbSeconds: d.seconds,
+      disturbOpMs: d.op,
       daemonCpu: cpu,
     };
     out.push(phase);
