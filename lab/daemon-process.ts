@@ -5,9 +5,8 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { request } from '../src/daemon/ctl.js';
+import { type PortRow, request } from '../src/daemon/ctl.js';
 import { BRIDGE_COMMAND } from './bridge-process.js';
-import type { PortRow } from '../src/daemon/ctl.js';
 import type { PortReport } from '../src/daemon/report.js';
 
 export class DaemonProcess {

@@ -151,7 +151,7 @@ export class VhostUserSession implements VhostUserBackend {
   /**
    * A ring's avail->idx and used->idx, read from guest memory for status only. This is not the
    * datapath: the kernel moves the packets, and the bridge never reads or writes guest memory to do
-   * so (docs/architecture.md, "Rules"); two u16 loads when someone asks for status. The front-end's
+   * so (CONTRIBUTING.md, "Rules"); two u16 loads when someone asks for status. The front-end's
    * ring addresses go through the current memory table (src/memtable) at each read, so an area that
    * is not mapped reads as null instead of touching memory that is gone. The table cannot be unmapped
    * during the read: status runs on the event loop, and only a request or a disconnect retires a
