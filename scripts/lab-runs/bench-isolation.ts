@@ -18,7 +18,9 @@ import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { has } from '../../src/bits.js';
+import { bit, has, maskOf } from '../../src/bits.js';
+import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../../src/virtio.js';
 import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
 import { CLK_TCK, ownCpuTicks } from '../../lab/host.js';
@@ -90,11 +92,11 @@ async function disturb(kind: string, socket: string): Promise<void> {
   } else if (kind === 'memtable') {
     const features = (await fe.ask(msg.getFeatures())) as Buffer;
     const offered = features.readBigUInt64LE(12);
-    if (!has(offered, 30)) throw new Error('no PROTOCOL_FEATURES offered');
+    if (!has(offered, VHOST_USER_F_PROTOCOL_FEATURES)) throw new Error('no PROTOCOL_FEATURES offered');
     await fe.ask(msg.getProtocolFeatures());
-    fe.send(msg.setProtocolFeatures(1n << 3n)); // REPLY_ACK
+    fe.send(msg.setProtocolFeatures(bit(PROTOCOL_F.REPLY_ACK)));
     await fe.ask(msg.setOwner().needReply());
-    await fe.ask(msg.setFeatures((1n << 32n) | (1n << 30n)).needReply()); // VERSION_1, PROTOCOL_FEATURES
+    await fe.ask(msg.setFeatures(maskOf(VIRTIO_F.VERSION_1, VHOST_USER_F_PROTOCOL_FEATURES)).needReply());
     console.log('ready');
     for (let n = 0; !stop; n++) {
       const base = 0x7f00_0000_0000n + BigInt(n % 2) * 0x10_0000_0000n;
