@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { request } from '../src/daemon/ctl.js';
+import { type PortRow, request } from '../src/daemon/ctl.js';
 import { BRIDGE_COMMAND } from './bridge-process.js';
 import type { PortReport } from '../src/daemon/report.js';
 
@@ -60,6 +60,27 @@ export class DaemonProcess {
 
   status(port: string): Promise<PortReport> {
     return this.ask<PortReport>('status', { port });
+  }
+
+  /**
+   * SIGHUP (the daemon re-reads its configuration file) and wait until its control socket lists
+   * exactly the ports `names` (status as data: the answer of `ports`, not a log line). Resolves with
+   * that list; rejects after `timeoutMs` with the last one.
+   */
+  async reload(names: readonly string[], timeoutMs = 10_000): Promise<PortRow[]> {
+    const want = [...names].sort().join(' ');
+    process.kill(this.pid, 'SIGHUP');
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const ports = await this.ask<PortRow[]>('ports');
+      const have = ports
+        .map((p) => p.name)
+        .sort()
+        .join(' ');
+      if (have === want) return ports;
+      if (Date.now() > until) throw new Error(`daemon ${this.name}: after SIGHUP ports are [${have}], not [${want}]`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** `vhost-bridge ctl ARGS --control <its socket>`: stdout (throws on a non-zero exit). */

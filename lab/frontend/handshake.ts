@@ -8,6 +8,7 @@
  */
 import { bit, has, maskOf } from '../../src/bits.js';
 import { VIRTIO_F, VIRTIO_NET_F, VHOST_USER_F_PROTOCOL_FEATURES } from '../../src/virtio.js';
+import * as sys from '../../src/sys/index.js';
 import { ID, msg } from './builder.js';
 import { memfd, TestFrontEnd } from './frontend.js';
 
@@ -49,20 +50,34 @@ async function acked(fe: TestFrontEnd, b: ReturnType<typeof msg.setOwner>, fds?:
   if (v !== 0n) throw new Error(`request ${b.request} was refused (REPLY_ACK ${v})`);
 }
 
-/** The front-end's side after the set-up: close() hangs up and closes its fds. */
+/** The front-end's side after the set-up: close() hangs up and closes its fds (and unmaps `guest`). */
 export interface Handshaken {
   fe: TestFrontEnd;
   negotiated: bigint;
+  /**
+   * With `{ guest: true }`: the guest's memory as the front-end maps it, and a way to play the guest
+   * driver (avail->idx) and the device (used->idx) on ring q (virtio 1.2 2.7.6, 2.7.8: le16 idx at
+   * byte 2 of each area).
+   */
+  guest: { memory: Buffer; setIndexes(q: number, avail: number, used: number): void } | null;
   close(): void;
 }
 
 /**
  * Connect to `path`, or use `fe`, and set up queue pair 0 (rings 0 and 1). Rejects if the back-end
- * refuses anything or hangs up.
+ * refuses anything or hangs up. `guest: true` keeps a mapping of the guest memory (Handshaken.guest).
  */
-export async function handshake(target: string | TestFrontEnd): Promise<Handshaken> {
+export async function handshake(target: string | TestFrontEnd, o: { guest?: boolean } = {}): Promise<Handshaken> {
   const fe = typeof target === 'string' ? TestFrontEnd.connect(target) : target;
+  const mem = memfd(MiB, 'vb-synthetic-guest');
+  let memOwned = true;
+  let mapped: bigint | null = null;
+  const unmap = () => {
+    if (mapped !== null) sys.munmap(mapped, MiB);
+    mapped = null;
+  };
   try {
+    if (o.guest) mapped = sys.mmapShared(mem, MiB);
     const offered = u64Reply(await fe.ask(msg.getFeatures()), ID.GET_FEATURES);
     if (!has(offered, VHOST_USER_F_PROTOCOL_FEATURES)) throw new Error('the back-end offers no PROTOCOL_FEATURES');
     const protocol = u64Reply(await fe.ask(msg.getProtocolFeatures()), ID.GET_PROTOCOL_FEATURES) & WANT_PROTOCOL;
@@ -71,8 +86,9 @@ export async function handshake(target: string | TestFrontEnd): Promise<Handshak
     await acked(fe, msg.setOwner());
     const negotiated = offered & WANT;
     await acked(fe, msg.setFeatures(negotiated));
-    // send() closes this process's copy of the memfd once it is sent.
-    await acked(fe, msg.setMemTable([{ gpa: 0n, size: MiB, qva: QVA }]), [memfd(MiB, 'vb-synthetic-guest')]);
+    // send() closes this process's copy of the memfd once it is sent (or failed to be).
+    memOwned = false;
+    await acked(fe, msg.setMemTable([{ gpa: 0n, size: MiB, qva: QVA }]), [mem]);
     for (const q of [0, 1]) {
       await acked(fe, msg.setVringNum(q, RING_SIZE));
       await acked(fe, msg.setVringBase(q, 0));
@@ -81,15 +97,28 @@ export async function handshake(target: string | TestFrontEnd): Promise<Handshak
       fe.send(msg.setVringCall(q));
     }
     for (const q of [0, 1]) await acked(fe, msg.setVringEnable(q, 1));
+    const memory = mapped === null ? null : sys.memoryView(mapped, Number(MiB));
+    const guest = memory && {
+      memory,
+      setIndexes(q: number, avail: number, used: number) {
+        const r = ringAt(q);
+        memory.writeUInt16LE(avail, Number(r.avail - QVA) + 2);
+        memory.writeUInt16LE(used, Number(r.used - QVA) + 2);
+      },
+    };
     return {
       fe,
       negotiated,
+      guest,
       close: () => {
         fe.close();
+        unmap();
       },
     };
   } catch (e) {
     fe.close();
+    unmap();
+    if (memOwned) sys.closeQuiet(mem);
     throw e;
   }
 }

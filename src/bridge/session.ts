@@ -19,7 +19,7 @@ import { bitsOf, describeBits, has, maskOf } from '../bits.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { hex, mac as formatMac } from '../format.js';
 import { MemTable, MemTableError } from '../memtable/index.js';
-import { closeAll, closeQuiet, dup, eventfdWrite, mmapShared, munmap, SysError } from '../sys/index.js';
+import { closeAll, closeQuiet, dup, eventfdWrite, memoryView, mmapShared, munmap, SysError } from '../sys/index.js';
 import { PROTOCOL_F, PROTOCOL_FEATURE_NAMES } from '../vhost-user/constants.js';
 import { Refused } from '../vhost-user/errors.js';
 import type { RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
@@ -60,6 +60,12 @@ export interface SessionConfig {
   log?: Logger;
   onEvent?: DeviceListener;
 }
+
+/**
+ * Where `idx` is in the available and in the used ring: each area starts with le16 flags, then le16
+ * idx (virtio 1.2 2.7.6 "The Virtqueue Available Ring", 2.7.8 "The Virtqueue Used Ring").
+ */
+const RING_IDX_OFFSET = 2n;
 
 const names = (mask: bigint, table: Readonly<Record<number, string>>): string[] =>
   bitsOf(mask).map((n) => table[n] ?? `bit ${n}`);
@@ -132,6 +138,7 @@ export class VhostUserSession implements VhostUserBackend {
         kick: r.kickFd !== null,
         call: r.callFd !== null,
         err: r.errFd !== null,
+        ...this.ringIndexes(r),
       })),
       memory: {
         regions: this.memory.regions.map((m) => ({ guestAddr: hex(m.gpa), size: hex(m.size), userAddr: hex(m.qva) })),
@@ -139,6 +146,30 @@ export class VhostUserSession implements VhostUserBackend {
       },
       times: { ...this.times },
     };
+  }
+
+  /**
+   * A ring's avail->idx and used->idx, read from guest memory for status only. This is not the
+   * datapath: the kernel moves the packets, and the bridge never reads or writes guest memory to do
+   * so (CONTRIBUTING.md, "Rules"); two u16 loads when someone asks for status. The front-end's
+   * ring addresses go through the current memory table (src/memtable) at each read, so an area that
+   * is not mapped reads as null instead of touching memory that is gone. The table cannot be unmapped
+   * during the read: status runs on the event loop, and only a request or a disconnect retires a
+   * table. Little endian: VERSION_1 rings are, and the hosts src/sys supports are too (legacy rings
+   * are in the guest's order, the same on those hosts).
+   */
+  private ringIndexes(r: Ring): { availIdx: number | null; usedIdx: number | null } {
+    const addr = r.addr;
+    if (!addr) return { availIdx: null, usedIdx: null };
+    const read = (qva: bigint): number | null => {
+      try {
+        return memoryView(this.memory.qvaToLocal(qva + RING_IDX_OFFSET, 2n), 2).readUInt16LE(0);
+      } catch (e) {
+        if (e instanceof MemTableError) return null;
+        throw e;
+      }
+    };
+    return { availIdx: read(addr.avail), usedIdx: read(addr.used) };
   }
 
   /** The port serves: its socket listens, or it is connecting to the front-end. */

@@ -18,6 +18,15 @@ export interface RingStatus {
   kick: boolean;
   call: boolean;
   err: boolean;
+  /**
+   * The driver's avail->idx (the next available-ring slot it will fill) and the device's used->idx,
+   * as they are in guest memory at the moment of the snapshot (virtio 1.2 2.7.6 "The Virtqueue
+   * Available Ring", 2.7.8 "The Virtqueue Used Ring"), both free-running u16. avail - used (mod
+   * 2^16) is what the guest has offered and the datapath not yet returned. null while the ring has no address
+   * (before SET_VRING_ADDR, after a reset) or its area is not in the mapped guest memory.
+   */
+  availIdx: number | null;
+  usedIdx: number | null;
 }
 
 export interface DeviceStatus {

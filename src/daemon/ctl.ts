@@ -157,7 +157,7 @@ export function formatStats(stats: PortStats[]): string {
 function ringRows(rings: RingStatus[]): string[] {
   if (!rings.length) return ['  rings      none configured'];
   const t = table(
-    ['ring', 'size', 'started', 'enabled', 'attached', 'kick', 'call', 'err'],
+    ['ring', 'size', 'started', 'enabled', 'attached', 'kick', 'call', 'err', 'avail', 'used'],
     rings.map((r) => [
       r.index,
       r.size ?? '-',
@@ -167,6 +167,8 @@ function ringRows(rings: RingStatus[]): string[] {
       yes(r.kick),
       yes(r.call),
       yes(r.err),
+      r.availIdx ?? '-',
+      r.usedIdx ?? '-',
     ]),
   );
   return t.split('\n').map((l, i) => `  ${i === 0 ? 'rings' : ''}`.padEnd(13) + l);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { diffPorts, PortManager } from '../../src/daemon/manager.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { parsePort, type PortSpec } from '../../src/daemon/config.js';
-import { request, CtlError } from '../../src/daemon/ctl.js';
+import { request, CtlError, formatStatus } from '../../src/daemon/ctl.js';
 import { encodeFrame, decodeBody, FrameReader, MAX_REQUEST } from '../../src/daemon/protocol.js';
 import type { PortReport, PortStats } from '../../src/daemon/report.js';
 import { captureLog, log, type LogCapture, type Logger } from '../../src/log.js';
@@ -134,6 +134,54 @@ describe('daemon: many ports in one process', () => {
       expect(st.tap?.name).to.equal(r.kernel.live('vm7').spec.tap);
       expect(st.uptimeMs).to.be.a('number');
       for (const f of fes) f.close();
+    } finally {
+      done(r);
+    }
+  });
+
+  const ringIndexes =
+    "status reads each ring's avail and used indexes from guest memory (a real memfd the front-end writes), null " +
+    'before the ring has an address and after the front-end leaves; ctl status prints them';
+  it(ringIndexes, async () => {
+    const r = rig(['a']);
+    const indexes = async () =>
+      ((await r.ask('status', { port: 'a' })) as PortReport).device?.rings.map((g) => [g.availIdx, g.usedIdx]);
+    try {
+      expect(await indexes(), 'no front-end yet').to.deep.equal([
+        [null, null],
+        [null, null],
+      ]);
+      const fe = await handshake(r.sock('a'), { guest: true });
+      expect(await indexes(), 'a fresh guest memory: both indexes 0').to.deep.equal([
+        [0, 0],
+        [0, 0],
+      ]);
+      fe.guest?.setIndexes(0, 17, 5);
+      fe.guest?.setIndexes(1, 0xffff, 0xfffa);
+      expect(await indexes(), 'what the guest memory holds now, read at each status').to.deep.equal([
+        [17, 5],
+        [0xffff, 0xfffa],
+      ]);
+      const text = formatStatus((await r.ask('status', { port: 'a' })) as PortReport).split('\n');
+      const header = text.findIndex((l) => l.startsWith('  rings'));
+      expect(text[header]).to.match(/ring\s+size\s+started\s+enabled\s+attached\s+kick\s+call\s+err\s+avail\s+used$/);
+      const row = (i: number) => text[header + 1 + i].trim().split(/\s+/);
+      expect(row(0)).to.deep.equal(['0', '256', 'yes', 'yes', 'yes', 'yes', 'yes', '-', '17', '5']);
+      expect(row(1)).to.deep.equal(['1', '256', 'yes', 'yes', 'yes', 'yes', 'yes', '-', '65535', '65530']);
+      const session = r.kernel.live('a').session;
+      const left = new Promise<void>((res) => {
+        const off = session.onEvent((e) => {
+          if (e.kind !== 'disconnected') return;
+          off();
+          res();
+        });
+      });
+      fe.close();
+      await left;
+      expect(await indexes(), 'the front-end left: its rings are forgotten').to.deep.equal([
+        [null, null],
+        [null, null],
+      ]);
     } finally {
       done(r);
     }
