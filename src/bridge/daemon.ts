@@ -10,9 +10,11 @@
  */
 import { describeBits } from '../bits.js';
 import { log as defaultLog, type Logger, portLog } from '../log.js';
+import type { MemoryLimit } from '../memtable/index.js';
 import { closeAll } from '../sys/index.js';
 import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, VhostNet } from '../vhost-kernel/index.js';
 import { TraceWriter } from '../vhost-user/trace.js';
+import type { PeerRule } from '../vhost-user/peer.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import { FEATURE_NAMES } from '../virtio.js';
 import { VhostUserSession } from './session.js';
@@ -21,9 +23,16 @@ import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.j
 
 /** How the bridge meets its front-end. */
 export type TransportSpec =
-  | { mode: 'server'; path: string; socketMode?: number; uid?: number | null; gid?: number | null }
-  | { mode: 'client'; path: string }
-  | { mode: 'fd'; fd: number };
+  | {
+      mode: 'server';
+      path: string;
+      socketMode?: number;
+      uid?: number | null;
+      gid?: number | null;
+      peers?: PeerRule | null;
+    }
+  | { mode: 'client'; path: string; peers?: PeerRule | null }
+  | { mode: 'fd'; fd: number; peers?: PeerRule | null };
 
 /** Which tap the rings are attached to; `create: false` attaches to an existing (persistent) tap only. */
 export type TapSpec = { name: string; create?: boolean } | { fds: number[] };
@@ -43,6 +52,8 @@ export interface BridgeOptions {
   port?: string;
   /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
   onEvent?: DeviceListener;
+  /** What a front-end may make this port map (memtable MemoryLimit); default: no limit of its own. */
+  memoryLimit?: MemoryLimit;
 }
 
 export class Bridge {
@@ -73,9 +84,15 @@ export class Bridge {
       tap,
       log,
     });
-    this.session = new VhostUserSession({ port: opts.port ?? tap.name, datapath, log, onEvent: opts.onEvent });
+    this.session = new VhostUserSession({
+      port: opts.port ?? tap.name,
+      datapath,
+      log,
+      onEvent: opts.onEvent,
+      memoryLimit: opts.memoryLimit,
+    });
     const t = opts.transport;
-    const topts = { log, trace: trace ?? undefined };
+    const topts = { log, trace: trace ?? undefined, peers: t.peers };
     this.transport =
       t.mode === 'server'
         ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode, uid: t.uid, gid: t.gid })
@@ -83,6 +100,7 @@ export class Bridge {
           ? VhostUserServer.fromFd(t.fd, this.session, topts)
           : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
+    this.transport.on('refused', (r) => this.session.peerRefused(r.peer, r.rule));
     this.transport.on('disconnect', (why: string) =>
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );
