@@ -12,6 +12,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
+import { parseSize } from './daemon/config.js';
 import { eventsToFd } from './bridge/events.js';
 import { LEVELS, log, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
@@ -84,6 +85,20 @@ const program = new Command()
   .option('--vhost-fd <n,...>', 'open /dev/vhost-net fds, one per queue pair (repeatable or comma-separated)', fdList)
   .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
   .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
+  .option(
+    '--max-memory <size>',
+    'refuse a front-end that shares more guest memory than this ("4G", "512M", bytes)',
+    (v: string) => {
+      const n = parseSize(v);
+      if (n === null) throw new InvalidArgumentError('a size above 0 such as 4G, 512M or a number of bytes');
+      return n;
+    },
+  )
+  .option(
+    '--max-regions <n>',
+    'refuse a front-end that shares more memory regions than this',
+    int('--max-regions', 1, 509),
+  )
   .option('--record <file>', 'record every vhost-user message and reply (msgpack trace)')
   .option(
     '--events-fd <n>',
@@ -110,6 +125,8 @@ const o = program.opts<{
   vhostFd?: number[];
   queues: number;
   mtu?: number;
+  maxMemory?: bigint;
+  maxRegions?: number;
   record?: string;
   eventsFd?: number;
   logLevel: string;
@@ -148,6 +165,7 @@ const options: BridgeOptions = {
   vhostFds: o.vhostFd,
   queuePairs: o.queues,
   mtu: o.mtu,
+  memoryLimit: { bytes: o.maxMemory ?? null, regions: o.maxRegions ?? null },
   record: o.record,
   onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
 };

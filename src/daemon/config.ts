@@ -126,18 +126,25 @@ function peerRule(users: number[] | undefined, groups: number[] | undefined): Pe
 /** Binary size suffixes of `maxMemory` ("512M", "4G"). */
 const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
 
-/** A size in bytes: a number, or a string with a binary suffix ("512M", "4G", "1T"). */
-const size = z.union([z.string(), z.number()], { error: 'expected a size such as "4G" or a number of bytes' }).transform(
-  (v, ctx) => {
-    const m = /^(\d+)([KMGT]?)$/i.exec(String(v).trim());
-    const bytes = m ? BigInt(m[1]) * SIZE_UNITS[m[2].toUpperCase()] : 0n;
-    if (!m || bytes === 0n || (typeof v === 'number' && !Number.isSafeInteger(v))) {
+/** A size above 0 in bytes: digits with an optional binary suffix ("512M", "4G", "1T"), or null if it is not one. */
+export function parseSize(v: string | number): bigint | null {
+  if (typeof v === 'number' && !Number.isSafeInteger(v)) return null;
+  const m = /^(\d+)([KMGT]?)$/i.exec(String(v).trim());
+  const bytes = m ? BigInt(m[1]) * SIZE_UNITS[m[2].toUpperCase()] : 0n;
+  return bytes > 0n ? bytes : null;
+}
+
+/** A size in bytes: a number, or a string with a binary suffix. */
+const size = z
+  .union([z.string(), z.number()], { error: 'expected a size such as "4G" or a number of bytes' })
+  .transform((v, ctx) => {
+    const bytes = parseSize(v);
+    if (bytes === null) {
       ctx.addIssue({ code: 'custom', message: 'expected a size above 0 such as "4G", "512M" or a number of bytes' });
       return z.NEVER;
     }
     return bytes;
-  },
-);
+  });
 
 const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => {
   const n = Buffer.byteLength(ctx.value);

@@ -15,7 +15,16 @@
  * - `not-found`: REM_MEM_REG named a region the table does not have.
  * - `retired`: the table was used after {@link MemTable.retire} (its mappings may be gone).
  */
-export type MemTableReason = 'region' | 'overlap' | 'too-many' | 'too-large' | 'fd' | 'range' | 'ring' | 'not-found' | 'retired';
+export type MemTableReason =
+  | 'region'
+  | 'overlap'
+  | 'too-many'
+  | 'too-large'
+  | 'fd'
+  | 'range'
+  | 'ring'
+  | 'not-found'
+  | 'retired';
 
 /** A refused memory table operation. Nothing was mapped or unmapped by the call that threw it. */
 export class MemTableError extends Error {

@@ -1,0 +1,156 @@
+/**
+ * Peer credentials: a port's and the control socket's allow-list, checked with SO_PEERCRED on
+ * accept before anything is read. The refused peer is a real process of another uid (setpriv as
+ * nobody) on real unix sockets; the ports are the real transport and device on the fake kernel.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DeviceEvent } from '../../src/bridge/status.js';
+import { Daemon } from '../../src/daemon/daemon.js';
+import { request } from '../../src/daemon/ctl.js';
+import type { PortReport } from '../../src/daemon/report.js';
+import { captureLog, log, type LogCapture } from '../../src/log.js';
+import { openFdCount, tempDir } from '../fdcount.js';
+import { handshake } from '../../lab/frontend/handshake.js';
+import { fakeKernel } from './fake-port.js';
+
+const NOBODY = 65534;
+
+/** What the child saw: its pid, the bytes the back-end sent, and whether it was hung up on. */
+interface Seen {
+  pid: number;
+  got: number;
+  hungUp: boolean;
+}
+
+/**
+ * Connect to `path` as uid/gid 65534 (setpriv), send a GET_FEATURES header (vhost-user.rst: request 1,
+ * flags version 1, size 0) and report what came back within a second.
+ */
+function connectAsNobody(path: string): Promise<Seen> {
+  const script = `
+    const c = require('node:net').createConnection(${JSON.stringify(path)});
+    let got = 0, hungUp = false;
+    const done = () => { process.stdout.write(JSON.stringify({ pid: process.pid, got, hungUp })); process.exit(0); };
+    c.on('connect', () => c.write(Buffer.from([1,0,0,0, 1,0,0,0, 0,0,0,0])));
+    c.on('data', (d) => { got += d.length; });
+    c.on('end', () => { hungUp = true; done(); });
+    c.on('error', () => { hungUp = true; done(); });
+    setTimeout(done, 1000);`;
+  const args = ['--reuid', `${NOBODY}`, '--regid', `${NOBODY}`, '--clear-groups', process.execPath, '-e', script];
+  return new Promise((resolve, reject) => {
+    const child = spawn('setpriv', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Seen) : reject(new Error(`child: ${code}`))));
+  });
+}
+
+const root = process.getuid?.() === 0;
+
+describe('peer credentials: allow-lists checked on accept', function () {
+  before(function () {
+    if (!root) this.skip(); // setpriv to another uid needs root
+  });
+  let cap: LogCapture | null = null;
+  afterEach(() => {
+    cap?.stop();
+    cap = null;
+  });
+
+  const portRule =
+    "a uid outside a port's allow-list is logged (port, pid/uid/gid, rule), closed unread, counted; the " +
+    "port's own front-end and another port are served";
+  it(portRule, async function () {
+    this.timeout(20_000);
+    const dir = tempDir('vb-peer-');
+    chmodSync(dir, 0o755); // the socket modes below, not the directory, are what lets nobody reach them
+    const config = join(dir, 'config.json');
+    const control = join(dir, 'control.sock');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        control: { path: control, mode: '0666', allowUsers: [0] },
+        ports: {
+          guarded: { tap: 'vbt-guarded', socket: join(dir, 'guarded.sock'), mode: '0666', allowUsers: ['root'] },
+          open: { tap: 'vbt-open', socket: join(dir, 'open.sock'), mode: '0666' },
+        },
+      }),
+    );
+    const kernel = fakeKernel();
+    cap = captureLog('info');
+    const daemon = Daemon.start({ configFile: config, log, opener: kernel.opener, env: {} });
+    const events: DeviceEvent[] = [];
+    kernel.live('guarded').session.onEvent((e) => events.push(e));
+    try {
+      const fds = openFdCount();
+      const seen = await connectAsNobody(join(dir, 'guarded.sock'));
+      expect(seen.hungUp, 'the refused peer was hung up on').to.equal(true);
+      expect(seen.got, 'and got no reply').to.equal(0);
+      expect(openFdCount(), 'its fd was closed').to.equal(fds);
+      const line = cap.texts('warn').find((t) => t.includes('refused'));
+      expect(line).to.equal(
+        `WARN guarded: refused a front-end pid ${seen.pid} uid ${NOBODY} gid ${NOBODY}: uid ${NOBODY} gid ${NOBODY} ` +
+          'is not allowed (allowed: users 0; groups none); closed before any message was read',
+      );
+      const guarded = kernel.live('guarded');
+      expect(guarded.session.status().sessions, 'no session began').to.equal(0);
+      expect(guarded.journal, 'the kernel side was not touched').to.deep.equal([]);
+      expect(events).to.deep.equal([
+        {
+          kind: 'peer-refused',
+          peer: { pid: seen.pid, uid: NOBODY, gid: NOBODY },
+          rule: 'users 0; groups none',
+        },
+      ]);
+      const st = (await request(control, [{ method: 'status', params: { port: 'guarded' } }]))[0] as PortReport;
+      expect(st.device?.refusedPeers).to.equal(1);
+
+      // The same uid on a port without a rule is served (it gets GET_FEATURES' 20-byte reply).
+      const other = await connectAsNobody(join(dir, 'open.sock'));
+      expect(other).to.include({ got: 20, hungUp: false });
+      // The port's own front-end (root) sets up both rings.
+      const fe = await handshake(join(dir, 'guarded.sock'));
+      expect(
+        kernel
+          .live('guarded')
+          .session.status()
+          .rings.map((r) => r.started),
+      ).to.deep.equal([true, true]);
+      fe.close();
+    } finally {
+      daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the control socket's allow-list: nobody is refused before a request is read, root is answered", async function () {
+    this.timeout(20_000);
+    const dir = tempDir('vb-peer-');
+    chmodSync(dir, 0o755);
+    const config = join(dir, 'config.json');
+    const control = join(dir, 'control.sock');
+    writeFileSync(config, JSON.stringify({ control: { path: control, mode: '0666', allowUsers: [0] }, ports: {} }));
+    cap = captureLog('info');
+    const daemon = Daemon.start({ configFile: config, log, opener: fakeKernel().opener, env: {} });
+    try {
+      const seen = await connectAsNobody(control);
+      expect(seen).to.include({ got: 0, hungUp: true });
+      expect(daemon.control.refused).to.equal(1);
+      expect(cap.texts('warn')).to.include(
+        `WARN control: refused pid ${seen.pid} uid ${NOBODY} gid ${NOBODY}: uid ${NOBODY} gid ${NOBODY} is not ` +
+          'allowed (allowed: users 0; groups none); closed before any request was read',
+      );
+      const [v] = (await request(control, [{ method: 'version' }])) as { pid: number }[];
+      expect(v.pid).to.equal(process.pid);
+    } finally {
+      daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
