@@ -59,7 +59,7 @@ export interface SessionConfig {
   /** Lines name the port: give a portLog (log.ts). */
   log?: Logger;
   onEvent?: DeviceListener;
-  /** What the front-end may make this port map (the daemon's `maxMemory` / `maxRegions`); default: no limit of its own. */
+  /** What the front-end may make this port map (the daemon's `maxMemory`, `maxRegions`); default: no own limit. */
   memoryLimit?: MemoryLimit;
 }
 

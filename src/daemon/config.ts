@@ -46,7 +46,7 @@ export interface PortSpec {
   owner: number | null;
   group: number | null;
   mode: number;
-  /** Who may be the front-end (`allowUsers`, `allowGroups`; vhost-user/peer.ts), or null: whoever can open the socket. */
+  /** Who may be the front-end (`allowUsers`, `allowGroups`: vhost-user/peer.ts); null: whoever opens the socket. */
   peers: PeerRule | null;
   /** Guest memory the front-end may have mapped (`maxMemory`), in bytes, or null: no limit of the port's own. */
   maxMemory: bigint | null;

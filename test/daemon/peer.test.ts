@@ -129,7 +129,8 @@ describe('peer credentials: allow-lists checked on accept', function () {
     }
   });
 
-  it("the control socket's allow-list: nobody is refused before a request is read, root is answered", async function () {
+  const control = "the control socket's allow-list: nobody is refused before a request is read, root is answered";
+  it(control, async function () {
     this.timeout(20_000);
     const dir = tempDir('vb-peer-');
     chmodSync(dir, 0o755);
