@@ -4,7 +4,6 @@
  * nobody) on real unix sockets; the ports are the real transport and device on the fake kernel.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DeviceEvent } from '../../src/bridge/status.js';
@@ -14,42 +13,8 @@ import type { PortReport } from '../../src/daemon/report.js';
 import { captureLog, log, type LogCapture } from '../../src/log.js';
 import { openFdCount, tempDir } from '../fdcount.js';
 import { handshake } from '../../lab/frontend/handshake.js';
+import { connectAsNobody, NOBODY } from './as-user.js';
 import { fakeKernel } from './fake-port.js';
-
-const NOBODY = 65534;
-
-/** What the child saw: its pid, the bytes the back-end sent, and whether it was hung up on. */
-interface Seen {
-  pid: number;
-  got: number;
-  hungUp: boolean;
-}
-
-/**
- * Connect to `path` as uid/gid 65534 (setpriv), send a GET_FEATURES header (vhost-user.rst: request 1,
- * flags version 1, size 0) and report what came back within a second.
- */
-function connectAsNobody(path: string): Promise<Seen> {
-  const script = `
-    const c = require('node:net').createConnection(${JSON.stringify(path)});
-    let got = 0, hungUp = false;
-    const done = () => { process.stdout.write(JSON.stringify({ pid: process.pid, got, hungUp })); process.exit(0); };
-    c.on('connect', () => c.write(Buffer.from([1,0,0,0, 1,0,0,0, 0,0,0,0])));
-    c.on('data', (d) => { got += d.length; });
-    c.on('end', () => { hungUp = true; done(); });
-    c.on('error', () => { hungUp = true; done(); });
-    setTimeout(done, 1000);`;
-  const args = ['--reuid', `${NOBODY}`, '--regid', `${NOBODY}`, '--clear-groups', process.execPath, '-e', script];
-  return new Promise((resolve, reject) => {
-    const child = spawn('setpriv', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Seen) : reject(new Error(`child: ${code}`))));
-  });
-}
 
 const root = process.getuid?.() === 0;
 
