@@ -14,7 +14,7 @@ import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { parseSize } from './daemon/config.js';
 import { eventsToFd } from './bridge/events.js';
-import { LEVELS, log, setLogLevel } from './log.js';
+import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
 
 const EXAMPLE = `
@@ -110,6 +110,9 @@ const program = new Command()
       .choices(LEVELS)
       .default('info'),
   )
+  .addOption(
+    new Option('--log-format <format>', 'text lines, or one JSON object per line').choices(FORMATS).default('text'),
+  )
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
   .addHelpText('after', EXAMPLE)
   .showHelpAfterError('(run vhost-bridge --help for usage)');
@@ -130,6 +133,7 @@ const o = program.opts<{
   record?: string;
   eventsFd?: number;
   logLevel: string;
+  logFormat: string;
   printCapabilities?: boolean;
 }>();
 
@@ -140,6 +144,7 @@ if (o.printCapabilities) {
 }
 
 setLogLevel(o.logLevel);
+setLogFormat(o.logFormat);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
 if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
 if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
