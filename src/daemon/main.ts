@@ -9,7 +9,10 @@ import { stopOnSignals } from '../signals.js';
 import { ConfigError, DEFAULT_CONTROL_PATH } from './config.js';
 import { CtlError, formatPorts, formatStats, formatStatus, type PortRow, portsOfFile, request } from './ctl.js';
 import { Daemon } from './daemon.js';
+import { groupId, primaryGroup, userId } from './ids.js';
 import { daemonRegistry, MetricsServer } from './metrics.js';
+import { socketDirsCreated } from './port.js';
+import { dropPrivileges } from './privileges.js';
 import type { PortReport, PortStats } from './report.js';
 import type { VhostWorker } from '../vhost-kernel/workers.js';
 
@@ -39,6 +42,8 @@ function serveCommand(): Command {
       '--metrics <address>',
       'serve Prometheus metrics on HOST:PORT (127.0.0.1:9101) or a unix socket path, read when scraped',
     )
+    .option('--user <user>', 'after start-up, drop root for this user (name or id): no capabilities are left')
+    .option('--group <group>', "with --user: the group (default: the user's primary group)")
     .addHelpText('after', SERVE_HELP)
     .action((o: ServeOptions) => serve(o));
 }
@@ -48,12 +53,34 @@ interface ServeOptions {
   logLevel: string;
   logFormat: string;
   metrics?: string;
+  user?: string;
+  group?: string;
+}
+
+/** --user/--group as ids; exits with a message if they name nobody. */
+function dropTarget(o: ServeOptions): { uid: number; gid: number } | null {
+  if (o.user === undefined) {
+    if (o.group !== undefined) fail('--group needs --user');
+    return null;
+  }
+  const uid = userId(o.user);
+  if (uid === null) fail(`--user: no user '${o.user}' (/etc/passwd)`);
+  const gid = o.group !== undefined ? groupId(o.group) : primaryGroup(uid);
+  if (gid === null)
+    fail(o.group !== undefined ? `--group: no group '${o.group}' (/etc/group)` : `--user: no group for uid ${uid}`);
+  return { uid, gid };
+}
+
+function fail(message: string): never {
+  process.stderr.write(`vhost-bridge serve: ${message}\n`);
+  process.exit(1);
 }
 
 async function serve(o: ServeOptions): Promise<void> {
   const configFile = o.config;
   setLogLevel(o.logLevel);
   setLogFormat(o.logFormat);
+  const dropTo = dropTarget(o);
   // A port's failure is handled where it happens (manager.ts); this is the last line of defence, so
   // that a bug outside any port's guard is seen and the other ports keep serving.
   process.on('uncaughtException', (e) => log.error(`internal error outside any port: ${e.stack ?? e}`));
@@ -70,8 +97,16 @@ async function serve(o: ServeOptions): Promise<void> {
       metrics = await MetricsServer.listen(o.metrics, daemonRegistry(daemon.manager, daemon.control), log);
     } catch (e) {
       daemon.close();
-      process.stderr.write(`vhost-bridge serve: ${(e as Error).message}\n`);
-      process.exit(1);
+      fail((e as Error).message);
+    }
+  }
+  if (dropTo) {
+    try {
+      dropPrivileges(dropTo.uid, dropTo.gid, socketDirsCreated(), log);
+    } catch (e) {
+      metrics?.close();
+      daemon.close();
+      fail((e as Error).message);
     }
   }
   process.on('SIGHUP', () => {

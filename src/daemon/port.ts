@@ -45,6 +45,10 @@ export function transportOf(spec: PortSpec, listenFd: number | null): TransportS
 /** The mode of a socket directory the daemon creates: others may reach a socket, whose own mode decides. */
 export const SOCKET_DIR_MODE = 0o755;
 
+/** The socket directories this process created (a drop of privileges gives them to the daemon's user). */
+const createdDirs = new Set<string>();
+export const socketDirsCreated = (): string[] => [...createdDirs];
+
 /**
  * Make sure the directory of a socket the daemon creates exists and cannot be used to swap the
  * socket: created with {@link SOCKET_DIR_MODE} (set after mkdir, so the umask does not change it);
@@ -57,6 +61,7 @@ export function ensureSocketDir(dir: string): void {
   } catch {
     mkdirSync(dir, { recursive: true, mode: SOCKET_DIR_MODE });
     chmodSync(dir, SOCKET_DIR_MODE);
+    createdDirs.add(dir);
     return;
   }
   if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
