@@ -2,12 +2,16 @@
  * Operating the daemon safely, in the lab (L2's real vhost-net and taps, synthetic front-ends from
  * lab/frontend; no L3 guest): a uid outside a port's allow-list is refused before any message is
  * read while that port's own front-end and another port are served; a front-end announcing more
- * guest memory than its port allows is refused and the daemon's RSS and mappings do not grow
- * (docs/operating.md).
+ * guest memory than its port allows is refused and the daemon's RSS and mappings do not grow; a
+ * scrape of --metrics has every port's series and every --log-format json line parses and names its
+ * port; started as root with --user, the daemon has no root and no capability left and still adds
+ * and serves a port on a persistent tap owned by its user (docs/operating.md).
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha --no-config dist/test/qemu/operate.test.js
  */
 import { expect } from 'chai';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { DaemonProcess } from '../../lab/daemon-process.js';
 import { msg } from '../../lab/frontend/builder.js';
 import { memfd } from '../../lab/frontend/frontend.js';
@@ -31,7 +35,34 @@ function footprint(pid: number): { rssKiB: number; maps: number; fds: number } {
   };
 }
 
-describe('operating the daemon in the lab: allow-lists and memory limits on the real vhost-net', function () {
+/** GET /metrics over a unix socket. */
+function scrape(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: path, path: '/metrics' }, (res) => {
+      let body = '';
+      res.on('data', (b) => {
+        body += b;
+      });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface JsonLine {
+  level: string;
+  msg: string;
+  port?: string;
+}
+
+function sh(...args: string[]): string {
+  const r = spawnSync(args[0], args.slice(1), { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+describe('operating the daemon in the lab: allow-lists, memory limits, metrics, JSON logs', function () {
   this.timeout(120_000);
   let daemon: DaemonProcess | undefined;
   const fes: Handshaken[] = [];
@@ -55,8 +86,13 @@ describe('operating the daemon in the lab: allow-lists and memory limits on the 
         },
       }),
     );
-    daemon = await DaemonProcess.start('operate', CONFIG);
+    daemon = await DaemonProcess.start('operate', CONFIG, ['--log-format', 'json', '--metrics', sock('metrics')]);
   });
+  /** The daemon's log lines from `from` on, parsed (a line that is not JSON throws). */
+  const json = (from = 0): JsonLine[] =>
+    d()
+      .lines.slice(from)
+      .map((l) => JSON.parse(l) as JsonLine);
 
   after(async () => {
     for (const f of fes) f.close();
@@ -74,14 +110,11 @@ describe('operating the daemon in the lab: allow-lists and memory limits on the 
     const lines = d().lines.length;
     const seen = await connectAsNobody(sock('guarded'));
     expect(seen, 'hung up on, no reply').to.include({ got: 0, hungUp: true });
-    const line = d()
-      .problems(lines)
-      .find((l) => l.includes('refused'));
-    expect(line).to.match(
-      new RegExp(
-        `WARN guarded: refused a front-end pid ${seen.pid} uid ${NOBODY} gid ${NOBODY}: .*\\(allowed: users 0; ` +
-          'groups none\\); closed before any message was read$',
-      ),
+    const line = json(lines).find((l) => l.msg.startsWith('refused'));
+    expect(line).to.deep.include({ level: 'warn', port: 'guarded' });
+    expect(line?.msg).to.equal(
+      `refused a front-end pid ${seen.pid} uid ${NOBODY} gid ${NOBODY}: uid ${NOBODY} gid ${NOBODY} is not allowed ` +
+        '(allowed: users 0; groups none); closed before any message was read',
     );
     expect(footprint(d().pid).fds, "the daemon's fds: the refused one closed").to.equal(before.fds);
     const g = await d().status('guarded');
@@ -136,20 +169,145 @@ describe('operating the daemon in the lab: allow-lists and memory limits on the 
     expect(after.fds, 'fds').to.equal(before.fds);
     // RSS: nothing of the 1 GiB was mapped, so at most the noise of a few requests (< 1 MiB).
     expect(after.rssKiB - before.rssKiB, 'RSS growth in KiB').to.be.below(1024);
-    const warns = d().problems(lines);
+    const warns = json(lines).filter((l) => l.level === 'warn' && l.port === 'small');
     const tooBig =
-      'WARN small: SET_MEM_TABLE: 1 region(s) of 0x40000000 (1024 MiB) in total, more than the limit of ' +
-      "0x4000000 (64 MiB) (this port's maxMemory)";
-    const tooMany = "WARN small: SET_MEM_TABLE: 3 regions, at most 2 allowed (this port's maxRegions is 2)";
-    expect(
-      warns.filter((l) => l.includes(tooBig) || l.includes(tooMany)),
-      warns.join('\n'),
-    ).to.have.length(2);
+      'SET_MEM_TABLE: 1 region(s) of 0x40000000 (1024 MiB) in total, more than the limit of ' +
+      "0x4000000 (64 MiB) (this port's maxMemory) (refused; NACK sent)";
+    const tooMany = "SET_MEM_TABLE: 3 regions, at most 2 allowed (this port's maxRegions is 2) (refused; NACK sent)";
+    expect(warns.map((l) => l.msg)).to.deep.equal([tooBig, tooMany]);
     const s = await d().status('small');
     expect(
       s.device?.memory.regions.map((r) => r.size),
       'the 1 MiB table stays',
     ).to.deep.equal(['0x100000']);
     expect(s.device?.rings.map((r) => r.attached)).to.deep.equal([true, true]);
+  });
+
+  it("a scrape has every port's series; every log line is JSON, and each port's lines name it", async () => {
+    const body = await scrape(sock('metrics'));
+    for (const line of [
+      'vhost_bridge_ports 3',
+      'vhost_bridge_port_up{port="guarded"} 1',
+      'vhost_bridge_port_frontend_connected{port="small"} 1',
+      'vhost_bridge_port_rings_running{port="guarded"} 2',
+      'vhost_bridge_port_guest_memory_bytes{port="small"} 1048576',
+      'vhost_bridge_port_refused_peers_total{port="guarded"} 1',
+      'vhost_bridge_port_refused_peers_total{port="open"} 0',
+    ])
+      expect(body).to.include(`${line}\n`);
+    // The taps' own counters (sysfs): the series are there for every port and direction.
+    for (const p of ['guarded', 'open', 'small'])
+      for (const dir of ['from_guest', 'to_guest'])
+        expect(body).to.match(
+          new RegExp(`vhost_bridge_port_tap_packets_total\\{port="${p}",direction="${dir}"\\} \\d+\\n`),
+        );
+    const lines = json();
+    expect(lines.length).to.be.above(10);
+    for (const p of ['guarded', 'open', 'small']) {
+      const own = lines.filter((l) => l.port === p);
+      expect(own.map((l) => l.msg)).to.include('front-end connected');
+      expect(
+        lines.filter((l) => l.port === undefined && l.msg.startsWith(`${p}:`)),
+        `no line of ${p} without its port field`,
+      ).to.deep.equal([]);
+    }
+  });
+});
+
+describe('operating the daemon in the lab: started as root with --user, no root left', function () {
+  this.timeout(120_000);
+  const PDIR = '/tmp/vb-privs';
+  const RUN = `${PDIR}/run`; // created by the daemon, given to its user
+  const psock = (p: string) => `${RUN}/${p}.sock`;
+  const TAPS = ['vbpv1', 'vbpv2', 'vbpv3'];
+  let daemon: DaemonProcess | undefined;
+  let vhostNetMode: { mode: number; gid: number } | undefined;
+  const fes: Handshaken[] = [];
+  const d = (): DaemonProcess => {
+    if (!daemon) throw new Error('no daemon');
+    return daemon;
+  };
+
+  before(async function () {
+    requireLab(this);
+    // What the daemon's user needs (docs/operating.md): /dev/vhost-net through its group, and
+    // persistent taps it owns. L2 has no udev: the device is root's until given to the group.
+    console.log(`      in L2: ${sh('ls', '-l', '/dev/vhost-net', '/dev/net/tun').trim().replace(/\n/g, '; ')}`);
+    const st = statSync('/dev/vhost-net');
+    vhostNetMode = { mode: st.mode & 0o777, gid: st.gid };
+    sh('chgrp', `${NOBODY}`, '/dev/vhost-net');
+    chmodSync('/dev/vhost-net', 0o660);
+    for (const t of TAPS) {
+      spawnSync('ip', ['link', 'del', 'dev', t]);
+      sh('ip', 'tuntap', 'add', 'dev', t, 'mode', 'tap', 'vnet_hdr', 'user', `${NOBODY}`);
+      sh('ip', 'link', 'set', 'dev', t, 'up');
+    }
+    rmSync(PDIR, { recursive: true, force: true });
+    mkdirSync(PDIR, { mode: 0o755 });
+    writeFileSync(
+      `${PDIR}/config.json`,
+      JSON.stringify({
+        control: { path: psock('control') },
+        ports: Object.fromEntries(
+          TAPS.slice(0, 2).map((t, i) => [`p${i + 1}`, { tap: t, persistentTap: true, socket: psock(`p${i + 1}`) }]),
+        ),
+      }),
+    );
+    daemon = await DaemonProcess.start('privs', `${PDIR}/config.json`, ['--user', 'nobody', '--group', `${NOBODY}`]);
+  });
+
+  after(async () => {
+    for (const f of fes) f.close();
+    await daemon?.stop();
+    for (const t of TAPS) spawnSync('ip', ['link', 'del', 'dev', t]);
+    if (vhostNetMode) {
+      sh('chgrp', `${vhostNetMode.gid}`, '/dev/vhost-net');
+      chmodSync('/dev/vhost-net', vhostNetMode.mode);
+    }
+    rmSync(PDIR, { recursive: true, force: true });
+  });
+
+  const noRoot = '/proc/PID/status shows uid 65534 and no capability; the configured ports serve on the real vhost-net';
+  it(noRoot, async () => {
+    const status = readFileSync(`/proc/${d().pid}/status`, 'utf8');
+    const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1].replace(/\s+/g, ' ').trim();
+    console.log(
+      `      daemon: Uid ${field('Uid')}, Gid ${field('Gid')}, CapEff ${field('CapEff')}, CapPrm ${field('CapPrm')}`,
+    );
+    expect(field('Uid')).to.equal(`${NOBODY} ${NOBODY} ${NOBODY} ${NOBODY}`);
+    expect(field('CapEff')).to.equal('0000000000000000');
+    expect(field('CapPrm')).to.equal('0000000000000000');
+    for (const p of ['p1', 'p2']) {
+      fes.push(await handshake(psock(p)));
+      const s = await d().status(p);
+      expect(
+        s.device?.rings.map((r) => r.attached),
+        p,
+      ).to.deep.equal([true, true]);
+    }
+    expect(vhostNetFds(d().pid)).to.equal(2);
+  });
+
+  const adds =
+    'adds a port on a persistent tap owned by its user and serves it; a tap it would have to create fails clearly';
+  it(adds, async () => {
+    writeFileSync(
+      `${PDIR}/add.json`,
+      JSON.stringify({
+        ports: {
+          p3: { tap: 'vbpv3', persistentTap: true, socket: psock('p3') },
+          p4: { tap: 'vbpvnew', socket: psock('p4') },
+        },
+      }),
+    );
+    console.log(`      ${d().ctl('add', `${PDIR}/add.json`).trim().replace(/\n/g, '\n      ')}`);
+    const p3 = await d().status('p3');
+    expect(p3.state).to.equal('running');
+    expect(statSync(psock('p3')).uid, "p3's socket was created by the daemon's user").to.equal(NOBODY);
+    fes.push(await handshake(psock('p3')));
+    expect((await d().status('p3')).device?.rings.map((r) => r.attached)).to.deep.equal([true, true]);
+    const p4 = await d().status('p4');
+    expect(p4.state).to.equal('failed');
+    expect(p4.error).to.match(/EPERM|CAP_NET_ADMIN/);
   });
 });
