@@ -16,6 +16,7 @@ import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, VhostNet } from '../
 import { TraceWriter } from '../vhost-user/trace.js';
 import type { PeerRule } from '../vhost-user/peer.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
+import type { VhostWorker } from '../vhost-kernel/workers.js';
 import { FEATURE_NAMES } from '../virtio.js';
 import { VhostUserSession } from './session.js';
 import type { DeviceListener, DeviceStatus } from './status.js';
@@ -61,6 +62,7 @@ export class Bridge {
   readonly offered: bigint;
   readonly session: VhostUserSession;
   private readonly transport: VhostUserServer | VhostUserClient;
+  private readonly datapath: VhostNetDatapath;
   private closed = false;
 
   private constructor(
@@ -84,6 +86,7 @@ export class Bridge {
       tap,
       log,
     });
+    this.datapath = datapath;
     this.session = new VhostUserSession({
       port: opts.port ?? tap.name,
       datapath,
@@ -184,6 +187,11 @@ export class Bridge {
   /** Add a listener of lifecycle events; returns its removal. */
   onEvent(listener: DeviceListener): () => void {
     return this.session.onEvent(listener);
+  }
+
+  /** The vhost worker of each queue pair of the current session (VhostNetDatapath.workers). */
+  workers(): { pair: number; worker: VhostWorker }[] {
+    return this.datapath.workers();
   }
 
   /** The connected front-end's socket (for SO_PEERCRED), or null. */

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { Bridge, type TransportSpec } from '../bridge/daemon.js';
 import type { DeviceStatus } from '../bridge/status.js';
 import type { Logger } from '../log.js';
+import type { VhostWorker } from '../vhost-kernel/workers.js';
 import type { PortSpec } from './config.js';
 
 /** What the manager needs of a running port. */
@@ -18,6 +19,8 @@ export interface PortUnit {
   status(): DeviceStatus;
   /** The connected front-end's socket (SO_PEERCRED is read from it), or null. */
   frontEndFd(): number | null;
+  /** The vhost worker each queue pair's SET_OWNER started in the current session (none without one). */
+  workers(): { pair: number; worker: VhostWorker }[];
   /** Drop the front-end: its rings stop and its memory is unmapped; the port serves the next one. */
   dropFrontEnd(why: string): void;
   /** Stop serving; the socket file a server port created is removed. */
@@ -88,6 +91,7 @@ export const openBridgePort: PortOpener = (spec, ctx) => {
     tapName: bridge.tapName,
     status: () => bridge.status(),
     frontEndFd: () => bridge.frontEndFd,
+    workers: () => bridge.workers(),
     dropFrontEnd: (why) => bridge.dropFrontEnd(why),
     close: () => bridge.close(),
   };

@@ -73,6 +73,7 @@ export function fakeKernel(): FakeKernel {
         tapName: spec.tap,
         status: () => device.status(),
         frontEndFd: () => transport.connection?.fd ?? null,
+        workers: () => datapath.workers(),
         dropFrontEnd: (why) => transport.connection?.close(why),
         close: () => {
           port.closed = true;

@@ -16,7 +16,7 @@ import { DaemonProcess } from '../../lab/daemon-process.js';
 import { msg } from '../../lab/frontend/builder.js';
 import { memfd } from '../../lab/frontend/frontend.js';
 import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
-import { vhostNetFds } from '../../lab/host.js';
+import { defaultWorkerKind, vhostNetFds } from '../../lab/host.js';
 import { connectAsNobody, NOBODY } from '../daemon/as-user.js';
 import { requireLab } from './lab.js';
 
@@ -126,6 +126,10 @@ describe('operating the daemon in the lab: allow-lists, memory limits, metrics, 
     const g2 = await d().status('guarded');
     expect(g2.device?.rings.map((r) => r.attached)).to.deep.equal([true, true]);
     expect(g2.peer?.uid).to.equal(0);
+    // Where its datapath's CPU goes: the worker its SET_OWNER started, in the kernel's model.
+    expect(g2.workers.map((w) => [w.pair, w.kind])).to.deep.equal([[0, defaultWorkerKind()]]);
+    console.log(`      guarded's worker: ${JSON.stringify(g2.workers[0])}`);
+    expect(g2.workers[0].cgroup, 'a cgroup v2 path').to.match(/^\//);
     const o = await d().status('open');
     expect(
       o.device?.rings.map((r) => r.attached),
