@@ -4,7 +4,7 @@
  * nobody) on real unix sockets; the ports are the real transport and device on the fake kernel.
  */
 import { expect } from 'chai';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DeviceEvent } from '../../src/bridge/status.js';
 import { Daemon } from '../../src/daemon/daemon.js';
@@ -15,6 +15,7 @@ import { openFdCount, tempDir } from '../fdcount.js';
 import { handshake } from '../../lab/frontend/handshake.js';
 import { connectAsNobody, NOBODY } from './as-user.js';
 import { fakeKernel } from './fake-port.js';
+import { ensureSocketDir, SOCKET_DIR_MODE } from '../../src/daemon/port.js';
 
 const root = process.getuid?.() === 0;
 
@@ -116,6 +117,26 @@ describe('peer credentials: allow-lists checked on accept', function () {
       expect(v.pid).to.equal(process.pid);
     } finally {
       daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('socket directories', () => {
+  it('are created 0755 whatever the umask; one everyone may write without the sticky bit is refused', () => {
+    const dir = tempDir('vb-sockdir-');
+    const old = process.umask(0o077);
+    try {
+      ensureSocketDir(join(dir, 'a/b'));
+      expect(statSync(join(dir, 'a/b')).mode & 0o7777).to.equal(SOCKET_DIR_MODE);
+      const open = join(dir, 'open');
+      mkdirSync(open);
+      chmodSync(open, 0o777);
+      expect(() => ensureSocketDir(open)).to.throw(/may be written by everyone \(mode 777\) without the sticky bit/);
+      chmodSync(open, 0o1777); // like /tmp
+      ensureSocketDir(open);
+    } finally {
+      process.umask(old);
       rmSync(dir, { recursive: true, force: true });
     }
   });
