@@ -13,6 +13,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { parseSize } from './daemon/config.js';
+import { groupId, userId } from './daemon/ids.js';
 import { eventsToFd } from './bridge/events.js';
 import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
@@ -46,6 +47,15 @@ function fdList(v: string, prev: number[] = []): number[] {
   return out;
 }
 
+function idList(kind: 'user' | 'group') {
+  return (v: string): number[] =>
+    v.split(',').map((x) => {
+      const id = kind === 'user' ? userId(x.trim()) : groupId(x.trim());
+      if (id === null) throw new InvalidArgumentError(`no ${kind} '${x.trim()}'`);
+      return id;
+    });
+}
+
 function octal(v: string): number {
   if (!/^0?[0-7]{3}$/.test(v)) throw new InvalidArgumentError('a mode such as 0600 or 0660');
   return parseInt(v, 8);
@@ -75,6 +85,12 @@ const program = new Command()
     ).conflicts(['fd']),
   )
   .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
+  .option(
+    '--allow-users <list>',
+    'let in only front-ends of these users (names or ids, comma-separated; SO_PEERCRED, checked on accept)',
+    idList('user'),
+  )
+  .option('--allow-groups <list>', 'let in only front-ends of these primary groups (names or ids)', idList('group'))
   .addOption(
     new Option(
       '--tap <name>',
@@ -123,6 +139,8 @@ const o = program.opts<{
   socketMode: number;
   connect?: string;
   fd?: number;
+  allowUsers?: number[];
+  allowGroups?: number[];
   tap?: string;
   tapFd?: number[];
   vhostFd?: number[];
@@ -159,13 +177,14 @@ if (o.eventsFd !== undefined) {
   }
 }
 
+const peers = o.allowUsers || o.allowGroups ? { uids: o.allowUsers ?? [], gids: o.allowGroups ?? [] } : null;
 const options: BridgeOptions = {
   transport:
     o.socketPath !== undefined
-      ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
+      ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode, peers }
       : o.connect !== undefined
-        ? { mode: 'client', path: o.connect }
-        : { mode: 'fd', fd: o.fd! },
+        ? { mode: 'client', path: o.connect, peers }
+        : { mode: 'fd', fd: o.fd!, peers },
   tap: o.tapFd ? { fds: o.tapFd } : { name: o.tap! },
   vhostFds: o.vhostFd,
   queuePairs: o.queues,
