@@ -12,6 +12,10 @@
  *
  * One front-end at a time: a vhost-user back end serves one device, and two front-ends driving the
  * same rings would corrupt each other. A second one is accepted and closed at once, with a log line.
+ *
+ * With an allow-list (peer.ts), each new connection's SO_PEERCRED is checked first, before the
+ * second-front-end rule and before any byte is read: a peer outside it is closed, logged and
+ * reported as `refused` (docs/operating.md "Who may connect").
  */
 import { EventEmitter } from 'node:events';
 import { lstatSync, type Stats } from 'node:fs';
