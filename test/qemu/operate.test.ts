@@ -12,9 +12,20 @@
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { DaemonProcess } from '../../lab/daemon-process.js';
+import type { WorkerReport } from '../../src/daemon/report.js';
 import { msg } from '../../lab/frontend/builder.js';
 import { memfd } from '../../lab/frontend/frontend.js';
 import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
@@ -408,5 +419,71 @@ describe('operating the daemon in the lab: a guest, with metrics and JSON logs o
       const lines = d().lines.map((l) => JSON.parse(l) as JsonLine);
       expect(lines.filter((l) => l.port === 'vm').map((l) => l.msg)).to.include('front-end connected');
     });
+  });
+
+  const placed =
+    "a port's worker moved into a per-port cgroup (v2): a thread of the daemon (>= 6.4) can be, and that " +
+    "cgroup's cpu.stat then counts 10 s of iperf3; what 6.1's kthread allows is reported";
+  it(placed, async function () {
+    const root = '/sys/fs/cgroup';
+    const D = `${root}/vb-daemon`;
+    const P = `${D}/port-vm`;
+    let mounted = false;
+    let worker: WorkerReport | undefined;
+    const tryWrite = (file: string, value: string): string => {
+      try {
+        writeFileSync(file, value);
+        return 'ok';
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code ?? String(e);
+      }
+    };
+    try {
+      if (!existsSync(`${root}/cgroup.procs`)) {
+        sh('mount', '-t', 'cgroup2', 'none', root);
+        mounted = true;
+      }
+      const w = (await d().status('vm')).workers.find((x) => x.pair === 0);
+      if (!w) throw new Error('no worker in status');
+      worker = w;
+      mkdirSync(D);
+      writeFileSync(`${D}/cgroup.procs`, String(d().pid)); // the daemon: the domain of its threads
+      mkdirSync(P);
+      let moved: string;
+      if (w.kind === 'thread') {
+        writeFileSync(`${P}/cgroup.type`, 'threaded');
+        const cpu = tryWrite(`${root}/cgroup.subtree_control`, '+cpu');
+        const cpuD = tryWrite(`${D}/cgroup.subtree_control`, '+cpu');
+        moved = tryWrite(`${P}/cgroup.threads`, String(w.pid));
+        console.log(`      +cpu in / ${cpu}, in the daemon's cgroup ${cpuD}; worker thread ${w.pid} into it: ${moved}`);
+        expect(moved, 'a worker thread moves into a threaded child of the daemon cgroup').to.equal('ok');
+      } else {
+        moved = tryWrite(`${P}/cgroup.procs`, String(w.pid));
+        console.log(`      worker kthread ${w.pid} into a cgroup of its own: ${moved}`);
+      }
+      if (moved !== 'ok') return;
+      const shown = (await d().status('vm')).workers.find((x) => x.pair === 0);
+      expect(shown?.cgroup, 'ctl status shows the new cgroup').to.equal('/vb-daemon/port-vm');
+      await retryOnGuestFault(this, g(), async () => {
+        const usage = () => Number(/^usage_usec (\d+)$/m.exec(readFileSync(`${P}/cpu.stat`, 'utf8'))?.[1]);
+        const u0 = usage();
+        const t0 = (await d().status('vm')).workers[0].cpuTicks;
+        const r = await g().iperf3({ seconds: 10 });
+        const charged = (usage() - u0) / 1e6;
+        const ticks = (await d().status('vm')).workers[0].cpuTicks - t0;
+        console.log(
+          `      ${(r.bytes / 1e6).toFixed(1)} MB; port-vm cpu.stat usage ${charged.toFixed(2)} s; ` +
+            `the worker ${ticks} ticks (${(ticks / CLK_TCK).toFixed(2)} s)`,
+        );
+        expect(charged, "the port's cgroup was charged the worker's CPU").to.be.above(0.5 * (ticks / CLK_TCK));
+        expect(charged).to.be.above(0);
+      });
+    } finally {
+      // Back to the root cgroup (cgroup.procs moves every thread of the daemon), the kthread too.
+      if (daemon) tryWrite(`${root}/cgroup.procs`, String(daemon.pid));
+      if (worker?.kind === 'kthread') tryWrite(`${root}/cgroup.procs`, String(worker.pid));
+      for (const dir of [P, D]) if (existsSync(dir)) rmdirSync(dir);
+      if (mounted) sh('umount', root);
+    }
   });
 });
