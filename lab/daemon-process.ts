@@ -29,10 +29,10 @@ export class DaemonProcess {
     this.exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
   }
 
-  /** Start `serve --config FILE` and wait until its control socket answers. */
-  static async start(name: string, configFile: string): Promise<DaemonProcess> {
+  /** Start `serve --config FILE [ARGS]` and wait until its control socket answers. */
+  static async start(name: string, configFile: string, args: string[] = []): Promise<DaemonProcess> {
     const cfg = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { control: { path: string } };
-    const child = spawn(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'serve', '--config', configFile], {
+    const child = spawn(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'serve', '--config', configFile, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const d = new DaemonProcess(name, cfg.control.path, child);

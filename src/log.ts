@@ -1,7 +1,10 @@
 /**
  * A minimal logger: four levels, one settable threshold, one line per event on stderr with an ISO
  * timestamp (`2026-11-23T19:00:00.000Z WARN vbtap0: SET_VRING_ADDR: ring 3: ...`); a port's lines
- * name it ({@link portLog}).
+ * name it ({@link portLog}). `--log-format json` ({@link setLogFormat}) writes the same lines as
+ * JSON objects for machines, one per line, through pino on a synchronous destination (no worker
+ * thread, no buffer to flush, no timer: an idle daemon stays idle):
+ * `{"level":"warn","time":"2026-...","pid":7,"port":"vbtap0","msg":"SET_VRING_ADDR: ring 3: ..."}`.
  *
  * CONTRIBUTING: "Logs: one line per event, naming the request". Callers build the text only when
  * the level is on (`if (log.enabled('debug'))`), so debug tracing of every vhost-user message
@@ -9,6 +12,8 @@
  *
  * Tests capture lines instead of printing them (`captureLog()`), and assert on what was logged.
  */
+
+import { pino, type Logger as Pino } from 'pino';
 
 /** Levels, most severe first. */
 export const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
@@ -29,36 +34,74 @@ export interface Logger {
   debug(text: string): void;
   /** True if a line at `level` would be written (build expensive text only then). */
   enabled(level: Level): boolean;
+  /** A logger whose lines name `port` (the process-wide one has it; {@link portLog} uses it when there). */
+  forPort?(port: string): Logger;
 }
 
 const rank = (l: Level): number => LEVELS.indexOf(l);
 
 let threshold: Level = 'info';
 let sink: ((line: LogLine) => void) | null = null;
+/** The JSON writer (`--log-format json`), or null for text lines. */
+let json: Pino | null = null;
 
-function write(level: Level, text: string): void {
+/** Output formats of {@link setLogFormat}. */
+export const FORMATS = ['text', 'json'] as const;
+
+function write(level: Level, text: string, port: string | null): void {
   if (rank(level) > rank(threshold)) return;
   if (sink) {
-    sink({ level, text });
+    sink({ level, text: port === null ? text : `${port}: ${text}` });
     return;
   }
-  process.stderr.write(`${new Date().toISOString()} ${level.toUpperCase()} ${text}\n`);
+  if (json) {
+    if (port === null) json[level](text);
+    else json[level]({ port }, text);
+    return;
+  }
+  process.stderr.write(
+    `${new Date().toISOString()} ${level.toUpperCase()} ${port === null ? '' : `${port}: `}${text}\n`,
+  );
 }
 
-/** The process-wide logger. */
-export const log: Logger = {
-  error: (t) => write('error', t),
-  warn: (t) => write('warn', t),
-  info: (t) => write('info', t),
-  debug: (t) => write('debug', t),
+const writer = (port: string | null): Logger => ({
+  error: (t) => write('error', t, port),
+  warn: (t) => write('warn', t, port),
+  info: (t) => write('info', t, port),
+  debug: (t) => write('debug', t, port),
   enabled: (l) => rank(l) <= rank(threshold),
-};
+  forPort: (p) => writer(p),
+});
+
+/** The process-wide logger. */
+export const log: Logger = writer(null);
 
 /**
- * A logger for one port: every line starts with the port's name (`... INFO vbtap0: SET_FEATURES: ...`),
- * so that the lines of a process serving several ports say whose they are.
+ * Text lines (the default) or JSON objects on stderr (`--log-format json`). JSON goes through pino
+ * to a synchronous stderr destination: each line is written before the call returns, as text is.
+ */
+export function setLogFormat(format: (typeof FORMATS)[number] | string): void {
+  if (!(FORMATS as readonly string[]).includes(format))
+    throw new Error(`unknown log format '${format}' (one of ${FORMATS.join(', ')})`);
+  json =
+    format === 'json'
+      ? pino(
+          {
+            level: 'debug', // the threshold is this module's
+            timestamp: pino.stdTimeFunctions.isoTime,
+            formatters: { level: (label) => ({ level: label }) },
+          },
+          pino.destination({ dest: 2, sync: true }),
+        )
+      : null;
+}
+
+/**
+ * A logger for one port: every line names the port (`... INFO vbtap0: SET_FEATURES: ...`; in JSON
+ * its `port` field), so that the lines of a process serving several ports say whose they are.
  */
 export function portLog(parent: Logger, port: string): Logger {
+  if (parent.forPort) return parent.forPort(port);
   return {
     error: (t) => parent.error(`${port}: ${t}`),
     warn: (t) => parent.warn(`${port}: ${t}`),

@@ -12,8 +12,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
+import { parseSize } from './daemon/config.js';
+import { groupId, userId } from './daemon/ids.js';
 import { eventsToFd } from './bridge/events.js';
-import { LEVELS, log, setLogLevel } from './log.js';
+import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
 
 const EXAMPLE = `
@@ -45,6 +47,15 @@ function fdList(v: string, prev: number[] = []): number[] {
   return out;
 }
 
+function idList(kind: 'user' | 'group') {
+  return (v: string): number[] =>
+    v.split(',').map((x) => {
+      const id = kind === 'user' ? userId(x.trim()) : groupId(x.trim());
+      if (id === null) throw new InvalidArgumentError(`no ${kind} '${x.trim()}'`);
+      return id;
+    });
+}
+
 function octal(v: string): number {
   if (!/^0?[0-7]{3}$/.test(v)) throw new InvalidArgumentError('a mode such as 0600 or 0660');
   return parseInt(v, 8);
@@ -74,6 +85,12 @@ const program = new Command()
     ).conflicts(['fd']),
   )
   .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
+  .option(
+    '--allow-users <list>',
+    'let in only front-ends of these users (names or ids, comma-separated; SO_PEERCRED, checked on accept)',
+    idList('user'),
+  )
+  .option('--allow-groups <list>', 'let in only front-ends of these primary groups (names or ids)', idList('group'))
   .addOption(
     new Option(
       '--tap <name>',
@@ -84,6 +101,20 @@ const program = new Command()
   .option('--vhost-fd <n,...>', 'open /dev/vhost-net fds, one per queue pair (repeatable or comma-separated)', fdList)
   .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
   .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
+  .option(
+    '--max-memory <size>',
+    'refuse a front-end that shares more guest memory than this ("4G", "512M", bytes)',
+    (v: string) => {
+      const n = parseSize(v);
+      if (n === null) throw new InvalidArgumentError('a size above 0 such as 4G, 512M or a number of bytes');
+      return n;
+    },
+  )
+  .option(
+    '--max-regions <n>',
+    'refuse a front-end that shares more memory regions than this',
+    int('--max-regions', 1, 509),
+  )
   .option('--record <file>', 'record every vhost-user message and reply (msgpack trace)')
   .option(
     '--events-fd <n>',
@@ -95,6 +126,9 @@ const program = new Command()
       .choices(LEVELS)
       .default('info'),
   )
+  .addOption(
+    new Option('--log-format <format>', 'text lines, or one JSON object per line').choices(FORMATS).default('text'),
+  )
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
   .addHelpText('after', EXAMPLE)
   .showHelpAfterError('(run vhost-bridge --help for usage)');
@@ -105,14 +139,19 @@ const o = program.opts<{
   socketMode: number;
   connect?: string;
   fd?: number;
+  allowUsers?: number[];
+  allowGroups?: number[];
   tap?: string;
   tapFd?: number[];
   vhostFd?: number[];
   queues: number;
   mtu?: number;
+  maxMemory?: bigint;
+  maxRegions?: number;
   record?: string;
   eventsFd?: number;
   logLevel: string;
+  logFormat: string;
   printCapabilities?: boolean;
 }>();
 
@@ -123,6 +162,7 @@ if (o.printCapabilities) {
 }
 
 setLogLevel(o.logLevel);
+setLogFormat(o.logFormat);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
 if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
 if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
@@ -137,17 +177,19 @@ if (o.eventsFd !== undefined) {
   }
 }
 
+const peers = o.allowUsers || o.allowGroups ? { uids: o.allowUsers ?? [], gids: o.allowGroups ?? [] } : null;
 const options: BridgeOptions = {
   transport:
     o.socketPath !== undefined
-      ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode }
+      ? { mode: 'server', path: o.socketPath, socketMode: o.socketMode, peers }
       : o.connect !== undefined
-        ? { mode: 'client', path: o.connect }
-        : { mode: 'fd', fd: o.fd! },
+        ? { mode: 'client', path: o.connect, peers }
+        : { mode: 'fd', fd: o.fd!, peers },
   tap: o.tapFd ? { fds: o.tapFd } : { name: o.tap! },
   vhostFds: o.vhostFd,
   queuePairs: o.queues,
   mtu: o.mtu,
+  memoryLimit: { bytes: o.maxMemory ?? null, regions: o.maxRegions ?? null },
   record: o.record,
   onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
 };

@@ -10,10 +10,13 @@
  */
 import { describeBits } from '../bits.js';
 import { log as defaultLog, type Logger, portLog } from '../log.js';
+import type { MemoryLimit } from '../memtable/index.js';
 import { closeAll } from '../sys/index.js';
 import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, VhostNet } from '../vhost-kernel/index.js';
 import { TraceWriter } from '../vhost-user/trace.js';
+import type { PeerRule } from '../vhost-user/peer.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
+import type { VhostWorker } from '../vhost-kernel/workers.js';
 import { FEATURE_NAMES } from '../virtio.js';
 import { VhostUserSession } from './session.js';
 import type { DeviceListener, DeviceStatus } from './status.js';
@@ -21,9 +24,16 @@ import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.j
 
 /** How the bridge meets its front-end. */
 export type TransportSpec =
-  | { mode: 'server'; path: string; socketMode?: number; uid?: number | null; gid?: number | null }
-  | { mode: 'client'; path: string }
-  | { mode: 'fd'; fd: number };
+  | {
+      mode: 'server';
+      path: string;
+      socketMode?: number;
+      uid?: number | null;
+      gid?: number | null;
+      peers?: PeerRule | null;
+    }
+  | { mode: 'client'; path: string; peers?: PeerRule | null }
+  | { mode: 'fd'; fd: number; peers?: PeerRule | null };
 
 /** Which tap the rings are attached to; `create: false` attaches to an existing (persistent) tap only. */
 export type TapSpec = { name: string; create?: boolean } | { fds: number[] };
@@ -43,6 +53,8 @@ export interface BridgeOptions {
   port?: string;
   /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
   onEvent?: DeviceListener;
+  /** What a front-end may make this port map (memtable MemoryLimit); default: no limit of its own. */
+  memoryLimit?: MemoryLimit;
 }
 
 export class Bridge {
@@ -50,6 +62,7 @@ export class Bridge {
   readonly offered: bigint;
   readonly session: VhostUserSession;
   private readonly transport: VhostUserServer | VhostUserClient;
+  private readonly datapath: VhostNetDatapath;
   private closed = false;
 
   private constructor(
@@ -73,9 +86,16 @@ export class Bridge {
       tap,
       log,
     });
-    this.session = new VhostUserSession({ port: opts.port ?? tap.name, datapath, log, onEvent: opts.onEvent });
+    this.datapath = datapath;
+    this.session = new VhostUserSession({
+      port: opts.port ?? tap.name,
+      datapath,
+      log,
+      onEvent: opts.onEvent,
+      memoryLimit: opts.memoryLimit,
+    });
     const t = opts.transport;
-    const topts = { log, trace: trace ?? undefined };
+    const topts = { log, trace: trace ?? undefined, peers: t.peers };
     this.transport =
       t.mode === 'server'
         ? VhostUserServer.listen(t.path, this.session, { ...topts, mode: t.socketMode, uid: t.uid, gid: t.gid })
@@ -83,6 +103,7 @@ export class Bridge {
           ? VhostUserServer.fromFd(t.fd, this.session, topts)
           : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
+    this.transport.on('refused', (r) => this.session.peerRefused(r.peer, r.rule));
     this.transport.on('disconnect', (why: string) =>
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );
@@ -166,6 +187,11 @@ export class Bridge {
   /** Add a listener of lifecycle events; returns its removal. */
   onEvent(listener: DeviceListener): () => void {
     return this.session.onEvent(listener);
+  }
+
+  /** The vhost worker of each queue pair of the current session (VhostNetDatapath.workers). */
+  workers(): { pair: number; worker: VhostWorker }[] {
+    return this.datapath.workers();
   }
 
   /** The connected front-end's socket (for SO_PEERCRED), or null. */

@@ -18,9 +18,9 @@
 import { bitsOf, describeBits, has, maskOf } from '../bits.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { hex, mac as formatMac } from '../format.js';
-import { MemTable, MemTableError } from '../memtable/index.js';
+import { type MemoryLimit, MemTable, MemTableError } from '../memtable/index.js';
 import { closeAll, closeQuiet, dup, eventfdWrite, memoryView, mmapShared, munmap, SysError } from '../sys/index.js';
-import { PROTOCOL_F, PROTOCOL_FEATURE_NAMES } from '../vhost-user/constants.js';
+import { LIMITS, PROTOCOL_F, PROTOCOL_FEATURE_NAMES } from '../vhost-user/constants.js';
 import { Refused } from '../vhost-user/errors.js';
 import type { RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../vhost-user/messages.js';
@@ -59,6 +59,8 @@ export interface SessionConfig {
   /** Lines name the port: give a portLog (log.ts). */
   log?: Logger;
   onEvent?: DeviceListener;
+  /** What the front-end may make this port map (the daemon's `maxMemory`, `maxRegions`); default: no own limit. */
+  memoryLimit?: MemoryLimit;
 }
 
 /**
@@ -74,6 +76,7 @@ export class VhostUserSession implements VhostUserBackend {
   readonly port: string;
   private readonly datapath: Datapath;
   private readonly log: Logger;
+  private readonly limit: MemoryLimit;
   private rings: Ring[];
   private memory = MemTable.empty();
   private logMap: { base: bigint; length: bigint } | null = null;
@@ -86,6 +89,7 @@ export class VhostUserSession implements VhostUserBackend {
   private readonly listeners: DeviceListener[] = [];
   private frontEnd = false;
   private sessions = 0;
+  private refusedPeers = 0;
   private times: DeviceStatus['times'] = {
     connected: null,
     featuresSet: null,
@@ -98,6 +102,7 @@ export class VhostUserSession implements VhostUserBackend {
     this.port = cfg.port;
     this.datapath = cfg.datapath;
     this.log = cfg.log ?? defaultLog;
+    this.limit = cfg.memoryLimit ?? { bytes: null, regions: null };
     if (cfg.onEvent) this.listeners.push(cfg.onEvent);
     this.rings = this.freshRings();
     this.shownRunning = this.rings.map(() => false);
@@ -121,6 +126,7 @@ export class VhostUserSession implements VhostUserBackend {
       port: this.port,
       frontEnd: this.frontEnd,
       sessions: this.sessions,
+      refusedPeers: this.refusedPeers,
       features: {
         offered: hex(offered),
         offeredNames: names(offered, FEATURE_NAMES),
@@ -190,6 +196,12 @@ export class VhostUserSession implements VhostUserBackend {
       disconnected,
     };
     this.emit({ kind: 'connected' });
+  }
+
+  /** The transport turned a peer away (its allow-list): counted and told, never a session. */
+  peerRefused(peer: { pid: number; uid: number; gid: number } | null, rule: string): void {
+    this.refusedPeers++;
+    this.emit({ kind: 'peer-refused', peer, rule });
   }
 
   // ---- Negotiation ----------------------------------------------------------------------------
@@ -298,11 +310,18 @@ export class VhostUserSession implements VhostUserBackend {
       this.log.debug('SET_MEM_TABLE: same table as before, nothing to do');
       return;
     }
-    this.swapMemory(fds, (own) => MemTable.map(regions, own, { previous: this.memory }), 'SET_MEM_TABLE');
+    const maxRegions = this.limit.regions === null ? undefined : Math.min(this.limit.regions, LIMITS.MAX_MEM_REGIONS);
+    const opts = { previous: this.memory, maxRegions, maxBytes: this.limit.bytes };
+    this.swapMemory(fds, (own) => MemTable.map(regions, own, opts), 'SET_MEM_TABLE');
+  }
+
+  /** The slots the kernel takes, or fewer if the port is limited (GET_MAX_MEM_SLOTS tells the front-end so). */
+  private memSlots(): number {
+    return Math.min(this.datapath.maxMemSlots, this.limit.regions ?? Number.MAX_SAFE_INTEGER);
   }
 
   getMaxMemSlots(): bigint {
-    return BigInt(this.datapath.maxMemSlots);
+    return BigInt(this.memSlots());
   }
 
   /** ADD_MEM_REG. QEMU 7.2 sends it once per queue pair: a region already in the table is a repeat, not an overlap. */
@@ -312,8 +331,8 @@ export class VhostUserSession implements VhostUserBackend {
       this.log.debug('ADD_MEM_REG: region already in the table (sent again for another queue pair)');
       return;
     }
-    const maxRegions = this.datapath.maxMemSlots;
-    this.swapMemory([fd], ([own]) => this.memory.withRegion(region, own, { maxRegions }), 'ADD_MEM_REG');
+    const opts = { maxRegions: this.memSlots(), maxBytes: this.limit.bytes };
+    this.swapMemory([fd], ([own]) => this.memory.withRegion(region, own, opts), 'ADD_MEM_REG');
   }
 
   /**
@@ -344,6 +363,10 @@ export class VhostUserSession implements VhostUserBackend {
       next = build(own);
     } catch (e) {
       closeAll(own);
+      if (e instanceof MemTableError && e.reason === 'too-large')
+        throw new Refused(`${e.message} (this port's maxMemory)`);
+      if (e instanceof MemTableError && e.reason === 'too-many' && this.limit.regions !== null)
+        throw new Refused(`${e.message} (this port's maxRegions is ${this.limit.regions})`);
       if (e instanceof MemTableError) throw new Refused(e.message);
       throw e;
     }

@@ -36,6 +36,8 @@ export interface DeviceStatus {
   frontEnd: boolean;
   /** Front-end connections served so far, the current one included. */
   sessions: number;
+  /** Peers turned away by the port's allow-list (transport.ts, peer.ts), never served. */
+  refusedPeers: number;
   features: {
     offered: string;
     offeredNames: string[];
@@ -67,6 +69,8 @@ export type DeviceEvent =
   | { kind: 'ring-stopped'; ring: number }
   | { kind: 'reset'; why: string }
   | { kind: 'refused'; request: string; reason: string }
+  /** A connecting peer outside the port's allow-list, closed before any message was read (null: no SO_PEERCRED). */
+  | { kind: 'peer-refused'; peer: { pid: number; uid: number; gid: number } | null; rule: string }
   | { kind: 'disconnected' };
 
 /** Gets every lifecycle event with the status after it (session.ts; the CLI's --events-fd, events.ts). */

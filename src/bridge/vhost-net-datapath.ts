@@ -32,6 +32,7 @@ import {
   vnetHdrSize,
 } from '../vhost-kernel/index.js';
 import { ringName, ringToPair } from '../virtio.js';
+import { lastPid, type VhostWorker, workerStartedAfter } from '../vhost-kernel/workers.js';
 import type { Datapath, DatapathRingAddr } from './datapath.js';
 
 /** How the datapath gets a vhost-net fd for a queue pair at open(), and gives it back at release(). */
@@ -112,6 +113,8 @@ export class VhostNetDatapath implements Datapath {
   private readonly log: Logger;
   /** One per queue pair, from open() to release(). */
   private devices: VhostNetDevice[] | null = null;
+  /** The vhost worker each device's SET_OWNER started (null if not found), by queue pair. */
+  private ownWorkers: (VhostWorker | null)[] = [];
   private rings: RingState[];
 
   constructor(private readonly cfg: VhostNetDatapathConfig) {
@@ -131,6 +134,16 @@ export class VhostNetDatapath implements Datapath {
     return this.devices !== null;
   }
 
+  /**
+   * The vhost worker of each queue pair of this session (the one its SET_OWNER started), or an
+   * empty list when no session owns the devices (docs/kernels.md: a kthread, or a thread of this
+   * process from 6.4).
+   */
+  workers(): { pair: number; worker: VhostWorker }[] {
+    if (!this.devices) return [];
+    return this.ownWorkers.flatMap((w, pair) => (w ? [{ pair, worker: w }] : []));
+  }
+
   open(): void {
     if (this.devices) throw new Error('vhost-net datapath: already open');
     const opened: VhostNetDevice[] = [];
@@ -138,7 +151,9 @@ export class VhostNetDatapath implements Datapath {
       for (let p = 0; p < this.queuePairs; p++) {
         const v = this.cfg.vhostNet.open(p);
         opened.push(v);
+        const mark = lastPid();
         v.setOwner();
+        this.ownWorkers[p] = workerStartedAfter(mark);
       }
     } catch (e) {
       for (const [p, v] of opened.entries()) this.cfg.vhostNet.release(p, v);
@@ -163,6 +178,7 @@ export class VhostNetDatapath implements Datapath {
       }
     }
     this.devices = null;
+    this.ownWorkers = [];
     this.rings = this.freshRings();
     for (let p = 1; p < this.queuePairs; p++) step(`detach tap queue ${p}`, () => this.tap.setQueueEnabled(p, false));
   }

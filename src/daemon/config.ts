@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { SUN_PATH_MAX } from '../sys/index.js';
 import { checkIfName } from '../vhost-kernel/structs.js';
+import type { PeerRule } from '../vhost-user/peer.js';
 import { groupId, userId } from './ids.js';
 
 /** Where sockets go unless a port says otherwise (systemd RuntimeDirectory=vhost-bridge). */
@@ -45,6 +46,12 @@ export interface PortSpec {
   owner: number | null;
   group: number | null;
   mode: number;
+  /** Who may be the front-end (`allowUsers`, `allowGroups`: vhost-user/peer.ts); null: whoever opens the socket. */
+  peers: PeerRule | null;
+  /** Guest memory the front-end may have mapped (`maxMemory`), in bytes, or null: no limit of the port's own. */
+  maxMemory: bigint | null;
+  /** Memory regions it may have mapped (`maxRegions`), or null: what the kernel takes. */
+  maxRegions: number | null;
 }
 
 /** The control socket (control.ts). */
@@ -52,6 +59,8 @@ export interface ControlSpec {
   path: string;
   mode: number;
   group: number | null;
+  /** Who may send requests (`allowUsers`, `allowGroups`), or null: whoever can open the socket. */
+  peers: PeerRule | null;
 }
 
 export interface DaemonConfig {
@@ -104,6 +113,39 @@ const idOf = (kind: 'user' | 'group') =>
     return id;
   });
 
+/** An allow-list: users or groups by name or id (SO_PEERCRED is checked against it on accept). */
+const idList = (kind: 'user' | 'group') =>
+  z.array(idOf(kind), { error: `expected a list of ${kind} names or ids` }).max(256, { error: 'at most 256 entries' });
+
+/** The peer rule of `allowUsers` / `allowGroups`; null when neither is given. */
+function peerRule(users: number[] | undefined, groups: number[] | undefined): PeerRule | null {
+  if (users === undefined && groups === undefined) return null;
+  return { uids: users ?? [], gids: groups ?? [] };
+}
+
+/** Binary size suffixes of `maxMemory` ("512M", "4G"). */
+const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
+
+/** A size above 0 in bytes: digits with an optional binary suffix ("512M", "4G", "1T"), or null if it is not one. */
+export function parseSize(v: string | number): bigint | null {
+  if (typeof v === 'number' && !Number.isSafeInteger(v)) return null;
+  const m = /^(\d+)([KMGT]?)$/i.exec(String(v).trim());
+  const bytes = m ? BigInt(m[1]) * SIZE_UNITS[m[2].toUpperCase()] : 0n;
+  return bytes > 0n ? bytes : null;
+}
+
+/** A size in bytes: a number, or a string with a binary suffix. */
+const size = z
+  .union([z.string(), z.number()], { error: 'expected a size such as "4G" or a number of bytes' })
+  .transform((v, ctx) => {
+    const bytes = parseSize(v);
+    if (bytes === null) {
+      ctx.addIssue({ code: 'custom', message: 'expected a size above 0 such as "4G", "512M" or a number of bytes' });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
 const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => {
   const n = Buffer.byteLength(ctx.value);
   if (!ctx.value.startsWith('/'))
@@ -136,6 +178,10 @@ const portSchema = z.strictObject(
     owner: idOf('user').optional(),
     group: idOf('group').optional(),
     mode: mode.optional(),
+    allowUsers: idList('user').optional(),
+    allowGroups: idList('group').optional(),
+    maxMemory: size.optional(),
+    maxRegions: intIn(1, 509).optional(),
   },
   { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : "expected an object with the port's settings") },
 );
@@ -147,6 +193,8 @@ const controlSchema = z.strictObject(
     path: socketPath.optional(),
     mode: mode.optional(),
     group: idOf('group').optional(),
+    allowUsers: idList('user').optional(),
+    allowGroups: idList('group').optional(),
   },
   { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'expected an object') },
 );
@@ -229,6 +277,9 @@ function resolvePort(name: string, p: PortInput): PortSpec {
     owner: p.owner ?? null,
     group: p.group ?? null,
     mode: p.mode ?? 0o600,
+    peers: peerRule(p.allowUsers, p.allowGroups),
+    maxMemory: p.maxMemory ?? null,
+    maxRegions: p.maxRegions ?? null,
   };
 }
 
@@ -266,7 +317,12 @@ export function parseConfig(doc: unknown): DaemonConfig {
   }
   issues.push(...checkDistinct(ports.values()));
   const c = r.data.control ?? {};
-  const control: ControlSpec = { path: c.path ?? DEFAULT_CONTROL_PATH, mode: c.mode ?? 0o660, group: c.group ?? null };
+  const control: ControlSpec = {
+    path: c.path ?? DEFAULT_CONTROL_PATH,
+    mode: c.mode ?? 0o660,
+    group: c.group ?? null,
+    peers: peerRule(c.allowUsers, c.allowGroups),
+  };
   for (const p of ports.values()) {
     if (p.socket === control.path)
       issues.push({ field: `ports.${p.name}.socket`, message: `${p.socket} is the control socket` });
@@ -300,5 +356,8 @@ export function loadConfig(file: string): DaemonConfig {
 /** True if two specs would serve the same way (a reload leaves such a port alone). */
 export function sameSpec(a: PortSpec, b: PortSpec): boolean {
   const keys = Object.keys(a) as (keyof PortSpec)[];
-  return keys.every((k) => a[k] === b[k]);
+  // The allow-list is the one object: equal when its lists are.
+  const same = (x: unknown, y: unknown) =>
+    x === y || (typeof x === 'object' && typeof y === 'object' && JSON.stringify(x) === JSON.stringify(y));
+  return keys.every((k) => same(a[k], b[k]));
 }

@@ -23,6 +23,7 @@ import {
   unixListen,
   unlink,
 } from '../sys/index.js';
+import { describePeer, type PeerRule, peerRefusal } from '../vhost-user/peer.js';
 import { removeStaleSocket } from '../vhost-user/transport.js';
 import {
   decodeBody,
@@ -219,6 +220,8 @@ export class ControlServer {
   private watcher: FdWatcher | null;
   private readonly clients = new Set<ControlConnection>();
   private open = true;
+  /** Clients turned away by the allow-list (metrics). */
+  refused = 0;
 
   private constructor(
     private readonly fd: number,
@@ -226,16 +229,24 @@ export class ControlServer {
     readonly path: string | null,
     private readonly handler: RequestHandler,
     private readonly log: Logger,
+    /** Who may send requests (vhost-user/peer.ts), checked on accept before anything is read; null: anyone. */
+    private readonly peers: PeerRule | null,
   ) {
     this.watcher = new FdWatcher(fd, { readable: true }, (r) => this.onReady(r));
   }
 
   /** Listen on `path` (a stale socket file is replaced; a live one is refused). */
-  static listen(path: string, opts: ControlListenOptions, handler: RequestHandler, log: Logger): ControlServer {
+  static listen(
+    path: string,
+    opts: ControlListenOptions,
+    handler: RequestHandler,
+    log: Logger,
+    peers: PeerRule | null = null,
+  ): ControlServer {
     removeStaleSocket(path, log);
     const fd = unixListen(path, { mode: opts.mode, gid: opts.gid, backlog: 16 });
     try {
-      const s = new ControlServer(fd, path, handler, log);
+      const s = new ControlServer(fd, path, handler, log, peers);
       log.info(
         `control socket ${path} (mode ` +
           `${opts.mode.toString(8).padStart(4, '0')}${opts.gid !== null ? `, group ${opts.gid}` : ''})`,
@@ -249,12 +260,12 @@ export class ControlServer {
   }
 
   /** Serve on an inherited listening socket (systemd, LISTEN_FDNAMES `control`); the server owns it. */
-  static fromFd(fd: number, handler: RequestHandler, log: Logger): ControlServer {
+  static fromFd(fd: number, handler: RequestHandler, log: Logger, peers: PeerRule | null = null): ControlServer {
     const type = fstat(fd).type;
     if (type !== 'socket') throw new Error(`control fd ${fd} is not a socket (it is a ${type})`);
     setNonBlocking(fd);
     log.info(`control socket on inherited fd ${fd}`);
-    return new ControlServer(fd, null, handler, log);
+    return new ControlServer(fd, null, handler, log, peers);
   }
 
   /** Connected clients (tests). */
@@ -283,7 +294,14 @@ export class ControlServer {
         try {
           peer = peerCred(fd);
         } catch {
-          // not a unix socket peer with credentials: served without them
+          // not a unix socket peer with credentials: served without them, unless there is a rule
+        }
+        const why = this.peers ? peerRefusal(peer, this.peers) : null;
+        if (why !== null) {
+          closeQuiet(fd);
+          this.refused++;
+          this.log.warn(`control: refused ${describePeer(peer)}: ${why}; closed before any request was read`);
+          continue;
         }
         const c = new ControlConnection(fd, peer, this.handler, this.log, (x) => this.clients.delete(x));
         this.clients.add(c);

@@ -196,6 +196,10 @@ export function formatStatus(r: PortReport): string {
         `region(s)${regions ? `: ${regions}` : ''}${d.memory.dirtyLog ? ', dirty log' : ''}`,
     );
   }
+  for (const w of r.workers ?? []) {
+    const who = w.kind === 'thread' ? `thread ${w.pid} of the daemon` : `kthread ${w.pid}`;
+    out.push(`  worker     pair ${w.pair}: ${who}, ${w.cpuTicks} ticks, cgroup ${w.cgroup ?? '-'}`);
+  }
   const t = r.tap;
   if (t) {
     out.push(

@@ -3,7 +3,6 @@
  * the control socket (control.ts, methods.ts), reload of the file (SIGHUP, by the caller) and
  * sockets passed by systemd (activation.ts).
  */
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import { CONTROL_FD_NAME, listenFds } from './activation.js';
@@ -11,7 +10,7 @@ import { loadConfig } from './config.js';
 import { ControlServer } from './control.js';
 import { PortManager, type ReloadResult } from './manager.js';
 import { controlHandler } from './methods.js';
-import { openBridgePort, type PortOpener } from './port.js';
+import { ensureSocketDir, openBridgePort, type PortOpener } from './port.js';
 
 export interface DaemonOptions {
   /** The configuration file (read at start and on reload). */
@@ -49,14 +48,15 @@ export class Daemon {
     const handler = controlHandler(manager);
     let control: ControlServer;
     try {
-      if (controlFd !== undefined) control = ControlServer.fromFd(controlFd, handler, opts.log);
+      if (controlFd !== undefined) control = ControlServer.fromFd(controlFd, handler, opts.log, config.control.peers);
       else {
-        mkdirSync(dirname(config.control.path), { recursive: true, mode: 0o755 });
+        ensureSocketDir(dirname(config.control.path));
         control = ControlServer.listen(
           config.control.path,
           { mode: config.control.mode, gid: config.control.group },
           handler,
           opts.log,
+          config.control.peers,
         );
       }
     } catch (e) {

@@ -26,3 +26,18 @@ export const userId = (v: string | number, file = '/etc/passwd'): number | null 
 
 /** The gid of a group name (or a numeric id as it is), or null. */
 export const groupId = (v: string | number, file = '/etc/group'): number | null => lookup(file, v);
+
+/** The primary group of a user (the gid field of its /etc/passwd line), or null. */
+export function primaryGroup(uid: number, file = '/etc/passwd'): number | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 4 && f[2] === String(uid) && /^\d+$/.test(f[3])) return Number(f[3]);
+  }
+  return null;
+}

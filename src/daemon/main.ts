@@ -4,11 +4,15 @@
  * another entry of the same binary (src/cli.ts).
  */
 import { Command, Option } from 'commander';
-import { LEVELS, log, setLogLevel } from '../log.js';
+import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from '../log.js';
 import { stopOnSignals } from '../signals.js';
 import { ConfigError, DEFAULT_CONTROL_PATH } from './config.js';
 import { CtlError, formatPorts, formatStats, formatStatus, type PortRow, portsOfFile, request } from './ctl.js';
 import { Daemon } from './daemon.js';
+import { groupId, primaryGroup, userId } from './ids.js';
+import { daemonRegistry, MetricsServer } from './metrics.js';
+import { socketDirsCreated } from './port.js';
+import { dropPrivileges } from './privileges.js';
 import type { PortReport, PortStats } from './report.js';
 import type { VhostWorker } from '../vhost-kernel/workers.js';
 
@@ -29,12 +33,54 @@ function serveCommand(): Command {
     .description('serve many ports (vhost-user socket + tap each) in one process, with a control socket')
     .requiredOption('--config <file>', 'the JSON configuration')
     .addOption(new Option('--log-level <level>', 'error, warn, info or debug').choices(LEVELS).default('info'))
+    .addOption(
+      new Option('--log-format <format>', 'text lines, or one JSON object per line (pino)')
+        .choices(FORMATS)
+        .default('text'),
+    )
+    .option(
+      '--metrics <address>',
+      'serve Prometheus metrics on HOST:PORT (127.0.0.1:9101) or a unix socket path, read when scraped',
+    )
+    .option('--user <user>', 'after start-up, drop root for this user (name or id): no capabilities are left')
+    .option('--group <group>', "with --user: the group (default: the user's primary group)")
     .addHelpText('after', SERVE_HELP)
-    .action((o: { config: string; logLevel: string }) => serve(o.config, o.logLevel));
+    .action((o: ServeOptions) => serve(o));
 }
 
-function serve(configFile: string, level: string): void {
-  setLogLevel(level);
+interface ServeOptions {
+  config: string;
+  logLevel: string;
+  logFormat: string;
+  metrics?: string;
+  user?: string;
+  group?: string;
+}
+
+/** --user/--group as ids; exits with a message if they name nobody. */
+function dropTarget(o: ServeOptions): { uid: number; gid: number } | null {
+  if (o.user === undefined) {
+    if (o.group !== undefined) fail('--group needs --user');
+    return null;
+  }
+  const uid = userId(o.user);
+  if (uid === null) fail(`--user: no user '${o.user}' (/etc/passwd)`);
+  const gid = o.group !== undefined ? groupId(o.group) : primaryGroup(uid);
+  if (gid === null)
+    fail(o.group !== undefined ? `--group: no group '${o.group}' (/etc/group)` : `--user: no group for uid ${uid}`);
+  return { uid, gid };
+}
+
+function fail(message: string): never {
+  process.stderr.write(`vhost-bridge serve: ${message}\n`);
+  process.exit(1);
+}
+
+async function serve(o: ServeOptions): Promise<void> {
+  const configFile = o.config;
+  setLogLevel(o.logLevel);
+  setLogFormat(o.logFormat);
+  const dropTo = dropTarget(o);
   // A port's failure is handled where it happens (manager.ts); this is the last line of defence, so
   // that a bug outside any port's guard is seen and the other ports keep serving.
   process.on('uncaughtException', (e) => log.error(`internal error outside any port: ${e.stack ?? e}`));
@@ -45,6 +91,24 @@ function serve(configFile: string, level: string): void {
     process.stderr.write(`vhost-bridge serve: ${(e as Error).message}\n`);
     process.exit(1);
   }
+  let metrics: MetricsServer | null = null;
+  if (o.metrics !== undefined) {
+    try {
+      metrics = await MetricsServer.listen(o.metrics, daemonRegistry(daemon.manager, daemon.control), log);
+    } catch (e) {
+      daemon.close();
+      fail((e as Error).message);
+    }
+  }
+  if (dropTo) {
+    try {
+      dropPrivileges(dropTo.uid, dropTo.gid, socketDirsCreated(), log);
+    } catch (e) {
+      metrics?.close();
+      daemon.close();
+      fail((e as Error).message);
+    }
+  }
   process.on('SIGHUP', () => {
     log.info(`SIGHUP: reloading ${configFile}`);
     try {
@@ -54,7 +118,10 @@ function serve(configFile: string, level: string): void {
       log.error(`reload ${what}; the running ports are kept as they are:\n${(e as Error).message}`);
     }
   });
-  stopOnSignals(() => daemon.close(), log);
+  stopOnSignals(() => {
+    metrics?.close();
+    daemon.close();
+  }, log);
 }
 
 /** `2 threads of the daemon (tid 301 42 ticks, tid 305 40 ticks)`, or `none`. */

@@ -4,7 +4,7 @@
  * others serve); every call into a port is guarded, so an exception in one port's handling is
  * logged with its name and never escapes into the process. Idle costs nothing: no timers, no polls.
  */
-import type { Logger } from '../log.js';
+import { type Logger, portLog } from '../log.js';
 import { closeQuiet, dup } from '../sys/index.js';
 import { checkDistinct, ConfigError, type PortSpec, sameSpec } from './config.js';
 import type { PortOpener, PortUnit } from './port.js';
@@ -118,7 +118,7 @@ export class PortManager {
     const p = this.get(name);
     this.stop(p, 'removed');
     this.ports.delete(name);
-    this.log.info(`${name}: removed`);
+    portLog(this.log, name).info('removed');
   }
 
   /**
@@ -134,7 +134,7 @@ export class PortManager {
       return p;
     }
     this.guard(p, 'reset', () => p.unit?.dropFrontEnd(why));
-    this.log.info(`${name}: reset (${why})`);
+    portLog(this.log, name).info(`reset (${why})`);
     return p;
   }
 
@@ -186,13 +186,13 @@ export class PortManager {
     try {
       return f();
     } catch (e) {
-      this.log.error(`${p.name}: ${what}: ${(e as Error).stack ?? e}`);
+      portLog(this.log, p.name).error(`${what}: ${(e as Error).stack ?? e}`);
       if (what !== 'reset' && what !== 'stop' && p.unit) {
         try {
           p.unit.dropFrontEnd(`internal error in ${what}`);
           p.resets++;
         } catch (e2) {
-          this.log.error(`${p.name}: reset after the error: ${(e2 as Error).message}`);
+          portLog(this.log, p.name).error(`reset after the error: ${(e2 as Error).message}`);
         }
       }
       return undefined;
@@ -212,7 +212,7 @@ export class PortManager {
       p.unit = null;
       p.since = null;
       p.error = (e as Error).message;
-      this.log.error(`${p.name}: cannot start: ${p.error}`);
+      portLog(this.log, p.name).error(`cannot start: ${p.error}`);
     }
   }
 
@@ -221,6 +221,6 @@ export class PortManager {
     p.unit = null;
     p.since = null;
     if (unit) this.guard(p, 'stop', () => unit.close());
-    this.log.debug(`${p.name}: stopped (${why})`);
+    portLog(this.log, p.name).debug(`stopped (${why})`);
   }
 }

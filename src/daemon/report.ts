@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { DeviceStatus } from '../bridge/status.js';
 import { type PeerCred, peerCred } from '../sys/index.js';
+import { type VhostWorkerKind, workerNow } from '../vhost-kernel/workers.js';
 import type { PortState } from './manager.js';
 
 /** Counters of one direction, from /sys/class/net/<tap>/statistics. */
@@ -50,6 +51,22 @@ export interface PortReport {
   resets: number;
   /** Since the port (re)started, in ms; null when it is not running. */
   uptimeMs: number | null;
+  /** Where its datapath's CPU goes: the vhost worker of each queue pair of the current session. */
+  workers: WorkerReport[];
+}
+
+/**
+ * One queue pair's vhost worker (docs/kernels.md, docs/operating.md "CPU accounting"): a kthread
+ * (< 6.4) or a thread of the daemon (>= 6.4), its CPU so far and the cgroup it is charged to.
+ */
+export interface WorkerReport {
+  pair: number;
+  /** pid of a kthread, tid of a thread of the daemon. */
+  pid: number;
+  kind: VhostWorkerKind;
+  cpuTicks: number;
+  /** Its cgroup v2 path (/proc/ID/cgroup `0::`), or null (cgroup v1 only, or gone). */
+  cgroup: string | null;
 }
 
 /** A port's counters only (`stats`): cheap enough to ask for all ports often. */
@@ -123,7 +140,17 @@ export function portReport(p: PortState, now = Date.now()): PortReport {
     reconnects: Math.max(0, (device?.sessions ?? 0) - 1),
     resets: p.resets,
     uptimeMs: p.since === null ? null : now - p.since,
+    workers: workersOf(p),
   };
+}
+
+function workersOf(p: PortState): WorkerReport[] {
+  const out: WorkerReport[] = [];
+  for (const { pair, worker } of p.unit?.workers() ?? []) {
+    const now = workerNow(worker);
+    if (now) out.push({ pair, pid: worker.pid, kind: worker.kind, ...now });
+  }
+  return out;
 }
 
 export function portStats(p: PortState): PortStats {

@@ -3,6 +3,7 @@ export { MemTableError, type MemTableReason } from './errors.js';
 export { MappedRegion, mappedRegionCount } from './region.js';
 export {
   MemTable,
+  type MemoryLimit,
   maxMemSlots,
   ringAreaSizes,
   MAX_MEM_REGIONS_PATH,

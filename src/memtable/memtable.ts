@@ -79,10 +79,39 @@ export function ringAreaSizes(num: number, eventIdx: boolean): Record<RingArea, 
   return { desc: 16n * n, avail: 4n + 2n * n + ev, used: 4n + 8n * n + ev };
 }
 
+/**
+ * What one front-end may make the bridge map (a port's `maxMemory` / `maxRegions`): without it a
+ * front-end decides how much of the bridge's address space its regions take. Checked before
+ * anything is mapped, so a refused table costs no mapping.
+ */
+export interface MemoryLimit {
+  /** Bytes of guest memory in the whole table, or null: no limit of its own. */
+  bytes: bigint | null;
+  /** Regions in the table, or null: what the kernel and the request allow. */
+  regions: number | null;
+}
+
+const MiB = 1n << 20n;
+const size = (n: bigint): string => `${hex(n)} (${n % MiB === 0n ? `${n / MiB} MiB` : `${n} bytes`})`;
+
+/** Refuse a table of `regions` over `maxBytes` (MemTableError 'too-large'). */
+function checkTotal(regions: readonly MemoryRegion[], maxBytes: bigint | null | undefined): void {
+  if (maxBytes === null || maxBytes === undefined) return;
+  const total = regions.reduce((t, r) => t + r.size, 0n);
+  if (total > maxBytes) {
+    throw new MemTableError(
+      'too-large',
+      `${regions.length} region(s) of ${size(total)} in total, more than the limit of ${size(maxBytes)}`,
+    );
+  }
+}
+
 /** Options of {@link MemTable.map}. */
 interface MapOptions {
   /** At most this many regions; default: the lesser of LIMITS.MAX_MEM_REGIONS and {@link maxMemSlots}(). */
   maxRegions?: number;
+  /** At most this many bytes of guest memory in the table (null or absent: no limit). */
+  maxBytes?: bigint | null;
   /**
    * The table this one replaces. Its mappings of regions that did not change (same values, same
    * file) are shared instead of mapped again, so rings in them keep their local address.
@@ -132,6 +161,7 @@ export class MemTable {
         regions.slice(0, i).map((o, j): [number, MemoryRegion] => [j, o]),
       );
     });
+    checkTotal(regions, opts.maxBytes);
     const stats = regions.map((r, i) => checkFd(i, r, fds[i]));
 
     const kept = previous ? previous.#regions : [];
@@ -209,7 +239,7 @@ export class MemTable {
    * fd is closed on success and left open on error; refused when the table already has
    * `maxRegions` regions (default {@link maxMemSlots}(), what the bridge announced in GET_MAX_MEM_SLOTS).
    */
-  withRegion(region: MemoryRegion, fd: number, opts: { maxRegions?: number } = {}): MemTable {
+  withRegion(region: MemoryRegion, fd: number, opts: { maxRegions?: number; maxBytes?: bigint | null } = {}): MemTable {
     this.#live('withRegion');
     const index = this.#regions.length;
     const max = opts.maxRegions ?? maxMemSlots();
@@ -225,6 +255,7 @@ export class MemTable {
       region,
       this.#regions.map((o, j): [number, MemoryRegion] => [j, o]),
     );
+    checkTotal([...this.#regions, region], opts.maxBytes);
     const st = checkFd(index, region, fd);
     const m = MappedRegion.map(index, region, fd, st);
     let table: MemTable;

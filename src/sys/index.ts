@@ -9,3 +9,4 @@ export * from './mman.js';
 export * from './ioctl.js';
 export * from './socket.js';
 export * from './poll.js';
+export * from './cred.js';

@@ -78,6 +78,9 @@ export const raw = {
   getsockopt: fn<[fd: number, level: number, name: number, val: Ptr, len: Uint32Array], number>(
     'int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ socklen_t *len)',
   ),
+  setuid: fn<[uid: number], number>('int setuid(uint32_t uid)'),
+  setgid: fn<[gid: number], number>('int setgid(uint32_t gid)'),
+  setgroups: fn<[n: number, list: Uint32Array], number>('int setgroups(size_t n, const uint32_t *list)'),
   if_nametoindex: fn<[name: string], number>('unsigned int if_nametoindex(const char *name)'),
   strerror: fn<[errnum: number], string>('const char *strerror(int errnum)'),
 };

@@ -52,3 +52,54 @@ export function vhostWorkers(owner: number = process.pid): VhostWorker[] {
   }
   return out;
 }
+
+/**
+ * The last pid the kernel handed out in this pid namespace (/proc/sys/kernel/ns_last_pid), or null
+ * if it cannot be read. Threads and kernel threads take ids from the same counter, so the worker
+ * VHOST_SET_OWNER starts has an id above the value read just before it ({@link workerStartedAfter}).
+ */
+export function lastPid(): number | null {
+  try {
+    return Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The worker that a VHOST_SET_OWNER just started, found among the ids handed out since `mark`
+ * ({@link lastPid} read before the ioctl): a thread of this process or a kthread named
+ * vhost-<pid>. Usually one id to look at, so this costs a few reads rather than a walk of /proc
+ * (the workers of one owner cannot be told apart by name: this is how a port knows its own).
+ * Null if none is found (pid wrap-around, a kernel without workers, a fake kernel in tests).
+ */
+export function workerStartedAfter(mark: number | null, owner: number = process.pid): VhostWorker | null {
+  const now = lastPid();
+  if (mark === null || now === null || now < mark || now - mark > 4096) return null;
+  for (let id = mark + 1; id <= now; id++) {
+    const w =
+      readWorker(`/proc/${owner}/task/${id}`, id, owner, 'thread') ?? readWorker(`/proc/${id}`, id, owner, 'kthread');
+    if (w) return w;
+  }
+  return null;
+}
+
+/** Where a worker runs now: its CPU ticks and its cgroup (v2 path, /proc/ID/cgroup), or null if it is gone. */
+export function workerNow(
+  w: Pick<VhostWorker, 'pid' | 'kind'>,
+  owner: number = process.pid,
+): {
+  cpuTicks: number;
+  cgroup: string | null;
+} | null {
+  const dir = w.kind === 'thread' ? `/proc/${owner}/task/${w.pid}` : `/proc/${w.pid}`;
+  const now = readWorker(dir, w.pid, owner, w.kind);
+  if (!now) return null;
+  let cgroup: string | null = null;
+  try {
+    cgroup = /^0::(.*)$/m.exec(readFileSync(`${dir}/cgroup`, 'utf8'))?.[1] ?? null;
+  } catch {
+    // gone meanwhile
+  }
+  return { cpuTicks: now.cpuTicks, cgroup };
+}

@@ -12,6 +12,10 @@
  *
  * One front-end at a time: a vhost-user back end serves one device, and two front-ends driving the
  * same rings would corrupt each other. A second one is accepted and closed at once, with a log line.
+ *
+ * With an allow-list (peer.ts), each new connection's SO_PEERCRED is checked first, before the
+ * second-front-end rule and before any byte is read: a peer outside it is closed, logged and
+ * reported as `refused` (docs/operating.md "Who may connect").
  */
 import { EventEmitter } from 'node:events';
 import { lstatSync, type Stats } from 'node:fs';
@@ -27,16 +31,21 @@ import {
   unixConnect,
   unixListen,
   unlink,
+  type PeerCred,
+  peerCred,
   type Readiness,
 } from '../sys/index.js';
 import { Connection } from './connection.js';
 import type { VhostUserBackend } from './handler.js';
+import { describePeer, describeRule, type PeerRule, peerRefusal } from './peer.js';
 import type { TraceWriter } from './trace.js';
 
 interface TransportOptions {
   log?: Logger;
   /** Record every connection's messages and replies. */
   trace?: TraceWriter;
+  /** Who may be the front-end (peer.ts); absent: whoever can open the socket. */
+  peers?: PeerRule | null;
 }
 
 interface ServerOptions extends TransportOptions {
@@ -48,14 +57,51 @@ interface ServerOptions extends TransportOptions {
   backlog?: number;
 }
 
+/** A peer turned away by the transport's {@link PeerRule}, before any message was read. */
+export interface PeerRefusal {
+  /** Its credentials, or null if SO_PEERCRED failed. */
+  peer: PeerCred | null;
+  /** The rule it failed (peer.ts describeRule). */
+  rule: string;
+}
+
 /**
- * Events of both transports: `connection` (Connection), `disconnect` (reason: string), and for the
- * server `rejected` (a second front-end was turned away).
+ * Events of both transports: `connection` (Connection), `disconnect` (reason: string),
+ * `refused` (a peer outside the allow-list was turned away), and for the server `rejected` (a
+ * second front-end was turned away).
  */
 interface TransportEvents {
   connection: [Connection];
   disconnect: [string];
+  refused: [PeerRefusal];
   rejected: [];
+}
+
+/**
+ * Check a just-connected socket's peer against `rule` before anything is read from it. A refused
+ * peer gets one log line (the caller's logger names the port), its fd is closed, and `emit` is told.
+ * Returns true if the peer is let in.
+ */
+function admitPeer(
+  fd: number,
+  rule: PeerRule | null | undefined,
+  log: Logger,
+  emit: (r: PeerRefusal) => void,
+  who: string,
+): boolean {
+  if (!rule) return true;
+  let peer: PeerCred | null = null;
+  try {
+    peer = peerCred(fd);
+  } catch {
+    // handled as a peer without credentials: refused
+  }
+  const why = peerRefusal(peer, rule);
+  if (why === null) return true;
+  closeQuiet(fd);
+  log.warn(`refused ${who} ${describePeer(peer)}: ${why}; closed before any message was read`);
+  emit({ peer, rule: describeRule(rule) });
+  return false;
 }
 
 /** A listening back end: accepts one front-end at a time. */
@@ -139,6 +185,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
   }
 
   private admit(fd: number): void {
+    if (!admitPeer(fd, this.opts.peers, this.log, (r) => this.emit('refused', r), 'a front-end')) return;
     if (this.conn) {
       this.log.warn('a second front-end connected while one is being served; closing it');
       closeQuiet(fd);
@@ -251,6 +298,11 @@ export class VhostUserClient extends EventEmitter<TransportEvents> {
       if (!transient) this.log.warn(text);
       else if (this.failures === 0) this.log.info(text);
       else this.log.debug(text);
+      this.failures++;
+      this.schedule();
+      return;
+    }
+    if (!admitPeer(fd, this.opts.peers, this.log, (r) => this.emit('refused', r), `the front-end at ${this.path},`)) {
       this.failures++;
       this.schedule();
       return;

@@ -20,7 +20,7 @@ describe('daemon config', () => {
     'fills in the defaults: server role, /run/vhost-bridge/<port>.sock, 1 queue pair, mode 0600, the control socket';
   it(defaults, () => {
     const c = parseConfig({ ports: { vm1: { tap: 'vbtap1' } } });
-    expect(c.control).to.deep.equal({ path: '/run/vhost-bridge/control.sock', mode: 0o660, group: null });
+    expect(c.control).to.deep.equal({ path: '/run/vhost-bridge/control.sock', mode: 0o660, group: null, peers: null });
     expect(c.ports.get('vm1')).to.deep.equal({
       name: 'vm1',
       socket: '/run/vhost-bridge/vm1.sock',
@@ -32,7 +32,51 @@ describe('daemon config', () => {
       owner: null,
       group: null,
       mode: 0o600,
+      peers: null,
+      maxMemory: null,
+      maxRegions: null,
     });
+  });
+
+  it('takes allow-lists of users and groups (names or ids) and memory limits with binary suffixes', () => {
+    const c = parseConfig({
+      control: { path: '/run/vb/ctl.sock', allowUsers: ['root'] },
+      ports: {
+        a: { tap: 'ta', allowUsers: ['root', 65534], allowGroups: [0], maxMemory: '512M', maxRegions: 2 },
+        b: { tap: 'tb', allowGroups: ['root'], maxMemory: 4096 },
+        c: { tap: 'tc', maxMemory: '2g' },
+      },
+    });
+    expect(c.control.peers).to.deep.equal({ uids: [0], gids: [] });
+    expect(c.ports.get('a')).to.deep.include({
+      peers: { uids: [0, 65534], gids: [0] },
+      maxMemory: 512n << 20n,
+      maxRegions: 2,
+    });
+    expect(c.ports.get('b')).to.deep.include({ peers: { uids: [], gids: [0] }, maxMemory: 4096n, maxRegions: null });
+    expect(c.ports.get('c')?.maxMemory).to.equal(2n << 30n);
+    expect(
+      errorsOf({
+        ports: {
+          vm1: { tap: 't1', allowUsers: 'root', maxMemory: '4X', maxRegions: 0 },
+          vm2: { tap: 't2', allowGroups: ['no-such-group-here'], maxMemory: 0 },
+        },
+      }),
+    ).to.have.members([
+      'ports.vm1.allowUsers: expected a list of user names or ids',
+      'ports.vm1.maxMemory: expected a size above 0 such as "4G", "512M" or a number of bytes',
+      'ports.vm1.maxRegions: expected a number from 1 to 509',
+      "ports.vm2.allowGroups.0: no group 'no-such-group-here' (/etc/group)",
+      'ports.vm2.maxMemory: expected a size above 0 such as "4G", "512M" or a number of bytes',
+    ]);
+  });
+
+  it('a reload sees an allow-list or a limit as a change, and equal ones as no change', () => {
+    const a = parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '1G' });
+    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '1024M' }))).to.equal(true);
+    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0, 1], maxMemory: '1G' }))).to.equal(false);
+    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '2G' }))).to.equal(false);
+    expect(sameSpec(a, parsePort('p', { tap: 't', maxMemory: '1G' }))).to.equal(false);
   });
 
   it('takes every setting, users and groups by name or id, modes as octal strings', () => {
@@ -52,7 +96,7 @@ describe('daemon config', () => {
         b: { tap: 'tb', role: 'client', socket: '/run/qemu/b.sock' },
       },
     });
-    expect(c.control).to.deep.equal({ path: '/run/vb/ctl.sock', mode: 0o600, group: 0 });
+    expect(c.control).to.deep.equal({ path: '/run/vb/ctl.sock', mode: 0o600, group: 0, peers: null });
     expect(c.ports.get('a')).to.include({ queues: 4, mtu: 9000, owner: 0, group: 0, mode: 0o660, persistentTap: true });
     expect(c.ports.get('b')).to.include({ role: 'client', socket: '/run/qemu/b.sock' });
     expect([...c.ports.keys()]).to.deep.equal(['a', 'b']);

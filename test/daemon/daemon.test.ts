@@ -513,6 +513,7 @@ describe('daemon: the port manager', () => {
         opener: (s) => ({
           tapName: s.tap,
           frontEndFd: () => null,
+          workers: () => [],
           dropFrontEnd: (why) => drops.push(`${s.name}: ${why}`),
           status: () => {
             throw new Error('boom');

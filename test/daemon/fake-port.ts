@@ -51,9 +51,10 @@ export function fakeKernel(): FakeKernel {
       maxMemSlots: 64,
       log,
     });
-    const device = new VhostUserSession({ port: spec.name, datapath, log });
+    const memoryLimit = { bytes: spec.maxMemory, regions: spec.maxRegions };
+    const device = new VhostUserSession({ port: spec.name, datapath, log, memoryLimit });
     const t = transportOf(spec, ctx.listenFd);
-    const opts = { log };
+    const opts = { log, peers: t.peers };
     const transport =
       t.mode === 'server'
         ? VhostUserServer.listen(t.path, device, { ...opts, mode: t.socketMode, uid: t.uid, gid: t.gid })
@@ -61,6 +62,7 @@ export function fakeKernel(): FakeKernel {
           ? VhostUserServer.fromFd(t.fd, device, opts)
           : VhostUserClient.connect(t.path, device, { ...opts, retryInitialMs: 10, retryMaxMs: 50 });
     transport.on('connection', () => device.connected());
+    transport.on('refused', (r) => device.peerRefused(r.peer, r.rule));
     const port: FakePort = {
       spec,
       journal,
@@ -71,6 +73,7 @@ export function fakeKernel(): FakeKernel {
         tapName: spec.tap,
         status: () => device.status(),
         frontEndFd: () => transport.connection?.fd ?? null,
+        workers: () => datapath.workers(),
         dropFrontEnd: (why) => transport.connection?.close(why),
         close: () => {
           port.closed = true;

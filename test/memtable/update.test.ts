@@ -308,3 +308,32 @@ describe('memtable: memfd helper sanity', () => {
     }
   });
 });
+
+describe("memtable: a port's limit on guest memory (maxBytes)", () => {
+  let guest: Guest;
+  beforeEach(() => {
+    guest = new Guest([R0, R1, R2]);
+  });
+  afterEach(() => guest.close());
+
+  it("refuses a table or an added region over the limit before mapping anything; the fds stay the caller's", () => {
+    const maps0 = memfdMaps().length;
+    const fds = guest.pass();
+    const limit = R0.size + R1.size; // R0 and R1 fit exactly; R2 does not
+    const e = refusal(() => MemTable.map([R0, R1, R2], fds, { maxBytes: limit }), 'too-large');
+    expect(e.message).to.equal(
+      '3 region(s) of 0x38000 (229376 bytes) in total, more than the limit of 0x30000 (196608 bytes)',
+    );
+    expect(memfdMaps().length, 'nothing mapped').to.equal(maps0);
+    for (const fd of fds) expect(sys.isOpen(fd), 'fds left to the caller').to.equal(true);
+    const t = MemTable.map([R0, R1], fds.slice(0, 2), { maxBytes: limit });
+    expect(refusal(() => t.withRegion(R2, fds[2], { maxBytes: limit }), 'too-large').message).to.contain(
+      'more than the limit of 0x30000',
+    );
+    expect(memfdMaps().length).to.equal(maps0 + 2);
+    expect(sys.isOpen(fds[2])).to.equal(true);
+    sys.close(fds[2]);
+    t.retire();
+    expect(mappedRegionCount()).to.equal(0);
+  });
+});
