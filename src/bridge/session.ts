@@ -133,6 +133,7 @@ export class VhostUserSession implements VhostUserBackend {
         call: r.callFd !== null,
         err: r.errFd !== null,
       })),
+      datapath: this.datapath.describe(),
       memory: {
         regions: this.memory.regions.map((m) => ({ guestAddr: hex(m.gpa), size: hex(m.size), userAddr: hex(m.qva) })),
         dirtyLog: this.logMap !== null,

@@ -30,7 +30,7 @@ const KERNEL_61 = 0x33d008000n;
 /** TUNSETOFFLOAD probe on Linux 6.1: CSUM, TSO4, TSO6, TSO_ECN, UFO. */
 const TAP_61 = 0x1f;
 const BRIDGE = [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL];
-const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, queuePairs: 1, bridgeBits: BRIDGE };
+const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, vnetHdr: true, queuePairs: 1, bridgeBits: BRIDGE };
 
 const N = VIRTIO_NET_F;
 
@@ -216,7 +216,7 @@ describe('vhost-kernel: every bit explained', () => {
       for (const tapOffloads of taps)
         for (const queuePairs of pairs)
           for (const bridgeBits of bridges) {
-            const i: OfferInputs = { kernel, tapOffloads, queuePairs, bridgeBits };
+            const i: OfferInputs = { kernel, tapOffloads, vnetHdr: true, queuePairs, bridgeBits };
             const offer = offeredToFrontEnd(i);
             for (const n of bitsOf(offer)) {
               const rule = offerRule(n);
