@@ -9,6 +9,7 @@ import { FEATURE_NAMES, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTI
 import {
   BRIDGE_BITS,
   explainOffer,
+  explainWithheld,
   KERNEL_BITS,
   NEVER_TO_KERNEL,
   NOT_OFFERED,
@@ -138,6 +139,35 @@ describe("vhost-kernel: features with the lab's values", () => {
     const ex = explainOffer(lab);
     expect(ex.map((r) => r.bit)).to.deep.equal(bitsOf(offeredToFrontEnd(lab)));
     expect(ex.find((r) => r.bit === VIRTIO_F.VERSION_1)?.party).to.equal('kernel');
+  });
+});
+
+describe('vhost-kernel: features on a packet socket (no virtio-net header)', () => {
+  const raw: OfferInputs = { ...lab, tapOffloads: 0, vnetHdr: false };
+  const OFFLOADS = [N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO, N.HOST_USO, N.GUEST_CSUM, N.GUEST_TSO4];
+
+  it('offers the ring bits, GUEST_ANNOUNCE and the bridge bits, and no offload: 0x175008000', () => {
+    const offer = offeredToFrontEnd(raw);
+    expect(offer).to.equal(0x1_7500_8000n | maskOf(N.GUEST_ANNOUNCE));
+    for (const b of OFFLOADS) expect(has(offer, b), FEATURE_NAMES[b]).to.equal(false);
+    expect(has(offer, N.MRG_RXBUF), 'vhost-net writes num_buffers after its own header').to.equal(true);
+  });
+
+  it('gives the kernel bit 27 (vhost-net adds and strips the header), only on such a socket', () => {
+    expect(toKernel(0x170008000n, KERNEL_61, false)).to.equal(0x138008000n);
+    expect(toKernel(0x170008000n, KERNEL_61, true)).to.equal(0x130008000n);
+    expect(toKernel(0x170008000n, KERNEL_61 & ~maskOf(VHOST_F.NET_VIRTIO_NET_HDR), false), 'not offered').to.equal(
+      0x130008000n,
+    );
+  });
+
+  it('explains every offload a tap would have carried as withheld, with the reason; nothing on a tap', () => {
+    const w = explainWithheld(raw);
+    const tapOnly: number[] = [N.CSUM, N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO];
+    tapOnly.push(N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO, N.GUEST_USO4, N.GUEST_USO6, N.HOST_USO);
+    expect(w.map((r) => r.bit)).to.deep.equal(tapOnly.sort((a, b) => a - b));
+    for (const r of w) expect(r.why).to.match(/packet socket carries bare frames, no virtio-net header/);
+    expect(explainWithheld(lab)).to.deep.equal([]);
   });
 });
 
