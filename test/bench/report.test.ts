@@ -46,12 +46,27 @@ describe('bench report', () => {
     expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', error: 'dpdk-testpmd exited' }]);
   });
 
-  it('verdict: throughput ratio >= 0.95 both ways and p50 latency ratio <= 1.05', () => {
-    const v = verdict(summarize(raw));
+  it('verdict: decided on the 95% intervals of same-round ratios; wide ones are undecided', () => {
+    const s = summarize(raw);
+    // TCP guest -> host: rounds 0.9, 1.25, 1.056; geometric mean 1.06, an interval that straddles 0.95.
+    expect(s.interval.tcpTxMbps?.estimate).to.be.closeTo(Math.cbrt(0.9 * 1.25 * (950 / 900)), 1e-9);
+    const v = verdict(s);
     expect(v.lines).to.have.length(3);
-    expect(v.lines[0]).to.match(/^meets TCP guest -> host: bridge \/ vhost=on = 1.06/);
-    expect(v.lines[1]).to.match(/^meets TCP host -> guest: bridge \/ vhost=on = 1.22/);
-    expect(v.lines[2]).to.match(/^MISSES ping RTT p50: bridge \/ vhost=on = 1.25 \(want <= 1.05\)/);
+    expect(v.lines[0]).to.match(
+      /^UNDECIDED TCP guest -> host: bridge \/ vhost=on = 1.06 \[0.90-1.25\] \(95% CI, 3 rounds; want >= 0.95\); no sig/,
+    );
+    // host -> guest: 1.0, 1.5, 1.22: all of the interval above 0.95; it reaches down to 1.0 (3 rounds alike in 1 of 27
+    // resamples), so no significant difference.
+    expect(v.lines[1]).to.match(/^meets TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\] .*; no significant difference$/);
+    // p50: 1.5, 0.8, 1.25: straddles 1.05.
+    expect(v.lines[2]).to.match(/^UNDECIDED ping RTT p50: /);
+    expect(v.ok).to.equal(false);
+  });
+
+  it('verdict: one round is no interval, and says so', () => {
+    const one: RawResults = { meta: {}, runs: raw.runs.filter((r) => r.round === 1) };
+    const v = verdict(summarize(one));
+    expect(v.lines[0]).to.equal('UNDECIDED TCP guest -> host: fewer than 2 rounds with both configurations (no interval)');
     expect(v.ok).to.equal(false);
   });
 
@@ -63,7 +78,7 @@ describe('bench report', () => {
     const md = markdownTable(s);
     expect(md.split('\n')).to.have.length(2 + 4); // header, rule, 4 figures with data
     expect(md).to.include(
-      '| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 |',
+      '| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 [0.90-1.25] |',
     );
   });
 
