@@ -145,7 +145,11 @@ function rows(s: Summary): { label: string; cells: string[]; ratio: string }[] {
   return METRICS.filter((m) => s.stats[m.key]).map((m) => ({
     label: `${m.label} (${m.unit}, ${m.better} is better)`,
     cells: s.configs.map((c) => cell(s.stats[m.key]?.[c], m)),
-    ratio: s.interval[m.key] ? ciText(s.interval[m.key]!) : s.ratio[m.key] !== undefined ? s.ratio[m.key]!.toFixed(2) : '-',
+    ratio: s.interval[m.key]
+      ? ciText(s.interval[m.key]!)
+      : s.ratio[m.key] !== undefined
+        ? s.ratio[m.key]!.toFixed(2)
+        : '-',
   }));
 }
 

@@ -10,11 +10,7 @@ import { PacketSocket, Tap } from '../vhost-kernel/index.js';
  * from a manager (one per queue pair), a macvtap by name (its /dev/tapN), or a raw packet socket
  * bound to an interface.
  */
-export type TapSpec =
-  | { name: string; create?: boolean }
-  | { fds: number[] }
-  | { macvtap: string }
-  | { packet: string };
+export type TapSpec = { name: string; create?: boolean } | { fds: number[] } | { macvtap: string } | { packet: string };
 
 /** A socket of either family, with what the port does to it at start and at the end. */
 export type HostSocket = Tap | PacketSocket;

@@ -26,7 +26,6 @@ export type TransportSpec =
   | { mode: 'client'; path: string }
   | { mode: 'fd'; fd: number };
 
-
 export interface BridgeOptions {
   transport: TransportSpec;
   /**

@@ -104,8 +104,6 @@ export interface VhostNetDatapathConfig {
   log?: Logger;
 }
 
-
-
 /** What the datapath remembers of a ring: enough to log, and whether the kernel serves it. */
 interface RingState {
   num: number | undefined;
@@ -179,7 +177,8 @@ export class VhostNetDatapath implements Datapath {
     }
     this.devices = null;
     this.rings = this.freshRings();
-    for (let p = 1; p < this.queuePairs; p++) step(`detach tap queue ${p}`, () => this.socket.setQueueEnabled(p, false));
+    for (let p = 1; p < this.queuePairs; p++)
+      step(`detach tap queue ${p}`, () => this.socket.setQueueEnabled(p, false));
   }
 
   /**

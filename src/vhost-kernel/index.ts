@@ -11,4 +11,12 @@ export { PacketSocket } from './packet.js';
 export { Tap, type TapOpenOptions, TUN_PATH, TAP_FLAGS, MAX_TAP_QUEUES, rarpFrame } from './tap.js';
 /** The queue numbering is virtio-net's (virtio.ts); re-exported for callers of VhostNet's ring methods. */
 export { ringToPair, pairRing } from '../virtio.js';
-export { BRIDGE_BITS, offeredToFrontEnd, explainOffer, explainWithheld, toKernel, tapOffloadFlags, vnetHdrSize } from './features.js';
+export {
+  BRIDGE_BITS,
+  offeredToFrontEnd,
+  explainOffer,
+  explainWithheld,
+  toKernel,
+  tapOffloadFlags,
+  vnetHdrSize,
+} from './features.js';

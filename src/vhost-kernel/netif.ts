@@ -63,9 +63,12 @@ export function setInterfaceUp(name: string, up = true): void {
   const flags = ifIoctl(name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${name}`, ifreqFlags);
   if (((flags & NETDEV_IFF.UP) !== 0) === up) return;
   const next = up ? flags | NETDEV_IFF.UP : flags & ~NETDEV_IFF.UP;
-  withHints(() => ifIoctl(name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${name} ${up ? 'up' : 'down'}`, () => 0), {
-    [E.EPERM]:
-      `changing the link state needs CAP_NET_ADMIN: bring ${name} up beforehand (ip link set ${name} up) or run ` +
-      'as root',
-  });
+  withHints(
+    () => ifIoctl(name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${name} ${up ? 'up' : 'down'}`, () => 0),
+    {
+      [E.EPERM]:
+        `changing the link state needs CAP_NET_ADMIN: bring ${name} up beforehand (ip link set ${name} up) or run ` +
+        'as root',
+    },
+  );
 }

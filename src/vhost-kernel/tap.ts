@@ -13,18 +13,7 @@
  * in struct tun_struct), so they are applied through the first fd; MTU and link state are
  * interface ioctls on a socket (include/uapi/linux/sockios.h).
  */
-import {
-  C,
-  close,
-  closeAll,
-  fcntl,
-  fstat,
-  ioctlInt,
-  ioctlPtr,
-  open,
-  SysError,
-  write,
-} from '../sys/index.js';
+import { C, close, closeAll, fcntl, fstat, ioctlInt, ioctlPtr, open, SysError, write } from '../sys/index.js';
 import type { BackendKind, BackendSocket, VnetHdrSocket } from './backend.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
@@ -192,7 +181,8 @@ export class Tap implements BackendSocket, VnetHdrSocket {
     if (kind === 'macvtap' && fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {
       // Every open of /dev/tapN is a queue of its own (tap.c tap_open); IFF_MULTI_QUEUE is only recorded
       // per queue, so set it for a consistent TUNGETIFF.
-      for (const fd of fds) ioctlPtr(fd, TUN.SETIFF, ifreq('', { flags: flags | IFF.MULTI_QUEUE }), `TUNSETIFF ${name}`);
+      for (const fd of fds)
+        ioctlPtr(fd, TUN.SETIFF, ifreq('', { flags: flags | IFF.MULTI_QUEUE }), `TUNSETIFF ${name}`);
       flags |= IFF.MULTI_QUEUE;
     }
     if (fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {

@@ -57,7 +57,9 @@ describe('bench report', () => {
     );
     // host -> guest: 1.0, 1.5, 1.22: all of the interval above 0.95; it reaches down to 1.0 (3 rounds alike in 1 of 27
     // resamples), so no significant difference.
-    expect(v.lines[1]).to.match(/^meets TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\] .*; no significant difference$/);
+    expect(v.lines[1]).to.match(
+      /^meets TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\] .*; no significant difference$/,
+    );
     // p50: 1.5, 0.8, 1.25: straddles 1.05.
     expect(v.lines[2]).to.match(/^UNDECIDED ping RTT p50: /);
     expect(v.ok).to.equal(false);
@@ -66,7 +68,9 @@ describe('bench report', () => {
   it('verdict: one round is no interval, and says so', () => {
     const one: RawResults = { meta: {}, runs: raw.runs.filter((r) => r.round === 1) };
     const v = verdict(summarize(one));
-    expect(v.lines[0]).to.equal('UNDECIDED TCP guest -> host: fewer than 2 rounds with both configurations (no interval)');
+    expect(v.lines[0]).to.equal(
+      'UNDECIDED TCP guest -> host: fewer than 2 rounds with both configurations (no interval)',
+    );
     expect(v.ok).to.equal(false);
   });
 

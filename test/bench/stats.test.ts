@@ -70,7 +70,13 @@ describe('bench statistics', () => {
   });
 
   it('decide: meets only if the whole interval is inside the band; misses if all outside; else undecided', () => {
-    const ci = (low: number, high: number) => ({ estimate: (low + high) / 2, low, high, n: 5, difference: 'none' as const });
+    const ci = (low: number, high: number) => ({
+      estimate: (low + high) / 2,
+      low,
+      high,
+      n: 5,
+      difference: 'none' as const,
+    });
     expect(decide(ci(0.96, 1.02), { min: 0.95 })).to.equal('meets');
     expect(decide(ci(0.95, 1.02), { min: 0.95 })).to.equal('meets');
     expect(decide(ci(0.93, 1.02), { min: 0.95 })).to.equal('undecided');

@@ -104,7 +104,8 @@ describe('backends: a raw packet socket, with busy polling (lab)', function () {
     expect(s.datapath).to.include({ socket: 'packet', interface: IF });
     expect(bridge.attachedRings()).to.deep.equal([0, 1]);
     // Nothing a header would carry was negotiated.
-    for (const n of ['CSUM', 'GUEST_CSUM', 'HOST_TSO4', 'GUEST_TSO4']) expect(s.features.negotiatedNames).to.not.include(n);
+    for (const n of ['CSUM', 'GUEST_CSUM', 'HOST_TSO4', 'GUEST_TSO4'])
+      expect(s.features.negotiatedNames).to.not.include(n);
     const flags = Number.parseInt(readFileSync(`/sys/class/net/${IF}/flags`, 'utf8'), 16);
     expect(flags & 0x100, `${IF} promiscuous while the socket is open`).to.equal(0x100);
     expect(bridge.problems()).to.deep.equal([]);
