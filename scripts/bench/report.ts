@@ -8,6 +8,7 @@ import {
   CONFIG_LABELS,
   CONFIGS,
   METRICS,
+  PAIRS,
   quantile,
   type BenchConfig,
   type MetricDef,
@@ -33,6 +34,8 @@ export interface Summary {
    * metric with at least 2 such pairs.
    */
   interval: Partial<Record<MetricKey, RatioInterval>>;
+  /** The same for the other pairs of PAIRS that ran (busy polling, 2 queue pairs), by their label. */
+  otherPairs: Record<string, Partial<Record<MetricKey, RatioInterval>>>;
   failedRuns: { round: number; config: BenchConfig; error: string }[];
 }
 
@@ -62,19 +65,32 @@ export function summarize(raw: RawResults): Summary {
       b = stats[m.key]?.['vhost-on'];
     if (a && b && b.median > 0) ratio[m.key] = a.median / b.median;
   }
-  const interval: Summary['interval'] = {};
-  for (const m of METRICS) {
-    const ci = pairedRatio(samePairs(raw, m.key));
-    if (ci) interval[m.key] = ci;
+  const intervals = (pair: (typeof PAIRS)[number]): Partial<Record<MetricKey, RatioInterval>> => {
+    const out: Partial<Record<MetricKey, RatioInterval>> = {};
+    for (const m of METRICS) {
+      const ci = pairedRatio(samePairs(raw, m.key, pair));
+      if (ci) out[m.key] = ci;
+    }
+    return out;
+  };
+  const interval = intervals(PAIRS[0]);
+  const otherPairs: Summary['otherPairs'] = {};
+  for (const pair of PAIRS.slice(1)) {
+    const cis = intervals(pair);
+    if (Object.keys(cis).length) otherPairs[pair.label] = cis;
   }
   const failedRuns = raw.runs
     .filter((r) => r.error)
     .map((r) => ({ round: r.round, config: r.config, error: r.error! }));
-  return { configs, stats, ratio, interval, failedRuns };
+  return { configs, stats, ratio, interval, otherPairs, failedRuns };
 }
 
-/** The rounds in which both the bridge and vhost=on measured `key` without an error. */
-export function samePairs(raw: RawResults, key: MetricKey): Pair[] {
+/** The rounds in which both configurations of `pair` (default: bridge and vhost=on) measured `key` without an error. */
+export function samePairs(
+  raw: RawResults,
+  key: MetricKey,
+  pair: { bridge: BenchConfig; reference: BenchConfig } = PAIRS[0],
+): Pair[] {
   const value = (config: BenchConfig, round: number): number | undefined => {
     const v = raw.runs.find((r) => r.config === config && r.round === round && !r.error)?.metrics[key];
     return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
@@ -82,8 +98,8 @@ export function samePairs(raw: RawResults, key: MetricKey): Pair[] {
   const rounds = [...new Set(raw.runs.map((r) => r.round))].sort((a, b) => a - b);
   const pairs: Pair[] = [];
   for (const round of rounds) {
-    const bridge = value('bridge', round);
-    const vhostOn = value('vhost-on', round);
+    const bridge = value(pair.bridge, round);
+    const vhostOn = value(pair.reference, round);
     if (bridge !== undefined && vhostOn !== undefined) pairs.push({ round, bridge, vhostOn });
   }
   return pairs;
@@ -126,6 +142,15 @@ export function verdict(s: Summary): { ok: boolean; lines: string[] } {
         `${ci.n} rounds; want ${describeBand(band)}); ${diff}`,
     );
   }
+  for (const [label, cis] of Object.entries(s.otherPairs)) {
+    for (const { key } of GOALS) {
+      const ci = cis[key];
+      if (!ci) continue;
+      const def = METRICS.find((m) => m.key === key)!;
+      const diff = ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
+      lines.push(`${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${diff}`);
+    }
+  }
   return { ok, lines };
 }
 
@@ -166,6 +191,16 @@ export function markdownTable(s: Summary): string {
   const head = ['figure: median [min-max]', ...s.configs.map((c) => CONFIG_LABELS[c]), 'bridge / vhost=on [95% CI]'];
   const out = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
   for (const r of rows(s)) out.push(`| ${r.label} | ${r.cells.join(' | ')} | ${r.ratio} |`);
+  const others = Object.keys(s.otherPairs);
+  if (others.length) {
+    const h = ['figure: ratio [95% CI]', ...others];
+    out.push('', `| ${h.join(' | ')} |`, `|${h.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
+    for (const m of METRICS) {
+      const cells = others.map((o) => s.otherPairs[o][m.key]);
+      if (cells.every((c) => !c)) continue;
+      out.push(`| ${m.label} | ${cells.map((c) => (c ? ciText(c) : '-')).join(' | ')} |`);
+    }
+  }
   return out.join('\n');
 }
 
@@ -174,12 +209,20 @@ const SHORT: Record<BenchConfig, string> = {
   'vhost-on': 'vhost=on',
   'vhost-off': 'vhost=off',
   dpdk: 'DPDK',
+  'bridge-poll': 'bridge poll',
+  'vhost-on-poll': 'on poll',
+  'bridge-mq2': 'bridge mq2',
+  'vhost-on-mq2': 'on mq2',
 };
 const COLORS: Record<BenchConfig, string> = {
   bridge: '#d6604d',
   'vhost-on': '#4393c3',
   'vhost-off': '#92c5de',
   dpdk: '#a6a6a6',
+  'bridge-poll': '#f4a582',
+  'vhost-on-poll': '#2166ac',
+  'bridge-mq2': '#b2182b',
+  'vhost-on-mq2': '#053061',
 };
 const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 

@@ -74,6 +74,33 @@ describe('bench report', () => {
     expect(v.ok).to.equal(false);
   });
 
+  it('other pairs (busy polling, 2 queue pairs): each bridge-X against its vhost-on-X, with intervals', () => {
+    const poll: RawResults = {
+      meta: {},
+      runs: [
+        ...raw.runs,
+        run('bridge-poll', 1, { tcpTxMbps: 990, rttP50Ms: 1.0 }),
+        run('vhost-on-poll', 1, { tcpTxMbps: 1000, rttP50Ms: 1.0 }),
+        run('bridge-poll', 2, { tcpTxMbps: 495, rttP50Ms: 2.2 }),
+        run('vhost-on-poll', 2, { tcpTxMbps: 500, rttP50Ms: 2.0 }),
+        run('bridge-mq2', 1, { tcpTxMbps: 900 }),
+      ],
+    };
+    const s = summarize(poll);
+    expect(Object.keys(s.otherPairs), 'a pair needs both sides').to.deep.equal(['busy poll 50 us: bridge / vhost=on']);
+    const ci = s.otherPairs['busy poll 50 us: bridge / vhost=on'].tcpTxMbps!;
+    expect(ci.estimate).to.be.closeTo(0.99, 1e-9);
+    expect(ci.n).to.equal(2);
+    expect(s.interval.tcpTxMbps?.n, 'the main pair is unchanged').to.equal(3);
+    const md = markdownTable(s);
+    expect(md).to.include('| figure: ratio [95% CI] | busy poll 50 us: bridge / vhost=on |');
+    expect(md).to.include('| TCP guest -> host | 0.99 [0.99-0.99] |');
+    expect(verdict(s).lines).to.include(
+      'busy poll 50 us: bridge / vhost=on, TCP guest -> host: 0.99 [0.99-0.99] (95% CI, 2 rounds); bridge lower, ' +
+        'significant',
+    );
+  });
+
   it('tables name every configuration and figure', () => {
     const s = summarize(raw);
     const t = textTable(s);
