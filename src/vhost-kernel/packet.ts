@@ -12,7 +12,10 @@
  *    not hand it offloaded packets either (a veth peer: ethtool -K PEER tx off tso off gso off);
  *  - one socket per interface sees every frame, so a second queue pair would get copies: one queue
  *    pair only;
- *  - its interface's MTU is the host's, not the guest's: NET_SET_MTU only checks it.
+ *  - its interface's MTU is the host's, not the guest's: NET_SET_MTU only checks it;
+ *  - its send buffer stays below INT_MAX (the kernel caps SO_SNDBUF anyway): vhost-net batches
+ *    transmits tun-style (a TUN_MSG_PTR control message) only on a socket whose sk_sndbuf is INT_MAX
+ *    (net.c handle_tx_copy sock_can_batch), which a packet socket would not understand.
  * Frames for the guest's MAC reach the socket only if the interface accepts them: the socket puts
  * the interface in promiscuous mode for as long as it is open (PACKET_MR_PROMISC).
  */
