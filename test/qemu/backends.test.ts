@@ -11,7 +11,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { BridgeProcess } from '../../lab/bridge-process.js';
+import { BRIDGE_COMMAND, BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
 import { Guest } from '../../lab/guest.js';
 import { hostIfCounter, removeTap } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
@@ -172,5 +172,28 @@ describe('backends: a macvtap in bridge mode on a veth (lab)', function () {
     expect(fdsOn(bridge.pid, `/dev/tap${ifindex}`), `the bridge holds /dev/tap${ifindex}`).to.equal(1);
     expect(hostIfCounter(MACVTAP, 'rx_packets'), 'the macvtap carried the guest frames').to.be.above(1000);
     expect(bridge.problems()).to.deep.equal([]);
+  });
+
+  it('takes a macvtap fd a manager opened (--tap-fd) and knows it for a macvtap', async () => {
+    // The first port goes first: a second open of /dev/tapN would be one more queue of the same macvtap.
+    await guest?.shutdown();
+    guest = undefined;
+    await bridge?.stop();
+    bridge = undefined;
+    const ifindex = readFileSync(`/sys/class/net/${MACVTAP}/ifindex`, 'utf8').trim();
+    const cmd = [...BRIDGE_COMMAND, '--socket-path', SOCK, '--tap-fd', '4', ...EVENTS_ARGS].map((a) => `'${a}'`);
+    const adopted = await BridgeProcess.start({
+      name: 'macvtap-fd',
+      command: 'bash',
+      args: ['-c', `exec ${cmd.join(' ')} 4<>/dev/tap${ifindex}`],
+    });
+    try {
+      const s = adopted.status();
+      expect(s.datapath).to.include({ socket: 'macvtap', interface: MACVTAP });
+      expect(s.features.offeredNames).to.include.members(['CSUM', 'GUEST_TSO4']);
+      expect(adopted.problems()).to.deep.equal([]);
+    } finally {
+      await adopted.stop();
+    }
   });
 });
