@@ -23,6 +23,8 @@ const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, 
 
 /** A veth pair `a` <-> `b`, `b` holding L2's address; IPv6 off on `a` (its own solicitations stay off the wire). */
 function vethPair(a: string, b: string, hostIp: string): void {
+  // L2 loads modules by name only (no aliases for the kernel's own request_module).
+  run('modprobe', 'veth');
   removeTap(a);
   run('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b);
   const v6 = `/proc/sys/net/ipv6/conf/${a}/disable_ipv6`;
@@ -136,6 +138,7 @@ describe('backends: a macvtap in bridge mode on a veth (lab)', function () {
     requireLab(this);
     vethPair(LOWER, PEER, `${HOST}/24`);
     // macvlan hands the macvtap only frames for its own address: the guest's (as libvirt's type='direct' does).
+    run('modprobe', 'macvtap');
     run('ip', 'link', 'add', 'link', LOWER, 'name', MACVTAP, 'address', MAC, 'type', 'macvtap', 'mode', 'bridge');
     const v6 = `/proc/sys/net/ipv6/conf/${MACVTAP}/disable_ipv6`;
     if (existsSync(v6)) writeFileSync(v6, '1');
