@@ -115,7 +115,6 @@ interface RingState {
 export class VhostNetDatapath implements Datapath {
   readonly queuePairs: number;
   readonly offered: bigint;
-  readonly maxMemSlots: number;
   private readonly socket: BackendSocket;
   /** vhost_net's experimental_zcopytx, read once (a module parameter: it changes only with a module reload). */
   private readonly zeroCopyTx = zeroCopyTx();
@@ -127,7 +126,6 @@ export class VhostNetDatapath implements Datapath {
   constructor(private readonly cfg: VhostNetDatapathConfig) {
     this.queuePairs = cfg.queuePairs;
     this.offered = cfg.offered;
-    this.maxMemSlots = cfg.maxMemSlots ?? maxMemSlots();
     this.socket = cfg.socket;
     this.log = cfg.log ?? defaultLog;
     this.rings = this.freshRings();
@@ -135,6 +133,14 @@ export class VhostNetDatapath implements Datapath {
 
   get name(): string {
     return this.socket.name;
+  }
+
+  /**
+   * GET_MAX_MEM_SLOTS: the vhost module's max_mem_regions as it is now (read at each request, so a module
+   * reloaded with another value while the port runs is followed), unless the configuration fixes it.
+   */
+  get maxMemSlots(): number {
+    return this.cfg.maxMemSlots ?? maxMemSlots();
   }
 
   get opened(): boolean {
