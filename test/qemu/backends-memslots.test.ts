@@ -6,7 +6,7 @@
  * reloaded with its default afterwards. Runs inside L2 only.
  */
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { BridgeProcess } from '../../lab/bridge-process.js';
 import { ID, msg } from '../../lab/frontend/builder.js';
@@ -50,12 +50,29 @@ async function addSlot(fe: TestFrontEnd, i: number): Promise<bigint> {
 
 const param = (): number => Number(readFileSync(MAX_MEM_REGIONS_PATH, 'utf8').trim());
 
-function reloadVhost(maxMemRegions: number | null): void {
-  // Nothing else may hold /dev/vhost-net: the bridge of this test has stopped, other tests have ended.
-  execFileSync('modprobe', ['-r', 'vhost_net']); // takes vhost with it when nothing else uses it
-  if (existsSync('/sys/module/vhost')) execFileSync('modprobe', ['-r', 'vhost']);
-  execFileSync('modprobe', ['vhost', ...(maxMemRegions === null ? [] : [`max_mem_regions=${maxMemRegions}`])]);
-  execFileSync('modprobe', ['vhost_net']);
+/** modprobe, failing with what it said and who uses the vhost modules. */
+function modprobe(...args: string[]): void {
+  const r = spawnSync('modprobe', args, { encoding: 'utf8' });
+  if (r.status === 0) return;
+  const lsmod = spawnSync('sh', ['-c', 'lsmod | grep -E "^(vhost|tun|tap)"'], { encoding: 'utf8' }).stdout;
+  throw new Error(`modprobe ${args.join(' ')}: ${r.stderr.trim()}\n${lsmod}`);
+}
+
+async function reloadVhost(maxMemRegions: number | null): Promise<void> {
+  // Nothing else may hold /dev/vhost-net: the bridge of this test has stopped, other tests have ended. The
+  // module's count drops when the last file is released, which may trail the bridge's exit a little.
+  for (let i = 0; ; i++) {
+    try {
+      modprobe('-r', 'vhost_net'); // takes vhost with it when nothing else uses it
+      break;
+    } catch (e) {
+      if (i === 20) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  if (existsSync('/sys/module/vhost')) modprobe('-r', 'vhost');
+  modprobe('vhost', ...(maxMemRegions === null ? [] : [`max_mem_regions=${maxMemRegions}`]));
+  modprobe('vhost_net');
 }
 
 describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)', function () {
@@ -67,9 +84,9 @@ describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)',
     hostTap(TAP, { ip: '10.0.7.1/24' });
   });
 
-  after(function () {
+  after(async function () {
     this.timeout(60_000);
-    if (reloaded) reloadVhost(null);
+    if (reloaded) await reloadVhost(null);
     if (inLab()) removeTap(TAP);
   });
 
@@ -106,7 +123,7 @@ describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)',
 
   it('with vhost reloaded as max_mem_regions=509, a front-end uses 509 slots and the kernel takes them', async () => {
     reloaded = true;
-    reloadVhost(509);
+    await reloadVhost(509);
     expect(param()).to.equal(509);
     const r = await fill('slots-509', 509);
     expect(r.announced).to.equal(509);
