@@ -50,29 +50,29 @@ async function addSlot(fe: TestFrontEnd, i: number): Promise<bigint> {
 
 const param = (): number => Number(readFileSync(MAX_MEM_REGIONS_PATH, 'utf8').trim());
 
-/** modprobe, failing with what it said and who uses the vhost modules. */
-function modprobe(...args: string[]): void {
-  const r = spawnSync('modprobe', args, { encoding: 'utf8' });
+/** A module command (modprobe, rmmod), failing with what it said and which vhost modules are loaded. */
+function mod(cmd: 'modprobe' | 'rmmod', ...args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status === 0) return;
-  const lsmod = spawnSync('sh', ['-c', 'lsmod | grep -E "^(vhost|tun|tap)"'], { encoding: 'utf8' }).stdout;
-  throw new Error(`modprobe ${args.join(' ')}: ${r.stderr.trim()}\n${lsmod}`);
+  const lsmod = spawnSync('sh', ['-c', 'lsmod | grep -E "^vhost"'], { encoding: 'utf8' }).stdout;
+  throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr.trim()}\nloaded: ${lsmod.trim() || 'no vhost module'}`);
 }
 
 async function reloadVhost(maxMemRegions: number | null): Promise<void> {
   // Nothing else may hold /dev/vhost-net: the bridge of this test has stopped, other tests have ended. The
   // module's count drops when the last file is released, which may trail the bridge's exit a little.
-  for (let i = 0; ; i++) {
-    try {
-      modprobe('-r', 'vhost_net'); // takes vhost with it when nothing else uses it
-      break;
-    } catch (e) {
-      if (i === 20) throw e;
-      await new Promise((r) => setTimeout(r, 500));
+  for (const m of ['vhost_net', 'vhost', 'vhost_iotlb']) {
+    for (let i = 0; existsSync(`/sys/module/${m}`); i++) {
+      try {
+        mod('rmmod', m);
+      } catch (e) {
+        if (i === 20) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
   }
-  if (existsSync('/sys/module/vhost')) modprobe('-r', 'vhost');
-  modprobe('vhost', ...(maxMemRegions === null ? [] : [`max_mem_regions=${maxMemRegions}`]));
-  modprobe('vhost_net');
+  mod('modprobe', 'vhost', ...(maxMemRegions === null ? [] : [`max_mem_regions=${maxMemRegions}`]));
+  mod('modprobe', 'vhost_net');
 }
 
 describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)', function () {
