@@ -15,7 +15,7 @@ import {
   type MetricKey,
   type RawResults,
 } from './metrics.js';
-import { decide, describeBand, type GoalBand, type Pair, pairedRatio, type RatioInterval } from './stats.js';
+import { decide, describeBand, type GoalBand, MIN_PAIRS, type Pair, pairedRatio, type RatioInterval } from './stats.js';
 
 export interface Stat {
   median: number;
@@ -112,6 +112,12 @@ export const GOALS: readonly { key: MetricKey; band: GoalBand }[] = [
   { key: 'rttP50Ms', band: { max: 1.05 } },
 ];
 
+/** What the interval says about a difference between the two. */
+function differenceText(ci: RatioInterval): string {
+  if (ci.difference === 'too few rounds') return `too few rounds to tell (fewer than ${MIN_PAIRS})`;
+  return ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
+}
+
 /** `0.97 [0.93-1.01]`: the estimate and its interval. */
 function ciText(ci: RatioInterval): string {
   return `${ci.estimate.toFixed(2)} [${ci.low.toFixed(2)}-${ci.high.toFixed(2)}]`;
@@ -136,7 +142,7 @@ export function verdict(s: Summary): { ok: boolean; lines: string[] } {
     }
     const d = decide(ci, band);
     ok &&= d === 'meets';
-    const diff = ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
+    const diff = differenceText(ci);
     lines.push(
       `${d === 'meets' ? 'meets' : d.toUpperCase()} ${def.label}: bridge / vhost=on = ${ciText(ci)} (95% CI, ` +
         `${ci.n} rounds; want ${describeBand(band)}); ${diff}`,
@@ -147,8 +153,7 @@ export function verdict(s: Summary): { ok: boolean; lines: string[] } {
       const ci = cis[key];
       if (!ci) continue;
       const def = METRICS.find((m) => m.key === key)!;
-      const diff = ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
-      lines.push(`${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${diff}`);
+      lines.push(`${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${differenceText(ci)}`);
     }
   }
   return { ok, lines };

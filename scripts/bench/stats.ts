@@ -27,6 +27,14 @@ export interface Pair {
   vhostOn: number;
 }
 
+/**
+ * Rounds below which an interval decides nothing. A percentile bootstrap over n rounds has n^n
+ * resamples; with 2 rounds its 95% interval is the range of the two ratios, with 3 nearly so (each
+ * extreme round repeated is 1 resample in 27, above the 2.5% tail), far narrower than the truth. From
+ * 5 rounds (3125 resamples) the tails are no longer single rounds.
+ */
+export const MIN_PAIRS = 5;
+
 /** The ratio with its interval. */
 export interface RatioInterval {
   /** Geometric mean of the per-round ratios. */
@@ -35,8 +43,11 @@ export interface RatioInterval {
   high: number;
   /** Rounds that had both values. */
   n: number;
-  /** 1 inside the interval: no significant difference; else which way the bridge differs. */
-  difference: 'none' | 'bridge higher' | 'bridge lower';
+  /**
+   * 1 inside the interval: no significant difference; else which way the bridge differs; with fewer than
+   * {@link MIN_PAIRS} rounds, too few to tell.
+   */
+  difference: 'none' | 'bridge higher' | 'bridge lower' | 'too few rounds';
 }
 
 export interface BootstrapOptions {
@@ -76,7 +87,7 @@ export function pairedRatio(pairs: readonly Pair[], o: BootstrapOptions = {}): R
   const low = Math.exp(at(tail));
   const high = Math.exp(at(1 - tail));
   const estimate = Math.exp(logs.reduce((a, b) => a + b, 0) / n);
-  const difference = low > 1 ? 'bridge higher' : high < 1 ? 'bridge lower' : 'none';
+  const difference = n < MIN_PAIRS ? 'too few rounds' : low > 1 ? 'bridge higher' : high < 1 ? 'bridge lower' : 'none';
   return { estimate, low, high, n, difference };
 }
 
@@ -85,9 +96,11 @@ export type GoalBand = { min: number } | { max: number };
 
 /**
  * Whether an interval meets a goal: "meets" only if all of it lies inside the band, "misses" if
- * all of it lies outside, "undecided" if it straddles the bar (more rounds would tell).
+ * all of it lies outside, "undecided" if it straddles the bar or rests on fewer than
+ * {@link MIN_PAIRS} rounds (more rounds would tell).
  */
 export function decide(ci: RatioInterval, band: GoalBand): 'meets' | 'misses' | 'undecided' {
+  if (ci.n < MIN_PAIRS) return 'undecided';
   const [inside, outside] =
     'min' in band ? [ci.low >= band.min, ci.high < band.min] : [ci.high <= band.max, ci.low > band.max];
   return inside ? 'meets' : outside ? 'misses' : 'undecided';

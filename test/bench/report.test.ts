@@ -46,22 +46,42 @@ describe('bench report', () => {
     expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', error: 'dpdk-testpmd exited' }]);
   });
 
-  it('verdict: decided on the 95% intervals of same-round ratios; wide ones are undecided', () => {
+  it('verdict: with fewer than 5 rounds every figure is undecided, whatever its interval', () => {
     const s = summarize(raw);
-    // TCP guest -> host: rounds 0.9, 1.25, 1.056; geometric mean 1.06, an interval that straddles 0.95.
+    // TCP guest -> host: rounds 0.9, 1.25, 1.056; geometric mean 1.06.
     expect(s.interval.tcpTxMbps?.estimate).to.be.closeTo(Math.cbrt(0.9 * 1.25 * (950 / 900)), 1e-9);
     const v = verdict(s);
     expect(v.lines).to.have.length(3);
+    expect(v.lines[0]).to.equal(
+      'UNDECIDED TCP guest -> host: bridge / vhost=on = 1.06 [0.90-1.25] (95% CI, 3 rounds; want >= 0.95); too ' +
+        'few rounds to tell (fewer than 5)',
+    );
+    // host -> guest: 1.0, 1.5, 1.22: the whole interval is above 0.95, but 3 rounds decide nothing.
+    expect(v.lines[1]).to.match(/^UNDECIDED TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\]/);
+    expect(v.ok).to.equal(false);
+  });
+
+  it('verdict: from 5 rounds, meets inside the band, misses outside, undecided across; says which differ', () => {
+    const rounds = [
+      { tx: 0.97, rx: 0.8, p50: 1.0 },
+      { tx: 0.99, rx: 0.82, p50: 1.1 },
+      { tx: 1.0, rx: 0.85, p50: 0.9 },
+      { tx: 0.98, rx: 0.79, p50: 1.05 },
+      { tx: 1.01, rx: 0.81, p50: 0.95 },
+    ];
+    const five: RawResults = {
+      meta: {},
+      runs: rounds.flatMap((r, i) => [
+        run('bridge', i + 1, { tcpTxMbps: 1000 * r.tx, tcpRxMbps: 500 * r.rx, rttP50Ms: 2 * r.p50 }),
+        run('vhost-on', i + 1, { tcpTxMbps: 1000, tcpRxMbps: 500, rttP50Ms: 2 }),
+      ]),
+    };
+    const v = verdict(summarize(five));
     expect(v.lines[0]).to.match(
-      /^UNDECIDED TCP guest -> host: bridge \/ vhost=on = 1.06 \[0.90-1.25\] \(95% CI, 3 rounds; want >= 0.95\); no/,
+      /^meets TCP guest -> host: .*\(95% CI, 5 rounds; want >= 0.95\); no significant difference$/,
     );
-    // host -> guest: 1.0, 1.5, 1.22: all of the interval above 0.95; it reaches down to 1.0 (3 rounds alike in 1 of 27
-    // resamples), so no significant difference.
-    expect(v.lines[1]).to.match(
-      /^meets TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\] .*; no significant difference$/,
-    );
-    // p50: 1.5, 0.8, 1.25: straddles 1.05.
-    expect(v.lines[2]).to.match(/^UNDECIDED ping RTT p50: /);
+    expect(v.lines[1]).to.match(/^MISSES TCP host -> guest: bridge \/ vhost=on = 0.81 .*; bridge lower, significant$/);
+    expect(v.lines[2]).to.match(/^UNDECIDED ping RTT p50: .*; no significant difference$/);
     expect(v.ok).to.equal(false);
   });
 
@@ -96,8 +116,8 @@ describe('bench report', () => {
     expect(md).to.include('| figure: ratio [95% CI] | busy poll 50 us: bridge / vhost=on |');
     expect(md).to.include('| TCP guest -> host | 0.99 [0.99-0.99] |');
     expect(verdict(s).lines).to.include(
-      'busy poll 50 us: bridge / vhost=on, TCP guest -> host: 0.99 [0.99-0.99] (95% CI, 2 rounds); bridge lower, ' +
-        'significant',
+      'busy poll 50 us: bridge / vhost=on, TCP guest -> host: 0.99 [0.99-0.99] (95% CI, 2 rounds); too few ' +
+        'rounds to tell (fewer than 5)',
     );
   });
 

@@ -18,7 +18,7 @@ describe('bench statistics', () => {
   });
 
   it('pairedRatio: identical ratios give a zero-width interval at that ratio', () => {
-    const ci = pairedRatio(pairs([0.9, 0.9, 0.9, 0.9]));
+    const ci = pairedRatio(pairs([0.9, 0.9, 0.9, 0.9, 0.9]));
     expect(ci?.estimate).to.be.closeTo(0.9, 1e-12);
     expect(ci?.low).to.be.closeTo(0.9, 1e-12);
     expect(ci?.high).to.be.closeTo(0.9, 1e-12);
@@ -67,6 +67,13 @@ describe('bench statistics', () => {
     expect(pairedRatio(pairs([1.0]))).to.equal(null);
     expect(pairedRatio([...pairs([1.0]), { round: 2, bridge: 0, vhostOn: 5 }])).to.equal(null);
     expect(pairedRatio([])).to.equal(null);
+  });
+
+  it('under 5 rounds: the interval is given, but no difference is claimed and no goal decided', () => {
+    const ci = pairedRatio(pairs([0.8, 0.8, 0.81, 0.8]))!;
+    expect(ci.high).to.be.below(0.95);
+    expect(ci.difference).to.equal('too few rounds');
+    expect(decide(ci, { min: 0.95 })).to.equal('undecided');
   });
 
   it('decide: meets only if the whole interval is inside the band; misses if all outside; else undecided', () => {
