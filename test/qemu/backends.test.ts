@@ -113,12 +113,19 @@ describe('backends: a raw packet socket, with busy polling (lab)', function () {
     expect(bridge.problems()).to.deep.equal([]);
   });
 
-  it('--busy-poll-us 50 reached the kernel: VHOST_GET_VRING_BUSYLOOP_TIMEOUT answers 50 on both rings', () => {
+  const busy =
+    '--busy-poll-us 50 reached the kernel (VHOST_GET_VRING_BUSYLOOP_TIMEOUT answers 50 on both rings); ' +
+    'experimental_zcopytx is reported';
+  it(busy, () => {
     if (!bridge) throw new Error('no bridge');
     const d = bridge.status().datapath;
     console.log(`      busy poll: asked ${d.busyPollUs} us, kernel ${JSON.stringify(d.kernelBusyPollUs)}`);
     expect(d.busyPollUs).to.equal(50);
     expect(d.kernelBusyPollUs).to.deep.equal([50, 50]);
+    // The module parameter it cannot set per port, reported as the kernel has it.
+    const zc = readFileSync('/sys/module/vhost_net/parameters/experimental_zcopytx', 'utf8').trim();
+    console.log(`      vhost_net experimental_zcopytx: ${zc}, status says ${d.zeroCopyTx}`);
+    expect(d.zeroCopyTx).to.equal(zc !== '0');
   });
 });
 
