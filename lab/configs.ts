@@ -8,6 +8,9 @@
  * - dpdk:      QEMU -netdev vhost-user -> dpdk-testpmd (vhost PMD, io forwarding) -> tap PMD: what an
  *              operator would run instead of the bridge today (the OVS-DPDK kind of datapath), with
  *              DPDK's defaults and no hugepages (--no-huge -m 512)
+ * - bridge-poll / vhost-on-poll: the same two with busy polling, 50 µs per ring (bridge --busy-poll-us 50,
+ *              QEMU tap,vhost=on,poll-us=50: the same VHOST_SET_VRING_BUSYLOOP_TIMEOUT; docs/backends.md)
+ * - bridge-mq2 / vhost-on-mq2: the same two with 2 queue pairs and 2 vCPUs
  * Every configuration: same memory (memfd, share=on), same vCPUs, queue sizes pinned to 256.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -20,7 +23,18 @@ import { type Faulting, retryAfterGuestFault } from './retry.js';
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
 
-export type ConfigName = 'bridge' | 'vhost-on' | 'vhost-off' | 'dpdk';
+export type ConfigName =
+  | 'bridge'
+  | 'vhost-on'
+  | 'vhost-off'
+  | 'dpdk'
+  | 'bridge-poll'
+  | 'vhost-on-poll'
+  | 'bridge-mq2'
+  | 'vhost-on-mq2';
+
+/** Busy polling of the -poll configurations, µs per ring. */
+const POLL_US = 50;
 
 /** dpdk-testpmd as a process: the vhost-user server and a tap (dtap0) it forwards to. */
 export class TestPmd {
@@ -127,7 +141,8 @@ export async function withConfig<T>(
 ): Promise<T> {
   const tap = 'vbbench0';
   const sock = `/tmp/vb-${o.tag}.sock`;
-  const pairs = o.queuePairs ?? 1;
+  const pairs = name.endsWith('-mq2') ? 2 : (o.queuePairs ?? 1);
+  const poll = name.endsWith('-poll');
   if (name !== 'dpdk') hostTap(tap, { ip: `${HOST_IP}/24`, queues: pairs });
   let bridge: BridgeProcess | undefined;
   let testpmd: TestPmd | undefined;
@@ -137,15 +152,22 @@ export async function withConfig<T>(
     if (name === 'dpdk') {
       testpmd = await TestPmd.start(sock, pairs, `${xchg()}/testpmd-${o.tag}.log`);
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
-    } else if (name === 'bridge') {
+    } else if (name.startsWith('bridge')) {
+      const args = ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)];
       bridge = await BridgeProcess.start({
         name: o.tag,
-        args: ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)],
+        args: poll ? [...args, '--busy-poll-us', String(POLL_US)] : args,
         onLine: o.onBridgeLine,
       });
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
     } else {
-      net = { kind: 'tap', ifname: tap, vhost: name === 'vhost-on', queues: pairs };
+      net = {
+        kind: 'tap',
+        ifname: tap,
+        vhost: name !== 'vhost-off',
+        queues: pairs,
+        pollUs: poll ? POLL_US : undefined,
+      };
     }
     guest = await Guest.boot({
       name: o.tag,

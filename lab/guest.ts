@@ -81,6 +81,8 @@ export interface TapNet {
   vhost: boolean;
   /** queue pairs (the tap must be multi_queue when > 1) */
   queues?: number;
+  /** poll-us=N: vhost-net busy polling per ring (vhost=on only) */
+  pollUs?: number;
 }
 
 /** -netdev vhost-user: the back-end (the bridge) serves the rings. */
@@ -389,7 +391,11 @@ export class Guest {
     const n = o.net;
     const q = queues > 1 ? `,queues=${queues}` : '';
     if (n.kind === 'tap') {
-      args.push('-netdev', `tap,id=n0,ifname=${n.ifname},script=no,downscript=no,vhost=${n.vhost ? 'on' : 'off'}${q}`);
+      const poll = n.pollUs ? `,poll-us=${n.pollUs}` : '';
+      args.push(
+        '-netdev',
+        `tap,id=n0,ifname=${n.ifname},script=no,downscript=no,vhost=${n.vhost ? 'on' : 'off'}${q}${poll}`,
+      );
     } else {
       let chr = `socket,id=vu0,path=${n.socketPath.replace(/,/g, ',,')}`;
       if (n.server) chr += ',server=on,wait=off';

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { CONFIGS, type BenchConfig, type RawResults } from './bench/metrics.js';
+import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, type RawResults } from './bench/metrics.js';
 import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from './bench/report.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -28,7 +28,11 @@ const o = new Command()
   .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
-  .option('--configs <list>', `configurations, comma-separated (${CONFIGS.join(',')})`, CONFIGS.join(','))
+  .option(
+    '--configs <list>',
+    `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X)`,
+    DEFAULT_CONFIGS.join(','),
+  )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .parse()

@@ -97,7 +97,26 @@ const program = new Command()
       'tap to attach the rings to (created if missing; needs CAP_NET_ADMIN to create)',
     ).conflicts(['tapFd']),
   )
-  .option('--tap-fd <n,...>', 'open tap fds, one per queue pair (repeatable or comma-separated)', fdList)
+  .option('--tap-fd <n,...>', 'open tap (or macvtap) fds, one per queue pair (repeatable or comma-separated)', fdList)
+  .addOption(
+    new Option(
+      '--macvtap <name>',
+      'attach the rings to this macvtap interface (opens its /dev/tapN; create it with the guest MAC, mode bridge)',
+    ).conflicts(['tap', 'tapFd']),
+  )
+  .addOption(
+    new Option(
+      '--raw-socket <ifname>',
+      'attach the rings to a raw AF_PACKET socket bound to this interface (one queue pair, no offloads; ' +
+        'docs/backends.md)',
+    ).conflicts(['tap', 'tapFd', 'macvtap']),
+  )
+  .option(
+    '--busy-poll-us <n>',
+    'busy-poll every ring this many microseconds before sleeping (QEMU poll-us; costs up to a host CPU per ' +
+      'busy ring; default off)',
+    int('--busy-poll-us', 0, 1_000_000),
+  )
   .option('--vhost-fd <n,...>', 'open /dev/vhost-net fds, one per queue pair (repeatable or comma-separated)', fdList)
   .option('--queues <n>', 'queue pairs (one vhost-net fd and one tap queue each)', int('--queues', 1, 128), 1)
   .option('--mtu <n>', 'set the tap MTU at start', int('--mtu', 68, 65521))
@@ -143,6 +162,9 @@ const o = program.opts<{
   allowGroups?: number[];
   tap?: string;
   tapFd?: number[];
+  macvtap?: string;
+  rawSocket?: string;
+  busyPollUs?: number;
   vhostFd?: number[];
   queues: number;
   mtu?: number;
@@ -165,7 +187,8 @@ setLogLevel(o.logLevel);
 setLogFormat(o.logFormat);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
 if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
-if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
+if (!o.tap && !o.tapFd && !o.macvtap && !o.rawSocket)
+  program.error('vhost-bridge: give --tap NAME, --tap-fd N, --macvtap NAME or --raw-socket IFNAME');
 if (o.eventsFd !== undefined) {
   try {
     fstatSync(o.eventsFd);
@@ -185,7 +208,14 @@ const options: BridgeOptions = {
       : o.connect !== undefined
         ? { mode: 'client', path: o.connect, peers }
         : { mode: 'fd', fd: o.fd!, peers },
-  tap: o.tapFd ? { fds: o.tapFd } : { name: o.tap! },
+  tap: o.tapFd
+    ? { fds: o.tapFd }
+    : o.macvtap
+      ? { macvtap: o.macvtap }
+      : o.rawSocket
+        ? { packet: o.rawSocket }
+        : { name: o.tap! },
+  busyPollUs: o.busyPollUs,
   vhostFds: o.vhostFd,
   queuePairs: o.queues,
   mtu: o.mtu,

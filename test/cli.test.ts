@@ -39,7 +39,10 @@ describe('cli', () => {
   it('refuses contradictory or missing options with one line and exit status 1', () => {
     for (const [args, want] of [
       [['--tap', 't0'], 'exactly one of --socket-path, --connect or --fd'],
-      [['--socket-path', '/tmp/x.sock'], '--tap NAME or --tap-fd N'],
+      [['--socket-path', '/tmp/x.sock'], '--tap NAME, --tap-fd N, --macvtap NAME or --raw-socket IFNAME'],
+      [['--socket-path', '/tmp/x.sock', '--tap', 't', '--raw-socket', 'eth0'], 'cannot be used with'],
+      [['--socket-path', '/tmp/x.sock', '--macvtap', 'm', '--tap-fd', '3'], 'cannot be used with'],
+      [['--socket-path', '/tmp/x.sock', '--tap', 't', '--busy-poll-us', 'x'], '--busy-poll-us must be an integer'],
       [['--socket-path', '/tmp/x.sock', '--connect', '/tmp/y.sock', '--tap', 't'], 'cannot be used with'],
       [['--socket-path', '/tmp/x.sock', '--tap', 't', '--queues', '0'], '--queues must be an integer'],
       [['--socket-path', '/tmp/x.sock', '--tap', 't', '--log-level', 'loud'], 'loud'],

@@ -3,15 +3,40 @@
  * (scripts/lab-runs/bench.ts) and the report (scripts/bench/report.ts).
  */
 
-export const CONFIGS = ['bridge', 'vhost-on', 'vhost-off', 'dpdk'] as const;
+export const CONFIGS = [
+  'bridge',
+  'vhost-on',
+  'vhost-off',
+  'dpdk',
+  'bridge-poll',
+  'vhost-on-poll',
+  'bridge-mq2',
+  'vhost-on-mq2',
+] as const;
 export type BenchConfig = (typeof CONFIGS)[number];
+/** What `npm run bench` runs unless told: the comparison the README shows. */
+export const DEFAULT_CONFIGS: readonly BenchConfig[] = ['bridge', 'vhost-on', 'vhost-off', 'dpdk'];
 
 export const CONFIG_LABELS: Record<BenchConfig, string> = {
   bridge: 'vhost-bridge',
   'vhost-on': 'tap,vhost=on',
   'vhost-off': 'tap,vhost=off',
   dpdk: 'DPDK testpmd',
+  'bridge-poll': 'bridge --busy-poll-us 50',
+  'vhost-on-poll': 'tap,vhost=on,poll-us=50',
+  'bridge-mq2': 'bridge --queues 2',
+  'vhost-on-mq2': 'tap,vhost=on,queues=2',
 };
+
+/**
+ * Each bridge configuration against its QEMU counterpart on the same guest: the first pair is the
+ * one the verdict decides on; the others are reported with their intervals.
+ */
+export const PAIRS: readonly { bridge: BenchConfig; reference: BenchConfig; label: string }[] = [
+  { bridge: 'bridge', reference: 'vhost-on', label: 'bridge / vhost=on' },
+  { bridge: 'bridge-poll', reference: 'vhost-on-poll', label: 'busy poll 50 us: bridge / vhost=on' },
+  { bridge: 'bridge-mq2', reference: 'vhost-on-mq2', label: '2 queue pairs: bridge / vhost=on' },
+];
 
 export interface MetricDef {
   key: MetricKey;

@@ -1,17 +1,21 @@
 /**
- * Turns the benchmark's raw runs into medians, min-max, the bridge / vhost=on ratios, a terminal
- * table, a Markdown table and an SVG chart (bars = medians, whiskers = min..max). Pure functions.
+ * Turns the benchmark's raw runs into medians, min-max, the bridge / vhost=on ratios with their
+ * 95% bootstrap intervals over same-round pairs (stats.ts), a verdict that counts a figure as met
+ * only when its whole interval is inside the goal band, a terminal table, a Markdown table and an
+ * SVG chart (bars = medians, whiskers = min..max). Pure functions.
  */
 import {
   CONFIG_LABELS,
   CONFIGS,
   METRICS,
+  PAIRS,
   quantile,
   type BenchConfig,
   type MetricDef,
   type MetricKey,
   type RawResults,
 } from './metrics.js';
+import { decide, describeBand, type GoalBand, MIN_PAIRS, type Pair, pairedRatio, type RatioInterval } from './stats.js';
 
 export interface Stat {
   median: number;
@@ -25,6 +29,13 @@ export interface Summary {
   stats: Partial<Record<MetricKey, Partial<Record<BenchConfig, Stat>>>>;
   /** bridge median / vhost-on median, per metric both have. */
   ratio: Partial<Record<MetricKey, number>>;
+  /**
+   * The bridge / vhost=on ratio over same-round pairs with its 95% bootstrap interval (stats.ts), per
+   * metric with at least 2 such pairs.
+   */
+  interval: Partial<Record<MetricKey, RatioInterval>>;
+  /** The same for the other pairs of PAIRS that ran (busy polling, 2 queue pairs), by their label. */
+  otherPairs: Record<string, Partial<Record<MetricKey, RatioInterval>>>;
   failedRuns: { round: number; config: BenchConfig; error: string }[];
 }
 
@@ -54,31 +65,97 @@ export function summarize(raw: RawResults): Summary {
       b = stats[m.key]?.['vhost-on'];
     if (a && b && b.median > 0) ratio[m.key] = a.median / b.median;
   }
+  const intervals = (pair: (typeof PAIRS)[number]): Partial<Record<MetricKey, RatioInterval>> => {
+    const out: Partial<Record<MetricKey, RatioInterval>> = {};
+    for (const m of METRICS) {
+      const ci = pairedRatio(samePairs(raw, m.key, pair));
+      if (ci) out[m.key] = ci;
+    }
+    return out;
+  };
+  const interval = intervals(PAIRS[0]);
+  const otherPairs: Summary['otherPairs'] = {};
+  for (const pair of PAIRS.slice(1)) {
+    const cis = intervals(pair);
+    if (Object.keys(cis).length) otherPairs[pair.label] = cis;
+  }
   const failedRuns = raw.runs
     .filter((r) => r.error)
     .map((r) => ({ round: r.round, config: r.config, error: r.error! }));
-  return { configs, stats, ratio, failedRuns };
+  return { configs, stats, ratio, interval, otherPairs, failedRuns };
 }
 
-/** The issue's bar: throughput ratio >= 0.95 both ways, p50 latency ratio <= 1.05. */
+/** The rounds in which both configurations of `pair` (default: bridge and vhost=on) measured `key` without an error. */
+export function samePairs(
+  raw: RawResults,
+  key: MetricKey,
+  pair: { bridge: BenchConfig; reference: BenchConfig } = PAIRS[0],
+): Pair[] {
+  const value = (config: BenchConfig, round: number): number | undefined => {
+    const v = raw.runs.find((r) => r.config === config && r.round === round && !r.error)?.metrics[key];
+    return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  };
+  const rounds = [...new Set(raw.runs.map((r) => r.round))].sort((a, b) => a - b);
+  const pairs: Pair[] = [];
+  for (const round of rounds) {
+    const bridge = value(pair.bridge, round);
+    const vhostOn = value(pair.reference, round);
+    if (bridge !== undefined && vhostOn !== undefined) pairs.push({ round, bridge, vhostOn });
+  }
+  return pairs;
+}
+
+/** The goal of each decided figure: throughput at least 0.95 of vhost=on both ways, p50 latency at most 1.05. */
+export const GOALS: readonly { key: MetricKey; band: GoalBand }[] = [
+  { key: 'tcpTxMbps', band: { min: 0.95 } },
+  { key: 'tcpRxMbps', band: { min: 0.95 } },
+  { key: 'rttP50Ms', band: { max: 1.05 } },
+];
+
+/** What the interval says about a difference between the two. */
+function differenceText(ci: RatioInterval): string {
+  if (ci.difference === 'too few rounds') return `too few rounds to tell (fewer than ${MIN_PAIRS})`;
+  return ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
+}
+
+/** `0.97 [0.93-1.01]`: the estimate and its interval. */
+function ciText(ci: RatioInterval): string {
+  return `${ci.estimate.toFixed(2)} [${ci.low.toFixed(2)}-${ci.high.toFixed(2)}]`;
+}
+
+/**
+ * The bar ({@link GOALS}), decided on the intervals: a figure "meets" only if its whole 95% interval
+ * lies inside the band, "MISSES" if all of it lies outside, and is "UNDECIDED" if it straddles the
+ * bar; each line also says whether the bridge differs from vhost=on significantly (1 outside the
+ * interval) or not. `ok` only if every goal is met.
+ */
 export function verdict(s: Summary): { ok: boolean; lines: string[] } {
   const lines: string[] = [];
   let ok = true;
-  const check = (key: MetricKey, test: (r: number) => boolean, want: string): void => {
-    const r = s.ratio[key];
+  for (const { key, band } of GOALS) {
     const def = METRICS.find((m) => m.key === key)!;
-    if (r === undefined) {
+    const ci = s.interval[key];
+    if (!ci) {
       ok = false;
-      lines.push(`${def.label}: no ratio (missing runs)`);
-      return;
+      lines.push(`UNDECIDED ${def.label}: fewer than 2 rounds with both configurations (no interval)`);
+      continue;
     }
-    const pass = test(r);
-    ok &&= pass;
-    lines.push(`${pass ? 'meets' : 'MISSES'} ${def.label}: bridge / vhost=on = ${r.toFixed(2)} (want ${want})`);
-  };
-  check('tcpTxMbps', (r) => r >= 0.95, '>= 0.95');
-  check('tcpRxMbps', (r) => r >= 0.95, '>= 0.95');
-  check('rttP50Ms', (r) => r <= 1.05, '<= 1.05');
+    const d = decide(ci, band);
+    ok &&= d === 'meets';
+    const diff = differenceText(ci);
+    lines.push(
+      `${d === 'meets' ? 'meets' : d.toUpperCase()} ${def.label}: bridge / vhost=on = ${ciText(ci)} (95% CI, ` +
+        `${ci.n} rounds; want ${describeBand(band)}); ${diff}`,
+    );
+  }
+  for (const [label, cis] of Object.entries(s.otherPairs)) {
+    for (const { key } of GOALS) {
+      const ci = cis[key];
+      if (!ci) continue;
+      const def = METRICS.find((m) => m.key === key)!;
+      lines.push(`${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${differenceText(ci)}`);
+    }
+  }
   return { ok, lines };
 }
 
@@ -98,12 +175,16 @@ function rows(s: Summary): { label: string; cells: string[]; ratio: string }[] {
   return METRICS.filter((m) => s.stats[m.key]).map((m) => ({
     label: `${m.label} (${m.unit}, ${m.better} is better)`,
     cells: s.configs.map((c) => cell(s.stats[m.key]?.[c], m)),
-    ratio: s.ratio[m.key] !== undefined ? s.ratio[m.key]!.toFixed(2) : '-',
+    ratio: s.interval[m.key]
+      ? ciText(s.interval[m.key]!)
+      : s.ratio[m.key] !== undefined
+        ? s.ratio[m.key]!.toFixed(2)
+        : '-',
   }));
 }
 
 export function textTable(s: Summary): string {
-  const head = ['figure (median [min-max])', ...s.configs.map((c) => CONFIG_LABELS[c]), 'bridge/vhost=on'];
+  const head = ['figure (median [min-max])', ...s.configs.map((c) => CONFIG_LABELS[c]), 'bridge/vhost=on [95% CI]'];
   const body = rows(s).map((r) => [r.label, ...r.cells, r.ratio]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cols: string[]): string =>
@@ -112,9 +193,19 @@ export function textTable(s: Summary): string {
 }
 
 export function markdownTable(s: Summary): string {
-  const head = ['figure: median [min-max]', ...s.configs.map((c) => CONFIG_LABELS[c]), 'bridge / vhost=on'];
+  const head = ['figure: median [min-max]', ...s.configs.map((c) => CONFIG_LABELS[c]), 'bridge / vhost=on [95% CI]'];
   const out = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
   for (const r of rows(s)) out.push(`| ${r.label} | ${r.cells.join(' | ')} | ${r.ratio} |`);
+  const others = Object.keys(s.otherPairs);
+  if (others.length) {
+    const h = ['figure: ratio [95% CI]', ...others];
+    out.push('', `| ${h.join(' | ')} |`, `|${h.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
+    for (const m of METRICS) {
+      const cells = others.map((o) => s.otherPairs[o][m.key]);
+      if (cells.every((c) => !c)) continue;
+      out.push(`| ${m.label} | ${cells.map((c) => (c ? ciText(c) : '-')).join(' | ')} |`);
+    }
+  }
   return out.join('\n');
 }
 
@@ -123,12 +214,20 @@ const SHORT: Record<BenchConfig, string> = {
   'vhost-on': 'vhost=on',
   'vhost-off': 'vhost=off',
   dpdk: 'DPDK',
+  'bridge-poll': 'bridge poll',
+  'vhost-on-poll': 'on poll',
+  'bridge-mq2': 'bridge mq2',
+  'vhost-on-mq2': 'on mq2',
 };
 const COLORS: Record<BenchConfig, string> = {
   bridge: '#d6604d',
   'vhost-on': '#4393c3',
   'vhost-off': '#92c5de',
   dpdk: '#a6a6a6',
+  'bridge-poll': '#f4a582',
+  'vhost-on-poll': '#2166ac',
+  'bridge-mq2': '#b2182b',
+  'vhost-on-mq2': '#053061',
 };
 const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
@@ -177,10 +276,11 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
     o.push(`<g class="panel" data-metric="${m.key}">`);
     o.push(`<rect x="${px}" y="${py}" width="${pw}" height="${ph}" fill="none" stroke="#ddd"/>`);
     o.push(`<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)} (${esc(m.unit)})</text>`);
-    const r = s.ratio[m.key];
+    const ci = s.interval[m.key];
+    const r = ci ? `${ciText(ci)} (95% CI)` : s.ratio[m.key]?.toFixed(2);
     o.push(
       `<text x="${px + 8}" y="${py + 31}" fill="#555">${m.better} is ` +
-        `better${r !== undefined ? `; bridge / vhost=on = ${r.toFixed(2)}` : ''}</text>`,
+        `better${r !== undefined ? `; bridge / vhost=on = ${r}` : ''}</text>`,
     );
     o.push(`<line x1="${px + 10}" y1="${base}" x2="${px + pw - 10}" y2="${base}" stroke="#999"/>`);
     const slot = (pw - 20) / s.configs.length;

@@ -6,13 +6,20 @@
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
-import { CONFIGS, quantile, type BenchConfig, type Metrics, type RawResults, type Run } from '../bench/metrics.js';
+import {
+  DEFAULT_CONFIGS,
+  quantile,
+  type BenchConfig,
+  type Metrics,
+  type RawResults,
+  type Run,
+} from '../bench/metrics.js';
 import { HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
 const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
-const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? CONFIGS.join(',')).split(',') as BenchConfig[];
+const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
 const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
 
 const t0 = Date.now();
@@ -58,10 +65,12 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   const m: Metrics = { firstPingS: ctx.firstPingMs / 1000 };
   const helper = ctx.bridge?.pid ?? ctx.testpmd?.pid;
   const before = helper ? ownCpuTicks(helper) : null;
-  say(`TCP guest -> host, ${SECONDS} s`);
-  m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS })).bitsPerSecond / 1e6;
-  say(`TCP host -> guest, ${SECONDS} s`);
-  m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true })).bitsPerSecond / 1e6;
+  // Two queue pairs carry several flows (4 streams), the others one.
+  const parallel = config.endsWith('-mq2') ? 4 : undefined;
+  say(`TCP guest -> host, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
+  m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS, parallel })).bitsPerSecond / 1e6;
+  say(`TCP host -> guest, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
+  m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true, parallel })).bitsPerSecond / 1e6;
   if (helper && before !== null) {
     m.cpuS = (ownCpuTicks(helper) - before) / CLK_TCK;
     m.rssMiB = peakRssKiB(helper) / 1024;
@@ -78,7 +87,7 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   // the limit, and under a flood iperf3's own control connection can stall.
   say('UDP 64-byte flood guest -> host, 7 s');
   m.udpKpps = await udpFloodKpps(g, ctx.hostIf);
-  if (config === 'bridge' && ctx.bridge) {
+  if (ctx.bridge) {
     const { connected, featuresSet, allRingsRunning } = ctx.bridge.status().times;
     if (connected !== null && featuresSet !== null && allRingsRunning !== null) {
       m.setupMs = allRingsRunning - connected;

@@ -12,12 +12,13 @@ import { describeBits } from '../bits.js';
 import { log as defaultLog, type Logger, portLog } from '../log.js';
 import type { MemoryLimit } from '../memtable/index.js';
 import { closeAll } from '../sys/index.js';
-import { BRIDGE_BITS, explainOffer, offeredToFrontEnd, Tap, VhostNet } from '../vhost-kernel/index.js';
+import { BRIDGE_BITS, explainOffer, explainWithheld, offeredToFrontEnd, VhostNet } from '../vhost-kernel/index.js';
 import { TraceWriter } from '../vhost-user/trace.js';
 import type { PeerRule } from '../vhost-user/peer.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import type { VhostWorker } from '../vhost-kernel/workers.js';
 import { FEATURE_NAMES } from '../virtio.js';
+import { type HostSocket, openSocket, socketOffloads, type TapSpec } from './backends.js';
 import { VhostUserSession } from './session.js';
 import type { DeviceListener, DeviceStatus } from './status.js';
 import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.js';
@@ -35,12 +36,15 @@ export type TransportSpec =
   | { mode: 'client'; path: string; peers?: PeerRule | null }
   | { mode: 'fd'; fd: number; peers?: PeerRule | null };
 
-/** Which tap the rings are attached to; `create: false` attaches to an existing (persistent) tap only. */
-export type TapSpec = { name: string; create?: boolean } | { fds: number[] };
-
 export interface BridgeOptions {
   transport: TransportSpec;
+  /**
+   * The socket the rings are attached to (backends.ts): a tap (`create: false`: an existing, persistent one
+   * only), open tap or macvtap fds, a macvtap by name, or a packet socket on an interface.
+   */
   tap: TapSpec;
+  /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT on every ring, µs (--busy-poll-us; 0 or absent: off). */
+  busyPollUs?: number;
   /** Open /dev/vhost-net fds given by a manager, one per queue pair (--vhost-fd). */
   vhostFds?: number[];
   queuePairs: number;
@@ -67,23 +71,30 @@ export class Bridge {
 
   private constructor(
     private readonly opts: BridgeOptions,
-    private readonly tap: Tap,
+    private readonly tap: HostSocket,
     private readonly vhostNet: KernelVhostNetProvider,
     vhostNetFeatures: bigint,
     private readonly trace: TraceWriter | null,
     private readonly log: Logger,
   ) {
-    const tapOffloads = tap.probeOffloads();
-    const inputs = { kernel: vhostNetFeatures, tapOffloads, queuePairs: opts.queuePairs, bridgeBits: BRIDGE_BITS };
+    const inputs = {
+      kernel: vhostNetFeatures,
+      tapOffloads: socketOffloads(tap),
+      vnetHdr: tap.vnetHdr !== null,
+      queuePairs: opts.queuePairs,
+      bridgeBits: BRIDGE_BITS,
+    };
     this.offered = offeredToFrontEnd(inputs);
     for (const b of explainOffer(inputs))
       log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
+    for (const b of explainWithheld(inputs)) log.info(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''}: ${b.why}`);
     const datapath = new VhostNetDatapath({
       queuePairs: opts.queuePairs,
       offered: this.offered,
       vhostNetFeatures,
       vhostNet,
-      tap,
+      socket: tap,
+      busyPollUs: opts.busyPollUs,
       log,
     });
     this.datapath = datapath;
@@ -107,8 +118,11 @@ export class Bridge {
     this.transport.on('disconnect', (why: string) =>
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );
+    const dp = datapath.describe();
+    const zc = dp.zeroCopyTx === null ? 'unknown (vhost_net not loaded)' : dp.zeroCopyTx ? 'on' : 'off';
     log.info(
-      `vhost-bridge ready: tap ${tap.name}, ${opts.queuePairs} queue pair(s), offering ` +
+      `vhost-bridge ready: ${tap.kind} ${tap.name}, ${opts.queuePairs} queue pair(s), busy poll ` +
+        `${dp.busyPollUs ? `${dp.busyPollUs} us` : 'off'}, vhost_net experimental_zcopytx ${zc}, offering ` +
         `${describeBits(this.offered, FEATURE_NAMES)}`,
     );
     this.session.ready();
@@ -119,7 +133,7 @@ export class Bridge {
     const log = opts.log ?? defaultLog;
     const pairs = opts.queuePairs;
     let adopted: VhostNet[] | null = null;
-    let tap: Tap | null = null;
+    let tap: HostSocket | null = null;
     let trace: TraceWriter | null = null;
     try {
       // The kernel: adopt the manager's fds, or check that /dev/vhost-net opens and read its features.
@@ -140,18 +154,8 @@ export class Bridge {
           probe.close();
         }
       }
-      // The tap: it lives as long as the daemon, so the host side does not flap between sessions.
-      if ('fds' in opts.tap) {
-        if (opts.tap.fds.length !== pairs)
-          throw new Error(`--tap-fd: ${opts.tap.fds.length} fds for ${pairs} queue pair(s); give one per queue pair`);
-        tap = Tap.adopt(opts.tap.fds);
-      } else {
-        tap = Tap.open(opts.tap.name, { queuePairs: pairs, create: opts.tap.create });
-      }
-      tap.setSndbuf();
-      if (opts.mtu !== undefined) tap.setMtu(opts.mtu);
-      tap.setUp();
-      for (let p = 1; p < pairs; p++) tap.setQueueEnabled(p, false); // attached when the guest enables the pair
+      // The socket: it lives as long as the daemon, so the host side does not flap between sessions.
+      tap = openSocket(opts.tap, pairs, opts.mtu);
       if (opts.record) trace = new TraceWriter(opts.record, { tool: 'vhost-bridge', queuePairs: pairs });
       // From here on every line names the port.
       const plog = portLog(log, opts.port ?? tap.name);

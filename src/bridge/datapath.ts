@@ -12,8 +12,9 @@
  *  - vhost-vdpa (/dev/vhost-vdpa-N): the same ring ioctls, the memory table as IOTLB updates
  *    (VHOST_IOTLB_UPDATE), start and stop by VHOST_VDPA_SET_STATUS / SET_VRING_ENABLE instead of
  *    NET_SET_BACKEND;
- *  - vhost-net on another socket (macvtap, a packet socket) needs no new datapath: it is another
- *    fd given to VHOST_NET_SET_BACKEND, i.e. another TapDevice-like queue source.
+ *  - vhost-net on another socket needs no new datapath: the socket kind (a tap, a macvtap, a raw
+ *    packet socket) is an implementation of vhost-kernel's BackendSocket that VhostNetDatapath is
+ *    given (docs/backends.md).
  * A second port is a second session + datapath pair (docs/architecture.md).
  *
  * Ring arguments are DEVICE ring numbers (virtio.ts ringToPair gives the queue pair).
@@ -21,6 +22,7 @@
  * (which takes its own reference) and never closes them.
  */
 import type { MemTable } from '../memtable/index.js';
+import type { DatapathStatus } from './status.js';
 
 /**
  * A ring's addresses as a datapath gets them: desc, avail and used in THIS process's address space
@@ -89,6 +91,9 @@ export interface Datapath {
   running(ring: number): boolean;
   /** GET_VRING_BASE: stop the ring, then read the next available index. */
   getRingBase(ring: number): number;
+
+  /** Its own part of the port's status (socket kind, kernel knobs as the kernel reports them now). */
+  describe(): DatapathStatus;
 
   /** NET_SET_MTU. */
   setMtu(mtu: number): void;

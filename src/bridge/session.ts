@@ -146,6 +146,7 @@ export class VhostUserSession implements VhostUserBackend {
         err: r.errFd !== null,
         ...this.ringIndexes(r),
       })),
+      datapath: this.datapath.describe(),
       memory: {
         regions: this.memory.regions.map((m) => ({ guestAddr: hex(m.gpa), size: hex(m.size), userAddr: hex(m.qva) })),
         dirtyLog: this.logMap !== null,

@@ -29,6 +29,23 @@ export interface RingStatus {
   usedIdx: number | null;
 }
 
+/** What the datapath says about itself (vhost-net: the socket its rings are attached to, and kernel knobs). */
+export interface DatapathStatus {
+  /** The socket kind (docs/backends.md): a tap, a macvtap, or a raw packet socket. */
+  socket: 'tap' | 'macvtap' | 'packet';
+  /** Its interface. */
+  interface: string;
+  /** The busy-poll time asked for (µs; 0 = off): VHOST_SET_VRING_BUSYLOOP_TIMEOUT on every ring. */
+  busyPollUs: number;
+  /** Per ring, the kernel's VHOST_GET_VRING_BUSYLOOP_TIMEOUT now; empty while no front-end owns the device. */
+  kernelBusyPollUs: number[];
+  /**
+   * vhost_net's experimental_zcopytx module parameter (1: transmit from guest pages without a copy when the
+   * socket allows it); null if vhost_net is not loaded. Per host, not per port.
+   */
+  zeroCopyTx: boolean | null;
+}
+
 export interface DeviceStatus {
   /** The port's name (one-port mode: the tap's name). */
   port: string;
@@ -47,6 +64,7 @@ export interface DeviceStatus {
     protocolNames: string[];
   };
   rings: RingStatus[];
+  datapath: DatapathStatus;
   memory: { regions: { guestAddr: string; size: string; userAddr: string }[]; dirtyLog: boolean };
   /** ms since the epoch; null if not (yet) in this session. */
   times: {

@@ -23,17 +23,19 @@ import type { MemTable } from '../memtable/index.js';
 import { maxMemSlots } from '../memtable/index.js';
 import { SysError } from '../sys/index.js';
 import {
+  type BackendSocket,
   rarpFrame,
-  type TapDevice,
   tapOffloadFlags,
   toKernel,
   VhostNet,
   type VhostNetDevice,
   vnetHdrSize,
+  zeroCopyTx,
 } from '../vhost-kernel/index.js';
 import { ringName, ringToPair } from '../virtio.js';
 import { lastPid, type VhostWorker, workerStartedAfter } from '../vhost-kernel/workers.js';
 import type { Datapath, DatapathRingAddr } from './datapath.js';
+import type { DatapathStatus } from './status.js';
 
 /** How the datapath gets a vhost-net fd for a queue pair at open(), and gives it back at release(). */
 export interface VhostNetProvider {
@@ -91,9 +93,15 @@ export interface VhostNetDatapathConfig {
    */
   vhostNetFeatures: bigint;
   vhostNet: VhostNetProvider;
-  tap: TapDevice;
+  /** The socket the rings are attached to: a tap, a macvtap or a packet socket (vhost-kernel/backend.ts). */
+  socket: BackendSocket;
   /** GET_MAX_MEM_SLOTS; default: the kernel's max_mem_regions. */
   maxMemSlots?: number;
+  /**
+   * VHOST_SET_VRING_BUSYLOOP_TIMEOUT for every ring, in microseconds (QEMU's `-netdev tap,poll-us=N`): after
+   * its last work the worker polls the ring and the socket this long before sleeping. 0 or absent: off.
+   */
+  busyPollUs?: number;
   log?: Logger;
 }
 
@@ -108,8 +116,9 @@ interface RingState {
 export class VhostNetDatapath implements Datapath {
   readonly queuePairs: number;
   readonly offered: bigint;
-  readonly maxMemSlots: number;
-  private readonly tap: TapDevice;
+  private readonly socket: BackendSocket;
+  /** vhost_net's experimental_zcopytx, read once (a module parameter: it changes only with a module reload). */
+  private readonly zeroCopyTx = zeroCopyTx();
   private readonly log: Logger;
   /** One per queue pair, from open() to release(). */
   private devices: VhostNetDevice[] | null = null;
@@ -120,14 +129,21 @@ export class VhostNetDatapath implements Datapath {
   constructor(private readonly cfg: VhostNetDatapathConfig) {
     this.queuePairs = cfg.queuePairs;
     this.offered = cfg.offered;
-    this.maxMemSlots = cfg.maxMemSlots ?? maxMemSlots();
-    this.tap = cfg.tap;
+    this.socket = cfg.socket;
     this.log = cfg.log ?? defaultLog;
     this.rings = this.freshRings();
   }
 
   get name(): string {
-    return this.tap.name;
+    return this.socket.name;
+  }
+
+  /**
+   * GET_MAX_MEM_SLOTS: the vhost module's max_mem_regions as it is now (read at each request, so a module
+   * reloaded with another value while the port runs is followed), unless the configuration fixes it.
+   */
+  get maxMemSlots(): number {
+    return this.cfg.maxMemSlots ?? maxMemSlots();
   }
 
   get opened(): boolean {
@@ -154,6 +170,9 @@ export class VhostNetDatapath implements Datapath {
         const mark = lastPid();
         v.setOwner();
         this.ownWorkers[p] = workerStartedAfter(mark);
+        // Per ring state of the device, kept until RESET_OWNER or close (vhost.c vhost_vq_reset): set once.
+        const us = this.cfg.busyPollUs ?? 0;
+        if (us > 0) for (const r of [2 * p, 2 * p + 1]) v.setVringBusyloopTimeout(r, us);
       }
     } catch (e) {
       for (const [p, v] of opened.entries()) this.cfg.vhostNet.release(p, v);
@@ -180,7 +199,8 @@ export class VhostNetDatapath implements Datapath {
     this.devices = null;
     this.ownWorkers = [];
     this.rings = this.freshRings();
-    for (let p = 1; p < this.queuePairs; p++) step(`detach tap queue ${p}`, () => this.tap.setQueueEnabled(p, false));
+    for (let p = 1; p < this.queuePairs; p++)
+      step(`detach tap queue ${p}`, () => this.socket.setQueueEnabled(p, false));
   }
 
   /**
@@ -190,11 +210,17 @@ export class VhostNetDatapath implements Datapath {
    * QEMU's tap,vhost=on.
    */
   setFeatures(negotiated: bigint): void {
-    for (const v of this.open_()) v.setFeatures(toKernel(negotiated, this.cfg.vhostNetFeatures));
-    this.tap.setVnetHdrSize(vnetHdrSize(negotiated));
-    const applied = this.tap.setOffload(tapOffloadFlags(negotiated));
+    const hdrSocket = this.socket.vnetHdr;
+    const kernel = toKernel(negotiated, this.cfg.vhostNetFeatures, hdrSocket !== null);
+    for (const v of this.open_()) v.setFeatures(kernel);
     const hdr = vnetHdrSize(negotiated);
-    this.log.debug(`${this.tap.name}: vnet header ${hdr} bytes, offloads ${hex(applied)}`);
+    if (!hdrSocket) {
+      this.log.debug(`${this.socket.name}: packet socket: vhost-net adds and strips the ${hdr}-byte virtio-net header`);
+      return;
+    }
+    hdrSocket.setVnetHdrSize(hdr);
+    const applied = hdrSocket.setOffload(tapOffloadFlags(negotiated));
+    this.log.debug(`${this.socket.name}: vnet header ${hdr} bytes, offloads ${hex(applied)}`);
   }
 
   setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void {
@@ -249,16 +275,16 @@ export class VhostNetDatapath implements Datapath {
   setRingEnabled(ring: number, enabled: boolean): void {
     this.rings[ring].enabled = enabled;
     const { pair } = ringToPair(ring);
-    if (pair > 0) this.tap.setQueueEnabled(pair, this.rings[2 * pair].enabled || this.rings[2 * pair + 1].enabled);
+    if (pair > 0) this.socket.setQueueEnabled(pair, this.rings[2 * pair].enabled || this.rings[2 * pair + 1].enabled);
   }
 
   start(ring: number): void {
     const r = this.rings[ring];
     if (r.attached) return;
     const { pair } = ringToPair(ring);
-    this.device(ring).netSetBackend(ring, this.tap.fd(pair));
+    this.device(ring).netSetBackend(ring, this.socket.fd(pair));
     r.attached = true;
-    this.log.info(`${ringName(ring)}: attached to ${this.tap.name} (size ${r.num}, base ${r.base})`);
+    this.log.info(`${ringName(ring)}: attached to ${this.socket.name} (size ${r.num}, base ${r.base})`);
   }
 
   stop(ring: number, why: string): void {
@@ -277,11 +303,31 @@ export class VhostNetDatapath implements Datapath {
   }
 
   setMtu(mtu: number): void {
-    this.tap.setMtu(mtu);
+    this.socket.setMtu(mtu);
   }
 
   announce(mac: Buffer): void {
-    this.tap.writeFrame(rarpFrame(mac), 0);
+    this.socket.writeFrame(rarpFrame(mac), 0);
+  }
+
+  /** The socket and the busy-poll setting, read back from the kernel (a lab test checks it reached it). */
+  describe(): DatapathStatus {
+    let kernel: number[] = [];
+    if (this.devices) {
+      try {
+        kernel = [...this.rings.keys()].map((q) => this.device(q).getVringBusyloopTimeout(q));
+      } catch (e) {
+        // A status is read after every event and must not throw; the read-back is then simply missing.
+        this.log.debug(`status: VHOST_GET_VRING_BUSYLOOP_TIMEOUT: ${(e as Error).message}`);
+      }
+    }
+    return {
+      socket: this.socket.kind,
+      interface: this.socket.name,
+      busyPollUs: this.cfg.busyPollUs ?? 0,
+      kernelBusyPollUs: kernel,
+      zeroCopyTx: this.zeroCopyTx,
+    };
   }
 
   // ---- Internals ------------------------------------------------------------------------------

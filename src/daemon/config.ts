@@ -25,6 +25,8 @@ export const RUN_DIR = '/run/vhost-bridge';
 export const DEFAULT_CONTROL_PATH = `${RUN_DIR}/control.sock`;
 /** Queue pairs of a port: one vhost-net fd and one tap queue each (the one-port --queues has the same range). */
 export const QUEUES = { min: 1, max: 128 } as const;
+/** Busy polling per ring, µs (the one-port --busy-poll-us has the same range). */
+export const BUSY_POLL_US = { min: 0, max: 1_000_000 } as const;
 /** Tap MTU (the one-port --mtu has the same range): the IPv4 minimum to the largest virtio-net host_mtu. */
 export const MTU = { min: 68, max: 65521 } as const;
 
@@ -35,8 +37,15 @@ export interface PortSpec {
   socket: string;
   /** server: the daemon listens on `socket`; client: it connects to a VMM listening there. */
   role: 'server' | 'client';
-  /** The tap the rings are attached to. */
+  /**
+   * The interface the rings are attached to: the tap, the macvtap, or the interface of the raw packet socket
+   * (`backend` says which; docs/backends.md).
+   */
   tap: string;
+  /** Which socket vhost-net is given: a tap (`tap`), a macvtap (`macvtap`) or a raw packet socket (`rawSocket`). */
+  backend: 'tap' | 'macvtap' | 'packet';
+  /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT on every ring, µs (0: off). */
+  busyPollUs: number;
   /** true: attach to an existing (persistent) tap only; never create one. */
   persistentTap: boolean;
   queues: number;
@@ -169,7 +178,10 @@ const tapName = z.string({ error: 'expected an interface name' }).check((ctx) =>
 /** One port as written in the file (before defaults and the checks across ports). */
 const portSchema = z.strictObject(
   {
-    tap: tapName,
+    tap: tapName.optional(),
+    macvtap: tapName.optional(),
+    rawSocket: tapName.optional(),
+    busyPollUs: intIn(BUSY_POLL_US.min, BUSY_POLL_US.max).optional(),
     persistentTap: z.boolean({ error: 'expected true or false' }).optional(),
     socket: socketPath.optional(),
     role: z.enum(['server', 'client'], { error: 'expected "server" or "client"' }).optional(),
@@ -265,12 +277,26 @@ function resolvePort(name: string, p: PortInput): PortSpec {
         });
     }
   }
+  const given = (['tap', 'macvtap', 'rawSocket'] as const).filter((k) => p[k] !== undefined);
+  if (given.length !== 1) {
+    issues.push({
+      field: `${at}.${given[1] ?? 'tap'}`,
+      message: 'give exactly one of tap, macvtap or rawSocket (the socket the rings are attached to)',
+    });
+  }
+  if (p.persistentTap !== undefined && p.tap === undefined)
+    issues.push({ field: `${at}.persistentTap`, message: 'applies to a tap only' });
+  if (p.rawSocket !== undefined && (p.queues ?? 1) > 1)
+    issues.push({ field: `${at}.queues`, message: 'a raw packet socket serves one queue pair' });
   if (issues.length) throw new ConfigError(issues);
+  const backend = p.macvtap !== undefined ? 'macvtap' : p.rawSocket !== undefined ? 'packet' : 'tap';
   return {
     name,
     socket,
     role,
-    tap: p.tap,
+    tap: (p.tap ?? p.macvtap ?? p.rawSocket)!,
+    backend,
+    busyPollUs: p.busyPollUs ?? 0,
     persistentTap: p.persistentTap ?? false,
     queues: p.queues ?? 1,
     mtu: p.mtu ?? null,

@@ -80,7 +80,13 @@ export const openBridgePort: PortOpener = (spec, ctx) => {
   if (spec.role === 'server' && ctx.listenFd === null) ensureSocketDir(dirname(spec.socket));
   const bridge = Bridge.start({
     transport: transportOf(spec, ctx.listenFd),
-    tap: { name: spec.tap, create: !spec.persistentTap },
+    tap:
+      spec.backend === 'macvtap'
+        ? { macvtap: spec.tap }
+        : spec.backend === 'packet'
+          ? { packet: spec.tap }
+          : { name: spec.tap, create: !spec.persistentTap },
+    busyPollUs: spec.busyPollUs || undefined,
     queuePairs: spec.queues,
     mtu: spec.mtu ?? undefined,
     log: ctx.log,

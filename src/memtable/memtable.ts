@@ -246,7 +246,12 @@ export class MemTable {
     if (index + 1 > max) {
       throw new MemTableError(
         'too-many',
-        `${describeRegion(index, region)}: no free memory slot, the table has ${index} of ${max}`,
+        `${describeRegion(index, region)}: no free memory slot, the table has ${index} of ${max}` +
+          // Name the module parameter only when it is what binds (not a smaller limit of the caller's).
+          (max >= maxMemSlots()
+            ? ` (the vhost module's max_mem_regions, ${MAX_MEM_REGIONS_PATH}, which GET_MAX_MEM_SLOTS announced: ` +
+              'load vhost with max_mem_regions=N for more)'
+            : ''),
       );
     }
     validateRegion(index, region);

@@ -235,10 +235,10 @@ const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL = 0x0003)
 
 /**
  * An AF_PACKET raw socket bound to one interface, seeing every frame it sends and receives
- * (lab tests read the host side of a tap with it).
+ * (the bridge's packet-socket back-end, vhost-kernel/packet.ts; lab tests read the host side of a tap with it).
  */
 export function packetSocket(ifname: string): number {
-  const fd = socket(C.AF_PACKET, C.SOCK_RAW | C.SOCK_NONBLOCK, ETH_P_ALL_BE);
+  const fd = socket(C.AF_PACKET, C.SOCK_RAW | C.SOCK_NONBLOCK | C.SOCK_CLOEXEC, ETH_P_ALL_BE);
   try {
     const sll = Buffer.alloc(20); // struct sockaddr_ll
     sll.writeUInt16LE(C.AF_PACKET, 0);
@@ -250,6 +250,23 @@ export function packetSocket(ifname: string): number {
     closeQuiet(fd);
     throw e;
   }
+}
+
+const SOL_PACKET = 263;
+const PACKET_ADD_MEMBERSHIP = 1;
+const PACKET_MR_PROMISC = 1;
+
+/**
+ * Put the interface a packet socket is bound to in promiscuous mode for as long as the socket is
+ * open (packet(7) PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC: the kernel counts it and drops it at
+ * close, unlike `ip link set promisc on`). struct packet_mreq {int mr_ifindex; unsigned short
+ * mr_type, mr_alen; unsigned char mr_address[8];}: 16 bytes.
+ */
+export function packetPromisc(fd: number, ifname: string): void {
+  const mreq = Buffer.alloc(16);
+  mreq.writeInt32LE(ifNameToIndex(ifname), 0);
+  mreq.writeUInt16LE(PACKET_MR_PROMISC, 4);
+  check(raw.setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, mreq.length), `PACKET_ADD_MEMBERSHIP ${ifname}`);
 }
 
 /** recv(2) on a non-blocking socket: byte count, or null on EAGAIN. */

@@ -22,8 +22,13 @@ import { TUN_F } from './ioctls.js';
 export interface OfferInputs {
   /** VHOST_GET_FEATURES of /dev/vhost-net. */
   kernel: bigint;
-  /** TUN_F_* offloads the tap accepts (Tap.probeOffloads()). */
+  /** TUN_F_* offloads the tap or macvtap accepts (Tap.probeOffloads()); 0 for a packet socket. */
   tapOffloads: number;
+  /**
+   * The back-end socket carries the virtio-net header (a tap or macvtap, IFF_VNET_HDR). false for a
+   * packet socket (backend.ts): vhost-net adds and strips the header, and no offload can be offered.
+   */
+  vnetHdr: boolean;
   /** Queue pairs the bridge serves (one vhost-net fd and one tap queue each). */
   queuePairs: number;
   /**
@@ -58,6 +63,7 @@ const bridgeHas =
   (i: OfferInputs): boolean =>
     i.bridgeBits.includes(n);
 const always = (): boolean => true;
+const socketHdr = (i: OfferInputs): boolean => i.vnetHdr;
 
 /** Every bit the bridge may offer the front-end. */
 export const OFFER_RULES: readonly OfferRule[] = [
@@ -103,28 +109,29 @@ export const OFFER_RULES: readonly OfferRule[] = [
 
   // Guest -> host: the tap accepts whatever the virtio-net header describes from any writer
   // (tun_get_user -> virtio_net_hdr_to_skb), segmenting and checksumming in software if needed.
+  // A packet socket has no header to carry it (vnetHdr false): see WITHHELD_FROM_PACKET_SOCKET.
   {
     bit: VIRTIO_NET_F.CSUM,
     party: 'tap',
-    when: always,
+    when: socketHdr,
     why: 'the guest may send partial checksums: the tap (IFF_VNET_HDR) takes csum_start/csum_offset from the header',
   },
   {
     bit: VIRTIO_NET_F.HOST_TSO4,
     party: 'tap',
-    when: always,
+    when: socketHdr,
     why: 'the guest may send TCPv4 super-packets: the tap takes GSO_TCPV4 from the header',
   },
   {
     bit: VIRTIO_NET_F.HOST_TSO6,
     party: 'tap',
-    when: always,
+    when: socketHdr,
     why: 'the guest may send TCPv6 super-packets: the tap takes GSO_TCPV6 from the header',
   },
   {
     bit: VIRTIO_NET_F.HOST_ECN,
     party: 'tap',
-    when: always,
+    when: socketHdr,
     why: 'the guest may set GSO_ECN on TSO packets: the tap maps it to SKB_GSO_TCP_ECN',
   },
   {
@@ -225,7 +232,8 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
     bit: VHOST_F.NET_VIRTIO_NET_HDR,
     why:
       'bit 27 is ANY_LAYOUT to the guest but VHOST_NET_F_VIRTIO_NET_HDR to vhost-net: the tap owns the header ' +
-      '(IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout anyway',
+      '(IFF_VNET_HDR), and vhost-net adding one too would corrupt every packet. VERSION_1 implies any layout ' +
+      'anyway. On a packet socket (no header) the kernel gets it, the guest still never (toKernel)',
   },
   {
     bit: VIRTIO_F.ACCESS_PLATFORM,
@@ -273,6 +281,23 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
 /** Bits the kernel is never given, even if negotiated and even though VHOST_GET_FEATURES lists them. */
 export const NEVER_TO_KERNEL: readonly number[] = [VHOST_F.NET_VIRTIO_NET_HDR, VIRTIO_F.ACCESS_PLATFORM];
 
+/** Why the header bits are not offered on a packet socket (the offer explanation's line for each). */
+const WITHHELD_FROM_PACKET_SOCKET =
+  'not offered: a packet socket carries bare frames, no virtio-net header, so checksum and segmentation ' +
+  'metadata cannot cross it (vhost-net adds and strips a zeroed header: VHOST_NET_F_VIRTIO_NET_HDR)';
+
+/**
+ * The bits a tap would have carried that this socket cannot, with the reason: what explainOffer
+ * leaves out for a packet socket, for the start-up explanation.
+ */
+export function explainWithheld(i: OfferInputs): { bit: number; why: string }[] {
+  if (i.vnetHdr) return [];
+  const asTap = { ...i, vnetHdr: true, tapOffloads: -1 };
+  return OFFER_RULES.filter((r) => r.party === 'tap' && r.bit !== VIRTIO_NET_F.MQ && r.when(asTap) && !r.when(i))
+    .map((r) => ({ bit: r.bit, why: WITHHELD_FROM_PACKET_SOCKET }))
+    .sort((a, b) => a.bit - b.bit);
+}
+
 /** Bits the bridge may claim in OfferInputs.bridgeBits: those it implements on the vhost-user side. */
 export const BRIDGE_BITS: readonly number[] = [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL, VIRTIO_NET_F.MTU];
 
@@ -312,11 +337,16 @@ export function explainOffer(i: OfferInputs): { bit: number; party: Party; why: 
  * The word for VHOST_SET_FEATURES: the negotiated ring bits ({@link KERNEL_BITS}) that the kernel
  * offered. Everything else stays out: net offloads, MQ, GUEST_ANNOUNCE and PROTOCOL_FEATURES (the
  * kernel refuses unknown bits with EOPNOTSUPP), and bit 27 and ACCESS_PLATFORM, which the kernel
- * offers but must not get here ({@link NEVER_TO_KERNEL}).
- * Example (lab, QEMU 7.2): negotiated 0x170008000 -> kernel 0x130008000.
+ * offers but must not get here ({@link NEVER_TO_KERNEL}) when the socket carries the header.
+ * On a socket without the header (`socketHdr` false: a packet socket) bit 27,
+ * VHOST_NET_F_VIRTIO_NET_HDR, is given: vhost-net then writes a zeroed header in front of every
+ * received frame and skips the guest's on transmit (net.c vhost_net_set_features: vhost_hlen = the
+ * header size, sock_hlen = 0).
+ * Example (lab, QEMU 7.2): negotiated 0x170008000 -> kernel 0x130008000 (0x138008000 on a packet socket).
  */
-export function toKernel(negotiated: bigint, kernelOffered: bigint): bigint {
-  return negotiated & kernelOffered & maskOf(...KERNEL_BITS) & ~maskOf(...NEVER_TO_KERNEL);
+export function toKernel(negotiated: bigint, kernelOffered: bigint, socketHdr = true): bigint {
+  const ring = negotiated & kernelOffered & maskOf(...KERNEL_BITS) & ~maskOf(...NEVER_TO_KERNEL);
+  return socketHdr ? ring : ring | (kernelOffered & maskOf(VHOST_F.NET_VIRTIO_NET_HDR));
 }
 
 /**

@@ -5,8 +5,18 @@
 export { KernelError } from './errors.js';
 export { TUN, IFF, TUN_F } from './ioctls.js';
 export type { KernelVringAddr } from './structs.js';
-export { VhostNet, type VhostNetDevice } from './vhost-net.js';
-export { Tap, type TapDevice, type TapOpenOptions, TUN_PATH, TAP_FLAGS, MAX_TAP_QUEUES, rarpFrame } from './tap.js';
+export { VhostNet, type VhostNetDevice, zeroCopyTx } from './vhost-net.js';
+export type { BackendKind, BackendSocket, VnetHdrSocket } from './backend.js';
+export { PacketSocket } from './packet.js';
+export { Tap, type TapOpenOptions, TUN_PATH, TAP_FLAGS, MAX_TAP_QUEUES, rarpFrame } from './tap.js';
 /** The queue numbering is virtio-net's (virtio.ts); re-exported for callers of VhostNet's ring methods. */
 export { ringToPair, pairRing } from '../virtio.js';
-export { BRIDGE_BITS, offeredToFrontEnd, explainOffer, toKernel, tapOffloadFlags, vnetHdrSize } from './features.js';
+export {
+  BRIDGE_BITS,
+  offeredToFrontEnd,
+  explainOffer,
+  explainWithheld,
+  toKernel,
+  tapOffloadFlags,
+  vnetHdrSize,
+} from './features.js';

@@ -13,24 +13,12 @@
  * in struct tun_struct), so they are applied through the first fd; MTU and link state are
  * interface ioctls on a socket (include/uapi/linux/sockios.h).
  */
-import { readFileSync } from 'node:fs';
-import {
-  C,
-  close,
-  closeAll,
-  fcntl,
-  fstat,
-  ifNameToIndex,
-  ioctlInt,
-  ioctlPtr,
-  open,
-  socket,
-  SysError,
-  write,
-} from '../sys/index.js';
+import { C, close, closeAll, fcntl, fstat, ioctlInt, ioctlPtr, open, SysError, write } from '../sys/index.js';
+import type { BackendKind, BackendSocket, VnetHdrSocket } from './backend.js';
 import { E, fdKind, KernelError, withHints } from './errors.js';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
-import { checkIfName, ifreq, ifreqFlags, ifreqMtu, ifreqName, int32 } from './structs.js';
+import { ifIoctl, interfaceExists, interfaceMtu, isMacvtap, setInterfaceUp, sysfs } from './netif.js';
+import { checkIfName, ifreq, ifreqFlags, ifreqName, int32 } from './structs.js';
 
 /** Where the tun/tap clone device is. */
 export const TUN_PATH = '/dev/net/tun';
@@ -57,29 +45,11 @@ export interface TapOpenOptions {
 }
 
 /**
- * What a datapath uses of a tap: one queue fd per queue pair and the settings that follow what the
- * front-end negotiated. {@link Tap} implements it on the real device; bridge unit tests implement it
- * with a recording fake.
+ * A tap device, or a macvtap (drivers/net/tap.c answers the same TUN* ioctls for what the bridge
+ * sets: TUNSETIFF for the flags, TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, TUNSETSNDBUF,
+ * TUNSETQUEUE), and this process's fds on it, one per queue pair.
  */
-export interface TapDevice {
-  /** The interface name. */
-  readonly name: string;
-  /** The fd of queue pair `pair` (for VHOST_NET_SET_BACKEND). */
-  fd(pair: number): number;
-  /** TUNSETVNETHDRSZ. */
-  setVnetHdrSize(size: number): void;
-  /** TUNSETOFFLOAD; returns the flags applied. */
-  setOffload(flags: number): number;
-  /** SIOCSIFMTU. */
-  setMtu(mtu: number): void;
-  /** TUNSETQUEUE attach or detach of queue `pair`. */
-  setQueueEnabled(pair: number, enabled: boolean): void;
-  /** Write one Ethernet frame (the tap's zeroed virtio-net header is added) on queue `pair`. */
-  writeFrame(frame: Buffer, pair?: number): void;
-}
-
-/** A tap device and this process's fds on it, one per queue pair. */
-export class Tap implements TapDevice {
+export class Tap implements BackendSocket, VnetHdrSocket {
   #fds: number[];
 
   private constructor(
@@ -92,8 +62,15 @@ export class Tap implements TapDevice {
     readonly created: boolean,
     /** true if the fds came from elsewhere (--tap-fd). */
     readonly adopted: boolean,
+    /** A tap (/dev/net/tun) or a macvtap (/dev/tapN). */
+    readonly kind: Extract<BackendKind, 'tap' | 'macvtap'> = 'tap',
   ) {
     this.#fds = fds;
+  }
+
+  /** Both kinds carry the virtio-net header (IFF_VNET_HDR). */
+  get vnetHdr(): VnetHdrSocket {
+    return this;
   }
 
   /**
@@ -200,6 +177,14 @@ export class Tap implements TapDevice {
       name = n;
       flags = f;
     }
+    const kind = isMacvtap(name) ? 'macvtap' : 'tap';
+    if (kind === 'macvtap' && fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {
+      // Every open of /dev/tapN is a queue of its own (tap.c tap_open); IFF_MULTI_QUEUE is only recorded
+      // per queue, so set it for a consistent TUNGETIFF.
+      for (const fd of fds)
+        ioctlPtr(fd, TUN.SETIFF, ifreq('', { flags: flags | IFF.MULTI_QUEUE }), `TUNSETIFF ${name}`);
+      flags |= IFF.MULTI_QUEUE;
+    }
     if (fds.length > 1 && !(flags & IFF.MULTI_QUEUE)) {
       throw new KernelError(
         `tap fds ${fds.join(', ')}`,
@@ -208,7 +193,53 @@ export class Tap implements TapDevice {
       );
     }
     for (const fd of fds) fcntl(fd, C.F_SETFD, fcntl(fd, C.F_GETFD) | C.FD_CLOEXEC);
-    return new Tap(name, [...fds], flags, false, true);
+    return new Tap(name, [...fds], flags, false, true, kind);
+  }
+
+  /**
+   * Open the macvtap interface `name` (ip link add link PARENT name NAME type macvtap): its character
+   * device is /dev/tapN, N = the interface's ifindex (drivers/net/tap.c, created by devtmpfs or udev).
+   * Each open is one queue (tap_open), so one fd per queue pair; TUNSETIFF sets IFF_TAP | IFF_NO_PI |
+   * IFF_VNET_HDR (tap.c accepts only those plus IFF_MULTI_QUEUE). The interface is never created here: its
+   * parent, mode and MAC (the guest's: macvlan passes up only frames for its own address) are the
+   * administrator's choice, as libvirt's `<interface type='direct'>` makes them.
+   */
+  static openMacvtap(name: string, opts: { queuePairs?: number; devDir?: string } = {}): Tap {
+    const pairs = opts.queuePairs ?? 1;
+    const bad = checkIfName(name);
+    if (bad) throw new KernelError(`macvtap ${name}`, E.EINVAL, bad);
+    if (!Number.isInteger(pairs) || pairs < 1 || pairs > MAX_TAP_QUEUES)
+      throw new RangeError(`macvtap ${name}: ${pairs} queue pairs (1 to ${MAX_TAP_QUEUES})`);
+    const ifindex = sysfs(name, 'ifindex');
+    if (ifindex === undefined) {
+      throw new KernelError(
+        `macvtap ${name}`,
+        E.ENODEV,
+        `no interface ${name}: create it on its parent (ip link add link PARENT name ${name} address GUEST-MAC type ` +
+          'macvtap mode bridge; ip link set dev NAME up)',
+      );
+    }
+    if (!isMacvtap(name)) throw new KernelError(`macvtap ${name}`, E.EINVAL, `${name} is not a macvtap interface`);
+    const path = `${opts.devDir ?? '/dev'}/tap${ifindex}`;
+    const want = TAP_FLAGS | (pairs > 1 ? IFF.MULTI_QUEUE : 0);
+    const fds: number[] = [];
+    try {
+      for (let q = 0; q < pairs; q++) {
+        const fd = withHints(() => open(path, C.O_RDWR | C.O_NONBLOCK), {
+          [E.ENOENT]:
+            `no ${path} for macvtap ${name}: devtmpfs or udev did not create it (its major:minor is in ` +
+            `/sys/class/net/${name}/macvtap/tap${ifindex}/dev)`,
+          [E.EACCES]: `${path} is not accessible to this user: run as root, or pass open macvtap fds with --tap-fd`,
+          [E.EPERM]: `${path} is not accessible here (device cgroup?): allow it, or pass open fds with --tap-fd`,
+        });
+        fds.push(fd);
+        ioctlPtr(fd, TUN.SETIFF, ifreq('', { flags: want }), `TUNSETIFF ${name} (${path})`);
+      }
+      return new Tap(name, fds, getIff(fds[0], name), false, false, 'macvtap');
+    } catch (e) {
+      closeAll(fds);
+      throw e;
+    }
   }
 
   /** TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports (0x7173 on Linux 6.1). */
@@ -248,11 +279,16 @@ export class Tap implements TapDevice {
     return getIff(this.fd(0), this.name);
   }
 
-  /** TUNSETVNETHDRSZ: the header size the tap expects on write and prepends on read (10, 12 or 20). */
+  /**
+   * TUNSETVNETHDRSZ: the header size the tap expects on write and prepends on read (10, 12 or 20), on every
+   * fd: a tap keeps it per device, a macvtap per queue (tap.c struct tap_queue vnet_hdr_sz).
+   */
   setVnetHdrSize(size: number): void {
-    withHints(() => ioctlPtr(this.fd(0), TUN.SETVNETHDRSZ, int32(size), `TUNSETVNETHDRSZ ${this.name}`), {
-      [E.EINVAL]: `${size} is smaller than struct virtio_net_hdr (10)`,
-    });
+    for (const fd of this.#fds) {
+      withHints(() => ioctlPtr(fd, TUN.SETVNETHDRSZ, int32(size), `TUNSETVNETHDRSZ ${this.name}`), {
+        [E.EINVAL]: `${size} is smaller than struct virtio_net_hdr (10)`,
+      });
+    }
   }
 
   /** TUNGETVNETHDRSZ. */
@@ -316,11 +352,16 @@ export class Tap implements TapDevice {
     return ok;
   }
 
-  /** TUNSETSNDBUF. INT_MAX (the default) turns the tap's send-buffer flow control off, as QEMU does. */
+  /**
+   * TUNSETSNDBUF on every fd (a macvtap keeps it per queue). INT_MAX (the default) turns the tap's send-buffer
+   * flow control off, as QEMU does.
+   */
   setSndbuf(bytes: number = INT_MAX): void {
-    withHints(() => ioctlPtr(this.fd(0), TUN.SETSNDBUF, int32(bytes), `TUNSETSNDBUF ${this.name}`), {
-      [E.EINVAL]: `${bytes} is not a positive send buffer size`,
-    });
+    for (const fd of this.#fds) {
+      withHints(() => ioctlPtr(fd, TUN.SETSNDBUF, int32(bytes), `TUNSETSNDBUF ${this.name}`), {
+        [E.EINVAL]: `${bytes} is not a positive send buffer size`,
+      });
+    }
   }
 
   /** TUNGETSNDBUF. */
@@ -332,7 +373,7 @@ export class Tap implements TapDevice {
 
   /** SIOCGIFMTU. */
   getMtu(): number {
-    return ifIoctl(this.name, SIOC.GIFMTU, {}, `SIOCGIFMTU ${this.name}`, ifreqMtu);
+    return interfaceMtu(this.name);
   }
 
   /**
@@ -354,24 +395,9 @@ export class Tap implements TapDevice {
     return (ifIoctl(this.name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${this.name}`, ifreqFlags) & NETDEV_IFF.UP) !== 0;
   }
 
-  /**
-   * Set the link up (or down): SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP changed (needs
-   * CAP_NET_ADMIN). Nothing is done if it already is, so an unprivileged bridge can use a tap
-   * that was brought up beforehand.
-   */
+  /** Set the link up (or down); nothing is done if it already is (netif.ts setInterfaceUp). */
   setUp(up = true): void {
-    const flags = ifIoctl(this.name, SIOC.GIFFLAGS, {}, `SIOCGIFFLAGS ${this.name}`, ifreqFlags);
-    if (((flags & NETDEV_IFF.UP) !== 0) === up) return;
-    const next = up ? flags | NETDEV_IFF.UP : flags & ~NETDEV_IFF.UP;
-    withHints(
-      () =>
-        ifIoctl(this.name, SIOC.SIFFLAGS, { flags: next }, `SIOCSIFFLAGS ${this.name} ${up ? 'up' : 'down'}`, () => 0),
-      {
-        [E.EPERM]:
-          `changing the link state needs CAP_NET_ADMIN: bring the tap up beforehand (ip link set ` +
-          `${this.name} up) or run as root`,
-      },
-    );
+    setInterfaceUp(this.name, up);
   }
 
   /**
@@ -446,42 +472,6 @@ function getIff(fd: number, name: string): number {
   const ifr = ifreq('');
   ioctlPtr(fd, TUN.GETIFF, ifr, `TUNGETIFF ${name}`);
   return ifreqFlags(ifr);
-}
-
-function interfaceExists(name: string): boolean {
-  try {
-    ifNameToIndex(name);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** An interface ioctl on a throwaway AF_UNIX datagram socket (any socket reaches dev_ioctl; AF_UNIX needs no IPv4). */
-function ifIoctl<T>(
-  name: string,
-  req: number,
-  u: { flags?: number; mtu?: number },
-  call: string,
-  out: (b: Buffer) => T,
-): T {
-  const s = socket(C.AF_UNIX, C.SOCK_DGRAM);
-  try {
-    const b = ifreq(name, u);
-    withHints(() => ioctlPtr(s, req, b, call), { [E.ENODEV]: `no interface ${name} (was the tap deleted?)` });
-    return out(b);
-  } finally {
-    close(s);
-  }
-}
-
-/** sysfs facts about an interface, for hints only (best effort: undefined when unreadable). */
-function sysfs(name: string, attr: string): string | undefined {
-  try {
-    return readFileSync(`/sys/class/net/${name}/${attr}`, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
 }
 
 function permHint(name: string, existed: boolean, pairs: number): string {

@@ -12,6 +12,7 @@
  * state or enforce order. The order the kernel needs (docs/kernel-ordering.md) is kept by the
  * datapath that drives it (src/bridge/vhost-net-datapath.ts).
  */
+import { readFileSync } from 'node:fs';
 import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';
 import { hex } from '../format.js';
@@ -73,6 +74,8 @@ export interface VhostNetDevice {
   setVringErr(ring: number, fd: number): void;
   /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT: busy-poll the ring for this many microseconds (0 = off). */
   setVringBusyloopTimeout(ring: number, usecs: number): void;
+  /** VHOST_GET_VRING_BUSYLOOP_TIMEOUT. */
+  getVringBusyloopTimeout(ring: number): number;
   /** VHOST_NET_SET_BACKEND: attach the ring to a tap fd, or detach it with -1. */
   netSetBackend(ring: number, fd: number): void;
   /** Close the fd (the kernel stops the rings and releases the device). Idempotent. */
@@ -311,6 +314,12 @@ export class VhostNet implements VhostNetDevice {
     );
   }
 
+  getVringBusyloopTimeout(ring: number): number {
+    const b = vringState(this.index(ring), 0);
+    ioctlPtr(this.#fd, VHOST.GET_VRING_BUSYLOOP_TIMEOUT, b, this.ring('VHOST_GET_VRING_BUSYLOOP_TIMEOUT', ring));
+    return b.readUInt32LE(VHOST_VRING_STATE.num);
+  }
+
   netSetBackend(ring: number, fd: number): void {
     withHints(
       () =>
@@ -349,6 +358,23 @@ export class VhostNet implements VhostNetDevice {
 
   private dev(ioctl: string): string {
     return `${ioctl} (queue pair ${this.pair})`;
+  }
+}
+
+/** vhost_net's module parameter for zero-copy transmit (drivers/vhost/net.c experimental_zcopytx). */
+export const ZCOPYTX_PATH = '/sys/module/vhost_net/parameters/experimental_zcopytx';
+
+/**
+ * experimental_zcopytx: with it, vhost-net transmits large packets from guest pages without a copy
+ * when the socket allows it (a tap or macvtap; net.c vhost_sock_zcopy). It is set when vhost_net is
+ * loaded (modprobe vhost_net experimental_zcopytx=1), per host: the bridge can only report it.
+ * null when the module is not loaded (or the parameter cannot be read).
+ */
+export function zeroCopyTx(path: string = ZCOPYTX_PATH): boolean | null {
+  try {
+    return Number(readFileSync(path, 'utf8').trim()) !== 0;
+  } catch {
+    return null;
   }
 }
 

@@ -46,13 +46,79 @@ describe('bench report', () => {
     expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', error: 'dpdk-testpmd exited' }]);
   });
 
-  it('verdict: throughput ratio >= 0.95 both ways and p50 latency ratio <= 1.05', () => {
-    const v = verdict(summarize(raw));
+  it('verdict: with fewer than 5 rounds every figure is undecided, whatever its interval', () => {
+    const s = summarize(raw);
+    // TCP guest -> host: rounds 0.9, 1.25, 1.056; geometric mean 1.06.
+    expect(s.interval.tcpTxMbps?.estimate).to.be.closeTo(Math.cbrt(0.9 * 1.25 * (950 / 900)), 1e-9);
+    const v = verdict(s);
     expect(v.lines).to.have.length(3);
-    expect(v.lines[0]).to.match(/^meets TCP guest -> host: bridge \/ vhost=on = 1.06/);
-    expect(v.lines[1]).to.match(/^meets TCP host -> guest: bridge \/ vhost=on = 1.22/);
-    expect(v.lines[2]).to.match(/^MISSES ping RTT p50: bridge \/ vhost=on = 1.25 \(want <= 1.05\)/);
+    expect(v.lines[0]).to.equal(
+      'UNDECIDED TCP guest -> host: bridge / vhost=on = 1.06 [0.90-1.25] (95% CI, 3 rounds; want >= 0.95); too ' +
+        'few rounds to tell (fewer than 5)',
+    );
+    // host -> guest: 1.0, 1.5, 1.22: the whole interval is above 0.95, but 3 rounds decide nothing.
+    expect(v.lines[1]).to.match(/^UNDECIDED TCP host -> guest: bridge \/ vhost=on = 1.22 \[1.00-1.50\]/);
     expect(v.ok).to.equal(false);
+  });
+
+  it('verdict: from 5 rounds, meets inside the band, misses outside, undecided across; says which differ', () => {
+    const rounds = [
+      { tx: 0.97, rx: 0.8, p50: 1.0 },
+      { tx: 0.99, rx: 0.82, p50: 1.1 },
+      { tx: 1.0, rx: 0.85, p50: 0.9 },
+      { tx: 0.98, rx: 0.79, p50: 1.05 },
+      { tx: 1.01, rx: 0.81, p50: 0.95 },
+    ];
+    const five: RawResults = {
+      meta: {},
+      runs: rounds.flatMap((r, i) => [
+        run('bridge', i + 1, { tcpTxMbps: 1000 * r.tx, tcpRxMbps: 500 * r.rx, rttP50Ms: 2 * r.p50 }),
+        run('vhost-on', i + 1, { tcpTxMbps: 1000, tcpRxMbps: 500, rttP50Ms: 2 }),
+      ]),
+    };
+    const v = verdict(summarize(five));
+    expect(v.lines[0]).to.match(
+      /^meets TCP guest -> host: .*\(95% CI, 5 rounds; want >= 0.95\); no significant difference$/,
+    );
+    expect(v.lines[1]).to.match(/^MISSES TCP host -> guest: bridge \/ vhost=on = 0.81 .*; bridge lower, significant$/);
+    expect(v.lines[2]).to.match(/^UNDECIDED ping RTT p50: .*; no significant difference$/);
+    expect(v.ok).to.equal(false);
+  });
+
+  it('verdict: one round is no interval, and says so', () => {
+    const one: RawResults = { meta: {}, runs: raw.runs.filter((r) => r.round === 1) };
+    const v = verdict(summarize(one));
+    expect(v.lines[0]).to.equal(
+      'UNDECIDED TCP guest -> host: fewer than 2 rounds with both configurations (no interval)',
+    );
+    expect(v.ok).to.equal(false);
+  });
+
+  it('other pairs (busy polling, 2 queue pairs): each bridge-X against its vhost-on-X, with intervals', () => {
+    const poll: RawResults = {
+      meta: {},
+      runs: [
+        ...raw.runs,
+        run('bridge-poll', 1, { tcpTxMbps: 990, rttP50Ms: 1.0 }),
+        run('vhost-on-poll', 1, { tcpTxMbps: 1000, rttP50Ms: 1.0 }),
+        run('bridge-poll', 2, { tcpTxMbps: 495, rttP50Ms: 2.2 }),
+        run('vhost-on-poll', 2, { tcpTxMbps: 500, rttP50Ms: 2.0 }),
+        run('bridge-mq2', 1, { tcpTxMbps: 900 }),
+      ],
+    };
+    const s = summarize(poll);
+    expect(Object.keys(s.otherPairs), 'a pair needs both sides').to.deep.equal(['busy poll 50 us: bridge / vhost=on']);
+    const ci = s.otherPairs['busy poll 50 us: bridge / vhost=on'].tcpTxMbps!;
+    expect(ci.estimate).to.be.closeTo(0.99, 1e-9);
+    expect(ci.n).to.equal(2);
+    expect(s.interval.tcpTxMbps?.n, 'the main pair is unchanged').to.equal(3);
+    const md = markdownTable(s);
+    expect(md).to.include('| figure: ratio [95% CI] | busy poll 50 us: bridge / vhost=on |');
+    expect(md).to.include('| TCP guest -> host | 0.99 [0.99-0.99] |');
+    expect(verdict(s).lines).to.include(
+      'busy poll 50 us: bridge / vhost=on, TCP guest -> host: 0.99 [0.99-0.99] (95% CI, 2 rounds); too few ' +
+        'rounds to tell (fewer than 5)',
+    );
   });
 
   it('tables name every configuration and figure', () => {
@@ -63,7 +129,7 @@ describe('bench report', () => {
     const md = markdownTable(s);
     expect(md.split('\n')).to.have.length(2 + 4); // header, rule, 4 figures with data
     expect(md).to.include(
-      '| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 |',
+      '| TCP guest -> host (Mbit/s, higher is better) | 950 [900-1000] | 900 [800-1000] | - | 1.06 [0.90-1.25] |',
     );
   });
 

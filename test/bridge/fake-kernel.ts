@@ -9,7 +9,7 @@ import { VhostUserSession } from '../../src/bridge/session.js';
 import type { DeviceListener } from '../../src/bridge/status.js';
 import { VhostNetDatapath, type VhostNetProvider } from '../../src/bridge/vhost-net-datapath.js';
 import type { Logger } from '../../src/log.js';
-import type { TapDevice, VhostNetDevice } from '../../src/vhost-kernel/index.js';
+import type { BackendSocket, VhostNetDevice, VnetHdrSocket } from '../../src/vhost-kernel/index.js';
 import { RecordingVhostNet, type Call as VhostNetRecord } from '../vhost-kernel/fake-vhost-net.js';
 
 /** The lab kernel's VHOST_GET_FEATURES. */
@@ -93,8 +93,10 @@ export class FakeVhostNetProvider implements VhostNetProvider {
   }
 }
 
-export class FakeTap implements TapDevice {
+export class FakeTap implements BackendSocket, VnetHdrSocket {
+  readonly kind = 'tap';
   readonly name = 'vbtap0';
+  readonly vnetHdr: VnetHdrSocket = this;
   readonly frames: Buffer[] = [];
   mtu = 1500;
   vnetHdrSize = 10;
@@ -128,25 +130,57 @@ export class FakeTap implements TapDevice {
   }
 }
 
+/**
+ * A packet socket as the datapath sees it (vhost-kernel/packet.ts): no header ioctls, one queue pair,
+ * bare frames; its calls go to the journal as `tap` calls.
+ */
+export class FakePacketSocket implements BackendSocket {
+  readonly kind = 'packet';
+  readonly name = 'vbraw0';
+  readonly vnetHdr = null;
+  readonly frames: Buffer[] = [];
+  mtu = 1500;
+  constructor(private readonly journal: Call[]) {}
+  fd(pair: number): number {
+    return 100 + pair;
+  }
+  setMtu(mtu: number): void {
+    this.journal.push({ who: 'tap', op: 'setMtu', mtu });
+    this.mtu = mtu;
+  }
+  setQueueEnabled(pair: number, enabled: boolean): void {
+    this.journal.push({ who: 'tap', op: 'setQueueEnabled', pair, enabled });
+  }
+  writeFrame(frame: Buffer, pair = 0): void {
+    this.journal.push({ who: 'tap', op: 'writeFrame', pair, length: frame.length });
+    this.frames.push(frame);
+  }
+}
+
 export interface FakePortOptions {
   queuePairs: number;
   offered: bigint;
   log?: Logger;
   onEvent?: DeviceListener;
+  /** A packet socket instead of the tap. */
+  packet?: boolean;
+  /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT for every ring. */
+  busyPollUs?: number;
 }
 
 /** A session on a VhostNetDatapath on the recording kernel, all calls in one journal. */
 export function fakePort(o: FakePortOptions) {
   const journal: Call[] = [];
   const vhostNet = new FakeVhostNetProvider(journal);
-  const tap = new FakeTap(journal);
+  const tap = o.packet ? new FakePacketSocket(journal) : new FakeTap(journal);
   const datapath = new VhostNetDatapath({
     queuePairs: o.queuePairs,
     offered: o.offered,
     vhostNetFeatures: LAB_KERNEL_FEATURES,
     vhostNet,
-    tap,
+    socket: tap,
     maxMemSlots: 64,
+    busyPollUs: o.busyPollUs,
     log: o.log,
   });
   const session = new VhostUserSession({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });

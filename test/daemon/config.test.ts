@@ -26,6 +26,8 @@ describe('daemon config', () => {
       socket: '/run/vhost-bridge/vm1.sock',
       role: 'server',
       tap: 'vbtap1',
+      backend: 'tap',
+      busyPollUs: 0,
       persistentTap: false,
       queues: 1,
       mtu: null,
@@ -100,6 +102,30 @@ describe('daemon config', () => {
     expect(c.ports.get('a')).to.include({ queues: 4, mtu: 9000, owner: 0, group: 0, mode: 0o660, persistentTap: true });
     expect(c.ports.get('b')).to.include({ role: 'client', socket: '/run/qemu/b.sock' });
     expect([...c.ports.keys()]).to.deep.equal(['a', 'b']);
+  });
+
+  it('a port on a macvtap or a raw packet socket, with busy polling; exactly one socket, and what fits it', () => {
+    const c = parseConfig({
+      ports: { m: { macvtap: 'vbmvt0', busyPollUs: 50, queues: 2 }, r: { rawSocket: 'eth3' } },
+    });
+    expect(c.ports.get('m')).to.include({ tap: 'vbmvt0', backend: 'macvtap', busyPollUs: 50, queues: 2 });
+    expect(c.ports.get('r')).to.include({ tap: 'eth3', backend: 'packet', busyPollUs: 0 });
+    expect(
+      errorsOf({
+        ports: {
+          a: { tap: 't', macvtap: 'm' },
+          b: {},
+          c: { rawSocket: 'eth3', queues: 2, persistentTap: true },
+          d: { tap: 't2', busyPollUs: -1 },
+        },
+      }),
+    ).to.have.members([
+      'ports.a.macvtap: give exactly one of tap, macvtap or rawSocket (the socket the rings are attached to)',
+      'ports.b.tap: give exactly one of tap, macvtap or rawSocket (the socket the rings are attached to)',
+      'ports.c.persistentTap: applies to a tap only',
+      'ports.c.queues: a raw packet socket serves one queue pair',
+      'ports.d.busyPollUs: expected a number from 0 to 1000000',
+    ]);
   });
 
   it('names the port and the field of every problem, all at once', () => {

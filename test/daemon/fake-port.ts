@@ -47,7 +47,7 @@ export function fakeKernel(): FakeKernel {
       offered: NET_FEATURES,
       vhostNetFeatures: LAB_KERNEL_FEATURES,
       vhostNet: source,
-      tap,
+      socket: tap,
       maxMemSlots: 64,
       log,
     });

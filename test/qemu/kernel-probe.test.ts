@@ -86,6 +86,7 @@ describe('lab: kernel probe (vhost-net and a vnet_hdr tap, through src/vhost-ker
     const inputs = {
       kernel: vn.getFeatures(),
       tapOffloads: tap.probeOffloads(),
+      vnetHdr: true,
       queuePairs: 1,
       bridgeBits: [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL],
     };

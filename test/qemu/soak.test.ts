@@ -33,7 +33,8 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
     });
     console.log(textTable(byKind(r.events)).replace(/^/gm, '      '));
     const faults = r.events.filter((e) => e.guestFault);
-    if (faults.length) console.log(`      guest faults of the lab absorbed: ${faults.map((e) => e.guestFault).join('; ')}`);
+    if (faults.length)
+      console.log(`      guest faults of the lab absorbed: ${faults.map((e) => e.guestFault).join('; ')}`);
     expect(failures(r)).to.deep.equal([]);
     expect(r.events.length, 'events injected').to.be.at.least(10);
     expect(new Set(r.events.map((e) => e.kind)).size, 'kinds of event').to.be.at.least(5);

@@ -43,6 +43,8 @@ interface RingState {
   base: number;
   addr?: KernelVringAddr;
   backend: number;
+  /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT (µs), 0 until set. */
+  busyloop: number;
 }
 
 export class RecordingVhostNet implements VhostNetDevice {
@@ -51,8 +53,8 @@ export class RecordingVhostNet implements VhostNetDevice {
   private closedFlag = false;
   private memTable?: Buffer;
   private rings: [RingState, RingState] = [
-    { base: 0, backend: -1 },
-    { base: 0, backend: -1 },
+    { base: 0, backend: -1, busyloop: 0 },
+    { base: 0, backend: -1, busyloop: 0 },
   ];
   features = 0n;
   backendFeatures = 0n;
@@ -119,8 +121,8 @@ export class RecordingVhostNet implements VhostNetDevice {
     this.owner = false;
     this.memTable = undefined;
     this.rings = [
-      { base: 0, backend: -1 },
-      { base: 0, backend: -1 },
+      { base: 0, backend: -1, busyloop: 0 },
+      { base: 0, backend: -1, busyloop: 0 },
     ];
     this.features = 0n;
   }
@@ -207,7 +209,15 @@ export class RecordingVhostNet implements VhostNetDevice {
   }
 
   setVringBusyloopTimeout(ring: number, usecs: number): void {
-    this.ring({ op: 'setVringBusyloopTimeout', ring, usecs }, 'VHOST_SET_VRING_BUSYLOOP_TIMEOUT');
+    this.ring({ op: 'setVringBusyloopTimeout', ring, usecs }, 'VHOST_SET_VRING_BUSYLOOP_TIMEOUT').busyloop = usecs;
+  }
+
+  /** A read, not journalled (the port's status reads it after every event); refused as the kernel does. */
+  getVringBusyloopTimeout(ring: number): number {
+    const call = `VHOST_GET_VRING_BUSYLOOP_TIMEOUT (ring ${ring})`;
+    if (this.closedFlag) throw new SysError(call, EBADF);
+    if (!this.owner) throw new SysError(call, EPERM);
+    return this.rings[this.index(ring)].busyloop;
   }
 
   netSetBackend(ring: number, fd: number): void {

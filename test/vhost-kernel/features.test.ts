@@ -9,6 +9,7 @@ import { FEATURE_NAMES, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTI
 import {
   BRIDGE_BITS,
   explainOffer,
+  explainWithheld,
   KERNEL_BITS,
   NEVER_TO_KERNEL,
   NOT_OFFERED,
@@ -30,7 +31,7 @@ const KERNEL_61 = 0x33d008000n;
 /** TUNSETOFFLOAD probe on Linux 6.1: CSUM, TSO4, TSO6, TSO_ECN, UFO. */
 const TAP_61 = 0x1f;
 const BRIDGE = [VHOST_USER_F_PROTOCOL_FEATURES, VHOST_F.LOG_ALL];
-const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, queuePairs: 1, bridgeBits: BRIDGE };
+const lab: OfferInputs = { kernel: KERNEL_61, tapOffloads: TAP_61, vnetHdr: true, queuePairs: 1, bridgeBits: BRIDGE };
 
 const N = VIRTIO_NET_F;
 
@@ -141,6 +142,35 @@ describe("vhost-kernel: features with the lab's values", () => {
   });
 });
 
+describe('vhost-kernel: features on a packet socket (no virtio-net header)', () => {
+  const raw: OfferInputs = { ...lab, tapOffloads: 0, vnetHdr: false };
+  const OFFLOADS = [N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO, N.HOST_USO, N.GUEST_CSUM, N.GUEST_TSO4];
+
+  it('offers the ring bits, GUEST_ANNOUNCE and the bridge bits, and no offload: 0x175008000', () => {
+    const offer = offeredToFrontEnd(raw);
+    expect(offer).to.equal(0x1_7500_8000n | maskOf(N.GUEST_ANNOUNCE));
+    for (const b of OFFLOADS) expect(has(offer, b), FEATURE_NAMES[b]).to.equal(false);
+    expect(has(offer, N.MRG_RXBUF), 'vhost-net writes num_buffers after its own header').to.equal(true);
+  });
+
+  it('gives the kernel bit 27 (vhost-net adds and strips the header), only on such a socket', () => {
+    expect(toKernel(0x170008000n, KERNEL_61, false)).to.equal(0x138008000n);
+    expect(toKernel(0x170008000n, KERNEL_61, true)).to.equal(0x130008000n);
+    expect(toKernel(0x170008000n, KERNEL_61 & ~maskOf(VHOST_F.NET_VIRTIO_NET_HDR), false), 'not offered').to.equal(
+      0x130008000n,
+    );
+  });
+
+  it('explains every offload a tap would have carried as withheld, with the reason; nothing on a tap', () => {
+    const w = explainWithheld(raw);
+    const tapOnly: number[] = [N.CSUM, N.GUEST_CSUM, N.GUEST_TSO4, N.GUEST_TSO6, N.GUEST_ECN, N.GUEST_UFO];
+    tapOnly.push(N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO, N.GUEST_USO4, N.GUEST_USO6, N.HOST_USO);
+    expect(w.map((r) => r.bit)).to.deep.equal(tapOnly.sort((a, b) => a - b));
+    for (const r of w) expect(r.why).to.match(/packet socket carries bare frames, no virtio-net header/);
+    expect(explainWithheld(lab)).to.deep.equal([]);
+  });
+});
+
 describe('vhost-kernel: tap offloads and header size from the negotiated set', () => {
   const cases: [string, number[], number][] = [
     ['nothing', [], 0],
@@ -216,7 +246,7 @@ describe('vhost-kernel: every bit explained', () => {
       for (const tapOffloads of taps)
         for (const queuePairs of pairs)
           for (const bridgeBits of bridges) {
-            const i: OfferInputs = { kernel, tapOffloads, queuePairs, bridgeBits };
+            const i: OfferInputs = { kernel, tapOffloads, vnetHdr: true, queuePairs, bridgeBits };
             const offer = offeredToFrontEnd(i);
             for (const n of bitsOf(offer)) {
               const rule = offerRule(n);

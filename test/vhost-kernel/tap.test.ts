@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
 import * as sys from '../../src/sys/index.js';
-import { KernelError, Tap } from '../../src/vhost-kernel/index.js';
+import { KernelError, PacketSocket, Tap } from '../../src/vhost-kernel/index.js';
 import { withHints } from '../../src/vhost-kernel/errors.js';
 
 describe('vhost-kernel: Tap (unprivileged checks)', () => {
@@ -30,6 +30,25 @@ describe('vhost-kernel: Tap (unprivileged checks)', () => {
       'tap vbnosuch9: ENODEV: no such device: no such tap: create it (ip tuntap add dev vbnosuch9 mode tap ' +
         'multi_queue vnet_hdr user $USER)',
     );
+  });
+
+  it('openMacvtap: a missing interface says how to create one; an interface that is not a macvtap is refused', () => {
+    expect(() => Tap.openMacvtap('vbnosuch9')).to.throw(
+      KernelError,
+      'macvtap vbnosuch9: ENODEV: no such device: no interface vbnosuch9: create it on its parent (ip link add link ' +
+        'PARENT name vbnosuch9 address GUEST-MAC type macvtap mode bridge',
+    );
+    expect(() => Tap.openMacvtap('lo')).to.throw(
+      KernelError,
+      'macvtap lo: EINVAL: invalid argument: lo is not a macvtap',
+    );
+    expect(() => Tap.openMacvtap('sixteen-bytes-xx')).to.throw(KernelError, 'interface names have at most 15');
+    expect(() => Tap.openMacvtap('lo', { queuePairs: 0 })).to.throw(RangeError);
+  });
+
+  it('PacketSocket: one queue pair only, and a checked name, before any syscall', () => {
+    expect(() => PacketSocket.open('eth0', { queuePairs: 2 })).to.throw(RangeError, 'a packet socket serves one');
+    expect(() => PacketSocket.open('')).to.throw(KernelError, 'the name is empty');
   });
 
   it('adopt refuses fds that are not taps and leaves them to the caller', () => {
