@@ -65,6 +65,9 @@ export class Bridge {
     this.offered = offeredToFrontEnd(inputs);
     for (const b of explainOffer(inputs))
       log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
+    // TEST ONLY, read here and nowhere else: docs/migration.md "The test-only switch".
+    const withholdDirtyLog = process.env.VB_TEST_WITHHOLD_DIRTY_LOG === '1';
+    if (withholdDirtyLog) log.warn('VB_TEST_WITHHOLD_DIRTY_LOG=1: the kernel gets no dirty log (test only)');
     const datapath = new VhostNetDatapath({
       queuePairs: opts.queuePairs,
       offered: this.offered,
@@ -72,6 +75,7 @@ export class Bridge {
       vhostNet,
       tap,
       log,
+      withholdDirtyLog,
     });
     this.session = new VhostUserSession({ port: opts.port ?? tap.name, datapath, log, onEvent: opts.onEvent });
     const t = opts.transport;

@@ -188,8 +188,8 @@ export class VhostUserSession implements VhostUserBackend {
     const running = this.rings.filter((r) => this.datapath.running(r.index));
     if (changed !== 0n && running.length) {
       throw new Refused(
-        `changes ${describeBits(changed, FEATURE_NAMES)} while ${running.join(', ')} run${running.length > 1 ? '' : 's'} ` +
-          '(only LOG_ALL may change then)',
+        `changes ${describeBits(changed, FEATURE_NAMES)} while ${running.join(', ')} ` +
+          `run${running.length > 1 ? '' : 's'} (only LOG_ALL may change then)`,
       );
     }
     this.negotiated = features;
