@@ -41,6 +41,7 @@ const TAP_B = 'vbmigb';
 const STREAM_BYTES = 300e6;
 const MiB = 1 << 20;
 
+const secs = (ms: number) => (ms / 1000).toFixed(1);
 const sockOf = (n: string) => `/tmp/vbmig-${n}.sock`;
 const qmpOf = (n: string) => `/tmp/vbmig-${n}.qmp`;
 
@@ -49,7 +50,8 @@ function describeCompare(c: PageCompare): string {
     .slice(0, 6)
     .map((p) => `0x${(p * 4096).toString(16)}`)
     .join(' ');
-  return `${c.differing.length} of ${c.pages} pages differ (${c.nonZero} non-zero)${first ? `, first at ${first}` : ''}`;
+  const at = first ? `, first at ${first}` : '';
+  return `${c.differing.length} of ${c.pages} pages differ (${c.nonZero} non-zero)${at}`;
 }
 
 function describeMigration(r: MigrationResult): string {
@@ -153,7 +155,7 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
     return { result, compare, compareMs, contAt, flooded: flood.sent };
   }
 
-  it('moves a guest A -> B without the kernel log (RAM differs), then B -> A under load: nothing lost', async function () {
+  it('A -> B without the kernel log: RAM differs; B -> A under load: RAM equal, nothing lost', async function () {
     const group = new GuestGroup('migration', cleanUp);
     await retryOnGuestFault(this, group, async () => {
       // ---- 1. A -> B, the kernel's dirty log withheld on A: the page compare must see it.
@@ -199,9 +201,9 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
       );
       const rx = await back.g.exec('cat /tmp/rx.md5', { timeoutMs: 30_000 });
       console.log(
-        `      TCP stream: ${(sent.bytes / 1e6).toFixed(0)} MB in ${((sent.endedAt - sent.startedAt) / 1000).toFixed(1)} s ` +
-          `(migration ${((migrationStart - sent.startedAt) / 1000).toFixed(1)} s to ` +
-          `${((m2.result.completedAt - sent.startedAt) / 1000).toFixed(1)} s into it); md5 sent ${sent.md5}, ` +
+        `      TCP stream: ${(sent.bytes / 1e6).toFixed(0)} MB in ${secs(sent.endedAt - sent.startedAt)} s ` +
+          `(migration ${secs(migrationStart - sent.startedAt)} s to ` +
+          `${secs(m2.result.completedAt - sent.startedAt)} s into it); md5 sent ${sent.md5}, ` +
           `in the guest ${rx.output.split(' ')[0]}`,
       );
 
