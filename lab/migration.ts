@@ -323,10 +323,12 @@ export class UdpFlood {
 
   constructor(target: string, o: { port?: number; perTick?: number; tickMs?: number; size?: number } = {}) {
     const payload = Buffer.alloc(o.size ?? 1400);
+    // No route or ARP reply while the guest moves: the flood goes on (a send error is not a failure).
+    this.sock.on('error', () => {});
     this.timer = setInterval(() => {
       for (let i = 0; i < (o.perTick ?? 10); i++) {
         payload.writeUInt32BE(this.sent++, 0);
-        this.sock.send(payload, o.port ?? 9, target);
+        this.sock.send(payload, o.port ?? 9, target, () => {});
       }
     }, o.tickMs ?? 5);
   }
@@ -347,15 +349,20 @@ export interface StreamResult {
 
 /**
  * A TCP stream of `bytes` known bytes from L2 to `host:port` (the guest's `nc -l`), as fast as TCP
- * goes, each 4 KiB stamped with its number so that a stale page would change the checksum. Retries
+ * goes or at `bytesPerS`, each 4 KiB stamped with its number so that a stale page would change the checksum. Retries
  * the connection while it is refused (the listener is still starting). Resolves when the guest
  * has closed the connection, with the md5 of what was sent.
  */
-export async function sendStream(host: string, port: number, bytes: number): Promise<StreamResult> {
+export async function sendStream(
+  host: string,
+  port: number,
+  bytes: number,
+  bytesPerS = Infinity,
+): Promise<StreamResult> {
   const end = Date.now() + 15_000;
   for (;;) {
     try {
-      return await streamOnce(host, port, bytes);
+      return await streamOnce(host, port, bytes, bytesPerS);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() > end) throw e;
       await sleep(200);
@@ -363,7 +370,7 @@ export async function sendStream(host: string, port: number, bytes: number): Pro
   }
 }
 
-function streamOnce(host: string, port: number, bytes: number): Promise<StreamResult> {
+function streamOnce(host: string, port: number, bytes: number, bytesPerS: number): Promise<StreamResult> {
   const block = Buffer.alloc(1 << 20);
   for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2654435761) >>> 0, i);
   const hash = createHash('md5');
@@ -380,7 +387,13 @@ function streamOnce(host: string, port: number, bytes: number): Promise<StreamRe
           for (let off = 0; off < len; off += PAGE) b.writeUInt32LE(n++, off);
           hash.update(b);
           sent += len;
-          if (!s.write(b)) {
+          const ok = s.write(b);
+          const ahead = (sent / bytesPerS) * 1000 - (Date.now() - startedAt);
+          if (ahead > 0 && sent < bytes) {
+            setTimeout(() => (ok ? pump() : s.once('drain', pump)), ahead);
+            return;
+          }
+          if (!ok) {
             s.once('drain', pump);
             return;
           }

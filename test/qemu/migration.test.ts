@@ -37,8 +37,12 @@ const MAC = '52:54:00:07:00:02';
 const BR = 'vbmigbr0';
 const TAP_A = 'vbmiga';
 const TAP_B = 'vbmigb';
-/** The TCP stream into the guest during the second migration (the lab's TCG L2 moves ~50 MB/s). */
+/**
+ * The TCP stream into the guest during the second migration, paced so that it lasts across it (the
+ * lab's TCG L2 moves up to ~80 MB/s into a guest).
+ */
 const STREAM_BYTES = 300e6;
+const STREAM_RATE = 25e6;
 const MiB = 1 << 20;
 
 const secs = (ms: number) => (ms / 1000).toFixed(1);
@@ -184,7 +188,7 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
       const ping = new PingWatch(GUEST);
       let stream: Promise<Awaited<ReturnType<typeof sendStream>>> | null = null;
       const m2 = await migrateAndCompare(dst, back, 'unix:/tmp/vbmig-2.mig', () => {
-        stream = sendStream(GUEST, 5001, STREAM_BYTES);
+        stream = sendStream(GUEST, 5001, STREAM_BYTES, STREAM_RATE);
       });
       const migrationStart = m2.result.completedAt - m2.result.totalTimeMs;
       console.log(`      B -> A': ${describeMigration(m2.result)}; ${m2.flooded} datagrams`);
@@ -199,7 +203,10 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
         `      ping every 50 ms: ${pings.lost} of ${pings.sent} lost (compare and paused destination included); ` +
           `first reply ${resumeMs} ms after the destination ran`,
       );
-      const rx = await back.g.exec('cat /tmp/rx.md5', { timeoutMs: 30_000 });
+      const rx = await back.g.exec(
+        'i=0; while [ ! -s /tmp/rx.md5 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/rx.md5',
+        { timeoutMs: 30_000 },
+      );
       console.log(
         `      TCP stream: ${(sent.bytes / 1e6).toFixed(0)} MB in ${secs(sent.endedAt - sent.startedAt)} s ` +
           `(migration ${secs(migrationStart - sent.startedAt)} s to ` +
