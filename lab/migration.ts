@@ -253,6 +253,9 @@ export function hostBridge(name: string, cidr: string, taps: { name: string; que
     name,
     taps.map((t) => t.name),
   );
+  // L2 loads modules only when asked (docs/lab.md: modprobe works in L2).
+  if (!fs.existsSync('/sys/module/bridge'))
+    execFileSync('modprobe', ['bridge'], { stdio: ['ignore', 'ignore', 'pipe'] });
   ip('link', 'add', 'name', name, 'type', 'bridge');
   ip('addr', 'add', cidr, 'dev', name);
   ip('link', 'set', 'dev', name, 'up');
