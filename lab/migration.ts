@@ -202,6 +202,8 @@ export interface PageCompare {
   pages: number;
   /** guest-physical page numbers (4 KiB) whose contents differ */
   differing: number[];
+  /** of the first few differing pages: how many bytes differ, the first one, and 16 bytes there on each side */
+  details: { page: number; bytes: number; first: number; source: string; destination: string }[];
   /** how many of `pages` hold anything but zeros (on the source) */
   nonZero: number;
 }
@@ -216,7 +218,7 @@ export function comparePages(a: string, b: string): PageCompare {
   const ba = Buffer.alloc(chunk);
   const bb = Buffer.alloc(chunk);
   const zero = Buffer.alloc(PAGE);
-  const out: PageCompare = { pages: 0, differing: [], nonZero: 0 };
+  const out: PageCompare = { pages: 0, differing: [], details: [], nonZero: 0 };
   try {
     for (let pos = 0; ; pos += chunk) {
       const na = fs.readSync(fa, ba, 0, chunk, pos);
@@ -226,7 +228,11 @@ export function comparePages(a: string, b: string): PageCompare {
       for (let off = 0; off < na; off += PAGE) {
         const pa = ba.subarray(off, off + PAGE);
         if (!pa.equals(zero)) out.nonZero++;
-        if (!pa.equals(bb.subarray(off, off + PAGE))) out.differing.push((pos + off) / PAGE);
+        const pb = bb.subarray(off, off + PAGE);
+        if (!pa.equals(pb)) {
+          out.differing.push((pos + off) / PAGE);
+          if (out.details.length < 8) out.details.push(pageDiff((pos + off) / PAGE, pa, pb));
+        }
         out.pages++;
       }
     }
@@ -235,6 +241,24 @@ export function comparePages(a: string, b: string): PageCompare {
     fs.closeSync(fb);
   }
   return out;
+}
+
+function pageDiff(page: number, a: Buffer, b: Buffer): PageCompare['details'][number] {
+  let bytes = 0;
+  let first = -1;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) continue;
+    bytes++;
+    if (first < 0) first = i;
+  }
+  const at = first & ~15;
+  return {
+    page,
+    bytes,
+    first,
+    source: a.subarray(at, at + 16).toString('hex'),
+    destination: b.subarray(at, at + 16).toString('hex'),
+  };
 }
 
 // ------------------------------------------------------------------ L2 host side
