@@ -200,8 +200,14 @@ export function guestRamPath(qemuPid: number): string {
 
 export interface PageCompare {
   pages: number;
-  /** guest-physical page numbers (4 KiB) whose contents differ */
+  /** guest-physical page numbers (4 KiB) whose contents differ, but for `wallClock` */
   differing: number[];
+  /**
+   * Pages that differ only in a kvmclock wall-clock struct (struct pvclock_wall_clock: u32 version,
+   * u32 sec, u32 nsec): KVM writes it into guest memory when the destination QEMU restores the
+   * guest's MSR_KVM_WALL_CLOCK_NEW, before the guest runs. Not the datapath's doing.
+   */
+  wallClock: number[];
   /** of the first few differing pages: how many bytes differ, the first one, and 16 bytes there on each side */
   details: { page: number; bytes: number; first: number; source: string; destination: string }[];
   /** how many of `pages` hold anything but zeros (on the source) */
@@ -218,7 +224,7 @@ export function comparePages(a: string, b: string): PageCompare {
   const ba = Buffer.alloc(chunk);
   const bb = Buffer.alloc(chunk);
   const zero = Buffer.alloc(PAGE);
-  const out: PageCompare = { pages: 0, differing: [], details: [], nonZero: 0 };
+  const out: PageCompare = { pages: 0, differing: [], wallClock: [], details: [], nonZero: 0 };
   try {
     for (let pos = 0; ; pos += chunk) {
       const na = fs.readSync(fa, ba, 0, chunk, pos);
@@ -230,7 +236,8 @@ export function comparePages(a: string, b: string): PageCompare {
         if (!pa.equals(zero)) out.nonZero++;
         const pb = bb.subarray(off, off + PAGE);
         if (!pa.equals(pb)) {
-          out.differing.push((pos + off) / PAGE);
+          if (isWallClockUpdate(pa, pb)) out.wallClock.push((pos + off) / PAGE);
+          else out.differing.push((pos + off) / PAGE);
           if (out.details.length < 8) out.details.push(pageDiff((pos + off) / PAGE, pa, pb));
         }
         out.pages++;
@@ -241,6 +248,25 @@ export function comparePages(a: string, b: string): PageCompare {
     fs.closeSync(fb);
   }
   return out;
+}
+
+/**
+ * The two pages differ only within 12 bytes that read as struct pvclock_wall_clock on both sides:
+ * an even version that grew, and the destination's seconds within a day of now.
+ */
+function isWallClockUpdate(a: Buffer, b: Buffer): boolean {
+  let first = -1;
+  let last = -1;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) continue;
+    if (first < 0) first = i;
+    last = i;
+  }
+  const at = first & ~3;
+  if (last >= at + 12 || at + 12 > a.length) return false;
+  const [va, vb] = [a.readUInt32LE(at), b.readUInt32LE(at)];
+  const sec = b.readUInt32LE(at + 4);
+  return va % 2 === 0 && vb % 2 === 0 && vb > va && Math.abs(sec - Date.now() / 1000) < 86_400;
 }
 
 function pageDiff(page: number, a: Buffer, b: Buffer): PageCompare['details'][number] {
