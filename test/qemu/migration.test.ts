@@ -39,6 +39,8 @@ const MAC = '52:54:00:07:00:02';
 const BR = 'vbmigbr0';
 const TAP_A = 'vbmiga';
 const TAP_B = 'vbmigb';
+const TAP_MA = 'vbmigma';
+const TAP_MB = 'vbmigmb';
 /**
  * The TCP stream into the guest during the second migration, paced so that it lasts across it (the
  * lab's TCG L2 moves up to ~80 MB/s into a guest).
@@ -88,22 +90,24 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
 
   before(function () {
     requireLab(this);
-    hostBridge(BR, `${HOST}/24`, [{ name: TAP_A }, { name: TAP_B }]);
+    const mq = { queues: 2 };
+    hostBridge(BR, `${HOST}/24`, [{ name: TAP_A }, { name: TAP_B }, { name: TAP_MA, ...mq }, { name: TAP_MB, ...mq }]);
   });
 
   after(async function () {
     this.timeout(60_000);
     await cleanUp();
-    if (inLab()) removeHostBridge(BR, [TAP_A, TAP_B]);
+    if (inLab()) removeHostBridge(BR, [TAP_A, TAP_B, TAP_MA, TAP_MB]);
   });
 
   /** A one-port bridge on `tap`; `withholdDirtyLog` sets the test-only switch in its environment. */
-  async function startBridge(name: string, tap: string, withholdDirtyLog = false): Promise<BridgeProcess> {
+  async function startBridge(name: string, tap: string, withholdDirtyLog = false, queues = 1): Promise<BridgeProcess> {
     const args = [
       '--socket-path',
       sockOf(name),
       '--tap',
       tap,
+      ...(queues > 1 ? ['--queues', String(queues)] : []),
       ...(process.env.VB_DEBUG ? ['--log-level', 'debug'] : []),
     ];
     const b = await BridgeProcess.start(
@@ -269,6 +273,59 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
       expect(b.since(beforeSave, 'ring-running').length, 'B serves the restored guest').to.be.at.least(2);
       expect(b.attachedRings()).to.deep.equal([0, 1]);
       expect(b.problems(beforeSave), 'bridge B warnings').to.deep.equal([]);
+      await cleanUp();
+    });
+  });
+  it('two queue pairs, A -> B -> A, destinations running at once: rings stop first, traffic after', async function () {
+    const group = new GuestGroup('migration-mq', cleanUp);
+    await retryOnGuestFault(this, group, async () => {
+      const a = await startBridge('ma', TAP_MA, false, 2);
+      const b = await startBridge('mb', TAP_MB, false, 2);
+      const mqVm = (socket: string, extra: Partial<GuestBootOptions> = {}): Partial<GuestBootOptions> => ({
+        smp: 2,
+        net: { kind: 'vhost-user', socketPath: sockOf(socket), queues: 2 },
+        ...extra,
+      });
+      let current = await startVm(group, 'ma', mqVm('ma'));
+      await current.g.untilReply(HOST);
+      const hops = [
+        { name: 'mb', socket: 'mb', from: a, to: b, label: 'A -> B' },
+        { name: 'ma2', socket: 'ma', from: b, to: a, label: 'B -> A' },
+      ];
+      for (const [i, hop] of hops.entries()) {
+        const uri = `unix:/tmp/vbmig-mq${i}.mig`;
+        const next = await startVm(group, hop.name, mqVm(hop.socket, { incoming: { uri } }));
+        const fromSource = hop.from.mark();
+        const fromDestination = hop.to.mark();
+        const ping = new PingWatch(GUEST);
+        const r = await migrate(current.q, uri, { slowBytesPerS: 16 * MiB, slowMs: 1000, fastBytesPerS: 1024 * MiB });
+        const resumed = await next.q.waitForEvent('RESUME', 30_000);
+        await current.g.kill();
+        const end = Date.now() + 10_000;
+        while (!ping.after(resumed.at).length && Date.now() < end) await new Promise((res) => setTimeout(res, 20));
+        const first = ping.after(resumed.at)[0];
+        const pings = await ping.stop();
+        const resumeMs = first ? Math.round(first.at - resumed.at) : null;
+        await hop.to.waitForStatus((st) => st.rings.every((x) => x.attached), 10_000, 'all four rings attached');
+        const stopped = hop.from.since(fromSource, 'ring-stopped').map((e) => e.time);
+        const started = hop.to.since(fromDestination, 'ring-running').map((e) => e.time);
+        const perf = await next.g.iperf3({ seconds: 2, parallel: 4 });
+        console.log(
+          `      ${hop.label}: ${describeMigration(r)}; ping: ${pings.lost} of ${pings.sent} lost, first reply ` +
+            `${resumeMs} ms after the destination ran; ` +
+            `source's last ring stop ${resumed.at - Math.max(...stopped)} ms ` +
+            `before it ran, destination's first ring start ${Math.min(...started) - resumed.at} ms after; ` +
+            `iperf3 -P 4: ${(perf.bytes / 1e6).toFixed(1)} MB`,
+        );
+        expect(stopped.length, 'the source stopped all four rings').to.equal(4);
+        expect(started.length, 'the destination started all four').to.be.at.least(4);
+        expect(Math.max(...stopped), 'every ring stop before the first ring start').to.be.below(Math.min(...started));
+        expect(resumeMs, 'a ping reply within 2 s of the destination running').to.not.equal(null);
+        expect(resumeMs!).to.be.below(2000);
+        expect(perf.bytes).to.be.above(1e6);
+        expect(hop.to.problems(fromDestination), 'destination bridge warnings').to.deep.equal([]);
+        current = next;
+      }
       await cleanUp();
     });
   });
