@@ -198,6 +198,9 @@ export class VhostUserSession implements VhostUserBackend {
     this.times.featuresSet ??= Date.now();
     this.pending.push({ kind: 'negotiated' });
     this.log.info(`SET_FEATURES: negotiated ${describeBits(features, FEATURE_NAMES)}`);
+    if (has(features, VHOST_F.LOG_ALL) && !this.logMap) {
+      this.log.info('SET_FEATURES: LOG_ALL before SET_LOG_BASE: rings to be logged wait for the log');
+    }
   }
 
   getProtocolFeatures(): bigint {
@@ -527,8 +530,12 @@ export class VhostUserSession implements VhostUserBackend {
     }
   }
 
-  /** The front-end wants the kernel's writes to this ring logged. */
+  /**
+   * The front-end wants the kernel's writes to this ring logged, and can send the log (LOG_SHMFD
+   * negotiated: without it no SET_LOG_BASE can come, and waiting for one would stop the ring for good).
+   */
   private logged(r: Ring): boolean {
+    if (this.protocol === null || !has(this.protocol & BRIDGE_PROTOCOL_FEATURES, PROTOCOL_F.LOG_SHMFD)) return false;
     const all = this.negotiated !== null && has(this.negotiated, VHOST_F.LOG_ALL);
     return all || (r.addr !== undefined && (r.addr.flags & (1 << VRING_ADDR_F.LOG)) !== 0);
   }

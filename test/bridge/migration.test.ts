@@ -57,9 +57,13 @@ function asDispatched(session: VhostUserSession): VhostUserSession {
   });
 }
 
+/** What QEMU 7.2 acks of the bridge's protocol features (LOG_SHMFD among them). */
+const PROTOCOL = maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ, PROTOCOL_F.LOG_SHMFD, PROTOCOL_F.RARP, PROTOCOL_F.MTU);
+
 function setup(queuePairs = 1) {
   const port = fakePort({ queuePairs, offered: OFFERED, log: quiet });
   live.push(port.session);
+  port.session.setProtocolFeatures(PROTOCOL);
   return { ...port, dev: asDispatched(port.session) };
 }
 
@@ -188,6 +192,7 @@ describe('bridge migration on the recording kernel: the dirty log and LOG_ALL', 
     expect(first.closed).to.equal(true);
     expect(mappingsOf(LOG_NAME), 'the old session unmapped its log').to.deep.equal([]);
     session.connected();
+    session.setProtocolFeatures(PROTOCOL);
     journal.length = 0;
     dev.setOwner();
     dev.setVringEnable(0, true);
@@ -207,6 +212,21 @@ describe('bridge migration on the recording kernel: the dirty log and LOG_ALL', 
     expect(attach).to.be.greaterThan(logBase);
     expect(second.features & LOG_ALL).to.equal(LOG_ALL);
     expect(session.status().memory.dirtyLog).to.equal(true);
+  });
+
+  it('without LOG_SHMFD (no log can come), a LOG_ALL ack does not hold the rings back', () => {
+    const { dev, vhostNet, session } = setup();
+    session.setProtocolFeatures(maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ));
+    dev.setOwner();
+    dev.setVringEnable(0, true);
+    dev.setVringEnable(1, true);
+    dev.setFeatures(ACKED | LOG_ALL);
+    const mem = guestMemory();
+    dev.setMemTable([mem.region], [mem.fd]);
+    startRings(dev, [0, 1]);
+    const k = vhostNet.live(0);
+    expect(k.attached(0) && k.attached(1)).to.equal(true);
+    expect(k.features & LOG_ALL, 'still no LOG_ALL for a kernel without a log').to.equal(0n);
   });
 
   it('a log that arrives before SET_OWNER is given at SET_OWNER, before the features', () => {
