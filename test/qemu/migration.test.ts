@@ -313,8 +313,9 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
         console.log(
           `      ${hop.label}: ${describeMigration(r)}; ping: ${pings.lost} of ${pings.sent} lost, first reply ` +
             `${resumeMs} ms after the destination ran; ` +
-            `source's last ring stop ${resumed.at - Math.max(...stopped)} ms ` +
-            `before it ran, destination's first ring start ${Math.min(...started) - resumed.at} ms after; ` +
+            `source's last ring stop ${Math.round(resumed.at - Math.max(...stopped))} ms ` +
+            `before it ran, destination's first ring start ` +
+            `${Math.round(Math.min(...started) - resumed.at)} ms after; ` +
             `iperf3 -P 4: ${(perf.bytes / 1e6).toFixed(1)} MB`,
         );
         expect(stopped.length, 'the source stopped all four rings').to.equal(4);
