@@ -5,13 +5,16 @@
  * (test/qemu/migration.test.ts) shows a real migration.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import type { VhostUserSession } from '../../src/bridge/session.js';
 import { bit, maskOf } from '../../src/bits.js';
 import { captureLog, portLog, log as processLog } from '../../src/log.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
-import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
+import { FrontendReq, PROTOCOL_F, requestName } from '../../src/vhost-user/constants.js';
+import { readTrace, type TraceMessage } from '../../src/vhost-user/trace.js';
+import { FdFactory } from '../vhost-user/replay-fds.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
 import { VHOST_F, VIRTIO_NET_F } from '../../src/virtio.js';
 import { ID, NEED_REPLY, V1 } from '../../lab/frontend/builder.js';
@@ -368,5 +371,115 @@ describe('bridge migration on the recording kernel: the dirty log and LOG_ALL', 
     expect(p & bit(PROTOCOL_F.PAGEFAULT)).to.equal(0n);
     expect(p & bit(PROTOCOL_F.DEVICE_STATE)).to.equal(0n);
     expect(p & bit(PROTOCOL_F.LOG_SHMFD)).to.not.equal(0n);
+  });
+});
+
+/**
+ * A real migration: bridge B's trace from the lab test (test/qemu/migration.test.ts, recorded with
+ * --record): QEMU 7.2 starts as a paused migration destination, runs, is then migrated away (the
+ * source side: SET_LOG_BASE, LOG_ALL, logged rings, GET_VRING_BASE) and killed; a second QEMU
+ * restores the guest from a file. Replayed through the dispatcher onto the recording kernel.
+ */
+describe('bridge migration: a real QEMU 7.2 migration replayed (test/fixtures/qemu72-migration.msgpack)', () => {
+  const fixture = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'qemu72-migration.msgpack');
+  const { header, events } = readTrace(fixture);
+  const msgs = events.filter((e): e is TraceMessage => e.e === 'msg');
+  const getFeatures = msgs.find((m) => m.request === FrontendReq.GET_FEATURES)!;
+  const offered = getFeatures.reply!.readBigUInt64LE(12);
+  const queuePairs = (header.meta as { queuePairs: number }).queuePairs;
+
+  function replay() {
+    const port = fakePort({ queuePairs, offered, log: quiet });
+    const factory = new FdFactory();
+    const cap = captureLog('warn');
+    const replies: { request: string; same: boolean }[] = [];
+    /** Per connection: where its calls start in the journal; at its first GET_VRING_BASE, the kernel's rings. */
+    const conns: { from: number; atStop: { attached: boolean; flags: number }[] | null }[] = [];
+    try {
+      let d: Dispatcher | null = null;
+      for (const e of events) {
+        if (e.e === 'connect') {
+          d = new Dispatcher(port.session);
+          port.session.connected();
+          conns.push({ from: port.journal.length, atStop: null });
+        } else if (e.e === 'msg') {
+          const c = conns.at(-1)!;
+          if (e.request === FrontendReq.GET_VRING_BASE && !c.atStop) {
+            c.atStop = [0, 1].map((q) => ({
+              attached: port.vhostNet.live(0).attached(q),
+              flags: port.vhostNet.live(0).ringState(q).addr?.flags ?? -1,
+            }));
+          }
+          const out = d!.handle({
+            header: { request: e.request, flags: e.flags, size: e.size },
+            payload: e.payload,
+            fds: factory.forMessage(e),
+          });
+          replies.push({
+            request: requestName(e.request),
+            same: Buffer.compare(out.reply ?? Buffer.alloc(0), e.reply ?? Buffer.alloc(0)) === 0,
+          });
+        } else d!.disconnected();
+      }
+    } finally {
+      cap.stop();
+      factory.close();
+    }
+    return { port, replies, conns, warnings: cap.texts() };
+  }
+
+  it('holds a migration: SET_LOG_BASE, LOG_ALL, logged rings, then GET_VRING_BASE', () => {
+    const requests = msgs.map((m) => m.request);
+    expect(requests).to.include(FrontendReq.SET_LOG_BASE);
+    expect(
+      msgs.some((m) => m.request === FrontendReq.SET_FEATURES && (m.payload.readBigUInt64LE(0) & LOG_ALL) !== 0n),
+    ).to.equal(true);
+    expect(requests.indexOf(FrontendReq.SET_LOG_BASE)).to.be.below(requests.lastIndexOf(FrontendReq.GET_VRING_BASE));
+  });
+
+  it('replays without a warning, every reply byte for byte as recorded (but the ring indexes)', () => {
+    const r = replay();
+    expect(r.warnings).to.deep.equal([]);
+    // GET_VRING_BASE answered the real kernel's index; the recording kernel moves no packets.
+    expect(r.replies.filter((x) => !x.same && x.request !== 'GET_VRING_BASE')).to.deep.equal([]);
+    expect(r.replies.filter((x) => x.request === 'SET_LOG_BASE')).to.have.length.above(0);
+    expect(mappedRegionCount()).to.equal(0);
+    expect(mappingsOf('dirty-log')).to.deep.equal([]);
+  });
+
+  it('as the destination, gave the kernel the migrated ring indexes before attaching', () => {
+    const { port, conns } = replay();
+    const sent = msgs.filter((m) => m.conn === 1 && m.request === FrontendReq.SET_VRING_BASE);
+    const calls = callsTo(port.journal.slice(conns[0].from), 'vhost0');
+    for (const m of sent) {
+      const [ring, base] = [m.payload.readUInt32LE(0), m.payload.readUInt32LE(4)];
+      const set = calls.findIndex((x) => x.op === 'setVringBase' && x.ring === ring && x.base === base);
+      const attach = calls.findIndex((x) => x.op === 'netSetBackend' && x.ring === ring && (x.fd as number) >= 0);
+      expect(set, `ring ${ring}: VHOST_SET_VRING_BASE ${base}`).to.be.at.least(0);
+      expect(attach, `ring ${ring}: attached after its base`).to.be.above(set);
+    }
+    expect(
+      sent.some((m) => m.payload.readUInt32LE(4) !== 0),
+      'a migrated index, not a fresh ring',
+    ).to.equal(true);
+  });
+
+  it('gave the kernel the log before LOG_ALL, and the rings ran logged until GET_VRING_BASE', () => {
+    const { port, conns } = replay();
+    const source = conns.find(
+      (c) => c.atStop !== null && callsTo(port.journal.slice(c.from), 'vhost0').some((x) => x.op === 'setLogBase'),
+    );
+    expect(source, 'a connection that was migrated away').to.not.equal(undefined);
+    const calls = callsTo(port.journal.slice(source!.from), 'vhost0');
+    const logBase = calls.findIndex((x) => x.op === 'setLogBase');
+    const logAll = calls.findIndex((x) => x.op === 'setFeatures' && ((x.features as bigint) & LOG_ALL) !== 0n);
+    expect(logAll, 'LOG_ALL reached the kernel').to.be.at.least(0);
+    expect(logAll, 'after the log base').to.be.above(logBase);
+    expect(source!.atStop).to.deep.equal([
+      { attached: true, flags: VRING_F_LOG },
+      { attached: true, flags: VRING_F_LOG },
+    ]);
+    const stop = calls.findIndex((x) => x.op === 'getVringBase');
+    expect(calls[stop - 1], 'detached before the index is read').to.deep.include({ op: 'netSetBackend', fd: -1 });
   });
 });

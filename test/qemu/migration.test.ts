@@ -102,7 +102,10 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
 
   /** A one-port bridge on `tap`; `withholdDirtyLog` sets the test-only switch in its environment. */
   async function startBridge(name: string, tap: string, withholdDirtyLog = false, queues = 1): Promise<BridgeProcess> {
+    // Each bridge records its sessions (a real QEMU's migration, for test/fixtures: test/bridge/migration.test.ts).
     const args = [
+      '--record',
+      `${xchg}/migration-${name}.msgpack`,
       '--socket-path',
       sockOf(name),
       '--tap',
