@@ -391,8 +391,16 @@ export class VhostUserSession implements VhostUserBackend {
       throw e;
     }
     closeQuiet(fd);
-    this.unmapLog();
+    const old = this.logMap;
     this.logMap = { base, length, addr };
+    // Nothing may throw from here on: the fd is closed, and a refusal would have the dispatcher close it again.
+    if (old) {
+      try {
+        munmap(old.base, old.length);
+      } catch (e) {
+        this.log.warn(`SET_LOG_BASE: unmap the previous log: ${(e as Error).message}`);
+      }
+    }
     this.pending.push({ kind: 'memory' });
     this.log.info(`SET_LOG_BASE: dirty log of ${hex(area.size)} bytes mapped`);
   }
