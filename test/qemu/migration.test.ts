@@ -30,6 +30,8 @@ import {
   sendStream,
   UdpFlood,
 } from '../../lab/migration.js';
+import { FrontendReq } from '../../src/vhost-user/constants.js';
+import { readTrace, type TraceMessage } from '../../src/vhost-user/trace.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const xchg = process.env.LAB_XCHG ?? '/tmp';
@@ -136,12 +138,12 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
       ip: `${GUEST}/24`,
       peer: HOST,
       logFile: `${xchg}/guest-mig-${name}.log`,
-      extraQemuArgs: ['-qmp', `unix:${qmpOf(name)},server=on,wait=off`],
       // Debian's kernel zeroes every page it allocates (init_on_alloc): the guest's CPU would then
       // write each receive buffer's page just before the kernel's vhost-net does, and KVM's own
       // dirty log would hide what the vhost-net log is there to show (docs/migration.md).
       extraKernelArgs: ['init_on_alloc=0'],
       ...extra,
+      extraQemuArgs: ['-qmp', `unix:${qmpOf(name)},server=on,wait=off`, ...(extra.extraQemuArgs ?? [])],
     };
   }
 
@@ -279,14 +281,17 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
       await cleanUp();
     });
   });
-  it('two queue pairs, A -> B -> A, destinations running at once: rings stop first, traffic after', async function () {
+  it('two queue pairs, A -> B -> A, running at once, SEND_RARP: rings stop first, traffic after', async function () {
     const group = new GuestGroup('migration-mq', cleanUp);
     await retryOnGuestFault(this, group, async () => {
       const a = await startBridge('ma', TAP_MA, false, 2);
       const b = await startBridge('mb', TAP_MB, false, 2);
+      // Without GUEST_ANNOUNCE the guest does not announce itself: QEMU asks the back-end for a RARP
+      // (SEND_RARP), and only the bridge's frame moves the guest's MAC to the destination's tap.
       const mqVm = (socket: string, extra: Partial<GuestBootOptions> = {}): Partial<GuestBootOptions> => ({
         smp: 2,
         net: { kind: 'vhost-user', socketPath: sockOf(socket), queues: 2 },
+        extraQemuArgs: ['-global', 'virtio-net-pci.guest_announce=off'],
         ...extra,
       });
       let current = await startVm(group, 'ma', mqVm('ma'));
@@ -328,6 +333,14 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
         expect(resumeMs!).to.be.below(2000);
         expect(perf.bytes).to.be.above(1e6);
         expect(hop.to.problems(fromDestination), 'destination bridge warnings').to.deep.equal([]);
+        expect(hop.to.status().features.negotiatedNames).to.not.include('GUEST_ANNOUNCE');
+        // The destination bridge's own record of its session (--record): QEMU sent SEND_RARP with the MAC.
+        const { events } = readTrace(`${xchg}/migration-${hop.socket}.msgpack`);
+        const conn = Math.max(...events.map((e) => e.conn));
+        const rarps = events.filter((e) => e.e === 'msg' && e.conn === conn && e.request === FrontendReq.SEND_RARP);
+        const macs = rarps.map((e) => (e as TraceMessage).payload.subarray(0, 6).toString('hex'));
+        expect(macs.length, 'SEND_RARP from the destination QEMU').to.be.above(0);
+        expect(macs[0]).to.equal(MAC.replace(/:/g, ''));
         current = next;
       }
       await cleanUp();
