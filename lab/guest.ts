@@ -142,6 +142,13 @@ export interface GuestBootOptions {
   accel?: 'kvm' | 'tcg';
   /** default qemu-system-x86_64 */
   qemuBinary?: string;
+  /**
+   * A migration destination (lab/migration.ts): QEMU starts with `-incoming URI` (and -S if
+   * `paused`: the guest stays stopped after the migration until QMP `cont`), with the same options
+   * as the source. boot() resolves once QEMU runs: the guest has booted on the source already, and
+   * its console continues here after the switch (do not exec before then).
+   */
+  incoming?: { uri: string; paused?: boolean };
 }
 
 export interface ExecResult {
@@ -408,6 +415,7 @@ export class Guest {
     else if (accel === 'tcg' && n.kind === 'vhost-user') dev += ',vectors=0';
     if (o.queueSize) dev += `,rx_queue_size=${o.queueSize},tx_queue_size=${o.queueSize}`;
     args.push('-device', dev, ...(o.extraQemuArgs ?? []));
+    if (o.incoming) args.push('-incoming', o.incoming.uri, ...(o.incoming.paused ? ['-S'] : []));
     return args;
   }
 
@@ -543,6 +551,14 @@ export class Guest {
 
   private async bootWithRetry(): Promise<void> {
     const hangMs = this.opts.hangTimeoutMs ?? 90_000;
+    if (this.opts.incoming) {
+      this.start(1);
+      await sleep(200);
+      if (!this.running) throw this.fail(`QEMU ${this.exitInfo} (as a migration destination)`);
+      this.initAt = this.readyAt = Date.now();
+      this.record('[harness] waiting for the incoming migration (the console continues the source guest)');
+      return;
+    }
     for (let attempt = 1; ; attempt++) {
       this.start(attempt);
       try {

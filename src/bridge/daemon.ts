@@ -88,6 +88,9 @@ export class Bridge {
     for (const b of explainOffer(inputs))
       log.debug(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''} (${b.party}): ${b.why}`);
     for (const b of explainWithheld(inputs)) log.info(`offer bit ${b.bit} ${FEATURE_NAMES[b.bit] ?? ''}: ${b.why}`);
+    // TEST ONLY, read here and nowhere else: docs/migration.md "The test-only switch".
+    const withholdDirtyLog = process.env.VB_TEST_WITHHOLD_DIRTY_LOG === '1';
+    if (withholdDirtyLog) log.warn('VB_TEST_WITHHOLD_DIRTY_LOG=1: the kernel gets no dirty log (test only)');
     const datapath = new VhostNetDatapath({
       queuePairs: opts.queuePairs,
       offered: this.offered,
@@ -96,6 +99,7 @@ export class Bridge {
       socket: tap,
       busyPollUs: opts.busyPollUs,
       log,
+      withholdDirtyLog,
     });
     this.datapath = datapath;
     this.session = new VhostUserSession({

@@ -62,14 +62,20 @@ export interface Datapath {
    */
   release(why: string): void;
 
-  /** SET_FEATURES (also to toggle LOG_ALL during migration): the datapath's share of the negotiated word. */
+  /**
+   * SET_FEATURES (also to toggle LOG_ALL during migration): the datapath's share of the negotiated
+   * word. LOG_ALL reaches a kernel only once it has the log (setLogBase): docs/migration.md.
+   */
   setFeatures(negotiated: bigint): void;
   /**
    * A new memory table. `readdress` lists the rings whose local addresses change with it: a ring
    * that runs is stopped around the change and restarted. Called BEFORE the old table is unmapped.
    */
   setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void;
-  /** SET_LOG_BASE: the dirty bitmap, at this address in this process. */
+  /**
+   * SET_LOG_BASE: the dirty bitmap, at this address in this process. A second call replaces the
+   * first; the session unmaps the old log only after it returns.
+   */
   setLogBase(addr: bigint): void;
 
   /** Ring configuration (SET_VRING_NUM/BASE/ADDR/KICK): a running ring is stopped around the change. */

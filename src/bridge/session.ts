@@ -15,16 +15,16 @@
  * event with the status after it. Events caused by a request are delivered once the request is
  * settled, so their status is the one the front-end sees next.
  */
-import { bitsOf, describeBits, has, maskOf } from '../bits.js';
+import { bit, bitsOf, describeBits, has, maskOf } from '../bits.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { hex, mac as formatMac } from '../format.js';
 import { type MemoryLimit, MemTable, MemTableError } from '../memtable/index.js';
 import { closeAll, closeQuiet, dup, eventfdWrite, memoryView, mmapShared, munmap, SysError } from '../sys/index.js';
-import { LIMITS, PROTOCOL_F, PROTOCOL_FEATURE_NAMES } from '../vhost-user/constants.js';
+import { LIMITS, PROTOCOL_F, PROTOCOL_FEATURE_NAMES, VRING_ADDR_F } from '../vhost-user/constants.js';
 import { Refused } from '../vhost-user/errors.js';
 import type { RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../vhost-user/messages.js';
-import { FEATURE_NAMES, MAX_RING_SIZE, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../virtio.js';
+import { FEATURE_NAMES, MAX_RING_SIZE, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../virtio.js';
 import type { Datapath } from './datapath.js';
 import { type LocalRing, Ring } from './ring.js';
 import type { DeviceEvent, DeviceListener, DeviceStatus } from './status.js';
@@ -40,7 +40,9 @@ import type { DeviceEvent, DeviceListener, DeviceStatus } from './status.js';
  *  - MTU: NET_SET_MTU sets the tap's MTU.
  *  - RESET_DEVICE: a guest reset stops every ring and starts the session over.
  * Not offered: BACKEND_REQ, IOTLB/ACCESS_PLATFORM (no vIOMMU path), CONFIG, INFLIGHT_SHMFD, STATUS,
- * HOST_NOTIFIER, INBAND_NOTIFICATIONS (the kernel signals the call eventfd itself), postcopy.
+ * HOST_NOTIFIER, INBAND_NOTIFICATIONS (the kernel signals the call eventfd itself), PAGEFAULT
+ * (postcopy: the kernel's vhost cannot wait for a missing page) and DEVICE_STATE (the bridge keeps
+ * no device state of its own to migrate): docs/migration.md.
  */
 export const BRIDGE_PROTOCOL_FEATURES = maskOf(
   PROTOCOL_F.REPLY_ACK,
@@ -79,7 +81,8 @@ export class VhostUserSession implements VhostUserBackend {
   private readonly limit: MemoryLimit;
   private rings: Ring[];
   private memory = MemTable.empty();
-  private logMap: { base: bigint; length: bigint } | null = null;
+  /** The dirty log (SET_LOG_BASE): the mapping, and the address the datapath gets (base + offset). */
+  private logMap: { base: bigint; length: bigint; addr: bigint } | null = null;
   private negotiated: bigint | null = null;
   private protocol: bigint | null = null;
 
@@ -218,15 +221,30 @@ export class VhostUserSession implements VhostUserBackend {
   /**
    * SET_FEATURES (the dispatcher has refused bits that were not offered). Without PROTOCOL_FEATURES
    * every ring is enabled (vhost-user.rst "Ring states"). QEMU sends this once per queue pair, and
-   * again to toggle LOG_ALL during migration: it is idempotent and never disables a ring.
+   * again to toggle LOG_ALL during migration: it is idempotent and never disables a ring. While a
+   * ring runs, LOG_ALL is the only bit that may change (vhost-user.rst "Migration": "the back-end
+   * ... must start logging" on LOG_ALL; DPDK refuses other changes then too): the kernel would
+   * take a new word under a running ring, but the tap's header size and offloads cannot change
+   * under traffic.
    */
   setFeatures(features: bigint): void {
+    const changed = this.negotiated === null ? 0n : (features ^ this.negotiated) & ~bit(VHOST_F.LOG_ALL);
+    const running = this.rings.filter((r) => this.datapath.running(r.index));
+    if (changed !== 0n && running.length) {
+      throw new Refused(
+        `changes ${describeBits(changed, FEATURE_NAMES)} while ${running.join(', ')} ` +
+          `run${running.length > 1 ? '' : 's'} (only LOG_ALL may change then)`,
+      );
+    }
     this.negotiated = features;
     if (this.datapath.opened) this.datapath.setFeatures(features);
     if (!has(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const r of this.rings) r.enabled = true;
     this.times.featuresSet ??= Date.now();
     this.pending.push({ kind: 'negotiated' });
     this.log.info(`SET_FEATURES: negotiated ${describeBits(features, FEATURE_NAMES)}`);
+    if (has(features, VHOST_F.LOG_ALL) && !this.logMap) {
+      this.log.info('SET_FEATURES: LOG_ALL before SET_LOG_BASE: rings to be logged wait for the log');
+    }
   }
 
   getProtocolFeatures(): bigint {
@@ -245,10 +263,14 @@ export class VhostUserSession implements VhostUserBackend {
 
   // ---- Session --------------------------------------------------------------------------------
 
-  /** SET_OWNER: the datapath takes its per-session resources and gets what arrived before. */
+  /**
+   * SET_OWNER: the datapath takes its per-session resources and gets what arrived before, the log
+   * before the features (a LOG_ALL needs the log base in the kernel first: docs/migration.md).
+   */
   setOwner(): void {
     if (this.datapath.opened) throw new Refused('this session already has an owner');
     this.datapath.open();
+    if (this.logMap) this.datapath.setLogBase(this.logMap.addr);
     if (this.negotiated !== null) this.datapath.setFeatures(this.negotiated);
     if (this.memory.regions.length) this.datapath.setMemTable(this.memory, []);
     for (const r of this.rings) this.pushRing(r);
@@ -400,7 +422,12 @@ export class VhostUserSession implements VhostUserBackend {
     this.log.info(`${request}: ${next}`);
   }
 
-  /** SET_LOG_BASE: map the shared dirty-log area and give its address to the datapath. */
+  /**
+   * SET_LOG_BASE: map the shared dirty-log area and give its address to the datapath. A second one
+   * (QEMU resizes the log when guest memory changes) replaces the first without a gap: the new
+   * mapping reaches the kernel before the old one is unmapped. The fd is closed once the log is in
+   * place (the mapping keeps the memory); on a refusal it stays with the dispatcher, which closes it.
+   */
   setLogBase(area: LogArea, fd: number): void {
     const length = area.size + area.offset;
     if (area.size === 0n) throw new Refused('log area of size 0');
@@ -411,10 +438,25 @@ export class VhostUserSession implements VhostUserBackend {
       if (e instanceof SysError) throw new Refused(`log fd cannot be mapped (${e.message})`);
       throw e;
     }
+    const addr = base + area.offset;
+    try {
+      if (this.datapath.opened) this.datapath.setLogBase(addr);
+    } catch (e) {
+      munmap(base, length);
+      throw e;
+    }
     closeQuiet(fd);
-    if (this.datapath.opened) this.datapath.setLogBase(base + area.offset);
-    this.unmapLog();
-    this.logMap = { base, length };
+    const old = this.logMap;
+    this.logMap = { base, length, addr };
+    // Nothing may throw from here on: the fd is closed, and a refusal would have the dispatcher close it again.
+    if (old) {
+      try {
+        munmap(old.base, old.length);
+      } catch (e) {
+        this.log.warn(`SET_LOG_BASE: unmap the previous log: ${(e as Error).message}`);
+      }
+    }
+    this.pending.push({ kind: 'memory' });
     this.log.info(`SET_LOG_BASE: dirty log of ${hex(area.size)} bytes mapped`);
   }
 
@@ -535,14 +577,30 @@ export class VhostUserSession implements VhostUserBackend {
     }
   }
 
-  /** Start the rings that should run and stop the ones that should not. */
+  /**
+   * Start the rings that should run and stop the ones that should not. A ring that is to be logged
+   * (LOG_ALL negotiated, or VHOST_VRING_F_LOG on it) waits for the log: what the kernel wrote
+   * before it had the log would be missing from it. QEMU starts a device during migration (after a
+   * reconnect) with SET_LOG_BASE last (hw/virtio/vhost.c vhost_dev_start).
+   */
   private settle(): void {
     if (!this.datapath.opened) return;
     for (const r of this.rings) {
+      const should = r.ready && (this.logMap !== null || !this.logged(r));
       const running = this.datapath.running(r.index);
-      if (r.ready && !running) this.datapath.start(r.index);
-      else if (!r.ready && running) this.datapath.stop(r.index, 'not ready');
+      if (should && !running) this.datapath.start(r.index);
+      else if (!should && running) this.datapath.stop(r.index, 'not ready');
     }
+  }
+
+  /**
+   * The front-end wants the kernel's writes to this ring logged, and can send the log (LOG_SHMFD
+   * negotiated: without it no SET_LOG_BASE can come, and waiting for one would stop the ring for good).
+   */
+  private logged(r: Ring): boolean {
+    if (this.protocol === null || !has(this.protocol & BRIDGE_PROTOCOL_FEATURES, PROTOCOL_F.LOG_SHMFD)) return false;
+    const all = this.negotiated !== null && has(this.negotiated, VHOST_F.LOG_ALL);
+    return all || (r.addr !== undefined && (r.addr.flags & (1 << VRING_ADDR_F.LOG)) !== 0);
   }
 
   /** Ring events for what changed since listeners were last told, and the session's moments. */

@@ -16,7 +16,10 @@
  *  - GET_VRING_BASE detaches first, then reads the index.
  *  - A new memory table reaches every fd before the old mappings go (the session unmaps after
  *    setMemTable returns); at release the fds are given back before the session unmaps memory.
+ *  - VHOST_SET_LOG_BASE before a feature word with LOG_ALL: a LOG_ALL that arrives first is held
+ *    back and given with the log base (docs/migration.md).
  */
+import { bit } from '../bits.js';
 import { hex } from '../format.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import type { MemTable } from '../memtable/index.js';
@@ -32,7 +35,8 @@ import {
   vnetHdrSize,
   zeroCopyTx,
 } from '../vhost-kernel/index.js';
-import { ringName, ringToPair } from '../virtio.js';
+import { VRING_ADDR_F } from '../vhost-user/constants.js';
+import { ringName, ringToPair, VHOST_F } from '../virtio.js';
 import { lastPid, type VhostWorker, workerStartedAfter } from '../vhost-kernel/workers.js';
 import type { Datapath, DatapathRingAddr } from './datapath.js';
 import type { DatapathStatus } from './status.js';
@@ -103,6 +107,12 @@ export interface VhostNetDatapathConfig {
    */
   busyPollUs?: number;
   log?: Logger;
+  /**
+   * TEST ONLY (docs/migration.md, "The test-only switch"): never give the kernel a log base,
+   * LOG_ALL or a ring's VHOST_VRING_F_LOG, so that the lab can show its page compare fails without
+   * the kernel's dirty log. Set from VB_TEST_WITHHOLD_DIRTY_LOG in daemon.ts, nowhere else.
+   */
+  withholdDirtyLog?: boolean;
 }
 
 /** What the datapath remembers of a ring: enough to log, and whether the kernel serves it. */
@@ -125,6 +135,12 @@ export class VhostNetDatapath implements Datapath {
   /** The vhost worker each device's SET_OWNER started (null if not found), by queue pair. */
   private ownWorkers: (VhostWorker | null)[] = [];
   private rings: RingState[];
+  /** This session's negotiated word, and what of it the kernel and the tap were given. */
+  private negotiated: bigint | null = null;
+  private kernelWord: bigint | null = null;
+  private tapShare: { hdr: number; offloads: number } | null = null;
+  /** The VHOST_SET_LOG_BASE every fd of this session has. */
+  private logBase: bigint | null = null;
 
   constructor(private readonly cfg: VhostNetDatapathConfig) {
     this.queuePairs = cfg.queuePairs;
@@ -199,6 +215,7 @@ export class VhostNetDatapath implements Datapath {
     this.devices = null;
     this.ownWorkers = [];
     this.rings = this.freshRings();
+    this.negotiated = this.kernelWord = this.logBase = this.tapShare = null;
     for (let p = 1; p < this.queuePairs; p++)
       step(`detach tap queue ${p}`, () => this.socket.setQueueEnabled(p, false));
   }
@@ -207,20 +224,26 @@ export class VhostNetDatapath implements Datapath {
    * The kernel gets its share of the negotiated word (features.toKernel); the tap the virtio-net
    * header size (12 with VERSION_1 or MRG_RXBUF) and the offloaded packets the guest accepts
    * (TUNSETOFFLOAD from GUEST_CSUM/TSO/ECN/UFO): offloads are what make the throughput equal to
-   * QEMU's tap,vhost=on.
+   * QEMU's tap,vhost=on. The tap is set only when its share changes: QEMU sends SET_FEATURES once
+   * per queue pair and again to toggle LOG_ALL while the rings run, and neither must touch a tap
+   * that is carrying traffic.
    */
   setFeatures(negotiated: bigint): void {
-    const hdrSocket = this.socket.vnetHdr;
-    const kernel = toKernel(negotiated, this.cfg.vhostNetFeatures, hdrSocket !== null);
-    for (const v of this.open_()) v.setFeatures(kernel);
+    this.open_();
+    this.negotiated = negotiated;
+    this.giveKernelFeatures(true);
     const hdr = vnetHdrSize(negotiated);
+    const hdrSocket = this.socket.vnetHdr;
     if (!hdrSocket) {
       this.log.debug(`${this.socket.name}: packet socket: vhost-net adds and strips the ${hdr}-byte virtio-net header`);
       return;
     }
-    hdrSocket.setVnetHdrSize(hdr);
-    const applied = hdrSocket.setOffload(tapOffloadFlags(negotiated));
-    this.log.debug(`${this.socket.name}: vnet header ${hdr} bytes, offloads ${hex(applied)}`);
+    const share = { hdr, offloads: tapOffloadFlags(negotiated) };
+    if (this.tapShare?.hdr === share.hdr && this.tapShare.offloads === share.offloads) return;
+    hdrSocket.setVnetHdrSize(share.hdr);
+    const applied = hdrSocket.setOffload(share.offloads);
+    this.tapShare = share;
+    this.log.debug(`${this.socket.name}: vnet header ${share.hdr} bytes, offloads ${hex(applied)}`);
   }
 
   setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void {
@@ -229,12 +252,24 @@ export class VhostNetDatapath implements Datapath {
     for (const m of reattach) this.detach(m.ring, 'new memory table');
     const encoded = table.toVhostMemory();
     for (const v of devices) v.setMemTable(encoded);
-    for (const m of readdress) this.device(m.ring).setVringAddr(m.ring, m.addr);
+    for (const m of readdress) this.device(m.ring).setVringAddr(m.ring, this.kernelAddr(m.addr));
     for (const m of reattach) this.start(m.ring);
   }
 
+  /**
+   * VHOST_SET_LOG_BASE on every fd, then the LOG_ALL that was held back for want of it. A second
+   * call replaces the first: the kernel switches to the new address under its ring locks, so the
+   * session may unmap the old log once this returns.
+   */
   setLogBase(addr: bigint): void {
-    for (const v of this.open_()) v.setLogBase(addr);
+    const devices = this.open_();
+    if (this.cfg.withholdDirtyLog) {
+      this.log.warn(`SET_LOG_BASE: NOT given to the kernel (test-only VB_TEST_WITHHOLD_DIRTY_LOG): no dirty log`);
+      return;
+    }
+    for (const v of devices) v.setLogBase(addr);
+    this.logBase = addr;
+    this.giveKernelFeatures(false);
   }
 
   setRingNum(ring: number, num: number): void {
@@ -252,7 +287,7 @@ export class VhostNetDatapath implements Datapath {
   }
 
   setRingAddr(ring: number, addr: DatapathRingAddr): void {
-    this.whileDetached(ring, 'SET_VRING_ADDR', () => this.device(ring).setVringAddr(ring, addr));
+    this.whileDetached(ring, 'SET_VRING_ADDR', () => this.device(ring).setVringAddr(ring, this.kernelAddr(addr)));
   }
 
   setRingKick(ring: number, fd: number): void {
@@ -335,6 +370,28 @@ export class VhostNetDatapath implements Datapath {
   private freshRings(): RingState[] {
     const fresh = (): RingState => ({ num: undefined, base: 0, attached: false, enabled: false });
     return Array.from({ length: 2 * this.queuePairs }, fresh);
+  }
+
+  /**
+   * The kernel's share of the negotiated word, without LOG_ALL until the kernel has a log base:
+   * vhost_net_set_features checks the log only as far as access_ok() of the log range, so a
+   * LOG_ALL before VHOST_SET_LOG_BASE is accepted and the kernel would mark pages at address 0
+   * (and fail silently). QEMU sends SET_FEATURES with LOG_ALL before SET_LOG_BASE when it starts
+   * a device during migration (hw/virtio/vhost.c vhost_dev_start, e.g. after a reconnect).
+   * `always`: give the word even if it is the one the kernel has (SET_FEATURES); else only a change.
+   */
+  private giveKernelFeatures(always: boolean): void {
+    if (this.negotiated === null) return;
+    let word = toKernel(this.negotiated, this.cfg.vhostNetFeatures, this.socket.vnetHdr !== null);
+    if (this.logBase === null) word &= ~bit(VHOST_F.LOG_ALL);
+    if (!always && word === this.kernelWord) return;
+    for (const v of this.open_()) v.setFeatures(word);
+    this.kernelWord = word;
+  }
+
+  /** A ring's addresses as the kernel gets them: without VHOST_VRING_F_LOG under the test-only switch. */
+  private kernelAddr(addr: DatapathRingAddr): DatapathRingAddr {
+    return this.cfg.withholdDirtyLog ? { ...addr, flags: addr.flags & ~(1 << VRING_ADDR_F.LOG) } : addr;
   }
 
   private open_(): VhostNetDevice[] {

@@ -21,7 +21,8 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
     requireLab(this);
   });
 
-  it(`${SECONDS} s of seeded faults: no bystander loss, every recovery < 10 s, no fd leak, no half-set-up port`, async () => {
+  const title = `${SECONDS} s of seeded faults: no bystander loss, recoveries < 10 s, no fd leak, no half-set-up port`;
+  it(title, async () => {
     const seed = Number(process.env.VB_SOAK_SEED ?? freshSeed());
     console.log(`      seed ${seed} (replay: VB_SOAK_SEED=${seed})`);
     const r = await runSoak({
