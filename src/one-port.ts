@@ -15,6 +15,7 @@ import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { eventsToFd } from './bridge/events.js';
 import { LEVELS, log, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
+import { VERSION } from './version.js';
 
 const EXAMPLE = `
 Example (QEMU connects to the bridge; guest memory must be shared with it):
@@ -96,6 +97,7 @@ const program = new Command()
       .default('info'),
   )
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
+  .version(VERSION, '--version', "print the package's version and exit")
   .addHelpText('after', EXAMPLE)
   .showHelpAfterError('(run vhost-bridge --help for usage)');
 
