@@ -13,6 +13,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { fstatSync } from 'node:fs';
 import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { eventsToFd } from './bridge/events.js';
+import { inheritedSockets } from './daemon/activation.js';
 import { LEVELS, log, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
 import { VERSION } from './version.js';
@@ -74,7 +75,12 @@ const program = new Command()
       'connect to a VMM listening on this socket (QEMU server=on); reconnects when it goes',
     ).conflicts(['fd']),
   )
-  .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
+  .option(
+    '--fd <n>',
+    'serve on this inherited socket: a listening one (systemd, libvirt), or one connected to a front-end (served ' +
+      'until it leaves); LISTEN_FDS=1 (socket activation) passes one as fd 3 without --fd',
+    int('--fd', 0, 1 << 20),
+  )
   .addOption(
     new Option(
       '--tap <name>',
@@ -118,6 +124,25 @@ const o = program.opts<{
   printCapabilities?: boolean;
 }>();
 
+/**
+ * The socket systemd passed (LISTEN_FDS=1: a .socket unit, `systemd-socket-activate`), listening or
+ * already connected (Accept=yes); served as `--fd` would serve it. Undefined when none was passed.
+ */
+function activatedSocket(): number | undefined {
+  let sockets: ReturnType<typeof inheritedSockets>;
+  try {
+    sockets = inheritedSockets();
+  } catch (e) {
+    return program.error(`vhost-bridge: socket activation: ${(e as Error).message}`);
+  }
+  if (sockets.length > 1)
+    program.error(
+      `vhost-bridge: socket activation passed ${sockets.length} sockets; one port serves one (many ports: ` +
+        'vhost-bridge serve, with FileDescriptorName=<port> on each socket)',
+    );
+  return sockets[0]?.fd;
+}
+
 if (o.printCapabilities) {
   // vhost-user.rst "Backend program conventions": other options are ignored.
   process.stdout.write(`${JSON.stringify({ type: 'net' })}\n`);
@@ -126,7 +151,11 @@ if (o.printCapabilities) {
 
 setLogLevel(o.logLevel);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
-if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
+if (transports === 0) o.fd = activatedSocket();
+if (transports > 1 || (transports === 0 && o.fd === undefined))
+  program.error(
+    'vhost-bridge: give exactly one of --socket-path, --connect or --fd (or start it by socket activation)',
+  );
 if (!o.tap && !o.tapFd) program.error('vhost-bridge: give --tap NAME or --tap-fd N');
 if (o.eventsFd !== undefined) {
   try {
@@ -152,6 +181,12 @@ const options: BridgeOptions = {
   mtu: o.mtu,
   record: o.record,
   onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
+  // passt's convention for a connected --fd: serve that front-end, and end when it leaves.
+  onFinished: () => {
+    log.info('the front-end of the inherited connection left; stopping');
+    bridge.close();
+    process.exit(process.exitCode ?? 0);
+  },
 };
 
 let bridge: Bridge;

@@ -43,6 +43,11 @@ export interface BridgeOptions {
   port?: string;
   /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
   onEvent?: DeviceListener;
+  /**
+   * Called when no other front-end will be served: the one of an inherited connected socket (`--fd`,
+   * transport.ts) left.
+   */
+  onFinished?: () => void;
 }
 
 export class Bridge {
@@ -83,6 +88,7 @@ export class Bridge {
           ? VhostUserServer.fromFd(t.fd, this.session, topts)
           : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
+    this.transport.on('finished', () => opts.onFinished?.());
     this.transport.on('disconnect', (why: string) =>
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );
