@@ -159,7 +159,7 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
     ).to.equal(true);
   });
 
-  it('a connected socket (Accept=yes, --inetd): each front-end gets its own bridge, which exits 0 when it leaves', async function () {
+  it('a connected socket (Accept=yes, --inetd): a bridge per front-end, exiting 0 when it leaves', async () => {
     const tap = 'vbsa2';
     hostTap(tap);
     cleanup.push(() => removeTap(tap));

@@ -158,7 +158,7 @@ describe('vhost-user transport', () => {
       expect(existsSync(path), 'a socket file it did not create is not removed').to.equal(true);
     });
 
-    it('serves a front-end already connected on an inherited fd (SO_ACCEPTCONN 0) alone, then is finished', async () => {
+    it('serves a front-end connected on an inherited fd (SO_ACCEPTCONN 0) alone, then is finished', async () => {
       const [ours, theirs] = sys.socketPair();
       const listening = sys.unixListen(path);
       expect([sys.isListening(ours), sys.isListening(listening)]).to.deep.equal([false, true]);
