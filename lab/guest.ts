@@ -140,6 +140,12 @@ export interface GuestBootOptions {
   accel?: 'kvm' | 'tcg';
   /** default qemu-system-x86_64 */
   qemuBinary?: string;
+  /**
+   * Run this instead of QEMU: a process whose stdin and stdout are the guest's serial console, for a
+   * guest that something else starts (a libvirt domain: lab/libvirt.ts). The options that make QEMU's
+   * command line (net, smp, memMiB, ...) are then that starter's business; `pid` is this process's.
+   */
+  console?: { command: string; args: string[] };
 }
 
 export interface ExecResult {
@@ -407,8 +413,8 @@ export class Guest {
 
   private start(attempt: number): void {
     const hang = attempt <= (this.opts.simulateHangAttempts ?? 0);
-    const args = this.qemuArgs(hang);
-    const bin = this.opts.qemuBinary ?? 'qemu-system-x86_64';
+    const args = this.opts.console?.args ?? this.qemuArgs(hang);
+    const bin = this.opts.console?.command ?? this.opts.qemuBinary ?? 'qemu-system-x86_64';
     this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
     this.exitInfo = null;
     this.backendMissing = null;
