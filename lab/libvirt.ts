@@ -16,11 +16,10 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const URI = 'qemu:///system';
-const EXAMPLES = resolve(import.meta.dirname, '..', '..', 'examples');
 const THIS = fileURLToPath(import.meta.url);
 
 /** `virsh -c qemu:///system ARGS`: its stdout; throws with its stderr on failure. */
@@ -82,11 +81,6 @@ export class Libvirtd {
     await gone;
     clearTimeout(t);
   }
-}
-
-/** An examples/ file as text. */
-export function example(file: string): string {
-  return fs.readFileSync(join(EXAMPLES, file), 'utf8');
 }
 
 /**

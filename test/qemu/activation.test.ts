@@ -1,10 +1,11 @@
 /**
  * systemd socket activation, in the lab. L2 has no systemd, so `systemd-socket-activate` (from the
  * systemd package) holds the sockets of the examples/ units and starts their ExecStart= as systemd
- * would (lab/units.ts): LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES.
+ * would (lab/examples.ts): LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES.
  *
  * - the one-port mode (vhost-bridge-one@.socket/.service): started when an L3 guest's QEMU first
- *   connects, it serves that guest on the inherited listening socket (ping, iperf3);
+ *   connects, it serves that guest on the inherited listening socket (ping, iperf3); that QEMU ran
+ *   with the options of examples/qemu-vhost-user.sh;
  * - a connected socket (Accept=yes, and --inetd's fd 0): each front-end gets its own bridge, which
  *   serves it and exits with status 0 when it leaves (SO_ACCEPTCONN tells the bridge which kind);
  * - the daemon (vhost-bridge.service, vhost-bridge-port@.socket x 2, vhost-bridge-control.socket):
@@ -20,7 +21,13 @@ import { TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
 import { Guest } from '../../lab/guest.js';
 import { hostTap, removeTap, vhostNetFds } from '../../lab/host.js';
-import { execStartArgs, listenPaths, type SocketUnit, socketActivateOptions } from '../../lab/units.js';
+import {
+  execStartArgs,
+  listenPaths,
+  qemuExampleOptions,
+  type SocketUnit,
+  socketActivateOptions,
+} from '../../lab/examples.js';
 import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
 import { requireLab, retryOnGuestFault } from './lab.js';
@@ -152,6 +159,14 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
       expect(r.bytes).to.be.greaterThan(1e6);
     });
     expect(bridge.attachedRings(), 'both rings attached').to.deep.equal([0, 1]);
+    // The guest's QEMU ran with examples/qemu-vhost-user.sh's options (the README's QEMU command line).
+    const argv = fs.readFileSync(`/proc/${guest.pid}/cmdline`, 'utf8').split('\0');
+    for (const [opt, value] of qemuExampleOptions(path)) {
+      const used = argv.some(
+        (a, i) => argv[i - 1] === opt && (a === value || (opt === '-device' && a.startsWith(`${value},`))),
+      );
+      expect(used, `${opt} ${value} in QEMU's command line: ${argv.join(' ')}`).to.equal(true);
+    }
     expect(vhostNetFds(bridge.pid), 'the activated bridge holds /dev/vhost-net').to.equal(1);
     expect(
       bridge.lines.some((l) => /serving on inherited listening fd 3/.test(l)),

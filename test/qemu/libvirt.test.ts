@@ -18,10 +18,10 @@ import { join } from 'node:path';
 import { BridgeProcess } from '../../lab/bridge-process.js';
 import { Guest, labFiles } from '../../lab/guest.js';
 import { hostTap, removeTap } from '../../lab/host.js';
+import { example } from '../../lab/examples.js';
 import {
   domainConsole,
   domainName,
-  example,
   interfaceElement,
   Libvirtd,
   virsh,
