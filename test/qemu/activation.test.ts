@@ -223,11 +223,11 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
     expect(args).to.include(config);
     const a = new Activator('daemon', [...socketActivateOptions(units), ...BRIDGE_COMMAND, ...args]);
     cleanup.push(
-      () => a.stop(),
       () => {
         removeTap('vbsap1');
         removeTap('vbsap2');
       },
+      () => a.stop(),
     );
     const control = paths[2];
     const [version] = (await request(control, [{ method: 'version' }], 60_000)) as { pid: number }[];

@@ -56,6 +56,8 @@ const NAME = domainName(example('libvirt-domain.xml'));
 async function startDomain(label: string, xml: string): Promise<Guest> {
   const file = join(DIR, `${label}.xml`);
   fs.writeFileSync(file, xml);
+  // The example has no <uuid> (each VM needs its own): defining it again needs the old definition gone.
+  undefine();
   virsh('define', file);
   return Guest.boot({
     name: label,
@@ -63,6 +65,14 @@ async function startDomain(label: string, xml: string): Promise<Guest> {
     console: domainConsole(NAME, CONSOLE),
     logFile: `${xchg}/guest-${label}.log`,
   });
+}
+
+function undefine(): void {
+  try {
+    virsh('undefine', NAME);
+  } catch {
+    /* not defined */
+  }
 }
 
 /** `virsh destroy` (QEMU killed by libvirt); the console process ends with it. */
@@ -101,11 +111,7 @@ describe('libvirt: domains from examples/ on vhost-bridge', function () {
     this.timeout(60_000);
     if (guest?.running) await destroy(guest).catch(() => undefined);
     await bridge?.stop();
-    try {
-      virsh('undefine', NAME);
-    } catch {
-      /* not defined */
-    }
+    undefine();
     await libvirtd?.stop();
     if (inLab()) removeTap(TAP);
   });
@@ -155,7 +161,6 @@ describe('libvirt: domains from examples/ on vhost-bridge', function () {
   });
 
   it("mode='server' (QEMU listens, the bridge connects): libvirt-interface.xml's", async function () {
-    virsh('undefine', NAME);
     const iface = withPaths(interfaceElement(example('libvirt-interface.xml'), 1), {
       '/run/libvirt/qemu/vm3-net0.sock': SERVER_SOCK,
     });
