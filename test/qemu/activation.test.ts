@@ -90,6 +90,14 @@ class Activator {
   }
 }
 
+/** Wait until systemd-socket-activate has created these sockets. */
+async function untilListening(paths: string[]): Promise<void> {
+  for (let i = 0; !paths.every((p) => fs.existsSync(p)); i++) {
+    if (i > 200) throw new Error(`${ACTIVATE} did not create ${paths.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Connect and wait (long: the bridge is being started by the connection) until the back-end answers. */
 async function frontEndOf(path: string): Promise<Handshaken> {
   const fe = TestFrontEnd.connect(path);
@@ -137,10 +145,7 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
       ],
     });
     // The socket is there before the bridge runs: QEMU connects to systemd-socket-activate's socket.
-    for (let i = 0; !fs.existsSync(path); i++) {
-      if (i > 100) throw new Error(`${ACTIVATE} did not create ${path}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await untilListening([path]);
     const booting = Guest.boot({
       name: 'activated',
       net: { kind: 'vhost-user', socketPath: path, reconnectSeconds: 1 },
@@ -188,6 +193,7 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
       () => accept.stop(),
       () => inetd.stop(),
     );
+    await untilListening([join(base, 'a.sock'), join(base, 'i.sock')]);
     for (const [a, path, round] of [
       [accept, join(base, 'a.sock'), 1],
       [accept, join(base, 'a.sock'), 2],
@@ -229,6 +235,7 @@ describe('systemd socket activation (systemd-socket-activate, examples/ units)',
       },
       () => a.stop(),
     );
+    await untilListening(paths);
     const control = paths[2];
     const [version] = (await request(control, [{ method: 'version' }], 60_000)) as { pid: number }[];
     expect(version.pid, 'the daemon runs as the activator exec()ed it').to.equal(a.pid);
