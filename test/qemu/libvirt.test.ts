@@ -8,7 +8,8 @@
  *   the running domain (QEMU reconnects: <reconnect enabled='yes' timeout='1'/>); `virsh destroy`,
  *   and the same bridge serves the domain started again;
  * - mode='server' (QEMU listens, the bridge connects: --connect), the interface of
- *   examples/libvirt-interface.xml: ping and iperf3; after `virsh destroy` the bridge keeps trying.
+ *   examples/libvirt-interface.xml: ping and iperf3; the bridge restarted connects again; after
+ *   `virsh destroy` the bridge keeps trying.
  *   (libvirt 9.0 refuses <reconnect> in mode='server': "'reconnect' attribute unsupported 'server'
  *   mode for <interface type='vhostuser'>"; the bridge's own reconnecting stands for it.)
  */
@@ -169,6 +170,19 @@ describe('libvirt: domains from examples/ on vhost-bridge', function () {
     guest = await startDomain('libvirt-server', domainXml(iface));
     const g = guest;
     await retryOnGuestFault(this, g, () => traffic(g));
+  });
+
+  it("mode='server': the bridge restarted connects again; after virsh destroy it keeps trying", async function () {
+    const g = guest!;
+    await bridge!.stop();
+    bridge = await BridgeProcess.start({ name: 'libvirt-reconnect', args: ['--connect', SERVER_SOCK, '--tap', TAP] });
+    await bridge.waitForStatus((s) => s.rings.filter((r) => r.attached).length === 2, 30_000, 'both rings attached');
+    await retryOnGuestFault(this, g, async () => {
+      const ms = await g.untilReply(HOST, 20);
+      console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the rings were attached again`);
+      const p = await g.ping(HOST, { count: 3 });
+      expect(p.received).to.equal(3);
+    });
     const from = bridge.mark();
     await destroy(g);
     await bridge.waitForEvent('disconnected', 30_000, from);
