@@ -149,6 +149,12 @@ export interface GuestBootOptions {
    * its console continues here after the switch (do not exec before then).
    */
   incoming?: { uri: string; paused?: boolean };
+  /**
+   * Run this instead of QEMU: a process whose stdin and stdout are the guest's serial console, for a
+   * guest that something else starts (a libvirt domain: lab/libvirt.ts). The options that make QEMU's
+   * command line (net, smp, memMiB, ...) are then that starter's business; `pid` is this process's.
+   */
+  console?: { command: string; args: string[] };
 }
 
 export interface ExecResult {
@@ -421,8 +427,8 @@ export class Guest {
 
   private start(attempt: number): void {
     const hang = attempt <= (this.opts.simulateHangAttempts ?? 0);
-    const args = this.qemuArgs(hang);
-    const bin = this.opts.qemuBinary ?? 'qemu-system-x86_64';
+    const args = this.opts.console?.args ?? this.qemuArgs(hang);
+    const bin = this.opts.console?.command ?? this.opts.qemuBinary ?? 'qemu-system-x86_64';
     this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
     this.exitInfo = null;
     this.backendMissing = null;

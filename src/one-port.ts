@@ -15,8 +15,10 @@ import { Bridge, type BridgeOptions } from './bridge/daemon.js';
 import { parseSize } from './daemon/config.js';
 import { groupId, userId } from './daemon/ids.js';
 import { eventsToFd } from './bridge/events.js';
+import { inheritedSockets } from './daemon/activation.js';
 import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from './log.js';
 import { stopOnSignals } from './signals.js';
+import { VERSION } from './version.js';
 
 const EXAMPLE = `
 Example (QEMU connects to the bridge; guest memory must be shared with it):
@@ -84,7 +86,12 @@ const program = new Command()
       'connect to a VMM listening on this socket (QEMU server=on); reconnects when it goes',
     ).conflicts(['fd']),
   )
-  .option('--fd <n>', 'serve on this inherited listening socket fd (systemd, libvirt)', int('--fd', 0, 1 << 20))
+  .option(
+    '--fd <n>',
+    'serve on this inherited socket: a listening one (systemd, libvirt), or one connected to a front-end (served ' +
+      'until it leaves); LISTEN_FDS=1 (socket activation) passes one as fd 3 without --fd',
+    int('--fd', 0, 1 << 20),
+  )
   .option(
     '--allow-users <list>',
     'let in only front-ends of these users (names or ids, comma-separated; SO_PEERCRED, checked on accept)',
@@ -149,6 +156,7 @@ const program = new Command()
     new Option('--log-format <format>', 'text lines, or one JSON object per line').choices(FORMATS).default('text'),
   )
   .option('--print-capabilities', 'print the back-end capabilities as JSON (vhost-user.json) and exit')
+  .version(VERSION, '--version', "print the package's version and exit")
   .addHelpText('after', EXAMPLE)
   .showHelpAfterError('(run vhost-bridge --help for usage)');
 
@@ -177,6 +185,25 @@ const o = program.opts<{
   printCapabilities?: boolean;
 }>();
 
+/**
+ * The socket systemd passed (LISTEN_FDS=1: a .socket unit, `systemd-socket-activate`), listening or
+ * already connected (Accept=yes); served as `--fd` would serve it. Undefined when none was passed.
+ */
+function activatedSocket(): number | undefined {
+  let sockets: ReturnType<typeof inheritedSockets>;
+  try {
+    sockets = inheritedSockets();
+  } catch (e) {
+    return program.error(`vhost-bridge: socket activation: ${(e as Error).message}`);
+  }
+  if (sockets.length > 1)
+    program.error(
+      `vhost-bridge: socket activation passed ${sockets.length} sockets; one port serves one (many ports: ` +
+        'vhost-bridge serve, with FileDescriptorName=<port> on each socket)',
+    );
+  return sockets[0]?.fd;
+}
+
 if (o.printCapabilities) {
   // vhost-user.rst "Backend program conventions": other options are ignored.
   process.stdout.write(`${JSON.stringify({ type: 'net' })}\n`);
@@ -186,7 +213,11 @@ if (o.printCapabilities) {
 setLogLevel(o.logLevel);
 setLogFormat(o.logFormat);
 const transports = [o.socketPath, o.connect, o.fd].filter((x) => x !== undefined).length;
-if (transports !== 1) program.error('vhost-bridge: give exactly one of --socket-path, --connect or --fd');
+if (transports === 0) o.fd = activatedSocket();
+if (transports > 1 || (transports === 0 && o.fd === undefined))
+  program.error(
+    'vhost-bridge: give exactly one of --socket-path, --connect or --fd (or start it by socket activation)',
+  );
 if (!o.tap && !o.tapFd && !o.macvtap && !o.rawSocket)
   program.error('vhost-bridge: give --tap NAME, --tap-fd N, --macvtap NAME or --raw-socket IFNAME');
 if (o.eventsFd !== undefined) {
@@ -222,6 +253,12 @@ const options: BridgeOptions = {
   memoryLimit: { bytes: o.maxMemory ?? null, regions: o.maxRegions ?? null },
   record: o.record,
   onEvent: o.eventsFd !== undefined ? eventsToFd(o.eventsFd, log) : undefined,
+  // passt's convention for a connected --fd: serve that front-end, and end when it leaves.
+  onFinished: () => {
+    log.info('the front-end of the inherited connection left; stopping');
+    bridge.close();
+    process.exit(process.exitCode ?? 0);
+  },
 };
 
 let bridge: Bridge;

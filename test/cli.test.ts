@@ -4,7 +4,10 @@
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as sys from '../src/sys/index.js';
+import { tempDir } from './fdcount.js';
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
@@ -51,6 +54,32 @@ describe('cli', () => {
       expect(r.status, args.join(' ')).to.equal(1);
       expect(r.stderr, args.join(' ')).to.include(want);
       expect(r.stdout).to.equal('');
+    }
+  });
+
+  it('takes the one socket of socket activation (LISTEN_FDS=1) without --fd, and refuses several', () => {
+    const dir = tempDir();
+    const listening = sys.unixListen(join(dir, 'vu.sock'));
+    try {
+      const activated = (n: number) =>
+        spawnSync(process.execPath, [CLI, '--tap', 't0', '--vhost-fd', '0'], {
+          encoding: 'utf8',
+          timeout: 20_000,
+          env: { ...process.env, LISTEN_FDS: String(n) },
+          stdio: ['pipe', 'pipe', 'pipe', ...Array<number>(n).fill(listening)],
+        });
+      const two = activated(2);
+      expect(two.status).to.equal(1);
+      expect(two.stderr).to.include('socket activation passed 2 sockets; one port serves one');
+      // One: past the choice of transport, the start goes on to the kernel (here a --vhost-fd that is a pipe).
+      const one = activated(1);
+      expect(one.status).to.equal(1);
+      expect(one.stderr).to.match(/^vhost-bridge: vhost fd 0: ENOTTY/);
+      const none = spawnSync(process.execPath, [CLI, '--tap', 't0'], { encoding: 'utf8', timeout: 20_000 });
+      expect(none.stderr).to.include('give exactly one of --socket-path, --connect or --fd');
+    } finally {
+      sys.close(listening);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

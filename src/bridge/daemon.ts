@@ -59,6 +59,11 @@ export interface BridgeOptions {
   onEvent?: DeviceListener;
   /** What a front-end may make this port map (memtable MemoryLimit); default: no limit of its own. */
   memoryLimit?: MemoryLimit;
+  /**
+   * Called when no other front-end will be served: the one of an inherited connected socket (`--fd`,
+   * transport.ts) left.
+   */
+  onFinished?: () => void;
 }
 
 export class Bridge {
@@ -119,6 +124,7 @@ export class Bridge {
           : VhostUserClient.connect(t.path, this.session, topts);
     this.transport.on('connection', () => this.session.connected());
     this.transport.on('refused', (r) => this.session.peerRefused(r.peer, r.rule));
+    this.transport.on('finished', () => opts.onFinished?.());
     this.transport.on('disconnect', (why: string) =>
       log.info(`front-end gone (${why}); every ring stopped, memory unmapped, ${tap.name} kept`),
     );

@@ -12,7 +12,6 @@
  * | remove  | {port}              | {removed: name}                         |
  * | reset   | {port}              | PortReport after the reset              |
  */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { PeerCred } from '../sys/index.js';
 import { ConfigError, parsePort } from './config.js';
@@ -21,16 +20,7 @@ import { NoSuchPort, type PortManager } from './manager.js';
 import type { Request } from './protocol.js';
 import { portReport, portStats } from './report.js';
 import { vhostWorkers } from '../vhost-kernel/workers.js';
-
-/** The package's version (package.json at the repository's root, three levels above dist/src/daemon/). */
-export const VERSION: string = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
-      .version;
-  } catch {
-    return 'unknown';
-  }
-})();
+import { VERSION } from '../version.js';
 
 const none = z.strictObject({});
 const onePort = z.strictObject({ port: z.string({ error: 'expected a port name' }) });

@@ -138,6 +138,7 @@ export const C = {
   SO_SNDBUF: 7,
   SO_RCVBUF: 8,
   SO_PEERCRED: 17,
+  SO_ACCEPTCONN: 30,
   MSG_CTRUNC: 0x8,
   MSG_TRUNC: 0x20,
   MSG_DONTWAIT: 0x40,

@@ -302,6 +302,17 @@ export function peerCred(fd: number): PeerCred {
   return { pid: b.readInt32LE(0), uid: b.readUInt32LE(4), gid: b.readUInt32LE(8) };
 }
 
+/**
+ * Whether a socket is listening (getsockopt(SO_ACCEPTCONN), socket(7)): an inherited socket is
+ * either one to accept() front-ends on or one already connected to a front-end.
+ */
+export function isListening(fd: number): boolean {
+  const b = Buffer.alloc(4);
+  const len = new Uint32Array([4]);
+  check(raw.getsockopt(fd, C.SOL_SOCKET, C.SO_ACCEPTCONN, b, len), 'getsockopt(SO_ACCEPTCONN)');
+  return b.readInt32LE(0) !== 0;
+}
+
 /** setsockopt(2) with an int value. */
 export function setsockoptInt(fd: number, level: number, name: number, value: number): void {
   const b = Buffer.alloc(4);

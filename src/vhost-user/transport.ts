@@ -4,8 +4,10 @@
  *
  * - server: `VhostUserServer.listen(path)` binds a socket (mode 0600 unless told otherwise) and
  *   waits for the VMM to connect (QEMU `-chardev socket,path=...` without server=on).
- * - inherited listening fd: `VhostUserServer.fromFd(n)`, for vhost-user.rst "Backend program
- *   conventions" `--fd=FDNUM` and systemd socket activation.
+ * - inherited fd: `VhostUserServer.fromFd(n)`, for vhost-user.rst "Backend program conventions"
+ *   `--fd=FDNUM` and systemd socket activation. A listening socket is served like the server's; a
+ *   socket already connected to a front-end (SO_ACCEPTCONN is 0: passt's `--fd`, systemd's
+ *   Accept=yes) is served alone, and the server is `finished` when that front-end leaves.
  * - client: `VhostUserClient.connect(path)` connects to a VMM that listens (QEMU
  *   `server=on`), retrying with backoff until the socket appears, and again after the front-end
  *   goes away.
@@ -26,6 +28,7 @@ import {
   closeQuiet,
   FdWatcher,
   fstat,
+  isListening,
   setNonBlocking,
   SysError,
   unixConnect,
@@ -68,13 +71,15 @@ export interface PeerRefusal {
 /**
  * Events of both transports: `connection` (Connection), `disconnect` (reason: string),
  * `refused` (a peer outside the allow-list was turned away), and for the server `rejected` (a
- * second front-end was turned away).
+ * second front-end was turned away) and `finished` (it will serve no other front-end: the one of
+ * an inherited connected socket left).
  */
 interface TransportEvents {
   connection: [Connection];
   disconnect: [string];
   refused: [PeerRefusal];
   rejected: [];
+  finished: [];
 }
 
 /**
@@ -112,7 +117,8 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
   private open = true;
 
   private constructor(
-    private readonly listenFd: number,
+    /** The listening socket, or null when serving one inherited connected socket. */
+    private readonly listenFd: number | null,
     private readonly backend: VhostUserBackend,
     private readonly opts: TransportOptions,
     /** The socket path this server created (removed on close), if any. */
@@ -120,7 +126,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
   ) {
     super();
     this.log = opts.log ?? defaultLog;
-    this.watcher = new FdWatcher(listenFd, { readable: true }, (r) => this.onReady(r));
+    this.watcher = listenFd === null ? null : new FdWatcher(listenFd, { readable: true }, (r) => this.onReady(r));
   }
 
   /**
@@ -144,16 +150,32 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
   }
 
   /**
-   * Serve on an inherited socket that is already listening (`--fd N`; systemd socket activation).
+   * Serve on an inherited socket (`--fd N`; systemd socket activation). A listening one is served as
+   * listen() would; a connected one (passt's `--fd` convention, systemd `Accept=yes`) is that one
+   * front-end, admitted on the next turn of the event loop (after the caller has subscribed), and the
+   * server is `finished` once it leaves. SO_ACCEPTCONN tells which, so no option has to.
    * The server owns the fd from here on and closes it on close().
    */
   static fromFd(fd: number, backend: VhostUserBackend, opts: TransportOptions = {}): VhostUserServer {
     const type = fstat(fd).type;
     if (type !== 'socket') throw new Error(`fd ${fd} is not a socket (it is a ${type})`);
+    const listening = isListening(fd);
     setNonBlocking(fd);
-    const server = new VhostUserServer(fd, backend, opts, null);
-    (opts.log ?? defaultLog).info(`serving on inherited listening fd ${fd}`);
+    const log = opts.log ?? defaultLog;
+    if (listening) {
+      const server = new VhostUserServer(fd, backend, opts, null);
+      log.info(`serving on inherited listening fd ${fd}`);
+      return server;
+    }
+    const server = new VhostUserServer(null, backend, opts, null);
+    log.info(`serving the front-end connected on inherited fd ${fd}; ending when it leaves`);
+    setImmediate(() => (server.open ? server.admit(fd) : closeQuiet(fd)));
     return server;
+  }
+
+  /** True when this server serves one inherited connected front-end only (it has no listening socket). */
+  get servesOne(): boolean {
+    return this.listenFd === null;
   }
 
   /** The connected front-end, if any. */
@@ -168,7 +190,7 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
     this.conn?.close('back end shutting down');
     this.watcher?.close();
     this.watcher = null;
-    closeFd(this.listenFd);
+    if (this.listenFd !== null) closeFd(this.listenFd);
     if (this.path) unlink(this.path);
   }
 
@@ -178,7 +200,9 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
         this.log.error(`listening socket: poll error (libuv status ${r.status})`);
         return;
       }
-      for (let fd = accept(this.listenFd); fd !== null; fd = accept(this.listenFd)) this.admit(fd);
+      const lfd = this.listenFd;
+      if (lfd === null) return;
+      for (let fd = accept(lfd); fd !== null; fd = accept(lfd)) this.admit(fd);
     } catch (e) {
       this.log.error(`accepting a front-end: ${(e as Error).message}`);
     }
@@ -199,6 +223,10 @@ export class VhostUserServer extends EventEmitter<TransportEvents> {
       onClosed: (reason) => {
         if (this.conn === conn) this.conn = null;
         this.emit('disconnect', reason);
+        if (this.servesOne && this.open) {
+          this.open = false;
+          this.emit('finished');
+        }
       },
     });
     this.conn = conn;

@@ -1,6 +1,6 @@
 /**
  * Transports over real AF_UNIX sockets: server (mode, stale socket, busy path, one front-end at a
- * time), inherited listening fd, client (retry until the socket appears, reconnect), and clean
+ * time), inherited listening or connected fd, client (retry until the socket appears, reconnect), and clean
  * shutdown (watchers, fds, socket file).
  */
 import { expect } from 'chai';
@@ -144,6 +144,7 @@ describe('vhost-user transport', () => {
       const inherited = sys.unixListen(path);
       const server = track(VhostUserServer.fromFd(inherited, backend));
       expect(cap.texts().at(-1)).to.equal(`INFO serving on inherited listening fd ${inherited}`);
+      expect(server.servesOne).to.equal(false);
       const fe = track(TestFrontEnd.connect(path));
       expect(await fe.ask(msg.getQueueNum().withFlags(1))).to.equal('eof'); // MQ not negotiated: dropped
       fe.close();
@@ -155,6 +156,26 @@ describe('vhost-user transport', () => {
       server.close();
       expect(sys.isOpen(inherited)).to.equal(false);
       expect(existsSync(path), 'a socket file it did not create is not removed').to.equal(true);
+    });
+
+    it('serves a front-end connected on an inherited fd (SO_ACCEPTCONN 0) alone, then is finished', async () => {
+      const [ours, theirs] = sys.socketPair();
+      const listening = sys.unixListen(path);
+      expect([sys.isListening(ours), sys.isListening(listening)]).to.deep.equal([false, true]);
+      sys.close(listening);
+      const server = track(VhostUserServer.fromFd(ours, backend));
+      expect(server.servesOne).to.equal(true);
+      expect(cap.texts().at(-1)).to.equal(
+        `INFO serving the front-end connected on inherited fd ${ours}; ending when it leaves`,
+      );
+      const fe = track(TestFrontEnd.over(theirs));
+      expect(await fe.ask(msg.getFeatures())).to.deep.equal(reply.u64(ID.GET_FEATURES, NET_FEATURES));
+      const finished = once(server, 'finished');
+      fe.close();
+      await finished;
+      expect(backend.disconnects).to.equal(1);
+      expect(sys.isOpen(ours)).to.equal(false);
+      server.close();
     });
 
     it('refuses an inherited fd that is not a socket', () => {
