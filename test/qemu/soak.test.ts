@@ -29,7 +29,7 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
       seconds: SECONDS,
       seed,
       guests: 1,
-      onePort: true,
+      onePort: false,
       log: (l) => console.log(`      ${l}`),
     });
     console.log(textTable(byKind(r.events)).replace(/^/gm, '      '));
