@@ -5,9 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 
-function lookup(file: string, v: string | number): number | null {
-  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 && v < 2 ** 32 - 1 ? v : null;
-  if (/^\d+$/.test(v)) return lookup(file, Number(v));
+/** The number in field `want` of the first line of a colon-separated file that `match`es, or null. */
+function field(file: string, match: (f: string[]) => boolean, want: number): number | null {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -16,9 +15,15 @@ function lookup(file: string, v: string | number): number | null {
   }
   for (const line of text.split('\n')) {
     const f = line.split(':');
-    if (f[0] === v && f.length >= 3 && /^\d+$/.test(f[2])) return Number(f[2]);
+    if (f.length > want && match(f) && /^\d+$/.test(f[want])) return Number(f[want]);
   }
   return null;
+}
+
+function lookup(file: string, v: string | number): number | null {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 && v < 2 ** 32 - 1 ? v : null;
+  if (/^\d+$/.test(v)) return lookup(file, Number(v));
+  return field(file, (f) => f[0] === v, 2);
 }
 
 /** The uid of a user name (or a numeric id as it is), or null. */
@@ -29,15 +34,5 @@ export const groupId = (v: string | number, file = '/etc/group'): number | null 
 
 /** The primary group of a user (the gid field of its /etc/passwd line), or null. */
 export function primaryGroup(uid: number, file = '/etc/passwd'): number | null {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f.length >= 4 && f[2] === String(uid) && /^\d+$/.test(f[3])) return Number(f[3]);
-  }
-  return null;
+  return field(file, (f) => f[2] === String(uid), 3);
 }
