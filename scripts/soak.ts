@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { byKind, failures, markdownTable, svgChart, textTable } from '../lab/soak/report.js';
 import { freshSeed } from '../lab/soak/rng.js';
-import type { SoakResult } from '../lab/soak/soak.js';
+import { EVENT_KINDS, parseKinds, type SoakResult } from '../lab/soak/soak.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const count = (v: string): number => {
@@ -30,15 +30,24 @@ const o = new Command()
   .option('--guests <n>', 'guests on daemon ports', count, 3)
   .option('--no-one-port', 'no guest on a one-port bridge')
   .option('--kernel <series>', "L2 kernel (scripts/lab/run's --kernel)", '6.1')
+  .option('--only <kinds>', `only these kinds of event, comma-separated (${EVENT_KINDS.join(', ')})`, (v) => {
+    try {
+      return parseKinds(v)?.join(',');
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  })
   .addHelpText(
     'after',
     `
 Examples:
   npm run soak -- --minutes 30              the full soak: 3 daemon guests + 1 one-port guest
-  npm run soak -- --minutes 3 --seed 42     replay a run (the seed is printed at the start)`,
+  npm run soak -- --minutes 3 --seed 42     replay a run (the seed is printed at the start)
+  npm run soak -- --minutes 10 --guests 1 --no-one-port --only qemu-kill,ctl-reset
+                                            hammer one sequence of faults`,
   )
   .parse()
-  .opts<{ minutes: number; seed?: number; guests: number; onePort: boolean; kernel: string }>();
+  .opts<{ minutes: number; seed?: number; guests: number; onePort: boolean; kernel: string; only?: string }>();
 
 const seed = o.seed ?? freshSeed();
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
@@ -66,6 +75,7 @@ const lab = spawnSync(
       VB_SOAK_GUESTS: String(o.guests),
       VB_SOAK_ONE_PORT: o.onePort ? '1' : '0',
       VB_SOAK_OUT: '/lab-xchg/soak.json',
+      ...(o.only ? { VB_SOAK_KINDS: o.only } : {}),
     },
   },
 );

@@ -21,17 +21,32 @@ import { Rng } from './rng.js';
 /** The longest a target may take to pass traffic again, and the daemon to answer after a restart. */
 export const RECOVERY_LIMIT_MS = 10_000;
 
-export type EventKind =
-  | 'daemon-kill'
-  | 'qemu-kill'
-  | 'guest-reboot'
-  | 'link-flap'
-  | 'ctl-reset'
-  | 'ctl-remove-add'
-  | 'garbage'
-  | 'sighup'
-  | 'vanish'
-  | 'memtable';
+/** VB_SOAK_LOG_LEVEL=debug logs every vhost-user message of the daemon (to diagnose a failure). */
+const DAEMON_ARGS = process.env.VB_SOAK_LOG_LEVEL ? ['--log-level', process.env.VB_SOAK_LOG_LEVEL] : [];
+
+/** Every kind of event the injector knows (docs/soak.md's table). */
+export const EVENT_KINDS = [
+  'daemon-kill',
+  'qemu-kill',
+  'guest-reboot',
+  'link-flap',
+  'ctl-reset',
+  'ctl-remove-add',
+  'garbage',
+  'sighup',
+  'vanish',
+  'memtable',
+] as const;
+export type EventKind = (typeof EVENT_KINDS)[number];
+
+/** A comma-separated list of kinds (`--only`, VB_SOAK_KINDS); undefined for none given. */
+export function parseKinds(list: string | undefined): EventKind[] | undefined {
+  if (!list) return undefined;
+  const kinds = list.split(',').map((k) => k.trim());
+  const bad = kinds.filter((k) => !(EVENT_KINDS as readonly string[]).includes(k));
+  if (bad.length) throw new Error(`no such kind of event: ${bad.join(', ')} (kinds: ${EVENT_KINDS.join(', ')})`);
+  return kinds as EventKind[];
+}
 
 export interface SoakOptions {
   /** how long to inject faults */
@@ -43,6 +58,8 @@ export interface SoakOptions {
   onePort: boolean;
   /** pause between events (default 1000 ms) */
   gapMs?: number;
+  /** only these kinds of event (default all): to hammer one sequence that failed */
+  kinds?: readonly EventKind[];
   /** progress lines (default console.log) */
   log?: (line: string) => void;
 }
@@ -154,7 +171,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   for (const s of SPARES) specs[s] = { tap: `vbsoak${s}`, socket: sock(s) };
   fs.writeFileSync(CONFIG, JSON.stringify({ control: { path: sock('control') }, ports: specs }));
 
-  let daemon = await DaemonProcess.start('soak', CONFIG);
+  let daemon = await DaemonProcess.start('soak', CONFIG, DAEMON_ARGS);
   let restarts = 0;
   const synths = new Map<string, Handshaken>();
   const synth = async (p: string): Promise<void> => {
@@ -231,7 +248,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           await daemon.stop('SIGKILL');
           for (const f of synths.values()) f.close();
           synths.clear();
-          daemon = await DaemonProcess.start(`soak-restart-${++restarts}`, CONFIG);
+          daemon = await DaemonProcess.start(`soak-restart-${++restarts}`, CONFIG, DAEMON_ARGS);
           const after = Date.now();
           const failures =
             after - from > RECOVERY_LIMIT_MS ? [`the daemon answered ${after - from} ms after SIGKILL`] : [];
@@ -377,9 +394,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       },
     ];
 
+    const chosen = o.kinds ? events.filter((e) => o.kinds?.includes(e.kind)) : events;
+    if (!chosen.length) throw new Error(`no such kind of event: ${o.kinds?.join(',')}`);
     let i = 0;
     while (Date.now() - t0 < o.seconds * 1000 + (ready - t0)) {
-      const ev = rng.weighted(events.map((e) => ({ value: e, weight: e.weight })));
+      const ev = rng.weighted(chosen.map((e) => ({ value: e, weight: e.weight })));
       const start = Date.now();
       const faults0 = refs.map((r) => r.guest.faults);
       const rec: EventRecord = {

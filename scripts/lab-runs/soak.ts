@@ -3,10 +3,10 @@
  * result as JSON to VB_SOAK_OUT, which scripts/soak.ts turns into the report.
  *
  * Environment (set by scripts/soak.ts): VB_SOAK_SECONDS, VB_SOAK_SEED, VB_SOAK_GUESTS,
- * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT.
+ * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT, VB_SOAK_KINDS (optional).
  */
 import * as fs from 'node:fs';
-import { runSoak } from '../../lab/soak/soak.js';
+import { parseKinds, runSoak } from '../../lab/soak/soak.js';
 
 const env = (k: string, d: string): string => process.env[k] ?? d;
 const out = env('VB_SOAK_OUT', '/lab-xchg/soak.json');
@@ -15,6 +15,7 @@ const result = await runSoak({
   seed: Number(env('VB_SOAK_SEED', '1')),
   guests: Number(env('VB_SOAK_GUESTS', '3')),
   onePort: env('VB_SOAK_ONE_PORT', '1') === '1',
+  kinds: parseKinds(process.env.VB_SOAK_KINDS),
 });
 fs.writeFileSync(out, JSON.stringify(result, null, 1));
 process.exit(0);

@@ -11,7 +11,7 @@
 import { expect } from 'chai';
 import { byKind, failures, textTable } from '../../lab/soak/report.js';
 import { freshSeed } from '../../lab/soak/rng.js';
-import { runSoak } from '../../lab/soak/soak.js';
+import { parseKinds, runSoak } from '../../lab/soak/soak.js';
 import { requireLab } from './lab.js';
 
 const SECONDS = Number(process.env.VB_SOAK_SECONDS ?? 90);
@@ -31,6 +31,7 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
       seed,
       guests: 1,
       onePort: false,
+      kinds: parseKinds(process.env.VB_SOAK_KINDS),
       log: (l) => console.log(`      ${l}`),
     });
     console.log(textTable(byKind(r.events)).replace(/^/gm, '      '));
