@@ -5,8 +5,13 @@
  * level-triggered, closed before the fd).
  *
  * Closing, on EOF, error, a dropped message or close(): the watcher first (libuv aborts the process
- * if an fd is closed under an active poll handle), then the socket, then the fds of a partial
- * message, then backend.disconnected().
+ * if an fd is closed under an active poll handle), then backend.disconnected(), which stops every
+ * ring in the kernel, and only then the socket, then the fds of a partial message. The order
+ * matters when the back-end hangs up (a reset, a removed port, shutdown): on EOF QEMU cannot ask
+ * GET_VRING_BASE and takes each ring's used index from guest memory as the next session's base
+ * (docs/qemu-quirks.md, "When the back-end hangs up"); a kernel still writing used entries after the
+ * front-end saw EOF leaves that base behind the guest's avail index by more than the ring size, and
+ * the next session's ring fails at once (the kernel signals the err eventfd; no traffic).
  */
 import { log as defaultLog, type Logger } from '../log.js';
 import {
@@ -78,16 +83,16 @@ export class Connection {
     this.watcher?.close();
     this.watcher = null;
     try {
+      this.dispatcher.disconnected();
+    } catch (e) {
+      this.log.error(`back end failed on disconnect: ${(e as Error).message}`);
+    }
+    try {
       closeFd(this.fd);
     } catch (e) {
       this.log.error(`closing the front-end socket: ${(e as Error).message}`);
     }
     closeAll(this.framer.discard());
-    try {
-      this.dispatcher.disconnected();
-    } catch (e) {
-      this.log.error(`back end failed on disconnect: ${(e as Error).message}`);
-    }
     this.opts.trace?.disconnect(this.traceConn, reason);
     this.opts.onClosed?.(reason);
   }

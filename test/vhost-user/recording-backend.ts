@@ -183,7 +183,10 @@ export class RecordingBackend implements VhostUserBackend {
     this.done.push(done);
   }
 
+  /** Called first thing in disconnected(): a test looks at the world as the back-end's teardown sees it. */
+  onDisconnected?: () => void;
   disconnected(): void {
+    this.onDisconnected?.();
     this.calls.push({ method: 'disconnected', args: [] });
     this.disconnects++;
     closeAll(this.held.values());

@@ -4,7 +4,7 @@
  * shutdown (watchers, fds, socket file).
  */
 import { expect } from 'chai';
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, fstatSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { captureLog, type LogCapture } from '../../src/log.js';
 import * as sys from '../../src/sys/index.js';
@@ -70,6 +70,31 @@ describe('vhost-user transport', () => {
         'INFO front-end connected',
         'INFO front-end disconnected',
       ]);
+    });
+
+    const hangUp = 'a back-end hang-up stops the back end before the socket closes (the front-end sees EOF only then)';
+    it(hangUp, async () => {
+      // docs/qemu-quirks.md "When the back-end hangs up": QEMU takes the used index as the next base on EOF,
+      // so the kernel must be done with the rings before the front-end can see the socket close.
+      const server = track(VhostUserServer.listen(path, backend));
+      const fe = track(TestFrontEnd.connect(path));
+      const conn = await once<Connection>(server, 'connection');
+      expect(await fe.ask(msg.getFeatures())).to.deep.equal(reply.u64(ID.GET_FEATURES, NET_FEATURES));
+      let socketOpenDuringTeardown: boolean | null = null;
+      backend.onDisconnected = () => {
+        try {
+          fstatSync(conn.fd);
+          socketOpenDuringTeardown = true;
+        } catch {
+          socketOpenDuringTeardown = false;
+        }
+      };
+      const gone = once<string>(server, 'disconnect');
+      conn.close('reset by the operator');
+      expect(await gone).to.equal('reset by the operator');
+      expect(socketOpenDuringTeardown, 'the socket was still open while the back end stopped').to.equal(true);
+      expect(() => fstatSync(conn.fd), 'and closed after').to.throw(/EBADF/);
+      expect(await fe.reply(2000)).to.equal('eof');
     });
 
     it('takes another mode when told', () => {

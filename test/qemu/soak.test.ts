@@ -1,12 +1,11 @@
 /**
- * The soak's short variant (docs/soak.md; the full one is `npm run soak -- --minutes 30`). Not in
- * CI's lab suite while the failure it found is open (docs/soak.md "Found": seed 793815302): the
- * same seeded injector for 90 s, and nothing may fail: no bystander loses a
+ * The soak's short variant in CI's lab suite (docs/soak.md; the full one is `npm run soak -- --minutes 30`):
+ * the same seeded injector for 90 s, and nothing may fail: no bystander loses a
  * reply, every target passes traffic within 10 s, the daemon's fd count is back at its level after
  * every event, no port is left half set up. The seed is fresh each run and printed (replay it with
  * VB_SOAK_SEED=N). Faults of the nested lab's guests are absorbed by the soak itself (the guest is
  * booted again and the event is not charged to the bridge) and printed.
- * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/soak.manual.js
+ * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha dist/test/qemu/soak.test.js
  */
 import { expect } from 'chai';
 import { byKind, failures, textTable } from '../../lab/soak/report.js';
@@ -25,13 +24,14 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
   const title = `${SECONDS} s of seeded faults: no bystander loss, recoveries < 10 s, no fd leak, no half-set-up port`;
   it(title, async () => {
     const seed = Number(process.env.VB_SOAK_SEED ?? freshSeed());
+    const kinds = parseKinds(process.env.VB_SOAK_KINDS);
     console.log(`      seed ${seed} (replay: VB_SOAK_SEED=${seed})`);
     const r = await runSoak({
       seconds: SECONDS,
       seed,
       guests: 1,
       onePort: false,
-      kinds: parseKinds(process.env.VB_SOAK_KINDS),
+      kinds,
       log: (l) => console.log(`      ${l}`),
     });
     console.log(textTable(byKind(r.events)).replace(/^/gm, '      '));
@@ -40,6 +40,6 @@ describe('soak, short variant: faults one at a time on a daemon with a guest and
       console.log(`      guest faults of the lab absorbed: ${faults.map((e) => e.guestFault).join('; ')}`);
     expect(failures(r)).to.deep.equal([]);
     expect(r.events.length, 'events injected').to.be.at.least(10);
-    expect(new Set(r.events.map((e) => e.kind)).size, 'kinds of event').to.be.at.least(5);
+    expect(new Set(r.events.map((e) => e.kind)).size, 'kinds of event').to.be.at.least(Math.min(5, kinds?.length ?? 5));
   });
 });
