@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, type RawResults } from './bench/metrics.js';
+import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, type RawResults } from './bench/metrics.js';
 import { markdownTable, replaceSection, runNotes, summarize, svgChart, textTable, verdict } from './bench/report.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -24,7 +24,8 @@ const positive = (v: string): number => {
 const o = new Command()
   .name('npm run bench --')
   .description(
-    'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).',
+    'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot), ' +
+      'and live migration of the bridge and tap,vhost=on.',
   )
   .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
@@ -89,8 +90,8 @@ const commit = `${head}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+c
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
 // Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
-const migrating = o.migration ? configs.filter((c) => c === 'bridge' || c === 'vhost-on') : [];
-const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 150);
+const migrating = o.migration ? configs.filter(migrates) : [];
+const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
 console.log(
   `== bench: ${o.rounds} round(s) of ${configs.join(', ')}` +
     `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; about ` +

@@ -2,7 +2,7 @@
  * The benchmark's figures, their units and which way is better; shared by the runner in the lab
  * (scripts/lab-runs/bench.ts) and the report (scripts/bench/report.ts).
  */
-import type { MigrationHop } from '../../lab/migration-hops.js';
+import type { MigrationConfig, MigrationHop } from '../../lab/migration-hops.js';
 
 export const CONFIGS = [
   'bridge',
@@ -28,6 +28,10 @@ export const CONFIG_LABELS: Record<BenchConfig, string> = {
   'bridge-mq2': 'bridge --queues 2',
   'vhost-on-mq2': 'tap,vhost=on,queues=2',
 };
+
+/** The configurations that, when chosen, also migrate the guest in each round (lab/migration-hops.ts). */
+const MIGRATING: readonly MigrationConfig[] = ['bridge', 'vhost-on'];
+export const migrates = (c: BenchConfig): c is MigrationConfig => (MIGRATING as readonly BenchConfig[]).includes(c);
 
 /**
  * Each bridge configuration against its QEMU counterpart on the same guest: the first pair is the

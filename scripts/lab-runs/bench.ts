@@ -10,13 +10,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
 import {
   DEFAULT_CONFIGS,
+  migrates,
   migrationMetrics,
   quantile,
   type BenchConfig,
   type Metrics,
   type RawResults,
   type Run,
-  type RunPart,
 } from '../bench/metrics.js';
 import { HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
@@ -26,8 +26,7 @@ const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
 const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
 const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
 const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
-const MIGRATING: MigrationConfig[] =
-  process.env.VB_BENCH_MIGRATION === '0' ? [] : (['bridge', 'vhost-on'] as const).filter((c) => CHOSEN.includes(c));
+const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
 
 const t0 = Date.now();
 const elapsed = (): string => {
@@ -130,7 +129,7 @@ async function main(): Promise<void> {
   };
   const write = (): void => fs.writeFileSync(OUT, JSON.stringify(raw, null, 1));
   write();
-  const schedule: { config: BenchConfig; part: RunPart }[] = [
+  const schedule: ({ config: BenchConfig; part: 'datapath' } | { config: MigrationConfig; part: 'migration' })[] = [
     ...CHOSEN.map((config) => ({ config, part: 'datapath' as const })),
     ...MIGRATING.map((config) => ({ config, part: 'migration' as const })),
   ];
@@ -138,7 +137,8 @@ async function main(): Promise<void> {
     // Interleaved, and rotated each round (A B C D, B C D A, C D A B, ...) so that no configuration
     // always runs first after the L2 boot or always follows the same neighbour.
     const order = schedule.map((_, i) => schedule[(i + round - 1) % schedule.length]);
-    for (const { config, part } of order) {
+    for (const item of order) {
+      const { config, part } = item;
       where = `round ${round}/${ROUNDS} ${config.padEnd(9)} ${part === 'migration' ? 'migration ' : ''}`;
       say('setting up and booting the guest');
       const run: Run = {
@@ -158,12 +158,8 @@ async function main(): Promise<void> {
       // guest harness counts them) voids the run: it is done once more from a fresh set-up and boot,
       // so its figures are its own, and the raw results say so (lab/retry.ts). Other failures stand.
       try {
-        if (part === 'migration') {
-          run.hops = await migrateBackAndForth(
-            config as MigrationConfig,
-            { tag: `bench-mig-${config}-${round}`, log: say },
-            onRetry,
-          );
+        if (item.part === 'migration') {
+          run.hops = await migrateBackAndForth(item.config, { tag: `bench-mig-${config}-${round}`, log: say }, onRetry);
           run.metrics = migrationMetrics(run.hops);
         } else {
           run.metrics = await withConfigRetried(

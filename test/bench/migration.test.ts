@@ -1,7 +1,15 @@
 /** Live migration as a part of the bench: per-run figures from hops, the table's rows, the run notes. */
 import { expect } from 'chai';
 import type { MigrationHop } from '../../lab/migration-hops.js';
-import { METRICS, migrationMetrics, type RawResults, type Run, unitText } from '../../scripts/bench/metrics.js';
+import {
+  CONFIGS,
+  METRICS,
+  migrates,
+  migrationMetrics,
+  type RawResults,
+  type Run,
+  unitText,
+} from '../../scripts/bench/metrics.js';
 import { markdownTable, runNotes, samePairs, summarize, svgChart, textTable } from '../../scripts/bench/report.js';
 
 const hop = (n: number, downtimeMs: number, lostPings: number, firstReplyMs: number | null): MigrationHop => ({
@@ -40,6 +48,10 @@ const raw: RawResults = {
 };
 
 describe('bench: live migration', () => {
+  it('migrates the guest in the bridge and tap,vhost=on configurations only', () => {
+    expect(CONFIGS.filter(migrates)).to.deep.equal(['bridge', 'vhost-on']);
+  });
+
   it("a run's figures are the medians of its hops; a hop without a first reply has no first-reply figure", () => {
     expect(migrationMetrics([hop(1, 30, 4, 60), hop(2, 90, 5, null)])).to.deep.equal({
       migrationDowntimeMs: 60,
