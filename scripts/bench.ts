@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: vhost-bridge against QEMU's own tap,vhost=on (and tap,vhost=off, and a DPDK
- * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab.
+ * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab;
+ * in each round the bridge and tap,vhost=on also migrate the guest back and forth (docs/migration.md).
  * Prints a table, writes results/<date>/{raw,summary}.json and results/latest.{json,md,svg} (latest-6.12.* with
  * --kernel 6.12), and
  * refreshes the README's results section.
@@ -10,8 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, type RawResults } from './bench/metrics.js';
-import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from './bench/report.js';
+import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, type RawResults } from './bench/metrics.js';
+import { markdownTable, replaceSection, runNotes, summarize, svgChart, textTable, verdict } from './bench/report.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const positive = (v: string): number => {
@@ -23,7 +24,8 @@ const positive = (v: string): number => {
 const o = new Command()
   .name('npm run bench --')
   .description(
-    'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot).',
+    'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot), ' +
+      'and live migration of the bridge and tap,vhost=on.',
   )
   .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
@@ -33,10 +35,23 @@ const o = new Command()
     `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X)`,
     DEFAULT_CONFIGS.join(','),
   )
+  .option(
+    '--no-migration',
+    'leave out the live migration runs (bridge and vhost-on each migrate the guest A -> B -> A once per round), ' +
+      'e.g. npm run bench -- --no-migration --configs bridge,vhost-on',
+  )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .parse()
-  .opts<{ rounds: number; seconds: number; pings: number; configs: string; readme: boolean; kernel: string }>();
+  .opts<{
+    rounds: number;
+    seconds: number;
+    pings: number;
+    configs: string;
+    migration: boolean;
+    readme: boolean;
+    kernel: string;
+  }>();
 
 const configs = o.configs.split(',') as BenchConfig[];
 const bad = configs.filter((c) => !CONFIGS.includes(c));
@@ -74,9 +89,12 @@ const head = sh('git', ['rev-parse', '--short', 'HEAD']);
 const commit = `${head}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
-const budget = 300 + o.rounds * configs.length * (90 + 2 * o.seconds + o.pings * 0.03);
+// Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
+const migrating = o.migration ? configs.filter(migrates) : [];
+const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
 console.log(
-  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}; ${o.seconds} s per TCP test; about ` +
+  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}` +
+    `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; about ` +
     `${Math.round((budget / 60) * 0.6)} min`,
 );
 const t0 = Date.now();
@@ -93,6 +111,7 @@ const lab = spawnSync(
       VB_BENCH_SECONDS: String(o.seconds),
       VB_BENCH_PINGS: String(o.pings),
       VB_BENCH_CONFIGS: configs.join(','),
+      VB_BENCH_MIGRATION: migrating.length ? '1' : '0',
       VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
       LAB_KERNEL: o.kernel,
     },
@@ -128,7 +147,8 @@ const svg = svgChart(summary, title, subtitle);
 fs.writeFileSync(join(dir, 'chart.svg'), svg);
 const md = [
   `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ` +
-    `${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings.`,
+    `${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings` +
+    `${raw.meta.migration && raw.meta.migration !== '-' ? `; live migration of ${raw.meta.migration}` : ''}.`,
   `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ` +
     `${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ` +
     `${raw.meta.node}.`,
@@ -138,13 +158,7 @@ const md = [
   markdownTable(summary),
   '',
   ...v.lines.map((l) => `- ${l}`),
-  ...(summary.failedRuns.length
-    ? [
-        '',
-        `Failed runs (left out): ` +
-          `${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
-      ]
-    : []),
+  ...runNotes(summary).flatMap((l) => ['', l]),
 ].join('\n');
 fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
 fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
@@ -166,10 +180,7 @@ console.log(textTable(summary));
 console.log('');
 for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
-if (summary.failedRuns.length)
-  console.log(
-    `  failed runs (left out): ${summary.failedRuns.map((f) => `round ${f.round} ${f.config}: ${f.error}`).join('; ')}`,
-  );
+for (const l of runNotes(summary)) console.log(`  ${l}`);
 console.log(
   `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and ` +
     `results/latest${suffix}.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,

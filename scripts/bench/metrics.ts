@@ -2,6 +2,7 @@
  * The benchmark's figures, their units and which way is better; shared by the runner in the lab
  * (scripts/lab-runs/bench.ts) and the report (scripts/bench/report.ts).
  */
+import type { MigrationConfig, MigrationHop } from '../../lab/migration-hops.js';
 
 export const CONFIGS = [
   'bridge',
@@ -28,6 +29,10 @@ export const CONFIG_LABELS: Record<BenchConfig, string> = {
   'vhost-on-mq2': 'tap,vhost=on,queues=2',
 };
 
+/** The configurations that, when chosen, also migrate the guest in each round (lab/migration-hops.ts). */
+const MIGRATING: readonly MigrationConfig[] = ['bridge', 'vhost-on'];
+export const migrates = (c: BenchConfig): c is MigrationConfig => (MIGRATING as readonly BenchConfig[]).includes(c);
+
 /**
  * Each bridge configuration against its QEMU counterpart on the same guest: the first pair is the
  * one the verdict decides on; the others are reported with their intervals.
@@ -41,7 +46,10 @@ export const PAIRS: readonly { bridge: BenchConfig; reference: BenchConfig; labe
 export interface MetricDef {
   key: MetricKey;
   label: string;
+  /** '' for a count. */
   unit: string;
+  /** What the figure is, said after its unit in the row's label: `(ms, QEMU's figure, lower is better)`. */
+  aside?: string;
   better: 'higher' | 'lower';
   /** Only some configurations have it (the bridge's own process, testpmd). */
   note?: string;
@@ -57,7 +65,10 @@ export type MetricKey =
   | 'cpuS'
   | 'rssMiB'
   | 'setupMs'
-  | 'ringsMs';
+  | 'ringsMs'
+  | 'migrationDowntimeMs'
+  | 'migrationLostPings'
+  | 'migrationFirstReplyMs';
 
 export const METRICS: readonly MetricDef[] = [
   { key: 'tcpTxMbps', label: 'TCP guest -> host', unit: 'Mbit/s', better: 'higher' },
@@ -88,27 +99,68 @@ export const METRICS: readonly MetricDef[] = [
     better: 'lower',
     note: "bridge log timestamps: the bridge's own set-up work",
   },
+  // Live migration (bridge and vhost-on only; lab/migration-hops.ts): per run, the median of its hops.
+  { key: 'migrationDowntimeMs', label: 'migration downtime', unit: 'ms', aside: "QEMU's figure", better: 'lower' },
+  {
+    key: 'migrationLostPings',
+    label: 'pings lost across a migration',
+    unit: '',
+    aside: '50 ms interval',
+    better: 'lower',
+  },
+  { key: 'migrationFirstReplyMs', label: 'first reply after the destination resumed', unit: 'ms', better: 'lower' },
 ];
+
+/** `ms, QEMU's figure`: the unit and the aside of a figure, as its label says them. */
+export function unitText(m: MetricDef): string {
+  return [m.unit, m.aside].filter(Boolean).join(', ');
+}
 
 export type Metrics = Partial<Record<MetricKey, number>>;
 
-/** One configuration, one round. */
+/** What a run measured: the datapath figures (throughput, latency, set-up), or live migration. */
+export type RunPart = 'datapath' | 'migration';
+
+/** One configuration, one round, one part. */
 export interface Run {
   round: number;
   config: BenchConfig;
+  /** Absent in results written before migration was a part of the bench: 'datapath'. */
+  part?: RunPart;
   startedAt: string;
   seconds: number;
   bootRetries: number;
   metrics: Metrics;
   error?: string;
-  /** The first attempt failed with a guest kernel panic and was done again. */
+  /** The first attempt failed with a guest fault of the lab and was done again: the fault. */
   retriedAfter?: string;
+  /** A migration run's hops, each as measured (its metrics are their medians). */
+  hops?: MigrationHop[];
 }
 
 /** What the lab run writes (raw), and the report reads. */
 export interface RawResults {
   meta: Record<string, string | number>;
   runs: Run[];
+}
+
+/**
+ * A migration run's figures: the median of its hops for each (a hop with no reply after the
+ * destination resumed has no first-reply figure; its lost pings count it).
+ */
+export function migrationMetrics(hops: readonly MigrationHop[]): Metrics {
+  const median = (vals: (number | null)[]): number | undefined => {
+    const s = vals.filter((v): v is number => v !== null && Number.isFinite(v)).sort((a, b) => a - b);
+    return s.length ? quantile(s, 0.5) : undefined;
+  };
+  const m: Metrics = {};
+  const set = (key: MetricKey, v: number | undefined): void => {
+    if (v !== undefined) m[key] = v;
+  };
+  set('migrationDowntimeMs', median(hops.map((h) => h.downtimeMs)));
+  set('migrationLostPings', median(hops.map((h) => h.lostPings)));
+  set('migrationFirstReplyMs', median(hops.map((h) => h.firstReplyMs)));
+  return m;
 }
 
 /** The value at quantile q (0..1) of sorted values, by linear interpolation. */

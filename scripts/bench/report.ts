@@ -14,6 +14,9 @@ import {
   type MetricDef,
   type MetricKey,
   type RawResults,
+  type Run,
+  type RunPart,
+  unitText,
 } from './metrics.js';
 import { decide, describeBand, type GoalBand, MIN_PAIRS, type Pair, pairedRatio, type RatioInterval } from './stats.js';
 
@@ -36,8 +39,26 @@ export interface Summary {
   interval: Partial<Record<MetricKey, RatioInterval>>;
   /** The same for the other pairs of PAIRS that ran (busy polling, 2 queue pairs), by their label. */
   otherPairs: Record<string, Partial<Record<MetricKey, RatioInterval>>>;
-  failedRuns: { round: number; config: BenchConfig; error: string }[];
+  /** Runs left out: their second attempt failed too, or their failure was not a guest fault of the lab. */
+  failedRuns: RunNote[];
+  /** Runs whose first attempt a guest fault of the lab voided; their figures are the second attempt's. */
+  redoneRuns: RunNote[];
 }
+
+/** A run the report names: which, and what happened (the error, or the guest fault). */
+export interface RunNote {
+  round: number;
+  config: BenchConfig;
+  part: RunPart;
+  text: string;
+}
+
+const note = (r: Run, text: string): RunNote => ({
+  round: r.round,
+  config: r.config,
+  part: r.part ?? 'datapath',
+  text,
+});
 
 export function summarize(raw: RawResults): Summary {
   const configs = CONFIGS.filter((c) => raw.runs.some((r) => r.config === c));
@@ -79,22 +100,40 @@ export function summarize(raw: RawResults): Summary {
     const cis = intervals(pair);
     if (Object.keys(cis).length) otherPairs[pair.label] = cis;
   }
-  const failedRuns = raw.runs
-    .filter((r) => r.error)
-    .map((r) => ({ round: r.round, config: r.config, error: r.error! }));
-  return { configs, stats, ratio, interval, otherPairs, failedRuns };
+  const failedRuns = raw.runs.filter((r) => r.error).map((r) => note(r, r.error!));
+  const redoneRuns = raw.runs.filter((r) => r.retriedAfter).map((r) => note(r, r.retriedAfter!));
+  return { configs, stats, ratio, interval, otherPairs, failedRuns, redoneRuns };
 }
 
-/** The rounds in which both configurations of `pair` (default: bridge and vhost=on) measured `key` without an error. */
+/**
+ * The lines under the table that list the runs left out and the runs redone after a guest fault
+ * (`round 2 bridge migration: ...`), or none.
+ */
+export function runNotes(s: Summary): string[] {
+  const list = (notes: RunNote[]): string =>
+    notes.map((n) => `round ${n.round} ${n.config}${n.part === 'datapath' ? '' : ` ${n.part}`}: ${n.text}`).join('; ');
+  return [
+    ...(s.failedRuns.length ? [`Failed runs (left out): ${list(s.failedRuns)}`] : []),
+    ...(s.redoneRuns.length
+      ? [`Redone after a guest fault of the lab (first attempt void): ${list(s.redoneRuns)}`]
+      : []),
+  ];
+}
+
+/**
+ * The rounds in which both configurations of `pair` (default: bridge and vhost=on) measured `key`
+ * in a run without an error (of whichever part measures it).
+ */
 export function samePairs(
   raw: RawResults,
   key: MetricKey,
   pair: { bridge: BenchConfig; reference: BenchConfig } = PAIRS[0],
 ): Pair[] {
-  const value = (config: BenchConfig, round: number): number | undefined => {
-    const v = raw.runs.find((r) => r.config === config && r.round === round && !r.error)?.metrics[key];
-    return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
-  };
+  const value = (config: BenchConfig, round: number): number | undefined =>
+    raw.runs
+      .filter((r) => r.config === config && r.round === round && !r.error)
+      .map((r) => r.metrics[key])
+      .find((v): v is number => typeof v === 'number' && Number.isFinite(v));
   const rounds = [...new Set(raw.runs.map((r) => r.round))].sort((a, b) => a - b);
   const pairs: Pair[] = [];
   for (const round of rounds) {
@@ -173,7 +212,7 @@ function cell(st: Stat | undefined, def: MetricDef): string {
 /** Rows of the table: metric label (unit), one cell per configuration, the ratio. */
 function rows(s: Summary): { label: string; cells: string[]; ratio: string }[] {
   return METRICS.filter((m) => s.stats[m.key]).map((m) => ({
-    label: `${m.label} (${m.unit}, ${m.better} is better)`,
+    label: `${m.label} (${[unitText(m), `${m.better} is better`].filter(Boolean).join(', ')})`,
     cells: s.configs.map((c) => cell(s.stats[m.key]?.[c], m)),
     ratio: s.interval[m.key]
       ? ciText(s.interval[m.key]!)
@@ -275,7 +314,10 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
       base = plotTop + plotH;
     o.push(`<g class="panel" data-metric="${m.key}">`);
     o.push(`<rect x="${px}" y="${py}" width="${pw}" height="${ph}" fill="none" stroke="#ddd"/>`);
-    o.push(`<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)} (${esc(m.unit)})</text>`);
+    const unit = unitText(m);
+    o.push(
+      `<text x="${px + 8}" y="${py + 16}" font-weight="bold">${esc(m.label)}${unit ? ` (${esc(unit)})` : ''}</text>`,
+    );
     const ci = s.interval[m.key];
     const r = ci ? `${ciText(ci)} (95% CI)` : s.ratio[m.key]?.toFixed(2);
     o.push(

@@ -1,13 +1,17 @@
 /**
  * The benchmark, inside L2 (started by scripts/bench.ts through scripts/lab/run): the same L3 guest
  * in each configuration, rounds interleaved and rotated (A B C D, B C D A, ...), raw figures written to
- * VB_BENCH_OUT after every run so a broken run keeps what was measured.
+ * VB_BENCH_OUT after every run so a broken run keeps what was measured. Unless VB_BENCH_MIGRATION=0,
+ * each round also migrates the guest back and forth once in each of bridge and vhost-on that was
+ * chosen (lab/migration-hops.ts): those runs take their turn in the same rotation.
  */
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
 import {
   DEFAULT_CONFIGS,
+  migrates,
+  migrationMetrics,
   quantile,
   type BenchConfig,
   type Metrics,
@@ -15,12 +19,14 @@ import {
   type Run,
 } from '../bench/metrics.js';
 import { HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
+import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
 const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
 const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
 const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
+const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
 
 const t0 = Date.now();
 const elapsed = (): string => {
@@ -117,42 +123,55 @@ async function main(): Promise<void> {
         'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size ' +
         '256, nested KVM',
       configs: CHOSEN.join(','),
+      migration: MIGRATING.length ? `${MIGRATING.join(',')}: ${HOPS_PER_RUN} hops per round (A -> B -> A)` : '-',
     },
     runs: [],
   };
   const write = (): void => fs.writeFileSync(OUT, JSON.stringify(raw, null, 1));
   write();
+  const schedule: ({ config: BenchConfig; part: 'datapath' } | { config: MigrationConfig; part: 'migration' })[] = [
+    ...CHOSEN.map((config) => ({ config, part: 'datapath' as const })),
+    ...MIGRATING.map((config) => ({ config, part: 'migration' as const })),
+  ];
   for (let round = 1; round <= ROUNDS; round++) {
     // Interleaved, and rotated each round (A B C D, B C D A, C D A B, ...) so that no configuration
     // always runs first after the L2 boot or always follows the same neighbour.
-    const order = CHOSEN.map((_, i) => CHOSEN[(i + round - 1) % CHOSEN.length]);
-    for (const config of order) {
-      where = `round ${round}/${ROUNDS} ${config.padEnd(9)} `;
+    const order = schedule.map((_, i) => schedule[(i + round - 1) % schedule.length]);
+    for (const item of order) {
+      const { config, part } = item;
+      where = `round ${round}/${ROUNDS} ${config.padEnd(9)} ${part === 'migration' ? 'migration ' : ''}`;
       say('setting up and booting the guest');
       const run: Run = {
         round,
         config,
+        part,
         startedAt: new Date().toISOString(),
         seconds: SECONDS,
         bootRetries: 0,
         metrics: {},
       };
+      const onRetry = (fault: string): void => {
+        run.retriedAfter = fault;
+        say(`guest fault (${fault.slice(0, 120)}): running this configuration once more`);
+      };
       // A guest fault of the nested lab (a panic, a reset, a guest that stopped answering, as the
       // guest harness counts them) voids the run: it is done once more from a fresh set-up and boot,
       // so its figures are its own, and the raw results say so (lab/retry.ts). Other failures stand.
       try {
-        run.metrics = await withConfigRetried(
-          config,
-          { tag: `bench-${config}-${round}` },
-          async (ctx) => {
-            run.bootRetries = ctx.guest.bootRetries;
-            return measure(config, ctx);
-          },
-          (fault) => {
-            run.retriedAfter = fault;
-            say(`guest fault (${fault.slice(0, 120)}): running this configuration once more`);
-          },
-        );
+        if (item.part === 'migration') {
+          run.hops = await migrateBackAndForth(item.config, { tag: `bench-mig-${config}-${round}`, log: say }, onRetry);
+          run.metrics = migrationMetrics(run.hops);
+        } else {
+          run.metrics = await withConfigRetried(
+            config,
+            { tag: `bench-${config}-${round}` },
+            async (ctx) => {
+              run.bootRetries = ctx.guest.bootRetries;
+              return measure(config, ctx);
+            },
+            onRetry,
+          );
+        }
       } catch (e) {
         run.error = (e as Error).message.split('\n')[0];
         say(`FAILED: ${run.error}`);

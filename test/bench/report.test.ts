@@ -43,7 +43,7 @@ describe('bench report', () => {
     expect(s.ratio.tcpTxMbps).to.be.closeTo(950 / 900, 1e-9);
     expect(s.stats.tcpTxMbps?.dpdk).to.equal(undefined);
     expect(s.stats.cpuS?.bridge?.n).to.equal(1);
-    expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', error: 'dpdk-testpmd exited' }]);
+    expect(s.failedRuns).to.deep.equal([{ round: 1, config: 'dpdk', part: 'datapath', text: 'dpdk-testpmd exited' }]);
   });
 
   it('verdict: with fewer than 5 rounds every figure is undecided, whatever its interval', () => {
