@@ -80,11 +80,42 @@ const lab = spawnSync(
   },
 );
 const file = join(work, 'soak.json');
-if (!fs.existsSync(file)) {
-  console.error(`soak: the lab run ended (${lab.status}) without a result; logs in ${work}`);
-  process.exit(1);
+const r = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult) : partial(lab.status);
+
+/**
+ * A run the lab cut short (L2 died: docs/lab.md "Guest faults") left no result, but its events as
+ * JSON lines: the report is made of those, with the cut named as a failure.
+ */
+function partial(status: number | null): SoakResult {
+  const lines = `${file}.jsonl`;
+  if (!fs.existsSync(lines)) {
+    console.error(`soak: the lab run ended (${status}) without a result; logs in ${work}`);
+    process.exit(1);
+  }
+  let head: SoakResult | null = null;
+  const events: SoakResult['events'] = [];
+  const samples: SoakResult['samples'] = [];
+  for (const l of fs.readFileSync(lines, 'utf8').split('\n')) {
+    if (!l.trim()) continue;
+    const x = JSON.parse(l) as {
+      head?: SoakResult;
+      event?: SoakResult['events'][number];
+      sample?: SoakResult['samples'][number];
+    };
+    if (x.head) head = x.head;
+    if (x.event) events.push(x.event);
+    if (x.sample) samples.push(x.sample);
+  }
+  if (!head) {
+    console.error(`soak: the lab run ended (${status}) before the soak was set up; logs in ${work}`);
+    process.exit(1);
+  }
+  const lastT = samples.at(-1)?.t ?? 0;
+  const cut =
+    `the lab run ended (exit status ${status}) after ${events.length} events, ${(lastT / 60000).toFixed(1)} min ` +
+    `in: the soak did not finish (logs: ${work})`;
+  return { ...head, events, samples, failures: [cut] };
 }
-const r = JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult;
 const rows = byKind(r.events);
 const failed = failures(r);
 const title =

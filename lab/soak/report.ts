@@ -11,6 +11,10 @@ export interface KindRow {
   worstRecoveryMs: number | null;
   bystanderLost: number;
   bystanderSent: number;
+  bystanderUdpLost: number;
+  bystanderUdpSent: number;
+  transfers: number;
+  transfersBad: number;
   guestFaults: number;
   failed: number;
 }
@@ -24,6 +28,10 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
       worstRecoveryMs: null,
       bystanderLost: 0,
       bystanderSent: 0,
+      bystanderUdpLost: 0,
+      bystanderUdpSent: 0,
+      transfers: 0,
+      transfersBad: 0,
       guestFaults: 0,
       failed: 0,
     };
@@ -31,6 +39,10 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
     if (e.recoveryMs !== null) r.worstRecoveryMs = Math.max(r.worstRecoveryMs ?? 0, e.recoveryMs);
     r.bystanderLost += e.bystanderLost;
     r.bystanderSent += e.bystanderSent;
+    r.bystanderUdpLost += e.bystanderUdpLost;
+    r.bystanderUdpSent += e.bystanderUdpSent;
+    r.transfers += e.transfers;
+    r.transfersBad += e.transfersBad;
     if (e.guestFault) r.guestFaults++;
     if (e.failures.length) r.failed++;
     rows.set(e.kind, r);
@@ -43,7 +55,16 @@ export function failures(r: SoakResult): string[] {
   return [...r.events.flatMap((e) => e.failures.map((f) => `#${e.i} ${e.kind} ${e.target}: ${f}`)), ...r.failures];
 }
 
-const HEAD = ['event', 'count', 'worst recovery (s)', 'bystanders: lost / sent', 'guest faults (lab)', 'failed'];
+const HEAD = [
+  'event',
+  'count',
+  'worst recovery (s)',
+  'bystanders: pings lost / sent',
+  'bystanders: UDP lines lost / sent',
+  'TCP transfers: checked / bad',
+  'guest faults (lab)',
+  'failed',
+];
 
 function cells(k: KindRow): string[] {
   return [
@@ -51,6 +72,8 @@ function cells(k: KindRow): string[] {
     String(k.count),
     k.worstRecoveryMs === null ? '-' : (k.worstRecoveryMs / 1000).toFixed(1),
     `${k.bystanderLost} / ${k.bystanderSent}`,
+    `${k.bystanderUdpLost} / ${k.bystanderUdpSent}`,
+    `${k.transfers} / ${k.transfersBad}`,
     String(k.guestFaults),
     String(k.failed),
   ];
