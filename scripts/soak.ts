@@ -114,7 +114,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
   );
   const file = join(work, out);
   if (fs.existsSync(file)) return { result: JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult, cut: null };
-  const result = completed(file, lab.status);
+  const result = completed(file, partSeed, lab.status);
   // Only a dead L2 is the lab's fault; the soak itself ending without a result is a failure.
   if (lab.status !== 125) {
     result.failures.push(`the soak ended (exit status ${lab.status}) without a result (logs: ${work})`);
@@ -127,7 +127,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
  * What a part cut short completed: its events as JSON lines (scripts/lab-runs/soak.ts writes them as
  * they happen).
  */
-function completed(file: string, status: number | null): SoakResult {
+function completed(file: string, partSeed: number, status: number | null): SoakResult {
   const lines = `${file}.jsonl`;
   let head: SoakResult | null = null;
   const events: SoakResult['events'] = [];
@@ -147,7 +147,7 @@ function completed(file: string, status: number | null): SoakResult {
   if (!head) {
     console.error(`soak: the lab run ended (${status}) before the soak was set up; logs in ${work}`);
     head = {
-      seed,
+      seed: partSeed,
       kernel: '?',
       seconds: 0,
       guests: o.guests,
