@@ -137,3 +137,60 @@ export function svgChart(samples: readonly Sample[], title: string): string {
     '',
   ].join('\n');
 }
+
+/**
+ * One L2 boot's part of a soak. The nested lab's L2 can die under several L3 guests (docs/lab.md
+ * "Guest faults": a kernel stack overrun in KVM's vCPU thread under TCG); `npm run soak` then boots L2
+ * again and soaks the time left with the next seed. `cut` names how a part ended early (null: it ran
+ * its time); its events up to the cut were checked like any other, the one under way was lost.
+ */
+export interface Part {
+  result: SoakResult;
+  cut: string | null;
+}
+
+/** What a part soaked: its asked-for time if it ran it, else from its first event to its last sample. */
+export function partSeconds(p: Part): number {
+  if (!p.cut) return p.result.seconds;
+  const first = p.result.events[0]?.t ?? 0;
+  const last = p.result.samples.at(-1)?.t ?? first;
+  return Math.max(0, (last - first) / 1000);
+}
+
+export interface JoinedSoak extends SoakResult {
+  /** each L2 boot's seed, events, soaked seconds and cut */
+  parts: { seed: number; events: number; seconds: number; cut: string | null }[];
+}
+
+/**
+ * The parts as one run: events numbered on, times continued (each part's from its own start), the
+ * failures of every part. A cut is the lab's fault, listed in `parts`, not a failure of the bridge.
+ */
+export function joinParts(parts: readonly Part[]): JoinedSoak {
+  if (!parts.length) throw new Error('no part to join');
+  const first = parts[0].result;
+  const events: EventRecord[] = [];
+  const samples: Sample[] = [];
+  const failed: string[] = [];
+  let offset = 0;
+  for (const p of parts) {
+    const r = p.result;
+    for (const e of r.events) events.push({ ...e, i: events.length + 1, t: e.t + offset });
+    for (const s of r.samples) samples.push({ ...s, t: s.t + offset });
+    failed.push(...r.failures);
+    offset += r.samples.at(-1)?.t ?? 0;
+  }
+  return {
+    ...first,
+    seconds: parts.reduce((n, p) => n + partSeconds(p), 0),
+    events,
+    samples,
+    failures: failed,
+    parts: parts.map((p) => ({
+      seed: p.result.seed,
+      events: p.result.events.length,
+      seconds: Math.round(partSeconds(p)),
+      cut: p.cut,
+    })),
+  };
+}

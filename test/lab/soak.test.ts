@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
-import { byKind, failures, markdownTable, svgChart } from '../../lab/soak/report.js';
+import { byKind, failures, joinParts, markdownTable, partSeconds, svgChart } from '../../lab/soak/report.js';
 import { Rng } from '../../lab/soak/rng.js';
 import { type EventRecord, rssGrowth, type Sample, type SoakResult } from '../../lab/soak/soak.js';
 
@@ -147,5 +147,43 @@ describe('soak: the report', () => {
       ...Array.from({ length: 4 }, (_, i) => ({ t: 24 + i, pid: 11, fds: 30, rssKiB: 60_000 + i * 9000 })),
     ];
     expect(rssGrowth(leaks).map((f) => f.split(':')[0])).to.deep.equal(['daemon pid 10']);
+  });
+});
+
+describe('soak: parts over several L2 boots', () => {
+  const part = (seed: number, n: number, lastT: number, fails: string[] = []): SoakResult => ({
+    seed,
+    kernel: '6.1.0',
+    seconds: 600,
+    guests: 3,
+    onePort: true,
+    baselineFds: 65,
+    events: Array.from({ length: n }, (_, k) => ev({ i: k + 1, t: 20_000 + k * 5000 })),
+    samples: Array.from({ length: n }, (_, k) => ({ t: 24_000 + k * 5000, pid: seed, fds: 65, rssKiB: 70_000 })),
+    failures: fails,
+  });
+
+  it('counts a cut part from its first event to its last sample, a whole part by its asked-for time', () => {
+    expect(partSeconds({ result: part(1, 10, 0), cut: 'L2 died 1.2 min in' })).to.equal(49);
+    expect(partSeconds({ result: part(1, 10, 0), cut: null })).to.equal(600);
+    expect(partSeconds({ result: part(1, 0, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
+  });
+
+  it('joins parts: events numbered on, times continued, failures kept, cuts listed per part', () => {
+    const j = joinParts([
+      { result: part(7, 3, 0, ['daemon pid 7: RSS grew']), cut: 'L2 died 0.6 min in' },
+      { result: part(8, 2, 0), cut: null },
+    ]);
+    expect(j.events.map((e) => e.i)).to.deep.equal([1, 2, 3, 4, 5]);
+    // the second part's times follow the first part's last sample (34 s)
+    expect(j.events.map((e) => e.t)).to.deep.equal([20_000, 25_000, 30_000, 54_000, 59_000]);
+    expect(j.samples.map((s) => s.pid)).to.deep.equal([7, 7, 7, 8, 8]);
+    expect(j.failures).to.deep.equal(['daemon pid 7: RSS grew']);
+    expect(j.parts).to.deep.equal([
+      { seed: 7, events: 3, seconds: 14, cut: 'L2 died 0.6 min in' },
+      { seed: 8, events: 2, seconds: 600, cut: null },
+    ]);
+    expect(j.seconds).to.equal(614);
+    expect(j.seed).to.equal(7);
   });
 });
