@@ -151,7 +151,7 @@ describe('soak: the report', () => {
 });
 
 describe('soak: parts over several L2 boots', () => {
-  const part = (seed: number, n: number, lastT: number, fails: string[] = []): SoakResult => ({
+  const part = (seed: number, n: number, fails: string[] = []): SoakResult => ({
     seed,
     kernel: '6.1.0',
     seconds: 600,
@@ -164,15 +164,15 @@ describe('soak: parts over several L2 boots', () => {
   });
 
   it('counts a cut part from its first event to its last sample, a whole part by its asked-for time', () => {
-    expect(partSeconds({ result: part(1, 10, 0), cut: 'L2 died 1.2 min in' })).to.equal(49);
-    expect(partSeconds({ result: part(1, 10, 0), cut: null })).to.equal(600);
-    expect(partSeconds({ result: part(1, 0, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
+    expect(partSeconds({ result: part(1, 10), cut: 'L2 died 1.2 min in' })).to.equal(49);
+    expect(partSeconds({ result: part(1, 10), cut: null })).to.equal(600);
+    expect(partSeconds({ result: part(1, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
   });
 
   it('joins parts: events numbered on, times continued, failures kept, cuts listed per part', () => {
     const j = joinParts([
-      { result: part(7, 3, 0, ['daemon pid 7: RSS grew']), cut: 'L2 died 0.6 min in' },
-      { result: part(8, 2, 0), cut: null },
+      { result: part(7, 3, ['daemon pid 7: RSS grew']), cut: 'L2 died 0.6 min in' },
+      { result: part(8, 2), cut: null },
     ]);
     expect(j.events.map((e) => e.i)).to.deep.equal([1, 2, 3, 4, 5]);
     // the second part's times follow the first part's last sample (34 s)
