@@ -905,7 +905,18 @@ export class Guest {
     } catch (e) {
       const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
-      throw e instanceof GuestTimeout ? this.fail(`${e.message}; ${diag}`) : e;
+      if (e instanceof GuestTimeout) {
+        // The guest's own init never printed after `reboot -f`: nothing outside the guest (no
+        // back-end, no network) stands between its kernel and its serial console, so this is the
+        // nested lab's boot hang (docs/lab.md "Guest faults"), counted as a fault; recover() boots it.
+        this.faults++;
+        this.stalled = true;
+        this.lastFault = `no VBGUEST-INIT after reboot (a boot hang of the nested lab; ${diag})`;
+        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
+        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+        throw this.fail(`${e.message}; ${diag}`);
+      }
+      throw e;
     }
     await this.waitReady('reboot');
     this.record(`[harness] rebooted in ${Date.now() - t} ms`);

@@ -85,6 +85,9 @@ if (parts.at(-1)?.cut)
 /** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) yields what it completed. */
 function runPart(k: number, partSeed: number, seconds: number): Part {
   const out = `soak-${k + 1}.json`;
+  // Each L2 boot its own exchange directory: the daemon's and guests' logs of every part are kept.
+  const partDir = join(work, `part-${k + 1}`);
+  fs.mkdirSync(partDir);
   const lab = spawnSync(
     'scripts/lab/run',
     [
@@ -102,7 +105,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
       stdio: 'inherit',
       env: {
         ...process.env,
-        LAB_XCHG_DIR: work,
+        LAB_XCHG_DIR: partDir,
         VB_SOAK_SECONDS: String(Math.round(seconds)),
         VB_SOAK_SEED: String(partSeed),
         VB_SOAK_GUESTS: String(o.guests),
@@ -112,7 +115,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
       },
     },
   );
-  const file = join(work, out);
+  const file = join(partDir, out);
   if (fs.existsSync(file)) return { result: JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult, cut: null };
   const result = completed(file, partSeed, lab.status);
   // Only a dead L2 is the lab's fault; the soak itself ending without a result is a failure.

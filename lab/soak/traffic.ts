@@ -3,14 +3,17 @@
  * whole run,
  *   - a TCP stream of checked transfers: the first STREAM_BYTES of /bin/busybox (the same file in L2
  *     and in the L3 initramfs, which the lab copies from the host) to L2's TCP_PORT, one transfer
- *     per connection, a second apart; L2 hashes what arrives and compares it with its own copy, so a
+ *     per connection, PERIOD_S apart; L2 hashes what arrives and compares it with its own copy, so a
  *     corrupted, cut or stalled stream is seen;
- *   - UDP bursts: every second a burst of BURST_LINES numbered lines (`TOKEN BURST LINE`) through
+ *   - UDP bursts: every PERIOD_S a burst of BURST_LINES numbered lines (`TOKEN BURST LINE`) through
  *     busybox `logger` to the guest's `syslogd -R`, which sends each line as one datagram to L2's
  *     UDP_PORT (the L3 initramfs has no other UDP sender: busybox's nc has no -u); L2 counts the lines
  *     of every burst, so a lost datagram is seen.
  * The guest side is a shell loop started after every boot (`guestCommand`); the L2 side is one TCP
- * server and one UDP socket for all guests, each guest known by its address.
+ * server and one UDP socket for all guests, each guest known by its address. The loops are kept
+ * sparse in processes (about 1.7 started per second per guest): every process an L3 guest starts
+ * costs L2 exits, and with one per 0.2 s per guest, three guests overloaded L2 (a restarted daemon
+ * took 20 s to answer instead of 3) and made it die more often (docs/soak.md, "When L2 dies").
  */
 import { createHash } from 'node:crypto';
 import * as dgram from 'node:dgram';
@@ -22,6 +25,10 @@ export const UDP_PORT = 5602;
 /** Bytes per checked TCP transfer (a quarter MiB: steady work for the rings, light on the nested lab). */
 export const STREAM_BYTES = 256 * 1024;
 export const BURST_LINES = 100;
+/** Seconds between two transfers, and between two bursts, of one guest. */
+export const PERIOD_S = 3;
+/** The guest's copy of what it sends, made once per start (so a transfer starts one process: nc). */
+const COPY = '/tmp/vbsoak-stream';
 /** The file both L2 and the L3 initramfs hold (scripts/lab/setup copies the host's busybox into it). */
 const SOURCE = '/bin/busybox';
 
@@ -31,10 +38,10 @@ const SOURCE = '/bin/busybox';
  */
 export function guestCommand(host: string, token: string): string {
   return (
-    `syslogd -R ${host}:${UDP_PORT}; ` +
-    `(while :; do head -c ${STREAM_BYTES} ${SOURCE} | nc ${host} ${TCP_PORT}; sleep 1; done) >/dev/null 2>&1 & ` +
+    `syslogd -R ${host}:${UDP_PORT}; head -c ${STREAM_BYTES} ${SOURCE} > ${COPY}; ` +
+    `(while :; do nc ${host} ${TCP_PORT} < ${COPY}; sleep ${PERIOD_S}; done) >/dev/null 2>&1 & ` +
     `(i=0; while :; do i=$((i+1)); j=0; while [ $j -lt ${BURST_LINES} ]; do j=$((j+1)); ` +
-    `echo "${token} $i $j"; done | logger -t vbsoak; sleep 1; done) >/dev/null 2>&1 &`
+    `echo "${token} $i $j"; done | logger -t vbsoak; sleep ${PERIOD_S}; done) >/dev/null 2>&1 &`
   );
 }
 
