@@ -106,6 +106,9 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
       env: {
         ...process.env,
         LAB_XCHG_DIR: partDir,
+        // Several 512 MiB guests, their QEMUs and the daemon's restarts (Node read again from the
+        // host's 9p root) in L2's default 3 GiB left a restarted daemon 20-40 s to answer.
+        LAB_L2_MEM: process.env.LAB_L2_MEM ?? '6G',
         VB_SOAK_SECONDS: String(Math.round(seconds)),
         VB_SOAK_SEED: String(partSeed),
         VB_SOAK_GUESTS: String(o.guests),

@@ -25,6 +25,8 @@ export const UDP_PORT = 5602;
 /** Bytes per checked TCP transfer (a quarter MiB: steady work for the rings, light on the nested lab). */
 export const STREAM_BYTES = 256 * 1024;
 export const BURST_LINES = 100;
+/** L2's receive buffer for every guest's bursts. */
+const RECV_BUFFER = 8 << 20;
 /** Seconds between two transfers, and between two bursts, of one guest. */
 export const PERIOD_S = 3;
 /** The guest's copy of what it sends, made once per start (so a transfer starts one process: nc). */
@@ -172,6 +174,16 @@ export class TrafficSink {
       udp.once('error', rej);
       udp.bind(UDP_PORT, '0.0.0.0', () => res());
     });
+    // Bursts of every guest may meet a busy soak process (TCG is slow): a receive buffer big enough
+    // that L2's own socket never drops what the datapath delivered (the kernel caps it at rmem_max,
+    // raised in L2 only: scripts/lab/run sets LAB=1 there).
+    if (process.env.LAB === '1')
+      try {
+        fs.writeFileSync('/proc/sys/net/core/rmem_max', String(RECV_BUFFER));
+      } catch {
+        /* not root: the default cap stands */
+      }
+    udp.setRecvBufferSize(RECV_BUFFER);
     return sink;
   }
 
