@@ -135,6 +135,8 @@ interface GuestRef {
   starts: number;
   /** its UDP bursts of `token` up to this one are checked (or forgiven: sent while it was a target) */
   udpChecked: number;
+  /** the end of the last event that targeted it, until its bursts after that are known (see below) */
+  udpForgiveBefore: number | null;
 }
 
 interface Outcome {
@@ -220,6 +222,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     r.token = `${r.name}.${++r.starts}`;
     // A fresh start's first burst may meet an empty neighbour cache: checked from the second on.
     r.udpChecked = 1;
+    r.udpForgiveBefore = null;
     sink.startedAt.set(r.name, Date.now());
     await r.guest.exec(guestCommand(r.host, r.token), { timeoutMs: 15_000 });
   };
@@ -253,6 +256,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         token: '',
         starts: 0,
         udpChecked: 0,
+        udpForgiveBefore: null,
       });
     }
     if (o.onePort) {
@@ -277,6 +281,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         token: '',
         starts: 0,
         udpChecked: 0,
+        udpForgiveBefore: null,
       });
     }
     for (const r of refs) await startTraffic(r);
@@ -536,14 +541,27 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         const bursts = sink.bursts.get(r.name);
         const newest = bursts?.newest(r.token) ?? 0;
         if (affected.has(r.name)) {
+          // A burst sent during its own fault may never arrive, so the newest seen says nothing of
+          // it: forgive every burst up to the first one to arrive after the fault, that one too
+          // (its first lines may have waited out the fault in the guest's queue).
           r.udpChecked = Math.max(r.udpChecked, newest);
+          r.udpForgiveBefore = Date.now();
           continue;
         }
         await r.pinger.settled(end);
         const lost = r.pinger.ledger.lost(start, end);
         rec.bystanderSent += r.pinger.ledger.sent(start, end);
+        if (bursts && r.udpForgiveBefore !== null) {
+          const b = bursts.firstArrivedAfter(r.token, r.udpForgiveBefore);
+          if (b !== undefined) {
+            r.udpChecked = Math.max(r.udpChecked, b);
+            r.udpForgiveBefore = null;
+          }
+        }
         const udp =
-          bursts && newest - 1 > r.udpChecked ? bursts.check(r.token, r.udpChecked, newest) : { sent: 0, lost: 0 };
+          bursts && r.udpForgiveBefore === null && newest - 1 > r.udpChecked
+            ? bursts.check(r.token, r.udpChecked, newest)
+            : { sent: 0, lost: 0 };
         r.udpChecked = Math.max(r.udpChecked, newest - 1);
         rec.bystanderUdpSent += udp.sent;
         const cut = sink.ended(start, end, r.name).filter((t) => t.outcome === 'cut');

@@ -95,11 +95,13 @@ export class TransferCheck {
 /** What one guest's UDP bursts brought: per token, per burst, the set of line numbers seen. */
 export class BurstLedger {
   private readonly bursts = new Map<string, Map<number, Set<number>>>();
+  /** when the first line of each burst arrived (ms since the epoch), per token */
+  private readonly arrived = new Map<string, Map<number, number>>();
   /** the newest token seen (a guest's current senders) */
   token: string | null = null;
 
   /** Reads one syslog datagram (`<13>... vbsoak: TOKEN BURST LINE`); false if it is not one of ours. */
-  add(datagram: string): boolean {
+  add(datagram: string, at = Date.now()): boolean {
     const m = /vbsoak: (\S+) (\d+) (\d+)\s*$/.exec(datagram);
     if (!m) return false;
     const [, token, b, l] = m;
@@ -113,6 +115,12 @@ export class BurstLedger {
     if (!lines) {
       lines = new Set();
       byBurst.set(Number(b), lines);
+      let times = this.arrived.get(token);
+      if (!times) {
+        times = new Map();
+        this.arrived.set(token, times);
+      }
+      times.set(Number(b), at);
     }
     lines.add(Number(l));
     return true;
@@ -122,6 +130,13 @@ export class BurstLedger {
   newest(token: string | null = this.token): number {
     const byBurst = token === null ? undefined : this.bursts.get(token);
     return byBurst ? Math.max(0, ...byBurst.keys()) : 0;
+  }
+
+  /** The lowest burst of a token whose first line arrived at or after `t`, if any has yet. */
+  firstArrivedAfter(token: string, t: number): number | undefined {
+    let best: number | undefined;
+    for (const [b, at] of this.arrived.get(token) ?? []) if (at >= t && (best === undefined || b < best)) best = b;
+    return best;
   }
 
   /**

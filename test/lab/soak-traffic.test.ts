@@ -64,6 +64,18 @@ describe('soak traffic: UDP bursts', () => {
     expect(l.check('g0.2', 1, 3)).to.deep.equal({ sent: BURST_LINES, lost: BURST_LINES });
   });
 
+  it("tells which burst first arrived after a moment (a target's fault is forgiven up to there)", () => {
+    const l = new BurstLedger();
+    l.add(line('g1.1', 4, 1), 1000);
+    l.add(line('g1.1', 4, 2), 1500); // a later line of the same burst: the first one's time counts
+    l.add(line('g1.1', 6, 1), 5000); // burst 5 lost during the fault, never arrived
+    l.add(line('g1.1', 7, 1), 8000);
+    expect(l.firstArrivedAfter('g1.1', 1200)).to.equal(6);
+    expect(l.firstArrivedAfter('g1.1', 5001)).to.equal(7);
+    expect(l.firstArrivedAfter('g1.1', 9000)).to.equal(undefined);
+    expect(l.firstArrivedAfter('g9.1', 0)).to.equal(undefined);
+  });
+
   it("the guest's command is one printable line naming L2's address, the ports and the token", () => {
     const cmd = guestCommand('10.0.40.1', 'g0.3');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the guest's console takes one printable line
