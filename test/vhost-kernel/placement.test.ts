@@ -11,6 +11,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VhostNetDatapath, type VhostNetProvider } from '../../src/bridge/vhost-net-datapath.js';
+import { formatStatus } from '../../src/daemon/ctl.js';
+import type { PortReport, WorkerReport } from '../../src/daemon/report.js';
 import { captureLog, portLog, log as processLog } from '../../src/log.js';
 import type { VhostNetDevice } from '../../src/vhost-kernel/index.js';
 import { placeWorker } from '../../src/vhost-kernel/workers.js';
@@ -150,5 +152,43 @@ describe('vhost workers: placed in a cgroup (workerCgroup)', () => {
         cap.stop();
       }
     });
+  });
+
+  it('ctl status says where the worker was placed, or why not', () => {
+    const worker = (placement: WorkerReport['placement']): WorkerReport => ({
+      pair: 0,
+      pid: 812,
+      kind: 'thread',
+      cpuTicks: 452,
+      cgroup: '/vb/vm1',
+      placement,
+    });
+    const lines = (w: WorkerReport) =>
+      formatStatus({
+        name: 'vm1',
+        state: 'running',
+        error: null,
+        origin: 'config',
+        role: 'server',
+        socket: '/run/vb/vm1.sock',
+        queues: 1,
+        device: null,
+        tap: null,
+        peer: null,
+        reconnects: 0,
+        resets: 0,
+        uptimeMs: 1000,
+        workers: [w],
+      } satisfies PortReport)
+        .split('\n')
+        .filter((l) => l.startsWith('  worker'));
+    const row = '  worker     pair 0: thread 812 of the daemon, 452 ticks, cgroup /vb/vm1';
+    expect(lines(worker(null))).to.deep.equal([row]);
+    expect(lines(worker({ cgroup: '/sys/fs/cgroup/vb/vm1', error: null }))).to.deep.equal([
+      `${row} (placed by workerCgroup /sys/fs/cgroup/vb/vm1)`,
+    ]);
+    expect(lines(worker({ cgroup: '/sys/fs/cgroup/x', error: 'EOPNOTSUPP' }))).to.deep.equal([
+      `${row} (NOT placed in workerCgroup /sys/fs/cgroup/x: EOPNOTSUPP)`,
+    ]);
   });
 });
