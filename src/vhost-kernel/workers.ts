@@ -7,6 +7,7 @@
  * be told apart by name. Read from /proc when asked; nothing here runs in the background.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 export type VhostWorkerKind = 'kthread' | 'thread';
 
@@ -122,6 +123,23 @@ function errText(e: unknown): string {
 }
 
 /**
+ * True if a directory above `dir` is the cgroup of process `owner` (its `cgroup.procs` lists it):
+ * `dir` is in the owner's subtree. Read up the path until a directory that is no cgroup.
+ */
+function belowOwnersCgroup(dir: string, owner: number): boolean {
+  for (let d = dirname(dir); d !== dirname(d); d = dirname(d)) {
+    let procs: string;
+    try {
+      procs = readFileSync(`${d}/cgroup.procs`, 'utf8');
+    } catch {
+      return false; // above the cgroup mount
+    }
+    if (procs.split('\n').includes(String(owner))) return true;
+  }
+  return false;
+}
+
+/**
  * Move a worker into the cgroup v2 directory `dir`, the kernel's way for its model (docs/kernels.md,
  * docs/operating.md "Placing each port's worker"):
  *  - a kthread (< 6.4) is a thread group of its own: its pid goes into `cgroup.procs`, of any
@@ -129,7 +147,8 @@ function errText(e: unknown): string {
  *  - a thread of the owner (>= 6.4) can only move within its process's threaded subtree: its tid
  *    goes into `cgroup.threads` of a threaded cgroup under the owner's own cgroup. A `dir` whose
  *    `cgroup.type` is still `domain` is made `threaded` first (which makes the owner's cgroup the
- *    subtree's threaded domain); any other type is used as it is.
+ *    subtree's threaded domain), if it is below the owner's cgroup (else refused: a VM's cgroup is
+ *    never changed); any other type is used as it is.
  * Throws an Error that says which file refused what, and why it may have (the cgroup is named by
  * the caller's log line).
  */
@@ -149,6 +168,13 @@ export function placeWorker(w: Pick<VhostWorker, 'pid' | 'kind'>, dir: string, o
     throw new Error(`${dir}/cgroup.type: ${errText(e)} (not a cgroup v2 directory?)`);
   }
   if (type === 'domain') {
+    // Never turn someone else's cgroup (a VM's) threaded: only one below the owner's own.
+    if (!belowOwnersCgroup(dir, owner))
+      throw new Error(
+        `${dir} is a domain cgroup that is not below the daemon's own cgroup ` +
+          `(${cgroupOf(`/proc/${owner}`) ?? 'unknown'}): a worker thread of the daemon (kernels >= 6.4) can only ` +
+          `move into a threaded cgroup under it; not made threaded`,
+      );
     try {
       writeFileSync(`${dir}/cgroup.type`, 'threaded');
     } catch (e) {

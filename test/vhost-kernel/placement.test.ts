@@ -45,17 +45,37 @@ describe('vhost workers: placed in a cgroup (workerCgroup)', () => {
     ]);
   });
 
-  it('a thread of the daemon (>= 6.4) goes into cgroup.threads, a domain cgroup made threaded first', () => {
-    const d = cgroup('t', { 'cgroup.procs': '', 'cgroup.threads': '', 'cgroup.type': 'domain\n' });
+  const threadIn =
+    'a thread of the daemon (>= 6.4) goes into cgroup.threads, ' + "a domain cgroup below the daemon's made threaded";
+  it(threadIn, () => {
+    // The daemon's own cgroup lists it in cgroup.procs; the port's cgroup is below it.
+    const own = cgroup('daemon', { 'cgroup.procs': `1\n${process.pid}\n` });
+    const d = join(own, 't');
+    mkdirSync(d);
+    for (const [f, v] of Object.entries({ 'cgroup.procs': '', 'cgroup.threads': '', 'cgroup.type': 'domain\n' }))
+      writeFileSync(join(d, f), v);
     placeWorker({ pid: 4243, kind: 'thread' }, d);
     expect([read(d, 'cgroup.procs'), read(d, 'cgroup.threads'), read(d, 'cgroup.type')]).to.deep.equal([
       '',
       '4243',
       'threaded',
     ]);
+    // Already threaded: used as it is, wherever it is (the kernel decides).
     const already = cgroup('t2', { 'cgroup.threads': '', 'cgroup.type': 'threaded\n' });
     placeWorker({ pid: 4244, kind: 'thread' }, already);
     expect([read(already, 'cgroup.threads'), read(already, 'cgroup.type')]).to.deep.equal(['4244', 'threaded\n']);
+  });
+
+  it("a domain cgroup that is not below the daemon's (a VM's) is never made threaded", () => {
+    const vm = cgroup('vm', { 'cgroup.procs': '4321\n' });
+    const d = join(vm, 'x');
+    mkdirSync(d);
+    writeFileSync(join(d, 'cgroup.type'), 'domain\n');
+    writeFileSync(join(d, 'cgroup.threads'), '');
+    expect(() => placeWorker({ pid: 9, kind: 'thread' }, d)).to.throw(
+      `${d} is a domain cgroup that is not below the daemon's own cgroup`,
+    );
+    expect([read(d, 'cgroup.type'), read(d, 'cgroup.threads')]).to.deep.equal(['domain\n', '']);
   });
 
   it('what refused the move is named: a missing cgroup, a cgroup.threads that takes no write', () => {
