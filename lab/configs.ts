@@ -11,13 +11,19 @@
  * - bridge-poll / vhost-on-poll: the same two with busy polling, 50 µs per ring (bridge --busy-poll-us 50,
  *              QEMU tap,vhost=on,poll-us=50: the same VHOST_SET_VRING_BUSYLOOP_TIMEOUT; docs/backends.md)
  * - bridge-mq2 / vhost-on-mq2: the same two with 2 queue pairs and 2 vCPUs
+ * - bridge-macvtap / vhost-on-macvtap: the same two on a macvtap (bridge mode, on a veth whose other
+ *              end has L2's address; lab/host.ts macvtapOnVeth) instead of a tap: bridge --macvtap,
+ *              QEMU -netdev tap,fd=N,vhost=on,vhostfd=M on the macvtap's /dev/tapN, opened by the harness
+ *              as libvirt's type='direct' does (lab/guest.ts TapFdNet)
+ * - bridge-zc1 / bridge-zc0: the bridge on a tap with vhost_net reloaded as experimental_zcopytx=1 / =0
+ *              before the run (nothing holds /dev/vhost-net then), and with its defaults after it
  * Every configuration: same memory (memfd, share=on), same vCPUs, queue sizes pinned to 256.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { BridgeProcess } from './bridge-process.js';
 import { Guest, type GuestNet } from './guest.js';
-import { hostTap, removeTap } from './host.js';
+import { hostTap, macvtapOnVeth, reloadVhostModules, removeTap } from './host.js';
 import { type Faulting, retryAfterGuestFault } from './retry.js';
 
 export const HOST_IP = '10.0.3.1';
@@ -31,10 +37,45 @@ export type ConfigName =
   | 'bridge-poll'
   | 'vhost-on-poll'
   | 'bridge-mq2'
-  | 'vhost-on-mq2';
+  | 'vhost-on-mq2'
+  | 'bridge-macvtap'
+  | 'vhost-on-macvtap'
+  | 'bridge-zc1'
+  | 'bridge-zc0';
 
 /** Busy polling of the -poll configurations, µs per ring. */
 const POLL_US = 50;
+
+/** What a configuration's name says about how it is set up (the one place that reads the names). */
+export interface ConfigFacts {
+  /** What serves the rings: the bridge, QEMU's tap (vhost=on or off), or dpdk-testpmd. */
+  datapath: 'bridge' | 'qemu-tap' | 'dpdk';
+  /** QEMU's tap: with vhost-net (vhost=on). */
+  vhost: boolean;
+  queuePairs: number;
+  /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT, µs per ring; 0 = off. */
+  busyPollUs: number;
+  /** The host side: a tap, or a macvtap on a veth (lab/host.ts macvtapOnVeth). */
+  host: 'tap' | 'macvtap';
+  /** vhost_net's experimental_zcopytx for the run (the module reloaded before and after); null = as loaded. */
+  zcopytx: 0 | 1 | null;
+}
+
+/** The facts of configuration `name`; `queuePairs` is the default for those that do not fix it. */
+export function configFacts(name: ConfigName, queuePairs = 1): ConfigFacts {
+  const datapath = name === 'dpdk' ? 'dpdk' : name.startsWith('bridge') ? 'bridge' : 'qemu-tap';
+  return {
+    datapath,
+    vhost: name.startsWith('vhost-on'),
+    queuePairs: name.endsWith('-mq2') ? 2 : queuePairs,
+    busyPollUs: name.endsWith('-poll') ? POLL_US : 0,
+    host: name.endsWith('-macvtap') ? 'macvtap' : 'tap',
+    zcopytx: name.endsWith('-zc1') ? 1 : name.endsWith('-zc0') ? 0 : null,
+  };
+}
+
+/** The -macvtap configurations' interfaces: the veth pair and the macvtap with the guest's MAC. */
+const MACVTAP = { lower: 'vbbmv0', peer: 'vbbmv1', name: 'vbbmvt0', mac: '52:54:00:5b:0b:01' };
 
 /** dpdk-testpmd as a process: the vhost-user server and a tap (dtap0) it forwards to. */
 export class TestPmd {
@@ -141,50 +182,60 @@ export async function withConfig<T>(
 ): Promise<T> {
   const tap = 'vbbench0';
   const sock = `/tmp/vb-${o.tag}.sock`;
-  const pairs = name.endsWith('-mq2') ? 2 : (o.queuePairs ?? 1);
-  const poll = name.endsWith('-poll');
-  if (name !== 'dpdk') hostTap(tap, { ip: `${HOST_IP}/24`, queues: pairs });
+  const f = configFacts(name, o.queuePairs);
+  const pairs = f.queuePairs;
   let bridge: BridgeProcess | undefined;
   let testpmd: TestPmd | undefined;
   let guest: Guest | undefined;
+  let reloaded = false;
   try {
+    // Before anything opens /dev/vhost-net: the previous run's holders have exited.
+    if (f.zcopytx !== null) {
+      reloaded = true;
+      await reloadVhostModules({ experimentalZcopytx: f.zcopytx });
+    }
+    let hostIf = tap;
+    let macvtapDevice = '';
+    if (f.host === 'macvtap') {
+      macvtapDevice = macvtapOnVeth({ ...MACVTAP, hostIp: `${HOST_IP}/24` });
+      hostIf = MACVTAP.peer;
+    } else if (f.datapath !== 'dpdk') hostTap(tap, { ip: `${HOST_IP}/24`, queues: pairs });
     let net: GuestNet;
-    if (name === 'dpdk') {
+    if (f.datapath === 'dpdk') {
       testpmd = await TestPmd.start(sock, pairs, `${xchg()}/testpmd-${o.tag}.log`);
+      hostIf = testpmd.tap;
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
-    } else if (name.startsWith('bridge')) {
-      const args = ['--socket-path', sock, '--tap', tap, '--queues', String(pairs)];
-      bridge = await BridgeProcess.start({
-        name: o.tag,
-        args: poll ? [...args, '--busy-poll-us', String(POLL_US)] : args,
-        onLine: o.onBridgeLine,
-      });
+    } else if (f.datapath === 'bridge') {
+      const args = ['--socket-path', sock, '--queues', String(pairs)];
+      args.push(...(f.host === 'macvtap' ? ['--macvtap', MACVTAP.name] : ['--tap', tap]));
+      if (f.busyPollUs) args.push('--busy-poll-us', String(f.busyPollUs));
+      bridge = await BridgeProcess.start({ name: o.tag, args, onLine: o.onBridgeLine });
       net = { kind: 'vhost-user', socketPath: sock, queues: pairs };
+    } else if (f.host === 'macvtap') {
+      net = { kind: 'tap-fd', device: macvtapDevice, vhost: f.vhost, pollUs: f.busyPollUs || undefined };
     } else {
-      net = {
-        kind: 'tap',
-        ifname: tap,
-        vhost: name !== 'vhost-off',
-        queues: pairs,
-        pollUs: poll ? POLL_US : undefined,
-      };
+      net = { kind: 'tap', ifname: tap, vhost: f.vhost, queues: pairs, pollUs: f.busyPollUs || undefined };
     }
     guest = await Guest.boot({
       name: o.tag,
       net,
       smp: o.smp ?? pairs,
       queueSize: QUEUE_SIZE,
+      ...(f.host === 'macvtap' ? { mac: MACVTAP.mac } : {}),
       logFile: `${xchg()}/guest-${o.tag}.log`,
       log: o.log,
     });
     // QEMU start (of the boot attempt that worked) to the first reply.
     const firstPingMs = guest.bootMs + (await guest.untilReply(HOST_IP, 60));
-    return await use({ guest, bridge, testpmd, firstPingMs, hostIf: testpmd ? testpmd.tap : tap });
+    return await use({ guest, bridge, testpmd, firstPingMs, hostIf });
   } finally {
     await guest?.shutdown().catch(() => guest?.kill());
     await bridge?.stop();
     await testpmd?.stop();
     removeTap(tap);
+    removeTap(MACVTAP.lower); // its macvtap goes with it
+    // The module's defaults back, once QEMU and the bridge have let go of /dev/vhost-net.
+    if (reloaded) await reloadVhostModules();
   }
 }
 

@@ -85,6 +85,25 @@ export interface TapNet {
   pollUs?: number;
 }
 
+/**
+ * QEMU's tap back-end on fds the harness opens for each QEMU it starts, as libvirt does for
+ * `<interface type='direct'>`: `device` (a macvtap's /dev/tapN) becomes `fd=`, and with vhost
+ * /dev/vhost-net becomes `vhostfd=`; QEMU opens nothing itself. One queue pair (one open of the
+ * device is one macvtap queue: docs/backends.md).
+ */
+export interface TapFdNet {
+  kind: 'tap-fd';
+  device: string;
+  vhost: boolean;
+  queues?: 1;
+  /** poll-us=N: vhost-net busy polling per ring (vhost=on only) */
+  pollUs?: number;
+}
+
+/** The fds a tap-fd QEMU gets: its fds 3 (the device) and 4 (/dev/vhost-net). */
+const TAP_FD = 3;
+const VHOST_FD = 4;
+
 /** -netdev vhost-user: the back-end (the bridge) serves the rings. */
 export interface VhostUserNet {
   kind: 'vhost-user';
@@ -96,7 +115,7 @@ export interface VhostUserNet {
   queues?: number;
 }
 
-export type GuestNet = TapNet | VhostUserNet;
+export type GuestNet = TapNet | TapFdNet | VhostUserNet;
 
 export interface GuestBootOptions {
   /** used in log lines and the QEMU process name */
@@ -205,6 +224,18 @@ export interface IperfResult {
 class GuestTimeout extends Error {}
 
 type Waiter = (line: string | null) => void;
+
+/** A tap-fd QEMU's fds, in order (fd 3, then 4 with vhost); the caller closes them. */
+function openTapFds(n: TapFdNet): number[] {
+  const fds = [fs.openSync(n.device, 'r+')];
+  try {
+    if (n.vhost) fds.push(fs.openSync('/dev/vhost-net', 'r+'));
+  } catch (e) {
+    fs.closeSync(fds[0]);
+    throw e;
+  }
+  return fds;
+}
 
 const live = new Set<ChildProcessWithoutNullStreams>();
 let exitHookInstalled = false;
@@ -409,6 +440,10 @@ export class Guest {
         '-netdev',
         `tap,id=n0,ifname=${n.ifname},script=no,downscript=no,vhost=${n.vhost ? 'on' : 'off'}${q}${poll}`,
       );
+    } else if (n.kind === 'tap-fd') {
+      const poll = n.pollUs ? `,poll-us=${n.pollUs}` : '';
+      const vhost = n.vhost ? `vhost=on,vhostfd=${VHOST_FD}` : 'vhost=off';
+      args.push('-netdev', `tap,id=n0,fd=${TAP_FD},${vhost}${poll}`);
     } else {
       let chr = `socket,id=vu0,path=${n.socketPath.replace(/,/g, ',,')}`;
       if (n.server) chr += ',server=on,wait=off';
@@ -436,7 +471,16 @@ export class Guest {
     this.initAt = this.readyAt = 0;
     this.partial = '';
     this.startedAt = Date.now();
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // tap-fd: the fds are opened for this QEMU and closed here once it has its own (a macvtap fd
+    // left open here would stay a queue of the macvtap after QEMU exits).
+    const n = this.opts.console ? null : this.opts.net;
+    const passed = n?.kind === 'tap-fd' ? openTapFds(n) : [];
+    let child: ChildProcessWithoutNullStreams;
+    try {
+      child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe', ...passed] }) as ChildProcessWithoutNullStreams;
+    } finally {
+      for (const fd of passed) fs.closeSync(fd);
+    }
     this.child = child;
     this.pid = child.pid ?? 0;
     track(child);
@@ -861,7 +905,18 @@ export class Guest {
     } catch (e) {
       const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
-      throw e instanceof GuestTimeout ? this.fail(`${e.message}; ${diag}`) : e;
+      if (e instanceof GuestTimeout) {
+        // The guest's own init never printed after `reboot -f`: nothing outside the guest (no
+        // back-end, no network) stands between its kernel and its serial console, so this is the
+        // nested lab's boot hang (docs/lab.md "Guest faults"), counted as a fault; recover() boots it.
+        this.faults++;
+        this.stalled = true;
+        this.lastFault = `no VBGUEST-INIT after reboot (a boot hang of the nested lab; ${diag})`;
+        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
+        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+        throw this.fail(`${e.message}; ${diag}`);
+      }
+      throw e;
     }
     await this.waitReady('reboot');
     this.record(`[harness] rebooted in ${Date.now() - t} ms`);

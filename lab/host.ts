@@ -2,9 +2,9 @@
  * The L2 host side of the lab (docs/lab.md): taps, interface counters, and what /proc says about a
  * process (its CPU time, its peak RSS, its /dev/vhost-net fds and its vhost workers). Runs inside L2.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { VhostWorkerKind } from '../src/vhost-kernel/workers.js';
+import type { VhostWorker, VhostWorkerKind } from '../src/vhost-kernel/workers.js';
 import * as os from 'node:os';
 
 /**
@@ -45,6 +45,85 @@ export function hostTap(ifname: string, o: { ip?: string; queues?: number; mtu?:
   ip('link', 'set', 'dev', ifname, ...(o.mtu ? ['mtu', String(o.mtu)] : []), 'up');
 }
 
+/**
+ * A veth pair `a` <-> `b`, `b` holding L2's address (`hostIp`, with its prefix), both up; IPv6 off
+ * on `a` (its own solicitations stay off the wire). Replaces an `a` that exists.
+ */
+export function vethPair(a: string, b: string, hostIp: string): void {
+  // L2 loads modules by name only (no aliases for the kernel's own request_module).
+  modprobe('veth');
+  removeTap(a);
+  ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
+  disableIpv6(a);
+  ip('addr', 'add', hostIp, 'dev', b);
+  ip('link', 'set', a, 'up');
+  ip('link', 'set', b, 'up');
+}
+
+/**
+ * The lab's macvtap (docs/backends.md, "macvtap"): a veth pair `lower` <-> `peer`, `peer` with L2's
+ * address, and a macvtap `name` in bridge mode on `lower` carrying `mac`, the guest's: macvlan hands
+ * the macvtap only frames for its own address (as libvirt's type='direct' does), and L2 cannot reach
+ * a macvtap through its own parent, so L2 talks to the guest from the other end of the veth (guest ->
+ * macvtap -> lower -> peer -> L2's stack). Returns the macvtap's character device, /dev/tapN.
+ * `removeTap(lower)` removes it all (the macvtap goes with its parent).
+ */
+export function macvtapOnVeth(o: { lower: string; peer: string; name: string; mac: string; hostIp: string }): string {
+  vethPair(o.lower, o.peer, o.hostIp);
+  modprobe('macvtap');
+  ip('link', 'add', 'link', o.lower, 'name', o.name, 'address', o.mac, 'type', 'macvtap', 'mode', 'bridge');
+  disableIpv6(o.name);
+  ip('link', 'set', o.name, 'up');
+  return `/dev/tap${fs.readFileSync(`/sys/class/net/${o.name}/ifindex`, 'utf8').trim()}`;
+}
+
+function disableIpv6(ifname: string): void {
+  const v6 = `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`;
+  if (fs.existsSync(v6)) fs.writeFileSync(v6, '1');
+}
+
+/** A module command (modprobe, rmmod), failing with what it said and which vhost modules are loaded. */
+function moduleCommand(cmd: 'modprobe' | 'rmmod', ...args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status === 0) return;
+  const lsmod = spawnSync('sh', ['-c', 'lsmod | grep -E "^vhost"'], { encoding: 'utf8' }).stdout;
+  throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr.trim()}\nloaded: ${lsmod.trim() || 'no vhost module'}`);
+}
+
+function modprobe(name: string): void {
+  moduleCommand('modprobe', name);
+}
+
+/** The vhost modules' parameters a reload may set (docs/backends.md); absent = the module's default. */
+export interface VhostModuleParams {
+  /** vhost max_mem_regions (memory slots) */
+  maxMemRegions?: number;
+  /** vhost_net experimental_zcopytx (zero-copy transmit) */
+  experimentalZcopytx?: 0 | 1;
+}
+
+/**
+ * Unloads vhost_net, vhost and vhost_iotlb and loads them again with `params` (none: the modules'
+ * defaults, which is how a caller restores them). Only between runs: nothing may hold
+ * /dev/vhost-net. The module's count drops when the last file is released, which may trail its
+ * holder's exit a little (QEMU's or the bridge's), so each unload is tried for up to 10 s.
+ */
+export async function reloadVhostModules(params: VhostModuleParams = {}): Promise<void> {
+  for (const m of ['vhost_net', 'vhost', 'vhost_iotlb']) {
+    for (let i = 0; fs.existsSync(`/sys/module/${m}`); i++) {
+      try {
+        moduleCommand('rmmod', m);
+      } catch (e) {
+        if (i === 20) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+  const p = (name: string, v: number | undefined): string[] => (v === undefined ? [] : [`${name}=${v}`]);
+  moduleCommand('modprobe', 'vhost', ...p('max_mem_regions', params.maxMemRegions));
+  moduleCommand('modprobe', 'vhost_net', ...p('experimental_zcopytx', params.experimentalZcopytx));
+}
+
 /** Deletes the tap if it exists. */
 export function removeTap(ifname: string): void {
   if (fs.existsSync(`/sys/class/net/${ifname}`)) ip('link', 'del', 'dev', ifname);
@@ -70,6 +149,16 @@ export function vhostNetFds(pid: number): number {
 }
 
 export { type VhostWorker, type VhostWorkerKind, vhostWorkers } from '../src/vhost-kernel/workers.js';
+
+/**
+ * CPU ticks the vhost workers in `after` used since `before` (two {@link vhostWorkers} reads of one
+ * owner): a worker that started in between counts from zero, one that ended in between is lost.
+ */
+export function workerTicksBetween(before: readonly VhostWorker[], after: readonly VhostWorker[]): number {
+  let ticks = 0;
+  for (const w of after) ticks += w.cpuTicks - (before.find((b) => b.pid === w.pid)?.cpuTicks ?? 0);
+  return ticks;
+}
 
 /** The worker model this kernel uses by default (docs/kernels.md): threads of the owner from 6.4. */
 export function defaultWorkerKind(): VhostWorkerKind {

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, type RawResults } from './bench/metrics.js';
+import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
 import { markdownTable, replaceSection, runNotes, summarize, svgChart, textTable, verdict } from './bench/report.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -32,7 +32,9 @@ const o = new Command()
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
   .option(
     '--configs <list>',
-    `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X)`,
+    `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X, ` +
+      'bridge-zc1 with bridge-zc0: vhost_net reloaded with experimental_zcopytx=1 / 0 for the run; the default ' +
+      'set leaves out -poll, -mq2, -macvtap and -zc*)',
     DEFAULT_CONFIGS.join(','),
   )
   .option(
@@ -61,6 +63,11 @@ if (bad.length) {
 }
 if (!configs.includes('bridge') || !configs.includes('vhost-on'))
   console.warn('bench: without both bridge and vhost-on there is no ratio to report');
+for (const c of configs) {
+  const p = pairOf(c);
+  const other = p && (p.bridge === c ? p.reference : p.bridge);
+  if (other && !configs.includes(other)) console.warn(`bench: ${c} without ${other}: no ${p.label} ratio`);
+}
 
 // Is the lab there?
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

@@ -12,7 +12,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { byKind, failures, markdownTable, svgChart, textTable } from '../lab/soak/report.js';
+import {
+  byKind,
+  failures,
+  joinParts,
+  markdownTable,
+  type Part,
+  partSeconds,
+  svgChart,
+  textTable,
+} from '../lab/soak/report.js';
 import { freshSeed } from '../lab/soak/rng.js';
 import { EVENT_KINDS, parseKinds, type SoakResult } from '../lab/soak/soak.js';
 
@@ -52,44 +61,122 @@ Examples:
 const seed = o.seed ?? freshSeed();
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
 console.log(`== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s)${o.onePort ? ' + 1 one-port' : ''}`);
-const lab = spawnSync(
-  'scripts/lab/run',
-  [
-    '--kernel',
-    o.kernel,
-    '-t',
-    String(Math.round(o.minutes * 60 + 900)),
-    '--',
-    process.execPath,
-    '--enable-source-maps',
-    'dist/scripts/lab-runs/soak.js',
-  ],
-  {
-    cwd: repo,
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      LAB_XCHG_DIR: work,
-      VB_SOAK_SECONDS: String(Math.round(o.minutes * 60)),
-      VB_SOAK_SEED: String(seed),
-      VB_SOAK_GUESTS: String(o.guests),
-      VB_SOAK_ONE_PORT: o.onePort ? '1' : '0',
-      VB_SOAK_OUT: '/lab-xchg/soak.json',
-      ...(o.only ? { VB_SOAK_KINDS: o.only } : {}),
-    },
-  },
-);
-const file = join(work, 'soak.json');
-if (!fs.existsSync(file)) {
-  console.error(`soak: the lab run ended (${lab.status}) without a result; logs in ${work}`);
-  process.exit(1);
+
+/** L2 boots in a row whose part ended before its first event: the lab is not holding; give up. */
+const MAX_EMPTY_PARTS = 2;
+const parts: Part[] = [];
+let left = o.minutes * 60;
+let empty = 0;
+while (left >= 30) {
+  // Part k runs seed + k: each part replays alone with `--seed` (docs/soak.md, "When L2 dies").
+  const part = runPart(parts.length, (seed + parts.length) >>> 0, left);
+  parts.push(part);
+  if (!part.cut) break;
+  console.log(`== soak: part ${parts.length} cut short (${part.cut}); ${part.result.events.length} events checked`);
+  empty = part.result.events.length ? 0 : empty + 1;
+  if (empty >= MAX_EMPTY_PARTS) break;
+  left -= partSeconds(part);
+  if (left >= 30) console.log(`== soak: booting L2 again for the ${Math.round(left)} s left`);
 }
-const r = JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult;
+const r = joinParts(parts);
+if (parts.at(-1)?.cut)
+  r.failures.push(`the soak did not run its time: ${Math.round(r.seconds)} of ${o.minutes * 60} s`);
+
+/** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) yields what it completed. */
+function runPart(k: number, partSeed: number, seconds: number): Part {
+  const out = `soak-${k + 1}.json`;
+  // Each L2 boot its own exchange directory: the daemon's and guests' logs of every part are kept.
+  const partDir = join(work, `part-${k + 1}`);
+  fs.mkdirSync(partDir);
+  const lab = spawnSync(
+    'scripts/lab/run',
+    [
+      '--kernel',
+      o.kernel,
+      '-t',
+      String(Math.round(seconds + 900)),
+      '--',
+      process.execPath,
+      '--enable-source-maps',
+      'dist/scripts/lab-runs/soak.js',
+    ],
+    {
+      cwd: repo,
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        LAB_XCHG_DIR: partDir,
+        // Several 512 MiB guests, their QEMUs and the daemon's restarts (Node read again from the
+        // host's 9p root) in L2's default 3 GiB left a restarted daemon 20-40 s to answer.
+        LAB_L2_MEM: process.env.LAB_L2_MEM ?? '6G',
+        VB_SOAK_SECONDS: String(Math.round(seconds)),
+        VB_SOAK_SEED: String(partSeed),
+        VB_SOAK_GUESTS: String(o.guests),
+        VB_SOAK_ONE_PORT: o.onePort ? '1' : '0',
+        VB_SOAK_OUT: `/lab-xchg/${out}`,
+        ...(o.only ? { VB_SOAK_KINDS: o.only } : {}),
+      },
+    },
+  );
+  const file = join(partDir, out);
+  if (fs.existsSync(file)) return { result: JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult, cut: null };
+  const result = completed(file, partSeed, lab.status);
+  // Only a dead L2 is the lab's fault; the soak itself ending without a result is a failure.
+  if (lab.status !== 125) {
+    result.failures.push(`the soak ended (exit status ${lab.status}) without a result (logs: ${work})`);
+    return { result, cut: null };
+  }
+  return { result, cut: `L2 died ${((result.samples.at(-1)?.t ?? 0) / 60000).toFixed(1)} min in` };
+}
+
+/**
+ * What a part cut short completed: its events as JSON lines (scripts/lab-runs/soak.ts writes them as
+ * they happen).
+ */
+function completed(file: string, partSeed: number, status: number | null): SoakResult {
+  const lines = `${file}.jsonl`;
+  let head: SoakResult | null = null;
+  const events: SoakResult['events'] = [];
+  const samples: SoakResult['samples'] = [];
+  if (fs.existsSync(lines))
+    for (const l of fs.readFileSync(lines, 'utf8').split('\n')) {
+      if (!l.trim()) continue;
+      const x = JSON.parse(l) as {
+        head?: SoakResult;
+        event?: SoakResult['events'][number];
+        sample?: SoakResult['samples'][number];
+      };
+      if (x.head) head = x.head;
+      if (x.event) events.push(x.event);
+      if (x.sample) samples.push(x.sample);
+    }
+  if (!head) {
+    console.error(`soak: the lab run ended (${status}) before the soak was set up; logs in ${work}`);
+    head = {
+      seed: partSeed,
+      kernel: '?',
+      seconds: 0,
+      guests: o.guests,
+      onePort: o.onePort,
+      baselineFds: 0,
+      events: [],
+      samples: [],
+      failures: [],
+    };
+  }
+  return { ...head, events, samples, failures: [] };
+}
+
 const rows = byKind(r.events);
 const failed = failures(r);
+const boots = r.parts.length > 1 ? ` over ${r.parts.length} L2 boots` : '';
 const title =
-  `soak, seed ${r.seed}: ${r.events.length} events in ${(r.seconds / 60).toFixed(0)} min, kernel ${r.kernel}; ` +
-  `daemon fds and RSS after each event`;
+  `soak, seed ${r.seed}: ${r.events.length} events in ${(r.seconds / 60).toFixed(1)} min${boots}, ` +
+  `kernel ${r.kernel}, ${r.guests} daemon guest(s)${r.onePort ? ' + 1 one-port' : ''}; ` +
+  'daemon fds and RSS after each event';
+const partLines = r.parts.map(
+  (p, k) => `- part ${k + 1}: seed ${p.seed}, ${p.events} events, ${p.seconds} s${p.cut ? `, ${p.cut}` : ''}`,
+);
 const dir = join(repo, 'results', 'soak');
 fs.mkdirSync(dir, { recursive: true });
 const base = join(dir, `${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}-seed${r.seed}`);
@@ -97,9 +184,11 @@ fs.writeFileSync(`${base}.json`, JSON.stringify(r, null, 1));
 fs.writeFileSync(`${base}.svg`, svgChart(r.samples, title));
 fs.writeFileSync(
   `${base}.md`,
-  `${title}\n\n${markdownTable(rows)}\n\nfailures: ${failed.length ? `\n- ${failed.join('\n- ')}` : 'none'}\n`,
+  `${title}\n\n${markdownTable(rows)}\n\nL2 boots:\n${partLines.join('\n')}\n\n` +
+    `failures: ${failed.length ? `\n- ${failed.join('\n- ')}` : 'none'}\n`,
 );
 console.log(`\n${textTable(rows)}\n`);
+console.log(partLines.join('\n'));
 console.log(`${r.events.length} events; baseline ${r.baselineFds} fds; ${failed.length} failure(s)`);
 for (const f of failed) console.log(`  FAILED ${f}`);
 console.log(`\nwrote ${base}.{json,md,svg}; logs in ${work}`);

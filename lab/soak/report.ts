@@ -11,6 +11,10 @@ export interface KindRow {
   worstRecoveryMs: number | null;
   bystanderLost: number;
   bystanderSent: number;
+  bystanderUdpLost: number;
+  bystanderUdpSent: number;
+  transfers: number;
+  transfersBad: number;
   guestFaults: number;
   failed: number;
 }
@@ -24,6 +28,10 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
       worstRecoveryMs: null,
       bystanderLost: 0,
       bystanderSent: 0,
+      bystanderUdpLost: 0,
+      bystanderUdpSent: 0,
+      transfers: 0,
+      transfersBad: 0,
       guestFaults: 0,
       failed: 0,
     };
@@ -31,6 +39,10 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
     if (e.recoveryMs !== null) r.worstRecoveryMs = Math.max(r.worstRecoveryMs ?? 0, e.recoveryMs);
     r.bystanderLost += e.bystanderLost;
     r.bystanderSent += e.bystanderSent;
+    r.bystanderUdpLost += e.bystanderUdpLost;
+    r.bystanderUdpSent += e.bystanderUdpSent;
+    r.transfers += e.transfers;
+    r.transfersBad += e.transfersBad;
     if (e.guestFault) r.guestFaults++;
     if (e.failures.length) r.failed++;
     rows.set(e.kind, r);
@@ -43,7 +55,16 @@ export function failures(r: SoakResult): string[] {
   return [...r.events.flatMap((e) => e.failures.map((f) => `#${e.i} ${e.kind} ${e.target}: ${f}`)), ...r.failures];
 }
 
-const HEAD = ['event', 'count', 'worst recovery (s)', 'bystanders: lost / sent', 'guest faults (lab)', 'failed'];
+const HEAD = [
+  'event',
+  'count',
+  'worst recovery (s)',
+  'bystanders: pings lost / sent',
+  'bystanders: UDP lines lost / sent',
+  'TCP transfers: checked / bad',
+  'guest faults (lab)',
+  'failed',
+];
 
 function cells(k: KindRow): string[] {
   return [
@@ -51,6 +72,8 @@ function cells(k: KindRow): string[] {
     String(k.count),
     k.worstRecoveryMs === null ? '-' : (k.worstRecoveryMs / 1000).toFixed(1),
     `${k.bystanderLost} / ${k.bystanderSent}`,
+    `${k.bystanderUdpLost} / ${k.bystanderUdpSent}`,
+    `${k.transfers} / ${k.transfersBad}`,
     String(k.guestFaults),
     String(k.failed),
   ];
@@ -113,4 +136,61 @@ export function svgChart(samples: readonly Sample[], title: string): string {
     '</svg>',
     '',
   ].join('\n');
+}
+
+/**
+ * One L2 boot's part of a soak. The nested lab's L2 can die under several L3 guests (docs/lab.md
+ * "Guest faults": a kernel stack overrun in KVM's vCPU thread under TCG); `npm run soak` then boots L2
+ * again and soaks the time left with the next seed. `cut` names how a part ended early (null: it ran
+ * its time); its events up to the cut were checked like any other, the one under way was lost.
+ */
+export interface Part {
+  result: SoakResult;
+  cut: string | null;
+}
+
+/** What a part soaked: its asked-for time if it ran it, else from its first event to its last sample. */
+export function partSeconds(p: Part): number {
+  if (!p.cut) return p.result.seconds;
+  const first = p.result.events[0]?.t ?? 0;
+  const last = p.result.samples.at(-1)?.t ?? first;
+  return Math.max(0, (last - first) / 1000);
+}
+
+export interface JoinedSoak extends SoakResult {
+  /** each L2 boot's seed, events, soaked seconds and cut */
+  parts: { seed: number; events: number; seconds: number; cut: string | null }[];
+}
+
+/**
+ * The parts as one run: events numbered on, times continued (each part's from its own start), the
+ * failures of every part. A cut is the lab's fault, listed in `parts`, not a failure of the bridge.
+ */
+export function joinParts(parts: readonly Part[]): JoinedSoak {
+  if (!parts.length) throw new Error('no part to join');
+  const first = parts[0].result;
+  const events: EventRecord[] = [];
+  const samples: Sample[] = [];
+  const failed: string[] = [];
+  let offset = 0;
+  for (const p of parts) {
+    const r = p.result;
+    for (const e of r.events) events.push({ ...e, i: events.length + 1, t: e.t + offset });
+    for (const s of r.samples) samples.push({ ...s, t: s.t + offset });
+    failed.push(...r.failures);
+    offset += r.samples.at(-1)?.t ?? 0;
+  }
+  return {
+    ...first,
+    seconds: parts.reduce((n, p) => n + partSeconds(p), 0),
+    events,
+    samples,
+    failures: failed,
+    parts: parts.map((p) => ({
+      seed: p.result.seed,
+      events: p.result.events.length,
+      seconds: Math.round(partSeconds(p)),
+      cut: p.cut,
+    })),
+  };
 }

@@ -13,13 +13,17 @@ import { DaemonProcess } from '../daemon-process.js';
 import { ID, msg } from '../frontend/builder.js';
 import { memfd, TestFrontEnd } from '../frontend/frontend.js';
 import { type Handshaken, handshake } from '../frontend/handshake.js';
+import { connectAsNobody } from '../as-user.js';
 import { Guest } from '../guest.js';
 import { hostTap, removeTap } from '../host.js';
 import { HostPinger } from './pinger.js';
 import { Rng } from './rng.js';
+import { guestCommand, TrafficSink } from './traffic.js';
 
 /** The longest a target may take to pass traffic again, and the daemon to answer after a restart. */
 export const RECOVERY_LIMIT_MS = 10_000;
+/** A guest's TCP stream that completed no checked transfer for this long (since its last start) has stalled. */
+export const STREAM_STALL_MS = 30_000;
 
 /** VB_SOAK_LOG_LEVEL=debug logs every vhost-user message of the daemon (to diagnose a failure). */
 const DAEMON_ARGS = process.env.VB_SOAK_LOG_LEVEL ? ['--log-level', process.env.VB_SOAK_LOG_LEVEL] : [];
@@ -36,6 +40,7 @@ export const EVENT_KINDS = [
   'sighup',
   'vanish',
   'memtable',
+  'refused-uid',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
@@ -62,11 +67,18 @@ export interface SoakOptions {
   kinds?: readonly EventKind[];
   /** progress lines (default console.log) */
   log?: (line: string) => void;
+  /** called with every event's record and the sample after it, as soon as both are complete (a run
+   *  cut short, by L2 dying for one, keeps them) */
+  onEvent?: (rec: EventRecord, sample: Sample) => void;
+  /** called once set up, with the run's parameters and the daemon's fd count for its ports */
+  onStart?: (head: SoakResult) => void;
 }
 
 export interface Sample {
   /** ms since the soak started */
   t: number;
+  /** the daemon process sampled (a daemon-kill starts a new one) */
+  pid: number;
   fds: number;
   rssKiB: number;
 }
@@ -82,6 +94,12 @@ export interface EventRecord {
   /** replies lost by guests that were not the target, and requests they sent meanwhile */
   bystanderLost: number;
   bystanderSent: number;
+  /** bystanders' UDP lines lost, of those their complete bursts sent during the event */
+  bystanderUdpLost: number;
+  bystanderUdpSent: number;
+  /** checked TCP transfers (every guest) that ended during the event, and those cut or corrupt */
+  transfers: number;
+  transfersBad: number;
   /** a fault of the nested lab's guest (docs/lab.md "Guest faults") during the event, if any */
   guestFault: string | null;
   failures: string[];
@@ -110,6 +128,13 @@ interface GuestRef {
   port: string | null;
   guest: Guest;
   pinger: HostPinger;
+  /** L2's address on the guest's tap (where its TCP and UDP traffic goes) */
+  host: string;
+  /** the token of its senders' latest start (traffic.ts) */
+  token: string;
+  starts: number;
+  /** its UDP bursts of `token` up to this one are checked (or forgiven: sent while it was a target) */
+  udpChecked: number;
 }
 
 interface Outcome {
@@ -163,9 +188,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   fs.rmSync(DIR, { recursive: true, force: true });
   fs.mkdirSync(DIR, { recursive: true });
   const guestPorts = Array.from({ length: o.guests }, (_, i) => `g${i}`);
-  const specs: Record<string, { tap: string; persistentTap?: boolean; socket: string }> = {};
+  // Guest ports: any user may connect (mode 0666), only root passes the allow-list (refused-uid).
+  const specs: Record<
+    string,
+    { tap: string; persistentTap?: boolean; socket: string; mode?: string; allowUsers?: number[] }
+  > = {};
   guestPorts.forEach((p, i) => {
-    specs[p] = { tap: `vbsoak${i}`, persistentTap: true, socket: sock(p) };
+    specs[p] = { tap: `vbsoak${i}`, persistentTap: true, socket: sock(p), mode: '0666', allowUsers: [0] };
     hostTap(`vbsoak${i}`, { ip: `10.0.${40 + i}.1/24` });
   });
   for (const s of SPARES) specs[s] = { tap: `vbsoak${s}`, socket: sock(s) };
@@ -183,7 +212,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
   let bridge: BridgeProcess | null = null;
   const refs: GuestRef[] = [];
+  const addresses = new Map<string, string>(guestPorts.map((p, i) => [`10.0.${40 + i}.2`, p]));
+  if (o.onePort) addresses.set('10.0.50.2', 'one-port');
+  const sink = await TrafficSink.open(addresses);
+  /** (Re)starts a guest's TCP stream and UDP bursts: after every boot, reboot or fault of the lab. */
+  const startTraffic = async (r: GuestRef): Promise<void> => {
+    r.token = `${r.name}.${++r.starts}`;
+    // A fresh start's first burst may meet an empty neighbour cache: checked from the second on.
+    r.udpChecked = 1;
+    sink.startedAt.set(r.name, Date.now());
+    await r.guest.exec(guestCommand(r.host, r.token), { timeoutMs: 15_000 });
+  };
   const cleanup = async (): Promise<void> => {
+    sink.close();
     for (const r of refs) r.pinger.stop();
     await Promise.all(refs.map((r) => r.guest.shutdown({ timeoutMs: 10_000 }).catch(() => undefined)));
     for (const f of synths.values()) f.close();
@@ -203,7 +244,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         peer: `10.0.${40 + i}.1`,
         logFile: `${xchg}/guest-soak-${port}.log`,
       });
-      refs.push({ name: port, port, guest, pinger: new HostPinger(port, ip) });
+      refs.push({
+        name: port,
+        port,
+        guest,
+        pinger: new HostPinger(port, ip),
+        host: `10.0.${40 + i}.1`,
+        token: '',
+        starts: 0,
+        udpChecked: 0,
+      });
     }
     if (o.onePort) {
       hostTap('vbsoakp', { ip: '10.0.50.1/24' });
@@ -218,12 +268,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         peer: '10.0.50.1',
         logFile: `${xchg}/guest-soak-one-port.log`,
       });
-      refs.push({ name: 'one-port', port: null, guest, pinger: new HostPinger('one-port', '10.0.50.2') });
+      refs.push({
+        name: 'one-port',
+        port: null,
+        guest,
+        pinger: new HostPinger('one-port', '10.0.50.2'),
+        host: '10.0.50.1',
+        token: '',
+        starts: 0,
+        udpChecked: 0,
+      });
     }
+    for (const r of refs) await startTraffic(r);
     const ready = Date.now();
     for (const r of refs) await r.pinger.replyAfter(ready, 30_000);
     await sleep(1000);
     result.baselineFds = fdCount(daemon.pid);
+    o.onStart?.({ ...result, events: [], samples: [] });
     log(
       `soak: seed ${o.seed}; ${o.guests} guest(s) on the daemon${o.onePort ? ' + 1 on a one-port bridge' : ''}, ` +
         `spare ports ${SPARES.join(', ')}; daemon pid ${daemon.pid}, ${result.baselineFds} fds, ` +
@@ -265,6 +326,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           await r.guest.kill();
           await r.guest.recover();
           const t = Date.now();
+          await startTraffic(r);
           return { target: r.name, affected: [r], from: t, after: t };
         },
       },
@@ -275,6 +337,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           const r = pickGuest();
           await r.guest.reboot();
           const t = Date.now();
+          await startTraffic(r);
           return { target: r.name, affected: [r], from: t, after: t };
         },
       },
@@ -375,6 +438,26 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         },
       },
       {
+        kind: 'refused-uid',
+        weight: 1,
+        run: async () => {
+          // A peer of another uid on a guest's port (mode 0666, allow-list root): refused before any
+          // message is read, its fd closed (the fd check below), the port's own guest undisturbed.
+          const r = pickGuest(true);
+          const port = r.port!;
+          const refusedBefore = (await daemon.status(port)).device?.refusedPeers ?? 0;
+          const from = Date.now();
+          const seen = await connectAsNobody(sock(port));
+          const refusedNow = (await daemon.status(port)).device?.refusedPeers ?? 0;
+          const failures: string[] = [];
+          if (seen.got !== 0 || !seen.hungUp)
+            failures.push(`${port}: a peer outside the allow-list got ${seen.got} bytes, hung up: ${seen.hungUp}`);
+          if (refusedNow !== refusedBefore + 1)
+            failures.push(`${port}: refusals counted ${refusedBefore} -> ${refusedNow}, expected one more`);
+          return { target: port, affected: [], from, after: Date.now(), failures };
+        },
+      },
+      {
         kind: 'sighup',
         weight: 1,
         run: async () => {
@@ -409,6 +492,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         recoveryMs: null,
         bystanderLost: 0,
         bystanderSent: 0,
+        bystanderUdpLost: 0,
+        bystanderUdpSent: 0,
+        transfers: 0,
+        transfersBad: 0,
         guestFault: null,
         failures: [],
         fds: 0,
@@ -440,23 +527,51 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           rec.failures.push(`${outcome.target}: traffic again only after ${worst} ms`);
       }
       const end = Date.now();
-      // Bystanders: every other guest's requests sent during the event were all answered.
+      // Bystanders: every other guest's requests sent during the event were all answered, every UDP
+      // burst it sent since its last check arrived whole (bursts come every few seconds, so they are
+      // checked from one event to the next while the guest is a bystander; those of a target's
+      // fault are forgiven), and no TCP transfer of its was cut.
       const affected = new Set(outcome?.affected.map((r) => r.name) ?? []);
-      for (const r of refs) {
-        if (affected.has(r.name)) continue;
+      for (const [k, r] of refs.entries()) {
+        const bursts = sink.bursts.get(r.name);
+        const newest = bursts?.newest(r.token) ?? 0;
+        if (affected.has(r.name)) {
+          r.udpChecked = Math.max(r.udpChecked, newest);
+          continue;
+        }
         await r.pinger.settled(end);
         const lost = r.pinger.ledger.lost(start, end);
         rec.bystanderSent += r.pinger.ledger.sent(start, end);
-        if (lost.length) {
+        const udp =
+          bursts && newest - 1 > r.udpChecked ? bursts.check(r.token, r.udpChecked, newest) : { sent: 0, lost: 0 };
+        r.udpChecked = Math.max(r.udpChecked, newest - 1);
+        rec.bystanderUdpSent += udp.sent;
+        const cut = sink.ended(start, end, r.name).filter((t) => t.outcome === 'cut');
+        if (udp.lost) rec.failures.push(`${r.name} (bystander) lost ${udp.lost} of ${udp.sent} UDP lines`);
+        if (cut.length)
+          rec.failures.push(`${r.name} (bystander): ${cut.length} TCP transfer(s) cut (${cut[0].bytes} bytes in)`);
+        if (lost.length || udp.lost || cut.length) {
           // A stalled guest answers nothing: ask it once, so that the harness can tell a lab fault.
           await r.guest.exec('true', { timeoutMs: 15_000 }).catch(() => undefined);
-          if (r.guest.faults === faults0[refs.indexOf(r)]) {
+          if (r.guest.faults === faults0[k]) {
             rec.bystanderLost += lost.length;
-            rec.failures.push(
-              `${r.name} (bystander) lost ${lost.length} replies (icmp_seq ${lost.slice(0, 5).join(',')})`,
-            );
+            rec.bystanderUdpLost += udp.lost;
+            if (lost.length)
+              rec.failures.push(
+                `${r.name} (bystander) lost ${lost.length} replies (icmp_seq ${lost.slice(0, 5).join(',')})`,
+              );
           }
         }
+      }
+      // Every guest's checked transfers: none corrupt; a stream never silent for long.
+      const done = sink.ended(start, Date.now());
+      rec.transfers = done.length;
+      rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && !affected.has(t.guest)).length;
+      for (const t of done.filter((x) => x.outcome === 'corrupt'))
+        rec.failures.push(`${t.guest}: a TCP transfer arrived corrupt (${t.bytes} bytes, checksum differs)`);
+      for (const r of refs) {
+        const quiet = sink.quietFor(r.name);
+        if (quiet > STREAM_STALL_MS) rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
       }
       // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
       for (const [k, r] of refs.entries()) {
@@ -465,18 +580,32 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
         await r.guest.recover();
         await r.pinger.replyAfter(Date.now(), 30_000).catch((e: Error) => rec.failures.push(e.message));
+        await startTraffic(r).catch((e: Error) => rec.failures.push(`${r.name}: traffic not restarted: ${e.message}`));
       }
-      rec.failures.push(...(await checkState()));
+      // No port stuck half set up: a state seen once is checked again 3 s later (a port may be in the
+      // middle of a reconnect); only what persists fails, what passed is kept in the event's detail.
+      const state = await checkState();
+      if (state.length) {
+        await sleep(3000);
+        const again = await checkState();
+        rec.failures.push(...again);
+        const passed = state.filter((x) => !again.includes(x));
+        if (passed.length)
+          rec.detail = `${rec.detail ? `${rec.detail}; ` : ''}seen once, gone 3 s later: ${passed.join('; ')}`;
+      }
       rec.fds = await settledFds();
       rec.rssKiB = rssKiB(daemon.pid);
-      result.samples.push({ t: Date.now() - t0, fds: rec.fds, rssKiB: rec.rssKiB });
+      const sample: Sample = { t: Date.now() - t0, pid: daemon.pid, fds: rec.fds, rssKiB: rec.rssKiB };
+      result.samples.push(sample);
       if (rec.fds !== result.baselineFds)
         rec.failures.push(`daemon fd count ${rec.fds}, expected ${result.baselineFds} for its ports`);
       result.events.push(rec);
+      o.onEvent?.(rec, sample);
       log(
         `#${rec.i} +${(rec.t / 1000).toFixed(1)}s ${rec.kind} ${rec.target}: ` +
           `${rec.recoveryMs === null ? '' : `recovered in ${(rec.recoveryMs / 1000).toFixed(1)} s; `}` +
-          `bystanders lost ${rec.bystanderLost}/${rec.bystanderSent}; ${rec.fds} fds, ${rec.rssKiB} KiB` +
+          `bystanders lost ${rec.bystanderLost}/${rec.bystanderSent} pings, ${rec.bystanderUdpLost}/` +
+          `${rec.bystanderUdpSent} UDP lines; ${rec.transfers} transfers; ${rec.fds} fds, ${rec.rssKiB} KiB` +
           `${rec.detail ? `; ${rec.detail}` : ''}` +
           `${rec.guestFault ? `; guest fault ${rec.guestFault}` : ''}` +
           `${rec.failures.length ? `; FAILED: ${rec.failures.join('; ')}` : ''}`,
@@ -519,13 +648,29 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 }
 
 /**
- * RSS must not grow across events: the largest RSS of the last third of the samples may exceed the
- * largest of the first third by at most 8 MiB (the garbage collector's slack).
+ * RSS must not grow across events, judged per daemon process (a daemon-kill starts a fresh one, whose
+ * heap grows again from its start): of each process's run of at least `minSamples` samples, the largest
+ * RSS of the last third may exceed the largest of the first third by at most `slackKiB` (the garbage
+ * collector's slack: V8 grows its heap in steps before a major collection).
  */
-export function rssGrowth(samples: readonly Sample[], slackKiB = 8 * 1024): string[] {
-  if (samples.length < 6) return [];
-  const third = Math.floor(samples.length / 3);
-  const first = Math.max(...samples.slice(0, third).map((s) => s.rssKiB));
-  const last = Math.max(...samples.slice(-third).map((s) => s.rssKiB));
-  return last - first > slackKiB ? [`daemon RSS grew from ${first} KiB to ${last} KiB across the soak`] : [];
+export function rssGrowth(samples: readonly Sample[], slackKiB = 8 * 1024, minSamples = 9): string[] {
+  const runs: Sample[][] = [];
+  for (const s of samples) {
+    const run = runs.at(-1);
+    if (run && run[0].pid === s.pid) run.push(s);
+    else runs.push([s]);
+  }
+  const out: string[] = [];
+  for (const run of runs) {
+    if (run.length < minSamples) continue;
+    const third = Math.floor(run.length / 3);
+    const first = Math.max(...run.slice(0, third).map((s) => s.rssKiB));
+    const last = Math.max(...run.slice(-third).map((s) => s.rssKiB));
+    if (last - first > slackKiB)
+      out.push(
+        `daemon pid ${run[0].pid}: RSS grew from ${first} KiB to ${last} KiB over its ${run.length} events ` +
+          `(+${((last - first) / 1024).toFixed(1)} MiB, slack ${slackKiB / 1024} MiB)`,
+      );
+  }
+  return out;
 }

@@ -13,6 +13,10 @@ export const CONFIGS = [
   'vhost-on-poll',
   'bridge-mq2',
   'vhost-on-mq2',
+  'bridge-macvtap',
+  'vhost-on-macvtap',
+  'bridge-zc1',
+  'bridge-zc0',
 ] as const;
 export type BenchConfig = (typeof CONFIGS)[number];
 /** What `npm run bench` runs unless told: the comparison the README shows. */
@@ -27,21 +31,49 @@ export const CONFIG_LABELS: Record<BenchConfig, string> = {
   'vhost-on-poll': 'tap,vhost=on,poll-us=50',
   'bridge-mq2': 'bridge --queues 2',
   'vhost-on-mq2': 'tap,vhost=on,queues=2',
+  'bridge-macvtap': 'bridge --macvtap',
+  'vhost-on-macvtap': 'macvtap fd,vhost=on',
+  'bridge-zc1': 'bridge, zcopytx=1',
+  'bridge-zc0': 'bridge, zcopytx=0',
 };
 
 /** The configurations that, when chosen, also migrate the guest in each round (lab/migration-hops.ts). */
 const MIGRATING: readonly MigrationConfig[] = ['bridge', 'vhost-on'];
 export const migrates = (c: BenchConfig): c is MigrationConfig => (MIGRATING as readonly BenchConfig[]).includes(c);
 
+/** Two configurations compared round by round: the ratio is `bridge` / `reference`. */
+export interface ConfigPair {
+  bridge: BenchConfig;
+  reference: BenchConfig;
+  label: string;
+  /** What the ratio's numerator is, as the verdict says which way a difference goes (default 'bridge'). */
+  subject?: string;
+  /** The figures the verdict's lines name for this pair (default: the decided ones, report.ts GOALS). */
+  figures?: readonly MetricKey[];
+}
+
 /**
- * Each bridge configuration against its QEMU counterpart on the same guest: the first pair is the
- * one the verdict decides on; the others are reported with their intervals.
+ * Each bridge configuration against its QEMU counterpart on the same guest (and the bridge with
+ * zero-copy transmit against itself without): the first pair is the one the verdict decides on;
+ * the others are reported with their intervals.
  */
-export const PAIRS: readonly { bridge: BenchConfig; reference: BenchConfig; label: string }[] = [
+export const PAIRS: readonly ConfigPair[] = [
   { bridge: 'bridge', reference: 'vhost-on', label: 'bridge / vhost=on' },
   { bridge: 'bridge-poll', reference: 'vhost-on-poll', label: 'busy poll 50 us: bridge / vhost=on' },
   { bridge: 'bridge-mq2', reference: 'vhost-on-mq2', label: '2 queue pairs: bridge / vhost=on' },
+  { bridge: 'bridge-macvtap', reference: 'vhost-on-macvtap', label: 'macvtap: bridge / vhost=on' },
+  {
+    bridge: 'bridge-zc1',
+    reference: 'bridge-zc0',
+    label: 'bridge, experimental_zcopytx: 1 / 0',
+    subject: 'zero-copy',
+    figures: ['tcpTxMbps', 'workerCpuS'],
+  },
 ];
+
+/** The pair a configuration belongs to, if any. */
+export const pairOf = (c: BenchConfig): ConfigPair | undefined =>
+  PAIRS.find((p) => p.bridge === c || p.reference === c);
 
 export interface MetricDef {
   key: MetricKey;
@@ -63,6 +95,7 @@ export type MetricKey =
   | 'rttP99Ms'
   | 'firstPingS'
   | 'cpuS'
+  | 'workerCpuS'
   | 'rssMiB'
   | 'setupMs'
   | 'ringsMs'
@@ -83,6 +116,13 @@ export const METRICS: readonly MetricDef[] = [
     unit: 's',
     better: 'lower',
     note: "the bridge's own threads (vhost workers excluded) / testpmd",
+  },
+  {
+    key: 'workerCpuS',
+    label: 'vhost worker CPU in TCP guest -> host',
+    unit: 's',
+    better: 'lower',
+    note: "the kernel's vhost-<owner pid> workers of the bridge or QEMU (lab/host.ts vhostWorkers)",
   },
   { key: 'rssMiB', label: 'helper peak RSS', unit: 'MiB', better: 'lower', note: 'VmHWM of the bridge / testpmd' },
   {

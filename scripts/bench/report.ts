@@ -151,10 +151,11 @@ export const GOALS: readonly { key: MetricKey; band: GoalBand }[] = [
   { key: 'rttP50Ms', band: { max: 1.05 } },
 ];
 
-/** What the interval says about a difference between the two. */
-function differenceText(ci: RatioInterval): string {
+/** What the interval says about a difference between the two; `subject` names the ratio's numerator. */
+function differenceText(ci: RatioInterval, subject = 'bridge'): string {
   if (ci.difference === 'too few rounds') return `too few rounds to tell (fewer than ${MIN_PAIRS})`;
-  return ci.difference === 'none' ? 'no significant difference' : `${ci.difference}, significant`;
+  if (ci.difference === 'none') return 'no significant difference';
+  return `${ci.difference.replace(/^bridge/, subject)}, significant`;
 }
 
 /** `0.97 [0.93-1.01]`: the estimate and its interval. */
@@ -188,11 +189,14 @@ export function verdict(s: Summary): { ok: boolean; lines: string[] } {
     );
   }
   for (const [label, cis] of Object.entries(s.otherPairs)) {
-    for (const { key } of GOALS) {
+    const pair = PAIRS.find((p) => p.label === label);
+    for (const key of pair?.figures ?? GOALS.map((g) => g.key)) {
       const ci = cis[key];
       if (!ci) continue;
       const def = METRICS.find((m) => m.key === key)!;
-      lines.push(`${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${differenceText(ci)}`);
+      lines.push(
+        `${label}, ${def.label}: ${ciText(ci)} (95% CI, ${ci.n} rounds); ${differenceText(ci, pair?.subject)}`,
+      );
     }
   }
   return { ok, lines };
@@ -257,6 +261,10 @@ const SHORT: Record<BenchConfig, string> = {
   'vhost-on-poll': 'on poll',
   'bridge-mq2': 'bridge mq2',
   'vhost-on-mq2': 'on mq2',
+  'bridge-macvtap': 'bridge mvt',
+  'vhost-on-macvtap': 'on mvt',
+  'bridge-zc1': 'bridge zc1',
+  'bridge-zc0': 'bridge zc0',
 };
 const COLORS: Record<BenchConfig, string> = {
   bridge: '#d6604d',
@@ -267,6 +275,10 @@ const COLORS: Record<BenchConfig, string> = {
   'vhost-on-poll': '#2166ac',
   'bridge-mq2': '#b2182b',
   'vhost-on-mq2': '#053061',
+  'bridge-macvtap': '#e08214',
+  'vhost-on-macvtap': '#542788',
+  'bridge-zc1': '#7f3b08',
+  'bridge-zc0': '#fdb863',
 };
 const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 

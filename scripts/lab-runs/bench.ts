@@ -7,7 +7,8 @@
  */
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB } from '../../lab/host.js';
+import { CLK_TCK, hostIfCounter, ownCpuTicks, peakRssKiB, vhostWorkers, workerTicksBetween } from '../../lab/host.js';
+import { ZCOPYTX_PATH } from '../../src/vhost-kernel/vhost-net.js';
 import {
   DEFAULT_CONFIGS,
   migrates,
@@ -18,7 +19,7 @@ import {
   type RawResults,
   type Run,
 } from '../bench/metrics.js';
-import { HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
+import { configFacts, HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
 
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
@@ -66,15 +67,36 @@ async function udpFloodKpps(g: RunContext['guest'], hostIf: string): Promise<num
   }
 }
 
+/** vhost_net's experimental_zcopytx as loaded now, or '-' when the module is not. */
+function zcopytx(): string {
+  try {
+    return fs.readFileSync(ZCOPYTX_PATH, 'utf8').trim();
+  } catch {
+    return '-';
+  }
+}
+
 async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   const g = ctx.guest;
+  const want = configFacts(config).zcopytx;
+  if (want !== null) {
+    // The module was reloaded for this run (lab/configs.ts): say so, and fail a run that did not get it.
+    if (zcopytx() !== String(want)) throw new Error(`vhost_net experimental_zcopytx is ${zcopytx()}, not ${want}`);
+    say(`vhost_net experimental_zcopytx ${want} during the run`);
+  }
   const m: Metrics = { firstPingS: ctx.firstPingMs / 1000 };
   const helper = ctx.bridge?.pid ?? ctx.testpmd?.pid;
   const before = helper ? ownCpuTicks(helper) : null;
   // Two queue pairs carry several flows (4 streams), the others one.
-  const parallel = config.endsWith('-mq2') ? 4 : undefined;
+  const parallel = configFacts(config).queuePairs > 1 ? 4 : undefined;
+  // The vhost workers of whoever owns /dev/vhost-net (the bridge, or QEMU for tap,vhost=on); none
+  // for tap,vhost=off and testpmd. Over the guest -> host test: the transmit path zero-copy changes.
+  const owner = ctx.bridge?.pid ?? g.pid;
+  const workers0 = vhostWorkers(owner);
   say(`TCP guest -> host, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
   m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS, parallel })).bitsPerSecond / 1e6;
+  const workers1 = vhostWorkers(owner);
+  if (workers1.length) m.workerCpuS = workerTicksBetween(workers0, workers1) / CLK_TCK;
   say(`TCP host -> guest, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
   m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true, parallel })).bitsPerSecond / 1e6;
   if (helper && before !== null) {
@@ -123,6 +145,8 @@ async function main(): Promise<void> {
         'L3: Debian 6.1 kernel, busybox initramfs, 1 vCPU, 512 MiB memfd share=on, virtio-net-pci rx/tx queue size ' +
         '256, nested KVM',
       configs: CHOSEN.join(','),
+      // The module's default, which every run that reloads it restores (lab/configs.ts).
+      zcopytx: zcopytx(),
       migration: MIGRATING.length ? `${MIGRATING.join(',')}: ${HOPS_PER_RUN} hops per round (A -> B -> A)` : '-',
     },
     runs: [],

@@ -1,6 +1,8 @@
 /**
  * The soak inside L2 (started by scripts/soak.ts through scripts/lab/run; docs/soak.md). Writes the
- * result as JSON to VB_SOAK_OUT, which scripts/soak.ts turns into the report.
+ * result as JSON to VB_SOAK_OUT, which scripts/soak.ts turns into the report, and meanwhile every
+ * event as one JSON line to VB_SOAK_OUT.jsonl (the run's head first), so that a run cut short by the
+ * nested lab (L2 dying: docs/lab.md "Guest faults") still leaves its record.
  *
  * Environment (set by scripts/soak.ts): VB_SOAK_SECONDS, VB_SOAK_SEED, VB_SOAK_GUESTS,
  * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT, VB_SOAK_KINDS (optional).
@@ -16,6 +18,8 @@ const result = await runSoak({
   guests: Number(env('VB_SOAK_GUESTS', '3')),
   onePort: env('VB_SOAK_ONE_PORT', '1') === '1',
   kinds: parseKinds(process.env.VB_SOAK_KINDS),
+  onStart: (head) => fs.writeFileSync(`${out}.jsonl`, `${JSON.stringify({ head })}\n`),
+  onEvent: (event, sample) => fs.appendFileSync(`${out}.jsonl`, `${JSON.stringify({ event, sample })}\n`),
 });
 fs.writeFileSync(out, JSON.stringify(result, null, 1));
 process.exit(0);

@@ -13,7 +13,7 @@ import type { PortReport } from '../../src/daemon/report.js';
 import { captureLog, log, type LogCapture } from '../../src/log.js';
 import { openFdCount, tempDir } from '../fdcount.js';
 import { handshake } from '../../lab/frontend/handshake.js';
-import { connectAsNobody, NOBODY } from './as-user.js';
+import { connectAsNobody, NOBODY } from '../../lab/as-user.js';
 import { fakeKernel } from './fake-port.js';
 import { ensureSocketDir, SOCKET_DIR_MODE } from '../../src/daemon/port.js';
 

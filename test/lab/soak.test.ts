@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
-import { byKind, failures, markdownTable, svgChart } from '../../lab/soak/report.js';
+import { byKind, failures, joinParts, markdownTable, partSeconds, svgChart } from '../../lab/soak/report.js';
 import { Rng } from '../../lab/soak/rng.js';
 import { type EventRecord, rssGrowth, type Sample, type SoakResult } from '../../lab/soak/soak.js';
 
@@ -72,6 +72,10 @@ const ev = (o: Partial<EventRecord>): EventRecord => ({
   recoveryMs: null,
   bystanderLost: 0,
   bystanderSent: 0,
+  bystanderUdpLost: 0,
+  bystanderUdpSent: 0,
+  transfers: 0,
+  transfersBad: 0,
   guestFault: null,
   failures: [],
   fds: 30,
@@ -82,7 +86,7 @@ const ev = (o: Partial<EventRecord>): EventRecord => ({
 describe('soak: the report', () => {
   it('groups events by kind with the worst recovery and the bystanders', () => {
     const rows = byKind([
-      ev({ recoveryMs: 1200, bystanderSent: 40 }),
+      ev({ recoveryMs: 1200, bystanderSent: 40, bystanderUdpSent: 200, transfers: 3 }),
       ev({ i: 2, recoveryMs: 3400, bystanderSent: 40, bystanderLost: 1, failures: ['x lost 1'] }),
       ev({ i: 3, kind: 'sighup', target: 'daemon', bystanderSent: 10 }),
     ]);
@@ -92,13 +96,13 @@ describe('soak: the report', () => {
       ['ctl-reset', 2, 3400, 1, 80, 1],
       ['sighup', 1, null, 0, 10, 0],
     ]);
-    expect(markdownTable(rows)).to.contain('| ctl-reset | 2 | 3.4 | 1 / 80 | 0 | 1 |');
+    expect(markdownTable(rows)).to.contain('| ctl-reset | 2 | 3.4 | 1 / 80 | 0 / 200 | 3 / 0 | 0 | 1 |');
   });
 
   it('lists every failure with its event, and charts fds and RSS', () => {
     const samples: Sample[] = [
-      { t: 0, fds: 30, rssKiB: 60_000 },
-      { t: 60_000, fds: 31, rssKiB: 61_000 },
+      { t: 0, pid: 9, fds: 30, rssKiB: 60_000 },
+      { t: 60_000, pid: 9, fds: 31, rssKiB: 61_000 },
     ];
     const r: SoakResult = {
       seed: 5,
@@ -120,10 +124,66 @@ describe('soak: the report', () => {
     expect(svg.match(/<polyline/g)).to.have.length(2);
   });
 
-  it('calls RSS growth of more than 8 MiB between the first and last third a failure', () => {
-    const flat = Array.from({ length: 30 }, (_, i) => ({ t: i, fds: 30, rssKiB: 60_000 + (i % 3) * 1000 }));
+  it("calls RSS growth of more than 8 MiB between the first and last third of a daemon process's run a failure", () => {
+    const flat = Array.from({ length: 30 }, (_, i) => ({ t: i, pid: 9, fds: 30, rssKiB: 60_000 + (i % 3) * 1000 }));
     expect(rssGrowth(flat)).to.deep.equal([]);
-    const leak = Array.from({ length: 30 }, (_, i) => ({ t: i, fds: 30, rssKiB: 60_000 + i * 1000 }));
-    expect(rssGrowth(leak)[0]).to.match(/grew from 69000 KiB to 89000 KiB/);
+    const leak = Array.from({ length: 30 }, (_, i) => ({ t: i, pid: 9, fds: 30, rssKiB: 60_000 + i * 1000 }));
+    expect(rssGrowth(leak)[0]).to.match(/^daemon pid 9: RSS grew from 69000 KiB to 89000 KiB over its 30 events/);
+  });
+
+  it('judges RSS per daemon process: a restart is not growth, a leak within either process is', () => {
+    // A restarted daemon (pid 10) runs higher than the first one ended: two flat runs, no failure.
+    const restarted = [
+      ...Array.from({ length: 12 }, (_, i) => ({ t: i, pid: 9, fds: 30, rssKiB: 60_000 })),
+      ...Array.from({ length: 12 }, (_, i) => ({ t: 12 + i, pid: 10, fds: 30, rssKiB: 75_000 })),
+    ];
+    expect(rssGrowth(restarted)).to.deep.equal([]);
+    // The same numbers as one process would be growth.
+    expect(rssGrowth(restarted.map((s) => ({ ...s, pid: 9 })))).to.have.length(1);
+    // The second process leaks: named by its pid; a run too short to judge is skipped.
+    const leaks = [
+      ...Array.from({ length: 12 }, (_, i) => ({ t: i, pid: 9, fds: 30, rssKiB: 60_000 })),
+      ...Array.from({ length: 12 }, (_, i) => ({ t: 12 + i, pid: 10, fds: 30, rssKiB: 60_000 + i * 2000 })),
+      ...Array.from({ length: 4 }, (_, i) => ({ t: 24 + i, pid: 11, fds: 30, rssKiB: 60_000 + i * 9000 })),
+    ];
+    expect(rssGrowth(leaks).map((f) => f.split(':')[0])).to.deep.equal(['daemon pid 10']);
+  });
+});
+
+describe('soak: parts over several L2 boots', () => {
+  const part = (seed: number, n: number, fails: string[] = []): SoakResult => ({
+    seed,
+    kernel: '6.1.0',
+    seconds: 600,
+    guests: 3,
+    onePort: true,
+    baselineFds: 65,
+    events: Array.from({ length: n }, (_, k) => ev({ i: k + 1, t: 20_000 + k * 5000 })),
+    samples: Array.from({ length: n }, (_, k) => ({ t: 24_000 + k * 5000, pid: seed, fds: 65, rssKiB: 70_000 })),
+    failures: fails,
+  });
+
+  it('counts a cut part from its first event to its last sample, a whole part by its asked-for time', () => {
+    expect(partSeconds({ result: part(1, 10), cut: 'L2 died 1.2 min in' })).to.equal(49);
+    expect(partSeconds({ result: part(1, 10), cut: null })).to.equal(600);
+    expect(partSeconds({ result: part(1, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
+  });
+
+  it('joins parts: events numbered on, times continued, failures kept, cuts listed per part', () => {
+    const j = joinParts([
+      { result: part(7, 3, ['daemon pid 7: RSS grew']), cut: 'L2 died 0.6 min in' },
+      { result: part(8, 2), cut: null },
+    ]);
+    expect(j.events.map((e) => e.i)).to.deep.equal([1, 2, 3, 4, 5]);
+    // the second part's times follow the first part's last sample (34 s)
+    expect(j.events.map((e) => e.t)).to.deep.equal([20_000, 25_000, 30_000, 54_000, 59_000]);
+    expect(j.samples.map((s) => s.pid)).to.deep.equal([7, 7, 7, 8, 8]);
+    expect(j.failures).to.deep.equal(['daemon pid 7: RSS grew']);
+    expect(j.parts).to.deep.equal([
+      { seed: 7, events: 3, seconds: 14, cut: 'L2 died 0.6 min in' },
+      { seed: 8, events: 2, seconds: 600, cut: null },
+    ]);
+    expect(j.seconds).to.equal(614);
+    expect(j.seed).to.equal(7);
   });
 });

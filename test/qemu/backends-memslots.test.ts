@@ -6,12 +6,11 @@
  * reloaded with its default afterwards. Runs inside L2 only.
  */
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { BridgeProcess } from '../../lab/bridge-process.js';
 import { ID, msg } from '../../lab/frontend/builder.js';
 import { memfd, TestFrontEnd } from '../../lab/frontend/frontend.js';
-import { hostTap, removeTap } from '../../lab/host.js';
+import { hostTap, reloadVhostModules, removeTap } from '../../lab/host.js';
 import { MAX_MEM_REGIONS_PATH } from '../../src/memtable/index.js';
 import { maskOf } from '../../src/bits.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../../src/virtio.js';
@@ -50,31 +49,6 @@ async function addSlot(fe: TestFrontEnd, i: number): Promise<bigint> {
 
 const param = (): number => Number(readFileSync(MAX_MEM_REGIONS_PATH, 'utf8').trim());
 
-/** A module command (modprobe, rmmod), failing with what it said and which vhost modules are loaded. */
-function mod(cmd: 'modprobe' | 'rmmod', ...args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status === 0) return;
-  const lsmod = spawnSync('sh', ['-c', 'lsmod | grep -E "^vhost"'], { encoding: 'utf8' }).stdout;
-  throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr.trim()}\nloaded: ${lsmod.trim() || 'no vhost module'}`);
-}
-
-async function reloadVhost(maxMemRegions: number | null): Promise<void> {
-  // Nothing else may hold /dev/vhost-net: the bridge of this test has stopped, other tests have ended. The
-  // module's count drops when the last file is released, which may trail the bridge's exit a little.
-  for (const m of ['vhost_net', 'vhost', 'vhost_iotlb']) {
-    for (let i = 0; existsSync(`/sys/module/${m}`); i++) {
-      try {
-        mod('rmmod', m);
-      } catch (e) {
-        if (i === 20) throw e;
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-  }
-  mod('modprobe', 'vhost', ...(maxMemRegions === null ? [] : [`max_mem_regions=${maxMemRegions}`]));
-  mod('modprobe', 'vhost_net');
-}
-
 describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)', function () {
   this.timeout(240_000);
   let reloaded = false;
@@ -86,7 +60,7 @@ describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)',
 
   after(async function () {
     this.timeout(60_000);
-    if (reloaded) await reloadVhost(null);
+    if (reloaded) await reloadVhostModules();
     if (inLab()) removeTap(TAP);
   });
 
@@ -123,7 +97,7 @@ describe('memory slots: max_mem_regions, 509 slots after a module reload (lab)',
 
   it('with vhost reloaded as max_mem_regions=509, a front-end uses 509 slots and the kernel takes them', async () => {
     reloaded = true;
-    await reloadVhost(509);
+    await reloadVhostModules({ maxMemRegions: 509 });
     expect(param()).to.equal(509);
     const r = await fill('slots-509', 509);
     expect(r.announced).to.equal(509);

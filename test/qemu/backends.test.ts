@@ -10,29 +10,16 @@
  */
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { BRIDGE_COMMAND, BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
 import { Guest } from '../../lab/guest.js';
-import { hostIfCounter, removeTap } from '../../lab/host.js';
+import { hostIfCounter, macvtapOnVeth, removeTap, vethPair } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const xchg = process.env.LAB_XCHG ?? '/tmp';
 const MIN_BYTES = 5e6;
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
-
-/** A veth pair `a` <-> `b`, `b` holding L2's address; IPv6 off on `a` (its own solicitations stay off the wire). */
-function vethPair(a: string, b: string, hostIp: string): void {
-  // L2 loads modules by name only (no aliases for the kernel's own request_module).
-  run('modprobe', 'veth');
-  removeTap(a);
-  run('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b);
-  const v6 = `/proc/sys/net/ipv6/conf/${a}/disable_ipv6`;
-  if (existsSync(v6)) writeFileSync(v6, '1');
-  run('ip', 'addr', 'add', hostIp, 'dev', b);
-  run('ip', 'link', 'set', a, 'up');
-  run('ip', 'link', 'set', b, 'up');
-}
 
 /** The bridge's fds that are open on `path`. */
 function fdsOn(pid: number, path: string): number {
@@ -143,12 +130,8 @@ describe('backends: a macvtap in bridge mode on a veth (lab)', function () {
   before(async function () {
     this.timeout(300_000);
     requireLab(this);
-    vethPair(LOWER, PEER, `${HOST}/24`);
-    // macvlan hands the macvtap only frames for its own address: the guest's (as libvirt's type='direct' does).
-    run('modprobe', 'macvtap');
-    run('ip', 'link', 'add', 'link', LOWER, 'name', MACVTAP, 'address', MAC, 'type', 'macvtap', 'mode', 'bridge');
-    const v6 = `/proc/sys/net/ipv6/conf/${MACVTAP}/disable_ipv6`;
-    if (existsSync(v6)) writeFileSync(v6, '1');
+    // The guest's MAC on the macvtap; L2's address on the veth's other end (lab/host.ts).
+    macvtapOnVeth({ lower: LOWER, peer: PEER, name: MACVTAP, mac: MAC, hostIp: `${HOST}/24` });
     bridge = await BridgeProcess.start({ name: 'macvtap', args: ['--socket-path', SOCK, '--macvtap', MACVTAP] });
     guest = await Guest.boot({
       name: 'macvtap',

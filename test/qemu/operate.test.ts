@@ -31,7 +31,7 @@ import { memfd } from '../../lab/frontend/frontend.js';
 import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
 import { Guest } from '../../lab/guest.js';
 import { CLK_TCK, defaultWorkerKind, hostTap, ownCpuTicks, removeTap, vhostNetFds } from '../../lab/host.js';
-import { connectAsNobody, NOBODY } from '../daemon/as-user.js';
+import { connectAsNobody, NOBODY } from '../../lab/as-user.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const DIR = '/tmp/vb-operate';

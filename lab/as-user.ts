@@ -1,7 +1,8 @@
 /**
  * A peer of another user: a child process that setpriv(1) runs as nobody (uid and gid 65534, no
  * supplementary groups) connects to a unix socket, sends one vhost-user header and reports what
- * came back. The daemon's peer-credential tests (unit and lab) use it; it needs root.
+ * came back. The daemon's peer-credential tests (unit and lab) and the soak's `refused-uid` event use it;
+ * it needs root.
  */
 import { spawn } from 'node:child_process';
 
