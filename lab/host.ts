@@ -25,11 +25,22 @@ function ip(...args: string[]): void {
 /**
  * Creates a persistent tap in L2 (replacing one of the same name), with an address, up.
  * vnet_hdr is set (vhost-net needs it; QEMU and the bridge set it per open anyway);
- * queues > 1 makes it multi_queue (must match every opener).
+ * queues > 1 makes it multi_queue (must match every opener); `user` makes it that uid's
+ * (`ip tuntap add ... user U`: a daemon running as U attaches without CAP_NET_ADMIN, docs/operating.md).
  */
-export function hostTap(ifname: string, o: { ip?: string; queues?: number; mtu?: number } = {}): void {
+export function hostTap(ifname: string, o: { ip?: string; queues?: number; mtu?: number; user?: number } = {}): void {
   removeTap(ifname);
-  ip('tuntap', 'add', 'dev', ifname, 'mode', 'tap', 'vnet_hdr', ...((o.queues ?? 1) > 1 ? ['multi_queue'] : []));
+  ip(
+    'tuntap',
+    'add',
+    'dev',
+    ifname,
+    'mode',
+    'tap',
+    'vnet_hdr',
+    ...((o.queues ?? 1) > 1 ? ['multi_queue'] : []),
+    ...(o.user !== undefined ? ['user', String(o.user)] : []),
+  );
   ip('addr', 'add', o.ip ?? '10.0.3.1/24', 'dev', ifname);
   ip('link', 'set', 'dev', ifname, ...(o.mtu ? ['mtu', String(o.mtu)] : []), 'up');
 }

@@ -16,12 +16,11 @@ import { BRIDGE_BITS, explainOffer, explainWithheld, offeredToFrontEnd, VhostNet
 import { TraceWriter } from '../vhost-user/trace.js';
 import type { PeerRule } from '../vhost-user/peer.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
-import type { VhostWorker } from '../vhost-kernel/workers.js';
 import { FEATURE_NAMES } from '../virtio.js';
 import { type HostSocket, openSocket, socketOffloads, type TapSpec } from './backends.js';
 import { VhostUserSession } from './session.js';
 import type { DeviceListener, DeviceStatus } from './status.js';
-import { KernelVhostNetProvider, VhostNetDatapath } from './vhost-net-datapath.js';
+import { KernelVhostNetProvider, type PairWorker, VhostNetDatapath } from './vhost-net-datapath.js';
 
 /** How the bridge meets its front-end. */
 export type TransportSpec =
@@ -57,6 +56,8 @@ export interface BridgeOptions {
   port?: string;
   /** Gets every lifecycle event with the status after it, from the first ('ready') on (--events-fd). */
   onEvent?: DeviceListener;
+  /** The cgroup v2 directory each session's vhost workers are moved into (VhostNetDatapathConfig.workerCgroup). */
+  workerCgroup?: string;
   /** What a front-end may make this port map (memtable MemoryLimit); default: no limit of its own. */
   memoryLimit?: MemoryLimit;
   /**
@@ -103,6 +104,7 @@ export class Bridge {
       vhostNet,
       socket: tap,
       busyPollUs: opts.busyPollUs,
+      workerCgroup: opts.workerCgroup,
       log,
       withholdDirtyLog,
     });
@@ -204,7 +206,7 @@ export class Bridge {
   }
 
   /** The vhost worker of each queue pair of the current session (VhostNetDatapath.workers). */
-  workers(): { pair: number; worker: VhostWorker }[] {
+  workers(): PairWorker[] {
     return this.datapath.workers();
   }
 

@@ -37,7 +37,13 @@ import {
 } from '../vhost-kernel/index.js';
 import { VRING_ADDR_F } from '../vhost-user/constants.js';
 import { ringName, ringToPair, VHOST_F } from '../virtio.js';
-import { lastPid, type VhostWorker, workerStartedAfter } from '../vhost-kernel/workers.js';
+import {
+  lastPid,
+  placeWorker,
+  type VhostWorker,
+  type WorkerPlacement,
+  workerStartedAfter,
+} from '../vhost-kernel/workers.js';
 import type { Datapath, DatapathRingAddr } from './datapath.js';
 import type { DatapathStatus } from './status.js';
 
@@ -106,6 +112,13 @@ export interface VhostNetDatapathConfig {
    * its last work the worker polls the ring and the socket this long before sleeping. 0 or absent: off.
    */
   busyPollUs?: number;
+  /**
+   * A cgroup v2 directory each queue pair's worker is moved into right after its VHOST_SET_OWNER,
+   * every session (a port's `workerCgroup`; docs/operating.md "Placing each port's worker"). A move
+   * that fails is a warning and a status field, never a failed session. Absent: the worker stays
+   * where the kernel put it (the owner's cgroup).
+   */
+  workerCgroup?: string;
   log?: Logger;
   /**
    * TEST ONLY (docs/migration.md, "The test-only switch"): never give the kernel a log base,
@@ -113,6 +126,13 @@ export interface VhostNetDatapathConfig {
    * the kernel's dirty log. Set from VB_TEST_WITHHOLD_DIRTY_LOG in daemon.ts, nowhere else.
    */
   withholdDirtyLog?: boolean;
+}
+
+/** A queue pair's vhost worker in this session, and where the datapath placed it (`workerCgroup`, else null). */
+export interface PairWorker {
+  pair: number;
+  worker: VhostWorker;
+  placement: WorkerPlacement | null;
 }
 
 /** What the datapath remembers of a ring: enough to log, and whether the kernel serves it. */
@@ -134,6 +154,8 @@ export class VhostNetDatapath implements Datapath {
   private devices: VhostNetDevice[] | null = null;
   /** The vhost worker each device's SET_OWNER started (null if not found), by queue pair. */
   private ownWorkers: (VhostWorker | null)[] = [];
+  /** Where each of those was placed (`workerCgroup`), by queue pair; null without workerCgroup. */
+  private placements: (WorkerPlacement | null)[] = [];
   private rings: RingState[];
   /** This session's negotiated word, and what of it the kernel and the tap were given. */
   private negotiated: bigint | null = null;
@@ -171,9 +193,33 @@ export class VhostNetDatapath implements Datapath {
    * empty list when no session owns the devices (docs/kernels.md: a kthread, or a thread of this
    * process from 6.4).
    */
-  workers(): { pair: number; worker: VhostWorker }[] {
+  workers(): PairWorker[] {
     if (!this.devices) return [];
-    return this.ownWorkers.flatMap((w, pair) => (w ? [{ pair, worker: w }] : []));
+    return this.ownWorkers.flatMap((w, pair) =>
+      w ? [{ pair, worker: w, placement: this.placements[pair] ?? null }] : [],
+    );
+  }
+
+  /**
+   * Move the worker a SET_OWNER just started into `workerCgroup` (placeWorker). Never throws: the
+   * session goes on with the worker where the kernel put it, and the failure is a line and a status field.
+   */
+  private place(pair: number, w: VhostWorker | null): WorkerPlacement | null {
+    const dir = this.cfg.workerCgroup;
+    if (dir === undefined) return null;
+    if (!w) {
+      this.log.warn(`queue pair ${pair}: no vhost worker found after SET_OWNER; nothing placed in cgroup ${dir}`);
+      return { cgroup: dir, error: 'no vhost worker found after SET_OWNER' };
+    }
+    try {
+      placeWorker(w, dir);
+    } catch (e) {
+      const error = (e as Error).message;
+      this.log.warn(`queue pair ${pair}: vhost worker (${w.kind} ${w.pid}) not placed in cgroup ${dir}: ${error}`);
+      return { cgroup: dir, error };
+    }
+    this.log.info(`queue pair ${pair}: vhost worker (${w.kind} ${w.pid}) placed in cgroup ${dir}`);
+    return { cgroup: dir, error: null };
   }
 
   open(): void {
@@ -186,6 +232,7 @@ export class VhostNetDatapath implements Datapath {
         const mark = lastPid();
         v.setOwner();
         this.ownWorkers[p] = workerStartedAfter(mark);
+        this.placements[p] = this.place(p, this.ownWorkers[p]);
         // Per ring state of the device, kept until RESET_OWNER or close (vhost.c vhost_vq_reset): set once.
         const us = this.cfg.busyPollUs ?? 0;
         if (us > 0) for (const r of [2 * p, 2 * p + 1]) v.setVringBusyloopTimeout(r, us);
@@ -214,6 +261,7 @@ export class VhostNetDatapath implements Datapath {
     }
     this.devices = null;
     this.ownWorkers = [];
+    this.placements = [];
     this.rings = this.freshRings();
     this.negotiated = this.kernelWord = this.logBase = this.tapShare = null;
     for (let p = 1; p < this.queuePairs; p++)

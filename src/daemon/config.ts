@@ -61,6 +61,11 @@ export interface PortSpec {
   maxMemory: bigint | null;
   /** Memory regions it may have mapped (`maxRegions`), or null: what the kernel takes. */
   maxRegions: number | null;
+  /**
+   * The cgroup v2 directory each session's vhost workers are moved into (`workerCgroup`), or null:
+   * they stay where the kernel puts them, the daemon's cgroup (docs/operating.md "Placing each port's worker").
+   */
+  workerCgroup: string | null;
 }
 
 /** The control socket (control.ts). */
@@ -170,6 +175,21 @@ const socketPath = z.string({ error: 'expected a socket path' }).check((ctx) => 
   }
 });
 
+/**
+ * A cgroup v2 directory: absolute, without `.` or `..` parts or a trailing slash (so a reload that
+ * names the same cgroup is the same spec), and not a file in one (`.../cgroup.procs`).
+ */
+const cgroupDir = z.string({ error: 'expected the path of a cgroup v2 directory' }).check((ctx) => {
+  const v = ctx.value;
+  const bad = (message: string) => ctx.issues.push({ code: 'custom', input: v, message });
+  if (!v.startsWith('/')) bad('expected an absolute path of a cgroup v2 directory, such as "/sys/fs/cgroup/vb/vm1"');
+  else if (v === '/' || v.endsWith('/') || v.includes('//') || v.split('/').some((s) => s === '.' || s === '..'))
+    bad('expected a plain absolute path: no "." or ".." parts, no empty parts, no trailing "/"');
+  else if (/\/cgroup\.[a-z_.]+$/.test(v))
+    bad('expected the cgroup directory, not a file in it (the daemon picks cgroup.procs or cgroup.threads)');
+  else if (Buffer.byteLength(v) > 4095) bad('longer than PATH_MAX');
+});
+
 const tapName = z.string({ error: 'expected an interface name' }).check((ctx) => {
   const bad = checkIfName(ctx.value);
   if (bad) ctx.issues.push({ code: 'custom', input: ctx.value, message: bad });
@@ -194,6 +214,7 @@ const portSchema = z.strictObject(
     allowGroups: idList('group').optional(),
     maxMemory: size.optional(),
     maxRegions: intIn(1, 509).optional(),
+    workerCgroup: cgroupDir.optional(),
   },
   { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : "expected an object with the port's settings") },
 );
@@ -306,6 +327,7 @@ function resolvePort(name: string, p: PortInput): PortSpec {
     peers: peerRule(p.allowUsers, p.allowGroups),
     maxMemory: p.maxMemory ?? null,
     maxRegions: p.maxRegions ?? null,
+    workerCgroup: p.workerCgroup ?? null,
   };
 }
 

@@ -198,7 +198,12 @@ export function formatStatus(r: PortReport): string {
   }
   for (const w of r.workers ?? []) {
     const who = w.kind === 'thread' ? `thread ${w.pid} of the daemon` : `kthread ${w.pid}`;
-    out.push(`  worker     pair ${w.pair}: ${who}, ${w.cpuTicks} ticks, cgroup ${w.cgroup ?? '-'}`);
+    const placed = !w.placement
+      ? ''
+      : w.placement.error === null
+        ? ` (placed by workerCgroup ${w.placement.cgroup})`
+        : ` (NOT placed in workerCgroup ${w.placement.cgroup}: ${w.placement.error})`;
+    out.push(`  worker     pair ${w.pair}: ${who}, ${w.cpuTicks} ticks, cgroup ${w.cgroup ?? '-'}${placed}`);
   }
   const t = r.tap;
   if (t) {

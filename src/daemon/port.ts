@@ -7,8 +7,8 @@ import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Bridge, type TransportSpec } from '../bridge/daemon.js';
 import type { DeviceStatus } from '../bridge/status.js';
+import type { PairWorker } from '../bridge/vhost-net-datapath.js';
 import type { Logger } from '../log.js';
-import type { VhostWorker } from '../vhost-kernel/workers.js';
 import type { PortSpec } from './config.js';
 
 /** What the manager needs of a running port. */
@@ -20,7 +20,7 @@ export interface PortUnit {
   /** The connected front-end's socket (SO_PEERCRED is read from it), or null. */
   frontEndFd(): number | null;
   /** The vhost worker each queue pair's SET_OWNER started in the current session (none without one). */
-  workers(): { pair: number; worker: VhostWorker }[];
+  workers(): PairWorker[];
   /** Drop the front-end: its rings stop and its memory is unmapped; the port serves the next one. */
   dropFrontEnd(why: string): void;
   /** Stop serving; the socket file a server port created is removed. */
@@ -92,6 +92,7 @@ export const openBridgePort: PortOpener = (spec, ctx) => {
     log: ctx.log,
     port: spec.name,
     memoryLimit: { bytes: spec.maxMemory, regions: spec.maxRegions },
+    workerCgroup: spec.workerCgroup ?? undefined,
   });
   return {
     tapName: bridge.tapName,

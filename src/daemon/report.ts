@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { DeviceStatus } from '../bridge/status.js';
 import { type PeerCred, peerCred } from '../sys/index.js';
-import { type VhostWorkerKind, workerNow } from '../vhost-kernel/workers.js';
+import { type VhostWorkerKind, type WorkerPlacement, workerNow } from '../vhost-kernel/workers.js';
 import type { PortState } from './manager.js';
 
 /** Counters of one direction, from /sys/class/net/<tap>/statistics. */
@@ -67,6 +67,11 @@ export interface WorkerReport {
   cpuTicks: number;
   /** Its cgroup v2 path (/proc/ID/cgroup `0::`), or null (cgroup v1 only, or gone). */
   cgroup: string | null;
+  /**
+   * The port's `workerCgroup` this session's worker was moved into, and the error if the move
+   * failed (`error` null: it was placed); null when the port has no workerCgroup.
+   */
+  placement: WorkerPlacement | null;
 }
 
 /** A port's counters only (`stats`): cheap enough to ask for all ports often. */
@@ -146,9 +151,9 @@ export function portReport(p: PortState, now = Date.now()): PortReport {
 
 function workersOf(p: PortState): WorkerReport[] {
   const out: WorkerReport[] = [];
-  for (const { pair, worker } of p.unit?.workers() ?? []) {
+  for (const { pair, worker, placement } of p.unit?.workers() ?? []) {
     const now = workerNow(worker);
-    if (now) out.push({ pair, pid: worker.pid, kind: worker.kind, ...now });
+    if (now) out.push({ pair, pid: worker.pid, kind: worker.kind, ...now, placement });
   }
   return out;
 }

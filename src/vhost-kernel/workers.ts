@@ -6,7 +6,8 @@
  * Either way the kernel names it `vhost-<owner pid>`, so the workers of one owner's devices cannot
  * be told apart by name. Read from /proc when asked; nothing here runs in the background.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 export type VhostWorkerKind = 'kthread' | 'thread';
 
@@ -95,11 +96,101 @@ export function workerNow(
   const dir = w.kind === 'thread' ? `/proc/${owner}/task/${w.pid}` : `/proc/${w.pid}`;
   const now = readWorker(dir, w.pid, owner, w.kind);
   if (!now) return null;
-  let cgroup: string | null = null;
+  return { cpuTicks: now.cpuTicks, cgroup: cgroupOf(dir) };
+}
+
+/**
+ * Where the daemon put a worker (a port's `workerCgroup`, docs/operating.md "Placing each port's
+ * worker"): the cgroup directory, and why the move failed (null: it is there).
+ */
+export interface WorkerPlacement {
+  cgroup: string;
+  error: string | null;
+}
+
+/** The v2 cgroup of a process or thread (`0::` of /proc/.../cgroup), or null. */
+function cgroupOf(procDir: string): string | null {
   try {
-    cgroup = /^0::(.*)$/m.exec(readFileSync(`${dir}/cgroup`, 'utf8'))?.[1] ?? null;
+    return /^0::(.*)$/m.exec(readFileSync(`${procDir}/cgroup`, 'utf8'))?.[1] ?? null;
   } catch {
-    // gone meanwhile
+    return null;
   }
-  return { cpuTicks: now.cpuTicks, cgroup };
+}
+
+function errText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err.code ? `${err.code} (${err.syscall ?? 'write'})` : String((e as Error).message ?? e);
+}
+
+/**
+ * True if a directory above `dir` is the cgroup of process `owner` (its `cgroup.procs` lists it):
+ * `dir` is in the owner's subtree. Read up the path until a directory that is no cgroup.
+ */
+function belowOwnersCgroup(dir: string, owner: number): boolean {
+  for (let d = dirname(dir); d !== dirname(d); d = dirname(d)) {
+    let procs: string;
+    try {
+      procs = readFileSync(`${d}/cgroup.procs`, 'utf8');
+    } catch {
+      return false; // above the cgroup mount
+    }
+    if (procs.split('\n').includes(String(owner))) return true;
+  }
+  return false;
+}
+
+/**
+ * Move a worker into the cgroup v2 directory `dir`, the kernel's way for its model (docs/kernels.md,
+ * docs/operating.md "Placing each port's worker"):
+ *  - a kthread (< 6.4) is a thread group of its own: its pid goes into `cgroup.procs`, of any
+ *    domain cgroup;
+ *  - a thread of the owner (>= 6.4) can only move within its process's threaded subtree: its tid
+ *    goes into `cgroup.threads` of a threaded cgroup under the owner's own cgroup. A `dir` whose
+ *    `cgroup.type` is still `domain` is made `threaded` first (which makes the owner's cgroup the
+ *    subtree's threaded domain), if it is below the owner's cgroup (else refused: a VM's cgroup is
+ *    never changed); any other type is used as it is.
+ * Throws an Error that says which file refused what, and why it may have (the cgroup is named by
+ * the caller's log line).
+ */
+export function placeWorker(w: Pick<VhostWorker, 'pid' | 'kind'>, dir: string, owner: number = process.pid): void {
+  if (w.kind === 'kthread') {
+    try {
+      writeFileSync(`${dir}/cgroup.procs`, String(w.pid));
+    } catch (e) {
+      throw new Error(`kthread ${w.pid} into ${dir}/cgroup.procs: ${errText(e)}`);
+    }
+    return;
+  }
+  let type: string;
+  try {
+    type = readFileSync(`${dir}/cgroup.type`, 'utf8').trim();
+  } catch (e) {
+    throw new Error(`${dir}/cgroup.type: ${errText(e)} (not a cgroup v2 directory?)`);
+  }
+  if (type === 'domain') {
+    // Never turn someone else's cgroup (a VM's) threaded: only one below the owner's own.
+    if (!belowOwnersCgroup(dir, owner))
+      throw new Error(
+        `${dir} is a domain cgroup that is not below the daemon's own cgroup ` +
+          `(${cgroupOf(`/proc/${owner}`) ?? 'unknown'}): a worker thread of the daemon (kernels >= 6.4) can only ` +
+          `move into a threaded cgroup under it; not made threaded`,
+      );
+    try {
+      writeFileSync(`${dir}/cgroup.type`, 'threaded');
+    } catch (e) {
+      throw new Error(
+        `making ${dir} threaded (cgroup.type): ${errText(e)}: a worker thread of the daemon needs a threaded ` +
+          `cgroup under the daemon's own (${cgroupOf(`/proc/${owner}`) ?? 'unknown'}), with no process in it`,
+      );
+    }
+  }
+  try {
+    writeFileSync(`${dir}/cgroup.threads`, String(w.pid));
+  } catch (e) {
+    throw new Error(
+      `thread ${w.pid} into ${dir}/cgroup.threads: ${errText(e)}: a worker thread of the daemon (kernels >= 6.4) ` +
+        `can only move into a threaded cgroup under the daemon's own cgroup ` +
+        `(${cgroupOf(`/proc/${owner}`) ?? 'unknown'})`,
+    );
+  }
 }

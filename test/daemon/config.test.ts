@@ -37,7 +37,37 @@ describe('daemon config', () => {
       peers: null,
       maxMemory: null,
       maxRegions: null,
+      workerCgroup: null,
     });
+  });
+
+  it("takes a port's workerCgroup as a plain absolute directory path, and says what is wrong with others", () => {
+    const c = parseConfig({ ports: { vm1: { tap: 't1', workerCgroup: '/sys/fs/cgroup/vb.service/vm1' } } });
+    expect(c.ports.get('vm1')?.workerCgroup).to.equal('/sys/fs/cgroup/vb.service/vm1');
+    const plain = 'expected a plain absolute path: no "." or ".." parts, no empty parts, no trailing "/"';
+    expect(
+      errorsOf({
+        ports: {
+          a: { tap: 'ta', workerCgroup: 'vb/vm1' },
+          b: { tap: 'tb', workerCgroup: '/sys/fs/cgroup/vb/../other' },
+          c: { tap: 'tc', workerCgroup: '/sys/fs/cgroup/vb/' },
+          d: { tap: 'td', workerCgroup: '/sys/fs/cgroup/vb/cgroup.threads' },
+          e: { tap: 'te', workerCgroup: 5 },
+          f: { tap: 'tf', workerCgroup: '/' },
+        },
+      }),
+    ).to.have.members([
+      'ports.a.workerCgroup: expected an absolute path of a cgroup v2 directory, such as "/sys/fs/cgroup/vb/vm1"',
+      `ports.b.workerCgroup: ${plain}`,
+      `ports.c.workerCgroup: ${plain}`,
+      'ports.d.workerCgroup: expected the cgroup directory, not a file in it (the daemon picks cgroup.procs or ' +
+        'cgroup.threads)',
+      'ports.e.workerCgroup: expected the path of a cgroup v2 directory',
+      `ports.f.workerCgroup: ${plain}`,
+    ]);
+    const a = parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/a' });
+    expect(sameSpec(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/a' }))).to.equal(true);
+    expect(sameSpec(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/b' }))).to.equal(false);
   });
 
   it('takes allow-lists of users and groups (names or ids) and memory limits with binary suffixes', () => {
