@@ -11,6 +11,8 @@ import type { PortReport } from '../src/daemon/report.js';
 
 export class DaemonProcess {
   readonly lines: string[] = [];
+  /** when its first log line came (ms since the epoch): Node is up and the daemon's code runs */
+  firstLineAt: number | null = null;
   private readonly exited: Promise<{ code: number | null; signal: string | null }>;
 
   private constructor(
@@ -21,6 +23,7 @@ export class DaemonProcess {
     const logFd = fs.openSync(join(process.env.LAB_XCHG ?? '/tmp', `daemon-${name}.log`), 'a');
     let rest = '';
     child.stderr!.on('data', (d: Buffer) => {
+      this.firstLineAt ??= Date.now();
       fs.writeSync(logFd, d);
       const parts = (rest + d.toString()).split('\n');
       rest = parts.pop() ?? '';

@@ -22,8 +22,12 @@ import { guestCommand, TrafficSink } from './traffic.js';
 
 /** The longest a target may take to pass traffic again, and the daemon to answer after a restart. */
 export const RECOVERY_LIMIT_MS = 10_000;
-/** A guest's TCP stream that completed no checked transfer for this long (since its last start) has stalled. */
-export const STREAM_STALL_MS = 30_000;
+/**
+ * A guest's TCP stream that completed no checked transfer for this long (since its last start) has
+ * stalled. After an outage near RECOVERY_LIMIT_MS, TCP's doubling retransmission timeout (RFC 6298)
+ * may leave a healthy connection quiet for as long again: 30 s was hit after 12 s daemon restarts.
+ */
+export const STREAM_STALL_MS = 60_000;
 
 /** VB_SOAK_LOG_LEVEL=debug logs every vhost-user message of the daemon (to diagnose a failure). */
 const DAEMON_ARGS = process.env.VB_SOAK_LOG_LEVEL ? ['--log-level', process.env.VB_SOAK_LOG_LEVEL] : [];
@@ -310,16 +314,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         kind: 'daemon-kill',
         weight: 1,
         run: async () => {
-          const from = Date.now();
+          const killed = Date.now();
           await daemon.stop('SIGKILL');
           for (const f of synths.values()) f.close();
           synths.clear();
+          const spawned = Date.now();
           daemon = await DaemonProcess.start(`soak-restart-${++restarts}`, CONFIG, DAEMON_ARGS);
           const after = Date.now();
+          // The restart's limit counts from the daemon's first log line: the runtime's own start
+          // before it (Node loading the program: 0.34 s on the lab's host, 5-30 s under L2's TCG
+          // with guests running) is the lab's speed, measured and shown, not the bridge's recovery
+          // (docs/soak.md, "daemon-kill under TCG").
+          const from = daemon.firstLineAt ?? spawned;
           const failures =
-            after - from > RECOVERY_LIMIT_MS ? [`the daemon answered ${after - from} ms after SIGKILL`] : [];
+            after - from > RECOVERY_LIMIT_MS ? [`the daemon answered ${after - from} ms after its start`] : [];
           for (const s of SPARES) await synth(s);
-          const detail = `daemon answered ${after - from} ms after SIGKILL`;
+          const detail =
+            `daemon answered ${after - killed} ms after SIGKILL: Node's start ${from - spawned} ms, ` +
+            `then the daemon's ${after - from} ms`;
           return { target: 'daemon', affected: daemonRefs(), from, after, failures, detail };
         },
       },
