@@ -23,7 +23,7 @@ import {
   textTable,
 } from '../lab/soak/report.js';
 import { freshSeed } from '../lab/soak/rng.js';
-import { EVENT_KINDS, parseKinds, type SoakResult } from '../lab/soak/soak.js';
+import { EVENT_KINDS, emptyResult, parseKinds, type SoakResult } from '../lab/soak/soak.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const count = (v: string): number => {
@@ -152,17 +152,7 @@ function completed(file: string, partSeed: number, status: number | null): SoakR
     }
   if (!head) {
     console.error(`soak: the lab run ended (${status}) before the soak was set up; logs in ${work}`);
-    head = {
-      seed: partSeed,
-      kernel: '?',
-      seconds: 0,
-      guests: o.guests,
-      onePort: o.onePort,
-      baselineFds: 0,
-      events: [],
-      samples: [],
-      failures: [],
-    };
+    head = emptyResult({ seed: partSeed, kernel: '?', seconds: 0, guests: o.guests, onePort: o.onePort });
   }
   return { ...head, events, samples, failures: [] };
 }

@@ -165,6 +165,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** An unknown request carrying an fd: the daemon drops the connection and logs the port. */
 const GARBAGE = Buffer.from([0x4d, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
 
+/** A run's result before its first event: its parameters, nothing measured yet. */
+export function emptyResult(o: Pick<SoakResult, 'seed' | 'kernel' | 'seconds' | 'guests' | 'onePort'>): SoakResult {
+  const { seed, kernel, seconds, guests, onePort } = o;
+  return { seed, kernel, seconds, guests, onePort, baselineFds: 0, events: [], samples: [], failures: [] };
+}
+
 export function fdCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
@@ -179,17 +185,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const rng = new Rng(o.seed);
   const t0 = Date.now();
   const xchg = process.env.LAB_XCHG ?? '/tmp';
-  const result: SoakResult = {
-    seed: o.seed,
-    kernel: os.release(),
-    seconds: o.seconds,
-    guests: o.guests,
-    onePort: o.onePort,
-    baselineFds: 0,
-    events: [],
-    samples: [],
-    failures: [],
-  };
+  const result = emptyResult({ ...o, kernel: os.release() });
 
   fs.rmSync(DIR, { recursive: true, force: true });
   fs.mkdirSync(DIR, { recursive: true });
