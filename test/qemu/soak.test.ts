@@ -1,12 +1,13 @@
 /**
- * The soak's short variant, in CI's lab suite on the first kernel (docs/soak.md, "The short variant and
- * CI"; an L2 death during it runs only this file again in a fresh L2 boot, docs/lab.md "The one retry";
- * the full one is `npm run soak -- --minutes 30`): the same seeded injector for 3 minutes on one guest
- * of the daemon plus the spare ports, and nothing may fail: no bystander loses a ping reply or a UDP
- * line or has a TCP transfer cut, no transfer arrives corrupt, every target passes traffic within 10 s, the daemon's fd count is back at its level after
- * every event, no port is left half set up, and no daemon process's RSS grows. The seed is fresh each
- * run and printed (replay it with VB_SOAK_SEED=N). Faults of the nested lab's guests are absorbed by
- * the soak itself (the guest is booted again and the event is not charged to the bridge) and printed.
+ * The soak's short variant, in CI's lab suite on the first kernel (docs/soak.md, "The short variant and CI";
+ * an L2 death during it runs only this file again in a fresh L2 boot, docs/lab.md "The one retry"; the full
+ * one is `npm run soak -- --minutes 30`): the same seeded injector for 3 minutes on one guest of the daemon
+ * plus the spare ports, and nothing may fail: no bystander loses a ping reply or a UDP line or has a TCP
+ * transfer cut, no transfer arrives corrupt, every target passes traffic within 10 s, the daemon's fd count
+ * is back at its level after every event, no port is left half set up, and no daemon process's RSS grows. The
+ * seed is fresh each run and printed (replay it with VB_SOAK_SEED=N). Faults of the nested lab's guests are
+ * absorbed by the soak itself (the guest is booted again and the event is not charged to the bridge) and
+ * printed.
  */
 import { expect } from 'chai';
 import { byKind, failures, textTable } from '../../lab/soak/report.js';
