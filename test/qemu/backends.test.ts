@@ -12,12 +12,11 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { BRIDGE_COMMAND, BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
-import { Guest } from '../../lab/guest.js';
+import { Guest, TRAFFIC_MIN_BYTES } from '../../lab/guest.js';
 import { hostIfCounter, macvtapOnVeth, removeTap, vethPair } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
 const xchg = process.env.LAB_XCHG ?? '/tmp';
-const MIN_BYTES = 5e6;
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -43,7 +42,7 @@ async function traffic(ctx: Mocha.Context, guest: Guest, host: string): Promise<
         `      ${reverse ? 'host -> guest' : 'guest -> host'}: ${(r.bytes / 1e6).toFixed(1)} MB, ` +
           `${(r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`,
       );
-      expect(r.bytes).to.be.at.least(MIN_BYTES);
+      expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
     }
   });
 }

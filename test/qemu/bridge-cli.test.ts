@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
-import { Guest } from '../../lab/guest.js';
+import { Guest, TRAFFIC_MIN_BYTES } from '../../lab/guest.js';
 import { hostTap, removeTap } from '../../lab/host.js';
 import { inLab, requireLab } from './lab.js';
 
@@ -121,7 +121,7 @@ describe('bridge start-up problems and unprivileged use (lab)', function () {
       const p = await guest.ping('10.0.3.1', { count: 3 });
       expect(p.received).to.equal(3);
       const r = await guest.iperf3({ seconds: 3 });
-      expect(r.bytes).to.be.at.least(20e6);
+      expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
       expect(bridge.problems()).to.deep.equal([]);
     } finally {
       await guest?.shutdown();

@@ -6,11 +6,10 @@
  */
 import { expect } from 'chai';
 import { BridgeProcess } from '../../lab/bridge-process.js';
-import { Guest, type IperfResult } from '../../lab/guest.js';
+import { Guest, type IperfResult, TRAFFIC_MIN_BYTES } from '../../lab/guest.js';
 import { CLK_TCK, defaultWorkerKind, hostTap, processCpuTicks, removeTap, vhostWorkers } from '../../lab/host.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
 
-const MIN_BYTES = 20e6;
 const HOST = '10.0.3.1';
 const xchg = process.env.LAB_XCHG ?? '/tmp';
 
@@ -82,11 +81,11 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   });
 
   for (const reverse of [false, true]) {
-    it(`moves >= 20 MB ${reverse ? 'host -> guest' : 'guest -> host'} (iperf3)`, async function () {
+    it(`moves >= 1 MB ${reverse ? 'host -> guest' : 'guest -> host'} (iperf3)`, async function () {
       await retryOnGuestFault(this, g(), async () => {
         const r = await g().iperf3({ seconds: 5, reverse });
         console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
-        expect(r.bytes).to.be.at.least(MIN_BYTES);
+        expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
       });
     });
   }
@@ -143,7 +142,7 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
           `vhost-${pid} worker (${w1.map((w) => w.kind).join(',')}): ${workerTicks} ticks; ` +
           `the process in /proc/${pid}/stat: ${all} ticks`,
       );
-      expect(r.bytes).to.be.at.least(MIN_BYTES);
+      expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
       expect(samples.length).to.be.at.least(5);
       expect(
         samples.every((s) => s.vhostFds >= 1),
@@ -353,14 +352,14 @@ describe('bridge end to end: QEMU as the server, the bridge connects (--connect)
     if (inLab()) removeTap(TAP);
   });
 
-  it('pings and moves >= 20 MB each way', async function () {
+  it('pings and moves >= 1 MB each way', async function () {
     await retryOnGuestFault(this, guest!, async () => {
       const from = bridge!.mark();
       await pingOk(guest!, 5);
       for (const reverse of [false, true]) {
         const r = await guest!.iperf3({ seconds: 4, reverse });
         console.log(`      ${reverse ? 'host -> guest' : 'guest -> host'}: ${mb(r)}`);
-        expect(r.bytes).to.be.at.least(MIN_BYTES);
+        expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
       }
       expect(bridge!.problems(from)).to.deep.equal([]);
     });

@@ -11,7 +11,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Guest } from '../../lab/guest.js';
+import { Guest, TRAFFIC_MIN_BYTES } from '../../lab/guest.js';
 import {
   CLK_TCK,
   defaultWorkerKind,
@@ -196,7 +196,7 @@ describe('daemon in the lab: a guest on one port of four, synthetic front-ends o
         `      ${(r.bytes / 1e6).toFixed(1)} MB; daemon's own threads ${cpu} ticks = ` +
           `${(share * 100).toFixed(2)}% of a CPU; vhost workers ${workerTicks} ticks`,
       );
-      expect(r.bytes).to.be.at.least(20e6);
+      expect(r.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
       expect(workerTicks).to.be.greaterThan(0);
       expect(share).to.be.lessThan(0.02);
     });

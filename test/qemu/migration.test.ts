@@ -15,7 +15,7 @@
  */
 import { expect } from 'chai';
 import { BRIDGE_COMMAND, BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
-import { Guest, type GuestBootOptions } from '../../lab/guest.js';
+import { Guest, TRAFFIC_MIN_BYTES, type GuestBootOptions } from '../../lab/guest.js';
 import {
   comparePages,
   GuestGroup,
@@ -331,7 +331,7 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
         expect(Math.max(...stopped), 'every ring stop before the first ring start').to.be.below(Math.min(...started));
         expect(resumeMs, 'a ping reply within 2 s of the destination running').to.not.equal(null);
         expect(resumeMs!).to.be.below(2000);
-        expect(perf.bytes).to.be.above(1e6);
+        expect(perf.bytes).to.be.at.least(TRAFFIC_MIN_BYTES);
         expect(hop.to.problems(fromDestination), 'destination bridge warnings').to.deep.equal([]);
         expect(hop.to.status().features.negotiatedNames).to.not.include('GUEST_ANNOUNCE');
         // The destination bridge's own record of its session (--record): QEMU sent SEND_RARP with the MAC.
