@@ -93,32 +93,23 @@ describe('soak: reading ping -D -O', () => {
 });
 
 describe("soak: the pace of today's lab", () => {
-  // Seconds per event, start to checked plus the gap, as measured in L2 under TCG on 2026-12-01
-  // (docs/soak.md, "Pace"): boots and daemon restarts dominate.
-  const measured: Record<EventKind, number> = {
-    'daemon-kill': 31,
-    'qemu-kill': 64,
-    'guest-reboot': 60,
-    'link-flap': 5,
-    'ctl-reset': 3,
-    'ctl-remove-add': 4,
-    garbage: 2,
-    sighup: 3,
-    vanish: 2,
-    memtable: 2,
-    'refused-uid': 3,
-  };
+  // Seconds per event, start to checked plus the gap: the boots and the daemon's restart as measured
+  // in L2 under TCG on 2026-12-01 (the worst of a run: docs/soak.md, "Pace"), every other kind at 3 s.
+  const heavy = { 'daemon-kill': 31, 'qemu-kill': 64, 'guest-reboot': 60 };
+  const secondsWith = (light: number): Record<EventKind, number> =>
+    ({ ...Object.fromEntries(EVENT_KINDS.map((k) => [k, light])), ...heavy }) as Record<EventKind, number>;
 
   it('fits 300 events in 30 minutes with every kind, each boot and restart at least 5 times', () => {
-    const p = expectedPace(measured, 30 * 60);
+    const p = expectedPace(secondsWith(3), 30 * 60);
     expect(p.perEvent).to.be.at.most(6);
     expect(p.events).to.be.at.least(300);
     for (const k of EVENT_KINDS) expect(p.byKind[k], k).to.be.at.least(5);
   });
 
-  it('would not fit with every kind weighted alike', () => {
+  it('would not fit with every kind weighted alike, nor with the other kinds at 5 s', () => {
     const alike = Object.fromEntries(EVENT_KINDS.map((k) => [k, 1])) as Record<EventKind, number>;
-    expect(expectedPace(measured, 30 * 60, alike).perEvent).to.be.above(6);
+    expect(expectedPace(secondsWith(3), 30 * 60, alike).perEvent).to.be.above(6);
+    expect(expectedPace(secondsWith(5), 30 * 60).perEvent).to.be.above(6);
   });
 });
 
