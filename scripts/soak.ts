@@ -1,5 +1,5 @@
 /**
- * npm run soak -- [--minutes N] [--seed N] [--guests N] [--no-one-port] [--kernel 6.1|6.12]
+ * npm run soak -- [--minutes N] [--seed N] [--guests N] [--no-one-port] [--kernel 6.1|6.12] [--until HH:MM]
  *
  * Hours of VM life compressed into minutes (docs/soak.md): guests on the ports of one daemon (and
  * one on a one-port bridge), one fault at a time picked from a seeded generator, every recovery
@@ -39,6 +39,18 @@ const o = new Command()
   .option('--guests <n>', 'guests on daemon ports', count, 3)
   .option('--no-one-port', 'no guest on a one-port bridge')
   .option('--kernel <series>', "L2 kernel (scripts/lab/run's --kernel)", '6.1')
+  .option(
+    '--until <HH:MM>',
+    'leave the lab by this time (UTC, within the next 24 h), even if the minutes are not done',
+    (v) => {
+      const m = /^(\d\d):(\d\d)$/.exec(v);
+      if (!m) throw new InvalidArgumentError('HH:MM (UTC)');
+      const at = new Date();
+      at.setUTCHours(Number(m[1]), Number(m[2]), 0, 0);
+      if (at.getTime() < Date.now()) at.setUTCDate(at.getUTCDate() + 1);
+      return at.getTime();
+    },
+  )
   .option('--only <kinds>', `only these kinds of event, comma-separated (${EVENT_KINDS.join(', ')})`, (v) => {
     try {
       return parseKinds(v)?.join(',');
@@ -56,7 +68,15 @@ Examples:
                                             hammer one sequence of faults`,
   )
   .parse()
-  .opts<{ minutes: number; seed?: number; guests: number; onePort: boolean; kernel: string; only?: string }>();
+  .opts<{
+    minutes: number;
+    seed?: number;
+    guests: number;
+    onePort: boolean;
+    kernel: string;
+    only?: string;
+    until?: number;
+  }>();
 
 const seed = o.seed ?? freshSeed();
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
@@ -64,10 +84,25 @@ console.log(`== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s
 
 /** L2 boots in a row whose part ended before its first event: the lab is not holding; give up. */
 const MAX_EMPTY_PARTS = 2;
+/**
+ * With --until: a part's events stop this long before it (L2's boot before the soak starts, the last
+ * event, which may be a guest's boot, the guests' shutdown and L2's), and no part starts with less
+ * than UNTIL_MIN_PART_S left (set-up alone, an L2 boot and four guests' boots, takes 3-5 min in today's lab).
+ */
+const UNTIL_MARGIN_S = 240;
+const UNTIL_MIN_PART_S = 420;
+/** Seconds left before the part's events must stop (--until), or undefined without one. */
+const budget = (): number | undefined =>
+  o.until === undefined ? undefined : Math.round((o.until - Date.now()) / 1000 - UNTIL_MARGIN_S);
 const parts: Part[] = [];
 let left = o.minutes * 60;
 let empty = 0;
 while (left >= 30) {
+  const b = budget();
+  if (b !== undefined && b < UNTIL_MIN_PART_S) {
+    console.log(`== soak: ${Math.round(b + UNTIL_MARGIN_S)} s left before --until: no part started`);
+    break;
+  }
   // Part k runs seed + k: each part replays alone with `--seed` (docs/soak.md, "When L2 dies").
   const part = runPart(parts.length, (seed + parts.length) >>> 0, left);
   parts.push(part);
@@ -78,9 +113,13 @@ while (left >= 30) {
   left -= partSeconds(part);
   if (left >= 30) console.log(`== soak: booting L2 again for the ${Math.round(left)} s left`);
 }
+if (!parts.length) process.exit(1);
 const r = joinParts(parts);
-if (parts.at(-1)?.cut)
-  r.failures.push(`the soak did not run its time: ${Math.round(r.seconds)} of ${o.minutes * 60} s`);
+if (parts.at(-1)?.cut || (o.until !== undefined && r.seconds < o.minutes * 60 - 30))
+  r.failures.push(
+    `the soak did not run its time: ${Math.round(r.seconds)} of ${o.minutes * 60} s` +
+      `${parts.at(-1)?.cut ? '' : ` (stopped for --until ${new Date(o.until ?? 0).toISOString().slice(11, 16)} UTC)`}`,
+  );
 
 /** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) yields what it completed. */
 function runPart(k: number, partSeed: number, seconds: number): Part {
@@ -94,7 +133,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
       '--kernel',
       o.kernel,
       '-t',
-      String(Math.round(seconds + 900)),
+      String(Math.round(Math.min(seconds + 900, (budget() ?? Number.POSITIVE_INFINITY) + UNTIL_MARGIN_S))),
       '--',
       process.execPath,
       '--enable-source-maps',
@@ -114,6 +153,7 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
         VB_SOAK_GUESTS: String(o.guests),
         VB_SOAK_ONE_PORT: o.onePort ? '1' : '0',
         VB_SOAK_OUT: `/lab-xchg/${out}`,
+        ...(budget() !== undefined ? { VB_SOAK_BUDGET_S: String(budget()) } : {}),
         ...(o.only ? { VB_SOAK_KINDS: o.only } : {}),
       },
     },

@@ -7,6 +7,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 
 export const PING_INTERVAL_S = 0.05;
+/** How long after a window a late reply is still awaited: ping's own reply timeout (-W 1) and some. */
+export const REPLY_WAIT_MS = 1200;
 
 /** One line of `ping -D -O`: a reply, or a request seen unanswered (no answer yet, unreachable). */
 export interface PingLine {
@@ -55,6 +57,17 @@ export class PingLedger {
     let n = 0;
     for (const at of this.first.values()) if (at >= from && at <= to) n++;
     return n;
+  }
+
+  /**
+   * Whether the requests first reported in [from, to] are settled: ping has reported past `to` (its
+   * lines come in time order, so none of the window is still to come) and either every one of them
+   * was answered, or `replyWaitMs` has passed since `to` for a late reply to come. Waiting longer
+   * could only add replies, never losses: an answered window is final at once.
+   */
+  settled(from: number, to: number, replyWaitMs = REPLY_WAIT_MS): boolean {
+    if (this.latest <= to) return false;
+    return this.latest >= to + replyWaitMs || this.lost(from, to).length === 0;
   }
 
   /** The time of the first reply at or after `t`, if any yet. */
@@ -112,10 +125,13 @@ export class HostPinger {
     }
   }
 
-  /** Waits until ping has reported on requests sent up to `t` plus its reply timeout (-W 1). */
-  async settled(t: number): Promise<void> {
+  /**
+   * Waits until the requests of [from, to] are settled (PingLedger.settled): at once if all were
+   * answered, else up to ping's reply timeout (-W 1) past `to` for late replies.
+   */
+  async settled(from: number, to: number): Promise<void> {
     const end = Date.now() + 5000;
-    while (this.ledger.latest < t + 1200 && Date.now() < end) await this.next(200);
+    while (!this.ledger.settled(from, to) && Date.now() < end) await this.next(200);
   }
 
   stop(): void {

@@ -5,7 +5,8 @@
  * nested lab (L2 dying: docs/lab.md "Guest faults") still leaves its record.
  *
  * Environment (set by scripts/soak.ts): VB_SOAK_SECONDS, VB_SOAK_SEED, VB_SOAK_GUESTS,
- * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT, VB_SOAK_KINDS (optional).
+ * VB_SOAK_ONE_PORT (1 or 0), VB_SOAK_OUT, VB_SOAK_KINDS and VB_SOAK_BUDGET_S (optional: start no
+ * event later than this many seconds after the soak's start).
  */
 import * as fs from 'node:fs';
 import { parseKinds, runSoak } from '../../lab/soak/soak.js';
@@ -18,6 +19,7 @@ const result = await runSoak({
   guests: Number(env('VB_SOAK_GUESTS', '3')),
   onePort: env('VB_SOAK_ONE_PORT', '1') === '1',
   kinds: parseKinds(process.env.VB_SOAK_KINDS),
+  budgetSeconds: process.env.VB_SOAK_BUDGET_S ? Number(process.env.VB_SOAK_BUDGET_S) : undefined,
   onStart: (head) => fs.writeFileSync(`${out}.jsonl`, `${JSON.stringify({ head })}\n`),
   onEvent: (event, sample) => fs.appendFileSync(`${out}.jsonl`, `${JSON.stringify({ event, sample })}\n`),
 });

@@ -6,7 +6,15 @@ import { expect } from 'chai';
 import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
 import { byKind, failures, joinParts, markdownTable, partSeconds, svgChart } from '../../lab/soak/report.js';
 import { Rng } from '../../lab/soak/rng.js';
-import { type EventRecord, rssGrowth, type Sample, type SoakResult } from '../../lab/soak/soak.js';
+import {
+  EVENT_KINDS,
+  type EventKind,
+  type EventRecord,
+  expectedPace,
+  rssGrowth,
+  type Sample,
+  type SoakResult,
+} from '../../lab/soak/soak.js';
 
 describe('soak: the seeded fault generator', () => {
   it('repeats its choices for the same seed and differs for another', () => {
@@ -61,6 +69,47 @@ describe('soak: reading ping -D -O', () => {
     expect(l.lost(1120, 1200)).to.deep.equal([]);
     expect(l.firstReplyAfter(1101)).to.equal(1120);
     expect(l.firstReplyAfter(1200)).to.equal(undefined);
+  });
+
+  it("settles a window at once when all its requests were answered, else after ping's reply timeout", () => {
+    const l = new PingLedger();
+    l.add({ kind: 'reply', seq: 1, at: 1000 });
+    l.add({ kind: 'reply', seq: 2, at: 1050 });
+    expect(l.settled(1000, 1100)).to.equal(false); // ping has not reported past the window yet
+    l.add({ kind: 'reply', seq: 3, at: 1101 });
+    expect(l.settled(1000, 1100)).to.equal(true); // all answered: nothing to wait for
+    l.add({ kind: 'unanswered', seq: 4, at: 1150 });
+    l.add({ kind: 'reply', seq: 5, at: 1210 });
+    expect(l.settled(1000, 1200)).to.equal(false); // seq 4 may still be answered late
+    l.add({ kind: 'reply', seq: 4, at: 1300 });
+    expect(l.settled(1000, 1200)).to.equal(true); // it was
+    l.add({ kind: 'unanswered', seq: 6, at: 1400 });
+    l.add({ kind: 'reply', seq: 7, at: 1450 });
+    expect(l.settled(1000, 1420, 1000)).to.equal(false);
+    l.add({ kind: 'reply', seq: 8, at: 2420 });
+    expect(l.settled(1000, 1420, 1000)).to.equal(true); // given up on seq 6 after the wait
+    expect(l.lost(1000, 1420)).to.deep.equal([6]);
+  });
+});
+
+describe("soak: the pace of today's lab", () => {
+  // Seconds per event, start to checked plus the gap: the boots and the daemon's restart as measured
+  // in L2 under TCG on 2026-12-01 (the worst of a run: docs/soak.md, "Pace"), every other kind at 3 s.
+  const heavy = { 'daemon-kill': 31, 'qemu-kill': 64, 'guest-reboot': 60 };
+  const secondsWith = (light: number): Record<EventKind, number> =>
+    ({ ...Object.fromEntries(EVENT_KINDS.map((k) => [k, light])), ...heavy }) as Record<EventKind, number>;
+
+  it('fits 300 events in 30 minutes with every kind, each boot and restart at least 5 times', () => {
+    const p = expectedPace(secondsWith(3), 30 * 60);
+    expect(p.perEvent).to.be.at.most(6);
+    expect(p.events).to.be.at.least(300);
+    for (const k of EVENT_KINDS) expect(p.byKind[k], k).to.be.at.least(5);
+  });
+
+  it('would not fit with every kind weighted alike, nor with the other kinds at 5 s', () => {
+    const alike = Object.fromEntries(EVENT_KINDS.map((k) => [k, 1])) as Record<EventKind, number>;
+    expect(expectedPace(secondsWith(3), 30 * 60, alike).perEvent).to.be.above(6);
+    expect(expectedPace(secondsWith(5), 30 * 60).perEvent).to.be.above(6);
   });
 });
 
