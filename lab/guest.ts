@@ -199,10 +199,7 @@ export interface PingResult {
 export const TRAFFIC_MIN_BYTES = 1e6;
 
 export interface IperfOptions {
-  /** how long (iperf3 -t); with `bytes`, the longest the transfer may take */
   seconds: number;
-  /** send exactly this many bytes (iperf3 -n) instead of for `seconds`: traffic passes, whatever the speed */
-  bytes?: number;
   /** host -> guest (iperf3 -R); default guest -> host */
   reverse?: boolean;
   /** UDP at this bitrate (iperf3 -b, e.g. '100M') and datagram length (-l) */
@@ -812,8 +809,7 @@ export class Guest {
     });
     try {
       await waitListening(port, 10_000, () => serverExit);
-      const length = o.bytes ? ['-n', String(o.bytes)] : ['-t', String(o.seconds)];
-      const args = ['-c', this.peer, '-p', String(port), ...length, '--connect-timeout', '10000'];
+      const args = ['-c', this.peer, '-p', String(port), '-t', String(o.seconds), '--connect-timeout', '10000'];
       if (o.reverse) args.push('-R');
       if (o.udp) args.push('-u', '-b', o.udp.bitrate, '-l', String(o.udp.length));
       if (o.parallel && o.parallel > 1) args.push('-P', String(o.parallel));

@@ -37,9 +37,7 @@ async function traffic(ctx: Mocha.Context, guest: Guest, host: string): Promise<
     const p = await guest.ping(host, { count: 3 });
     expect(p.received, `ping replies (rtt ${p.rttMs.join(' ')})`).to.equal(3);
     for (const reverse of [false, true]) {
-      // A fixed amount, not a fixed time: the packet socket has no offloads (MTU-sized frames) and moved
-      // 1.4 MB in 3 s on a slow lab day; the test shows traffic passes, the bench measures speed.
-      const r = await guest.iperf3({ bytes: 2 * TRAFFIC_MIN_BYTES, seconds: 60, reverse });
+      const r = await guest.iperf3({ seconds: 3, reverse });
       console.log(
         `      ${reverse ? 'host -> guest' : 'guest -> host'}: ${(r.bytes / 1e6).toFixed(1)} MB, ` +
           `${(r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`,
