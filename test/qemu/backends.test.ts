@@ -37,7 +37,9 @@ async function traffic(ctx: Mocha.Context, guest: Guest, host: string): Promise<
     const p = await guest.ping(host, { count: 3 });
     expect(p.received, `ping replies (rtt ${p.rttMs.join(' ')})`).to.equal(3);
     for (const reverse of [false, true]) {
-      const r = await guest.iperf3({ seconds: 3, reverse });
+      // 5 s at any speed: the packet socket's MTU-sized frames moved 1.4 MB in 3 s on a slow lab day. Not
+      // `iperf3 -n`: its receiver stops counting at the client's end of test, with bytes still in flight.
+      const r = await guest.iperf3({ seconds: 5, reverse });
       console.log(
         `      ${reverse ? 'host -> guest' : 'guest -> host'}: ${(r.bytes / 1e6).toFixed(1)} MB, ` +
           `${(r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`,
