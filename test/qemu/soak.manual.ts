@@ -1,6 +1,5 @@
 /**
- * The soak's short variant, by hand (out of CI again: docs/soak.md, "The short variant and CI";
- * an L2 death during it runs only this file again in a fresh L2 boot, docs/lab.md "The one retry"; the full
+ * The soak's short variant, by hand (out of CI again: docs/soak.md, "The short variant and CI"; the full
  * one is `npm run soak -- --minutes 30`): the same seeded injector for 3 minutes on one guest of the daemon
  * plus the spare ports, and nothing may fail: no bystander loses a ping reply or a UDP line or has a TCP
  * transfer cut, no transfer arrives corrupt, every target passes traffic within 10 s, the daemon's fd count
