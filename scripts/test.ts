@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
+import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const ci = process.env.CI === 'true';
@@ -24,14 +24,7 @@ const reporter = 'dist/test/summary-reporter.js';
 const color = process.stdout.isTTY ? '--color' : '--no-color';
 const mocha = 'node_modules/.bin/mocha';
 
-interface Counts {
-  passed: number;
-  failed: number;
-  pending: number;
-  failures: string[];
-  pendingTitles: string[];
-  retried?: string[];
-}
+type Counts = FileCounts;
 const total: Counts & { retried: string[] } = {
   passed: 0,
   failed: 0,
@@ -52,7 +45,7 @@ function add(phase: string, c: Counts): void {
 
 function fail(phase: string, why: string): void {
   console.log(`\n[${phase}] FAILED: ${why}`);
-  add(phase, { passed: 0, failed: 1, pending: 0, failures: [why], pendingTitles: [] });
+  add(phase, { passed: 0, failed: 1, pending: 0, failures: [why], pendingTitles: [], retried: [] });
 }
 
 function readJson<T>(file: string): T | null {
