@@ -150,7 +150,8 @@ export interface EventRecord {
   /** bystanders' UDP lines lost, of those their complete bursts sent during the event */
   bystanderUdpLost: number;
   bystanderUdpSent: number;
-  /** checked TCP transfers (every guest) that ended during the event, and those cut or corrupt */
+  /** checked TCP transfers (every guest) that ended since the previous event's check, and those cut or
+   *  corrupt that ended during this event of guests it did not target */
   transfers: number;
   transfersBad: number;
   /** a fault of the nested lab's guest (docs/lab.md "Guest faults") during the event, if any */
@@ -578,6 +579,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const chosen = o.kinds ? events.filter((e) => o.kinds?.includes(e.kind)) : events;
     if (!chosen.length) throw new Error(`no such kind of event: ${o.kinds?.join(',')}`);
     let i = 0;
+    /** transfers that ended before this were checked by an earlier event (ms since the epoch) */
+    let transfersFrom = ready;
     const budgetOver = (): boolean => o.budgetSeconds !== undefined && Date.now() - t0 >= o.budgetSeconds * 1000;
     while (Date.now() - t0 < o.seconds * 1000 + (ready - t0) && !budgetOver()) {
       const ev = rng.weighted(chosen.map((e) => ({ value: e, weight: e.weight })));
@@ -662,11 +665,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
             r.udpForgiveBefore = null;
           }
         }
+        const upTo = bursts?.checkableBefore(r.token) ?? 0;
         const udp =
-          bursts && r.udpForgiveBefore === null && newest - 1 > r.udpChecked
-            ? bursts.check(r.token, r.udpChecked, newest)
+          bursts && r.udpForgiveBefore === null && upTo - 1 > r.udpChecked
+            ? bursts.check(r.token, r.udpChecked, upTo)
             : { sent: 0, lost: 0 };
-        r.udpChecked = Math.max(r.udpChecked, newest - 1);
+        r.udpChecked = Math.max(r.udpChecked, upTo - 1);
         rec.bystanderUdpSent += udp.sent;
         const cut = sink.ended(start, end, r.name).filter((t) => t.outcome === 'cut');
         if (udp.lost) rec.failures.push(`${r.name} (bystander) lost ${udp.lost} of ${udp.sent} UDP lines`);
@@ -685,10 +689,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           }
         }
       }
-      // Every guest's checked transfers: none corrupt; a stream never silent for long.
-      const done = sink.ended(start, Date.now());
+      // Every guest's checked transfers, each once: those that ended since the previous event's check
+      // (in the gap between events too), none corrupt; a stream never silent for long. Cut or corrupt
+      // counts against the event only inside its own window, for guests it did not target.
+      const checked = Date.now();
+      const done = sink.ended(transfersFrom, checked);
+      transfersFrom = checked + 1;
       rec.transfers = done.length;
-      rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && !affected.has(t.guest)).length;
+      rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && t.end >= start && !affected.has(t.guest)).length;
       for (const t of done.filter((x) => x.outcome === 'corrupt'))
         rec.failures.push(`${t.guest}: a TCP transfer arrived corrupt (${t.bytes} bytes, checksum differs)`);
       for (const r of refs) {
