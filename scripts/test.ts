@@ -240,6 +240,16 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
       if (!twice) total.retried.push(`[${phase}] ${why}; its ${files.length} unfinished files ran in a fresh boot`);
       continue;
     }
+    if (!l && status === 124) {
+      // A hung boot: the files that finished keep their results; the one running and those after it
+      // count as one failure, named.
+      const r = resumeAfterDeath(files, readJson<SuiteProgress>(join(xchg, 'progress.json')));
+      add(phase, r.kept);
+      const running = r.running ? basename(r.running) : 'before the first file started';
+      const left = `${r.remaining.length} files not finished`;
+      fail(phase, `lab suite timed out after ${labTimeout} s in boot ${boot} (running: ${running}; ${left})`, say);
+      break;
+    }
     const why =
       status === 124
         ? `timed out after ${labTimeout} s`

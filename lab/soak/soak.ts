@@ -6,6 +6,7 @@
  * target lost no reply, the target passes traffic again within 10 s, the daemon's fd count is back at
  * its level for these ports, and no port is left half set up. Runs inside L2 only.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { BridgeProcess } from '../bridge-process.js';
@@ -579,6 +580,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const chosen = o.kinds ? events.filter((e) => o.kinds?.includes(e.kind)) : events;
     if (!chosen.length) throw new Error(`no such kind of event: ${o.kinds?.join(',')}`);
     let i = 0;
+    /** senders' tokens whose stalled stream was looked into (once each: what it shows does not change) */
+    const stallShown = new Set<string>();
     /** transfers that ended before this were checked by an earlier event (ms since the epoch) */
     let transfersFrom = ready;
     const budgetOver = (): boolean => o.budgetSeconds !== undefined && Date.now() - t0 >= o.budgetSeconds * 1000;
@@ -701,7 +704,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         rec.failures.push(`${t.guest}: a TCP transfer arrived corrupt (${t.bytes} bytes, checksum differs)`);
       for (const r of refs) {
         const quiet = sink.quietFor(r.name);
-        if (quiet > STREAM_STALL_MS) rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
+        if (quiet <= STREAM_STALL_MS) continue;
+        rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
+        if (!stallShown.has(r.token)) {
+          stallShown.add(r.token);
+          log(await stallDiagnosis(r));
+        }
       }
       ms.bystanders = took();
       // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
@@ -762,6 +770,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     result.failures.push(...rssGrowth(result.samples));
     return result;
+
+    /**
+     * What a stalled stream looks like from both ends, for the log (docs/soak.md "Results so far": a
+     * stream once completed nothing for minutes after its guest's lab reset, pings answered): the
+     * guest's processes and TCP sockets, and L2's sockets to that guest.
+     */
+    async function stallDiagnosis(r: GuestRef): Promise<string> {
+      const inGuest = await r.guest
+        .exec('ps; cat /proc/net/tcp; ls -l /tmp/vbsoak-stream', { timeoutMs: 15_000 })
+        .then((x) => x.output)
+        .catch((e: Error) => `(guest: ${e.message.split('\n')[0]})`);
+      const ss = spawnSync('ss', ['-tnoi', 'dst', r.guest.ip], { encoding: 'utf8', timeout: 5000 });
+      return (
+        `${r.name}: its TCP stream stalled (token ${r.token}); in the guest:\n${inGuest}\n` +
+        `L2's sockets to ${r.guest.ip} (ss -tnoi):\n${ss.stdout || ss.stderr || ss.error?.message}`
+      );
+    }
 
     async function checkState(): Promise<string[]> {
       const out: string[] = [];
