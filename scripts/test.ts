@@ -298,7 +298,7 @@ if (ci && total.pending > 0) {
   total.pending = 0;
 }
 if (total.retried.length) {
-  console.log("\nRetried once after a failure (the result counted is the retry's):");
+  console.log("\nRetried once, after a guest fault of the lab or a failure (the result counted is the retry's):");
   for (const f of total.retried) console.log(`  - ${f}`);
 }
 if (total.failures.length) {
@@ -307,7 +307,7 @@ if (total.failures.length) {
 }
 const mins = ((Date.now() - t0) / 60000).toFixed(1);
 const skippedNote = total.pending ? `, ${total.pending} skipped` : '';
-const retriedNote = total.retried.length ? `, ${total.retried.length} retried after a guest fault` : '';
+const retriedNote = total.retried.length ? `, ${total.retried.length} retried (listed above)` : '';
 // The closing line stands alone and exactly so (`N passed, N failed[, N skipped]`): CI reads it as the count
 // of tests run; anything after it on that line (once, the minutes) made CI judge the run as having run none.
 console.log(`\ntook ${mins} min${retriedNote}`);
