@@ -44,6 +44,11 @@ const o = new Command()
   )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
+  .option(
+    '--from-raw <file>',
+    "no lab run: report an earlier run's raw.json again (its own date, machine and commit), e.g. after a " +
+      'run was voided by hand with an "error" naming why; with --kernel if it ran on 6.12',
+  )
   .parse()
   .opts<{
     rounds: number;
@@ -53,6 +58,7 @@ const o = new Command()
     migration: boolean;
     readme: boolean;
     kernel: string;
+    fromRaw?: string;
   }>();
 
 const configs = o.configs.split(',') as BenchConfig[];
@@ -69,73 +75,91 @@ for (const c of configs) {
   if (other && !configs.includes(other)) console.warn(`bench: ${c} without ${other}: no ${p.label} ratio`);
 }
 
-// Is the lab there?
-const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')) {
-  console.error('bench: the lab is not set up. Run (as root):  scripts/lab/setup --bench   then  npm run bench');
-  process.exit(2);
-}
-if (configs.includes('dpdk') && !have('dpdk-testpmd')) {
-  console.error(
-    'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup ' +
-      '--bench   or leave it out with --configs bridge,vhost-on,vhost-off',
-  );
-  process.exit(2);
-}
-
-const sh = (cmd: string, args: string[]): string => {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', cwd: repo }).trim();
-  } catch {
-    return '?';
+/** Runs the bench in the lab: its raw results (with the machine, commit and minutes), and where its logs are. */
+function labRun(): { raw: RawResults; work: string } {
+  // Is the lab there?
+  const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+  if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')) {
+    console.error('bench: the lab is not set up. Run (as root):  scripts/lab/setup --bench   then  npm run bench');
+    process.exit(2);
   }
-};
-const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
-const machine = `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`;
-const head = sh('git', ['rev-parse', '--short', 'HEAD']);
-const commit = `${head}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
+  if (configs.includes('dpdk') && !have('dpdk-testpmd')) {
+    console.error(
+      'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup ' +
+        '--bench   or leave it out with --configs bridge,vhost-on,vhost-off',
+    );
+    process.exit(2);
+  }
 
-const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
-// Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
-const migrating = o.migration ? configs.filter(migrates) : [];
-const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
-console.log(
-  `== bench: ${o.rounds} round(s) of ${configs.join(', ')}` +
-    `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; about ` +
-    `${Math.round((budget / 60) * 0.6)} min`,
-);
-const t0 = Date.now();
-const lab = spawnSync(
-  'scripts/lab/run',
-  ['-t', String(Math.round(budget)), '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench.js'],
-  {
-    cwd: repo,
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      LAB_XCHG_DIR: work,
-      VB_BENCH_ROUNDS: String(o.rounds),
-      VB_BENCH_SECONDS: String(o.seconds),
-      VB_BENCH_PINGS: String(o.pings),
-      VB_BENCH_CONFIGS: configs.join(','),
-      VB_BENCH_MIGRATION: migrating.length ? '1' : '0',
-      VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
-      LAB_KERNEL: o.kernel,
+  const sh = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', cwd: repo }).trim();
+    } catch {
+      return '?';
+    }
+  };
+  const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
+  const gib = Math.round(os.totalmem() / 2 ** 30);
+  const machine = `${cpu}, ${os.cpus().length} cores, ${gib} GiB, Linux ${os.release()}`;
+  const head = sh('git', ['rev-parse', '--short', 'HEAD']);
+  const commit = `${head}${sh('git', ['status', '--porcelain', '--', 'src']) ? '+changes' : ''}`;
+
+  const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
+  // Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
+  const migrating = o.migration ? configs.filter(migrates) : [];
+  const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
+  console.log(
+    `== bench: ${o.rounds} round(s) of ${configs.join(', ')}` +
+      `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; about ` +
+      `${Math.round((budget / 60) * 0.6)} min`,
+  );
+  const t0 = Date.now();
+  const lab = spawnSync(
+    'scripts/lab/run',
+    [
+      '-t',
+      String(Math.round(budget)),
+      '--',
+      process.execPath,
+      '--enable-source-maps',
+      'dist/scripts/lab-runs/bench.js',
+    ],
+    {
+      cwd: repo,
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        LAB_XCHG_DIR: work,
+        VB_BENCH_ROUNDS: String(o.rounds),
+        VB_BENCH_SECONDS: String(o.seconds),
+        VB_BENCH_PINGS: String(o.pings),
+        VB_BENCH_CONFIGS: configs.join(','),
+        VB_BENCH_MIGRATION: migrating.length ? '1' : '0',
+        VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
+        LAB_KERNEL: o.kernel,
+      },
     },
-  },
-);
-const rawFile = join(work, 'bench-raw.json');
-if (!fs.existsSync(rawFile)) {
-  console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`);
-  process.exit(1);
+  );
+  const rawFile = join(work, 'bench-raw.json');
+  if (!fs.existsSync(rawFile)) {
+    console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`);
+    process.exit(1);
+  }
+  const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8')) as RawResults;
+  Object.assign(raw.meta, {
+    machine,
+    commit,
+    l1Qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0],
+    minutes: Math.round((Date.now() - t0) / 600) / 100,
+  });
+  return { raw, work };
 }
-const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8')) as RawResults;
-Object.assign(raw.meta, {
-  machine,
-  commit,
-  l1Qemu: sh('qemu-system-x86_64', ['--version']).split('\n')[0],
-  minutes: Math.round((Date.now() - t0) / 600) / 100,
-});
+
+const { raw, work } = o.fromRaw
+  ? { raw: JSON.parse(fs.readFileSync(o.fromRaw, 'utf8')) as RawResults, work: null }
+  : labRun();
+const machine = String(raw.meta.machine ?? '?');
+const commit = String(raw.meta.commit ?? '?');
 const summary = summarize(raw);
 const v = verdict(summary);
 
@@ -189,10 +213,12 @@ for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
 for (const l of runNotes(summary)) console.log(`  ${l}`);
 console.log(
-  `\nwrote ${dir}/{raw,summary}.json, chart.svg, logs/ and ` +
+  `\nwrote ${dir}/{raw,summary}.json, chart.svg, ${work ? 'logs/ ' : ''}and ` +
     `results/latest${suffix}.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
 );
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
-fs.mkdirSync(join(dir, 'logs'), { recursive: true });
-for (const f of fs.readdirSync(work)) if (f.endsWith('.log')) fs.copyFileSync(join(work, f), join(dir, 'logs', f));
-fs.rmSync(work, { recursive: true, force: true });
+if (work) {
+  fs.mkdirSync(join(dir, 'logs'), { recursive: true });
+  for (const f of fs.readdirSync(work)) if (f.endsWith('.log')) fs.copyFileSync(join(work, f), join(dir, 'logs', f));
+  fs.rmSync(work, { recursive: true, force: true });
+}

@@ -1,7 +1,9 @@
 /**
  * `npm test`: the unit tests on this machine, then the whole lab suite on L2 kernel 6.1 and the
  * kernel subset (`KERNEL_SUBSET`) on 6.12, each in ONE L2 boot (scripts/lab/run --kernel;
- * docs/kernels.md), then one line `N passed, N failed` over all. Failures and retries name the
+ * docs/kernels.md), the kernels' boots at once (their L2 VMs share nothing on this machine; the first
+ * kernel's output is shown as it comes, the others' once all are done; VB_LAB_SERIAL=1 runs them one
+ * after another), then one line `N passed, N failed` over all. Failures and retries name the
  * kernel they happened on (`[lab 6.12] ...`).
  *
  * With CI=true a lab test that cannot run is a failure: a lab that cannot be set up or booted
@@ -11,9 +13,9 @@
  * VB_LAB_KERNELS=6.1,6.12:kernel (the default) lists the kernels the lab suite runs on, in that order;
  * `:kernel` runs only the kernel subset there (VB_LAB_KERNELS=6.1,6.12 runs the whole suite on both).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { constants, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
@@ -43,8 +45,11 @@ function add(phase: string, c: Counts): void {
   total.retried.push(...(c.retried ?? []).map((f) => `[${phase}] ${f}`));
 }
 
-function fail(phase: string, why: string): void {
-  console.log(`\n[${phase}] FAILED: ${why}`);
+/** Where a phase's lines go: the terminal, or (a kernel's suite run beside another) its log file. */
+type Say = (line: string) => void;
+
+function fail(phase: string, why: string, say: Say = console.log): void {
+  say(`\n[${phase}] FAILED: ${why}`);
   add(phase, { passed: 0, failed: 1, pending: 0, failures: [why], pendingTitles: [], retried: [] });
 }
 
@@ -121,10 +126,10 @@ function labFiles(subset: boolean): string[] {
 }
 
 /** Minutes per file of one L2 boot, from the reporter's record: where CI's time goes. */
-function printFileTimes(progress: SuiteProgress | null, end: number): void {
+function printFileTimes(progress: SuiteProgress | null, end: number, say: Say): void {
   for (const [i, f] of (progress?.files ?? []).entries()) {
     const until = f.endedAt ?? progress?.files[i + 1]?.startedAt ?? end;
-    console.log(`  ${((until - f.startedAt) / 60000).toFixed(1).padStart(5)} min  ${basename(f.file)}`);
+    say(`  ${((until - f.startedAt) / 60000).toFixed(1).padStart(5)} min  ${basename(f.file)}`);
   }
 }
 
@@ -138,15 +143,39 @@ function printFileTimes(progress: SuiteProgress | null, end: number): void {
 /** L2 boots per kernel at most: two deaths are absorbed, a third fails the rest. */
 const MAX_BOOTS = 3;
 
-function labSuite(series: string, subset: boolean): void {
-  const phase = `lab ${series}`;
+/** Sets the lab up for one kernel (idempotent); false, with a failure counted, if it could not. The
+ *  kernels are set up one after another (they share the L3 image), before any suite starts. */
+function setUp(series: string): boolean {
   console.log(`\n== lab ${series}: setting up (idempotent)`);
   const setup = spawnSync('scripts/lab/setup', ['--kernel', series], { cwd: repo, stdio: 'inherit' });
-  if (setup.status !== 0) {
-    const status = setup.status ?? setup.signal;
-    fail(phase, `scripts/lab/setup --kernel ${series} exited ${status}: the lab suite could not run`);
-    return;
-  }
+  if (setup.status === 0) return true;
+  const status = setup.status ?? setup.signal;
+  fail(`lab ${series}`, `scripts/lab/setup --kernel ${series} exited ${status}: the lab suite could not run`);
+  return false;
+}
+
+/** One L2 boot's command; its status (a signal counts as 128 + its number, as a shell says). */
+function runLab(args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
+  const out = log === null ? null : openSync(log, 'a');
+  return new Promise((res) => {
+    const child = spawn('scripts/lab/run', args, {
+      cwd: repo,
+      stdio: out === null ? 'inherit' : ['ignore', out, out],
+      env,
+    });
+    const done = (status: number): void => {
+      if (out !== null) closeSync(out);
+      res(status);
+    };
+    child.on('error', () => done(127));
+    child.on('exit', (code, signal) => done(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+  });
+}
+
+/** `log`: null shows the suite's output as it comes; a file collects it, to be shown when all are done. */
+async function labSuite(series: string, subset: boolean, log: string | null): Promise<void> {
+  const phase = `lab ${series}`;
+  const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
   // Per L2 boot. The whole suite took 41 min on 6.1 on 2026-12-01 (the nested lab 2-3x slower than
   // on 2026-11-30): the limit is for a hung run, not a slow one.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 4800);
@@ -155,10 +184,9 @@ function labSuite(series: string, subset: boolean): void {
   for (let boot = 1; files.length; boot++) {
     const what = subset ? `the kernel subset (${files.length} files, scripts/test.ts)` : `${files.length} files`;
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
-    console.log(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
+    say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
     const xchg = join(work, `xchg-${series}-${boot}`);
-    const lab = spawnSync(
-      'scripts/lab/run',
+    const status = await runLab(
       [
         '-t',
         String(labTimeout),
@@ -178,22 +206,19 @@ function labSuite(series: string, subset: boolean): void {
         ...files,
       ],
       {
-        cwd: repo,
-        stdio: 'inherit',
-        env: {
-          ...process.env,
-          LAB_XCHG_DIR: xchg,
-          VB_SUMMARY_FILE: '/lab-xchg/lab.json',
-          VB_PROGRESS_FILE: '/lab-xchg/progress.json',
-        },
+        ...process.env,
+        LAB_XCHG_DIR: xchg,
+        VB_SUMMARY_FILE: '/lab-xchg/lab.json',
+        VB_PROGRESS_FILE: '/lab-xchg/progress.json',
       },
+      log,
     );
     const l = readCounts(join(xchg, 'lab.json'));
-    console.log(`\n[${phase}] boot ${boot}, minutes per file:`);
-    printFileTimes(readJson<SuiteProgress>(join(xchg, 'progress.json')), Date.now());
+    say(`\n[${phase}] boot ${boot}, minutes per file:`);
+    printFileTimes(readJson<SuiteProgress>(join(xchg, 'progress.json')), Date.now(), say);
     if (l) add(phase, l);
-    if (l && lab.status !== 124 && lab.status !== 125) break;
-    if (!l && lab.status === 125) {
+    if (l && status !== 124 && status !== 125) break;
+    if (!l && status === 125) {
       const progress = readJson<SuiteProgress>(join(xchg, 'progress.json'));
       const r = resumeAfterDeath(files, progress);
       add(phase, r.kept);
@@ -203,30 +228,40 @@ function labSuite(series: string, subset: boolean): void {
       const twice = r.running !== undefined && diedIn.some((f) => sameFile(f, r.running ?? ''));
       files = r.remaining;
       if (twice) {
-        fail(phase, `${why}: L2 died in ${running} in an earlier boot too, so it counts as a failure`);
+        fail(phase, `${why}: L2 died in ${running} in an earlier boot too, so it counts as a failure`, say);
         files = r.remaining.filter((f) => !sameFile(f, r.running ?? ''));
       }
       if (r.running) diedIn.push(r.running);
       if (boot >= MAX_BOOTS) {
-        fail(phase, `${why}: ${MAX_BOOTS} L2 boots died, ${files.length} files not run`);
+        fail(phase, `${why}: ${MAX_BOOTS} L2 boots died, ${files.length} files not run`, say);
         break;
       }
-      console.log(`\n[${phase}] ${why}: the ${files.length} files not finished run in a fresh L2 boot`);
+      say(`\n[${phase}] ${why}: the ${files.length} files not finished run in a fresh L2 boot`);
       if (!twice) total.retried.push(`[${phase}] ${why}; its ${files.length} unfinished files ran in a fresh boot`);
       continue;
     }
+    if (!l && status === 124) {
+      // A hung boot: the files that finished keep their results; the one running and those after it
+      // count as one failure, named.
+      const r = resumeAfterDeath(files, readJson<SuiteProgress>(join(xchg, 'progress.json')));
+      add(phase, r.kept);
+      const running = r.running ? basename(r.running) : 'before the first file started';
+      const left = `${r.remaining.length} files not finished`;
+      fail(phase, `lab suite timed out after ${labTimeout} s in boot ${boot} (running: ${running}; ${left})`, say);
+      break;
+    }
     const why =
-      lab.status === 124
+      status === 124
         ? `timed out after ${labTimeout} s`
-        : lab.status === 125
+        : status === 125
           ? 'the L2 VM died or locked up'
-          : `exited ${lab.status ?? lab.signal} without a summary`;
-    fail(phase, `lab suite ${why}`);
+          : `exited ${status} without a summary`;
+    fail(phase, `lab suite ${why}`, say);
     break;
   }
 }
 
-// 2. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each.
+// 2. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each, at once.
 const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12:kernel')
   .split(',')
   .map((k) => k.trim())
@@ -234,10 +269,25 @@ const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12:kernel')
 if (process.env.VB_SKIP_LAB === '1' && !ci) {
   console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
 } else {
+  const kernels: { series: string; subset: boolean }[] = [];
   for (const k of labKernels) {
     const [series = '', part] = k.split(':');
     if (part !== undefined && part !== 'kernel') fail('lab', `VB_LAB_KERNELS: "${k}": after ':' only 'kernel'`);
-    else labSuite(series, part === 'kernel');
+    else if (setUp(series)) kernels.push({ series, subset: part === 'kernel' });
+  }
+  if (process.env.VB_LAB_SERIAL === '1') {
+    for (const k of kernels) await labSuite(k.series, k.subset, null);
+  } else {
+    // The first kernel's output as it comes; each other kernel's after it, in order, once all are done.
+    const logs = kernels.map((k, i) => (i === 0 ? null : join(work, `lab-${k.series}.log`)));
+    if (kernels.length > 1)
+      console.log(`\n== lab suites on ${kernels.map((k) => k.series).join(', ')} at once, one L2 boot each`);
+    await Promise.all(kernels.map((k, i) => labSuite(k.series, k.subset, logs[i])));
+    for (const [i, log] of logs.entries())
+      if (log !== null) {
+        console.log(`\n== lab suite on ${kernels[i].series}, run beside ${kernels[0].series}: its output`);
+        process.stdout.write(readFileSync(log, 'utf8'));
+      }
   }
 }
 rmSync(work, { recursive: true, force: true });
@@ -248,7 +298,7 @@ if (ci && total.pending > 0) {
   total.pending = 0;
 }
 if (total.retried.length) {
-  console.log("\nRetried once after a failure (the result counted is the retry's):");
+  console.log("\nRetried once, after a guest fault of the lab or a failure (the result counted is the retry's):");
   for (const f of total.retried) console.log(`  - ${f}`);
 }
 if (total.failures.length) {
@@ -257,7 +307,7 @@ if (total.failures.length) {
 }
 const mins = ((Date.now() - t0) / 60000).toFixed(1);
 const skippedNote = total.pending ? `, ${total.pending} skipped` : '';
-const retriedNote = total.retried.length ? `, ${total.retried.length} retried after a guest fault` : '';
+const retriedNote = total.retried.length ? `, ${total.retried.length} retried (listed above)` : '';
 // The closing line stands alone and exactly so (`N passed, N failed[, N skipped]`): CI reads it as the count
 // of tests run; anything after it on that line (once, the minutes) made CI judge the run as having run none.
 console.log(`\ntook ${mins} min${retriedNote}`);

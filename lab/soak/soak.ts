@@ -6,6 +6,7 @@
  * target lost no reply, the target passes traffic again within 10 s, the daemon's fd count is back at
  * its level for these ports, and no port is left half set up. Runs inside L2 only.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { BridgeProcess } from '../bridge-process.js';
@@ -150,7 +151,8 @@ export interface EventRecord {
   /** bystanders' UDP lines lost, of those their complete bursts sent during the event */
   bystanderUdpLost: number;
   bystanderUdpSent: number;
-  /** checked TCP transfers (every guest) that ended during the event, and those cut or corrupt */
+  /** checked TCP transfers (every guest) that ended since the previous event's check, and those cut or
+   *  corrupt that ended during this event of guests it did not target */
   transfers: number;
   transfersBad: number;
   /** a fault of the nested lab's guest (docs/lab.md "Guest faults") during the event, if any */
@@ -578,6 +580,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const chosen = o.kinds ? events.filter((e) => o.kinds?.includes(e.kind)) : events;
     if (!chosen.length) throw new Error(`no such kind of event: ${o.kinds?.join(',')}`);
     let i = 0;
+    /** senders' tokens whose stalled stream was looked into (once each: what it shows does not change) */
+    const stallShown = new Set<string>();
+    /** transfers that ended before this were checked by an earlier event (ms since the epoch) */
+    let transfersFrom = ready;
     const budgetOver = (): boolean => o.budgetSeconds !== undefined && Date.now() - t0 >= o.budgetSeconds * 1000;
     while (Date.now() - t0 < o.seconds * 1000 + (ready - t0) && !budgetOver()) {
       const ev = rng.weighted(chosen.map((e) => ({ value: e, weight: e.weight })));
@@ -662,11 +668,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
             r.udpForgiveBefore = null;
           }
         }
+        const upTo = bursts?.checkableBefore(r.token) ?? 0;
         const udp =
-          bursts && r.udpForgiveBefore === null && newest - 1 > r.udpChecked
-            ? bursts.check(r.token, r.udpChecked, newest)
+          bursts && r.udpForgiveBefore === null && upTo - 1 > r.udpChecked
+            ? bursts.check(r.token, r.udpChecked, upTo)
             : { sent: 0, lost: 0 };
-        r.udpChecked = Math.max(r.udpChecked, newest - 1);
+        r.udpChecked = Math.max(r.udpChecked, upTo - 1);
         rec.bystanderUdpSent += udp.sent;
         const cut = sink.ended(start, end, r.name).filter((t) => t.outcome === 'cut');
         if (udp.lost) rec.failures.push(`${r.name} (bystander) lost ${udp.lost} of ${udp.sent} UDP lines`);
@@ -685,15 +692,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           }
         }
       }
-      // Every guest's checked transfers: none corrupt; a stream never silent for long.
-      const done = sink.ended(start, Date.now());
+      // Every guest's checked transfers, each once: those that ended since the previous event's check
+      // (in the gap between events too), none corrupt; a stream never silent for long. Cut or corrupt
+      // counts against the event only inside its own window, for guests it did not target.
+      const checked = Date.now();
+      const done = sink.ended(transfersFrom, checked);
+      transfersFrom = checked + 1;
       rec.transfers = done.length;
-      rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && !affected.has(t.guest)).length;
+      rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && t.end >= start && !affected.has(t.guest)).length;
       for (const t of done.filter((x) => x.outcome === 'corrupt'))
         rec.failures.push(`${t.guest}: a TCP transfer arrived corrupt (${t.bytes} bytes, checksum differs)`);
       for (const r of refs) {
         const quiet = sink.quietFor(r.name);
-        if (quiet > STREAM_STALL_MS) rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
+        if (quiet <= STREAM_STALL_MS) continue;
+        rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
+        if (!stallShown.has(r.token)) {
+          stallShown.add(r.token);
+          log(await stallDiagnosis(r));
+        }
       }
       ms.bystanders = took();
       // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
@@ -754,6 +770,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     result.failures.push(...rssGrowth(result.samples));
     return result;
+
+    /**
+     * What a stalled stream looks like from both ends, for the log (docs/soak.md "Results so far": a
+     * stream once completed nothing for minutes after its guest's lab reset, pings answered): the
+     * guest's processes and TCP sockets, and L2's sockets to that guest.
+     */
+    async function stallDiagnosis(r: GuestRef): Promise<string> {
+      const inGuest = await r.guest
+        .exec('ps; cat /proc/net/tcp; ls -l /tmp/vbsoak-stream', { timeoutMs: 15_000 })
+        .then((x) => x.output)
+        .catch((e: Error) => `(guest: ${e.message.split('\n')[0]})`);
+      const ss = spawnSync('ss', ['-tnoi', 'dst', r.guest.ip], { encoding: 'utf8', timeout: 5000 });
+      return (
+        `${r.name}: its TCP stream stalled (token ${r.token}); in the guest:\n${inGuest}\n` +
+        `L2's sockets to ${r.guest.ip} (ss -tnoi):\n${ss.stdout || ss.stderr || ss.error?.message}`
+      );
+    }
 
     async function checkState(): Promise<string[]> {
       const out: string[] = [];

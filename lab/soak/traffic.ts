@@ -132,6 +132,17 @@ export class BurstLedger {
     return byBurst ? Math.max(0, ...byBurst.keys()) : 0;
   }
 
+  /**
+   * The first burst of a token that cannot be checked yet: the newest while its lines may still be
+   * arriving, the one after it once all of the newest's lines came (a whole burst is known at once;
+   * one missing lines is known lossy only when a later burst starts). Bursts below it can be checked.
+   */
+  checkableBefore(token: string | null = this.token): number {
+    const newest = this.newest(token);
+    const lines = token === null ? undefined : this.bursts.get(token)?.get(newest);
+    return lines?.size === BURST_LINES ? newest + 1 : newest;
+  }
+
   /** The lowest burst of a token whose first line arrived at or after `t`, if any has yet. */
   firstArrivedAfter(token: string, t: number): number | undefined {
     let best: number | undefined;

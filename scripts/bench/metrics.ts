@@ -99,6 +99,10 @@ export type MetricKey =
   | 'rssMiB'
   | 'setupMs'
   | 'ringsMs'
+  | 'switchesPerPkt'
+  | 'wakeupsPerPkt'
+  | 'l3ExitsPerPkt'
+  | 'tlbFlushesPerPkt'
   | 'migrationDowntimeMs'
   | 'migrationLostPings'
   | 'migrationFirstReplyMs';
@@ -139,6 +143,18 @@ export const METRICS: readonly MetricDef[] = [
     better: 'lower',
     note: "bridge log timestamps: the bridge's own set-up work",
   },
+  // The steady per-packet work (npm run profile's counts, in every run): L2-wide kernel events over the
+  // UDP flood's counting window, per 64-byte packet the host interface received (PER_PACKET_EVENTS).
+  {
+    key: 'switchesPerPkt',
+    label: 'context switches per packet',
+    unit: '',
+    aside: 'UDP 64 B, L2-wide',
+    better: 'lower',
+  },
+  { key: 'wakeupsPerPkt', label: 'wake-ups per packet', unit: '', aside: 'UDP 64 B, L2-wide', better: 'lower' },
+  { key: 'l3ExitsPerPkt', label: 'L3 exits per packet', unit: '', aside: 'UDP 64 B, kvm_exit', better: 'lower' },
+  { key: 'tlbFlushesPerPkt', label: 'TLB flushes per packet', unit: '', aside: 'UDP 64 B, L2-wide', better: 'lower' },
   // Live migration (bridge and vhost-on only; lab/migration-hops.ts): per run, the median of its hops.
   { key: 'migrationDowntimeMs', label: 'migration downtime', unit: 'ms', aside: "QEMU's figure", better: 'lower' },
   {
@@ -150,6 +166,17 @@ export const METRICS: readonly MetricDef[] = [
   },
   { key: 'migrationFirstReplyMs', label: 'first reply after the destination resumed', unit: 'ms', better: 'lower' },
 ];
+
+/**
+ * The kernel tracepoints counted for the per-packet figures, and the figure each gives. Tracepoints
+ * count without a PMU, which L2 under TCG lacks (README, "Reading the numbers").
+ */
+export const PER_PACKET_EVENTS: Readonly<Record<string, MetricKey>> = {
+  'sched:sched_switch': 'switchesPerPkt',
+  'sched:sched_wakeup': 'wakeupsPerPkt',
+  'kvm:kvm_exit': 'l3ExitsPerPkt',
+  'tlb:tlb_flush': 'tlbFlushesPerPkt',
+};
 
 /** `ms, QEMU's figure`: the unit and the aside of a figure, as its label says them. */
 export function unitText(m: MetricDef): string {

@@ -121,6 +121,24 @@ describe('bench report', () => {
     );
   });
 
+  it('per-packet counts are figures like the others: a row each, the bridge / vhost=on ratio with its interval', () => {
+    const counted: RawResults = {
+      meta: {},
+      runs: [
+        run('bridge', 1, { switchesPerPkt: 1.5, l3ExitsPerPkt: 1.2 }),
+        run('vhost-on', 1, { switchesPerPkt: 2.0, l3ExitsPerPkt: 1.2 }),
+        run('bridge', 2, { switchesPerPkt: 1.6, l3ExitsPerPkt: 1.1 }),
+        run('vhost-on', 2, { switchesPerPkt: 2.0, l3ExitsPerPkt: 1.1 }),
+      ],
+    };
+    const s = summarize(counted);
+    expect(s.interval.switchesPerPkt?.estimate).to.be.closeTo(Math.sqrt(0.75 * 0.8), 1e-9);
+    expect(s.interval.l3ExitsPerPkt?.estimate).to.be.closeTo(1, 1e-9);
+    const md = markdownTable(s);
+    expect(md).to.include('| context switches per packet (UDP 64 B, L2-wide, lower is better) | 1.55 [1.50-1.60] |');
+    expect(md).to.include('| L3 exits per packet (UDP 64 B, kvm_exit, lower is better) |');
+  });
+
   it('tables name every configuration and figure', () => {
     const s = summarize(raw);
     const t = textTable(s);

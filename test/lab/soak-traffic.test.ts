@@ -64,6 +64,20 @@ describe('soak traffic: UDP bursts', () => {
     expect(l.check('g0.2', 1, 3)).to.deep.equal({ sent: BURST_LINES, lost: BURST_LINES });
   });
 
+  it('can check a burst once all its lines came, or once a later burst started', () => {
+    const l = new BurstLedger();
+    expect(l.checkableBefore()).to.equal(0);
+    for (let j = 1; j <= BURST_LINES - 1; j++) l.add(line('g2.1', 1, j));
+    expect(l.checkableBefore()).to.equal(1); // burst 1 may still be arriving
+    l.add(line('g2.1', 1, BURST_LINES));
+    expect(l.checkableBefore()).to.equal(2); // whole: known at once
+    for (let j = 2; j <= BURST_LINES; j++) l.add(line('g2.1', 2, j)); // line 1 lost
+    expect(l.checkableBefore('g2.1')).to.equal(2); // lossy or late: not known until burst 3 starts
+    l.add(line('g2.1', 3, 1));
+    expect(l.checkableBefore('g2.1')).to.equal(3);
+    expect(l.check('g2.1', 0, l.checkableBefore())).to.deep.equal({ sent: 2 * BURST_LINES, lost: 1 });
+  });
+
   it("tells which burst first arrived after a moment (a target's fault is forgiven up to there)", () => {
     const l = new BurstLedger();
     l.add(line('g1.1', 4, 1), 1000);
