@@ -652,6 +652,17 @@ export class Guest {
     } catch (e) {
       const diag = e instanceof GuestTimeout ? await this.diagnose() : '';
       await this.kill();
+      if (e instanceof GuestTimeout && stalledVcpu(diag)) {
+        // Between INIT and READY the guest only loads modules and configures eth0: a vCPU spinning
+        // while the kernel answers no ping is the nested lab's stall (docs/lab.md "Guest faults"),
+        // counted as a fault. A vCPU blocked in QEMU (a back-end that never answers QEMU's
+        // vhost-user request) shows no ticks, and stays a failure.
+        this.faults++;
+        this.stalled = true;
+        this.lastFault = `the guest stalled before VBGUEST-READY (${diag})`;
+        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
+        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+      }
       throw e instanceof GuestTimeout ? this.fail(`${what}: ${e.message} (VBGUEST-INIT was seen); ${diag}`) : e;
     }
   }
@@ -1033,4 +1044,13 @@ async function waitListening(port: number, timeoutMs: number, died: () => string
     if (Date.now() > end) throw new Error(`iperf3 server not listening on port ${port} after ${timeoutMs} ms`);
     await sleep(50);
   }
+}
+
+/**
+ * From a `diagnose()` line: a vCPU thread ran at least half of the second while the guest's kernel
+ * answered no ping from L2 (the nested lab's stall, not a guest waiting for anything).
+ */
+export function stalledVcpu(diag: string): boolean {
+  const busy = [...diag.matchAll(/CPU \d+\/KVM \+(\d+)/g)].some((m) => Number(m[1]) >= 50);
+  return busy && /from L2: 0 of 2 replies/.test(diag);
 }

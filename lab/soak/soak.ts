@@ -702,11 +702,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       rec.transfersBad = done.filter((t) => t.outcome !== 'ok' && t.end >= start && !affected.has(t.guest)).length;
       for (const t of done.filter((x) => x.outcome === 'corrupt'))
         rec.failures.push(`${t.guest}: a TCP transfer arrived corrupt (${t.bytes} bytes, checksum differs)`);
-      for (const r of refs) {
+      for (const [k, r] of refs.entries()) {
         const quiet = sink.quietFor(r.name);
         if (quiet <= STREAM_STALL_MS) continue;
         rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
-        if (!stallShown.has(r.token)) {
+        // (a guest the lab faulted during the event is booted again below: nothing of it to look into)
+        if (!stallShown.has(r.token) && r.guest.faults === faults0[k]) {
           stallShown.add(r.token);
           log(await stallDiagnosis(r));
         }

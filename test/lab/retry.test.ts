@@ -4,6 +4,7 @@
  * recovery restores) passes on its second run although state accumulated across both attempts.
  */
 import { expect } from 'chai';
+import { stalledVcpu } from '../../lab/guest.js';
 import { type Faulting, retryAfterGuestFault } from '../../lab/retry.js';
 
 /** A guest that faults when told to, and a bridge-like event log that keeps growing. */
@@ -144,5 +145,17 @@ describe('lab retry after a guest fault', function () {
       });
       expect(err?.message).to.match(/expected .* to have a length of 2 but got 4/);
     });
+  });
+});
+
+describe('lab guest: a stall before VBGUEST-READY is told from a guest blocked on its back-end', () => {
+  it('a vCPU busy for half the second and no ping reply is the lab stall; a blocked vCPU or a reply is not', () => {
+    const diag = (cpu: string, replies: number): string =>
+      `diagnosis: CPU ticks of QEMU 305's threads in 1 s: ${cpu}; ping 10.0.40.2 from L2: ${replies} of 2 replies`;
+    expect(stalledVcpu(diag('CPU 0/KVM +97', 0))).to.equal(true);
+    expect(stalledVcpu(diag('CPU 0/KVM +0, CPU 1/KVM +64', 0))).to.equal(true);
+    expect(stalledVcpu(diag('CPU 0/KVM +3', 0)), 'blocked in QEMU: the back-end never answered').to.equal(false);
+    expect(stalledVcpu(diag('CPU 0/KVM +97', 2)), 'its kernel answers').to.equal(false);
+    expect(stalledVcpu('diagnosis: QEMU exited with status 1'), 'QEMU gone').to.equal(false);
   });
 });
