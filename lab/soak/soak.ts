@@ -371,7 +371,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         udpChecked: 0,
         udpForgiveBefore: null,
       });
-    for (const r of refs) await startTraffic(r);
+    // A lab fault of a guest during the set-up (a stall while its senders start, say) is absorbed as
+    // in the events: the guest is booted again, and its senders started once more.
+    for (const r of refs) {
+      const faults = r.guest.faults;
+      try {
+        await startTraffic(r);
+      } catch (e) {
+        if (r.guest.faults === faults) throw e;
+        log(`soak: ${r.name} faulted while its traffic started (${r.guest.lastFault}); booting it again`);
+        await bringBack(r);
+        await startTraffic(r);
+      }
+    }
     const ready = Date.now();
     for (const r of refs) await r.pinger.replyAfter(ready, 30_000);
     await sleep(1000);
