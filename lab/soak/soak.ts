@@ -174,6 +174,8 @@ export interface SoakResult {
   guests: number;
   onePort: boolean;
   baselineFds: number;
+  /** UDP lines L2 received over the run, every guest, checked or not (that traffic was there) */
+  udpLines?: number;
   events: EventRecord[];
   samples: Sample[];
   /** failures outside the events (set-up, RSS growth) */
@@ -782,6 +784,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       log(`soak: stopped at its deadline after ${result.seconds} s of the ${o.seconds} s asked`);
     }
     result.failures.push(...rssGrowth(result.samples));
+    result.udpLines = [...sink.bursts.values()].reduce((n, b) => n + b.lines(), 0);
     return result;
 
     /**

@@ -126,6 +126,13 @@ export class BurstLedger {
     return true;
   }
 
+  /** Lines received, every token and burst. */
+  lines(): number {
+    let n = 0;
+    for (const byBurst of this.bursts.values()) for (const l of byBurst.values()) n += l.size;
+    return n;
+  }
+
   /** The newest burst seen of a token (0 if none). */
   newest(token: string | null = this.token): number {
     const byBurst = token === null ? undefined : this.bursts.get(token);
