@@ -646,6 +646,15 @@ export class Guest {
     }
   }
 
+  /** Records a stall of the nested lab as a guest fault (docs/lab.md "Guest faults"); recover() boots the guest. */
+  private noteStall(text: string): void {
+    this.faults++;
+    this.stalled = true;
+    this.lastFault = text;
+    this.faultLog.push({ kind: 'stall', at: Date.now(), text });
+    this.note(`guest fault: ${text}; recover() boots it again`);
+  }
+
   private async waitReady(what: string): Promise<void> {
     try {
       await this.waitFor(() => (this.readyAt ? true : undefined), this.opts.readyTimeoutMs ?? 120_000, 'VBGUEST-READY');
@@ -657,11 +666,7 @@ export class Guest {
         // while the kernel answers no ping is the nested lab's stall (docs/lab.md "Guest faults"),
         // counted as a fault. A vCPU blocked in QEMU (a back-end that never answers QEMU's
         // vhost-user request) shows no ticks, and stays a failure.
-        this.faults++;
-        this.stalled = true;
-        this.lastFault = `the guest stalled before VBGUEST-READY (${diag})`;
-        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
-        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+        this.noteStall(`the guest stalled before VBGUEST-READY (${diag})`);
       }
       throw e instanceof GuestTimeout ? this.fail(`${what}: ${e.message} (VBGUEST-INIT was seen); ${diag}`) : e;
     }
@@ -744,11 +749,7 @@ export class Guest {
       if (!(e instanceof GuestTimeout)) throw e;
       const diag = await this.diagnose();
       if (/from L2: 0 of 2 replies/.test(diag)) {
-        this.faults++;
-        this.stalled = true;
-        this.lastFault = `the guest stopped answering (${diag})`;
-        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
-        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+        this.noteStall(`the guest stopped answering (${diag})`);
       }
       throw this.fail(`${e.message} (${cmd}); ${diag}`);
     });
@@ -929,11 +930,7 @@ export class Guest {
         // The guest's own init never printed after `reboot -f`: nothing outside the guest (no
         // back-end, no network) stands between its kernel and its serial console, so this is the
         // nested lab's boot hang (docs/lab.md "Guest faults"), counted as a fault; recover() boots it.
-        this.faults++;
-        this.stalled = true;
-        this.lastFault = `no VBGUEST-INIT after reboot (a boot hang of the nested lab; ${diag})`;
-        this.faultLog.push({ kind: 'stall', at: Date.now(), text: this.lastFault });
-        this.note(`guest fault: ${this.lastFault}; recover() boots it again`);
+        this.noteStall(`no VBGUEST-INIT after reboot (a boot hang of the nested lab; ${diag})`);
         throw this.fail(`${e.message}; ${diag}`);
       }
       throw e;

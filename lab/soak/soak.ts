@@ -304,6 +304,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       }
     }
   };
+  /** After a lab fault of a guest (at set-up or in an event): boot it again, wait for its first
+   *  ping reply, start its traffic once more. Returns what failed, or null. */
+  const revive = async (r: GuestRef): Promise<string | null> => {
+    try {
+      await bringBack(r);
+    } catch (e) {
+      return `${r.name}: the lab could not boot the guest again: ${(e as Error).message.split('\n')[0]}`;
+    }
+    try {
+      await r.pinger.replyAfter(Date.now(), 30_000);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return startTraffic(r).then(
+      () => null,
+      (e: Error) => `${r.name}: traffic not restarted: ${e.message}`,
+    );
+  };
   const cleanup = async (): Promise<void> => {
     sink.close();
     await nobody.close();
@@ -382,8 +400,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       } catch (e) {
         if (r.guest.faults === faults) throw e;
         log(`soak: ${r.name} faulted while its traffic started (${r.guest.lastFault}); booting it again`);
-        await bringBack(r);
-        await startTraffic(r);
+        const failure = await revive(r);
+        if (failure) throw new Error(failure);
       }
     }
     const ready = Date.now();
@@ -732,16 +750,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         if (r.guest.faults === faults0[k]) continue;
         rec.guestFault = `${r.name}: ${r.guest.lastFault}`;
         rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
-        try {
-          await bringBack(r);
-        } catch (e) {
-          rec.failures.push(
-            `${r.name}: the lab could not boot the guest again: ${(e as Error).message.split('\n')[0]}`,
-          );
-          continue;
-        }
-        await r.pinger.replyAfter(Date.now(), 30_000).catch((e: Error) => rec.failures.push(e.message));
-        await startTraffic(r).catch((e: Error) => rec.failures.push(`${r.name}: traffic not restarted: ${e.message}`));
+        const failure = await revive(r);
+        if (failure) rec.failures.push(failure);
       }
       // No port stuck half set up: a state seen once is checked again 3 s later (a port may be in the
       // middle of a reconnect); only what persists fails, what passed is kept in the event's detail.
