@@ -46,6 +46,11 @@ export interface DatapathStatus {
   zeroCopyTx: boolean | null;
 }
 
+/** experimental_zcopytx as logs and `ctl status` word it (one wording for both). */
+export function zeroCopyText(z: boolean | null): string {
+  return z === null ? 'unknown (vhost_net not loaded)' : z ? 'on' : 'off';
+}
+
 export interface DeviceStatus {
   /** The port's name (one-port mode: the tap's name). */
   port: string;

@@ -4,7 +4,7 @@
  */
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
-import type { RingStatus } from '../bridge/status.js';
+import { type RingStatus, zeroCopyText } from '../bridge/status.js';
 import { decodeBody, encodeFrame, FrameReader, MAX_REPLY, type Reply } from './protocol.js';
 import type { Counters, PortReport, PortStats } from './report.js';
 
@@ -190,6 +190,12 @@ export function formatStatus(r: PortReport): string {
     out.push(`  protocol   ${d.features.protocol ?? '-'}${names(d.features.protocolNames)}`);
     out.push(`  offered    ${d.features.offered} ${d.features.offeredNames.join(' ')}`);
     out.push(...ringRows(d.rings));
+    const dp = d.datapath;
+    const kernel = dp.kernelBusyPollUs.length ? ` (kernel: ${dp.kernelBusyPollUs.join(' ')})` : '';
+    out.push(
+      `  datapath   vhost-net on ${dp.socket} ${dp.interface}, busy poll ` +
+        `${dp.busyPollUs ? `${dp.busyPollUs} us` : 'off'}${kernel}, zero-copy tx ${zeroCopyText(dp.zeroCopyTx)}`,
+    );
     const regions = d.memory.regions.map((m) => `${m.guestAddr}+${m.size}`).join(', ');
     out.push(
       `  memory     ${d.memory.regions.length} ` +

@@ -168,6 +168,10 @@ describe('daemon: many ports in one process', () => {
       const row = (i: number) => text[header + 1 + i].trim().split(/\s+/);
       expect(row(0)).to.deep.equal(['0', '256', 'yes', 'yes', 'yes', 'yes', 'yes', '-', '17', '5']);
       expect(row(1)).to.deep.equal(['1', '256', 'yes', 'yes', 'yes', 'yes', 'yes', '-', '65535', '65530']);
+      const dp = text.find((l) => l.startsWith('  datapath'));
+      expect(dp, 'the datapath line: socket, busy poll asked and read back per ring, zero-copy tx').to.match(
+        /^ {2}datapath {3}vhost-net on tap \S+, busy poll off \(kernel: 0 0\), zero-copy tx (on|off|unknown .*)$/,
+      );
       const session = r.kernel.live('a').session;
       const left = new Promise<void>((res) => {
         const off = session.onEvent((e) => {
