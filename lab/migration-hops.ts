@@ -9,7 +9,8 @@
 import { BridgeProcess } from './bridge-process.js';
 import { QUEUE_SIZE } from './configs.js';
 import { Guest, type GuestNet } from './guest.js';
-import { GuestGroup, hostBridge, migrate, PingWatch, Qmp, removeHostBridge } from './migration.js';
+import { GuestGroup, hostBridge, migrate, PingWatch, removeHostBridge } from './migration.js';
+import { Qmp } from './qmp.js';
 import { retryAfterGuestFault } from './retry.js';
 
 /** The configurations that migrate: the bridge, and QEMU's own vhost-net as the reference. */

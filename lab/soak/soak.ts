@@ -746,13 +746,17 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       }
       ms.bystanders = took();
       // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
-      for (const [k, r] of refs.entries()) {
-        if (r.guest.faults === faults0[k]) continue;
-        rec.guestFault = `${r.name}: ${r.guest.lastFault}`;
-        rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
-        const failure = await revive(r);
-        if (failure) rec.failures.push(failure);
-      }
+      const absorbFaults = async (): Promise<void> => {
+        for (const [k, r] of refs.entries()) {
+          if (r.guest.faults === faults0[k]) continue;
+          rec.guestFault = `${rec.guestFault ? `${rec.guestFault}; ` : ''}${r.name}: ${r.guest.lastFault}`;
+          rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
+          const failure = await revive(r);
+          if (failure) rec.failures.push(failure);
+          faults0[k] = r.guest.faults;
+        }
+      };
+      await absorbFaults();
       // No port stuck half set up: a state seen once is checked again 3 s later (a port may be in the
       // middle of a reconnect); only what persists fails, what passed is kept in the event's detail.
       took(); // a lab fault's recovery above is in the event's total, in none of its parts
@@ -765,6 +769,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         if (passed.length)
           rec.detail = `${rec.detail ? `${rec.detail}; ` : ''}seen once, gone 3 s later: ${passed.join('; ')}`;
       }
+      // A guest the lab faulted during the check (a reset there stops its rings): absorbed the same way.
+      await absorbFaults();
       ms.state = took();
       rec.fds = await settledFds();
       rec.rssKiB = rssKiB(daemon.pid);

@@ -112,6 +112,29 @@ describe('lab: the L3 guest harness (test/qemu/guest.ts)', function () {
     ).to.equal(2);
   });
 
+  it('a reset nobody asked for is a fault at once (QEMU RESET event), before the new boot prints', async function () {
+    const g = guest!;
+    const faults = g.faults;
+    const err = await g.exec('echo b > /proc/sysrq-trigger; sleep 60', { timeoutMs: 120_000 }).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).to.match(/while running .*sysrq-trigger/);
+    expect(g.faults).to.equal(faults + 1);
+    expect(g.faultLog.at(-1)?.kind).to.equal('reset');
+    expect(g.lastFault, 'seen by QMP, not by the next VBGUEST-INIT').to.match(
+      /QEMU: RESET, guest-reset, not asked for/,
+    );
+    expect(
+      (await g.ping('10.0.4.1', { count: 2, intervalS: 0.2 })).received,
+      'the next command waits for the new boot',
+    ).to.equal(2);
+    const log = fs.readFileSync(`${logDir}/guest-hang-once.log`, 'utf8');
+    const noted = log.lastIndexOf('[harness] guest fault (the guest reset itself (QEMU: RESET');
+    expect(noted, 'the fault is in the guest log').to.be.greaterThan(-1);
+    expect(log.indexOf('VBGUEST-INIT', noted), 'noted before the new boot reached init').to.be.greaterThan(noted);
+  });
+
   it('shutdown: QEMU exits', async function () {
     const g = guest!;
     await g.shutdown();

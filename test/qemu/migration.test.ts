@@ -25,11 +25,11 @@ import {
   type MigrationResult,
   PingWatch,
   type PageCompare,
-  Qmp,
   removeHostBridge,
   sendStream,
   UdpFlood,
 } from '../../lab/migration.js';
+import { Qmp } from '../../lab/qmp.js';
 import { FrontendReq } from '../../src/vhost-user/constants.js';
 import { readTrace, type TraceMessage } from '../../src/vhost-user/trace.js';
 import { inLab, requireLab, retryOnGuestFault } from './lab.js';
