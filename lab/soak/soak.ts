@@ -391,21 +391,25 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         udpChecked: 0,
         udpForgiveBefore: null,
       });
-    // A lab fault of a guest during the set-up (a stall while its senders start, say) is absorbed as
-    // in the events: the guest is booted again, and its senders started once more.
+    // A lab fault of a guest during the set-up (a stall while its senders start, a reset before its
+    // first reply) is absorbed as in the events: the guest is booted again, its senders started once more.
+    /** each guest's fault count as last absorbed: a fault after it (set-up, an event, the gap between
+     *  events) is absorbed by the next event's check (absorbFaults), never charged to the bridge */
+    const faultsSeen: number[] = [];
     for (const r of refs) {
       const faults = r.guest.faults;
       try {
         await startTraffic(r);
+        await r.pinger.replyAfter(Date.now(), 30_000);
       } catch (e) {
         if (r.guest.faults === faults) throw e;
         log(`soak: ${r.name} faulted while its traffic started (${r.guest.lastFault}); booting it again`);
         const failure = await revive(r);
         if (failure) throw new Error(failure);
       }
+      faultsSeen.push(r.guest.faults);
     }
     const ready = Date.now();
-    for (const r of refs) await r.pinger.replyAfter(ready, 30_000);
     await sleep(1000);
     result.baselineFds = fdCount(daemon.pid);
     o.onStart?.({ ...result, events: [], samples: [] });
@@ -620,7 +624,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     while (Date.now() - t0 < o.seconds * 1000 + (ready - t0) && !budgetOver()) {
       const ev = rng.weighted(chosen.map((e) => ({ value: e, weight: e.weight })));
       const start = Date.now();
-      const faults0 = refs.map((r) => r.guest.faults);
       const rec: EventRecord = {
         i: ++i,
         kind: ev.kind,
@@ -714,7 +717,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         if (lost.length || udp.lost || cut.length) {
           // A stalled guest answers nothing: ask it once, so that the harness can tell a lab fault.
           await r.guest.exec('true', { timeoutMs: 15_000 }).catch(() => undefined);
-          if (r.guest.faults === faults0[k]) {
+          if (r.guest.faults === faultsSeen[k]) {
             rec.bystanderLost += lost.length;
             rec.bystanderUdpLost += udp.lost;
             if (lost.length)
@@ -739,7 +742,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         if (quiet <= STREAM_STALL_MS) continue;
         rec.failures.push(`${r.name}: its TCP stream completed nothing for ${quiet} ms`);
         // (a guest the lab faulted during the event is booted again below: nothing of it to look into)
-        if (!stallShown.has(r.token) && r.guest.faults === faults0[k]) {
+        if (!stallShown.has(r.token) && r.guest.faults === faultsSeen[k]) {
           stallShown.add(r.token);
           log(await stallDiagnosis(r));
         }
@@ -748,12 +751,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       // Faults of the nested lab's guests: name them, bring the guest back, do not charge the bridge.
       const absorbFaults = async (): Promise<void> => {
         for (const [k, r] of refs.entries()) {
-          if (r.guest.faults === faults0[k]) continue;
+          if (r.guest.faults === faultsSeen[k]) continue;
           rec.guestFault = `${rec.guestFault ? `${rec.guestFault}; ` : ''}${r.name}: ${r.guest.lastFault}`;
           rec.failures = rec.failures.filter((f) => !f.startsWith(r.name) && !f.includes(`${r.name}:`));
           const failure = await revive(r);
           if (failure) rec.failures.push(failure);
-          faults0[k] = r.guest.faults;
+          faultsSeen[k] = r.guest.faults;
         }
       };
       await absorbFaults();
