@@ -19,6 +19,7 @@ import {
   markdownTable,
   type Part,
   partSeconds,
+  soakedSeconds,
   svgChart,
   textTable,
 } from '../lab/soak/report.js';
@@ -198,7 +199,9 @@ function completed(file: string, partSeed: number, status: number | null): SoakR
     console.error(`soak: the lab run ended (${status}) before the soak was set up; logs in ${work}`);
     head = emptyResult({ seed: partSeed, kernel: '?', seconds: 0, guests: o.guests, onePort: o.onePort });
   }
-  return { ...head, events, samples, failures: [] };
+  // (head.seconds is the time asked for; what was soaked is known from the events)
+  const soaked = { ...head, events, samples, failures: [] };
+  return { ...soaked, seconds: soakedSeconds(soaked) };
 }
 
 const rows = byKind(r.events);

@@ -151,9 +151,16 @@ export interface Part {
 
 /** What a part soaked: its asked-for time if it ran it, else from its first event to its last sample. */
 export function partSeconds(p: Part): number {
-  if (!p.cut) return p.result.seconds;
-  const first = p.result.events[0]?.t ?? 0;
-  const last = p.result.samples.at(-1)?.t ?? first;
+  return p.cut ? soakedSeconds(p.result) : p.result.seconds;
+}
+
+/**
+ * From a result's first event to its last sample: what a soak that did not end by itself soaked (its
+ * `seconds` says what was asked). For a part cut by L2's death, and one that ended without a result.
+ */
+export function soakedSeconds(r: SoakResult): number {
+  const first = r.events[0]?.t ?? 0;
+  const last = r.samples.at(-1)?.t ?? first;
   return Math.max(0, (last - first) / 1000);
 }
 

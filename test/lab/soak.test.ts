@@ -4,7 +4,15 @@
  */
 import { expect } from 'chai';
 import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
-import { byKind, failures, joinParts, markdownTable, partSeconds, svgChart } from '../../lab/soak/report.js';
+import {
+  byKind,
+  failures,
+  joinParts,
+  markdownTable,
+  partSeconds,
+  soakedSeconds,
+  svgChart,
+} from '../../lab/soak/report.js';
 import { Rng } from '../../lab/soak/rng.js';
 import {
   EVENT_KINDS,
@@ -216,6 +224,9 @@ describe('soak: parts over several L2 boots', () => {
     expect(partSeconds({ result: part(1, 10), cut: 'L2 died 1.2 min in' })).to.equal(49);
     expect(partSeconds({ result: part(1, 10), cut: null })).to.equal(600);
     expect(partSeconds({ result: part(1, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
+    // a part that ended without a result (its lab run stopped) is counted by what it soaked, not the
+    // time it asked for (the 16:23 run's report said "30.0 min" for 114 events in ~11 min)
+    expect(soakedSeconds(part(1, 10))).to.equal(49);
   });
 
   it('joins parts: events numbered on, times continued, failures kept, cuts listed per part', () => {
