@@ -7,7 +7,7 @@
  * {json,md,svg}, and exits 1 if anything failed (a lost bystander reply, a slow recovery, an fd or
  * memory leak, a port left half set up).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -84,6 +84,13 @@ const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
 console.log(`== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s)${o.onePort ? ' + 1 one-port' : ''}`);
 
 /**
+ * No file of a part's exchange directory changed for this long (guests' consoles, the daemon's log,
+ * the events: each written every few seconds while L2 runs): L2 hung without a lockup message, which
+ * scripts/lab/run cannot see (2026-12-01 16:13: its console silent, its QEMU spinning, for 10 minutes
+ * until I stopped it). The part is then stopped and counted as cut, like a death of L2.
+ */
+const HUNG_AFTER_S = 600;
+/**
  * L2 boots in a row whose part ended before its first event: the lab is not holding; give up. Four:
  * on 2026-12-01 L2 died in the soak's set-up in about one boot of three (the set-up, four guests'
  * boots, is a third to half of L2's life then), twice in a row at 15:43, which ended a clean run.
@@ -109,7 +116,7 @@ while (left >= 30) {
     break;
   }
   // Part k runs seed + k: each part replays alone with `--seed` (docs/soak.md, "When L2 dies").
-  const part = runPart(parts.length, (seed + parts.length) >>> 0, left);
+  const part = await runPart(parts.length, (seed + parts.length) >>> 0, left);
   parts.push(part);
   if (!part.cut) break;
   console.log(`== soak: part ${parts.length} cut short (${part.cut}); ${part.result.events.length} events checked`);
@@ -126,13 +133,20 @@ if (parts.at(-1)?.cut || (o.until !== undefined && r.seconds < o.minutes * 60 - 
       `${parts.at(-1)?.cut ? '' : ` (stopped for --until ${new Date(o.until ?? 0).toISOString().slice(11, 16)} UTC)`}`,
   );
 
-/** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) yields what it completed. */
-function runPart(k: number, partSeed: number, seconds: number): Part {
+/** The newest change in a directory (its files, not below). */
+function newestChange(dir: string): number {
+  let t = fs.statSync(dir).mtimeMs;
+  for (const f of fs.readdirSync(dir)) t = Math.max(t, fs.statSync(join(dir, f)).mtimeMs);
+  return t;
+}
+
+/** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) or hung yields what it completed. */
+async function runPart(k: number, partSeed: number, seconds: number): Promise<Part> {
   const out = `soak-${k + 1}.json`;
   // Each L2 boot its own exchange directory: the daemon's and guests' logs of every part are kept.
   const partDir = join(work, `part-${k + 1}`);
   fs.mkdirSync(partDir);
-  const lab = spawnSync(
+  const lab = spawn(
     'scripts/lab/run',
     [
       '--kernel',
@@ -147,6 +161,8 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
     {
       cwd: repo,
       stdio: 'inherit',
+      // its own process group, so that a hung L2 is stopped with everything lab/run started
+      detached: true,
       env: {
         ...process.env,
         LAB_XCHG_DIR: partDir,
@@ -163,15 +179,43 @@ function runPart(k: number, partSeed: number, seconds: number): Part {
       },
     },
   );
+  const stop = (): void => {
+    try {
+      if (lab.pid) process.kill(-lab.pid, 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+  };
+  // (detached: a ^C or a kill of this process no longer reaches lab/run by itself)
+  const forward = (sig: NodeJS.Signals): void => {
+    stop();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', forward);
+  process.once('SIGTERM', forward);
+  let hung = false;
+  const watch = setInterval(() => {
+    if (Date.now() - newestChange(partDir) < HUNG_AFTER_S * 1000) return;
+    hung = true;
+    clearInterval(watch);
+    console.log(`== soak: nothing from L2 for ${HUNG_AFTER_S} s: it hung; stopping it`);
+    stop();
+  }, 30_000);
+  const status = await new Promise<number | null>((res) => lab.once('exit', (code) => res(code)));
+  clearInterval(watch);
+  process.off('SIGINT', forward);
+  process.off('SIGTERM', forward);
   const file = join(partDir, out);
   if (fs.existsSync(file)) return { result: JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult, cut: null };
-  const result = completed(file, partSeed, lab.status);
+  const result = completed(file, partSeed, status);
+  const at = `${((result.samples.at(-1)?.t ?? 0) / 60000).toFixed(1)} min in`;
+  if (hung) return { result, cut: `L2 hung ${at} (nothing from it for ${HUNG_AFTER_S} s)` };
   // Only a dead L2 is the lab's fault; the soak itself ending without a result is a failure.
-  if (lab.status !== 125) {
-    result.failures.push(`the soak ended (exit status ${lab.status}) without a result (logs: ${work})`);
+  if (status !== 125) {
+    result.failures.push(`the soak ended (exit status ${status}) without a result (logs: ${work})`);
     return { result, cut: null };
   }
-  return { result, cut: `L2 died ${((result.samples.at(-1)?.t ?? 0) / 60000).toFixed(1)} min in` };
+  return { result, cut: `L2 died ${at}` };
 }
 
 /**
