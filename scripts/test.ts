@@ -180,6 +180,8 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
   // on 2026-11-30): the limit is for a hung run, not a slow one.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 4800);
   let files = labFiles(subset);
+  // (VB_LAB_ONLY may name no file of this kernel's set; say so, which also makes its log)
+  if (!files.length) say(`\n== lab suite on L2 kernel ${series}: none of its files was asked for (VB_LAB_ONLY)`);
   const diedIn: string[] = [];
   for (let boot = 1; files.length; boot++) {
     const what = subset ? `the kernel subset (${files.length} files, scripts/test.ts)` : `${files.length} files`;
