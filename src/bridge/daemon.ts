@@ -19,7 +19,7 @@ import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import { FEATURE_NAMES } from '../virtio.js';
 import { type HostSocket, openSocket, socketOffloads, type TapSpec } from './backends.js';
 import { VhostUserSession } from './session.js';
-import { type DeviceListener, type DeviceStatus, zeroCopyText } from './status.js';
+import { busyPollText, type DeviceListener, type DeviceStatus, zeroCopyText } from './status.js';
 import { KernelVhostNetProvider, type PairWorker, VhostNetDatapath } from './vhost-net-datapath.js';
 
 /** How the bridge meets its front-end. */
@@ -133,7 +133,7 @@ export class Bridge {
     const dp = datapath.describe();
     log.info(
       `vhost-bridge ready: ${tap.kind} ${tap.name}, ${opts.queuePairs} queue pair(s), busy poll ` +
-        `${dp.busyPollUs ? `${dp.busyPollUs} us` : 'off'}, vhost_net experimental_zcopytx ` +
+        `${busyPollText(dp.busyPollUs)}, vhost_net experimental_zcopytx ` +
         `${zeroCopyText(dp.zeroCopyTx)}, offering ${describeBits(this.offered, FEATURE_NAMES)}`,
     );
     this.session.ready();

@@ -46,6 +46,11 @@ export interface DatapathStatus {
   zeroCopyTx: boolean | null;
 }
 
+/** The busy-poll time asked for as logs and `ctl status` word it. */
+export function busyPollText(us: number): string {
+  return us ? `${us} us` : 'off';
+}
+
 /** experimental_zcopytx as logs and `ctl status` word it (one wording for both). */
 export function zeroCopyText(z: boolean | null): string {
   return z === null ? 'unknown (vhost_net not loaded)' : z ? 'on' : 'off';

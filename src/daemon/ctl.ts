@@ -4,7 +4,7 @@
  */
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { type RingStatus, zeroCopyText } from '../bridge/status.js';
+import { busyPollText, type RingStatus, zeroCopyText } from '../bridge/status.js';
 import { decodeBody, encodeFrame, FrameReader, MAX_REPLY, type Reply } from './protocol.js';
 import type { Counters, PortReport, PortStats } from './report.js';
 
@@ -194,7 +194,7 @@ export function formatStatus(r: PortReport): string {
     const kernel = dp.kernelBusyPollUs.length ? ` (kernel: ${dp.kernelBusyPollUs.join(' ')})` : '';
     out.push(
       `  datapath   vhost-net on ${dp.socket} ${dp.interface}, busy poll ` +
-        `${dp.busyPollUs ? `${dp.busyPollUs} us` : 'off'}${kernel}, zero-copy tx ${zeroCopyText(dp.zeroCopyTx)}`,
+        `${busyPollText(dp.busyPollUs)}${kernel}, zero-copy tx ${zeroCopyText(dp.zeroCopyTx)}`,
     );
     const regions = d.memory.regions.map((m) => `${m.guestAddr}+${m.size}`).join(', ');
     out.push(
