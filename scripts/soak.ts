@@ -1,11 +1,13 @@
 /**
  * npm run soak -- [--minutes N] [--seed N] [--guests N] [--no-one-port] [--kernel 6.1|6.12] [--until HH:MM]
+ *                  [--out DIR]
  *
  * Hours of VM life compressed into minutes (docs/soak.md): guests on the ports of one daemon (and
  * one on a one-port bridge), one fault at a time picked from a seeded generator, every recovery
  * checked. Prints the events-by-kind table and every failure, writes results/soak/<date>-<seed>.
- * {json,md,svg}, and exits 1 if anything failed (a lost bystander reply, a slow recovery, an fd or
- * memory leak, a port left half set up).
+ * {json,md,svg} (or into --out), and exits 1 if anything failed (a lost bystander reply, a slow
+ * recovery, an fd or memory leak, a port left half set up, too little traffic or too few events to
+ * check). `npm test` runs its short variant (docs/soak.md, "The short variant and CI").
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import {
   byKind,
+  coverageFailures,
   failures,
   joinParts,
   markdownTable,
@@ -52,6 +55,7 @@ const o = new Command()
       return at.getTime();
     },
   )
+  .option('--out <dir>', 'where the table, chart and JSON go', join(repo, 'results', 'soak'))
   .option('--only <kinds>', `only these kinds of event, comma-separated (${EVENT_KINDS.join(', ')})`, (v) => {
     try {
       return parseKinds(v)?.join(',');
@@ -65,6 +69,8 @@ const o = new Command()
 Examples:
   npm run soak -- --minutes 30              the full soak: 3 daemon guests + 1 one-port guest
   npm run soak -- --minutes 3 --seed 42     replay a run (the seed is printed at the start)
+  npm run soak -- --minutes 3 --guests 1 --no-one-port --kernel 6.12
+                                            the short variant npm test runs
   npm run soak -- --minutes 10 --guests 1 --no-one-port --only qemu-kill,ctl-reset
                                             hammer one sequence of faults`,
   )
@@ -75,6 +81,7 @@ Examples:
     guests: number;
     onePort: boolean;
     kernel: string;
+    out: string;
     only?: string;
     until?: number;
   }>();
@@ -132,6 +139,7 @@ if (parts.at(-1)?.cut || (o.until !== undefined && r.seconds < o.minutes * 60 - 
     `the soak did not run its time: ${Math.round(r.seconds)} of ${o.minutes * 60} s` +
       `${parts.at(-1)?.cut ? '' : ` (stopped for --until ${new Date(o.until ?? 0).toISOString().slice(11, 16)} UTC)`}`,
   );
+r.failures.push(...coverageFailures(r, o.only?.split(',')));
 
 /** The newest change in a directory (its files, not below). */
 function newestChange(dir: string): number {
@@ -258,7 +266,7 @@ const title =
 const partLines = r.parts.map(
   (p, k) => `- part ${k + 1}: seed ${p.seed}, ${p.events} events, ${p.seconds} s${p.cut ? `, ${p.cut}` : ''}`,
 );
-const dir = join(repo, 'results', 'soak');
+const dir = resolve(o.out);
 fs.mkdirSync(dir, { recursive: true });
 const base = join(dir, `${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}-seed${r.seed}`);
 fs.writeFileSync(`${base}.json`, JSON.stringify(r, null, 1));

@@ -1,10 +1,11 @@
 /**
  * `npm test`: the unit tests on this machine, then the whole lab suite on L2 kernel 6.1 and the
  * kernel subset (`KERNEL_SUBSET`) on 6.12, each in ONE L2 boot (scripts/lab/run --kernel;
- * docs/kernels.md), the kernels' boots at once (their L2 VMs share nothing on this machine; the first
- * kernel's output is shown as it comes, the others' once all are done; VB_LAB_SERIAL=1 runs them one
- * after another), then one line `N passed, N failed` over all. Failures and retries name the
- * kernel they happened on (`[lab 6.12] ...`).
+ * docs/kernels.md), and after the 6.12 subset the soak's short variant (`soakPhase`), the kernels'
+ * boots at once (their L2 VMs share nothing on this machine; the first kernel's output is shown as it
+ * comes, the others' once all are done; VB_LAB_SERIAL=1 runs them one after another), then one
+ * line `N passed, N failed` over all. Failures and retries name the kernel they happened on
+ * (`[lab 6.12] ...`).
  *
  * With CI=true a lab test that cannot run is a failure: a lab that cannot be set up or booted
  * counts as one failure, and a pending (skipped) test counts as a failure.
@@ -14,9 +15,19 @@
  * `:kernel` runs only the kernel subset there (VB_LAB_KERNELS=6.1,6.12 runs the whole suite on both).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { failures, type JoinedSoak } from '../lab/soak/report.js';
 import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -156,9 +167,14 @@ function setUp(series: string): boolean {
 
 /** One L2 boot's command; its status (a signal counts as 128 + its number, as a shell says). */
 function runLab(args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
+  return run('scripts/lab/run', args, env, log);
+}
+
+/** A command of this machine, its output to the terminal or to `log`; its status as `runLab`'s. */
+function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
   const out = log === null ? null : openSync(log, 'a');
   return new Promise((res) => {
-    const child = spawn('scripts/lab/run', args, {
+    const child = spawn(command, args, {
       cwd: repo,
       stdio: out === null ? 'inherit' : ['ignore', out, out],
       env,
@@ -263,6 +279,49 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
   }
 }
 
+/**
+ * The soak's short variant (docs/soak.md, "The short variant and CI"): `npm run soak` for
+ * SOAK_MINUTES on one daemon guest and the spare ports, on the last kernel after its suite (the
+ * 6.12 subset's boot is short, so this lane has the time; the 6.1 suite's has not). Not a file of the
+ * suite: L2 dies now and then under a soak (docs/lab.md, "Guest faults"), and the soak carries on in
+ * a fresh L2 boot with the time left (docs/soak.md, "When L2 dies"), where the suite fails a file
+ * that L2 died in twice (in CI on 2026-12-01 L2 died in the soak's file in two boots in a row). It
+ * counts as one test: passed if the soak found nothing (its exit status and its report agree).
+ */
+const SOAK_MINUTES = 3;
+const soakWanted = !only || only.includes('soak');
+
+async function soakPhase(series: string, log: string | null): Promise<void> {
+  const phase = `soak ${series}`;
+  const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
+  const out = join(work, `soak-${series}`);
+  say(`\n== soak, short variant, on L2 kernel ${series}: ${SOAK_MINUTES} min, one daemon guest and the spare ports`);
+  const seed = process.env.VB_SOAK_SEED;
+  const status = await run(
+    process.execPath,
+    [
+      '--enable-source-maps',
+      'dist/scripts/soak.js',
+      ...['--minutes', String(SOAK_MINUTES), '--guests', '1', '--no-one-port', '--kernel', series, '--out', out],
+      ...(seed ? ['--seed', seed] : []),
+    ],
+    process.env,
+    log,
+  );
+  const json = existsSync(out) ? readdirSync(out).find((f) => f.endsWith('.json')) : undefined;
+  const r = json ? readJson<JoinedSoak>(join(out, json)) : null;
+  const found = r ? failures(r) : [];
+  if (status === 0 && r && !found.length) {
+    add(phase, { passed: 1, failed: 0, pending: 0, failures: [], pendingTitles: [], retried: [] });
+    const cuts = r.parts.filter((p) => p.cut);
+    if (cuts.length)
+      total.retried.push(
+        `[${phase}] the soak went on in a fresh L2 boot ${cuts.length}x: ${cuts.map((p) => p.cut).join('; ')}`,
+      );
+  } else if (r) fail(phase, `soak, seed ${r.seed}: ${found.join('; ') || `exit status ${status}`}`, say);
+  else fail(phase, `npm run soak exited ${status} without a report`, say);
+}
+
 // 2. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each, at once.
 const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12:kernel')
   .split(',')
@@ -279,12 +338,18 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
   }
   if (process.env.VB_LAB_SERIAL === '1') {
     for (const k of kernels) await labSuite(k.series, k.subset, null);
+    if (soakWanted && kernels.length) await soakPhase(kernels[kernels.length - 1].series, null);
   } else {
     // The first kernel's output as it comes; each other kernel's after it, in order, once all are done.
     const logs = kernels.map((k, i) => (i === 0 ? null : join(work, `lab-${k.series}.log`)));
     if (kernels.length > 1)
       console.log(`\n== lab suites on ${kernels.map((k) => k.series).join(', ')} at once, one L2 boot each`);
-    await Promise.all(kernels.map((k, i) => labSuite(k.series, k.subset, logs[i])));
+    await Promise.all(
+      kernels.map(async (k, i) => {
+        await labSuite(k.series, k.subset, logs[i]);
+        if (soakWanted && i === kernels.length - 1) await soakPhase(k.series, logs[i]);
+      }),
+    );
     for (const [i, log] of logs.entries())
       if (log !== null) {
         console.log(`\n== lab suite on ${kernels[i].series}, run beside ${kernels[0].series}: its output`);

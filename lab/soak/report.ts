@@ -55,6 +55,24 @@ export function failures(r: SoakResult): string[] {
   return [...r.events.flatMap((e) => e.failures.map((f) => `#${e.i} ${e.kind} ${e.target}: ${f}`)), ...r.failures];
 }
 
+/**
+ * What a clean run must also show to prove anything: that there was traffic to check and a spread of
+ * events (docs/soak.md, "What is checked"). `kinds`: the kinds asked for (--only), all if undefined.
+ * Once, a clean 3-minute run had checked only 7 transfers and no bystander UDP line: the checks, not
+ * the traffic, were at fault, and these counts caught it.
+ */
+export function coverageFailures(r: SoakResult, kinds: readonly string[] | undefined): string[] {
+  const out: string[] = [];
+  const transfers = r.events.reduce((n, e) => n + e.transfers, 0);
+  const seen = new Set(r.events.map((e) => e.kind)).size;
+  const wantKinds = Math.min(5, kinds?.length ?? 5);
+  if (r.events.length < 10) out.push(`too little checked: ${r.events.length} events (at least 10)`);
+  if (transfers < 10) out.push(`too little checked: ${transfers} TCP transfers (at least 10)`);
+  if (!r.udpLines) out.push('too little checked: no UDP line received over the run');
+  if (seen < wantKinds) out.push(`too little checked: ${seen} kinds of event (at least ${wantKinds})`);
+  return out;
+}
+
 const HEAD = [
   'event',
   'count',
@@ -190,6 +208,8 @@ export function joinParts(parts: readonly Part[]): JoinedSoak {
   return {
     ...first,
     seconds: parts.reduce((n, p) => n + partSeconds(p), 0),
+    // (a part cut by L2's death has no count: it is written when a part ends)
+    udpLines: parts.reduce((n, p) => n + (p.result.udpLines ?? 0), 0),
     events,
     samples,
     failures: failed,

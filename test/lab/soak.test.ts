@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { parsePingLine, PingLedger } from '../../lab/soak/pinger.js';
 import {
   byKind,
+  coverageFailures,
   failures,
   joinParts,
   markdownTable,
@@ -245,5 +246,52 @@ describe('soak: parts over several L2 boots', () => {
     ]);
     expect(j.seconds).to.equal(614);
     expect(j.seed).to.equal(7);
+  });
+
+  it("sums the parts' UDP lines (a part cut by L2's death has no count)", () => {
+    const j = joinParts([
+      { result: part(7, 3), cut: 'L2 died 0.6 min in' },
+      { result: { ...part(8, 2), udpLines: 300 }, cut: null },
+      { result: { ...part(9, 2), udpLines: 50 }, cut: null },
+    ]);
+    expect(j.udpLines).to.equal(350);
+  });
+});
+
+describe('soak: a clean run must have had something to check', () => {
+  const kinds: EventKind[] = ['ctl-reset', 'sighup', 'garbage', 'vanish', 'link-flap'];
+  const run = (n: number, transfersEach: number, udpLines: number | undefined): SoakResult => ({
+    seed: 1,
+    kernel: '6.12',
+    seconds: 180,
+    guests: 1,
+    onePort: false,
+    baselineFds: 40,
+    udpLines,
+    events: Array.from({ length: n }, (_, k) =>
+      ev({ i: k + 1, kind: kinds[k % kinds.length], transfers: transfersEach }),
+    ),
+    samples: [],
+    failures: [],
+  });
+
+  it('passes a run with events, transfers, UDP lines and five kinds', () => {
+    expect(coverageFailures(run(12, 1, 900), undefined)).to.deep.equal([]);
+  });
+
+  it('names each shortfall: events, TCP transfers, UDP lines, kinds (fewer kinds if fewer asked for)', () => {
+    expect(coverageFailures(run(9, 1, 900), undefined)).to.deep.equal([
+      'too little checked: 9 events (at least 10)',
+      'too little checked: 9 TCP transfers (at least 10)',
+    ]);
+    expect(coverageFailures(run(12, 1, undefined), undefined)).to.deep.equal([
+      'too little checked: no UDP line received over the run',
+    ]);
+    const two = { ...run(12, 1, 900), events: run(12, 1, 900).events.map((e) => ({ ...e, kind: 'sighup' as const })) };
+    expect(coverageFailures(two, undefined)).to.deep.equal(['too little checked: 1 kinds of event (at least 5)']);
+    expect(coverageFailures(two, ['sighup'])).to.deep.equal([]);
+    expect(coverageFailures(two, ['sighup', 'garbage'])).to.deep.equal([
+      'too little checked: 1 kinds of event (at least 2)',
+    ]);
   });
 });
