@@ -1,11 +1,10 @@
 /**
  * `npm test`: the unit tests on this machine, then the whole lab suite on L2 kernel 6.1 and the
  * kernel subset (`KERNEL_SUBSET`) on 6.12, each in ONE L2 boot (scripts/lab/run --kernel;
- * docs/kernels.md; a few files move from 6.1's boot to 6.12's lane: `ON_LAST_LANE`), the kernels'
- * boots at once (their L2 VMs share nothing on this machine; the first kernel's output is shown as it
- * comes, the others' once all are done; VB_LAB_SERIAL=1 runs them one after another), then the
- * soak's short variant alone on 6.1 (`soakPhase`), then one
- * line `N passed, N failed` over all. Failures and retries name the kernel they happened on
+ * docs/kernels.md), the kernels' boots at once (their L2 VMs share nothing on this machine; the
+ * first kernel's output is shown as it comes, the others' once all are done; VB_LAB_SERIAL=1 runs
+ * them one after another), then the soak's short variant alone on 6.1 (`soakPhase`), then one line
+ * `N passed, N failed` over all. Failures and retries name the kernel they happened on
  * (`[lab 6.12] ...`).
  *
  * With CI=true a lab test that cannot run is a failure: a lab that cannot be set up or booted
@@ -125,32 +124,14 @@ const KERNEL_SUBSET = {
 const only = process.env.VB_LAB_ONLY?.split(',').map((n) => n.trim());
 if (only && ci) fail('lab', 'VB_LAB_ONLY is for a developer, not for CI (CI=true runs the whole suite)');
 
-/**
- * Lab files that run whole in the last kernel's lane, after its subset, instead of in the first
- * kernel's suite, when the last lane runs only the subset (the default): the managers' tests, the
- * CLI's start-up errors, the lab harness's own, and the backends and memory slots (the same
- * ioctls on both kernels; docs/kernels.md). The lanes run at once and the first's whole suite was
- * most of CI's time: on a slow lab day (2026-12-01) 6.1's suite took 40-49 minutes of lab time,
- * against CI's 45, while 6.12's lane took 12. Moved, the two lanes take 25-30 minutes each.
- */
-const ON_LAST_LANE = ['activation', 'backends', 'backends-memslots', 'bridge-cli', 'guest', 'libvirt'];
-
-/**
- * What one lab suite of a lane runs: `whole`, every file (but `ON_LAST_LANE`'s when they `moved`);
- * `subset`, `KERNEL_SUBSET`; `moved`, `ON_LAST_LANE`.
- */
-type SuiteKind = 'whole' | 'subset' | 'moved';
+/** What one lab suite of a lane runs: `whole`, every file; `subset`, `KERNEL_SUBSET`. */
+type SuiteKind = 'whole' | 'subset';
 
 /** The files of a suite (paths from the repository), in name order. */
-function labFiles(kind: SuiteKind, moved: boolean): string[] {
+function labFiles(kind: SuiteKind): string[] {
   const dir = 'dist/test/qemu';
   const name = (f: string): string => f.replace(/\.test\.js$/, '');
-  const inSuite = (n: string): boolean =>
-    kind === 'subset'
-      ? KERNEL_SUBSET.files.includes(n)
-      : kind === 'moved'
-        ? ON_LAST_LANE.includes(n)
-        : !(moved && ON_LAST_LANE.includes(n));
+  const inSuite = (n: string): boolean => kind === 'whole' || KERNEL_SUBSET.files.includes(n);
   return readdirSync(join(repo, dir))
     .filter((f) => f.endsWith('.test.js'))
     .filter((f) => inSuite(name(f)))
@@ -212,24 +193,19 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: strin
 }
 
 /** `log`: null shows the suite's output as it comes; a file collects it, to be shown when all are done. */
-async function labSuite(series: string, kind: SuiteKind, moved: boolean, log: string | null): Promise<void> {
+async function labSuite(series: string, kind: SuiteKind, log: string | null): Promise<void> {
   const phase = `lab ${series}`;
   const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
   // Per L2 boot. The whole suite took 41 min on 6.1 on 2026-12-01 (the nested lab 2-3x slower than
   // on 2026-11-30): the limit is for a hung run, not a slow one.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 4800);
-  let files = labFiles(kind, moved);
+  let files = labFiles(kind);
   const subset = kind === 'subset';
   // (VB_LAB_ONLY may name no file of this kernel's set; say so, which also makes its log)
   if (!files.length) say(`\n== lab suite on L2 kernel ${series}: none of its files was asked for (VB_LAB_ONLY)`);
   const diedIn: string[] = [];
   for (let boot = 1; files.length; boot++) {
-    const what =
-      kind === 'subset'
-        ? `the kernel subset (${files.length} files, scripts/test.ts)`
-        : kind === 'moved'
-          ? `${files.length} files with nothing kernel-specific, here to share CI's time (scripts/test.ts)`
-          : `${files.length} files${moved ? ` (${ON_LAST_LANE.join(', ')}: in the last kernel's lane)` : ''}`;
+    const what = subset ? `the kernel subset (${files.length} files, scripts/test.ts)` : `${files.length} files`;
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
     say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
     const xchg = join(work, `xchg-${series}-${kind}-${boot}`);
@@ -368,21 +344,16 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
     if (part !== undefined && part !== 'kernel') fail('lab', `VB_LAB_KERNELS: "${k}": after ':' only 'kernel'`);
     else if (setUp(series)) kernels.push({ series, subset: part === 'kernel' });
   }
-  // (ON_LAST_LANE's files move to the last lane only if it runs the subset alone: else they run there anyway)
-  const moved = kernels.length > 1 && kernels[0].subset === false && kernels[kernels.length - 1].subset;
-  /** One kernel's lane: its suite, then in the last lane the moved files. */
-  const lane = async (k: (typeof kernels)[number], last: boolean, log: string | null): Promise<void> => {
-    await labSuite(k.series, k.subset ? 'subset' : 'whole', moved, log);
-    if (last && moved) await labSuite(k.series, 'moved', moved, log);
-  };
+  const lane = (k: (typeof kernels)[number], log: string | null): Promise<void> =>
+    labSuite(k.series, k.subset ? 'subset' : 'whole', log);
   if (process.env.VB_LAB_SERIAL === '1') {
-    for (const [i, k] of kernels.entries()) await lane(k, i === kernels.length - 1, null);
+    for (const k of kernels) await lane(k, null);
   } else {
     // The first kernel's output as it comes; each other kernel's after it, in order, once all are done.
     const logs = kernels.map((k, i) => (i === 0 ? null : join(work, `lab-${k.series}.log`)));
     if (kernels.length > 1)
       console.log(`\n== lab suites on ${kernels.map((k) => k.series).join(', ')} at once, one L2 boot each`);
-    await Promise.all(kernels.map((k, i) => lane(k, i === kernels.length - 1, logs[i])));
+    await Promise.all(kernels.map((k, i) => lane(k, logs[i])));
     for (const [i, log] of logs.entries())
       if (log !== null) {
         console.log(`\n== lab suite on ${kernels[i].series}, run beside ${kernels[0].series}: its output`);

@@ -151,14 +151,23 @@ describe('libvirt: domains from examples/ on vhost-bridge', function () {
     expect(b.attachedRings()).to.deep.equal([]);
     guest = await startDomain('libvirt-again', domainXml());
     const g = guest;
-    await retryOnGuestFault(this, g, async () => {
-      const p = await g.ping(HOST, { count: 3 });
-      expect(p.received).to.equal(3);
-    });
-    expect(b.since(from, 'connected')).to.have.length(1);
-    await destroy(g);
-    await b.stop();
-    bridge = undefined;
+    try {
+      await retryOnGuestFault(this, g, async () => {
+        const p = await g.ping(HOST, { count: 3 });
+        expect(p.received).to.equal(3);
+      });
+      // One connection per QEMU process: the domain's start, and one more for each boot attempt the
+      // harness made again after a nested-KVM boot hang, or recovery after a guest fault (docs/lab.md,
+      // "Guest faults"; in CI on 2026-12-01 a boot hang made it 2 where the test wanted exactly 1).
+      const starts = 1 + g.bootRetries + g.faults;
+      expect(b.since(from, 'connected').length, `connections (QEMU processes: ${starts})`).to.be.within(1, starts);
+    } finally {
+      // (else the next tests find the domain running and the tap held; a clean-up error must not hide
+      // the test's own)
+      await destroy(g).catch((e: Error) => console.log(`      clean-up: ${e.message}`));
+      await b.stop();
+      bridge = undefined;
+    }
   });
 
   it("mode='server' (QEMU listens, the bridge connects): libvirt-interface.xml's", async function () {
