@@ -124,17 +124,13 @@ const KERNEL_SUBSET = {
 const only = process.env.VB_LAB_ONLY?.split(',').map((n) => n.trim());
 if (only && ci) fail('lab', 'VB_LAB_ONLY is for a developer, not for CI (CI=true runs the whole suite)');
 
-/** What one lab suite of a lane runs: `whole`, every file; `subset`, `KERNEL_SUBSET`. */
-type SuiteKind = 'whole' | 'subset';
-
-/** The files of a suite (paths from the repository), in name order. */
-function labFiles(kind: SuiteKind): string[] {
+/** The lab suite's files (paths from the repository), in name order; only `KERNEL_SUBSET` if asked. */
+function labFiles(subset: boolean): string[] {
   const dir = 'dist/test/qemu';
   const name = (f: string): string => f.replace(/\.test\.js$/, '');
-  const inSuite = (n: string): boolean => kind === 'whole' || KERNEL_SUBSET.files.includes(n);
   return readdirSync(join(repo, dir))
     .filter((f) => f.endsWith('.test.js'))
-    .filter((f) => inSuite(name(f)))
+    .filter((f) => !subset || KERNEL_SUBSET.files.includes(name(f)))
     .filter((f) => !only || only.includes(name(f)))
     .sort()
     .map((f) => `${dir}/${f}`);
@@ -193,14 +189,13 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: strin
 }
 
 /** `log`: null shows the suite's output as it comes; a file collects it, to be shown when all are done. */
-async function labSuite(series: string, kind: SuiteKind, log: string | null): Promise<void> {
+async function labSuite(series: string, subset: boolean, log: string | null): Promise<void> {
   const phase = `lab ${series}`;
   const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
   // Per L2 boot. The whole suite took 41 min on 6.1 on 2026-12-01 (the nested lab 2-3x slower than
   // on 2026-11-30): the limit is for a hung run, not a slow one.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 4800);
-  let files = labFiles(kind);
-  const subset = kind === 'subset';
+  let files = labFiles(subset);
   // (VB_LAB_ONLY may name no file of this kernel's set; say so, which also makes its log)
   if (!files.length) say(`\n== lab suite on L2 kernel ${series}: none of its files was asked for (VB_LAB_ONLY)`);
   const diedIn: string[] = [];
@@ -208,7 +203,7 @@ async function labSuite(series: string, kind: SuiteKind, log: string | null): Pr
     const what = subset ? `the kernel subset (${files.length} files, scripts/test.ts)` : `${files.length} files`;
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
     say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
-    const xchg = join(work, `xchg-${series}-${kind}-${boot}`);
+    const xchg = join(work, `xchg-${series}-${boot}`);
     const status = await runLab(
       [
         '-t',
@@ -301,9 +296,10 @@ const soakWanted = !only || only.includes('soak');
 
 async function soakPhase(series: string): Promise<void> {
   const phase = `soak ${series}`;
-  const say: Say = console.log;
   const out = join(work, `soak-${series}`);
-  say(`\n== soak, short variant, on L2 kernel ${series}: ${SOAK_MINUTES} min, one daemon guest and the spare ports`);
+  console.log(
+    `\n== soak, short variant, on L2 kernel ${series}: ${SOAK_MINUTES} min, one daemon guest and the spare ports`,
+  );
   const seed = process.env.VB_SOAK_SEED;
   const status = await run(
     process.execPath,
@@ -326,8 +322,8 @@ async function soakPhase(series: string): Promise<void> {
       total.retried.push(
         `[${phase}] the soak went on in a fresh L2 boot ${cuts.length}x: ${cuts.map((p) => p.cut).join('; ')}`,
       );
-  } else if (r) fail(phase, `soak, seed ${r.seed}: ${found.join('; ') || `exit status ${status}`}`, say);
-  else fail(phase, `npm run soak exited ${status} without a report`, say);
+  } else if (r) fail(phase, `soak, seed ${r.seed}: ${found.join('; ') || `exit status ${status}`}`);
+  else fail(phase, `npm run soak exited ${status} without a report`);
 }
 
 // 2. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each, at once.
@@ -344,16 +340,14 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
     if (part !== undefined && part !== 'kernel') fail('lab', `VB_LAB_KERNELS: "${k}": after ':' only 'kernel'`);
     else if (setUp(series)) kernels.push({ series, subset: part === 'kernel' });
   }
-  const lane = (k: (typeof kernels)[number], log: string | null): Promise<void> =>
-    labSuite(k.series, k.subset ? 'subset' : 'whole', log);
   if (process.env.VB_LAB_SERIAL === '1') {
-    for (const k of kernels) await lane(k, null);
+    for (const k of kernels) await labSuite(k.series, k.subset, null);
   } else {
     // The first kernel's output as it comes; each other kernel's after it, in order, once all are done.
     const logs = kernels.map((k, i) => (i === 0 ? null : join(work, `lab-${k.series}.log`)));
     if (kernels.length > 1)
       console.log(`\n== lab suites on ${kernels.map((k) => k.series).join(', ')} at once, one L2 boot each`);
-    await Promise.all(kernels.map((k, i) => lane(k, logs[i])));
+    await Promise.all(kernels.map((k, i) => labSuite(k.series, k.subset, logs[i])));
     for (const [i, log] of logs.entries())
       if (log !== null) {
         console.log(`\n== lab suite on ${kernels[i].series}, run beside ${kernels[0].series}: its output`);
