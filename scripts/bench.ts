@@ -12,7 +12,16 @@ import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
-import { markdownTable, replaceSection, runNotes, summarize, svgChart, textTable, verdict } from './bench/report.js';
+import {
+  markdownTable,
+  precisionNote,
+  replaceSection,
+  runNotes,
+  summarize,
+  svgChart,
+  textTable,
+  verdict,
+} from './bench/report.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const positive = (v: string): number => {
@@ -21,13 +30,37 @@ const positive = (v: string): number => {
   return n;
 };
 
+const fraction = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError('a number from 0 to below 1');
+  return n;
+};
+/**
+ * The default: rounds until the throughput intervals are +-0.05 wide, at most 40: how many rounds
+ * that takes in this lab, and how long: docs/backends.md ("How many rounds?").
+ */
+const DEFAULT_PRECISION = 0.05;
+const DEFAULT_ROUNDS = 40;
+
 const o = new Command()
   .name('npm run bench --')
   .description(
     'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot), ' +
       'and live migration of the bridge and tap,vhost=on.',
   )
-  .option('--rounds <n>', 'interleaved rounds (A B C D, B C D A, ...)', positive, 3)
+  .option(
+    '--rounds <n>',
+    'the most interleaved rounds (A B C D, B C D A, ...); fewer if --precision is met first',
+    positive,
+    DEFAULT_ROUNDS,
+  )
+  .option(
+    '--precision <w>',
+    "stop once both TCP throughput ratios' (bridge / vhost=on) 95% intervals are at most +-w wide, after at " +
+      'least 5 rounds; 0 runs every round (docs/backends.md, "How many rounds?")',
+    fraction,
+    DEFAULT_PRECISION,
+  )
   .option('--seconds <n>', 'seconds per TCP throughput test', positive, 8)
   .option('--pings <n>', 'pings for the RTT percentiles', positive, 200)
   .option(
@@ -52,6 +85,7 @@ const o = new Command()
   .parse()
   .opts<{
     rounds: number;
+    precision: number;
     seconds: number;
     pings: number;
     configs: string;
@@ -67,8 +101,10 @@ if (bad.length) {
   console.error(`bench: unknown configuration ${bad.join(', ')} (one of ${CONFIGS.join(', ')})`);
   process.exit(2);
 }
-if (!configs.includes('bridge') || !configs.includes('vhost-on'))
-  console.warn('bench: without both bridge and vhost-on there is no ratio to report');
+const paired = configs.includes('bridge') && configs.includes('vhost-on');
+if (!paired) console.warn('bench: without both bridge and vhost-on there is no ratio to report');
+// The stopping rule reads the bridge / vhost=on intervals: without both, every round runs.
+const precision = paired ? o.precision : 0;
 for (const c of configs) {
   const p = pairOf(c);
   const other = p && (p.bridge === c ? p.reference : p.bridge);
@@ -107,11 +143,15 @@ function labRun(): { raw: RawResults; work: string } {
   const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
   // Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
   const migrating = o.migration ? configs.filter(migrates) : [];
+  const rounds =
+    precision > 0
+      ? `rounds until both TCP intervals are within +-${precision}, at most ${o.rounds},`
+      : `${o.rounds} round(s)`;
   const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
   console.log(
-    `== bench: ${o.rounds} round(s) of ${configs.join(', ')}` +
-      `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; about ` +
-      `${Math.round((budget / 60) * 0.6)} min`,
+    `== bench: ${rounds} of ${configs.join(', ')}` +
+      `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; ` +
+      `${precision > 0 ? 'at most ' : ''}about ${Math.round((budget / 60) * 0.6)} min`,
   );
   const t0 = Date.now();
   const lab = spawnSync(
@@ -131,6 +171,7 @@ function labRun(): { raw: RawResults; work: string } {
         ...process.env,
         LAB_XCHG_DIR: work,
         VB_BENCH_ROUNDS: String(o.rounds),
+        VB_BENCH_PRECISION: String(precision),
         VB_BENCH_SECONDS: String(o.seconds),
         VB_BENCH_PINGS: String(o.pings),
         VB_BENCH_CONFIGS: configs.join(','),
@@ -189,7 +230,7 @@ const md = [
   markdownTable(summary),
   '',
   ...v.lines.map((l) => `- ${l}`),
-  ...runNotes(summary).flatMap((l) => ['', l]),
+  ...[precisionNote(raw), ...runNotes(summary)].flatMap((l) => (l ? ['', l] : [])),
 ].join('\n');
 fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
 fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
@@ -211,7 +252,7 @@ console.log(textTable(summary));
 console.log('');
 for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
-for (const l of runNotes(summary)) console.log(`  ${l}`);
+for (const l of [precisionNote(raw), ...runNotes(summary)]) if (l) console.log(`  ${l}`);
 console.log(
   `\nwrote ${dir}/{raw,summary}.json, chart.svg, ${work ? 'logs/ ' : ''}and ` +
     `results/latest${suffix}.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,

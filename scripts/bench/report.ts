@@ -151,6 +151,48 @@ export const GOALS: readonly { key: MetricKey; band: GoalBand }[] = [
   { key: 'rttP50Ms', band: { max: 1.05 } },
 ];
 
+/**
+ * The figures the bench's round count is chosen for: the throughput ratios, whose 95% interval the
+ * bench goes on until it is at most +-`--precision` wide (docs/backends.md, "How many rounds?").
+ */
+export const PRECISION_KEYS: readonly MetricKey[] = ['tcpTxMbps', 'tcpRxMbps'];
+
+/**
+ * Half the width of `key`'s bridge / vhost=on interval ((high - low) / 2, the same bootstrap as the
+ * report's), or null below {@link MIN_PAIRS} same-round pairs, where an interval decides nothing.
+ */
+export function halfWidth(raw: RawResults, key: MetricKey): number | null {
+  const ci = pairedRatio(samePairs(raw, key));
+  return ci && ci.n >= MIN_PAIRS ? (ci.high - ci.low) / 2 : null;
+}
+
+/** Whether every {@link PRECISION_KEYS} interval is at most +-`within` wide: enough rounds have run. */
+export function preciseEnough(raw: RawResults, within: number): boolean {
+  return PRECISION_KEYS.every((k) => {
+    const w = halfWidth(raw, k);
+    return w !== null && w <= within;
+  });
+}
+
+/**
+ * The report's line on the round count: how many rounds ran and why the bench stopped (the
+ * throughput intervals narrow enough, or the most rounds asked with how wide they still were), or
+ * null for a run made without `--precision` (before 2026-12-01, or `--precision 0`).
+ */
+export function precisionNote(raw: RawResults): string | null {
+  const within = Number(raw.meta.precision ?? 0);
+  if (!(within > 0)) return null;
+  const widths = PRECISION_KEYS.map((k) => {
+    const w = halfWidth(raw, k);
+    return `${METRICS.find((m) => m.key === k)!.label} +-${w === null ? '?' : w.toFixed(3)}`;
+  }).join(', ');
+  const rounds = `${raw.meta.rounds} rounds`;
+  return preciseEnough(raw, within)
+    ? `Rounds: ${rounds}, stopped when both throughput intervals were within +-${within} (${widths}).`
+    : `Rounds: ${rounds} of at most ${raw.meta.roundsCap ?? raw.meta.rounds}; the throughput intervals are ` +
+        `NOT within +-${within} (${widths}): more rounds would narrow them (docs/backends.md, "How many rounds?").`;
+}
+
 /** What the interval says about a difference between the two; `subject` names the ratio's numerator. */
 function differenceText(ci: RatioInterval, subject = 'bridge'): string {
   if (ci.difference === 'too few rounds') return `too few rounds to tell (fewer than ${MIN_PAIRS})`;

@@ -20,10 +20,13 @@ import {
   type RawResults,
   type Run,
 } from '../bench/metrics.js';
+import { preciseEnough } from '../bench/report.js';
 import { configFacts, HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
 
+/** The most rounds; fewer if VB_BENCH_PRECISION is met first (scripts/bench.ts, `--precision`). */
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
+const PRECISION = Number(process.env.VB_BENCH_PRECISION ?? 0);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
 const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
 const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
@@ -175,7 +178,10 @@ async function main(): Promise<void> {
       iperf3: sh('iperf3', ['--version']).split('\n')[0],
       testpmd: CHOSEN.includes('dpdk') ? sh('dpkg-query', ['-W', '-f=$' + '{Version}', 'dpdk-dev']) : '-',
       node: process.version,
-      rounds: ROUNDS,
+      // The rounds that ran (updated after each); roundsCap is the most that were asked for.
+      rounds: 0,
+      roundsCap: ROUNDS,
+      precision: PRECISION,
       seconds: SECONDS,
       pings: PINGS,
       guest:
@@ -239,6 +245,15 @@ async function main(): Promise<void> {
       }
       raw.runs.push(run);
       write();
+    }
+    raw.meta.rounds = round;
+    write();
+    // Enough rounds once both throughput ratios' intervals are narrow enough (docs/backends.md, "How
+    // many rounds?"); the rule reads only the intervals' width, never the ratio, so it cannot pick a result.
+    if (PRECISION > 0 && preciseEnough(raw, PRECISION)) {
+      where = '';
+      say(`both throughput intervals within +-${PRECISION} after ${round} rounds: enough`);
+      break;
     }
   }
   where = '';

@@ -1,6 +1,16 @@
 import { expect } from 'chai';
 import { quantile, type RawResults, type Run } from '../../scripts/bench/metrics.js';
-import { markdownTable, replaceSection, summarize, svgChart, textTable, verdict } from '../../scripts/bench/report.js';
+import {
+  halfWidth,
+  markdownTable,
+  preciseEnough,
+  precisionNote,
+  replaceSection,
+  summarize,
+  svgChart,
+  textTable,
+  verdict,
+} from '../../scripts/bench/report.js';
 
 function run(config: Run['config'], round: number, metrics: Run['metrics'], error?: string): Run {
   return {
@@ -137,6 +147,46 @@ describe('bench report', () => {
     const md = markdownTable(s);
     expect(md).to.include('| context switches per packet (UDP 64 B, L2-wide, lower is better) | 1.55 [1.50-1.60] |');
     expect(md).to.include('| L3 exits per packet (UDP 64 B, kvm_exit, lower is better) |');
+  });
+
+  it('the stopping rule: enough rounds once both throughput intervals are within +-w, never below 5 rounds', () => {
+    // Rounds whose ratios are 1 +- a spread: steady ones give a narrow interval, wild ones a wide one.
+    const rounds = (spread: number, n: number, meta: RawResults['meta'] = {}): RawResults => ({
+      meta: { rounds: n, roundsCap: 40, precision: 0.05, ...meta },
+      runs: Array.from({ length: n }, (_, i) => {
+        const r = 1 + (i % 2 ? spread : -spread);
+        return [
+          run('bridge', i + 1, { tcpTxMbps: 100 * r, tcpRxMbps: 200 * r }),
+          run('vhost-on', i + 1, { tcpTxMbps: 100, tcpRxMbps: 200 }),
+        ];
+      }).flat(),
+    });
+    // Four steady rounds decide nothing (MIN_PAIRS), however narrow.
+    expect(halfWidth(rounds(0.01, 4), 'tcpTxMbps')).to.equal(null);
+    expect(preciseEnough(rounds(0.01, 4), 0.05)).to.equal(false);
+    expect(halfWidth(rounds(0.01, 6), 'tcpTxMbps')).to.be.lessThan(0.02);
+    expect(preciseEnough(rounds(0.01, 6), 0.05)).to.equal(true);
+    // A +-30% spread over 6 rounds is far from +-0.05; the same spread over many rounds narrows.
+    const wide = halfWidth(rounds(0.3, 6), 'tcpTxMbps')!;
+    expect(wide).to.be.greaterThan(0.1);
+    expect(preciseEnough(rounds(0.3, 6), 0.05)).to.equal(false);
+    expect(halfWidth(rounds(0.3, 200), 'tcpTxMbps')!).to.be.lessThan(wide / 4);
+    // Both figures must be narrow: a wild host -> guest keeps it going.
+    const mixed = rounds(0.01, 8);
+    for (const r of mixed.runs) if (r.config === 'bridge') r.metrics.tcpRxMbps = r.round % 2 ? 300 : 100;
+    expect(preciseEnough(mixed, 0.05)).to.equal(false);
+    // What the report says of it.
+    expect(precisionNote(rounds(0.01, 6))).to.match(
+      new RegExp(
+        '^Rounds: 6 rounds, stopped when both throughput intervals were within \\+-0.05 ' +
+          '\\(TCP guest -> host \\+-0.0\\d\\d, TCP host -> guest \\+-0.0\\d\\d\\)\\.$',
+      ),
+    );
+    expect(precisionNote(rounds(0.3, 6))).to.match(
+      /^Rounds: 6 rounds of at most 40; the throughput intervals are NOT within \+-0.05 \(TCP guest -> host \+-0\.\d+/,
+    );
+    expect(precisionNote(rounds(0.3, 6, { precision: 0 }))).to.equal(null);
+    expect(precisionNote(raw)).to.equal(null); // a run from before the rule
   });
 
   it('tables name every configuration and figure', () => {
