@@ -166,12 +166,17 @@ export function halfWidth(raw: RawResults, key: MetricKey): number | null {
   return ci && ci.n >= MIN_PAIRS ? (ci.high - ci.low) / 2 : null;
 }
 
+/** Each {@link PRECISION_KEYS} figure's half-width, in that order (each a bootstrap: computed once). */
+function precisionWidths(raw: RawResults): (number | null)[] {
+  return PRECISION_KEYS.map((k) => halfWidth(raw, k));
+}
+
+const narrowEnough = (widths: readonly (number | null)[], within: number): boolean =>
+  widths.every((w) => w !== null && w <= within);
+
 /** Whether every {@link PRECISION_KEYS} interval is at most +-`within` wide: enough rounds have run. */
 export function preciseEnough(raw: RawResults, within: number): boolean {
-  return PRECISION_KEYS.every((k) => {
-    const w = halfWidth(raw, k);
-    return w !== null && w <= within;
-  });
+  return narrowEnough(precisionWidths(raw), within);
 }
 
 /**
@@ -182,12 +187,12 @@ export function preciseEnough(raw: RawResults, within: number): boolean {
 export function precisionNote(raw: RawResults): string | null {
   const within = Number(raw.meta.precision ?? 0);
   if (!(within > 0)) return null;
-  const widths = PRECISION_KEYS.map((k) => {
-    const w = halfWidth(raw, k);
-    return `${METRICS.find((m) => m.key === k)!.label} +-${w === null ? '?' : w.toFixed(3)}`;
-  }).join(', ');
+  const halves = precisionWidths(raw);
+  const widths = PRECISION_KEYS.map(
+    (k, i) => `${METRICS.find((m) => m.key === k)!.label} +-${halves[i] === null ? '?' : halves[i]!.toFixed(3)}`,
+  ).join(', ');
   const rounds = `${raw.meta.rounds} rounds`;
-  return preciseEnough(raw, within)
+  return narrowEnough(halves, within)
     ? `Rounds: ${rounds}, stopped when both throughput intervals were within +-${within} (${widths}).`
     : `Rounds: ${rounds} of at most ${raw.meta.roundsCap ?? raw.meta.rounds}; the throughput intervals are ` +
         `NOT within +-${within} (${widths}): more rounds would narrow them (docs/backends.md, "How many rounds?").`;

@@ -246,17 +246,16 @@ async function main(): Promise<void> {
       raw.runs.push(run);
       write();
     }
+    where = '';
     raw.meta.rounds = round;
     write();
     // Enough rounds once both throughput ratios' intervals are narrow enough (docs/backends.md, "How
     // many rounds?"); the rule reads only the intervals' width, never the ratio, so it cannot pick a result.
     if (PRECISION > 0 && preciseEnough(raw, PRECISION)) {
-      where = '';
       say(`both throughput intervals within +-${PRECISION} after ${round} rounds: enough`);
       break;
     }
   }
-  where = '';
   say(`all runs done; raw results in ${OUT}`);
 }
 
