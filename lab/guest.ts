@@ -222,6 +222,8 @@ export interface IperfResult {
    * sends)
    */
   countedAt: 'receiver' | 'sender';
+  /** the L2 server's rate in each second of the test, Mbit/s (how steady the transfer was) */
+  perSecondMbps: number[];
   /** TCP sender retransmits (reverse only: the server is the sender) */
   retransmits?: number;
   /** UDP: datagrams, and the receiver's loss (reverse UDP: from the guest client's summary) */
@@ -282,12 +284,24 @@ const words = (v: string | undefined): string[] => (v ?? '').split(/\s+/).filter
 /**
  * The L3 settings every lab guest (tests, demo, bench) runs with under nested KVM: the -cpu model
  * and extra kernel arguments. docs/lab.md ("Guest faults") says how they were chosen: by fault
- * counts of `npm run lab:stress`. LAB_L3_CPU and LAB_L3_APPEND replace them for an experiment.
+ * counts of `npm run lab:stress`. LAB_L3_CPU, LAB_L3_APPEND and LAB_L3_L2CPUS replace them for an experiment.
  */
-export const L3_DEFAULTS: { readonly cpu: string; readonly append: readonly string[] } = {
+export const L3_DEFAULTS: L3Settings = {
   cpu: process.env.LAB_L3_CPU ?? 'host',
   append: words(process.env.LAB_L3_APPEND),
+  l2Cpus: process.env.LAB_L3_L2CPUS || null,
 };
+
+interface L3Settings {
+  readonly cpu: string;
+  readonly append: readonly string[];
+  /**
+   * L2's CPUs (a taskset list) the guests' QEMUs run on; null: any. LAB_L3_L2CPUS: an experiment of
+   * the soak's (docs/soak.md, "2026-12-02"), and the bench's `--pin` (docs/backends.md, "Why single
+   * tests collapse").
+   */
+  readonly l2Cpus: string | null;
+}
 
 export class Guest {
   readonly name: string;
@@ -477,7 +491,12 @@ export class Guest {
   private start(attempt: number): void {
     const hang = attempt <= (this.opts.simulateHangAttempts ?? 0);
     const args = this.opts.console?.args ?? this.qemuArgs(hang);
-    const bin = this.opts.console?.command ?? this.opts.qemuBinary ?? 'qemu-system-x86_64';
+    let bin = this.opts.console?.command ?? this.opts.qemuBinary ?? 'qemu-system-x86_64';
+    // taskset execs QEMU, so the pid is QEMU's and every thread it starts inherits the CPU list.
+    if (L3_DEFAULTS.l2Cpus && !this.opts.console) {
+      args.unshift('-c', L3_DEFAULTS.l2Cpus, bin);
+      bin = 'taskset';
+    }
     this.record(`[harness] boot attempt ${attempt}${hang ? ' (simulated hang)' : ''}: ${bin} ${args.join(' ')}`);
     this.exitInfo = null;
     this.backendMissing = null;
@@ -900,6 +919,7 @@ export class Guest {
         bitsPerSecond: s.bits_per_second,
         seconds: s.seconds,
         countedAt: o.reverse ? 'sender' : 'receiver',
+        perSecondMbps: (j.intervals ?? []).map((i) => Math.round((i.sum?.bits_per_second ?? 0) / 1e5) / 10),
       };
       if (!o.udp) {
         if (o.reverse && s.retransmits !== undefined) r.retransmits = s.retransmits;
@@ -1029,6 +1049,8 @@ interface IperfSum {
 }
 interface IperfJson {
   error?: string;
+  /** the server's report of each interval (a second by default) */
+  intervals?: { sum?: { bits_per_second?: number } }[];
   end?: { sum_sent?: IperfSum; sum_received?: IperfSum };
 }
 

@@ -13,6 +13,8 @@ import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
 import {
+  DEFAULT_PRECISION,
+  DEFAULT_ROUNDS,
   markdownTable,
   precisionNote,
   replaceSection,
@@ -35,12 +37,6 @@ const fraction = (v: string): number => {
   if (!Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError('a number from 0 to below 1');
   return n;
 };
-/**
- * The default: rounds until the throughput intervals are +-0.05 wide, at most 40: how many rounds
- * that takes in this lab, and how long: docs/backends.md ("How many rounds?").
- */
-const DEFAULT_PRECISION = 0.05;
-const DEFAULT_ROUNDS = 40;
 
 const o = new Command()
   .name('npm run bench --')
@@ -75,6 +71,22 @@ const o = new Command()
     'leave out the live migration runs (bridge and vhost-on each migrate the guest A -> B -> A once per round), ' +
       'e.g. npm run bench -- --no-migration --configs bridge,vhost-on',
   )
+  .option(
+    '--pin',
+    "a fixed CPU layout in L2 for every run: the guest's QEMU on L2's CPU 1; iperf3 and ping in L2, the bridge " +
+      'and the vhost workers on CPU 0 (docs/backends.md, "Why single tests collapse")',
+  )
+  .option(
+    '--min-tso-segs <n>',
+    "the guest's net.ipv4.tcp_min_tso_segs in the TCP tests, 0 for the kernel's (docs/backends.md, " +
+      '"Why single tests collapse")',
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 255) throw new InvalidArgumentError('an integer from 0 to 255');
+      return n;
+    },
+    0,
+  )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .option(
@@ -90,6 +102,8 @@ const o = new Command()
     pings: number;
     configs: string;
     migration: boolean;
+    pin?: boolean;
+    minTsoSegs: number;
     readme: boolean;
     kernel: string;
     fromRaw?: string;
@@ -177,6 +191,8 @@ function labRun(): { raw: RawResults; work: string } {
         VB_BENCH_CONFIGS: configs.join(','),
         VB_BENCH_MIGRATION: migrating.length ? '1' : '0',
         VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
+        ...(o.pin ? { VB_BENCH_HOST_CPUS: '0', LAB_L3_L2CPUS: '1' } : {}),
+        VB_BENCH_MIN_TSO_SEGS: String(o.minTsoSegs),
         LAB_KERNEL: o.kernel,
       },
     },
@@ -220,7 +236,9 @@ fs.writeFileSync(join(dir, 'chart.svg'), svg);
 const md = [
   `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ` +
     `${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings` +
-    `${raw.meta.migration && raw.meta.migration !== '-' ? `; live migration of ${raw.meta.migration}` : ''}.`,
+    `${raw.meta.migration && raw.meta.migration !== '-' ? `; live migration of ${raw.meta.migration}` : ''}` +
+    `${raw.meta.pinning && raw.meta.pinning !== '-' ? `; pinned: ${raw.meta.pinning}` : ''}` +
+    `${typeof raw.meta.guestMinTsoSegs === 'number' ? `; guest tcp_min_tso_segs ${raw.meta.guestMinTsoSegs}` : ''}.`,
   `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ` +
     `${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ` +
     `${raw.meta.node}.`,

@@ -88,7 +88,16 @@ Examples:
 
 const seed = o.seed ?? freshSeed();
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
-console.log(`== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s)${o.onePort ? ' + 1 one-port' : ''}`);
+/** The lab's tuning variables set for this run (they reach L2: docs/lab.md), for the report. */
+const labSettings =
+  Object.entries(process.env)
+    .filter(([k]) => /^LAB_L[23]_/.test(k))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ') || 'the lab defaults';
+console.log(
+  `== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s)${o.onePort ? ' + 1 one-port' : ''}; ` +
+    labSettings,
+);
 
 /**
  * No file of a part's exchange directory changed for this long (guests' consoles, the daemon's log,
@@ -269,11 +278,11 @@ const partLines = r.parts.map(
 const dir = resolve(o.out);
 fs.mkdirSync(dir, { recursive: true });
 const base = join(dir, `${new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-')}-seed${r.seed}`);
-fs.writeFileSync(`${base}.json`, JSON.stringify(r, null, 1));
+fs.writeFileSync(`${base}.json`, JSON.stringify({ ...r, labSettings }, null, 1));
 fs.writeFileSync(`${base}.svg`, svgChart(r.samples, title));
 fs.writeFileSync(
   `${base}.md`,
-  `${title}\n\n${markdownTable(rows)}\n\nL2 boots:\n${partLines.join('\n')}\n\n` +
+  `${title}\n\n${markdownTable(rows)}\n\nLab: ${labSettings}. L2 boots:\n${partLines.join('\n')}\n\n` +
     `failures: ${failed.length ? `\n- ${failed.join('\n- ')}` : 'none'}\n`,
 );
 console.log(`\n${textTable(rows)}\n`);

@@ -203,6 +203,13 @@ export interface Run {
   retriedAfter?: string;
   /** A migration run's hops, each as measured (its metrics are their medians). */
   hops?: MigrationHop[];
+  /** The TCP tests' rate in each second (iperf3's intervals in L2), Mbit/s: how steady each test was. */
+  perSecond?: { tcpTxMbps?: number[]; tcpRxMbps?: number[] };
+  /**
+   * Mean bytes per frame the guest sent in the TCP guest -> host test (the host interface's RX
+   * bytes / packets: TSO frames as the guest built them), for docs/backends.md "Why single tests collapse".
+   */
+  txFrameBytes?: number;
 }
 
 /** What the lab run writes (raw), and the report reads. */

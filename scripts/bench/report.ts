@@ -158,6 +158,14 @@ export const GOALS: readonly { key: MetricKey; band: GoalBand }[] = [
 export const PRECISION_KEYS: readonly MetricKey[] = ['tcpTxMbps', 'tcpRxMbps'];
 
 /**
+ * The bench's defaults (`npm run bench`, and its runner in the lab when started without them): rounds
+ * until the throughput intervals are +-0.05 wide, at most 40; how many that takes in this lab, and how
+ * long: docs/backends.md ("How many rounds?").
+ */
+export const DEFAULT_PRECISION = 0.05;
+export const DEFAULT_ROUNDS = 40;
+
+/**
  * Half the width of `key`'s bridge / vhost=on interval ((high - low) / 2, the same bootstrap as the
  * report's), or null below {@link MIN_PAIRS} same-round pairs, where an interval decides nothing.
  */

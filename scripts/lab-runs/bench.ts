@@ -20,17 +20,35 @@ import {
   type RawResults,
   type Run,
 } from '../bench/metrics.js';
-import { preciseEnough } from '../bench/report.js';
+import { DEFAULT_PRECISION, DEFAULT_ROUNDS, preciseEnough } from '../bench/report.js';
 import { configFacts, HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
+import { L3_DEFAULTS } from '../../lab/guest.js';
 
 /** The most rounds; fewer if VB_BENCH_PRECISION is met first (scripts/bench.ts, `--precision`). */
-const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? 3);
-const PRECISION = Number(process.env.VB_BENCH_PRECISION ?? 0);
+const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? DEFAULT_ROUNDS);
+const PRECISION = Number(process.env.VB_BENCH_PRECISION ?? DEFAULT_PRECISION);
 const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
 const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
 const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
 const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
+/**
+ * `--pin`: L2's CPUs for everything but the guest (this runner and what it starts: iperf3's end in
+ * L2, ping, the bridge; and every vhost worker), while the guest's QEMU runs on LAB_L3_L2CPUS
+ * (lab/guest.ts). A fixed layout in both configurations, so the scheduler's placement of the three
+ * busy threads of a transfer (the guest's vCPU, the vhost worker, iperf3 in L2) on L2's two CPUs
+ * cannot differ between runs. Tried on 2026-12-02: it is not what spreads them (docs/backends.md,
+ * "Why single tests collapse"). Empty: no pinning.
+ */
+const HOST_CPUS = process.env.VB_BENCH_HOST_CPUS ?? '';
+/**
+ * `--min-tso-segs N`: the guest's net.ipv4.tcp_min_tso_segs for the TCP tests (0: the kernel's, 2).
+ * The guest sizes its TSO frames from its pacing rate (about a millisecond's worth), and under TCG a
+ * transfer that starts slow sends small frames, each costing the vhost worker as much as a large one:
+ * it stays slow (docs/backends.md, "Why single tests collapse"). A floor holds frames to the size a
+ * real host's rate gives them.
+ */
+const MIN_TSO_SEGS = Number(process.env.VB_BENCH_MIN_TSO_SEGS ?? 0);
 const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
 
 const t0 = Date.now();
@@ -116,7 +134,14 @@ function zcopytx(): string {
   }
 }
 
-async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
+/** Puts every vhost worker of `owner` on HOST_CPUS (a kernel thread up to 6.4, a thread of the owner after). */
+function pinWorkers(owner: number): void {
+  const workers = vhostWorkers(owner);
+  for (const w of workers) execFileSync('taskset', ['-p', '-c', HOST_CPUS, String(w.pid)], { stdio: 'ignore' });
+  say(`pinned: guest on L2 CPU ${L3_DEFAULTS.l2Cpus}; ${workers.length} vhost worker(s) and L2's end on ${HOST_CPUS}`);
+}
+
+async function measure(config: BenchConfig, ctx: RunContext, run: Run): Promise<Metrics> {
   const g = ctx.guest;
   const want = configFacts(config).zcopytx;
   if (want !== null) {
@@ -132,13 +157,30 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
   // The vhost workers of whoever owns /dev/vhost-net (the bridge, or QEMU for tap,vhost=on); none
   // for tap,vhost=off and testpmd. Over the guest -> host test: the transmit path zero-copy changes.
   const owner = ctx.bridge?.pid ?? g.pid;
+  if (HOST_CPUS) pinWorkers(owner);
+  if (MIN_TSO_SEGS) {
+    const r = await g.exec(
+      `echo ${MIN_TSO_SEGS} > /proc/sys/net/ipv4/tcp_min_tso_segs && cat /proc/sys/net/ipv4/tcp_min_tso_segs`,
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    if (r.rc !== 0 || r.output.trim() !== String(MIN_TSO_SEGS))
+      throw new Error(`the guest's tcp_min_tso_segs is not ${MIN_TSO_SEGS}: ${r.output.trim()}`);
+  }
   const workers0 = vhostWorkers(owner);
   say(`TCP guest -> host, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
-  m.tcpTxMbps = (await g.iperf3({ seconds: SECONDS, parallel })).bitsPerSecond / 1e6;
+  const frames0 = [hostIfCounter(ctx.hostIf, 'rx_bytes'), hostIfCounter(ctx.hostIf, 'rx_packets')];
+  const tx = await g.iperf3({ seconds: SECONDS, parallel });
+  const frames = hostIfCounter(ctx.hostIf, 'rx_packets') - frames0[1];
+  if (frames > 0) run.txFrameBytes = Math.round((hostIfCounter(ctx.hostIf, 'rx_bytes') - frames0[0]) / frames);
+  m.tcpTxMbps = tx.bitsPerSecond / 1e6;
   const workers1 = vhostWorkers(owner);
   if (workers1.length) m.workerCpuS = workerTicksBetween(workers0, workers1) / CLK_TCK;
   say(`TCP host -> guest, ${SECONDS} s${parallel ? `, ${parallel} streams` : ''}`);
-  m.tcpRxMbps = (await g.iperf3({ seconds: SECONDS, reverse: true, parallel })).bitsPerSecond / 1e6;
+  const rx = await g.iperf3({ seconds: SECONDS, reverse: true, parallel });
+  m.tcpRxMbps = rx.bitsPerSecond / 1e6;
+  run.perSecond = { tcpTxMbps: tx.perSecondMbps, tcpRxMbps: rx.perSecondMbps };
   if (helper && before !== null) {
     m.cpuS = (ownCpuTicks(helper) - before) / CLK_TCK;
     m.rssMiB = peakRssKiB(helper) / 1024;
@@ -170,6 +212,11 @@ async function measure(config: BenchConfig, ctx: RunContext): Promise<Metrics> {
 }
 
 async function main(): Promise<void> {
+  if (HOST_CPUS) {
+    if (!L3_DEFAULTS.l2Cpus) throw new Error('VB_BENCH_HOST_CPUS without LAB_L3_L2CPUS: the guest would not be pinned');
+    // Every thread of this process; what it starts from now on inherits the list.
+    execFileSync('taskset', ['-a', '-p', '-c', HOST_CPUS, String(process.pid)], { stdio: 'ignore' });
+  }
   const raw: RawResults = {
     meta: {
       date: new Date().toISOString(),
@@ -191,6 +238,10 @@ async function main(): Promise<void> {
       // The module's default, which every run that reloads it restores (lab/configs.ts).
       zcopytx: zcopytx(),
       migration: MIGRATING.length ? `${MIGRATING.join(',')}: ${HOPS_PER_RUN} hops per round (A -> B -> A)` : '-',
+      guestMinTsoSegs: MIN_TSO_SEGS || 'kernel default',
+      pinning: HOST_CPUS
+        ? `guest QEMU on L2 CPU ${L3_DEFAULTS.l2Cpus}; iperf3/ping in L2, the bridge, vhost workers on ${HOST_CPUS}`
+        : '-',
     },
     runs: [],
   };
@@ -234,7 +285,7 @@ async function main(): Promise<void> {
             { tag: `bench-${config}-${round}` },
             async (ctx) => {
               run.bootRetries = ctx.guest.bootRetries;
-              return measure(config, ctx);
+              return measure(config, ctx, run);
             },
             onRetry,
           );

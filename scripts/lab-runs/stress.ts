@@ -117,7 +117,7 @@ function meta(): Record<string, unknown> {
     minutes: MINUTES,
     net: NET,
     seconds: SECONDS,
-    l3: { cpu: L3_DEFAULTS.cpu, append: L3_DEFAULTS.append.join(' ') },
+    l3: { cpu: L3_DEFAULTS.cpu, append: L3_DEFAULTS.append.join(' '), l2Cpus: L3_DEFAULTS.l2Cpus },
     l2: {
       kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
       cpus: fs
