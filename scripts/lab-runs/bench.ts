@@ -44,9 +44,10 @@ const HOST_CPUS = process.env.VB_BENCH_HOST_CPUS ?? '';
 /**
  * `--min-tso-segs N`: the guest's net.ipv4.tcp_min_tso_segs for the TCP tests (0: the kernel's, 2).
  * The guest sizes its TSO frames from its pacing rate (about a millisecond's worth), and under TCG a
- * transfer that starts slow sends small frames, each costing the vhost worker as much as a large one:
- * it stays slow (docs/backends.md, "Why single tests collapse"). A floor holds frames to the size a
- * real host's rate gives them.
+ * transfer that starts slow could send small frames, each costing the vhost worker about as much as a
+ * large one, and stay slow; a floor holds frames to the size a real host's rate gives them. Tried on
+ * 2026-12-02: frames held at ~60 KB in most runs, and the spread stayed (docs/backends.md, "Why single
+ * tests collapse").
  */
 const MIN_TSO_SEGS = Number(process.env.VB_BENCH_MIN_TSO_SEGS ?? 0);
 const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
