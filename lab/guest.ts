@@ -292,6 +292,18 @@ export const L3_DEFAULTS: L3Settings = {
   l2Cpus: process.env.LAB_L3_L2CPUS || null,
 };
 
+/**
+ * The lab's tuning variables set in this environment, `NAME=value ...` (LAB_L2_* for scripts/lab/run,
+ * LAB_L3_* for L3_DEFAULTS; docs/lab.md), or null when none is: what a stress or soak run records
+ * about the lab it ran in.
+ */
+export function labTuning(env: NodeJS.ProcessEnv = process.env): string | null {
+  const set = Object.keys(env)
+    .filter((k) => /^LAB_L[23]_/.test(k) && env[k])
+    .sort();
+  return set.length ? set.map((k) => `${k}=${env[k]}`).join(' ') : null;
+}
+
 interface L3Settings {
   readonly cpu: string;
   readonly append: readonly string[];

@@ -26,6 +26,7 @@ import {
   svgChart,
   textTable,
 } from '../lab/soak/report.js';
+import { labTuning } from '../lab/guest.js';
 import { freshSeed } from '../lab/soak/rng.js';
 import { EVENT_KINDS, emptyResult, parseKinds, type SoakResult } from '../lab/soak/soak.js';
 
@@ -88,12 +89,7 @@ Examples:
 
 const seed = o.seed ?? freshSeed();
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-soak-'));
-/** The lab's tuning variables set for this run (they reach L2: docs/lab.md), for the report. */
-const labSettings =
-  Object.entries(process.env)
-    .filter(([k]) => /^LAB_L[23]_/.test(k))
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ') || 'the lab defaults';
+const labSettings = labTuning() ?? 'the lab defaults';
 console.log(
   `== soak: seed ${seed}, ${o.minutes} min, ${o.guests} daemon guest(s)${o.onePort ? ' + 1 one-port' : ''}; ` +
     labSettings,

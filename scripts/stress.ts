@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { labTuning } from '../lab/guest.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const positive = (v: string): number => {
@@ -43,11 +44,7 @@ Example:
   .opts<{ minutes: number; guests: number; net: string; label: string }>();
 
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-stress-'));
-const settings =
-  ['LAB_L3_CPU', 'LAB_L3_APPEND', 'LAB_L2_QEMU', 'LAB_L2_ACCEL', 'LAB_L2_CPU', 'LAB_L2_APPEND', 'LAB_L2_SMP']
-    .filter((k) => process.env[k])
-    .map((k) => `${k}=${process.env[k]}`)
-    .join(' ') || '(defaults)';
+const settings = labTuning() ?? '(defaults)';
 console.log(`== lab:stress '${o.label}': ${o.guests} guest(s), ${o.minutes} min, ${o.net}; ${settings}`);
 const lab = spawnSync(
   'scripts/lab/run',
