@@ -7,8 +7,12 @@ import type { EventKind, EventRecord, Sample, SoakResult } from './soak.js';
 export interface KindRow {
   kind: EventKind;
   count: number;
-  /** worst recovery of the kind's targets, ms (null: nothing to recover) */
+  /** worst recovery of the kind's targets, ms, over the events the lab faulted no guest in (null:
+   *  nothing to recover); the bridge's figure, held to 10 s (docs/soak.md, "What is checked") */
   worstRecoveryMs: number | null;
+  /** worst recovery over the events it did fault a guest in: the lab's reboot of that guest, not
+   *  charged to the bridge, shown apart so that the column above means one thing */
+  faultRecoveryMs: number | null;
   bystanderLost: number;
   bystanderSent: number;
   bystanderUdpLost: number;
@@ -26,6 +30,7 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
       kind: e.kind,
       count: 0,
       worstRecoveryMs: null,
+      faultRecoveryMs: null,
       bystanderLost: 0,
       bystanderSent: 0,
       bystanderUdpLost: 0,
@@ -36,7 +41,8 @@ export function byKind(events: readonly EventRecord[]): KindRow[] {
       failed: 0,
     };
     r.count++;
-    if (e.recoveryMs !== null) r.worstRecoveryMs = Math.max(r.worstRecoveryMs ?? 0, e.recoveryMs);
+    if (e.recoveryMs !== null && !e.guestFault) r.worstRecoveryMs = Math.max(r.worstRecoveryMs ?? 0, e.recoveryMs);
+    if (e.recoveryMs !== null && e.guestFault) r.faultRecoveryMs = Math.max(r.faultRecoveryMs ?? 0, e.recoveryMs);
     r.bystanderLost += e.bystanderLost;
     r.bystanderSent += e.bystanderSent;
     r.bystanderUdpLost += e.bystanderUdpLost;
@@ -98,11 +104,18 @@ const HEAD = [
   'failed',
 ];
 
+const seconds = (ms: number | null): string => (ms === null ? '-' : (ms / 1000).toFixed(1));
+
 function cells(k: KindRow): string[] {
+  // A slower recovery in a lab fault is shown beside the bridge's own, never mixed into it.
+  const inFault =
+    k.faultRecoveryMs !== null && k.faultRecoveryMs > (k.worstRecoveryMs ?? -1)
+      ? ` (${seconds(k.faultRecoveryMs)} in a lab fault)`
+      : '';
   return [
     k.kind,
     String(k.count),
-    k.worstRecoveryMs === null ? '-' : (k.worstRecoveryMs / 1000).toFixed(1),
+    `${seconds(k.worstRecoveryMs)}${inFault}`,
     `${k.bystanderLost} / ${k.bystanderSent}`,
     `${k.bystanderUdpLost} / ${k.bystanderUdpSent}`,
     `${k.transfers} / ${k.transfersBad}`,

@@ -157,6 +157,26 @@ describe('soak: the report', () => {
     expect(markdownTable(rows)).to.contain('| ctl-reset | 2 | 3.4 | 1 / 80 | 0 / 200 | 3 / 0 | 0 | 1 |');
   });
 
+  it("keeps a recovery slowed by the lab's guest fault out of the bridge's worst, and shows it apart", () => {
+    const fault = 'g0: the guest reset itself';
+    const rows = byKind([
+      ev({ recoveryMs: 2400 }),
+      ev({ i: 2, recoveryMs: 12_800, guestFault: fault }),
+      ev({ i: 3, kind: 'link-flap', recoveryMs: 900, guestFault: fault }),
+      ev({ i: 4, kind: 'link-flap', recoveryMs: 1500 }),
+      ev({ i: 5, kind: 'qemu-kill', recoveryMs: 30_000, guestFault: fault }),
+    ]);
+    expect(rows.map((r) => [r.kind, r.worstRecoveryMs, r.faultRecoveryMs, r.guestFaults])).to.deep.equal([
+      ['ctl-reset', 2400, 12_800, 1],
+      ['link-flap', 1500, 900, 1],
+      ['qemu-kill', null, 30_000, 1],
+    ]);
+    const md = markdownTable(rows);
+    expect(md).to.contain('| ctl-reset | 2 | 2.4 (12.8 in a lab fault) |');
+    expect(md).to.contain('| link-flap | 2 | 1.5 |');
+    expect(md).to.contain('| qemu-kill | 1 | - (30.0 in a lab fault) |');
+  });
+
   it('lists every failure with its event, and charts fds and RSS', () => {
     const samples: Sample[] = [
       { t: 0, pid: 9, fds: 30, rssKiB: 60_000 },
