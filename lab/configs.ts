@@ -276,3 +276,83 @@ export async function withConfigRetried<T>(
     { onRetry },
   );
 }
+
+/** One datapath of {@link withSameGuest}: where its packets arrive in L2 and the L2 address to test against. */
+export interface SameGuestPath {
+  /** L2's interface (the tap) */
+  hostIf: string;
+  /** L2's address on it; the guest's is .2 of the same /24 */
+  peer: string;
+  /** ms from QEMU start to the first reply over this NIC */
+  firstPingMs: number;
+}
+
+export interface SameGuestContext {
+  guest: Guest;
+  bridge: BridgeProcess;
+  paths: { bridge: SameGuestPath; 'vhost-on': SameGuestPath };
+}
+
+/**
+ * The bridge and QEMU's tap,vhost=on in ONE guest boot, each on its own NIC, tap and subnet
+ * (docs/backends.md, "The same guest on both datapaths"): the bench's tests can then alternate
+ * between them within seconds, so that both sides of a ratio see the same boot and the same lab
+ * speed. `bridgeFirst`: the bridge's NIC is the guest's first PCI device (eth0), else the second;
+ * the bench alternates it between boots so that neither datapath always has the first slot.
+ */
+export async function withSameGuest<T>(
+  o: ConfigOptions & { bridgeFirst: boolean },
+  use: (ctx: SameGuestContext) => Promise<T>,
+): Promise<T> {
+  const taps = { bridge: 'vbbench0', 'vhost-on': 'vbbench1' } as const;
+  const nets = { bridge: '10.0.3', 'vhost-on': '10.0.5' } as const;
+  const macs = { bridge: '52:54:00:5b:0c:01', 'vhost-on': '52:54:00:5b:0c:02' } as const;
+  const sock = `/tmp/vb-${o.tag}.sock`;
+  let bridge: BridgeProcess | undefined;
+  let guest: Guest | undefined;
+  try {
+    for (const k of ['bridge', 'vhost-on'] as const) hostTap(taps[k], { ip: `${nets[k]}.1/24` });
+    bridge = await BridgeProcess.start({ name: o.tag, args: ['--socket-path', sock, '--tap', taps.bridge] });
+    const first = o.bridgeFirst ? 'bridge' : 'vhost-on';
+    const second = o.bridgeFirst ? 'vhost-on' : 'bridge';
+    const sizes = `rx_queue_size=${QUEUE_SIZE},tx_queue_size=${QUEUE_SIZE}`;
+    const bridgeNet: GuestNet = { kind: 'vhost-user', socketPath: sock };
+    const tapNet: GuestNet = { kind: 'tap', ifname: taps['vhost-on'], vhost: true };
+    // The second NIC, as Guest.boot writes the first (lab/guest.ts qemuArgs), with id n1.
+    const extra =
+      second === 'bridge'
+        ? ['-chardev', `socket,id=vu1,path=${sock}`, '-netdev', 'vhost-user,id=n1,chardev=vu1']
+        : ['-netdev', `tap,id=n1,ifname=${taps['vhost-on']},script=no,downscript=no,vhost=on`];
+    extra.push('-device', `virtio-net-pci,netdev=n1,mac=${macs[second]},${sizes}`);
+    guest = await Guest.boot({
+      name: o.tag,
+      net: first === 'bridge' ? bridgeNet : tapNet,
+      mac: macs[first],
+      ip: `${nets[first]}.2/24`,
+      peer: `${nets[first]}.1`,
+      queueSize: QUEUE_SIZE,
+      extraQemuArgs: extra,
+      logFile: `${xchg()}/guest-${o.tag}.log`,
+      log: o.log,
+    });
+    const g = guest;
+    // The guest's init configures only its first NIC: the second by its MAC.
+    const r = await g.exec(
+      `for i in /sys/class/net/*; do [ "$(cat $i/address)" = ${macs[second]} ] && n=\${i##*/}; done; ` +
+        `ip addr add ${nets[second]}.2/24 dev $n && ip link set $n up && echo $n`,
+      { timeoutMs: 20_000 },
+    );
+    if (r.rc !== 0) throw new Error(`the guest's second NIC (${macs[second]}) not configured: ${r.output.trim()}`);
+    const path = async (k: 'bridge' | 'vhost-on'): Promise<SameGuestPath> => ({
+      hostIf: taps[k],
+      peer: `${nets[k]}.1`,
+      firstPingMs: g.bootMs + (await g.untilReply(`${nets[k]}.1`, 60)),
+    });
+    const paths = { bridge: await path('bridge'), 'vhost-on': await path('vhost-on') };
+    return await use({ guest: g, bridge, paths });
+  } finally {
+    await guest?.shutdown().catch(() => guest?.kill());
+    await bridge?.stop();
+    for (const t of Object.values(taps)) removeTap(t);
+  }
+}

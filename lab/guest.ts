@@ -211,6 +211,8 @@ export interface IperfOptions {
   parallel?: number;
   /** server port in L2, default 5201 */
   port?: number;
+  /** the L2 address the server binds and the guest connects to (a second NIC's subnet), default the guest's peer */
+  peer?: string;
 }
 
 export interface IperfResult {
@@ -879,7 +881,8 @@ export class Guest {
   async iperf3(o: IperfOptions): Promise<IperfResult> {
     const port = o.port ?? 5201;
     const json = `/tmp/vbguest-iperf3-${this.name}-${process.pid}-${Date.now()}.json`;
-    const server = spawn('iperf3', ['-s', '-1', '-B', this.peer, '-p', String(port), '-J', '--logfile', json], {
+    const peer = o.peer ?? this.peer;
+    const server = spawn('iperf3', ['-s', '-1', '-B', peer, '-p', String(port), '-J', '--logfile', json], {
       stdio: 'ignore',
     });
     let serverExit: string | null = null;
@@ -895,7 +898,7 @@ export class Guest {
     });
     try {
       await waitListening(port, 10_000, () => serverExit);
-      const args = ['-c', this.peer, '-p', String(port), '-t', String(o.seconds), '--connect-timeout', '10000'];
+      const args = ['-c', peer, '-p', String(port), '-t', String(o.seconds), '--connect-timeout', '10000'];
       if (o.reverse) args.push('-R');
       if (o.udp) args.push('-u', '-b', o.udp.bitrate, '-l', String(o.udp.length));
       if (o.parallel && o.parallel > 1) args.push('-P', String(o.parallel));

@@ -87,6 +87,12 @@ const o = new Command()
     },
     0,
   )
+  .option(
+    '--same-guest',
+    'bridge and vhost=on in ONE guest boot on two NICs, their tests alternating within seconds, a fresh boot ' +
+      'every 4 rounds (only with --configs bridge,vhost-on --no-migration; docs/backends.md, "The same guest ' +
+      'on both datapaths")',
+  )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .option(
@@ -103,6 +109,7 @@ const o = new Command()
     configs: string;
     migration: boolean;
     pin?: boolean;
+    sameGuest?: boolean;
     minTsoSegs: number;
     readme: boolean;
     kernel: string;
@@ -113,6 +120,12 @@ const configs = o.configs.split(',') as BenchConfig[];
 const bad = configs.filter((c) => !CONFIGS.includes(c));
 if (bad.length) {
   console.error(`bench: unknown configuration ${bad.join(', ')} (one of ${CONFIGS.join(', ')})`);
+  process.exit(2);
+}
+if (o.sameGuest && (configs.join(',') !== 'bridge,vhost-on' || o.migration || o.pin || o.minTsoSegs)) {
+  console.error(
+    'bench: --same-guest runs only with --configs bridge,vhost-on --no-migration (no --pin, --min-tso-segs)',
+  );
   process.exit(2);
 }
 const paired = configs.includes('bridge') && configs.includes('vhost-on');
@@ -193,6 +206,7 @@ function labRun(): { raw: RawResults; work: string } {
         VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
         ...(o.pin ? { VB_BENCH_HOST_CPUS: '0', LAB_L3_L2CPUS: '1' } : {}),
         VB_BENCH_MIN_TSO_SEGS: String(o.minTsoSegs),
+        VB_BENCH_SAME_GUEST: o.sameGuest ? '1' : '0',
         LAB_KERNEL: o.kernel,
       },
     },
@@ -237,6 +251,7 @@ const md = [
   `Latest run: ${String(raw.meta.date).slice(0, 16).replace('T', ' ')} UTC, bridge commit ${commit}, ` +
     `${raw.meta.rounds} rounds interleaved, ${raw.meta.seconds} s TCP tests, ${raw.meta.pings} pings` +
     `${raw.meta.migration && raw.meta.migration !== '-' ? `; live migration of ${raw.meta.migration}` : ''}` +
+    `${raw.meta.sameGuest && raw.meta.sameGuest !== '-' ? `; ${raw.meta.sameGuest}` : ''}` +
     `${raw.meta.pinning && raw.meta.pinning !== '-' ? `; pinned: ${raw.meta.pinning}` : ''}` +
     `${typeof raw.meta.guestMinTsoSegs === 'number' ? `; guest tcp_min_tso_segs ${raw.meta.guestMinTsoSegs}` : ''}.`,
   `Machine: ${machine}. Lab: L2 = Debian ${raw.meta.l2Kernel} under QEMU TCG, L3 guest under nested KVM; ` +

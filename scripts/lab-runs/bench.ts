@@ -21,7 +21,14 @@ import {
   type Run,
 } from '../bench/metrics.js';
 import { DEFAULT_PRECISION, DEFAULT_ROUNDS, preciseEnough } from '../bench/report.js';
-import { configFacts, HOST_IP, type RunContext, withConfigRetried } from '../../lab/configs.js';
+import {
+  configFacts,
+  HOST_IP,
+  type RunContext,
+  type SameGuestContext,
+  withConfigRetried,
+  withSameGuest,
+} from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
 import { L3_DEFAULTS } from '../../lab/guest.js';
 
@@ -50,6 +57,13 @@ const HOST_CPUS = process.env.VB_BENCH_HOST_CPUS ?? '';
  * tests collapse").
  */
 const MIN_TSO_SEGS = Number(process.env.VB_BENCH_MIN_TSO_SEGS ?? 0);
+/**
+ * `--same-guest`: bridge and vhost=on in one guest boot, on two NICs (lab/configs.ts withSameGuest),
+ * their tests alternating within seconds; a round is one test of each kind on each, and a boot holds
+ * SAME_GUEST_ROUNDS rounds (docs/backends.md, "The same guest on both datapaths").
+ */
+const SAME_GUEST = process.env.VB_BENCH_SAME_GUEST === '1';
+const SAME_GUEST_ROUNDS = 4;
 const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
 
 const t0 = Date.now();
@@ -212,6 +226,105 @@ async function measure(config: BenchConfig, ctx: RunContext, run: Run): Promise<
   return m;
 }
 
+type SamePath = 'bridge' | 'vhost-on';
+
+/**
+ * One round of the same-guest mode: TCP guest -> host on both NICs, then host -> guest on both in
+ * the other order, then the pings in the first order (A B, B A, A B: a drift of the lab's speed
+ * within the round weighs on both alike); `order` flips every round.
+ */
+async function sameGuestRound(ctx: SameGuestContext, order: readonly SamePath[], runs: Record<SamePath, Run>) {
+  const g = ctx.guest;
+  const owner = (k: SamePath): number => (k === 'bridge' ? ctx.bridge.pid : g.pid);
+  const m: Record<SamePath, Metrics> = { bridge: {}, 'vhost-on': {} };
+  for (const k of order) {
+    m[k].firstPingS = ctx.paths[k].firstPingMs / 1000;
+    say(`TCP guest -> host over ${k}'s NIC, ${SECONDS} s`);
+    const w0 = vhostWorkers(owner(k));
+    const tx = await g.iperf3({ seconds: SECONDS, peer: ctx.paths[k].peer });
+    const w1 = vhostWorkers(owner(k));
+    m[k].tcpTxMbps = tx.bitsPerSecond / 1e6;
+    if (w1.length) m[k].workerCpuS = workerTicksBetween(w0, w1) / CLK_TCK;
+    runs[k].perSecond = { tcpTxMbps: tx.perSecondMbps };
+  }
+  for (const k of [...order].reverse()) {
+    say(`TCP host -> guest over ${k}'s NIC, ${SECONDS} s`);
+    const rx = await g.iperf3({ seconds: SECONDS, reverse: true, peer: ctx.paths[k].peer });
+    m[k].tcpRxMbps = rx.bitsPerSecond / 1e6;
+    runs[k].perSecond = { ...runs[k].perSecond, tcpRxMbps: rx.perSecondMbps };
+  }
+  for (const k of order) {
+    say(`ping x${PINGS} over ${k}'s NIC`);
+    const p = await g.ping(ctx.paths[k].peer, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
+    const rtt = [...p.rttMs].sort((a, b) => a - b);
+    if (rtt.length < PINGS * 0.9) throw new Error(`${k}: only ${rtt.length} of ${PINGS} ping replies`);
+    m[k].rttP50Ms = quantile(rtt, 0.5);
+    m[k].rttP99Ms = quantile(rtt, 0.99);
+  }
+  for (const k of order) runs[k].metrics = m[k];
+}
+
+/**
+ * The same-guest mode's rounds: a fresh boot every SAME_GUEST_ROUNDS rounds, the bridge's NIC first
+ * in odd boots and second in even ones. A failure (a guest fault of the lab, or anything else) voids
+ * the round under way, whose runs keep the error; the next round starts in a fresh boot. Three boots
+ * in a row without a round end the bench.
+ */
+async function sameGuestRounds(raw: RawResults, write: () => void): Promise<void> {
+  let round = 1;
+  let barren = 0;
+  for (let boot = 1; round <= ROUNDS && barren < 3; boot++) {
+    const bridgeFirst = boot % 2 === 1;
+    where = `boot ${boot} `;
+    say(`setting up and booting the guest on both datapaths (the bridge's NIC ${bridgeFirst ? 'first' : 'second'})`);
+    const start = round;
+    let enough = false;
+    let runs: Record<SamePath, Run> | null = null;
+    try {
+      await withSameGuest({ tag: `bench-same-${boot}`, bridgeFirst }, async (ctx) => {
+        for (let k = 0; k < SAME_GUEST_ROUNDS && round <= ROUNDS; k++, round++) {
+          where = `round ${round}/${ROUNDS} (boot ${boot}) `;
+          const run = (config: SamePath): Run => ({
+            round,
+            config,
+            part: 'datapath',
+            startedAt: new Date().toISOString(),
+            seconds: SECONDS,
+            bootRetries: ctx.guest.bootRetries,
+            metrics: {},
+          });
+          runs = { bridge: run('bridge'), 'vhost-on': run('vhost-on') };
+          const order: SamePath[] = round % 2 === 1 ? ['bridge', 'vhost-on'] : ['vhost-on', 'bridge'];
+          await sameGuestRound(ctx, order, runs);
+          raw.runs.push(runs.bridge, runs['vhost-on']);
+          runs = null;
+          raw.meta.rounds = round;
+          write();
+          if (PRECISION > 0 && preciseEnough(raw, PRECISION)) {
+            say(`both throughput intervals within +-${PRECISION} after ${round} rounds: enough`);
+            enough = true;
+            round = ROUNDS + 1;
+            return;
+          }
+        }
+      });
+    } catch (e) {
+      const error = (e as Error).message.split('\n')[0];
+      say(`FAILED: ${error}: the round under way is void; the next starts in a fresh boot`);
+      if (runs !== null) {
+        const r: Record<SamePath, Run> = runs;
+        r.bridge.error = r['vhost-on'].error = error;
+        raw.runs.push(r.bridge, r['vhost-on']);
+        round++;
+        write();
+      }
+    }
+    barren = round > start ? 0 : barren + 1;
+    if (enough) break;
+  }
+  if (barren >= 3) say('three boots in a row without a round: stopped');
+}
+
 async function main(): Promise<void> {
   if (HOST_CPUS) {
     if (!L3_DEFAULTS.l2Cpus) throw new Error('VB_BENCH_HOST_CPUS without LAB_L3_L2CPUS: the guest would not be pinned');
@@ -240,6 +353,9 @@ async function main(): Promise<void> {
       zcopytx: zcopytx(),
       migration: MIGRATING.length ? `${MIGRATING.join(',')}: ${HOPS_PER_RUN} hops per round (A -> B -> A)` : '-',
       guestMinTsoSegs: MIN_TSO_SEGS || 'kernel default',
+      sameGuest: SAME_GUEST
+        ? `bridge and vhost=on in one guest on two NICs, tests alternating; ${SAME_GUEST_ROUNDS} rounds per boot`
+        : '-',
       pinning: HOST_CPUS
         ? `guest QEMU on L2 CPU ${L3_DEFAULTS.l2Cpus}; iperf3/ping in L2, the bridge, vhost workers on ${HOST_CPUS}`
         : '-',
@@ -248,6 +364,11 @@ async function main(): Promise<void> {
   };
   const write = (): void => fs.writeFileSync(OUT, JSON.stringify(raw, null, 1));
   write();
+  if (SAME_GUEST) {
+    await sameGuestRounds(raw, write);
+    say(`all runs done; raw results in ${OUT}`);
+    return;
+  }
   const schedule: ({ config: BenchConfig; part: 'datapath' } | { config: MigrationConfig; part: 'migration' })[] = [
     ...CHOSEN.map((config) => ({ config, part: 'datapath' as const })),
     ...MIGRATING.map((config) => ({ config, part: 'migration' as const })),
