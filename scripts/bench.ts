@@ -18,6 +18,7 @@ import {
   markdownTable,
   precisionNote,
   replaceSection,
+  SAME_GUEST_ROUNDS,
   runNotes,
   summarize,
   svgChart,
@@ -90,8 +91,8 @@ const o = new Command()
   .option(
     '--same-guest',
     'bridge and vhost=on in ONE guest boot on two NICs, their tests alternating within seconds, a fresh boot ' +
-      'every 4 rounds (only with --configs bridge,vhost-on --no-migration; docs/backends.md, "The same guest ' +
-      'on both datapaths")',
+      `every ${SAME_GUEST_ROUNDS} rounds (only with --configs bridge,vhost-on --no-migration; docs/backends.md, ` +
+      '"The same guest on both datapaths")',
   )
   .option('--no-readme', 'do not refresh the README results section')
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')

@@ -165,6 +165,10 @@ export const PRECISION_KEYS: readonly MetricKey[] = ['tcpTxMbps', 'tcpRxMbps'];
 export const DEFAULT_PRECISION = 0.05;
 export const DEFAULT_ROUNDS = 40;
 
+/** `--same-guest`: rounds per guest boot, the NICs' PCI order swapped at each boot (docs/backends.md,
+ *  "The same guest on both datapaths"). */
+export const SAME_GUEST_ROUNDS = 4;
+
 /**
  * Half the width of `key`'s bridge / vhost=on interval ((high - low) / 2, the same bootstrap as the
  * report's), or null below {@link MIN_PAIRS} same-round pairs, where an interval decides nothing.

@@ -20,7 +20,7 @@ import {
   type RawResults,
   type Run,
 } from '../bench/metrics.js';
-import { DEFAULT_PRECISION, DEFAULT_ROUNDS, preciseEnough } from '../bench/report.js';
+import { DEFAULT_PRECISION, DEFAULT_ROUNDS, preciseEnough, SAME_GUEST_ROUNDS } from '../bench/report.js';
 import {
   configFacts,
   HOST_IP,
@@ -63,7 +63,6 @@ const MIN_TSO_SEGS = Number(process.env.VB_BENCH_MIN_TSO_SEGS ?? 0);
  * SAME_GUEST_ROUNDS rounds (docs/backends.md, "The same guest on both datapaths").
  */
 const SAME_GUEST = process.env.VB_BENCH_SAME_GUEST === '1';
-const SAME_GUEST_ROUNDS = 4;
 const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
 
 const t0 = Date.now();
