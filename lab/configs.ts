@@ -22,7 +22,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { BridgeProcess } from './bridge-process.js';
-import { Guest, type GuestNet } from './guest.js';
+import { Guest, type GuestNet, qemuOptValue } from './guest.js';
 import { hostTap, macvtapOnVeth, reloadVhostModules, removeTap } from './host.js';
 import { type Faulting, retryAfterGuestFault } from './retry.js';
 
@@ -321,7 +321,7 @@ export async function withSameGuest<T>(
     // The second NIC, as Guest.boot writes the first (lab/guest.ts qemuArgs), with id n1.
     const extra =
       second === 'bridge'
-        ? ['-chardev', `socket,id=vu1,path=${sock}`, '-netdev', 'vhost-user,id=n1,chardev=vu1']
+        ? ['-chardev', `socket,id=vu1,path=${qemuOptValue(sock)}`, '-netdev', 'vhost-user,id=n1,chardev=vu1']
         : ['-netdev', `tap,id=n1,ifname=${taps['vhost-on']},script=no,downscript=no,vhost=on`];
     extra.push('-device', `virtio-net-pci,netdev=n1,mac=${macs[second]},${sizes}`);
     guest = await Guest.boot({

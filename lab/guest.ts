@@ -120,6 +120,11 @@ export interface VhostUserNet {
 
 export type GuestNet = TapNet | TapFdNet | VhostUserNet;
 
+/** A value inside a QEMU option string (`-chardev socket,path=...`), where a comma is written twice. */
+export function qemuOptValue(v: string): string {
+  return v.replace(/,/g, ',,');
+}
+
 export interface GuestBootOptions {
   /** used in log lines and the QEMU process name */
   name: string;
@@ -487,7 +492,7 @@ export class Guest {
       const vhost = n.vhost ? `vhost=on,vhostfd=${VHOST_FD}` : 'vhost=off';
       args.push('-netdev', `tap,id=n0,fd=${TAP_FD},${vhost}${poll}`);
     } else {
-      let chr = `socket,id=vu0,path=${n.socketPath.replace(/,/g, ',,')}`;
+      let chr = `socket,id=vu0,path=${qemuOptValue(n.socketPath)}`;
       if (n.server) chr += ',server=on,wait=off';
       if (n.reconnectSeconds !== undefined) chr += `,reconnect=${n.reconnectSeconds}`;
       args.push('-chardev', chr, '-netdev', `vhost-user,id=n0,chardev=vu0${q}`);

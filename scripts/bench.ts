@@ -2,9 +2,8 @@
  * `npm run bench`: vhost-bridge against QEMU's own tap,vhost=on (and tap,vhost=off, and a DPDK
  * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab;
  * in each round the bridge and tap,vhost=on also migrate the guest back and forth (docs/migration.md).
- * Prints a table, writes results/<date>/{raw,summary}.json and results/latest.{json,md,svg} (latest-6.12.* with
- * --kernel 6.12), and
- * refreshes the README's results section.
+ * Prints a table, writes results/<date>/{raw,summary}.json and, unless --no-readme, refreshes the README's results
+ * section and the files it shows, results/latest.{json,md,svg} (latest-6.12.* with --kernel 6.12).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,6 +17,7 @@ import {
   markdownTable,
   precisionNote,
   replaceSection,
+  SAME_GUEST_DEFAULT_ROUNDS,
   SAME_GUEST_ROUNDS,
   runNotes,
   summarize,
@@ -39,7 +39,7 @@ const fraction = (v: string): number => {
   return n;
 };
 
-const o = new Command()
+const cli = new Command()
   .name('npm run bench --')
   .description(
     'Benchmark vhost-bridge against QEMU tap,vhost=on / vhost=off and DPDK testpmd in the lab (one L2 boot), ' +
@@ -47,7 +47,8 @@ const o = new Command()
   )
   .option(
     '--rounds <n>',
-    'the most interleaved rounds (A B C D, B C D A, ...); fewer if --precision is met first',
+    'the most interleaved rounds (A B C D, B C D A, ...); fewer if --precision is met first; ' +
+      `${SAME_GUEST_DEFAULT_ROUNDS} with --same-guest unless given`,
     positive,
     DEFAULT_ROUNDS,
   )
@@ -94,28 +95,28 @@ const o = new Command()
       `every ${SAME_GUEST_ROUNDS} rounds (only with --configs bridge,vhost-on --no-migration; docs/backends.md, ` +
       '"The same guest on both datapaths")',
   )
-  .option('--no-readme', 'do not refresh the README results section')
+  .option('--no-readme', "leave the README's results section and results/latest.* (its chart and table) as they are")
   .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
   .option(
     '--from-raw <file>',
     "no lab run: report an earlier run's raw.json again (its own date, machine and commit), e.g. after a " +
       'run was voided by hand with an "error" naming why; with --kernel if it ran on 6.12',
   )
-  .parse()
-  .opts<{
-    rounds: number;
-    precision: number;
-    seconds: number;
-    pings: number;
-    configs: string;
-    migration: boolean;
-    pin?: boolean;
-    sameGuest?: boolean;
-    minTsoSegs: number;
-    readme: boolean;
-    kernel: string;
-    fromRaw?: string;
-  }>();
+  .parse();
+const o = cli.opts<{
+  rounds: number;
+  precision: number;
+  seconds: number;
+  pings: number;
+  configs: string;
+  migration: boolean;
+  pin?: boolean;
+  sameGuest?: boolean;
+  minTsoSegs: number;
+  readme: boolean;
+  kernel: string;
+  fromRaw?: string;
+}>();
 
 const configs = o.configs.split(',') as BenchConfig[];
 const bad = configs.filter((c) => !CONFIGS.includes(c));
@@ -129,6 +130,7 @@ if (o.sameGuest && (configs.join(',') !== 'bridge,vhost-on' || o.migration || o.
   );
   process.exit(2);
 }
+const rounds = o.sameGuest && cli.getOptionValueSource('rounds') === 'default' ? SAME_GUEST_DEFAULT_ROUNDS : o.rounds;
 const paired = configs.includes('bridge') && configs.includes('vhost-on');
 if (!paired) console.warn('bench: without both bridge and vhost-on there is no ratio to report');
 // The stopping rule reads the bridge / vhost=on intervals: without both, every round runs.
@@ -171,15 +173,20 @@ function labRun(): { raw: RawResults; work: string } {
   const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-bench-'));
   // Live migration: bridge and vhost-on (those chosen), a boot and two hops each per round.
   const migrating = o.migration ? configs.filter(migrates) : [];
-  const rounds =
+  const plan =
     precision > 0
-      ? `rounds until both TCP intervals are within +-${precision}, at most ${o.rounds},`
-      : `${o.rounds} round(s)`;
-  const budget = 300 + o.rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
+      ? `rounds until both TCP intervals are within +-${precision}, at most ${rounds},`
+      : `${rounds} round(s)`;
+  // The lab run's time limit, generous; the estimate printed is what runs took on the lab hosts so far: a guest boot
+  // per configuration and round, or, in the same-guest mode, its ~45 s rounds and a ~25 s boot every few.
+  const budget = 300 + rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
+  const estimate = o.sameGuest
+    ? rounds * (configs.length * (2 * o.seconds + o.pings * 0.02 + 3) + 25 / SAME_GUEST_ROUNDS)
+    : budget * 0.6;
   console.log(
-    `== bench: ${rounds} of ${configs.join(', ')}` +
+    `== bench: ${plan} of ${configs.join(', ')}` +
       `${migrating.length ? ` and migration of ${migrating.join(', ')}` : ''}; ${o.seconds} s per TCP test; ` +
-      `${precision > 0 ? 'at most ' : ''}about ${Math.round((budget / 60) * 0.6)} min`,
+      `${precision > 0 ? 'at most ' : ''}about ${Math.round(estimate / 60)} min`,
   );
   const t0 = Date.now();
   const lab = spawnSync(
@@ -198,7 +205,7 @@ function labRun(): { raw: RawResults; work: string } {
       env: {
         ...process.env,
         LAB_XCHG_DIR: work,
-        VB_BENCH_ROUNDS: String(o.rounds),
+        VB_BENCH_ROUNDS: String(rounds),
         VB_BENCH_PRECISION: String(precision),
         VB_BENCH_SECONDS: String(o.seconds),
         VB_BENCH_PINGS: String(o.pings),
@@ -266,13 +273,15 @@ const md = [
   ...v.lines.map((l) => `- ${l}`),
   ...[precisionNote(raw), ...runNotes(summary)].flatMap((l) => (l ? ['', l] : [])),
 ].join('\n');
-fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
-fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
-fs.writeFileSync(
-  join(repo, 'results', `latest${suffix}.json`),
-  JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1),
-);
+// results/latest.* are what the README's section shows, so they change only with it: a check run with --no-readme
+// must not leave the README's text beside another run's chart.
 if (o.readme) {
+  fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
+  fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
+  fs.writeFileSync(
+    join(repo, 'results', `latest${suffix}.json`),
+    JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1),
+  );
   const readme = join(repo, 'README.md');
   try {
     fs.writeFileSync(readme, replaceSection(fs.readFileSync(readme, 'utf8'), md, `bench${suffix}`));
@@ -288,8 +297,8 @@ for (const l of v.lines) console.log(`  ${l}`);
 if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
 for (const l of [precisionNote(raw), ...runNotes(summary)]) if (l) console.log(`  ${l}`);
 console.log(
-  `\nwrote ${dir}/{raw,summary}.json, chart.svg, ${work ? 'logs/ ' : ''}and ` +
-    `results/latest${suffix}.{json,md,svg}${o.readme ? '; README results section refreshed' : ''}`,
+  `\nwrote ${dir}/{raw,summary}.json, chart.svg${work ? ', logs/' : ''}` +
+    `${o.readme ? `; results/latest${suffix}.{json,md,svg} and the README results section refreshed` : ''}`,
 );
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
 if (work) {

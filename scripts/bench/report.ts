@@ -170,6 +170,13 @@ export const DEFAULT_ROUNDS = 40;
 export const SAME_GUEST_ROUNDS = 4;
 
 /**
+ * `--same-guest`'s most rounds when `--rounds` is not given: its run of 2026-12-02 07:30 reached +-0.05 on both
+ * throughput figures after 133 rounds (111 minutes on the AMD EPYC lab host), so 160 leaves room for a noisier
+ * day (docs/backends.md, "The same guest on both datapaths").
+ */
+export const SAME_GUEST_DEFAULT_ROUNDS = 160;
+
+/**
  * Half the width of `key`'s bridge / vhost=on interval ((high - low) / 2, the same bootstrap as the
  * report's), or null below {@link MIN_PAIRS} same-round pairs, where an interval decides nothing.
  */
