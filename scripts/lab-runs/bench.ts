@@ -30,7 +30,7 @@ import {
   withSameGuest,
 } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
-import { L3_DEFAULTS } from '../../lab/guest.js';
+import { type Guest, L3_DEFAULTS } from '../../lab/guest.js';
 
 /** The most rounds; fewer if VB_BENCH_PRECISION is met first (scripts/bench.ts, `--precision`). */
 const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? DEFAULT_ROUNDS);
@@ -148,6 +148,17 @@ function zcopytx(): string {
   }
 }
 
+/**
+ * PINGS pings from the guest to `peer`, 20 ms apart: their RTT percentiles, or an error (prefixed
+ * with `what`) if under 90% were answered. The interleaved and the same-guest rounds both use it.
+ */
+async function pingRtt(g: Guest, peer: string, what = ''): Promise<Pick<Metrics, 'rttP50Ms' | 'rttP99Ms'>> {
+  const p = await g.ping(peer, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
+  const rtt = [...p.rttMs].sort((a, b) => a - b);
+  if (rtt.length < PINGS * 0.9) throw new Error(`${what}only ${rtt.length} of ${PINGS} ping replies`);
+  return { rttP50Ms: quantile(rtt, 0.5), rttP99Ms: quantile(rtt, 0.99) };
+}
+
 /** Puts every vhost worker of `owner` on HOST_CPUS (a kernel thread up to 6.4, a thread of the owner after). */
 function pinWorkers(owner: number): void {
   const workers = vhostWorkers(owner);
@@ -200,11 +211,7 @@ async function measure(config: BenchConfig, ctx: RunContext, run: Run): Promise<
     m.rssMiB = peakRssKiB(helper) / 1024;
   }
   say(`ping x${PINGS}`);
-  const p = await g.ping(HOST_IP, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
-  const rtt = [...p.rttMs].sort((a, b) => a - b);
-  if (rtt.length < PINGS * 0.9) throw new Error(`only ${rtt.length} of ${PINGS} ping replies`);
-  m.rttP50Ms = quantile(rtt, 0.5);
-  m.rttP99Ms = quantile(rtt, 0.99);
+  Object.assign(m, await pingRtt(g, HOST_IP));
   // Small-packet rate of the datapath: 64-byte UDP datagrams flooded by the guest, counted as they
   // reach the host interface (its RX counter) over 3 s in the middle of a 7 s flood. Not what an
   // iperf3 server reads: L2 runs under TCG, so the receiving application, not the datapath, would be
@@ -254,11 +261,7 @@ async function sameGuestRound(ctx: SameGuestContext, order: readonly SamePath[],
   }
   for (const k of order) {
     say(`ping x${PINGS} over ${k}'s NIC`);
-    const p = await g.ping(ctx.paths[k].peer, { count: PINGS, intervalS: 0.02, timeoutS: 2 });
-    const rtt = [...p.rttMs].sort((a, b) => a - b);
-    if (rtt.length < PINGS * 0.9) throw new Error(`${k}: only ${rtt.length} of ${PINGS} ping replies`);
-    m[k].rttP50Ms = quantile(rtt, 0.5);
-    m[k].rttP99Ms = quantile(rtt, 0.99);
+    Object.assign(m[k], await pingRtt(g, ctx.paths[k].peer, `${k}: `));
   }
   for (const k of order) runs[k].metrics = m[k];
 }
