@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { DeviceEvent, DeviceStatus, EventLine } from '../src/bridge/status.js';
 import { ownCpuTicks } from './host.js';
+import { exitWithin, KILL_GRACE_MS } from './stuck.js';
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
 /**
@@ -224,15 +225,22 @@ export class BridgeProcess {
     return ownCpuTicks(this.pid);
   }
 
-  /** Send a signal and wait for the exit; resolves with the exit code (or the signal name). */
+  /**
+   * Send a signal and wait for the exit; resolves with the exit code (or the signal name). SIGKILL
+   * after `timeoutMs`; a bridge still there `KILL_GRACE_MS` later is stuck in L2's kernel (lab/stuck.ts).
+   */
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<Exit> {
     if (this.exit) return this.exit;
     this.child.kill(signal);
-    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    const r = await this.exited;
-    clearTimeout(t);
-    fs.closeSync(this.logFd);
-    return r;
+    const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
+    const t = setTimeout(() => this.child.kill('SIGKILL'), wait);
+    try {
+      const r = await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `bridge ${this.name}`);
+      fs.closeSync(this.logFd);
+      return r;
+    } finally {
+      clearTimeout(t);
+    }
   }
 }
 

@@ -25,6 +25,7 @@ import { BridgeProcess } from './bridge-process.js';
 import { Guest, type GuestNet, qemuOptValue } from './guest.js';
 import { hostTap, macvtapOnVeth, reloadVhostModules, removeTap } from './host.js';
 import { type Faulting, retryAfterGuestFault } from './retry.js';
+import { exitWithin, KILL_GRACE_MS } from './stuck.js';
 
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
@@ -144,8 +145,11 @@ export class TestPmd {
   async stop(): Promise<void> {
     this.child.stdin?.end('\n');
     const t = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await this.exit;
-    clearTimeout(t);
+    try {
+      await exitWithin(this.exit, 15_000 + KILL_GRACE_MS, this.pid, 'dpdk-testpmd');
+    } finally {
+      clearTimeout(t);
+    }
     fs.closeSync(this.logFd);
   }
 }

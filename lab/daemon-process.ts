@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { type PortRow, request } from '../src/daemon/ctl.js';
 import { BRIDGE_COMMAND } from './bridge-process.js';
 import type { PortReport } from '../src/daemon/report.js';
+import { exitWithin, KILL_GRACE_MS } from './stuck.js';
 
 export class DaemonProcess {
   readonly lines: string[] = [];
@@ -100,8 +101,22 @@ export class DaemonProcess {
     return this.lines.slice(from).filter((l) => / (WARN|ERROR) /.test(l));
   }
 
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: string | null }> {
+  /**
+   * Send a signal and wait for the exit. SIGKILL after `timeoutMs` (a daemon that does not end on
+   * SIGTERM fails the test that stops it: its shutdown is under test); a daemon still there
+   * `KILL_GRACE_MS` later is stuck in L2's kernel (lab/stuck.ts).
+   */
+  async stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    timeoutMs = 15_000,
+  ): Promise<{ code: number | null; signal: string | null }> {
     this.child.kill(signal);
-    return this.exited;
+    const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
+    const t = setTimeout(() => this.child.kill('SIGKILL'), wait);
+    try {
+      return await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `daemon ${this.name}`);
+    } finally {
+      clearTimeout(t);
+    }
   }
 }

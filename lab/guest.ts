@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Qmp, type QmpEvent } from './qmp.js';
+import { exitWithin, KILL_GRACE_MS } from './stuck.js';
 
 // ------------------------------------------------------------------ lab files
 
@@ -1044,7 +1045,7 @@ export class Guest {
     this.closeLog();
   }
 
-  /** SIGKILL to QEMU; resolves when it has exited. */
+  /** SIGKILL to QEMU; resolves when it has exited (rejects, L2 declared stuck, if it never does: lab/stuck.ts). */
   async kill(): Promise<void> {
     const child = this.child;
     if (!child || this.exitInfo !== null) return;
@@ -1053,7 +1054,7 @@ export class Guest {
       else child.once('exit', () => res());
     });
     child.kill('SIGKILL');
-    await gone;
+    await exitWithin(gone, KILL_GRACE_MS, child.pid ?? 0, `QEMU of guest ${this.name}`);
   }
 }
 

@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { exitWithin, KILL_GRACE_MS } from './stuck.js';
 
 const URI = 'qemu:///system';
 const THIS = fileURLToPath(import.meta.url);
@@ -78,8 +79,11 @@ export class Libvirtd {
     const gone = new Promise((res) => this.child.once('exit', res));
     this.child.kill('SIGTERM');
     const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
-    await gone;
-    clearTimeout(t);
+    try {
+      await exitWithin(gone, 10_000 + KILL_GRACE_MS, this.child.pid ?? 0, 'libvirtd');
+    } finally {
+      clearTimeout(t);
+    }
   }
 }
 

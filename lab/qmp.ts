@@ -7,6 +7,9 @@ import * as net from 'node:net';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long a command may wait for QEMU's answer (all of the lab's return at once, a migration's too). */
+const QMP_ANSWER_MS = 60_000;
+
 /** One QMP event, with QEMU's own timestamp (ms since the epoch). */
 export interface QmpEvent {
   event: string;
@@ -31,7 +34,7 @@ export class Qmp {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => this.data(d));
     const gone = (e?: Error) => {
-      this.closed = e ?? new Error(`QMP ${name}: connection closed`);
+      this.closed ??= e ?? new Error(`QMP ${name}: connection closed`);
       for (const p of this.pending.splice(0)) p.reject(this.closed);
     };
     sock.on('error', gone);
@@ -89,10 +92,28 @@ export class Qmp {
     }
   }
 
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Run one command. QEMU answers in order, so a command with no answer within `timeoutMs` ends the
+   * connection: every later answer would be matched to the wrong command. A QEMU whose monitor is
+   * silent that long is wedged (its main loop waits on something: a back-end's reply, L2's kernel),
+   * and the caller's error says which command found it so, instead of a test's hang.
+   */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = QMP_ANSWER_MS): Promise<T> {
     if (this.closed) return Promise.reject(this.closed);
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ resolve: resolve as (v: unknown) => void, reject, what: command });
+      const t = setTimeout(() => {
+        const e = new Error(`QMP ${this.name}: ${command}: no answer within ${timeoutMs / 1000} s`);
+        this.closed = e;
+        for (const p of this.pending.splice(0)) p.reject(e);
+        this.sock.destroy();
+      }, timeoutMs);
+      const done =
+        <V>(f: (v: V) => void) =>
+        (v: V) => {
+          clearTimeout(t);
+          f(v);
+        };
+      this.pending.push({ resolve: done(resolve as (v: unknown) => void), reject: done(reject), what: command });
       this.sock.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
     });
   }

@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { type Faulting, retryAfterGuestFault } from '../../lab/retry.js';
+import { l2Snapshot } from '../../lab/stuck.js';
 
 /** true inside the lab's L2 VM: LAB=1 and the kernel has vhost-net. */
 export function inLab(): boolean {
@@ -19,6 +20,18 @@ function whyNotLab(): string {
 }
 
 let reported = false;
+
+// A lab test that timed out: what L2's QEMUs, bridges and kernel tasks were doing then, so that a
+// hang says where it waits (lab/stuck.ts). Registered once, on the root suite, by the first test
+// file that imports this module. It must never fail (a failed root hook would end the whole run):
+// the snapshot bounds itself at 20 s, and its own errors are printed, not thrown.
+afterEach(async function () {
+  if (!inLab() || !this.currentTest?.timedOut) return;
+  this.timeout(60_000);
+  const t = Date.now();
+  const snapshot = await l2Snapshot().catch((e: Error) => `(no snapshot: ${e.message})`);
+  console.log(`      (the test timed out; L2 ${Date.now() - t} ms later:)\n${snapshot}`);
+});
 
 /**
  * Call from a `before` hook (`before(function () { requireLab(this); })`): outside

@@ -1,0 +1,114 @@
+/**
+ * A process that SIGKILL does not end: it is stuck in L2's kernel (a task in uninterruptible sleep
+ * cannot take the signal), and nothing the harness does afterwards is sound in that boot (a task
+ * stuck there may hold a lock that every `ip` command then waits for). docs/lab.md, "Guest faults":
+ * an L2 lockup of its own kind.
+ *
+ * What the harness does then: it prints the stuck process's threads (state, wait channel, kernel
+ * stack) and every other task of L2 in uninterruptible sleep, writes one line to
+ * `$LAB_XCHG/l2-stuck`, and `scripts/lab/run` stops the VM and exits 125, as for a soft lockup; the
+ * lab suite runs the files it had not finished in a fresh L2 boot, and a file that L2 is lost in
+ * twice is a failure (scripts/test.ts). Before this, such a boot hung until the suite's limit
+ * (CI on 2026-12-02: a migration test, then 80 minutes of nothing).
+ *
+ * A back-end that never answers cannot do this: it makes QEMU wait in a socket read, which SIGKILL
+ * ends. Only the kernel can, so this is never a way to absorb a fault of the bridge's own code.
+ */
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+
+/** How long a process may take to be gone after SIGKILL (QEMU frees its guest's RAM then). */
+export const KILL_GRACE_MS = 30_000;
+
+/** The file in the exchange directory that tells `scripts/lab/run` to stop L2 (one line: why); the
+ *  runner names it too. */
+const STUCK_FILE = 'l2-stuck';
+
+const sleep = (ms: number) => new Promise<'late'>((r) => setTimeout(() => r('late'), ms).unref());
+
+/** A file of /proc, read off the event loop and given up on after `ms` (a read can block on a stuck task). */
+async function procRead(path: string, ms = 3000): Promise<string> {
+  const r = await Promise.race([fs.promises.readFile(path, 'utf8').catch((e: Error) => `(${e.message})`), sleep(ms)]);
+  return r === 'late' ? '(read did not return)' : r.trim();
+}
+
+/** A task's state letter (the field after the name, which is in parentheses and may hold anything). */
+const stateOf = (stat: string): string => stat.slice(stat.lastIndexOf(')') + 2).split(' ', 1)[0];
+
+/** One task's line: tid, name, state, wait channel; its kernel stack below if asked. */
+async function describeTask(dir: string, withStack: boolean): Promise<string> {
+  const state = stateOf(await procRead(`${dir}/stat`));
+  const comm = await procRead(`${dir}/comm`);
+  const wchan = await procRead(`${dir}/wchan`);
+  const head = `  ${dir.split('/').pop()} ${comm} state ${state} wchan ${wchan || '-'}`;
+  if (!withStack) return head;
+  const stack = await procRead(`${dir}/stack`);
+  return `${head}\n${stack
+    .split('\n')
+    .map((l) => `      ${l}`)
+    .join('\n')}`;
+}
+
+/** Every task of L2 in uninterruptible sleep (D), but `except`'s, with its stack; `until` bounds the scan. */
+async function blockedTasks(except: number, until: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of await fs.promises.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(p) || Number(p) === except) continue;
+    for (const t of await fs.promises.readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
+      if (Date.now() > until) return [...out, '  (scan cut short)'];
+      if (stateOf(await procRead(`/proc/${p}/task/${t}/stat`, 1000)) === 'D')
+        out.push(await describeTask(`/proc/${p}/task/${t}`, true));
+    }
+  }
+  return out.length ? out : ['  (none)'];
+}
+
+/** The stuck process's threads with their stacks, then every other task of L2 in state D. */
+async function stuckDiagnosis(pid: number): Promise<string> {
+  const out: string[] = [`process ${pid}:`];
+  const tasks = await fs.promises.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const t of tasks) out.push(await describeTask(`/proc/${pid}/task/${t}`, true));
+  out.push('other tasks of L2 in uninterruptible sleep (D):', ...(await blockedTasks(pid, Date.now() + 20_000)));
+  return out.join('\n');
+}
+
+/**
+ * What L2's QEMUs, node processes (bridges, daemons) and vhost workers are doing: per process, its
+ * threads' states (`R1 S4 D1`), with the wait channel of each thread not sleeping in the ordinary
+ * way; then every task in state D with its kernel stack. For a lab test that timed out
+ * (test/qemu/lab.ts): the next such hang says where it waits.
+ */
+export async function l2Snapshot(): Promise<string> {
+  const until = Date.now() + 20_000;
+  const out: string[] = ["L2's QEMUs, node processes and vhost workers (threads by state):"];
+  for (const p of await fs.promises.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid || Date.now() > until) continue;
+    const comm = await procRead(`/proc/${p}/comm`, 1000);
+    if (!/^(qemu-system|node$|vhost-)/.test(comm)) continue;
+    const states = new Map<string, number>();
+    const odd: string[] = [];
+    for (const t of await fs.promises.readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
+      const st = stateOf(await procRead(`/proc/${p}/task/${t}/stat`, 1000));
+      states.set(st, (states.get(st) ?? 0) + 1);
+      if (st !== 'S' && st !== 'I') odd.push(await describeTask(`/proc/${p}/task/${t}`, false));
+    }
+    const counts = [...states].map(([k, n]) => `${k}${n}`).join(' ');
+    out.push(`  ${p} ${comm}: ${counts}`, ...odd.map((l) => `  ${l}`));
+  }
+  out.push('tasks in uninterruptible sleep (D):', ...(await blockedTasks(process.pid, until)));
+  return out.join('\n');
+}
+
+/**
+ * `exited`, or, if it has not settled `ms` after the caller's SIGKILL, the diagnosis printed, L2
+ * declared stuck (`STUCK_FILE`) and an error thrown. `what` names the process ("QEMU of guest g0").
+ */
+export async function exitWithin<T>(exited: Promise<T>, ms: number, pid: number, what: string): Promise<T> {
+  const r = await Promise.race([exited, sleep(ms)]);
+  if (r !== 'late') return r as T;
+  const why = `${what} (pid ${pid}) still there ${Math.round(ms / 1000)} s after SIGKILL: stuck in L2's kernel`;
+  console.log(`\nlab: ${why}\n${await stuckDiagnosis(pid)}`);
+  const xchg = process.env.LAB_XCHG;
+  if (process.env.LAB === '1' && xchg) fs.writeFileSync(join(xchg, STUCK_FILE), `${why}\n`);
+  throw new Error(why);
+}
