@@ -102,9 +102,9 @@ export class DaemonProcess {
   }
 
   /**
-   * Send a signal and wait for the exit. SIGKILL after `timeoutMs` (a daemon that does not end on
-   * SIGTERM fails the test that stops it: its shutdown is under test); a daemon still there
-   * `KILL_GRACE_MS` later is stuck in L2's kernel (lab/stuck.ts).
+   * Send a signal and wait for the exit. A daemon that is still there `timeoutMs` after another signal
+   * gets SIGKILL, and the call then fails (its shutdown is under test: it must not pass by the kill);
+   * one still there `KILL_GRACE_MS` after SIGKILL is stuck in L2's kernel (lab/stuck.ts).
    */
   async stop(
     signal: NodeJS.Signals = 'SIGTERM',
@@ -112,9 +112,15 @@ export class DaemonProcess {
   ): Promise<{ code: number | null; signal: string | null }> {
     this.child.kill(signal);
     const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
-    const t = setTimeout(() => this.child.kill('SIGKILL'), wait);
+    let killed = false;
+    const t = setTimeout(() => {
+      killed = signal !== 'SIGKILL';
+      this.child.kill('SIGKILL');
+    }, wait);
     try {
-      return await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `daemon ${this.name}`);
+      const r = await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `daemon ${this.name}`);
+      if (killed) throw new Error(`daemon ${this.name}: still running ${timeoutMs / 1000} s after ${signal}; killed`);
+      return r;
     } finally {
       clearTimeout(t);
     }
