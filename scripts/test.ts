@@ -1,5 +1,6 @@
 /**
- * `npm test`: the unit tests on this machine, then the whole lab suite on L2 kernel 6.1 and the
+ * `npm test`: the lab set up for each kernel, the unit tests on this machine (among them the lab
+ * runner's own, which boot L2: test/lab/runner.test.ts), then the whole lab suite on L2 kernel 6.1 and the
  * kernel subset (`KERNEL_SUBSET`) on 6.12, each in ONE L2 boot (scripts/lab/run --kernel;
  * docs/kernels.md), the kernels' boots at once (their L2 VMs share nothing on this machine; the
  * first kernel's output is shown as it comes, the others' once all are done; VB_LAB_SERIAL=1 runs
@@ -75,18 +76,6 @@ const readCounts = (file: string): Counts | null => readJson<Counts>(file);
 
 const t0 = Date.now();
 const work = mkdtempSync(join(tmpdir(), 'vb-test-'));
-
-// 1. Unit tests, here.
-console.log('== unit tests (this machine)');
-const unitSummary = join(work, 'unit.json');
-const unit = spawnSync(mocha, [color, '--reporter', reporter], {
-  cwd: repo,
-  stdio: 'inherit',
-  env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
-});
-const u = readCounts(unitSummary);
-if (u) add('unit', u);
-else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
 
 /**
  * The lab tests that show what differs between kernels (docs/kernels.md, "What differs"), each row of
@@ -328,20 +317,37 @@ async function soakPhase(series: string): Promise<void> {
   else fail(phase, `npm run soak exited ${status} without a report`);
 }
 
-// 2. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each, at once.
+// 1. The lab, set up for each kernel (idempotent, one after another: they share the L3 image), before
+// the unit tests: they include the lab runner's own (test/lab/runner.test.ts, real L2 boots).
 const labKernels = (process.env.VB_LAB_KERNELS ?? '6.1,6.12:kernel')
   .split(',')
   .map((k) => k.trim())
   .filter(Boolean);
-if (process.env.VB_SKIP_LAB === '1' && !ci) {
-  console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
-} else {
-  const kernels: { series: string; subset: boolean }[] = [];
+const skipLab = process.env.VB_SKIP_LAB === '1' && !ci;
+const kernels: { series: string; subset: boolean }[] = [];
+if (!skipLab)
   for (const k of labKernels) {
     const [series = '', part] = k.split(':');
     if (part !== undefined && part !== 'kernel') fail('lab', `VB_LAB_KERNELS: "${k}": after ':' only 'kernel'`);
     else if (setUp(series)) kernels.push({ series, subset: part === 'kernel' });
   }
+
+// 2. Unit tests, here.
+console.log('\n== unit tests (this machine)');
+const unitSummary = join(work, 'unit.json');
+const unit = spawnSync(mocha, [color, '--reporter', reporter], {
+  cwd: repo,
+  stdio: 'inherit',
+  env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
+});
+const u = readCounts(unitSummary);
+if (u) add('unit', u);
+else fail('unit', `mocha exited ${unit.status ?? unit.signal} without a summary`);
+
+// 3. Lab tests: the whole suite on the first kernel, the kernel subset on 6.12, one L2 boot each, at once.
+if (skipLab) {
+  console.log('\n== lab suite skipped (VB_SKIP_LAB=1)');
+} else {
   if (process.env.VB_LAB_SERIAL === '1') {
     for (const k of kernels) await labSuite(k.series, k.subset, null);
   } else {
@@ -356,7 +362,7 @@ if (process.env.VB_SKIP_LAB === '1' && !ci) {
         process.stdout.write(readFileSync(log, 'utf8'));
       }
   }
-  // 3. The soak's short variant, alone, on the first kernel.
+  // 4. The soak's short variant, alone, on the first kernel.
   if (soakWanted && kernels.length) await soakPhase(kernels[0].series);
 }
 rmSync(work, { recursive: true, force: true });
