@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { DeviceEvent, DeviceStatus, EventLine } from '../src/bridge/status.js';
 import { ownCpuTicks } from './host.js';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.js');
 /**
@@ -227,20 +227,13 @@ export class BridgeProcess {
 
   /**
    * Send a signal and wait for the exit; resolves with the exit code (or the signal name). SIGKILL
-   * after `timeoutMs`; a bridge still there `KILL_GRACE_MS` later is stuck in L2's kernel (lab/stuck.ts).
+   * after `timeoutMs`, and then a failure: its clean shutdown is under test (lab/stuck.ts).
    */
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<Exit> {
     if (this.exit) return this.exit;
-    this.child.kill(signal);
-    const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
-    const t = setTimeout(() => this.child.kill('SIGKILL'), wait);
-    try {
-      const r = await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `bridge ${this.name}`);
-      fs.closeSync(this.logFd);
-      return r;
-    } finally {
-      clearTimeout(t);
-    }
+    const r = await stopProcess(this.child, this.exited, `bridge ${this.name}`, signal, timeoutMs);
+    fs.closeSync(this.logFd);
+    return r;
   }
 }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { type PortRow, request } from '../src/daemon/ctl.js';
 import { BRIDGE_COMMAND } from './bridge-process.js';
 import type { PortReport } from '../src/daemon/report.js';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 export class DaemonProcess {
   readonly lines: string[] = [];
@@ -101,28 +101,11 @@ export class DaemonProcess {
     return this.lines.slice(from).filter((l) => / (WARN|ERROR) /.test(l));
   }
 
-  /**
-   * Send a signal and wait for the exit. A daemon that is still there `timeoutMs` after another signal
-   * gets SIGKILL, and the call then fails (its shutdown is under test: it must not pass by the kill);
-   * one still there `KILL_GRACE_MS` after SIGKILL is stuck in L2's kernel (lab/stuck.ts).
-   */
-  async stop(
+  /** Send a signal and wait for the exit (lab/stuck.ts: SIGKILL after `timeoutMs`, and then a failure). */
+  stop(
     signal: NodeJS.Signals = 'SIGTERM',
     timeoutMs = 15_000,
   ): Promise<{ code: number | null; signal: string | null }> {
-    this.child.kill(signal);
-    const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
-    let killed = false;
-    const t = setTimeout(() => {
-      killed = signal !== 'SIGKILL';
-      this.child.kill('SIGKILL');
-    }, wait);
-    try {
-      const r = await exitWithin(this.exited, wait + KILL_GRACE_MS, this.pid, `daemon ${this.name}`);
-      if (killed) throw new Error(`daemon ${this.name}: still running ${timeoutMs / 1000} s after ${signal}; killed`);
-      return r;
-    } finally {
-      clearTimeout(t);
-    }
+    return stopProcess(this.child, this.exited, `daemon ${this.name}`, signal, timeoutMs);
   }
 }

@@ -14,6 +14,7 @@
  * A back-end that never answers cannot do this: it makes QEMU wait in a socket read, which SIGKILL
  * ends. Only the kernel can, so this is never a way to absorb a fault of the bridge's own code.
  */
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 
@@ -111,4 +112,33 @@ export async function exitWithin<T>(exited: Promise<T>, ms: number, pid: number,
   const xchg = process.env.LAB_XCHG;
   if (process.env.LAB === '1' && xchg) fs.writeFileSync(join(xchg, STUCK_FILE), `${why}\n`);
   throw new Error(why);
+}
+
+/**
+ * Stop a process of the project's (a bridge, a daemon): `signal`, then SIGKILL after `timeoutMs` if
+ * that was another signal, and its exit. A process that needed the SIGKILL fails the call (its clean
+ * shutdown is under test: the bound that keeps a hang from being silent must not let a slow one
+ * pass); one still there `KILL_GRACE_MS` after SIGKILL is stuck in L2's kernel (`exitWithin`).
+ */
+export async function stopProcess<T>(
+  child: ChildProcess,
+  exited: Promise<T>,
+  what: string,
+  signal: NodeJS.Signals = 'SIGTERM',
+  timeoutMs = 15_000,
+): Promise<T> {
+  child.kill(signal);
+  const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
+  let killed = false;
+  const t = setTimeout(() => {
+    killed = signal !== 'SIGKILL';
+    child.kill('SIGKILL');
+  }, wait);
+  try {
+    const r = await exitWithin(exited, wait + KILL_GRACE_MS, child.pid ?? 0, what);
+    if (killed) throw new Error(`${what}: still running ${timeoutMs / 1000} s after ${signal}; killed`);
+    return r;
+  } finally {
+    clearTimeout(t);
+  }
 }

@@ -3,13 +3,15 @@
  * real process standing in for the stuck one (a `sleep` that was never sent the signal), the wait gives
  * up at its limit, names the process, prints its threads, and writes the line that makes
  * `scripts/lab/run` stop L2 — only inside the lab (LAB=1), and never for a process that exits in time.
+ * Stopping a bridge or a daemon (`stopProcess`) passes on an exit by the signal and fails when it took
+ * the SIGKILL that follows.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { exitWithin } from '../../lab/stuck.js';
+import { exitWithin, stopProcess } from '../../lab/stuck.js';
 
 describe('lab: a process that outlives SIGKILL', () => {
   let dir: string;
@@ -78,5 +80,23 @@ describe('lab: a process that outlives SIGKILL', () => {
     expect(code).to.equal(null);
     expect(out).to.equal('');
     expect(existsSync(join(dir, 'l2-stuck'))).to.equal(false);
+  });
+
+  it('stopping a process of ours: an exit on the signal passes, one that needed SIGKILL fails', async () => {
+    const exitOf = (c: ReturnType<typeof spawn>) =>
+      new Promise<{ code: number | null; signal: string | null }>((r) =>
+        c.once('exit', (code, signal) => r({ code, signal })),
+      );
+    const polite = spawn('sleep', ['60'], { stdio: 'ignore' });
+    expect(await stopProcess(polite, exitOf(polite), 'polite')).to.deep.equal({ code: null, signal: 'SIGTERM' });
+
+    // a shell that ignores SIGTERM (and waits on its own, so the trap holds)
+    const deaf = spawn('sh', ['-c', 'trap "" TERM; while :; do sleep 0.1; done'], { stdio: 'ignore' });
+    const deafExit = exitOf(deaf);
+    await new Promise((r) => setTimeout(r, 300));
+    const { result } = await quietly(() => stopProcess(deaf, deafExit, 'deaf', 'SIGTERM', 300));
+    expect(result).to.be.instanceOf(Error);
+    expect((result as Error).message).to.equal('deaf: still running 0.3 s after SIGTERM; killed');
+    expect((await deafExit).signal, 'gone, by the SIGKILL').to.equal('SIGKILL');
   });
 });
