@@ -231,7 +231,11 @@ export class BridgeProcess {
    */
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<Exit> {
     if (this.exit) return this.exit;
-    const r = await stopProcess(this.child, this.exited, `bridge ${this.name}`, signal, timeoutMs);
+    const r = await stopProcess(this.child, this.exited, `bridge ${this.name}`, {
+      signal,
+      timeoutMs,
+      killIsFailure: true,
+    });
     fs.closeSync(this.logFd);
     return r;
   }

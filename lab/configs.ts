@@ -25,7 +25,7 @@ import { BridgeProcess } from './bridge-process.js';
 import { Guest, type GuestNet, qemuOptValue } from './guest.js';
 import { hostTap, macvtapOnVeth, reloadVhostModules, removeTap } from './host.js';
 import { type Faulting, retryAfterGuestFault } from './retry.js';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 export const HOST_IP = '10.0.3.1';
 export const QUEUE_SIZE = 256;
@@ -144,12 +144,7 @@ export class TestPmd {
   /** testpmd stops at a newline on stdin ("Press enter to exit"). */
   async stop(): Promise<void> {
     this.child.stdin?.end('\n');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    try {
-      await exitWithin(this.exit, 15_000 + KILL_GRACE_MS, this.pid, 'dpdk-testpmd');
-    } finally {
-      clearTimeout(t);
-    }
+    await stopProcess(this.child, this.exit, 'dpdk-testpmd', { signal: null });
     fs.closeSync(this.logFd);
   }
 }

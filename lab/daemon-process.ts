@@ -106,6 +106,6 @@ export class DaemonProcess {
     signal: NodeJS.Signals = 'SIGTERM',
     timeoutMs = 15_000,
   ): Promise<{ code: number | null; signal: string | null }> {
-    return stopProcess(this.child, this.exited, `daemon ${this.name}`, signal, timeoutMs);
+    return stopProcess(this.child, this.exited, `daemon ${this.name}`, { signal, timeoutMs, killIsFailure: true });
   }
 }

@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Qmp, type QmpEvent } from './qmp.js';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 // ------------------------------------------------------------------ lab files
 
@@ -1053,8 +1053,7 @@ export class Guest {
       if (child.exitCode !== null || child.signalCode !== null) res();
       else child.once('exit', () => res());
     });
-    child.kill('SIGKILL');
-    await exitWithin(gone, KILL_GRACE_MS, child.pid ?? 0, `QEMU of guest ${this.name}`);
+    await stopProcess(child, gone, `QEMU of guest ${this.name}`, { signal: 'SIGKILL' });
   }
 }
 

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 const URI = 'qemu:///system';
 const THIS = fileURLToPath(import.meta.url);
@@ -77,13 +77,7 @@ export class Libvirtd {
   async stop(): Promise<void> {
     if (this.child.exitCode !== null) return;
     const gone = new Promise((res) => this.child.once('exit', res));
-    this.child.kill('SIGTERM');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
-    try {
-      await exitWithin(gone, 10_000 + KILL_GRACE_MS, this.child.pid ?? 0, 'libvirtd');
-    } finally {
-      clearTimeout(t);
-    }
+    await stopProcess(this.child, gone, 'libvirtd', { timeoutMs: 10_000 });
   }
 }
 

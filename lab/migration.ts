@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Qmp } from './qmp.js';
 import type { Faulting } from './retry.js';
-import { exitWithin, KILL_GRACE_MS } from './stuck.js';
+import { stopProcess } from './stuck.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -257,13 +257,7 @@ export class PingWatch {
   /** Stop; `sent` = the requests sent (the highest sequence number seen or due by now). */
   async stop(): Promise<{ sent: number; received: number; lost: number }> {
     const sent = Math.floor((Date.now() - this.startedAt) / this.intervalMs);
-    this.child.kill('SIGINT');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    try {
-      await exitWithin(this.done, 5000 + KILL_GRACE_MS, this.child.pid ?? 0, 'ping');
-    } finally {
-      clearTimeout(t);
-    }
+    await stopProcess(this.child, this.done, 'ping', { signal: 'SIGINT', timeoutMs: 5000 });
     const seqs = new Set(this.replies.map((r) => r.seq));
     const last = Math.max(sent, ...seqs);
     return { sent: last, received: seqs.size, lost: last - seqs.size };

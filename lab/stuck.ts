@@ -19,18 +19,20 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 
 /** How long a process may take to be gone after SIGKILL (QEMU frees its guest's RAM then). */
-export const KILL_GRACE_MS = 30_000;
+const KILL_GRACE_MS = 30_000;
 
 /** The file in the exchange directory that tells `scripts/lab/run` to stop L2 (one line: why); the
  *  runner names it too. */
 const STUCK_FILE = 'l2-stuck';
 
-const sleep = (ms: number) => new Promise<'late'>((r) => setTimeout(() => r('late'), ms).unref());
+/** What `late(ms)` resolves with: a wait that ran out. */
+const LATE: unique symbol = Symbol('late');
+const late = (ms: number) => new Promise<typeof LATE>((r) => setTimeout(() => r(LATE), ms).unref());
 
 /** A file of /proc, read off the event loop and given up on after `ms` (a read can block on a stuck task). */
 async function procRead(path: string, ms = 3000): Promise<string> {
-  const r = await Promise.race([fs.promises.readFile(path, 'utf8').catch((e: Error) => `(${e.message})`), sleep(ms)]);
-  return r === 'late' ? '(read did not return)' : r.trim();
+  const r = await Promise.race([fs.promises.readFile(path, 'utf8').catch((e: Error) => `(${e.message})`), late(ms)]);
+  return r === LATE ? '(read did not return)' : r.trim();
 }
 
 /** A task's state letter (the field after the name, which is in parentheses and may hold anything). */
@@ -105,8 +107,8 @@ export async function l2Snapshot(): Promise<string> {
  * declared stuck (`STUCK_FILE`) and an error thrown. `what` names the process ("QEMU of guest g0").
  */
 export async function exitWithin<T>(exited: Promise<T>, ms: number, pid: number, what: string): Promise<T> {
-  const r = await Promise.race([exited, sleep(ms)]);
-  if (r !== 'late') return r as T;
+  const r = await Promise.race([exited, late(ms)]);
+  if (r !== LATE) return r as T;
   const why = `${what} (pid ${pid}) still there ${Math.round(ms / 1000)} s after SIGKILL: stuck in L2's kernel`;
   console.log(`\nlab: ${why}\n${await stuckDiagnosis(pid)}`);
   const xchg = process.env.LAB_XCHG;
@@ -115,30 +117,29 @@ export async function exitWithin<T>(exited: Promise<T>, ms: number, pid: number,
 }
 
 /**
- * Stop a process of the project's (a bridge, a daemon): `signal`, then SIGKILL after `timeoutMs` if
- * that was another signal, and its exit. A process that needed the SIGKILL fails the call (its clean
- * shutdown is under test: the bound that keeps a hang from being silent must not let a slow one
- * pass); one still there `KILL_GRACE_MS` after SIGKILL is stuck in L2's kernel (`exitWithin`).
+ * End a child process: `signal` (null: the caller has already asked it to end its own way), SIGKILL
+ * if it is still there `timeoutMs` later, and its exit, or L2 declared stuck `KILL_GRACE_MS` after
+ * the SIGKILL (`exitWithin`). For a process of the project's (a bridge, a daemon) `killIsFailure`:
+ * one that needed the SIGKILL fails the call, since its clean shutdown is under test and the bound
+ * that keeps a hang from being silent must not let a slow one pass. Other programs (ping, libvirtd,
+ * dpdk-testpmd) are only ended.
  */
 export async function stopProcess<T>(
   child: ChildProcess,
   exited: Promise<T>,
   what: string,
-  signal: NodeJS.Signals = 'SIGTERM',
-  timeoutMs = 15_000,
+  o: { signal?: NodeJS.Signals | null; timeoutMs?: number; killIsFailure?: boolean } = {},
 ): Promise<T> {
-  child.kill(signal);
-  const wait = signal === 'SIGKILL' ? 0 : timeoutMs;
-  let killed = false;
-  const t = setTimeout(() => {
-    killed = signal !== 'SIGKILL';
+  const signal = o.signal === undefined ? 'SIGTERM' : o.signal;
+  const timeoutMs = o.timeoutMs ?? 15_000;
+  if (signal) child.kill(signal);
+  if (signal !== 'SIGKILL') {
+    const r = await Promise.race([exited, late(timeoutMs)]);
+    if (r !== LATE) return r as T;
     child.kill('SIGKILL');
-  }, wait);
-  try {
-    const r = await exitWithin(exited, wait + KILL_GRACE_MS, child.pid ?? 0, what);
-    if (killed) throw new Error(`${what}: still running ${timeoutMs / 1000} s after ${signal}; killed`);
-    return r;
-  } finally {
-    clearTimeout(t);
   }
+  const r = await exitWithin(exited, KILL_GRACE_MS, child.pid ?? 0, what);
+  if (signal !== 'SIGKILL' && o.killIsFailure)
+    throw new Error(`${what}: still running ${timeoutMs / 1000} s after ${signal ?? 'it was asked to end'}; killed`);
+  return r;
 }

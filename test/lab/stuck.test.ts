@@ -82,7 +82,7 @@ describe('lab: a process that outlives SIGKILL', () => {
     expect(existsSync(join(dir, 'l2-stuck'))).to.equal(false);
   });
 
-  it('stopping a process of ours: an exit on the signal passes, one that needed SIGKILL fails', async () => {
+  it('stopping: an exit on the signal passes; a process of ours that needed SIGKILL fails, another is ended', async () => {
     const exitOf = (c: ReturnType<typeof spawn>) =>
       new Promise<{ code: number | null; signal: string | null }>((r) =>
         c.once('exit', (code, signal) => r({ code, signal })),
@@ -94,9 +94,20 @@ describe('lab: a process that outlives SIGKILL', () => {
     const deaf = spawn('sh', ['-c', 'trap "" TERM; while :; do sleep 0.1; done'], { stdio: 'ignore' });
     const deafExit = exitOf(deaf);
     await new Promise((r) => setTimeout(r, 300));
-    const { result } = await quietly(() => stopProcess(deaf, deafExit, 'deaf', 'SIGTERM', 300));
+    const { result } = await quietly(() =>
+      stopProcess(deaf, deafExit, 'deaf', { timeoutMs: 300, killIsFailure: true }),
+    );
     expect(result).to.be.instanceOf(Error);
     expect((result as Error).message).to.equal('deaf: still running 0.3 s after SIGTERM; killed');
     expect((await deafExit).signal, 'gone, by the SIGKILL').to.equal('SIGKILL');
+
+    // another program (ping, libvirtd) is only ended
+    const other = spawn('sh', ['-c', 'trap "" TERM; while :; do sleep 0.1; done'], { stdio: 'ignore' });
+    const otherExit = exitOf(other);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await stopProcess(other, otherExit, 'other', { timeoutMs: 300 })).to.deep.equal({
+      code: null,
+      signal: 'SIGKILL',
+    });
   });
 });
