@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Qmp, type QmpEvent } from './qmp.js';
+import { statFields } from './host.js';
 import { stopProcess } from './stuck.js';
 
 // ------------------------------------------------------------------ lab files
@@ -1087,7 +1088,7 @@ function threadTicks(pid: number): Map<number, { tid: number; comm: string; tick
     try {
       const comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
       const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const f = statFields(stat);
       out.set(Number(t), { tid: Number(t), comm, ticks: Number(f[11]) + Number(f[12]) });
     } catch {
       /* thread gone */

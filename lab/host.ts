@@ -174,6 +174,15 @@ export function hostIfCounter(ifname: string, counter: 'rx_packets' | 'rx_bytes'
 export const CLK_TCK = 100;
 
 /**
+ * The fields of a /proc/PID/stat (or task/TID/stat) line after the name, which is in parentheses
+ * and may hold anything, spaces and parentheses included (proc(5)): [0] the state letter, [11]
+ * utime, [12] stime (clock ticks).
+ */
+export function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
  * CPU time (utime + stime, clock ticks) of a process's own threads, from /proc/PID/task/TID/stat.
  * Threads named vhost-* are left out: on kernels >= 6.4 the vhost workers are threads of the
  * process that did VHOST_SET_OWNER, and their work is the kernel datapath, not the process's.
@@ -184,7 +193,7 @@ export function ownCpuTicks(pid: number): number {
     try {
       if (fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('vhost-')) continue;
       const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const f = statFields(stat);
       ticks += Number(f[11]) + Number(f[12]);
     } catch {
       /* thread gone */
@@ -199,7 +208,7 @@ export function ownCpuTicks(pid: number): number {
  */
 export function processCpuTicks(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const f = statFields(stat);
   return Number(f[11]) + Number(f[12]);
 }
 

@@ -17,6 +17,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { statFields } from './host.js';
 
 /** How long a process may take to be gone after SIGKILL (QEMU frees its guest's RAM then). */
 const KILL_GRACE_MS = 30_000;
@@ -35,8 +36,8 @@ async function procRead(path: string, ms = 3000): Promise<string> {
   return r === LATE ? '(read did not return)' : r.trim();
 }
 
-/** A task's state letter (the field after the name, which is in parentheses and may hold anything). */
-const stateOf = (stat: string): string => stat.slice(stat.lastIndexOf(')') + 2).split(' ', 1)[0];
+/** A task's state letter, from its stat line. */
+const stateOf = (stat: string): string => statFields(stat)[0];
 
 /** One task's line: tid, name, state, wait channel; its kernel stack below if asked. */
 async function describeTask(dir: string, withStack: boolean): Promise<string> {
