@@ -2,8 +2,9 @@
  * `npm run bench`: vhost-bridge against QEMU's own tap,vhost=on (and tap,vhost=off, and a DPDK
  * testpmd vhost-user datapath) on the same L3 guest, rounds interleaved, in one L2 boot of the lab;
  * in each round the bridge and tap,vhost=on also migrate the guest back and forth (docs/migration.md).
- * Prints a table, writes results/<date>/{raw,summary}.json and, unless --no-readme, refreshes the README's results
- * section and the files it shows, results/latest.{json,md,svg} (latest-6.12.* with --kernel 6.12).
+ * Prints a table, writes results/<date>/{raw,summary}.json and, unless --no-readme, refreshes the results
+ * section of docs/performance.md (between its bench:start and bench:end markers; the README links there) and
+ * the files it shows, results/latest.{json,md,svg} (latest-6.12.* with --kernel 6.12).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -95,8 +96,15 @@ const cli = new Command()
       `every ${SAME_GUEST_ROUNDS} rounds (only with --configs bridge,vhost-on --no-migration; docs/backends.md, ` +
       '"The same guest on both datapaths")',
   )
-  .option('--no-readme', "leave the README's results section and results/latest.* (its chart and table) as they are")
-  .option('--kernel <series>', "L2's kernel: 6.1, or 6.12 (its own README section and result files)", '6.1')
+  .option(
+    '--no-readme',
+    "leave docs/performance.md's results section and results/latest.* (its chart, table) as they are",
+  )
+  .option(
+    '--kernel <series>',
+    "L2's kernel: 6.1, or 6.12 (its own docs/performance.md section and result files)",
+    '6.1',
+  )
   .option(
     '--from-raw <file>',
     "no lab run: report an earlier run's raw.json again (its own date, machine and commit), e.g. after a " +
@@ -243,7 +251,7 @@ const summary = summarize(raw);
 const v = verdict(summary);
 
 const date = String(raw.meta.date).slice(0, 19).replace(/[:T]/g, '-');
-// A run on another L2 kernel than 6.1 keeps its own latest files and README section, beside 6.1's.
+// A run on another L2 kernel than 6.1 keeps its own latest files and results section, beside 6.1's.
 const suffix = o.kernel === '6.1' ? '' : `-${o.kernel}`;
 const dir = join(repo, 'results', date);
 fs.mkdirSync(dir, { recursive: true });
@@ -266,15 +274,16 @@ const md = [
     `${raw.meta.qemu}; ${raw.meta.iperf3}${raw.meta.testpmd !== '-' ? `; DPDK ${raw.meta.testpmd}` : ''}; Node ` +
     `${raw.meta.node}.`,
   '',
-  `![benchmark chart](results/latest${suffix}.svg)`,
+  // Relative to docs/performance.md and to results/latest.md alike.
+  `![benchmark chart](../results/latest${suffix}.svg)`,
   '',
   markdownTable(summary),
   '',
   ...v.lines.map((l) => `- ${l}`),
   ...[precisionNote(raw), ...runNotes(summary)].flatMap((l) => (l ? ['', l] : [])),
 ].join('\n');
-// results/latest.* are what the README's section shows, so they change only with it: a check run with --no-readme
-// must not leave the README's text beside another run's chart.
+// results/latest.* are what docs/performance.md's section shows, so they change only with it: a check run with
+// --no-readme must not leave that page's text beside another run's chart.
 if (o.readme) {
   fs.writeFileSync(join(repo, 'results', `latest${suffix}.svg`), svg);
   fs.writeFileSync(join(repo, 'results', `latest${suffix}.md`), `${md}\n`);
@@ -282,11 +291,11 @@ if (o.readme) {
     join(repo, 'results', `latest${suffix}.json`),
     JSON.stringify({ meta: raw.meta, summary, verdict: v }, null, 1),
   );
-  const readme = join(repo, 'README.md');
+  const page = join(repo, 'docs', 'performance.md');
   try {
-    fs.writeFileSync(readme, replaceSection(fs.readFileSync(readme, 'utf8'), md, `bench${suffix}`));
+    fs.writeFileSync(page, replaceSection(fs.readFileSync(page, 'utf8'), md, `bench${suffix}`));
   } catch (e) {
-    console.warn(`bench: README not refreshed: ${(e as Error).message}`);
+    console.warn(`bench: docs/performance.md not refreshed: ${(e as Error).message}`);
   }
 }
 
@@ -294,11 +303,11 @@ console.log(`\n${title}\n${subtitle}\n`);
 console.log(textTable(summary));
 console.log('');
 for (const l of v.lines) console.log(`  ${l}`);
-if (!v.ok) console.log('  The bridge misses the bar above on this run; see the README (Performance) for why.');
+if (!v.ok) console.log('  The bridge misses the bar above on this run; see docs/performance.md for why.');
 for (const l of [precisionNote(raw), ...runNotes(summary)]) if (l) console.log(`  ${l}`);
 console.log(
   `\nwrote ${dir}/{raw,summary}.json, chart.svg${work ? ', logs/' : ''}` +
-    `${o.readme ? `; results/latest${suffix}.{json,md,svg} and the README results section refreshed` : ''}`,
+    `${o.readme ? `; results/latest${suffix}.{json,md,svg} and docs/performance.md's results refreshed` : ''}`,
 );
 // Keep the lab's logs (guest consoles, bridge and testpmd logs) with the results.
 if (work) {

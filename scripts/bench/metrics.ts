@@ -19,7 +19,7 @@ export const CONFIGS = [
   'bridge-zc0',
 ] as const;
 export type BenchConfig = (typeof CONFIGS)[number];
-/** What `npm run bench` runs unless told: the comparison the README shows. */
+/** What `npm run bench` runs unless told: the four configurations of docs/performance.md, "How the benchmark runs". */
 export const DEFAULT_CONFIGS: readonly BenchConfig[] = ['bridge', 'vhost-on', 'vhost-off', 'dpdk'];
 
 export const CONFIG_LABELS: Record<BenchConfig, string> = {
@@ -169,7 +169,7 @@ export const METRICS: readonly MetricDef[] = [
 
 /**
  * The kernel tracepoints counted for the per-packet figures, and the figure each gives. Tracepoints
- * count without a PMU, which L2 under TCG lacks (README, "Reading the numbers").
+ * count without a PMU, which L2 under TCG lacks (docs/performance.md, "Reading the numbers").
  */
 export const PER_PACKET_EVENTS: Readonly<Record<string, MetricKey>> = {
   'sched:sched_switch': 'switchesPerPkt',

@@ -433,14 +433,14 @@ export function svgChart(s: Summary, title: string, subtitle: string): string {
 }
 
 /**
- * Replace the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in a README (NAME `bench`,
- * or `bench-6.12` for a run on that L2 kernel).
+ * Replace the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in a page (docs/performance.md;
+ * NAME `bench`, or `bench-6.12` for a run on that L2 kernel).
  */
-export function replaceSection(readme: string, body: string, name = 'bench'): string {
+export function replaceSection(page: string, body: string, name = 'bench'): string {
   const start = `<!-- ${name}:start -->`,
     end = `<!-- ${name}:end -->`;
-  const i = readme.indexOf(start),
-    j = readme.indexOf(end);
-  if (i < 0 || j < i) throw new Error(`README has no ${start} ... ${end} section`);
-  return `${readme.slice(0, i + start.length)}\n${body}\n${readme.slice(j)}`;
+  const i = page.indexOf(start),
+    j = page.indexOf(end);
+  if (i < 0 || j < i) throw new Error(`no ${start} ... ${end} section`);
+  return `${page.slice(0, i + start.length)}\n${body}\n${page.slice(j)}`;
 }
