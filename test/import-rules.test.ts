@@ -1,11 +1,23 @@
 /**
  * The import rules (.dependency-cruiser.cjs) that `npm run lint` checks hold for the tree, and fail,
  * naming the rule and the file, when an import breaks them: the lint script's own depcruise command runs
- * on this repository's dist/, then on a scratch copy of it with one file per rule added.
+ * on this repository's dist/, then on a scratch copy of it with one breaking import per rule added (an
+ * upward import, one into a new src/host/ from a new src/port/ above it, the daemon importing the one-port
+ * mode, a leaf importing a layer, koffi outside src/sys, src, scripts and lab importing what they may not,
+ * a cycle).
  */
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { tempDir } from './fdcount.js';
 
@@ -45,7 +57,7 @@ describe('import rules (npm run lint: depcruise)', function () {
     expect(r.out).to.match(/no dependency violations found \([1-9]\d* modules/);
   });
 
-  it('fail on an upward import, koffi outside src/sys, src importing test/, scripts importing test/, a cycle', () => {
+  it('fail, naming the rule and the file, on each kind of import they forbid', () => {
     cpSync(join(ROOT, 'dist'), join(tmp, 'dist'), { recursive: true, filter: (f) => !f.endsWith('.map') });
     copyFileSync(join(ROOT, CONFIG), join(tmp, CONFIG));
     symlinkSync(join(ROOT, 'node_modules'), join(tmp, 'node_modules'));
@@ -61,6 +73,10 @@ describe('import rules (npm run lint: depcruise)', function () {
     add('dist/src/bridge/koffi.js', "export { default } from 'koffi';\n");
     add('dist/src/vhost-user/test-helper.js', "export { tempDir } from '../../test/fdcount.js';\n");
     add('dist/scripts/test-helper.js', "export { tempDir } from '../test/fdcount.js';\n");
+    add('dist/lab/script-helper.js', "export * from '../scripts/test-helper.js';\n");
+    add('dist/src/one-port/spec.js', 'export const spec = 1;\n');
+    add('dist/src/daemon/one-port-spec.js', "export { spec } from '../one-port/spec.js';\n");
+    appendFileSync(join(tmp, 'dist/src/signals.js'), "\nexport { above } from './bridge/above.js';\n");
     add('dist/src/memtable/cycle-a.js', "export { b } from './cycle-b.js';\nexport const a = 1;\n");
     add('dist/src/memtable/cycle-b.js', "export { a } from './cycle-a.js';\nexport const b = 1;\n");
     const r = depcruise(tmp);
@@ -72,6 +88,9 @@ describe('import rules (npm run lint: depcruise)', function () {
         'koffi-only-in-sys: dist/src/bridge/koffi.js',
         'src-not-to-lab-test-scripts: dist/src/vhost-user/test-helper.js',
         'scripts-not-to-test: dist/scripts/test-helper.js',
+        'lab-not-to-test-or-scripts: dist/lab/script-helper.js',
+        'modes-apart: dist/src/daemon/one-port-spec.js',
+        'leaves-import-only-leaves: dist/src/signals.js',
         'no-circular: dist/src/memtable/cycle-a.js',
       ].sort(),
     );
