@@ -29,6 +29,7 @@ import {
 import { constants, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { failures, type JoinedSoak } from '../lab/soak/report.js';
+import { runInLab } from '../lab/job.js';
 import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -154,12 +155,8 @@ function setUp(series: string): boolean {
   return false;
 }
 
-/** One L2 boot's command; its status (a signal counts as 128 + its number, as a shell says). */
-function runLab(args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
-  return run('scripts/lab/run', args, env, log);
-}
-
-/** A command of this machine, its output to the terminal or to `log`; its status as `runLab`'s. */
+/** A command of this machine, its output to the terminal or to `log`; its status (a signal counts as
+ *  128 + its number, as a shell says). */
 function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
   const out = log === null ? null : openSync(log, 'a');
   return new Promise((res) => {
@@ -195,13 +192,13 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
     say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
     const xchg = join(work, `xchg-${series}-${boot}`);
-    const status = await runLab(
-      [
-        '-t',
-        String(labTimeout),
-        '--kernel',
-        series,
-        '--',
+    const { status } = await runInLab({
+      name: `lab suite ${series}`,
+      kernel: series,
+      timeoutSeconds: labTimeout,
+      xchg,
+      ...(log === null ? {} : { log }),
+      command: [
         mocha,
         '--no-config',
         '--exit',
@@ -211,17 +208,11 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
         '300000',
         '--reporter',
         reporter,
+        ...['--reporter-option', 'summary=/lab-xchg/lab.json', '--reporter-option', 'progress=/lab-xchg/progress.json'],
         ...(subset ? ['--grep', KERNEL_SUBSET.grep] : []),
         ...files,
       ],
-      {
-        ...process.env,
-        LAB_XCHG_DIR: xchg,
-        VB_SUMMARY_FILE: '/lab-xchg/lab.json',
-        VB_PROGRESS_FILE: '/lab-xchg/progress.json',
-      },
-      log,
-    );
+    });
     const l = readCounts(join(xchg, 'lab.json'));
     say(`\n[${phase}] boot ${boot}, minutes per file:`);
     printFileTimes(readJson<SuiteProgress>(join(xchg, 'progress.json')), Date.now(), say);
@@ -335,10 +326,9 @@ if (!skipLab)
 // 2. Unit tests, here.
 console.log('\n== unit tests (this machine)');
 const unitSummary = join(work, 'unit.json');
-const unit = spawnSync(mocha, [color, '--reporter', reporter], {
+const unit = spawnSync(mocha, [color, '--reporter', reporter, '--reporter-option', `summary=${unitSummary}`], {
   cwd: repo,
   stdio: 'inherit',
-  env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
 });
 const u = readCounts(unitSummary);
 if (u) add('unit', u);
