@@ -179,8 +179,8 @@ async function labRun(): Promise<{ raw: RawResults; work: string }> {
     precision > 0
       ? `rounds until both TCP intervals are within +-${precision}, at most ${rounds},`
       : `${rounds} round(s)`;
-  // The lab run's time limit, generous; the estimate printed is what runs took on the lab hosts so far: a guest boot
-  // per configuration and round, or, in the same-guest mode, its ~45 s rounds and a ~25 s boot every few.
+  // The lab run's time limit, generous; the estimate printed is what runs take on the lab hosts: a guest boot per
+  // configuration and round, or, in the same-guest mode, its ~45 s rounds and a ~25 s boot every few.
   const budget = 300 + rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
   const estimate = o.sameGuest
     ? rounds * (configs.length * (2 * o.seconds + o.pings * 0.02 + 3) + 25 / SAME_GUEST_ROUNDS)

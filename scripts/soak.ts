@@ -99,20 +99,20 @@ console.log(
 /**
  * No file of a part's exchange directory changed for this long (guests' consoles, the daemon's log,
  * the events: each written every few seconds while L2 runs): L2 hung without a lockup message, which
- * scripts/lab/run cannot see (2026-12-01 16:13: its console silent, its QEMU spinning, for 10 minutes
- * until I stopped it). The part is then stopped and counted as cut, like a death of L2.
+ * scripts/lab/run cannot see (its console silent, its QEMU spinning). The part is then stopped and
+ * counted as cut, like a death of L2.
  */
 const HUNG_AFTER_S = 600;
 /**
- * L2 boots in a row whose part ended before its first event: the lab is not holding; give up. Four:
- * on 2026-12-01 L2 died in the soak's set-up in about one boot of three (the set-up, four guests'
- * boots, is a third to half of L2's life then), twice in a row at 15:43, which ended a clean run.
+ * L2 boots in a row whose part ended before its first event: the lab is not holding; give up. Four,
+ * since on a bad day L2 dies in the soak's set-up in about one boot of three (the set-up, four
+ * guests' boots, is a third to half of L2's life then), and twice in a row must not end a clean run.
  */
 const MAX_EMPTY_PARTS = 4;
 /**
  * With --until: a part's events stop this long before it (L2's boot before the soak starts, the last
  * event, which may be a guest's boot, the guests' shutdown and L2's), and no part starts with less
- * than UNTIL_MIN_PART_S left (set-up alone, an L2 boot and four guests' boots, takes 3-5 min in today's lab).
+ * than UNTIL_MIN_PART_S left (set-up alone, an L2 boot and four guests' boots, takes 3-5 min under TCG).
  */
 const UNTIL_MARGIN_S = 240;
 const UNTIL_MIN_PART_S = 420;

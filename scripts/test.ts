@@ -178,10 +178,9 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: strin
 async function labSuite(series: string, subset: boolean, log: string | null): Promise<void> {
   const phase = `lab ${series}`;
   const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
-  // Per L2 boot. The whole suite took 41 min on 6.1 on 2026-12-01 (the nested lab 2-3x slower than
-  // on 2026-11-30), 20 on a calm day: the limit is for a hung run, not a slow one. It was 80 min
-  // until a hung boot made CI take 85 (2026-12-02); a stuck process now ends its boot at once
-  // (lab/stuck.ts), and what is left for this limit is a hang nothing else sees.
+  // Per L2 boot: the limit is for a hung run, not a slow one (the whole suite takes 20 min on a calm
+  // day and twice that on a slow one: docs/lab.md, "Why the lab's limits are what they are"). A
+  // stuck process ends its boot at once (lab/stuck.ts); this limit is for a hang nothing else sees.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 3000);
   let files = labFiles(subset);
   // (VB_LAB_ONLY may name no file of this kernel's set; say so, which also makes its log)
@@ -264,13 +263,12 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
 /**
  * The soak's short variant (docs/soak.md, "The short variant and CI"): `npm run soak` for
  * SOAK_MINUTES on one daemon guest and the spare ports, on the first kernel, after every lane is
- * done: alone on the machine, since a bystander's zero lost replies is what it checks, and beside
- * another L2 busy with the suite a bystander once lost 4 replies in a row (2026-12-01 18:51, 6.12,
- * the event an other port's remove and add; clean in hundreds of such events before and since).
- * Not a file of the suite: L2 dies now and then under a soak (docs/lab.md, "Guest faults"), and the
- * soak carries on in a fresh L2 boot with the time left (docs/soak.md, "When L2 dies"), where the
- * suite fails a file that L2 died in twice (in CI on 2026-12-01 L2 died in the soak's file in two
- * boots in a row). It counts as one test: passed if the soak found nothing (its exit status and its
+ * done: alone on the machine, since a bystander's zero lost replies is what it checks, and another
+ * L2 busy with the suite beside it can starve a bystander for a few pings (docs/lab.md, "Why the
+ * lab's limits are what they are"). Not a file of the suite: L2 dies now and then under a soak
+ * (docs/lab.md, "Guest faults"), often enough to die in two boots in a row, and the soak carries on
+ * in a fresh L2 boot with the time left (docs/soak.md, "When L2 dies"), where the suite would fail
+ * a file that L2 died in twice. It counts as one test: passed if the soak found nothing (its exit status and its
  * report agree).
  */
 const SOAK_MINUTES = 3;
