@@ -29,7 +29,7 @@ import {
 import { constants, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { failures, type JoinedSoak } from '../lab/soak/report.js';
-import { runInLab } from '../lab/job.js';
+import { endText, runInLab } from '../lab/job.js';
 import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -191,7 +191,7 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
     say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
     const xchg = join(work, `xchg-${series}-${boot}`);
-    const { status } = await runInLab({
+    const end = await runInLab({
       name: `lab suite ${series}`,
       kernel: series,
       timeoutSeconds: labTimeout,
@@ -216,8 +216,8 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
     say(`\n[${phase}] boot ${boot}, minutes per file:`);
     printFileTimes(readJson<SuiteProgress>(join(xchg, 'progress.json')), Date.now(), say);
     if (l) add(phase, l);
-    if (l && status !== 124 && status !== 125) break;
-    if (!l && status === 125) {
+    if (l && !end.timedOut && !end.l2Died) break;
+    if (!l && end.l2Died) {
       const progress = readJson<SuiteProgress>(join(xchg, 'progress.json'));
       const r = resumeAfterDeath(files, progress);
       add(phase, r.kept);
@@ -239,7 +239,7 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
       if (!twice) total.retried.push(`[${phase}] ${why}; its ${files.length} unfinished files ran in a fresh boot`);
       continue;
     }
-    if (!l && status === 124) {
+    if (!l && end.timedOut) {
       // A hung boot: the files that finished keep their results; the one running and those after it
       // count as one failure, named.
       const r = resumeAfterDeath(files, readJson<SuiteProgress>(join(xchg, 'progress.json')));
@@ -249,12 +249,7 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
       fail(phase, `lab suite timed out after ${labTimeout} s in boot ${boot} (running: ${running}; ${left})`, say);
       break;
     }
-    const why =
-      status === 124
-        ? `timed out after ${labTimeout} s`
-        : status === 125
-          ? 'the L2 VM died or locked up'
-          : `exited ${status} without a summary`;
+    const why = end.timedOut || end.l2Died ? endText(end, labTimeout) : `exited ${end.status} without a summary`;
     fail(phase, `lab suite ${why}`, say);
     break;
   }
