@@ -8,8 +8,8 @@
  * stack) and every other task of L2 in uninterruptible sleep, writes one line to
  * `$LAB_XCHG/l2-stuck`, and `scripts/lab/run` stops the VM and exits 125, as for a soft lockup; the
  * lab suite runs the files it had not finished in a fresh L2 boot, and a file that L2 is lost in
- * twice is a failure (scripts/test.ts). Before this, such a boot hung until the suite's limit
- * (CI on 2026-12-02: a migration test, then 80 minutes of nothing).
+ * twice is a failure (scripts/test.ts). Without it such a boot would hang until the suite's time
+ * limit, with nothing to show for it.
  *
  * A back-end that never answers cannot do this: it makes QEMU wait in a socket read, which SIGKILL
  * ends. Only the kernel can, so this is never a way to absorb a fault of the bridge's own code.

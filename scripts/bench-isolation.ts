@@ -5,26 +5,27 @@
  * a is quiet, flooded, or given 8 GiB memory tables back to back. Prints a table and writes
  * results/isolation-<date>.json. VB_ISOLATION_SECONDS=N: seconds per phase (default 6).
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { table } from '../src/daemon/ctl.js';
-import type { IsolationResult } from './lab-runs/bench-isolation.js';
+import { endText, runInLab } from '../lab/job.js';
+import type { IsolationJob, IsolationResult } from './lab-runs/bench-isolation.js';
 
-/** This build's lab-runs script (dist/scripts/lab-runs/), relative to the repository L2 starts in. */
-const here = relative(process.cwd(), import.meta.dirname);
 const work = mkdtempSync(join(tmpdir(), 'vb-bench-isolation-'));
-const lab = spawnSync(
-  'scripts/lab/run',
-  ['-t', '600', '--', process.execPath, '--enable-source-maps', join(here, 'lab-runs', 'bench-isolation.js')],
-  { stdio: 'inherit', env: { ...process.env, LAB_XCHG_DIR: work, VB_ISOLATION_OUT: '/lab-xchg/isolation.json' } },
-);
+const options: IsolationJob = { phaseSeconds: Number(process.env.VB_ISOLATION_SECONDS ?? 6) };
+const lab = await runInLab({
+  name: 'bench:isolation',
+  script: 'dist/scripts/lab-runs/bench-isolation.js',
+  options,
+  timeoutSeconds: 600,
+  xchg: work,
+});
 let r: IsolationResult;
 try {
   r = JSON.parse(readFileSync(join(work, 'isolation.json'), 'utf8')) as IsolationResult;
 } catch {
-  console.error(`bench:isolation: no results (lab exit status ${lab.status}); logs in ${work}`);
+  console.error(`bench:isolation: no results (lab: ${endText(lab)}); logs in ${work}`);
   process.exit(1);
 }
 

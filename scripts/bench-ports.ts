@@ -5,28 +5,28 @@
  * (median, p99, and per block of ports to see whether it stays flat), and writes
  * results/ports-<date>.json. Options: VB_PORTS=N (default 200).
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { table } from '../src/daemon/ctl.js';
 import { quantile } from './bench/metrics.js';
-import type { PortsResult } from './lab-runs/bench-ports.js';
+import { endText, runInLab } from '../lab/job.js';
+import type { PortsJob, PortsResult } from './lab-runs/bench-ports.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vb-bench-ports-'));
-const lab = spawnSync(
-  'scripts/lab/run',
-  ['-t', '900', '--', process.execPath, '--enable-source-maps', 'dist/scripts/lab-runs/bench-ports.js'],
-  {
-    stdio: 'inherit',
-    env: { ...process.env, LAB_XCHG_DIR: work, VB_PORTS_OUT: '/lab-xchg/ports.json' },
-  },
-);
+const options: PortsJob = { ports: Number(process.env.VB_PORTS ?? 200) };
+const lab = await runInLab({
+  name: 'bench:ports',
+  script: 'dist/scripts/lab-runs/bench-ports.js',
+  options,
+  timeoutSeconds: 900,
+  xchg: work,
+});
 let r: PortsResult;
 try {
   r = JSON.parse(readFileSync(join(work, 'ports.json'), 'utf8')) as PortsResult;
 } catch {
-  console.error(`bench:ports: no results (lab exit status ${lab.status}); logs in ${work}`);
+  console.error(`bench:ports: no results (lab: ${endText(lab)}); logs in ${work}`);
   process.exit(1);
 }
 

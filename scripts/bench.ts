@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { endText, runInLab } from '../lab/job.js';
 import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
 import {
   DEFAULT_PRECISION,
@@ -26,6 +27,7 @@ import {
   textTable,
   verdict,
 } from './bench/report.js';
+import type { BenchJob } from './lab-runs/bench.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const positive = (v: string): number => {
@@ -150,7 +152,7 @@ for (const c of configs) {
 }
 
 /** Runs the bench in the lab: its raw results (with the machine, commit and minutes), and where its logs are. */
-function labRun(): { raw: RawResults; work: string } {
+async function labRun(): Promise<{ raw: RawResults; work: string }> {
   // Is the lab there?
   const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
   if (!fs.existsSync(join(repo, '.lab', 'lab.env')) || !have('qemu-system-x86_64')) {
@@ -185,8 +187,8 @@ function labRun(): { raw: RawResults; work: string } {
     precision > 0
       ? `rounds until both TCP intervals are within +-${precision}, at most ${rounds},`
       : `${rounds} round(s)`;
-  // The lab run's time limit, generous; the estimate printed is what runs took on the lab hosts so far: a guest boot
-  // per configuration and round, or, in the same-guest mode, its ~45 s rounds and a ~25 s boot every few.
+  // The lab run's time limit, generous; the estimate printed is what runs take on the lab hosts: a guest boot per
+  // configuration and round, or, in the same-guest mode, its ~45 s rounds and a ~25 s boot every few.
   const budget = 300 + rounds * (configs.length * (90 + 2 * o.seconds + o.pings * 0.03) + migrating.length * 90);
   const estimate = o.sameGuest
     ? rounds * (configs.length * (2 * o.seconds + o.pings * 0.02 + 3) + 25 / SAME_GUEST_ROUNDS)
@@ -197,39 +199,29 @@ function labRun(): { raw: RawResults; work: string } {
       `${precision > 0 ? 'at most ' : ''}about ${Math.round(estimate / 60)} min`,
   );
   const t0 = Date.now();
-  const lab = spawnSync(
-    'scripts/lab/run',
-    [
-      '-t',
-      String(Math.round(budget)),
-      '--',
-      process.execPath,
-      '--enable-source-maps',
-      'dist/scripts/lab-runs/bench.js',
-    ],
-    {
-      cwd: repo,
-      stdio: 'inherit',
-      env: {
-        ...process.env,
-        LAB_XCHG_DIR: work,
-        VB_BENCH_ROUNDS: String(rounds),
-        VB_BENCH_PRECISION: String(precision),
-        VB_BENCH_SECONDS: String(o.seconds),
-        VB_BENCH_PINGS: String(o.pings),
-        VB_BENCH_CONFIGS: configs.join(','),
-        VB_BENCH_MIGRATION: migrating.length ? '1' : '0',
-        VB_BENCH_OUT: '/lab-xchg/bench-raw.json',
-        ...(o.pin ? { VB_BENCH_HOST_CPUS: '0', LAB_L3_L2CPUS: '1' } : {}),
-        VB_BENCH_MIN_TSO_SEGS: String(o.minTsoSegs),
-        VB_BENCH_SAME_GUEST: o.sameGuest ? '1' : '0',
-        LAB_KERNEL: o.kernel,
-      },
-    },
-  );
+  const options: BenchJob = {
+    rounds,
+    precision,
+    seconds: o.seconds,
+    pings: o.pings,
+    configs,
+    migration: migrating.length > 0,
+    hostCpus: o.pin ? '0' : '',
+    minTsoSegs: o.minTsoSegs,
+    sameGuest: o.sameGuest === true,
+  };
+  const lab = await runInLab({
+    name: 'bench',
+    script: 'dist/scripts/lab-runs/bench.js',
+    options,
+    kernel: o.kernel,
+    timeoutSeconds: budget,
+    xchg: work,
+    ...(o.pin ? { env: { LAB_L3_L2CPUS: '1' } } : {}),
+  });
   const rawFile = join(work, 'bench-raw.json');
   if (!fs.existsSync(rawFile)) {
-    console.error(`bench: the lab run ended (${lab.status}) without results; logs in ${work}`);
+    console.error(`bench: the lab run ended (${endText(lab)}) without results; logs in ${work}`);
     process.exit(1);
   }
   const raw = JSON.parse(fs.readFileSync(rawFile, 'utf8')) as RawResults;
@@ -244,7 +236,7 @@ function labRun(): { raw: RawResults; work: string } {
 
 const { raw, work } = o.fromRaw
   ? { raw: JSON.parse(fs.readFileSync(o.fromRaw, 'utf8')) as RawResults, work: null }
-  : labRun();
+  : await labRun();
 const machine = String(raw.meta.machine ?? '?');
 const commit = String(raw.meta.commit ?? '?');
 const summary = summarize(raw);

@@ -4,6 +4,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
+import { runInLab } from '../lab/job.js';
+import type { DemoJob } from './lab-runs/demo.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const step = (what: string, cmd: string, args: string[]): number => {
@@ -22,12 +24,7 @@ if (
   console.error('demo: the lab could not be set up (see above)');
   process.exit(1);
 }
-const rc = step('lab: booting L2 (TCG) and running the demo inside it', 'scripts/lab/run', [
-  '-t',
-  '900',
-  '--',
-  process.execPath,
-  '--enable-source-maps',
-  'dist/scripts/lab-runs/demo.js',
-]);
-process.exit(rc);
+console.log('== lab: booting L2 (TCG) and running the demo inside it');
+const options: DemoJob = { seconds: Number(process.env.VB_DEMO_SECONDS ?? 5) };
+const lab = await runInLab({ name: 'demo', script: 'dist/scripts/lab-runs/demo.js', options, timeoutSeconds: 900 });
+process.exit(lab.status);

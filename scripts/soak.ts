@@ -9,7 +9,6 @@
  * recovery, an fd or memory leak, a port left half set up, too little traffic or too few events to
  * check). `npm test` runs its short variant (docs/soak.md, "The short variant and CI").
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -27,8 +26,10 @@ import {
   textTable,
 } from '../lab/soak/report.js';
 import { labTuning } from '../lab/guest.js';
+import { runInLab } from '../lab/job.js';
 import { freshSeed } from '../lab/soak/rng.js';
 import { EVENT_KINDS, emptyResult, parseKinds, type SoakResult } from '../lab/soak/soak.js';
+import type { SoakJob } from './lab-runs/soak.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const count = (v: string): number => {
@@ -98,20 +99,20 @@ console.log(
 /**
  * No file of a part's exchange directory changed for this long (guests' consoles, the daemon's log,
  * the events: each written every few seconds while L2 runs): L2 hung without a lockup message, which
- * scripts/lab/run cannot see (2026-12-01 16:13: its console silent, its QEMU spinning, for 10 minutes
- * until I stopped it). The part is then stopped and counted as cut, like a death of L2.
+ * scripts/lab/run cannot see (its console silent, its QEMU spinning). The part is then stopped and
+ * counted as cut, like a death of L2.
  */
 const HUNG_AFTER_S = 600;
 /**
- * L2 boots in a row whose part ended before its first event: the lab is not holding; give up. Four:
- * on 2026-12-01 L2 died in the soak's set-up in about one boot of three (the set-up, four guests'
- * boots, is a third to half of L2's life then), twice in a row at 15:43, which ended a clean run.
+ * L2 boots in a row whose part ended before its first event: the lab is not holding; give up. Four,
+ * since on a bad day L2 dies in the soak's set-up in about one boot of three (the set-up, four
+ * guests' boots, is a third to half of L2's life then), and twice in a row must not end a clean run.
  */
 const MAX_EMPTY_PARTS = 4;
 /**
  * With --until: a part's events stop this long before it (L2's boot before the soak starts, the last
  * event, which may be a guest's boot, the guests' shutdown and L2's), and no part starts with less
- * than UNTIL_MIN_PART_S left (set-up alone, an L2 boot and four guests' boots, takes 3-5 min in today's lab).
+ * than UNTIL_MIN_PART_S left (set-up alone, an L2 boot and four guests' boots, takes 3-5 min under TCG).
  */
 const UNTIL_MARGIN_S = 240;
 const UNTIL_MIN_PART_S = 420;
@@ -146,86 +147,40 @@ if (parts.at(-1)?.cut || (o.until !== undefined && r.seconds < o.minutes * 60 - 
   );
 r.failures.push(...coverageFailures(r, o.only?.split(',')));
 
-/** The newest change in a directory (its files, not below). */
-function newestChange(dir: string): number {
-  let t = fs.statSync(dir).mtimeMs;
-  for (const f of fs.readdirSync(dir)) t = Math.max(t, fs.statSync(join(dir, f)).mtimeMs);
-  return t;
-}
-
 /** One L2 boot of the soak; a boot that died (scripts/lab/run: 125) or hung yields what it completed. */
 async function runPart(k: number, partSeed: number, seconds: number): Promise<Part> {
-  const out = `soak-${k + 1}.json`;
   // Each L2 boot its own exchange directory: the daemon's and guests' logs of every part are kept.
   const partDir = join(work, `part-${k + 1}`);
   fs.mkdirSync(partDir);
-  const lab = spawn(
-    'scripts/lab/run',
-    [
-      '--kernel',
-      o.kernel,
-      '-t',
-      String(Math.round(Math.min(seconds + 900, (budget() ?? Number.POSITIVE_INFINITY) + UNTIL_MARGIN_S))),
-      '--',
-      process.execPath,
-      '--enable-source-maps',
-      'dist/scripts/lab-runs/soak.js',
-    ],
-    {
-      cwd: repo,
-      stdio: 'inherit',
-      // its own process group, so that a hung L2 is stopped with everything lab/run started
-      detached: true,
-      env: {
-        ...process.env,
-        LAB_XCHG_DIR: partDir,
-        // Several 512 MiB guests, their QEMUs and the daemon's restarts (Node read again from the
-        // host's 9p root) in L2's default 3 GiB left a restarted daemon 20-40 s to answer.
-        LAB_L2_MEM: process.env.LAB_L2_MEM ?? '6G',
-        VB_SOAK_SECONDS: String(Math.round(seconds)),
-        VB_SOAK_SEED: String(partSeed),
-        VB_SOAK_GUESTS: String(o.guests),
-        VB_SOAK_ONE_PORT: o.onePort ? '1' : '0',
-        VB_SOAK_OUT: `/lab-xchg/${out}`,
-        ...(budget() !== undefined ? { VB_SOAK_BUDGET_S: String(budget()) } : {}),
-        ...(o.only ? { VB_SOAK_KINDS: o.only } : {}),
-      },
-    },
-  );
-  const stop = (): void => {
-    try {
-      if (lab.pid) process.kill(-lab.pid, 'SIGTERM');
-    } catch {
-      /* already gone */
-    }
+  const b = budget();
+  const options: SoakJob = {
+    seconds: Math.round(seconds),
+    seed: partSeed,
+    guests: o.guests,
+    onePort: o.onePort,
+    ...(b !== undefined ? { budgetSeconds: b } : {}),
+    ...(o.only ? { kinds: o.only } : {}),
   };
-  // (detached: a ^C or a kill of this process no longer reaches lab/run by itself)
-  const forward = (sig: NodeJS.Signals): void => {
-    stop();
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  };
-  process.once('SIGINT', forward);
-  process.once('SIGTERM', forward);
-  let hung = false;
-  const watch = setInterval(() => {
-    if (Date.now() - newestChange(partDir) < HUNG_AFTER_S * 1000) return;
-    hung = true;
-    clearInterval(watch);
-    console.log(`== soak: nothing from L2 for ${HUNG_AFTER_S} s: it hung; stopping it`);
-    stop();
-  }, 30_000);
-  const status = await new Promise<number | null>((res) => lab.once('exit', (code) => res(code)));
-  clearInterval(watch);
-  process.off('SIGINT', forward);
-  process.off('SIGTERM', forward);
-  const file = join(partDir, out);
+  const end = await runInLab({
+    name: 'soak',
+    script: 'dist/scripts/lab-runs/soak.js',
+    options,
+    kernel: o.kernel,
+    timeoutSeconds: Math.min(seconds + 900, (b ?? Number.POSITIVE_INFINITY) + UNTIL_MARGIN_S),
+    xchg: partDir,
+    // Several 512 MiB guests, their QEMUs and the daemon's restarts (Node read again from the host's
+    // 9p root) need more than L2's default 3 GiB for a restarted daemon to answer in time.
+    env: { LAB_L2_MEM: process.env.LAB_L2_MEM ?? '6G' },
+    quietLimitSeconds: HUNG_AFTER_S,
+  });
+  const file = join(partDir, 'soak.json');
   if (fs.existsSync(file)) return { result: JSON.parse(fs.readFileSync(file, 'utf8')) as SoakResult, cut: null };
-  const result = completed(file, partSeed, status);
+  const result = completed(file, partSeed, end.status);
   const at = `${((result.samples.at(-1)?.t ?? 0) / 60000).toFixed(1)} min in`;
-  if (hung) return { result, cut: `L2 hung ${at} (nothing from it for ${HUNG_AFTER_S} s)` };
+  if (end.hung) return { result, cut: `L2 hung ${at} (nothing from it for ${HUNG_AFTER_S} s)` };
   // Only a dead L2 is the lab's fault; the soak itself ending without a result is a failure.
-  if (status !== 125) {
-    result.failures.push(`the soak ended (exit status ${status}) without a result (logs: ${work})`);
+  if (!end.l2Died) {
+    result.failures.push(`the soak ended (exit status ${end.status}) without a result (logs: ${work})`);
     return { result, cut: null };
   }
   return { result, cut: `L2 died ${at}` };

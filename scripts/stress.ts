@@ -9,12 +9,13 @@
  *
  *   LAB_L2_APPEND='kvm_amd.npt=0' npm run lab:stress -- --minutes 10 --label npt0
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { labTuning } from '../lab/guest.js';
+import { runInLab } from '../lab/job.js';
+import type { StressJob } from './lab-runs/stress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
 const positive = (v: string): number => {
@@ -46,29 +47,14 @@ Example:
 const work = fs.mkdtempSync(join(os.tmpdir(), 'vb-stress-'));
 const settings = labTuning() ?? '(defaults)';
 console.log(`== lab:stress '${o.label}': ${o.guests} guest(s), ${o.minutes} min, ${o.net}; ${settings}`);
-const lab = spawnSync(
-  'scripts/lab/run',
-  [
-    '-t',
-    String(Math.round(o.minutes * 60 + 600)),
-    '--',
-    process.execPath,
-    '--enable-source-maps',
-    'dist/scripts/lab-runs/stress.js',
-  ],
-  {
-    cwd: repo,
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      LAB_XCHG_DIR: work,
-      VB_STRESS_MINUTES: String(o.minutes),
-      VB_STRESS_GUESTS: String(o.guests),
-      VB_STRESS_NET: o.net,
-      VB_STRESS_OUT: '/lab-xchg/stress.json',
-    },
-  },
-);
+const options: StressJob = { minutes: o.minutes, guests: o.guests, net: o.net === 'bridge' ? 'bridge' : 'vhost-on' };
+const lab = await runInLab({
+  name: 'lab:stress',
+  script: 'dist/scripts/lab-runs/stress.js',
+  options,
+  timeoutSeconds: o.minutes * 60 + 600,
+  xchg: work,
+});
 const file = join(work, 'stress.json');
 if (!fs.existsSync(file)) {
   console.error(`lab:stress: the lab run ended (${lab.status}) before any transfer finished; logs in ${work}`);
@@ -88,7 +74,7 @@ interface Result {
 }
 const r = JSON.parse(fs.readFileSync(file, 'utf8')) as Result & Record<string, unknown>;
 // L2 itself died (a crash or a lockup: scripts/lab/run exits 125): the counts so far stand, plus that.
-const l2Died = !r.done || lab.status === 125;
+const l2Died = !r.done || lab.l2Died;
 Object.assign(r, { label: o.label, settings, logs: work, l2Died, labStatus: lab.status });
 const dir = join(repo, 'results', 'stress');
 fs.mkdirSync(dir, { recursive: true });

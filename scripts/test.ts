@@ -29,6 +29,7 @@ import {
 import { constants, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { failures, type JoinedSoak } from '../lab/soak/report.js';
+import { endText, runInLab } from '../lab/job.js';
 import { type FileCounts, resumeAfterDeath, type SuiteProgress, sameFile } from '../lab/suite-progress.js';
 
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -154,12 +155,8 @@ function setUp(series: string): boolean {
   return false;
 }
 
-/** One L2 boot's command; its status (a signal counts as 128 + its number, as a shell says). */
-function runLab(args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
-  return run('scripts/lab/run', args, env, log);
-}
-
-/** A command of this machine, its output to the terminal or to `log`; its status as `runLab`'s. */
+/** A command of this machine, its output to the terminal or to `log`; its status (a signal counts as
+ *  128 + its number, as a shell says). */
 function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: string | null): Promise<number> {
   const out = log === null ? null : openSync(log, 'a');
   return new Promise((res) => {
@@ -181,10 +178,9 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, log: strin
 async function labSuite(series: string, subset: boolean, log: string | null): Promise<void> {
   const phase = `lab ${series}`;
   const say: Say = log === null ? console.log : (line) => appendFileSync(log, `${line}\n`);
-  // Per L2 boot. The whole suite took 41 min on 6.1 on 2026-12-01 (the nested lab 2-3x slower than
-  // on 2026-11-30), 20 on a calm day: the limit is for a hung run, not a slow one. It was 80 min
-  // until a hung boot made CI take 85 (2026-12-02); a stuck process now ends its boot at once
-  // (lab/stuck.ts), and what is left for this limit is a hang nothing else sees.
+  // Per L2 boot: the limit is for a hung run, not a slow one (the whole suite takes 20 min on a calm
+  // day and twice that on a slow one: docs/lab.md, "Why the lab's limits are what they are"). A
+  // stuck process ends its boot at once (lab/stuck.ts); this limit is for a hang nothing else sees.
   const labTimeout = Number(process.env.VB_LAB_TIMEOUT ?? 3000);
   let files = labFiles(subset);
   // (VB_LAB_ONLY may name no file of this kernel's set; say so, which also makes its log)
@@ -195,13 +191,13 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
     const again = boot > 1 ? `, boot ${boot}: the files not finished before` : '';
     say(`\n== lab suite on L2 kernel ${series}: ${what}, one L2 boot${again}`);
     const xchg = join(work, `xchg-${series}-${boot}`);
-    const status = await runLab(
-      [
-        '-t',
-        String(labTimeout),
-        '--kernel',
-        series,
-        '--',
+    const end = await runInLab({
+      name: `lab suite ${series}`,
+      kernel: series,
+      timeoutSeconds: labTimeout,
+      xchg,
+      ...(log === null ? {} : { log }),
+      command: [
         mocha,
         '--no-config',
         '--exit',
@@ -211,23 +207,17 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
         '300000',
         '--reporter',
         reporter,
+        ...['--reporter-option', 'summary=/lab-xchg/lab.json', '--reporter-option', 'progress=/lab-xchg/progress.json'],
         ...(subset ? ['--grep', KERNEL_SUBSET.grep] : []),
         ...files,
       ],
-      {
-        ...process.env,
-        LAB_XCHG_DIR: xchg,
-        VB_SUMMARY_FILE: '/lab-xchg/lab.json',
-        VB_PROGRESS_FILE: '/lab-xchg/progress.json',
-      },
-      log,
-    );
+    });
     const l = readCounts(join(xchg, 'lab.json'));
     say(`\n[${phase}] boot ${boot}, minutes per file:`);
     printFileTimes(readJson<SuiteProgress>(join(xchg, 'progress.json')), Date.now(), say);
     if (l) add(phase, l);
-    if (l && status !== 124 && status !== 125) break;
-    if (!l && status === 125) {
+    if (l && !end.timedOut && !end.l2Died) break;
+    if (!l && end.l2Died) {
       const progress = readJson<SuiteProgress>(join(xchg, 'progress.json'));
       const r = resumeAfterDeath(files, progress);
       add(phase, r.kept);
@@ -249,7 +239,7 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
       if (!twice) total.retried.push(`[${phase}] ${why}; its ${files.length} unfinished files ran in a fresh boot`);
       continue;
     }
-    if (!l && status === 124) {
+    if (!l && end.timedOut) {
       // A hung boot: the files that finished keep their results; the one running and those after it
       // count as one failure, named.
       const r = resumeAfterDeath(files, readJson<SuiteProgress>(join(xchg, 'progress.json')));
@@ -259,12 +249,7 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
       fail(phase, `lab suite timed out after ${labTimeout} s in boot ${boot} (running: ${running}; ${left})`, say);
       break;
     }
-    const why =
-      status === 124
-        ? `timed out after ${labTimeout} s`
-        : status === 125
-          ? 'the L2 VM died or locked up'
-          : `exited ${status} without a summary`;
+    const why = end.timedOut || end.l2Died ? endText(end, labTimeout) : `exited ${end.status} without a summary`;
     fail(phase, `lab suite ${why}`, say);
     break;
   }
@@ -273,13 +258,12 @@ async function labSuite(series: string, subset: boolean, log: string | null): Pr
 /**
  * The soak's short variant (docs/soak.md, "The short variant and CI"): `npm run soak` for
  * SOAK_MINUTES on one daemon guest and the spare ports, on the first kernel, after every lane is
- * done: alone on the machine, since a bystander's zero lost replies is what it checks, and beside
- * another L2 busy with the suite a bystander once lost 4 replies in a row (2026-12-01 18:51, 6.12,
- * the event an other port's remove and add; clean in hundreds of such events before and since).
- * Not a file of the suite: L2 dies now and then under a soak (docs/lab.md, "Guest faults"), and the
- * soak carries on in a fresh L2 boot with the time left (docs/soak.md, "When L2 dies"), where the
- * suite fails a file that L2 died in twice (in CI on 2026-12-01 L2 died in the soak's file in two
- * boots in a row). It counts as one test: passed if the soak found nothing (its exit status and its
+ * done: alone on the machine, since a bystander's zero lost replies is what it checks, and another
+ * L2 busy with the suite beside it can starve a bystander for a few pings (docs/lab.md, "Why the
+ * lab's limits are what they are"). Not a file of the suite: L2 dies now and then under a soak
+ * (docs/lab.md, "Guest faults"), often enough to die in two boots in a row, and the soak carries on
+ * in a fresh L2 boot with the time left (docs/soak.md, "When L2 dies"), where the suite would fail
+ * a file that L2 died in twice. It counts as one test: passed if the soak found nothing (its exit status and its
  * report agree).
  */
 const SOAK_MINUTES = 3;
@@ -335,10 +319,9 @@ if (!skipLab)
 // 2. Unit tests, here.
 console.log('\n== unit tests (this machine)');
 const unitSummary = join(work, 'unit.json');
-const unit = spawnSync(mocha, [color, '--reporter', reporter], {
+const unit = spawnSync(mocha, [color, '--reporter', reporter, '--reporter-option', `summary=${unitSummary}`], {
   cwd: repo,
   stdio: 'inherit',
-  env: { ...process.env, VB_SUMMARY_FILE: unitSummary },
 });
 const u = readCounts(unitSummary);
 if (u) add('unit', u);

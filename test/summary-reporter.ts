@@ -1,11 +1,12 @@
 /**
  * Mocha reporter: the usual spec output, plus the run's counts written as JSON to the file named by
- * VB_SUMMARY_FILE, so scripts/test.ts can add the unit run and the lab run into one final line.
+ * its option `summary` (`--reporter-option summary=FILE`), so scripts/test.ts can add the unit run
+ * and the lab run into one final line.
  * A failing hook counts as a failure (its tests never ran); a pending (skipped) test is reported
  * separately so that CI can count it as a failure. Retries (lab tests that may meet a guest fault of the
  * nested lab) are listed with the first failure's message.
  *
- * With VB_PROGRESS_FILE set it also records, after every result, which file each result belongs to
+ * With `--reporter-option progress=FILE` it also records, after every result, which file each result belongs to
  * (lab/suite-progress.ts), so that a lab run cut short by L2 dying goes on with the files it had not
  * finished (scripts/test.ts).
  */
@@ -27,7 +28,8 @@ export default class SummaryReporter extends Mocha.reporters.Spec {
   constructor(runner: Mocha.Runner, options?: Mocha.MochaOptions) {
     super(runner, options);
     const counts = emptyCounts();
-    const progressFile = process.env.VB_PROGRESS_FILE;
+    const files = (options as { reporterOption?: { summary?: string; progress?: string } } | undefined)?.reporterOption;
+    const progressFile = files?.progress;
     const progress: SuiteProgress = { files: [] };
     /** The results of the file `r` belongs to (the current one if mocha gives none), and the run's. */
     const both = (r: Mocha.Runnable | Mocha.Suite): FileCounts[] => {
@@ -85,7 +87,7 @@ export default class SummaryReporter extends Mocha.reporters.Spec {
     });
     runner.once(EVENT_RUN_END, () => {
       counts.retried.push(...faultRetries());
-      const file = process.env.VB_SUMMARY_FILE;
+      const file = files?.summary;
       if (file) writeFileSync(file, JSON.stringify(counts, null, 1));
     });
   }

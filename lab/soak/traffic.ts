@@ -12,8 +12,9 @@
  * The guest side is a shell loop started after every boot (`guestCommand`); the L2 side is one TCP
  * server and one UDP socket for all guests, each guest known by its address. The loops are kept
  * sparse in processes (about 1.7 started per second per guest): every process an L3 guest starts
- * costs L2 exits, and with one per 0.2 s per guest, three guests overloaded L2 (a restarted daemon
- * took 20 s to answer instead of 3) and made it die more often (docs/soak.md, "When L2 dies").
+ * costs L2 exits, and one per 0.2 s per guest is enough for three guests to overload L2 (a restarted
+ * daemon then takes 20 s to answer instead of 3) and make it die more often (docs/soak.md, "When L2
+ * dies").
  */
 import { createHash } from 'node:crypto';
 import * as dgram from 'node:dgram';

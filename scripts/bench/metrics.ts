@@ -192,7 +192,7 @@ export type RunPart = 'datapath' | 'migration';
 export interface Run {
   round: number;
   config: BenchConfig;
-  /** Absent in results written before migration was a part of the bench: 'datapath'. */
+  /** Which part of the bench the run is; absent means 'datapath' (results files may lack it). */
   part?: RunPart;
   startedAt: string;
   seconds: number;

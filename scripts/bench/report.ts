@@ -170,9 +170,9 @@ export const DEFAULT_ROUNDS = 40;
 export const SAME_GUEST_ROUNDS = 4;
 
 /**
- * `--same-guest`'s most rounds when `--rounds` is not given: its run of 2026-12-02 07:30 reached +-0.05 on both
- * throughput figures after 133 rounds (111 minutes on the AMD EPYC lab host), so 160 leaves room for a noisier
- * day (docs/backends.md, "The same guest on both datapaths").
+ * `--same-guest`'s most rounds when `--rounds` is not given: +-0.05 on both throughput figures takes some 130
+ * rounds on the AMD EPYC lab host (docs/backends.md, "The same guest on both datapaths"), so 160 leaves room
+ * for a noisier day.
  */
 export const SAME_GUEST_DEFAULT_ROUNDS = 160;
 
@@ -201,7 +201,7 @@ export function preciseEnough(raw: RawResults, within: number): boolean {
 /**
  * The report's line on the round count: how many rounds ran and why the bench stopped (the
  * throughput intervals narrow enough, or the most rounds asked with how wide they still were), or
- * null for a run made without `--precision` (before 2026-12-01, or `--precision 0`).
+ * null for a run made without a precision (results files without one, or `--precision 0`).
  */
 export function precisionNote(raw: RawResults): string | null {
   const within = Number(raw.meta.precision ?? 0);

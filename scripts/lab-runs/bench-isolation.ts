@@ -1,5 +1,5 @@
 /**
- * The isolation benchmark, inside L2 (started by scripts/bench-isolation.ts through scripts/lab/run):
+ * The isolation benchmark, inside L2 (started by scripts/bench-isolation.ts through lab/job.ts):
  * does one port's slow or busy front-end stall another port's control traffic? One `vhost-bridge
  * serve` daemon with ports `a` and `b` on L2's real vhost-net. A synthetic front-end on `b`
  * (lab/frontend/handshake.ts: both rings attached) sends GET_FEATURES every 5 ms and times each reply
@@ -10,7 +10,8 @@
  *  - memtable: SET_MEM_TABLE with 8 regions of 1 GiB (fresh memfds each time, so every table is new:
  *    8 mmaps, VHOST_SET_MEM_TABLE on the kernel, the previous 8 GiB unmapped), back to back, acked.
  * The disturber is a separate process so that its own work does not delay the probe's event loop
- * (both share L2's two vCPUs with the daemon, as a host's processes would). Writes VB_ISOLATION_OUT.
+ * (both share L2's two vCPUs with the daemon, as a host's processes would). Writes isolation.json in
+ * the exchange directory.
  * Not a pass/fail test: it reports.
  */
 import { spawn } from 'node:child_process';
@@ -28,10 +29,15 @@ import { ID, msg } from '../../lab/frontend/builder.js';
 import { memfd, TestFrontEnd } from '../../lab/frontend/frontend.js';
 import { type Handshaken, handshake } from '../../lab/frontend/handshake.js';
 import { quantile } from '../bench/metrics.js';
+import { jobOptions, xchgPath } from '../../lab/job.js';
 
-const OUT = process.env.VB_ISOLATION_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/isolation.json`;
+const OUT = xchgPath('isolation.json');
 const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
-const PHASE_S = Number(process.env.VB_ISOLATION_SECONDS ?? 6);
+/** What scripts/bench-isolation.ts asks of the benchmark in L2: seconds per phase. */
+export interface IsolationJob {
+  phaseSeconds: number;
+}
+const PHASE_S = jobOptions<IsolationJob>({ phaseSeconds: 6 }).phaseSeconds;
 const PROBE_EVERY_MS = 5;
 const BURST = 2000;
 const GiB = 1n << 30n;

@@ -1,9 +1,9 @@
 /**
- * The port-scale benchmark, inside L2 (started by scripts/bench-ports.ts through scripts/lab/run):
+ * The port-scale benchmark, inside L2 (started by scripts/bench-ports.ts through lab/job.ts):
  * one `vhost-bridge serve` daemon, ports added one by one over its control socket, each set up by a
  * synthetic front-end (lab/frontend/handshake.ts: memory table from a memfd, two rings with eventfds,
  * attached to the port's tap on the real vhost-net). Measures the daemon's RSS and fd count at
- * 1, 50, 100 and 200 ports and the time of each handshake; writes VB_PORTS_OUT (JSON).
+ * 1, 50, 100 and 200 ports and the time of each handshake; writes ports.json in the exchange directory.
  * Not a pass/fail test: it reports, and says whether every ring was attached.
  */
 import { spawn } from 'node:child_process';
@@ -15,10 +15,15 @@ import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
 import { handshake, type Handshaken } from '../../lab/frontend/handshake.js';
 import { quantile } from '../bench/metrics.js';
+import { jobOptions, xchgPath } from '../../lab/job.js';
 
-const PORTS = Number(process.env.VB_PORTS ?? 200);
+/** What scripts/bench-ports.ts asks of the benchmark in L2. */
+export interface PortsJob {
+  ports: number;
+}
+const PORTS = jobOptions<PortsJob>({ ports: 200 }).ports;
 const MARKS = [1, 50, 100, 200, PORTS].filter((m, i, a) => m <= PORTS && a.indexOf(m) === i);
-const OUT = process.env.VB_PORTS_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/ports.json`;
+const OUT = xchgPath('ports.json');
 const CLI = resolve(import.meta.dirname, '..', '..', 'src', 'cli.js');
 
 export interface Mark {

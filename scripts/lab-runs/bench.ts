@@ -1,9 +1,9 @@
 /**
- * The benchmark, inside L2 (started by scripts/bench.ts through scripts/lab/run): the same L3 guest
- * in each configuration, rounds interleaved and rotated (A B C D, B C D A, ...), raw figures written to
- * VB_BENCH_OUT after every run so a broken run keeps what was measured. Unless VB_BENCH_MIGRATION=0,
- * each round also migrates the guest back and forth once in each of bridge and vhost-on that was
- * chosen (lab/migration-hops.ts): those runs take their turn in the same rotation.
+ * The benchmark, inside L2 (started by scripts/bench.ts through lab/job.ts): the same L3 guest in
+ * each configuration, rounds interleaved and rotated (A B C D, B C D A, ...), raw figures written to
+ * bench-raw.json in the exchange directory after every run so a broken run keeps what was measured.
+ * Unless the job says `migration: false`, each round also migrates the guest back and forth once in
+ * each of bridge and vhost-on that was chosen (lab/migration-hops.ts): those runs take their turn in the same rotation.
  */
 import * as fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
@@ -31,39 +31,65 @@ import {
 } from '../../lab/configs.js';
 import { HOPS_PER_RUN, type MigrationConfig, migrateBackAndForth } from '../../lab/migration-hops.js';
 import { type Guest, L3_DEFAULTS } from '../../lab/guest.js';
+import { jobOptions, xchgPath } from '../../lab/job.js';
 
-/** The most rounds; fewer if VB_BENCH_PRECISION is met first (scripts/bench.ts, `--precision`). */
-const ROUNDS = Number(process.env.VB_BENCH_ROUNDS ?? DEFAULT_ROUNDS);
-const PRECISION = Number(process.env.VB_BENCH_PRECISION ?? DEFAULT_PRECISION);
-const SECONDS = Number(process.env.VB_BENCH_SECONDS ?? 8);
-const PINGS = Number(process.env.VB_BENCH_PINGS ?? 200);
-const CHOSEN = (process.env.VB_BENCH_CONFIGS ?? DEFAULT_CONFIGS.join(',')).split(',') as BenchConfig[];
-const OUT = process.env.VB_BENCH_OUT ?? `${process.env.LAB_XCHG ?? '/tmp'}/bench-raw.json`;
-/**
- * `--pin`: L2's CPUs for everything but the guest (this runner and what it starts: iperf3's end in
- * L2, ping, the bridge; and every vhost worker), while the guest's QEMU runs on LAB_L3_L2CPUS
- * (lab/guest.ts). A fixed layout in both configurations, so the scheduler's placement of the three
- * busy threads of a transfer (the guest's vCPU, the vhost worker, iperf3 in L2) on L2's two CPUs
- * cannot differ between runs. Tried on 2026-12-02: it is not what spreads them (docs/backends.md,
- * "Why single tests collapse"). Empty: no pinning.
- */
-const HOST_CPUS = process.env.VB_BENCH_HOST_CPUS ?? '';
-/**
- * `--min-tso-segs N`: the guest's net.ipv4.tcp_min_tso_segs for the TCP tests (0: the kernel's, 2).
- * The guest sizes its TSO frames from its pacing rate (about a millisecond's worth), and under TCG a
- * transfer that starts slow could send small frames, each costing the vhost worker about as much as a
- * large one, and stay slow; a floor holds frames to the size a real host's rate gives them. Tried on
- * 2026-12-02: frames held at ~60 KB in most runs, and the spread stayed (docs/backends.md, "Why single
- * tests collapse").
- */
-const MIN_TSO_SEGS = Number(process.env.VB_BENCH_MIN_TSO_SEGS ?? 0);
-/**
- * `--same-guest`: bridge and vhost=on in one guest boot, on two NICs (lab/configs.ts withSameGuest),
- * their tests alternating within seconds; a round is one test of each kind on each, and a boot holds
- * SAME_GUEST_ROUNDS rounds (docs/backends.md, "The same guest on both datapaths").
- */
-const SAME_GUEST = process.env.VB_BENCH_SAME_GUEST === '1';
-const MIGRATING: MigrationConfig[] = process.env.VB_BENCH_MIGRATION === '0' ? [] : CHOSEN.filter(migrates);
+/** What scripts/bench.ts asks of the benchmark in L2 (its options; the defaults when run by hand). */
+export interface BenchJob {
+  /** the most rounds; fewer if `precision` is met first (scripts/bench.ts, `--precision`) */
+  rounds: number;
+  precision: number;
+  /** seconds per TCP test */
+  seconds: number;
+  pings: number;
+  configs: BenchConfig[];
+  /** each round migrates the guest back and forth once in each of bridge and vhost-on chosen */
+  migration: boolean;
+  /**
+   * `--pin`: L2's CPUs for everything but the guest (this runner and what it starts: iperf3's end in
+   * L2, ping, the bridge; and every vhost worker), while the guest's QEMU runs on LAB_L3_L2CPUS
+   * (lab/guest.ts). A fixed layout in both configurations, so the scheduler's placement of the three
+   * busy threads of a transfer (the guest's vCPU, the vhost worker, iperf3 in L2) on L2's two CPUs
+   * cannot differ between runs; it is not what spreads them (docs/backends.md, "Why single tests
+   * collapse"). Empty: no pinning.
+   */
+  hostCpus: string;
+  /**
+   * `--min-tso-segs N`: the guest's net.ipv4.tcp_min_tso_segs for the TCP tests (0: the kernel's, 2).
+   * The guest sizes its TSO frames from its pacing rate (about a millisecond's worth), and under TCG a
+   * transfer that starts slow could send small frames, each costing the vhost worker about as much as
+   * a large one, and stay slow; a floor holds frames to the size a real host's rate gives them (it
+   * does not remove the spread: docs/backends.md, "Why single tests collapse").
+   */
+  minTsoSegs: number;
+  /**
+   * `--same-guest`: bridge and vhost=on in one guest boot, on two NICs (lab/configs.ts withSameGuest),
+   * their tests alternating within seconds; a round is one test of each kind on each, and a boot holds
+   * SAME_GUEST_ROUNDS rounds (docs/backends.md, "The same guest on both datapaths").
+   */
+  sameGuest: boolean;
+}
+
+const job = jobOptions<BenchJob>({
+  rounds: DEFAULT_ROUNDS,
+  precision: DEFAULT_PRECISION,
+  seconds: 8,
+  pings: 200,
+  configs: [...DEFAULT_CONFIGS],
+  migration: true,
+  hostCpus: '',
+  minTsoSegs: 0,
+  sameGuest: false,
+});
+const ROUNDS = job.rounds;
+const PRECISION = job.precision;
+const SECONDS = job.seconds;
+const PINGS = job.pings;
+const CHOSEN = job.configs;
+const OUT = xchgPath('bench-raw.json');
+const HOST_CPUS = job.hostCpus;
+const MIN_TSO_SEGS = job.minTsoSegs;
+const SAME_GUEST = job.sameGuest;
+const MIGRATING: MigrationConfig[] = job.migration ? CHOSEN.filter(migrates) : [];
 
 const t0 = Date.now();
 const elapsed = (): string => {
@@ -329,7 +355,7 @@ async function sameGuestRounds(raw: RawResults, write: () => void): Promise<void
 
 async function main(): Promise<void> {
   if (HOST_CPUS) {
-    if (!L3_DEFAULTS.l2Cpus) throw new Error('VB_BENCH_HOST_CPUS without LAB_L3_L2CPUS: the guest would not be pinned');
+    if (!L3_DEFAULTS.l2Cpus) throw new Error('hostCpus (--pin) without LAB_L3_L2CPUS: the guest would not be pinned');
     // Every thread of this process; what it starts from now on inherits the list.
     execFileSync('taskset', ['-a', '-p', '-c', HOST_CPUS, String(process.pid)], { stdio: 'ignore' });
   }

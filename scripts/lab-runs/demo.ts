@@ -1,12 +1,17 @@
 /**
- * The demo, inside L2 (started by scripts/demo.ts through scripts/lab/run): a guest boots on
+ * The demo, inside L2 (started by scripts/demo.ts through lab/job.ts): a guest boots on
  * vhost-bridge, brings its link up, pings and runs iperf3; the same guest then runs the same
  * iperf3 on QEMU's own tap,vhost=on, and a one-screen summary compares them.
  */
 import type { Guest, IperfResult } from '../../lab/guest.js';
 import { HOST_IP, withConfigRetried } from '../../lab/configs.js';
+import { jobOptions } from '../../lab/job.js';
 
-const SECONDS = Number(process.env.VB_DEMO_SECONDS ?? 5);
+/** What scripts/demo.ts asks of the demo in L2: seconds per iperf3 test. */
+export interface DemoJob {
+  seconds: number;
+}
+const SECONDS = jobOptions<DemoJob>({ seconds: 5 }).seconds;
 const t0 = Date.now();
 const stamp = (): string => `[${((Date.now() - t0) / 1000).toFixed(0).padStart(3)} s]`;
 const say = (m: string): void => console.log(`${stamp()} ${m}`);

@@ -1,23 +1,31 @@
 /**
- * The lab's fault stress, inside L2 (started by scripts/stress.ts through scripts/lab/run): one or
+ * The lab's fault stress, inside L2 (started by scripts/stress.ts through lab/job.ts): one or
  * more L3 guests under back-to-back iperf3 load (alternating directions) for a fixed time, each on
  * its own tap and subnet, counting the nested lab's guest faults by kind (docs/lab.md, "Guest
  * faults"). A faulted guest is brought back (Guest.recover()) and the load goes on; the time spent
  * recovering is not counted as guest-minutes under load.
  *
- * Environment (set by scripts/stress.ts): VB_STRESS_MINUTES, VB_STRESS_GUESTS, VB_STRESS_NET
- * (vhost-on | bridge), VB_STRESS_OUT (JSON result). The settings under test come from the lab's own
- * variables (LAB_L3_CPU, LAB_L3_APPEND in lab/guest.ts; LAB_L2_* in scripts/lab/run).
+ * Its options come from the job file (`StressJob`); it writes stress.json in the exchange directory
+ * as it goes. The settings under test come from the lab's own variables (LAB_L3_CPU, LAB_L3_APPEND
+ * in lab/guest.ts; LAB_L2_* in scripts/lab/run).
  */
 import * as fs from 'node:fs';
 import { BridgeProcess } from '../../lab/bridge-process.js';
 import { Guest, L3_DEFAULTS, type GuestFaultKind } from '../../lab/guest.js';
 import { hostTap, removeTap } from '../../lab/host.js';
+import { jobOptions, xchgPath } from '../../lab/job.js';
 
-const MINUTES = Number(process.env.VB_STRESS_MINUTES ?? 10);
-const GUESTS = Number(process.env.VB_STRESS_GUESTS ?? 2);
-const NET = process.env.VB_STRESS_NET === 'bridge' ? 'bridge' : 'vhost-on';
-const OUT = process.env.VB_STRESS_OUT ?? '/lab-xchg/stress.json';
+/** What scripts/stress.ts asks of the stress in L2. */
+export interface StressJob {
+  minutes: number;
+  guests: number;
+  net: 'vhost-on' | 'bridge';
+}
+const job = jobOptions<StressJob>({ minutes: 10, guests: 2, net: 'vhost-on' });
+const MINUTES = job.minutes;
+const GUESTS = job.guests;
+const NET = job.net === 'bridge' ? 'bridge' : 'vhost-on';
+const OUT = xchgPath('stress.json');
 const SECONDS = 10;
 const xchg = process.env.LAB_XCHG ?? '/tmp';
 const t0 = Date.now();

@@ -102,8 +102,8 @@ describe('soak: reading ping -D -O', () => {
 });
 
 describe("soak: the pace of today's lab", () => {
-  // Seconds per event, start to checked plus the gap: the boots and the daemon's restart as measured
-  // in L2 under TCG on 2026-12-01 (the worst of a run: docs/soak.md, "Pace"), every other kind at 3 s.
+  // Seconds per event, start to checked plus the gap: the boots and the daemon's restart at their worst
+  // in L2 under TCG (docs/soak.md, "Pace"), every other kind at 3 s.
   const heavy = { 'daemon-kill': 31, 'qemu-kill': 64, 'guest-reboot': 60 };
   const secondsWith = (light: number): Record<EventKind, number> =>
     ({ ...Object.fromEntries(EVENT_KINDS.map((k) => [k, light])), ...heavy }) as Record<EventKind, number>;
@@ -246,7 +246,7 @@ describe('soak: parts over several L2 boots', () => {
     expect(partSeconds({ result: part(1, 10), cut: null })).to.equal(600);
     expect(partSeconds({ result: part(1, 0), cut: 'L2 died 0.5 min in' })).to.equal(0);
     // a part that ended without a result (its lab run stopped) is counted by what it soaked, not the
-    // time it asked for (the 16:23 run's report said "30.0 min" for 114 events in ~11 min)
+    // time it asked for (else a report says "30.0 min" for 114 events in ~11 min)
     expect(soakedSeconds(part(1, 10))).to.equal(49);
   });
 
@@ -301,7 +301,7 @@ describe('soak: a clean run must have had something to check', () => {
   });
 
   it('asks for fewer transfers when guests were booting or the daemon starting (no traffic meanwhile)', () => {
-    // CI, 2026-12-01 20:56: 180 s, two qemu-kills, a reboot and a daemon-kill took 118 s; 9 transfers
+    // a 180 s run in which two qemu-kills, a reboot and a daemon-kill take 118 s and 9 transfers end
     const booted = run(12, 0, 900);
     booted.events[0] = { ...booted.events[0], kind: 'qemu-kill', transfers: 3, ms: { ...MS, run: 32_286 } };
     booted.events[1] = { ...booted.events[1], kind: 'qemu-kill', transfers: 3, ms: { ...MS, run: 36_490 } };

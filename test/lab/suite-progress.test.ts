@@ -38,17 +38,24 @@ describe('lab suite progress: going on after L2 dies', function () {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const run = (fs: string[], env: Record<string, string>) =>
+  /** mocha with the project's reporter, writing its progress and summary where scripts/test.ts has them. */
+  const run = (fs: string[], files: { progress: string; summary: string }, env: Record<string, string> = {}) =>
     spawnSync(
       join(repo, 'node_modules/.bin/mocha'),
-      ['--no-config', '--reporter', join(repo, 'dist/test/summary-reporter.js'), ...fs],
+      [
+        '--no-config',
+        '--reporter',
+        join(repo, 'dist/test/summary-reporter.js'),
+        ...['--reporter-option', `progress=${files.progress}`, '--reporter-option', `summary=${files.summary}`],
+        ...fs,
+      ],
       { cwd: dir, env: { ...process.env, ...env }, encoding: 'utf8' },
     );
 
   it('keeps the finished files, runs the one that was running and the rest again, counts each once', () => {
     const progressFile = join(dir, 'progress.json');
     const summary1 = join(dir, 'one.json');
-    const first = run(files, { DIE: '1', VB_PROGRESS_FILE: progressFile, VB_SUMMARY_FILE: summary1 });
+    const first = run(files, { progress: progressFile, summary: summary1 }, { DIE: '1' });
     expect(first.signal, 'the first process died as L2 would have').to.equal('SIGKILL');
     expect(() => readFileSync(summary1), 'a dead run writes no summary').to.throw();
     const progress = JSON.parse(readFileSync(progressFile, 'utf8')) as SuiteProgress;
@@ -63,7 +70,7 @@ describe('lab suite progress: going on after L2 dies', function () {
     expect(r.kept.failures).to.deep.equal(['a fails: a fails']);
 
     const summary2 = join(dir, 'two.json');
-    run(r.remaining, { VB_PROGRESS_FILE: join(dir, 'progress2.json'), VB_SUMMARY_FILE: summary2 });
+    run(r.remaining, { progress: join(dir, 'progress2.json'), summary: summary2 });
     const total = r.kept;
     addCounts(total, JSON.parse(readFileSync(summary2, 'utf8')));
     // As if one boot had run all three: a 2+1, b 3+1, c 1+1 tests.

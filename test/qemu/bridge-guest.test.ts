@@ -96,8 +96,8 @@ describe('bridge end to end: a guest on the kernel datapath through vhost-bridge
   it(kernelDatapath, async function () {
     await retryOnGuestFault(this, g(), async () => {
       const pid = b().pid;
-      // Start from a quiet bridge: the bridge runs as the bin does (node --no-memory-reducer, whose
-      // GCs some 10 s after a session's set-up were once its only CPU while traffic flowed); wait
+      // Start from a quiet bridge: the bridge runs as the bin does (node --no-memory-reducer, without
+      // which GCs some 10 s after a session's set-up would be its only CPU while traffic flows); wait
       // anyway until 5 s pass without a tick (at most 60 s), so set-up work is not counted.
       for (
         let t = Date.now(), last = b().ownCpuTicks(), since = Date.now();

@@ -158,7 +158,7 @@ describe('libvirt: domains from examples/ on vhost-bridge', function () {
       });
       // One connection per QEMU process: the domain's start, and one more for each boot attempt the
       // harness made again after a nested-KVM boot hang, or recovery after a guest fault (docs/lab.md,
-      // "Guest faults"; in CI on 2026-12-01 a boot hang made it 2 where the test wanted exactly 1).
+      // "Guest faults"; a boot hang makes it 2, which an exact 1 would fail).
       const starts = 1 + g.bootRetries + g.faults;
       expect(b.since(from, 'connected').length, `connections (QEMU processes: ${starts})`).to.be.within(1, starts);
     } finally {

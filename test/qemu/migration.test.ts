@@ -54,9 +54,9 @@ const MiB = 1 << 20;
 const STATE = '/tmp/vbmig.state';
 /**
  * How long after the destination runs its first ping reply may take: that traffic resumes is this
- * test's; how soon is the bench's ("first ping reply after RESUME", docs/migration.md). The 2 s this
- * test first asked for held by 5-10x on a quiet lab (0.4-1.2 s here, ~0.1 s in the bench) but not on
- * a slow day (3.1 s in CI on 2026-12-01, the guest's own resume under nested KVM being most of it);
+ * test's; how soon is the bench's ("first ping reply after RESUME", docs/migration.md). It takes
+ * 0.4-1.2 s here on a quiet lab (~0.1 s in the bench) and over 3 s on a slow day, the guest's own
+ * resume under nested KVM being most of it (docs/lab.md, "Why the lab's limits are what they are");
  * 10 s is the soak's bound on a port's traffic coming back (docs/soak.md).
  */
 const RESUME_LIMIT_MS = 10_000;
@@ -87,8 +87,8 @@ function describeMigration(r: MigrationResult): string {
 }
 
 describe('live migration: a guest moves between two QEMUs behind vhost-bridge (lab)', function () {
-  // The first test took 246-249 s in CI on 2026-11-30 and 2026-12-01 (its 300 MB stream 130 s of it), and
-  // past 300 s with a second L2 busy beside it: the limit is for a hung test, not a slow lab.
+  // The first test takes about 250 s in CI (its 300 MB stream 130 s of it), and past 300 s with a
+  // second L2 busy beside it: the limit is for a hung test, not a slow lab.
   this.timeout(600_000);
   const bridges: BridgeProcess[] = [];
   const guests: Guest[] = [];
