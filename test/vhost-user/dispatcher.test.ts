@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { bit, maskOf } from '../../src/bits.js';
-import { captureLog, type LogCapture } from '../../src/log.js';
+import { captureLog, type LogCapture } from '../log-capture.js';
 import * as sys from '../../src/sys/index.js';
 import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';

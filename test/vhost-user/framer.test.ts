@@ -8,7 +8,7 @@ import * as sys from '../../src/sys/index.js';
 import { Malformed } from '../../src/vhost-user/errors.js';
 import { describePartial, Framer, type Message } from '../../src/vhost-user/framer.js';
 import { Connection } from '../../src/vhost-user/connection.js';
-import { captureLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { openFdCount } from '../fdcount.js';
 import { msg, reply, ID, type Built } from '../../lab/frontend/builder.js';
 import { readable, TestFrontEnd } from '../../lab/frontend/frontend.js';
