@@ -37,9 +37,10 @@
  * message, carried out or not, the back end's afterRequest (handler.ts): where it settles ring
  * readiness.
  *
- * REPLY_ACK lives here only (vhost-user.rst "VHOST_USER_PROTOCOL_F_REPLY_ACK"): an `ack` row
- * answers u64 0/1 iff NEED_REPLY was set and REPLY_ACK negotiated; value rows always answer, and
- * NEED_REPLY "brings no behavioural change" for them.
+ * REPLY_ACK is answered here only (vhost-user.rst "VHOST_USER_PROTOCOL_F_REPLY_ACK"): an `ack`
+ * row answers u64 0 on success and u64 1 when judge says NACK, iff NEED_REPLY was set and
+ * REPLY_ACK negotiated; value rows always answer, and NEED_REPLY "brings no behavioural change"
+ * for them.
  *
  * On every failure: every fd of the message is closed, ONE line names the request and the reason,
  * and the outcome is a NACK (Refused or Failed, and the front-end asked for an ack) or a drop
