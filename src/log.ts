@@ -10,17 +10,17 @@
  * the level is on (`if (log.enabled('debug'))`), so debug tracing of every vhost-user message
  * costs nothing when it is off.
  *
- * Tests capture lines instead of printing them (`captureLog()`), and assert on what was logged.
+ * Tests capture lines instead of printing them ({@link setLogSink}), and assert on what was logged.
  */
 
 import { pino, type Logger as Pino } from 'pino';
 
 /** Levels, most severe first. */
 export const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
-type Level = (typeof LEVELS)[number];
+export type Level = (typeof LEVELS)[number];
 
-/** One logged event, as a capture sees it. */
-interface LogLine {
+/** One logged event, as a sink sees it. */
+export interface LogLine {
   level: Level;
   /** The message without timestamp and level. */
   text: string;
@@ -118,28 +118,13 @@ export function setLogLevel(level: Level | string): void {
   threshold = level as Level;
 }
 
-/** A capture of log lines (tests): lines go to `lines` instead of stderr until `stop()`. */
-export interface LogCapture {
-  readonly lines: LogLine[];
-  /** Lines at `level` or more severe, as `LEVEL text` strings (handy in assertion messages). */
-  texts(level?: Level): string[];
-  /** Restore the previous threshold and stderr output. */
-  stop(): void;
-}
+/** The threshold in force (a test that changes it puts it back). */
+export const logLevel = (): Level => threshold;
 
-/** Capture every line at `level` or more severe (default: everything) until stop(). Captures do not nest. */
-export function captureLog(level: Level = 'debug'): LogCapture {
-  const previous = threshold;
-  const lines: LogLine[] = [];
-  threshold = level;
-  sink = (l) => lines.push(l);
-  return {
-    lines,
-    texts: (max: Level = 'debug') =>
-      lines.filter((l) => rank(l.level) <= rank(max)).map((l) => `${l.level.toUpperCase()} ${l.text}`),
-    stop: () => {
-      sink = null;
-      threshold = previous;
-    },
-  };
+/**
+ * Hand every line to `to` instead of writing it, text or JSON (null: write again). The lines keep
+ * their level and the port's name (tests assert on them: test/log-capture.ts).
+ */
+export function setLogSink(to: ((line: LogLine) => void) | null): void {
+  sink = to;
 }

@@ -22,7 +22,7 @@ import { type MemoryLimit, MemTable, MemTableError } from '../memtable/index.js'
 import { closeAll, closeQuiet, dup, eventfdWrite, memoryView, mmapShared, munmap, SysError } from '../sys/index.js';
 import { LIMITS, PROTOCOL_F, PROTOCOL_FEATURE_NAMES, VRING_ADDR_F } from '../vhost-user/constants.js';
 import { Refused } from '../vhost-user/errors.js';
-import type { RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
+import type { Negotiated, RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../vhost-user/messages.js';
 import { FEATURE_NAMES, MAX_RING_SIZE, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../virtio.js';
 import type { Datapath } from './datapath.js';
@@ -84,7 +84,11 @@ export class VhostUserSession implements VhostUserBackend {
   /** The dirty log (SET_LOG_BASE): the mapping, and the address the datapath gets (base + offset). */
   private logMap: { base: bigint; length: bigint; addr: bigint } | null = null;
   private negotiated: bigint | null = null;
-  private protocol: bigint | null = null;
+  /** What the connected front-end negotiated, kept by its dispatcher (attach): its protocol features are read there. */
+  private frontEndState: Negotiated | null = null;
+  private get protocol(): bigint | null {
+    return this.frontEndState?.protocolFeatures ?? null;
+  }
 
   // Status: what listeners were last told of each ring, and the session's moments.
   private shownRunning: boolean[];
@@ -251,9 +255,13 @@ export class VhostUserSession implements VhostUserBackend {
     return BRIDGE_PROTOCOL_FEATURES;
   }
 
-  /** SET_PROTOCOL_FEATURES: the dispatcher keeps the acked set and gates requests on it; here it is status. */
+  /** A front-end connection begins: its negotiated protocol features are read from `negotiated`. */
+  attach(negotiated: Negotiated): void {
+    this.frontEndState = negotiated;
+  }
+
+  /** SET_PROTOCOL_FEATURES: the dispatcher keeps the acked set and gates requests on it. */
   setProtocolFeatures(features: bigint): void {
-    this.protocol = features;
     this.log.debug(`SET_PROTOCOL_FEATURES: ${hex(features)}`);
   }
 
@@ -292,7 +300,7 @@ export class VhostUserSession implements VhostUserBackend {
 
   disconnected(): void {
     this.teardown('disconnect');
-    this.protocol = null;
+    this.frontEndState = null;
     this.frontEnd = false;
     this.times.disconnected = Date.now();
     this.pending.push({ kind: 'disconnected' });

@@ -26,10 +26,38 @@ export class SysError extends Error {
 }
 
 /**
- * Names libuv does not give as the kernel headers do: EBADFD is unknown to it, and 95 comes back as
- * ENOTSUP, while drivers/vhost returns it as -EOPNOTSUPP (the same number on Linux).
+ * THE errno table: every errno value the bridge compares or gives a hint for, by its name in
+ * include/uapi/asm-generic/errno-base.h and errno.h (the same on every architecture the bridge
+ * targets).
  */
-const LINUX_NAMES: Record<number, string> = { 77: 'EBADFD', 95: 'EOPNOTSUPP' };
+export const E = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  E2BIG: 7,
+  EBADF: 9,
+  EAGAIN: 11,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  EPIPE: 32,
+  ENAMETOOLONG: 36,
+  EBADFD: 77,
+  ENOTSOCK: 88,
+  EOPNOTSUPP: 95,
+  ECONNRESET: 104,
+  ECONNREFUSED: 111,
+  EINPROGRESS: 115,
+} as const;
+
+/**
+ * Names libuv does not give as the kernel headers do: EBADFD is unknown to it, and EOPNOTSUPP comes
+ * back as ENOTSUP, while drivers/vhost returns it as -EOPNOTSUPP (the same number on Linux).
+ */
+const LINUX_NAMES: Record<number, string> = { [E.EBADFD]: 'EBADFD', [E.EOPNOTSUPP]: 'EOPNOTSUPP' };
 
 /** `EBADF` for 9; libuv knows most Linux names. */
 export function errnoName(errno: number): string {

@@ -1,6 +1,6 @@
 /** File descriptors: open/close/read/write, fcntl, eventfd, memfd, fstat. */
 import { C, errno, raw } from './libc.js';
-import { check, lastError, SysError } from './errors.js';
+import { check, E, lastError, SysError } from './errors.js';
 
 /** open(2). O_CLOEXEC is always added: no fd of the bridge may leak into a child process. */
 export function open(path: string, flags: number, mode = 0): number {
@@ -27,7 +27,7 @@ export function read(fd: number, buf: Buffer | ArrayBufferView, len = buf.byteLe
   const n = raw.read(fd, buf, len);
   if (n >= 0) return n;
   const e = errno();
-  if (e === C.EAGAIN) return null;
+  if (e === E.EAGAIN) return null;
   throw new SysError('read', e);
 }
 
@@ -36,7 +36,7 @@ export function write(fd: number, buf: Buffer | ArrayBufferView, len = buf.byteL
   const n = raw.write(fd, buf, len);
   if (n >= 0) return n;
   const e = errno();
-  if (e === C.EAGAIN) return null;
+  if (e === E.EAGAIN) return null;
   throw new SysError('write', e);
 }
 
@@ -138,7 +138,7 @@ export function fstat(fd: number): Stat {
 export function unlink(path: string): boolean {
   if (raw.unlink(path) === 0) return true;
   const e = errno();
-  if (e === C.ENOENT) return false;
+  if (e === E.ENOENT) return false;
   throw new SysError(`unlink ${path}`, e);
 }
 

@@ -149,12 +149,4 @@ export const C = {
   S_IFSOCK: 0o140000,
   S_IFCHR: 0o20000,
   S_IFIFO: 0o10000,
-  EAGAIN: 11,
-  EINTR: 4,
-  EBADF: 9,
-  ENOENT: 2,
-  ECONNREFUSED: 111,
-  ECONNRESET: 104,
-  EPIPE: 32,
-  EINPROGRESS: 115,
 } as const;

@@ -10,8 +10,7 @@
  */
 import koffi from 'koffi';
 import { fstat, isOpen } from './fd.js';
-import { SysError } from './errors.js';
-import { C } from './libc.js';
+import { E, SysError } from './errors.js';
 
 /** What a readiness callback learns. `status` < 0 is a libuv error (the fd went bad). */
 export interface Readiness {
@@ -33,7 +32,7 @@ export class FdWatcher {
     onReady: (r: Readiness) => void,
   ) {
     if (active.has(fd)) throw new Error(`FdWatcher: fd ${fd} is already watched (one poll handle per fd)`);
-    if (!isOpen(fd)) throw new SysError(`FdWatcher fd ${fd}`, C.EBADF);
+    if (!isOpen(fd)) throw new SysError(`FdWatcher fd ${fd}`, E.EBADF);
     if (fstat(fd).type === 'file') throw new Error(`FdWatcher: fd ${fd} is a regular file, which cannot be polled`);
     // The runtime callback is (status, events); koffi's typings declare only (events).
     const cb = (status: number, ev?: { readable: boolean; writable: boolean; disconnect: boolean }): void =>

@@ -5,11 +5,11 @@
  * All sockets are created SOCK_CLOEXEC; stream sockets SOCK_NONBLOCK, so that reads happen only
  * when poll.ts reports readiness and never block Node's event loop.
  */
-import { addressOf, C, cLayout, errno, raw } from './libc.js';
-import { check, lastError, SysError } from './errors.js';
+import { addressOf, C, errno, raw } from './libc.js';
+import { check, E, lastError, SysError } from './errors.js';
 import { chmod, chown, closeAll, closeQuiet } from './fd.js';
 
-/** struct msghdr (LP64), struct cmsghdr and struct iovec offsets; layout-tested against C rules. */
+/** struct msghdr (LP64), struct cmsghdr and struct iovec offsets; layout-tested against C rules (test/c-layouts.ts). */
 export const MSGHDR = {
   size: 56,
   name: 0,
@@ -26,22 +26,6 @@ const SOCKADDR_UN_SIZE = 110; // sa_family_t sun_family; char sun_path[108]
 /** The longest AF_UNIX socket path in bytes: sun_path is 108 bytes including its terminating NUL (unix(7)). */
 export const SUN_PATH_MAX = 107;
 
-/** The same structs as C lays them out (koffi's alignment rules), for the layout tests. */
-export const cLayouts = {
-  msghdr: () =>
-    cLayout({
-      name: 'void *',
-      namelen: 'uint32_t',
-      iov: 'void *',
-      iovlen: 'size_t',
-      control: 'void *',
-      controllen: 'size_t',
-      flags: 'int',
-    }),
-  cmsghdr: () => cLayout({ len: 'size_t', level: 'int', type: 'int' }),
-  iovec: () => cLayout({ base: 'void *', len: 'size_t' }),
-};
-
 const align8 = (n: number): number => (n + 7) & ~7;
 /** CMSG_LEN(n): header plus n data bytes. */
 export const cmsgLen = (n: number): number => CMSGHDR.size + n;
@@ -54,7 +38,7 @@ export const MAX_FDS = 32;
 function sockaddrUn(path: string): Buffer {
   const b = Buffer.alloc(SOCKADDR_UN_SIZE);
   if (Buffer.byteLength(path) > SUN_PATH_MAX)
-    throw new SysError(`bind ${path} (path longer than ${SUN_PATH_MAX} bytes)`, 36 /* ENAMETOOLONG */);
+    throw new SysError(`bind ${path} (path longer than ${SUN_PATH_MAX} bytes)`, E.ENAMETOOLONG);
   b.writeUInt16LE(C.AF_UNIX, 0);
   b.write(path, 2, 'utf8');
   return b;
@@ -109,7 +93,7 @@ export function accept(listenFd: number): number | null {
   const fd = raw.accept4(listenFd, null, null, C.SOCK_NONBLOCK | C.SOCK_CLOEXEC);
   if (fd >= 0) return fd;
   const e = errno();
-  if (e === C.EAGAIN || e === C.EINTR) return null;
+  if (e === E.EAGAIN || e === E.EINTR) return null;
   throw new SysError('accept4', e);
 }
 
@@ -175,8 +159,8 @@ export class MsgIo {
     const n = raw.recvmsg(fd, this.msg, C.MSG_CMSG_CLOEXEC | C.MSG_DONTWAIT);
     if (n < 0) {
       const e = errno();
-      if (e === C.EAGAIN || e === C.EINTR) return null;
-      if (e === C.ECONNRESET) return { n: 0, fds: [] };
+      if (e === E.EAGAIN || e === E.EINTR) return null;
+      if (e === E.ECONNRESET) return { n: 0, fds: [] };
       throw new SysError('recvmsg', e);
     }
     const fds: number[] = [];
@@ -219,7 +203,7 @@ export class MsgIo {
     const n = raw.sendmsg(fd, this.msg, C.MSG_NOSIGNAL | C.MSG_DONTWAIT);
     if (n >= 0) return n;
     const e = errno();
-    if (e === C.EAGAIN) return null;
+    if (e === E.EAGAIN) return null;
     throw new SysError('sendmsg', e);
   }
 }
@@ -274,7 +258,7 @@ export function recv(fd: number, buf: Buffer, flags = 0): number | null {
   const n = raw.recv(fd, buf, buf.length, flags | C.MSG_DONTWAIT);
   if (n >= 0) return n;
   const e = errno();
-  if (e === C.EAGAIN) return null;
+  if (e === E.EAGAIN) return null;
   throw new SysError('recv', e);
 }
 
@@ -283,7 +267,7 @@ export function send(fd: number, buf: Buffer, flags = 0): number | null {
   const n = raw.send(fd, buf, buf.length, flags | C.MSG_NOSIGNAL | C.MSG_DONTWAIT);
   if (n >= 0) return n;
   const e = errno();
-  if (e === C.EAGAIN) return null;
+  if (e === E.EAGAIN) return null;
   throw new SysError('send', e);
 }
 

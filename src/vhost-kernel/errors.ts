@@ -20,22 +20,6 @@ export class KernelError extends SysError {
   }
 }
 
-/** errno values the hints are keyed on (Linux, all architectures the bridge targets). */
-export const E = {
-  EPERM: 1,
-  ENOENT: 2,
-  EBADF: 9,
-  EACCES: 13,
-  EFAULT: 14,
-  EBUSY: 16,
-  ENODEV: 19,
-  EINVAL: 22,
-  EAGAIN: 11,
-  ENOTTY: 25,
-  EBADFD: 77,
-  EOPNOTSUPP: 95,
-} as const;
-
 /**
  * Run `fn`; if it throws a SysError whose errno has a hint, throw a KernelError with that hint
  * instead. `hints` may compute the hint lazily (e.g. reading sysfs to say why TUNSETIFF failed).

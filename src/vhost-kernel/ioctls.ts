@@ -30,8 +30,6 @@ export const VHOST = {
   SET_MEM_TABLE: IOW(VHOST_VIRTIO, 0x03, 8),
   /** __u64 in: the address, in this process, of the dirty bitmap. */
   SET_LOG_BASE: IOW(VHOST_VIRTIO, 0x04, U64),
-  /** int in: an eventfd signalled after log writes. */
-  SET_LOG_FD: IOW(VHOST_VIRTIO, 0x07, INT),
   /** struct vhost_vring_state {index, num}: ring size; EBUSY while a backend is attached. */
   SET_VRING_NUM: IOW(VHOST_VIRTIO, 0x10, VHOST_VRING_STATE.size),
   /** struct vhost_vring_addr. */
@@ -40,10 +38,6 @@ export const VHOST = {
   SET_VRING_BASE: IOW(VHOST_VIRTIO, 0x12, VHOST_VRING_STATE.size),
   /** struct vhost_vring_state: reads index, writes the last avail index into num. */
   GET_VRING_BASE: IOWR(VHOST_VIRTIO, 0x12, VHOST_VRING_STATE.size),
-  /** struct vhost_vring_state {index, num = 1 big-endian / 0 little}: legacy cross-endian only. */
-  SET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x13, VHOST_VRING_STATE.size),
-  /** Declared _IOW in vhost.h although the kernel writes num back. */
-  GET_VRING_ENDIAN: IOW(VHOST_VIRTIO, 0x14, VHOST_VRING_STATE.size),
   /** struct vhost_vring_file {index, fd}: the eventfd the kernel polls for guest kicks. */
   SET_VRING_KICK: IOW(VHOST_VIRTIO, 0x20, VHOST_VRING_FILE.size),
   /** struct vhost_vring_file: the eventfd the kernel signals on used-ring updates. */
@@ -54,8 +48,6 @@ export const VHOST = {
   SET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x23, VHOST_VRING_STATE.size),
   /** Declared _IOW in vhost.h although the kernel writes num back. */
   GET_VRING_BUSYLOOP_TIMEOUT: IOW(VHOST_VIRTIO, 0x24, VHOST_VRING_STATE.size),
-  /** __u64 in: VHOST_BACKEND_F_* (vhost-net knows only IOTLB_MSG_V2). */
-  SET_BACKEND_FEATURES: IOW(VHOST_VIRTIO, 0x25, U64),
   /** __u64 out. */
   GET_BACKEND_FEATURES: IOR(VHOST_VIRTIO, 0x26, U64),
   /** struct vhost_vring_file {index, fd = tap/packet socket fd, or -1 to detach}. */

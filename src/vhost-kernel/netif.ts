@@ -4,8 +4,8 @@
  * (/sys/class/net/<name>).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { C, close, ifNameToIndex, ioctlPtr, socket } from '../sys/index.js';
-import { E, withHints } from './errors.js';
+import { C, close, E, ifNameToIndex, ioctlPtr, socket } from '../sys/index.js';
+import { withHints } from './errors.js';
 import { NETDEV_IFF, SIOC } from './ioctls.js';
 import { ifreq, ifreqFlags, ifreqMtu } from './structs.js';
 

@@ -19,9 +19,9 @@
  * Frames for the guest's MAC reach the socket only if the interface accepts them: the socket puts
  * the interface in promiscuous mode for as long as it is open (PACKET_MR_PROMISC).
  */
-import { close, packetPromisc, packetSocket, write } from '../sys/index.js';
+import { close, E, packetPromisc, packetSocket, write } from '../sys/index.js';
 import type { BackendSocket } from './backend.js';
-import { E, KernelError, withHints } from './errors.js';
+import { KernelError, withHints } from './errors.js';
 import { interfaceMtu, setInterfaceUp } from './netif.js';
 import { checkIfName } from './structs.js';
 

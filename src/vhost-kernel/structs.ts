@@ -3,12 +3,10 @@
  * (linux include/uapi/linux/vhost_types.h; include/uapi/linux/if.h for struct ifreq).
  *
  * Offsets are written out, and test/vhost-kernel/structs.test.ts checks each against the layout
- * C gives the same declaration (koffi's C alignment rules through `cLayouts`), the way rust-vmm's
+ * C gives the same declaration (koffi's C alignment rules, test/c-layouts.ts), the way rust-vmm's
  * vhost_binding.rs has a layout test per struct. Each layout is named after its C struct
  * (VHOST_VRING_FILE is struct vhost_vring_file). struct vhost_memory is src/memtable's.
  */
-import { cLayout } from '../sys/index.js';
-
 /** struct vhost_vring_state { unsigned int index; unsigned int num; }. */
 export const VHOST_VRING_STATE = { size: 8, index: 0, num: 4 } as const;
 
@@ -121,29 +119,3 @@ export function checkIfName(name: string): string | null {
     return `"${name}" is not a valid interface name (no '/', ':' or spaces)`;
   return null;
 }
-
-/** The same structs declared as C declares them, laid out by koffi's C rules (for layout tests). */
-export const cLayouts = {
-  vringState: () => cLayout({ index: 'unsigned int', num: 'unsigned int' }),
-  vringFile: () => cLayout({ index: 'unsigned int', fd: 'int' }),
-  vringAddr: () =>
-    cLayout({
-      index: 'unsigned int',
-      flags: 'unsigned int',
-      desc: 'uint64_t',
-      used: 'uint64_t',
-      avail: 'uint64_t',
-      log: 'uint64_t',
-    }),
-  /** struct ifreq with its largest union member, struct ifmap, in place of the union. */
-  ifreq: () =>
-    cLayout({
-      name: 'char[16]',
-      mem_start: 'unsigned long',
-      mem_end: 'unsigned long',
-      base_addr: 'unsigned short',
-      irq: 'unsigned char',
-      dma: 'unsigned char',
-      port: 'unsigned char',
-    }),
-};

@@ -13,9 +13,9 @@
  * in struct tun_struct), so they are applied through the first fd; MTU and link state are
  * interface ioctls on a socket (include/uapi/linux/sockios.h).
  */
-import { C, close, closeAll, fcntl, fstat, ioctlInt, ioctlPtr, open, SysError, write } from '../sys/index.js';
+import { C, close, closeAll, E, fcntl, fstat, ioctlInt, ioctlPtr, open, SysError, write } from '../sys/index.js';
 import type { BackendKind, BackendSocket, VnetHdrSocket } from './backend.js';
-import { E, fdKind, KernelError, withHints } from './errors.js';
+import { fdKind, KernelError, withHints } from './errors.js';
 import { IFF, NETDEV_IFF, SIOC, TUN, TUN_F } from './ioctls.js';
 import { ifIoctl, interfaceExists, interfaceMtu, isMacvtap, setInterfaceUp, sysfs } from './netif.js';
 import { checkIfName, ifreq, ifreqFlags, ifreqName, int32 } from './structs.js';
@@ -118,7 +118,7 @@ export class Tap implements BackendSocket, VnetHdrSocket {
             `tap ${actual} is single-queue and another process (QEMU, another bridge) already holds it: ` +
             `stop that process or use another tap`,
           [E.EINVAL]: () => mismatchHint(actual, want),
-          7 /* E2BIG */: `tap ${actual} already has the most queues the kernel allows (${MAX_TAP_QUEUES})`,
+          [E.E2BIG]: `tap ${actual} already has the most queues the kernel allows (${MAX_TAP_QUEUES})`,
         });
         actual = ifreqName(ifr);
       }

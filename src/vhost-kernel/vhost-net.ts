@@ -13,11 +13,11 @@
  * datapath that drives it (src/bridge/vhost-net-datapath.ts).
  */
 import { readFileSync } from 'node:fs';
-import { C, close, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
+import { C, close, E, fcntl, fstat, ioctlInt, ioctlPtr, open } from '../sys/index.js';
 import { describeBits, has } from '../bits.js';
 import { hex } from '../format.js';
 import { FEATURE_NAMES, MAX_RING_SIZE, ringToPair, VIRTIO_NET_F } from '../virtio.js';
-import { E, fdKind, KernelError, withHints } from './errors.js';
+import { fdKind, KernelError, withHints } from './errors.js';
 import { VHOST } from './ioctls.js';
 import { type KernelVringAddr, u64, VHOST_VRING_STATE, vringAddr, vringFile, vringState } from './structs.js';
 
@@ -45,14 +45,10 @@ export interface VhostNetDevice {
   setFeatures(features: bigint): void;
   /** VHOST_GET_BACKEND_FEATURES (VHOST_BACKEND_F_* mask). */
   getBackendFeatures(): bigint;
-  /** VHOST_SET_BACKEND_FEATURES. */
-  setBackendFeatures(features: bigint): void;
   /** VHOST_SET_MEM_TABLE with a struct vhost_memory (src/memtable encodes it). */
   setMemTable(table: Buffer): void;
   /** VHOST_SET_LOG_BASE: address, in this process, of the dirty bitmap (bit n = guest page n). */
   setLogBase(addr: bigint): void;
-  /** VHOST_SET_LOG_FD: eventfd signalled after log writes, or -1. */
-  setLogFd(fd: number): void;
   /** VHOST_SET_VRING_NUM: ring size, a power of two up to {@link MAX_RING_SIZE}. */
   setVringNum(ring: number, num: number): void;
   /** VHOST_SET_VRING_ADDR: local (this process's) ring addresses; log = used ring GPA. */
@@ -61,11 +57,6 @@ export interface VhostNetDevice {
   setVringBase(ring: number, base: number): void;
   /** VHOST_GET_VRING_BASE: the next avail index (read it after detaching the ring). */
   getVringBase(ring: number): number;
-  /**
-   * VHOST_SET_VRING_ENDIAN: legacy cross-endian rings only (ENOTTY unless the kernel has
-   * CONFIG_VHOST_CROSS_ENDIAN_LEGACY).
-   */
-  setVringEndian(ring: number, bigEndian: boolean): void;
   /** VHOST_SET_VRING_KICK: the eventfd the kernel polls for the guest's notifications, or -1. */
   setVringKick(ring: number, fd: number): void;
   /** VHOST_SET_VRING_CALL: the eventfd the kernel signals to interrupt the guest, or -1. */
@@ -191,10 +182,6 @@ export class VhostNet implements VhostNetDevice {
     return b.readBigUInt64LE();
   }
 
-  setBackendFeatures(features: bigint): void {
-    ioctlPtr(this.#fd, VHOST.SET_BACKEND_FEATURES, u64(features), this.dev('VHOST_SET_BACKEND_FEATURES'));
-  }
-
   setMemTable(table: Buffer): void {
     // The kernel reads nregions * 32 bytes after the 8-byte header from our memory: a short
     // buffer would make it read whatever follows.
@@ -206,7 +193,7 @@ export class VhostNet implements VhostNetDevice {
       );
     }
     withHints(() => ioctlPtr(this.#fd, VHOST.SET_MEM_TABLE, table, this.dev('VHOST_SET_MEM_TABLE')), {
-      7 /* E2BIG */: `${n} regions is more than /sys/module/vhost/parameters/max_mem_regions allows`,
+      [E.E2BIG]: `${n} regions is more than /sys/module/vhost/parameters/max_mem_regions allows`,
       [E.EFAULT]: "a region (or its dirty log range, with LOG_ALL) is outside this process's address space",
       [E.EINVAL]: 'regions overlap, or a region has size 0 or wraps around',
     });
@@ -214,12 +201,6 @@ export class VhostNet implements VhostNetDevice {
 
   setLogBase(addr: bigint): void {
     ioctlPtr(this.#fd, VHOST.SET_LOG_BASE, u64(addr), this.dev('VHOST_SET_LOG_BASE'));
-  }
-
-  setLogFd(fd: number): void {
-    const b = Buffer.alloc(4);
-    b.writeInt32LE(fd);
-    ioctlPtr(this.#fd, VHOST.SET_LOG_FD, b, this.dev('VHOST_SET_LOG_FD'));
   }
 
   setVringNum(ring: number, num: number): void {
@@ -276,23 +257,6 @@ export class VhostNet implements VhostNetDevice {
     return b.readUInt32LE(VHOST_VRING_STATE.num);
   }
 
-  setVringEndian(ring: number, bigEndian: boolean): void {
-    withHints(
-      () =>
-        ioctlPtr(
-          this.#fd,
-          VHOST.SET_VRING_ENDIAN,
-          vringState(this.index(ring), bigEndian ? 1 : 0),
-          this.ring('VHOST_SET_VRING_ENDIAN', ring),
-        ),
-      {
-        [E.ENOTTY]:
-          'this kernel has no CONFIG_VHOST_CROSS_ENDIAN_LEGACY (only legacy big-endian guests on little-endian ' +
-          'hosts need it)',
-      },
-    );
-  }
-
   setVringKick(ring: number, fd: number): void {
     ioctlPtr(this.#fd, VHOST.SET_VRING_KICK, vringFile(this.index(ring), fd), this.ring('VHOST_SET_VRING_KICK', ring));
   }
@@ -333,7 +297,7 @@ export class VhostNet implements VhostNetDevice {
         [E.EFAULT]:
           'the kernel could not access the ring: set the memory table, NUM and ADDR first, with addresses mapped ' +
           'in this process',
-        88 /* ENOTSOCK */: `fd ${fd} is not a tap or packet socket`,
+        [E.ENOTSOCK]: `fd ${fd} is not a tap or packet socket`,
       },
     );
   }

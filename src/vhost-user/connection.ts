@@ -26,8 +26,8 @@ import {
 } from '../sys/index.js';
 import { LIMITS, requestName } from './constants.js';
 import { Dispatcher, type Outcome } from './dispatcher.js';
-import { Malformed } from './errors.js';
-import { describePartial, Framer, type Message } from './framer.js';
+import { Disconnected, Oversized, type VhostUserError, WrongFds } from './errors.js';
+import { Framer, type Message, truncated } from './framer.js';
 import type { VhostUserBackend } from './handler.js';
 import type { TraceWriter } from './trace.js';
 
@@ -100,8 +100,7 @@ export class Connection {
   private onReady(r: Readiness): void {
     try {
       if (r.status < 0) {
-        this.log.warn(`front-end socket: poll error (libuv status ${r.status}); dropping the connection`);
-        this.close('poll error');
+        this.drop(new Disconnected(`poll error (libuv status ${r.status})`));
         return;
       }
       this.drain();
@@ -120,29 +119,21 @@ export class Connection {
         got = this.rx.recv(this.fd, this.framer.wanted());
       } catch (e) {
         if (e instanceof ControlTruncatedError) {
-          const who = this.nameOf(this.rx.data.subarray(0, e.n));
-          this.log.warn(
-            `${who}: more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed) ` +
-              `(malformed; dropping the connection)`,
-          );
-          this.dispatcher.dropped(who, `more fds than the ${LIMITS.MAX_FDS} a message may carry`);
-          this.close('MSG_CTRUNC');
+          const more = `more fds than the ${LIMITS.MAX_FDS} a message may carry (MSG_CTRUNC; the fds were closed)`;
+          this.drop(new WrongFds(more, this.requestOf(this.rx.data.subarray(0, e.n))));
           return;
         }
         if (e instanceof SysError) {
-          this.log.warn(`front-end socket: ${e.message}; dropping the connection`);
-          this.close(e.message);
+          this.drop(new Disconnected(e.message, this.requestOf(Buffer.alloc(0))));
           return;
         }
         throw e;
       }
       if (got === null) return;
       if (got.n === 0) {
-        const partial = describePartial(this.framer.state());
-        if (partial) {
-          this.log.warn(partial);
-          this.dispatcher.dropped(this.nameOf(Buffer.alloc(0)), partial);
-          this.close('EOF mid-message');
+        const cut = truncated(this.framer.state());
+        if (cut) {
+          this.drop(cut);
         } else {
           this.log.info('front-end disconnected');
           this.close('EOF');
@@ -153,14 +144,17 @@ export class Connection {
       try {
         msg = this.framer.push(this.rx.data.subarray(0, got.n), got.fds);
       } catch (e) {
-        if (!(e instanceof Malformed)) throw e;
-        this.log.warn(`${e.message} (malformed; dropping the connection)`);
-        this.dispatcher.dropped(this.nameOf(Buffer.alloc(0)), e.message);
-        this.close('oversized payload');
+        if (!(e instanceof Oversized)) throw e;
+        this.drop(e);
         return;
       }
       if (msg) this.deliver(msg);
     }
+  }
+
+  /** A failure outside a whole message: the dispatcher words it (errors.ts judge), then the connection drops. */
+  private drop(e: VhostUserError): void {
+    this.close(this.dispatcher.dropped(e.request, e));
   }
 
   private deliver(msg: Message): void {
@@ -172,26 +166,22 @@ export class Connection {
 
   /** Replies are tiny: a short write or EAGAIN means the front-end is not reading; drop it. */
   private send(msg: Message, reply: Buffer): boolean {
-    const name = requestName(msg.header.request);
+    let why: string;
     try {
       const n = this.tx.send(this.fd, reply);
       if (n === reply.length) return true;
-      this.log.warn(
-        `${name}: the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`}); ` +
-          `dropping the connection`,
-      );
+      why = `the reply could not be sent (${n === null ? 'socket full' : `${n} of ${reply.length} bytes`})`;
     } catch (e) {
-      this.log.warn(`${name}: sending the reply: ${(e as Error).message}; dropping the connection`);
+      why = `sending the reply: ${(e as Error).message}`;
     }
-    this.close('reply not sent');
+    this.drop(new Disconnected(why, msg.header.request));
     return false;
   }
 
-  /** The request a read belongs to (for a log line), from the partial message plus `bytes`. */
-  private nameOf(bytes: Buffer): string {
+  /** The request a read belongs to (for a log line), from the partial message plus `bytes`; null if unknown. */
+  private requestOf(bytes: Buffer): number | null {
     const s = this.framer.state();
-    if (s.at === 'payload') return requestName(s.header.request);
-    const id = this.framer.peekRequest(bytes);
-    return id === null ? 'request unknown' : requestName(id);
+    if (s.at === 'payload') return s.header.request;
+    return this.framer.peekRequest(bytes);
   }
 }

@@ -20,31 +20,34 @@
  * The bridge never reads guest memory itself: descriptors and packets are the kernel's to check.
  *
  * The dispatcher: enforces the request table (requests.ts) on each message before any handler
- * runs, calls the handler, and builds the reply. One per connection: it holds what this front-end
- * negotiated.
+ * runs, calls the handler, and builds the reply. One per connection: its ConnectionState
+ * (connection-state.ts) holds what this front-end negotiated.
  *
  * Checks, in order (rust-vmm handle_request / check_request_size / check_attached_files /
  * check_proto_feature; DPDK vhost_user_msg_handler / validate_msg_fds):
- *   1. version bits == 1, REPLY not set, no reserved flag bit   -> Malformed
- *   2. the request has a row                                     -> Malformed
+ *   1. version bits == 1, REPLY not set, no reserved flag bit   -> BadHeader
+ *   2. the request has a row                                     -> BadHeader
  *   3. payload size matches the row's rule                       -> Malformed
  *   4. payload syntax (codec validate)                           -> Malformed
- *   5. fd count matches the row's rule                           -> Malformed
+ *   5. fd count matches the row's rule                           -> WrongFds
  *   6. the row's gate (protocol feature) is negotiated           -> Refused
  *   7. ring scope: index < backend.ringCount()                   -> Refused
  *   8. the row's semantic precondition                           -> Refused
- * then the handler (which may throw Refused, or any Error, treated alike), and after every message,
- * carried out or not, the back end's afterRequest (handler.ts): where it settles ring readiness.
+ * then the handler (which may throw Refused, or any Error: Failed, treated alike), and after every
+ * message, carried out or not, the back end's afterRequest (handler.ts): where it settles ring
+ * readiness.
  *
- * REPLY_ACK lives here only (vhost-user.rst "VHOST_USER_PROTOCOL_F_REPLY_ACK"): an `ack` row
- * answers u64 0/1 iff NEED_REPLY was set and REPLY_ACK negotiated; value rows always answer, and
- * NEED_REPLY "brings no behavioural change" for them.
+ * REPLY_ACK is answered here only (vhost-user.rst "VHOST_USER_PROTOCOL_F_REPLY_ACK"): an `ack`
+ * row answers u64 0 on success and u64 1 when judge says NACK, iff NEED_REPLY was set and
+ * REPLY_ACK negotiated; value rows always answer, and NEED_REPLY "brings no behavioural change"
+ * for them.
  *
- * On every failure: every fd of the message is closed, ONE warning names the request and the
- * reason, and the outcome is a NACK (Refused, and the front-end asked for an ack) or a drop
- * (Malformed, or Refused with no way to tell the front-end).
+ * On every failure: every fd of the message is closed, ONE line names the request and the reason,
+ * and the outcome is a NACK (Refused or Failed, and the front-end asked for an ack) or a drop
+ * (anything else, or no way to tell the front-end): errors.ts `judge` decides and words it, for
+ * the failures the connection meets before a message is whole too ({@link Dispatcher.dropped}).
  */
-import { bit, describeBits, has } from '../bits.js';
+import { bit } from '../bits.js';
 import { hex } from '../format.js';
 import { log as defaultLog, type Logger } from '../log.js';
 import { closeAll } from '../sys/index.js';
@@ -55,26 +58,12 @@ import {
   encodeReplyU64,
   encodeReplyVringState,
 } from './codec.js';
-import {
-  describeFlags,
-  FrontendReq,
-  HEADER_FLAGS,
-  PROTOCOL_F,
-  PROTOCOL_FEATURE_NAMES,
-  requestName,
-} from './constants.js';
-import { Malformed, Refused } from './errors.js';
+import { ConnectionState, offersProtocolFeatures } from './connection-state.js';
+import { describeFlags, FrontendReq, HEADER_FLAGS, requestName } from './constants.js';
+import { asVhostUserError, BadHeader, judge, Malformed, Refused, type VhostUserError, WrongFds } from './errors.js';
 import type { Message } from './framer.js';
 import type { VhostUserBackend } from './handler.js';
-import type { VringState } from './messages.js';
-import {
-  gateFailure,
-  offersProtocolFeatures,
-  REQUESTS,
-  type CallResult,
-  type RequestSpec,
-  type Session,
-} from './requests.js';
+import { gateFailure, REQUESTS, type RequestSpec } from './requests.js';
 
 /** What the connection does after a message. */
 export interface Outcome {
@@ -90,88 +79,62 @@ export interface Outcome {
 
 /** What the checks learnt before failing: the row and the decoded payload. */
 interface Seen {
-  spec?: RequestSpec<unknown>;
+  spec?: RequestSpec;
   payload?: unknown;
 }
 
 const KNOWN_IDS = new Set<number>(Object.values(FrontendReq));
 
-/** Where VHOST_USER_F_PROTOCOL_FEATURES stands on this connection (see requests.ts Gate). */
-type ProtocolFeaturesBit = 'unknown' | 'taken' | 'declined';
-
-export class Dispatcher implements Session {
-  private acked = 0n;
-  private pfBit: ProtocolFeaturesBit = 'unknown';
+export class Dispatcher {
+  /** What this connection negotiated: its one owner, which rows and the back end read. */
+  readonly state: ConnectionState;
   private ended = false;
 
   constructor(
     readonly backend: VhostUserBackend,
     private readonly log: Logger = defaultLog,
-  ) {}
-
-  /** Protocol features in force: what SET_PROTOCOL_FEATURES acked, masked to the offer. */
-  get protocolFeatures(): bigint {
-    return this.acked & this.backend.getProtocolFeatures();
+  ) {
+    this.state = new ConnectionState(backend, log);
+    backend.attach(this.state);
   }
-
-  /** REPLY_ACK negotiated: `ack` rows answer when NEED_REPLY is set. */
-  get replyAck(): boolean {
-    return has(this.protocolFeatures, PROTOCOL_F.REPLY_ACK);
-  }
-
-  // Session (what rows see) -------------------------------------------------------------------
-
-  maskProtocolFeatures(acked: bigint): bigint {
-    const offered = this.backend.getProtocolFeatures();
-    const extra = acked & ~offered;
-    if (extra !== 0n) {
-      this.log.warn(
-        `SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: ` +
-          `${describeBits(extra, PROTOCOL_FEATURE_NAMES)}`,
-      );
-    }
-    return acked & offered;
-  }
-
-  protocolFeaturesAcked(masked: bigint): void {
-    this.acked = masked;
-    this.pfBit = 'taken';
-  }
-
-  featuresAcked(features: bigint): void {
-    this.pfBit = offersProtocolFeatures(features) ? 'taken' : 'declined';
-  }
-
-  // -------------------------------------------------------------------------------------------
 
   /**
    * Handle one complete message. The fds in `msg` are owned by this call: they end up with the
    * back end (a handler that returned) or closed (every other path).
    */
   handle(msg: Message): Outcome {
-    const name = requestName(msg.header.request);
+    const { request } = msg.header;
+    const name = requestName(request);
     const needReply = (msg.header.flags & HEADER_FLAGS.NEED_REPLY) !== 0;
     const seen: Seen = {};
     let out = this.carryOut(msg, name, needReply, seen);
     try {
       this.backend.afterRequest({ request: name, result: out.result, reason: out.reason });
     } catch (e) {
-      if (out.result === 'ok') out = this.fail(name, e, seen.spec, needReply);
+      if (out.result === 'ok') out = this.fail(request, asVhostUserError(e), seen.spec, needReply);
       else this.log.error(`${name}: after the failure: ${(e as Error).message}`);
     }
     return out;
   }
 
   /**
-   * A message the connection had to drop before the dispatcher could handle it (too many fds,
-   * oversized payload, EOF mid-message): the back end hears of it like of any dropped request.
+   * A failure the connection met outside a whole message (too many fds, an oversized payload, EOF
+   * mid-message, the socket failing): one line by the same formatter, and the connection drops.
+   * The back end hears of a dropped message like of any dropped request; a failing socket is only
+   * a disconnect. `request` is the id of the message under way, if its header said. Returns the
+   * reason the connection closes for (`SET_MEM_TABLE: the front-end closed ...`).
    */
-  dropped(request: string, reason: string): void {
-    try {
-      this.backend.afterRequest({ request, result: 'drop', reason });
-    } catch (e) {
-      this.log.error(`${request}: after the drop: ${(e as Error).message}`);
+  dropped(request: number | null, e: VhostUserError): string {
+    const v = judge(e, { request, ackAsked: false });
+    this.log[v.level](v.line);
+    if (e.kind !== 'disconnected') {
+      try {
+        this.backend.afterRequest({ request: v.subject, result: 'drop', reason: e.message });
+      } catch (err) {
+        this.log.error(`${v.subject}: after the drop: ${(err as Error).message}`);
+      }
     }
+    return `${v.subject}: ${e.message}`;
   }
 
   /** The checks, the handler and the reply of one message; afterRequest follows in handle(). */
@@ -183,26 +146,58 @@ export class Dispatcher implements Session {
       closeAll(fds);
       if (this.log.enabled('debug'))
         this.log.debug(this.line(name, msg, seen.spec && 'payload' in seen ? seen.spec.describe(seen.payload) : null));
-      return this.fail(name, e, seen.spec, needReply);
+      return this.fail(header.request, asVhostUserError(e), seen.spec, needReply);
     }
     const spec = seen.spec!;
-    const decoded = seen.payload;
-    if (this.log.enabled('debug')) this.log.debug(this.line(name, msg, spec.describe(decoded)));
+    if (this.log.enabled('debug')) this.log.debug(this.line(name, msg, spec.describe(seen.payload)));
 
     let held = fds;
     if (spec.fds.discard) {
       closeAll(fds);
       held = [];
     }
-    let result: CallResult;
     try {
-      result = spec.call(this, decoded, held);
+      return { reply: this.reply(spec, seen.payload, held, header.request, needReply), close: false, result: 'ok' };
     } catch (e) {
       // handler.ts: a method that throws keeps none of the fds it was given.
       closeAll(held);
-      return this.fail(name, e, spec, needReply);
+      return this.fail(header.request, asVhostUserError(e), spec, needReply);
     }
-    return this.succeed(name, spec, header.request, result, needReply);
+  }
+
+  /**
+   * Call the row's handler and encode its reply: the row's reply kind says what the call returns.
+   * An `ack` row answers u64 0 iff NEED_REPLY was set and REPLY_ACK negotiated; value rows always
+   * answer, and NEED_REPLY "brings no behavioural change" for them.
+   */
+  private reply(
+    spec: RequestSpec,
+    payload: unknown,
+    fds: number[],
+    request: number,
+    needReply: boolean,
+  ): Buffer | null {
+    const shown = (text: () => string) => {
+      if (this.log.enabled('debug')) this.log.debug(`${requestName(request)}: reply ${text()}`);
+    };
+    switch (spec.reply) {
+      case 'ack':
+        spec.call(this.state, payload, fds);
+        return needReply && this.state.replyAck ? encodeReplyAck(request, true) : null;
+      case 'u64': {
+        const v = spec.call(this.state, payload, fds);
+        if (spec.describeReply) shown(() => spec.describeReply!(v));
+        return encodeReplyU64(request, v);
+      }
+      case 'vring-state': {
+        const v = spec.call(this.state, payload, fds);
+        if (spec.describeReply) shown(() => spec.describeReply!(v));
+        return encodeReplyVringState(request, v);
+      }
+      case 'log-base':
+        spec.call(this.state, payload, fds);
+        return encodeReplyU64(request, 0n);
+    }
   }
 
   /** The front-end is gone: tell the back end, once. */
@@ -219,14 +214,14 @@ export class Dispatcher implements Session {
     const { header, payload, fds } = msg;
     const version = header.flags & HEADER_FLAGS.VERSION_MASK;
     if (version !== HEADER_FLAGS.VERSION)
-      throw new Malformed(`version bits are ${version}, not ${HEADER_FLAGS.VERSION}`);
-    if (header.flags & HEADER_FLAGS.REPLY) throw new Malformed('the REPLY flag is set on a request from the front-end');
+      throw new BadHeader(`version bits are ${version}, not ${HEADER_FLAGS.VERSION}`);
+    if (header.flags & HEADER_FLAGS.REPLY) throw new BadHeader('the REPLY flag is set on a request from the front-end');
     const reserved = header.flags & ~HEADER_FLAGS.KNOWN;
-    if (reserved) throw new Malformed(`reserved flag bits ${hex(reserved >>> 0)} are set`);
+    if (reserved) throw new BadHeader(`reserved flag bits ${hex(reserved >>> 0)} are set`);
 
     const spec = REQUESTS.get(header.request);
     if (!spec) {
-      throw new Malformed(
+      throw new BadHeader(
         !KNOWN_IDS.has(header.request)
           ? 'unknown request'
           : 'not supported by this back end (it offers no feature that enables it)',
@@ -255,9 +250,7 @@ export class Dispatcher implements Session {
     const { min, max } = spec.fds.expected(p);
     if (fds.length < min || fds.length > max) {
       const want = min === max ? `${min}` : `${min} to ${max}`;
-      throw new Malformed(
-        `carries ${fds.length} fd${fds.length === 1 ? '' : 's'}, expected ${want} (${spec.fds.name})`,
-      );
+      throw new WrongFds(`carries ${fds.length} fd${fds.length === 1 ? '' : 's'}, expected ${want} (${spec.fds.name})`);
     }
 
     if (!this.gateOpen(spec)) throw new Refused(gateFailure(spec.gate));
@@ -268,77 +261,25 @@ export class Dispatcher implements Session {
       if (index >= rings) throw new Refused(`ring ${index} does not exist (this back end has ${rings} rings)`);
     }
 
-    const refusal = spec.refuse?.(p, this);
+    const refusal = spec.refuse?.(p, this.state);
     if (refusal) throw new Refused(refusal);
   }
 
-  private gateOpen(spec: RequestSpec<unknown>): boolean {
+  private gateOpen(spec: RequestSpec): boolean {
     const g = spec.gate;
     if (g === null) return true;
     if (g === 'features-bit-offered') return offersProtocolFeatures(this.backend.getFeatures());
     if (g === 'protocol-features-negotiated')
-      return offersProtocolFeatures(this.backend.getFeatures()) && this.pfBit === 'taken';
-    return (this.protocolFeatures & bit(g)) !== 0n;
+      return offersProtocolFeatures(this.backend.getFeatures()) && this.state.protocolFeaturesTaken;
+    return ((this.state.protocolFeatures ?? 0n) & bit(g)) !== 0n;
   }
 
-  private succeed(
-    name: string,
-    spec: RequestSpec<unknown>,
-    request: number,
-    result: CallResult,
-    needReply: boolean,
-  ): Outcome {
-    let reply: Buffer | null = null;
-    switch (spec.reply) {
-      case 'ack':
-        if (needReply && this.replyAck) reply = encodeReplyAck(request, true);
-        break;
-      case 'u64':
-        if (typeof result !== 'bigint') return this.internal(name, `handler returned ${typeof result}, not a u64`);
-        reply = encodeReplyU64(request, result);
-        break;
-      case 'vring-state':
-        if (typeof result !== 'object' || result === null)
-          return this.internal(name, 'handler returned no vring state');
-        reply = encodeReplyVringState(request, result as VringState);
-        break;
-      case 'log-base':
-        reply = encodeReplyU64(request, 0n);
-        break;
-    }
-    if (spec.describeReply && this.log.enabled('debug')) this.log.debug(`${name}: reply ${spec.describeReply(result)}`);
-    return { reply, close: false, result: 'ok' };
-  }
-
-  /**
-   * One warning line, and NACK or drop. A Refused (or a handler's own error) on an `ack` row whose
-   * front-end asked for a reply under REPLY_ACK is answered u64 1; everything else drops the
-   * connection: a malformed stream cannot be trusted, and a front-end waiting for a value (or not
-   * waiting at all) cannot be told of a refusal.
-   */
-  private fail(name: string, e: unknown, spec: RequestSpec<unknown> | undefined, needReply: boolean): Outcome {
-    const reason = e instanceof Error ? e.message : String(e);
-    const malformed = e instanceof Malformed;
-    // A Refused is the front-end's doing (warn); any other error is the back end's own failure (error).
-    const own = !malformed && !(e instanceof Refused);
-    const say = (text: string) => (own ? this.log.error(text) : this.log.warn(text));
-    const kind = malformed ? 'malformed' : own ? 'failed' : 'refused';
-    if (!malformed && spec?.reply === 'ack' && needReply && this.replyAck) {
-      say(`${name}: ${reason} (${kind}; NACK sent)`);
-      return { reply: encodeReplyAck(spec.id, false), close: false, result: 'nack', reason };
-    }
-    const why = malformed
-      ? ''
-      : spec?.reply === 'ack'
-        ? ', and the front-end asked for no reply'
-        : ', and the front-end expects a value';
-    say(`${name}: ${reason} (${kind}${why}; dropping the connection)`);
-    return { reply: null, close: true, result: 'drop', reason };
-  }
-
-  private internal(name: string, reason: string): Outcome {
-    this.log.error(`${name}: ${reason} (back-end bug; dropping the connection)`);
-    return { reply: null, close: true, result: 'drop', reason };
+  /** One line and NACK or drop, as errors.ts judge decides. */
+  private fail(request: number, e: VhostUserError, spec: RequestSpec | undefined, needReply: boolean): Outcome {
+    const v = judge(e, { request, reply: spec?.reply, ackAsked: needReply && this.state.replyAck });
+    this.log[v.level](v.line);
+    if (v.nack) return { reply: encodeReplyAck(request, false), close: false, result: 'nack', reason: e.message };
+    return { reply: null, close: true, result: 'drop', reason: e.message };
   }
 
   /** The debug line of a message: name, flags, size, fds, decoded payload. */

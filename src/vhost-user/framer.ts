@@ -12,8 +12,8 @@
  * Pure: no I/O. The connection feeds it; tests feed it scripted chunks.
  */
 import { decodeHeader, type Header } from './codec.js';
-import { LIMITS, requestName } from './constants.js';
-import { Malformed } from './errors.js';
+import { LIMITS } from './constants.js';
+import { Oversized, Truncated } from './errors.js';
 
 /** A complete message: header, payload, and every fd that came with its bytes. */
 export interface Message {
@@ -22,7 +22,7 @@ export interface Message {
   fds: number[];
 }
 
-/** Where the framer is, for the log line when the peer hangs up. */
+/** Where the framer is: the request under way, and how much of it came. */
 type FramerState =
   | { at: 'idle' }
   | { at: 'header'; have: number; request: number | null }
@@ -48,7 +48,7 @@ export class Framer {
    * Feed the bytes and fds one recvmsg returned (`bytes.length` <= wanted(); the bytes are
    * copied). Returns the message they complete, or null if more is needed.
    *
-   * Throws Malformed if the header announces a payload above the maximum; the fds received so far
+   * Throws Oversized if the header announces a payload above the maximum; the fds received so far
    * are then still held (take them with `discard()`).
    */
   push(bytes: Buffer, fds: readonly number[] = []): Message | null {
@@ -62,9 +62,7 @@ export class Framer {
       if (this.headHave < LIMITS.HEADER_SIZE) return null;
       const h = decodeHeader(this.head);
       if (h.size > this.maxPayload) {
-        throw new Malformed(
-          `${requestName(h.request)}: payload size ${h.size} is more than the maximum ${this.maxPayload}`,
-        );
+        throw new Oversized(`payload size ${h.size} is more than the maximum ${this.maxPayload}`, h.request);
       }
       this.header = h;
       this.payload = Buffer.alloc(h.size);
@@ -116,17 +114,19 @@ export class Framer {
 }
 
 /**
- * `SET_MEM_TABLE: the front-end closed the connection mid-payload (10 of 40 bytes)`, or null if no message
- * was under way.
+ * The front-end hung up: where a message was cut off (`the front-end closed the connection
+ * mid-payload (10 of 40 bytes)`, of SET_MEM_TABLE), or null if none was under way.
  */
-export function describePartial(s: FramerState): string | null {
+export function truncated(s: FramerState): Truncated | null {
   if (s.at === 'idle') return null;
   if (s.at === 'header') {
-    const who = s.request === null ? 'request unknown' : requestName(s.request);
-    return `${who}: the front-end closed the connection mid-header (${s.have} of ${LIMITS.HEADER_SIZE} bytes)`;
+    return new Truncated(
+      `the front-end closed the connection mid-header (${s.have} of ${LIMITS.HEADER_SIZE} bytes)`,
+      s.request,
+    );
   }
-  return (
-    `${requestName(s.header.request)}: the front-end closed the connection mid-payload (${s.have} of ` +
-    `${s.header.size} bytes)`
+  return new Truncated(
+    `the front-end closed the connection mid-payload (${s.have} of ${s.header.size} bytes)`,
+    s.header.request,
   );
 }

@@ -6,7 +6,7 @@
  *
  * Errors: a method throws `Refused` (errors.ts) for a well-formed request it will not carry out
  * (the dispatcher NACKs it if the front-end asked for a reply, else drops the connection), or any
- * other Error for a failure of its own (logged, and handled like Refused).
+ * other Error for a failure of its own (`Failed`: logged as an error, and handled like Refused).
  *
  * fd ownership: fds passed to a method belong to it once it RETURNS (it keeps or closes them). If it
  * THROWS, the dispatcher closes every fd of the message, so a method must not keep an fd it was
@@ -23,7 +23,22 @@ export interface RequestDone {
   reason?: string;
 }
 
+/**
+ * What the current connection negotiated, read from its one owner (the dispatcher's
+ * ConnectionState, connection-state.ts): a back end reads it, and keeps no copy.
+ */
+export interface Negotiated {
+  /** What SET_PROTOCOL_FEATURES acked, masked to the offer; null before it came. */
+  readonly protocolFeatures: bigint | null;
+}
+
 export interface VhostUserBackend {
+  /**
+   * A front-end connection begins (before its first message): what it negotiates can be read from
+   * `negotiated` until disconnected().
+   */
+  attach(negotiated: Negotiated): void;
+
   /** Rings this back end serves (2 per queue pair); a ring index >= this is refused by the dispatcher. */
   ringCount(): number;
 
@@ -36,7 +51,10 @@ export interface VhostUserBackend {
   setFeatures(features: bigint): void;
   /** GET_PROTOCOL_FEATURES: protocol features this back end implements. */
   getProtocolFeatures(): bigint;
-  /** SET_PROTOCOL_FEATURES: what the front-end acked (already masked by the dispatcher to what was offered). */
+  /**
+   * SET_PROTOCOL_FEATURES: what the front-end acked (already masked by the dispatcher to what was
+   * offered). The dispatcher keeps it; this is the back end's notice.
+   */
   setProtocolFeatures(features: bigint): void;
   /** GET_QUEUE_NUM (MQ): the number of queue pairs offered. */
   getQueueNum(): bigint;

@@ -14,7 +14,10 @@
  * - `ring`: for ring-scope requests, where the ring index is, so the dispatcher bounds it by
  *   backend.ringCount(); device-scope rows have none;
  * - `refuse`: a semantic precondition stated by the spec (not a back-end policy);
- * - `call`: the VhostUserBackend method.
+ * - `call`: the VhostUserBackend method; its return type is the one `reply` carries (a row is
+ *   typed per reply kind, so the compiler holds the two together).
+ * `row()` fills in what most rows share: no syntax check beyond the size, no fds, no gate, no
+ * payload to show.
  *
  * Requests a net back end does not implement (SET_LOG_FD, SET_BACKEND_REQ_FD, IOTLB_MSG,
  * SET_VRING_ENDIAN, GET/SET_CONFIG, crypto, postcopy, inflight, GPU, VRING_KICK, SET/GET_STATUS,
@@ -22,14 +25,14 @@
  * VIRTIO_F_IOMMU_PLATFORM) this back end never offers, so a conforming front-end never sends them,
  * and the dispatcher treats them as malformed.
  */
-import { describeBits, has } from '../bits.js';
+import { describeBits } from '../bits.js';
 import { hex, mac } from '../format.js';
 import { FEATURE_NAMES, VHOST_USER_F_PROTOCOL_FEATURES } from '../virtio.js';
-import type { VhostUserBackend } from './handler.js';
-import type { LogArea, VringAddr, VringFileRef, VringState } from './messages.js';
+import type { ConnectionState } from './connection-state.js';
+import type { VringFileRef, VringState } from './messages.js';
 import { FrontendReq, PAYLOAD_SIZE, PROTOCOL_F, PROTOCOL_FEATURE_NAMES } from './constants.js';
 import * as codec from './codec.js';
-import type { MemoryTable, SingleMemoryRegion } from './codec.js';
+import type { SingleMemoryRegion } from './codec.js';
 
 /** Payload size rule. */
 type SizeRule = { exact: number } | 'memory-table';
@@ -45,7 +48,7 @@ interface FdRule<P> {
 }
 
 /** Reply kind (vhost-user.rst "Communication" and "VHOST_USER_PROTOCOL_F_REPLY_ACK"). */
-type ReplyKind = 'ack' | 'u64' | 'vring-state' | 'log-base';
+type ReplyKind = keyof ReplyValue;
 
 /**
  * What must have been negotiated:
@@ -60,42 +63,46 @@ type ReplyKind = 'ack' | 'u64' | 'vring-state' | 'log-base';
  */
 type Gate = number | 'features-bit-offered' | 'protocol-features-negotiated' | null;
 
-/** What a row's call and refuse hooks see of the connection (implemented by the dispatcher). */
-export interface Session {
-  readonly backend: VhostUserBackend;
-  /** Protocol features acked by SET_PROTOCOL_FEATURES, masked to the offer. */
-  readonly protocolFeatures: bigint;
-  /** SET_PROTOCOL_FEATURES: mask the ack to the offer (warning about the rest) and return it. */
-  maskProtocolFeatures(acked: bigint): bigint;
-  /** SET_PROTOCOL_FEATURES succeeded with this (masked) set. */
-  protocolFeaturesAcked(masked: bigint): void;
-  /** SET_FEATURES succeeded with this feature word. */
-  featuresAcked(features: bigint): void;
+/** What a row's call returns for each reply kind: nothing to say, a u64, a vring state. */
+interface ReplyValue {
+  // biome-ignore lint/suspicious/noConfusingVoidType: a handler that only acks returns nothing
+  ack: void;
+  u64: bigint;
+  'vring-state': VringState;
+  // biome-ignore lint/suspicious/noConfusingVoidType: the reply is always u64 0, whatever the handler did
+  'log-base': void;
 }
 
-/** What a call returns: nothing (ack), a u64 value, or a vring state. */
-// biome-ignore lint/suspicious/noConfusingVoidType: a handler that only acks returns nothing
-export type CallResult = void | bigint | VringState;
-
-/** One row of the table. */
-export interface RequestSpec<P> {
+/** The rules every row states, whatever it replies. */
+interface RowRules<P> {
   readonly id: number;
   readonly size: SizeRule;
   readonly decode: (payload: Buffer) => P;
   readonly validate: (p: P) => string | null;
   readonly fds: FdRule<P>;
-  readonly reply: ReplyKind;
   readonly gate: Gate;
   /** Ring scope: the ring index in the payload. Absent for device scope. */
   readonly ring?: (p: P) => number;
   /** Why a well-formed request is refused on semantic grounds the spec states, or null. */
-  readonly refuse?: (p: P, s: Session) => string | null;
+  readonly refuse?: (p: P, s: ConnectionState) => string | null;
   /** The payload, for the debug line of each message. */
   readonly describe: (p: P) => string;
-  /** The reply value, for the debug line of each reply. */
-  readonly describeReply?: (r: CallResult) => string;
-  readonly call: (s: Session, p: P, fds: number[]) => CallResult;
 }
+
+/** A row whose reply is of kind K: its call returns what that reply carries. */
+interface RowOf<P, K extends ReplyKind> extends RowRules<P> {
+  readonly reply: K;
+  /** The reply value, for the debug line of each reply. */
+  readonly describeReply?: (r: ReplyValue[K]) => string;
+  readonly call: (s: ConnectionState, p: P, fds: number[]) => ReplyValue[K];
+}
+
+/** One row of the table: a union over the reply kinds, so `reply` tells the compiler what `call` returns. */
+export type RequestSpec<P = unknown> = { [K in ReplyKind]: RowOf<P, K> }[ReplyKind];
+
+/** A row as written: the rules that have a usual value may be left out ({@link row} fills them in). */
+type RowInput<P, K extends ReplyKind> = Omit<RowOf<P, K>, 'validate' | 'fds' | 'gate' | 'describe'> &
+  Partial<Pick<RowOf<P, K>, 'validate' | 'fds' | 'gate' | 'describe'>>;
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks
@@ -112,7 +119,7 @@ interface VringFilePayload extends VringFileRef {
   raw: bigint;
 }
 
-const empty = { size: { exact: 0 }, decode: (): Empty => null, validate: valid, describe: () => '' } as const;
+const empty = { size: { exact: 0 }, decode: (): Empty => null } as const;
 const u64 = { size: { exact: PAYLOAD_SIZE.U64 }, decode: codec.decodeU64 } as const;
 const vringState = {
   size: { exact: PAYLOAD_SIZE.VRING_STATE },
@@ -145,29 +152,29 @@ const singleRegion = {
   describe: (p: SingleMemoryRegion) => describeRegion(p.region),
 } as const;
 
-/** Erase a row's payload type for the table (each row is type-checked where it is written). */
-const row = <P>(spec: RequestSpec<P>): RequestSpec<unknown> => spec as unknown as RequestSpec<unknown>;
+/**
+ * A row with its defaults: no syntax check beyond the size, no fds, no gate, nothing to show of
+ * the payload. The payload type is erased for the table (each row is type-checked where it is
+ * written, and its decode feeds its own rules only).
+ */
+const row = <P, K extends ReplyKind>(spec: RowInput<P, K>): RequestSpec =>
+  ({ validate: valid, fds: NONE, gate: null, describe: () => '', ...spec }) as unknown as RequestSpec;
 
 // ---------------------------------------------------------------------------------------------
 // The table (vhost-user.rst "Front-end message types"; reply rules from "Communication")
 
-const ROWS: RequestSpec<unknown>[] = [
-  row<Empty>({
+const ROWS: RequestSpec[] = [
+  row({
     id: FrontendReq.GET_FEATURES,
     ...empty,
-    fds: NONE,
     reply: 'u64',
-    gate: null,
-    describeReply: (r) => describeBits(r as bigint, FEATURE_NAMES),
+    describeReply: (r) => describeBits(r, FEATURE_NAMES),
     call: (s) => s.backend.getFeatures(),
   }),
-  row<bigint>({
+  row({
     id: FrontendReq.SET_FEATURES,
     ...u64,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     // A front-end may only ack what was offered (virtio 1.2 3.1.1: "the driver ... MUST NOT accept a
     // feature which the device did not offer"); QEMU masks with the back end's word.
     refuse: (v, s) => {
@@ -180,24 +187,20 @@ const ROWS: RequestSpec<unknown>[] = [
       s.featuresAcked(v);
     },
   }),
-  row<Empty>({
+  row({
     id: FrontendReq.SET_OWNER,
     ...empty,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     call: (s) => s.backend.setOwner(),
   }),
-  row<Empty>({
+  row({
     // Deprecated: "It is recommended that back-ends either ignore this message, or use it to disable all rings."
     id: FrontendReq.RESET_OWNER,
     ...empty,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     call: (s) => s.backend.resetOwner(),
   }),
-  row<MemoryTable>({
+  row({
     // "In the ancillary data there is an array of file descriptors for each memory mapped region.
     // The size and ordering of the fds matches the number and ordering of memory regions."
     id: FrontendReq.SET_MEM_TABLE,
@@ -206,11 +209,10 @@ const ROWS: RequestSpec<unknown>[] = [
     validate: codec.validateMemoryTable,
     fds: { name: 'one per region', expected: (t) => ({ min: t.nregions, max: t.nregions }) },
     reply: 'ack',
-    gate: null,
     describe: (t) => `nregions ${t.nregions}: ${t.regions.map(describeRegion).join(' ')}`,
     call: (s, t, fds) => s.backend.setMemTable(t.regions, fds),
   }),
-  row<LogArea>({
+  row({
     // With LOG_SHMFD the log fd comes in the ancillary data, and the message is one of those that
     // "require replies" ("Communication"). QEMU reads a reply of any size and checks only its
     // request (vhost_user_set_log_base); the reply here is u64 0, as libvhost-user sends.
@@ -224,90 +226,73 @@ const ROWS: RequestSpec<unknown>[] = [
     describe: (l) => `size ${hex(l.size)} offset ${hex(l.offset)}`,
     call: (s, l, fds) => s.backend.setLogBase(l, fds[0]),
   }),
-  row<VringState>({
+  row({
     id: FrontendReq.SET_VRING_NUM,
     ...vringState,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     describe: (p) => `ring ${p.index} num ${p.num}`,
     call: (s, p) => s.backend.setVringNum(p.index, p.num),
   }),
-  row<VringAddr>({
+  row({
     // "Sets the addresses of the different aspects of the vring": front-end virtual addresses.
     id: FrontendReq.SET_VRING_ADDR,
     size: { exact: PAYLOAD_SIZE.VRING_ADDR },
     decode: codec.decodeVringAddr,
     validate: codec.validateVringAddr,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     ring: (a) => a.index,
     describe: (a) =>
       `ring ${a.index} flags ${hex(a.flags)} desc ${hex(a.desc)} used ${hex(a.used)} avail ${hex(a.avail)} log ` +
       `${hex(a.log)}`,
     call: (s, a) => s.backend.setVringAddr(a),
   }),
-  row<VringState>({
+  row({
     id: FrontendReq.SET_VRING_BASE,
     ...vringState,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
-    gate: null,
     describe: (p) => `ring ${p.index} base ${p.num}`,
     call: (s, p) => s.backend.setVringBase(p.index, p.num),
   }),
-  row<VringState>({
+  row({
     // "Stops the vring and returns the current descriptor index"; always replies.
     id: FrontendReq.GET_VRING_BASE,
     ...vringState,
-    validate: valid,
-    fds: NONE,
     reply: 'vring-state',
-    gate: null,
     describe: (p) => `ring ${p.index}`,
-    describeReply: (r) => `ring ${(r as VringState).index} base ${(r as VringState).num}`,
+    describeReply: (r) => `ring ${r.index} base ${r.num}`,
     call: (s, p) => ({ index: p.index, num: s.backend.getVringBase(p.index) }),
   }),
-  row<VringFilePayload>({
+  row({
     id: FrontendReq.SET_VRING_KICK,
     ...vringFile,
     reply: 'ack',
-    gate: null,
     call: (s, p, fds) => s.backend.setVringKick(p.index, p.noFd ? null : fds[0]),
   }),
-  row<VringFilePayload>({
+  row({
     id: FrontendReq.SET_VRING_CALL,
     ...vringFile,
     reply: 'ack',
-    gate: null,
     call: (s, p, fds) => s.backend.setVringCall(p.index, p.noFd ? null : fds[0]),
   }),
-  row<VringFilePayload>({
+  row({
     id: FrontendReq.SET_VRING_ERR,
     ...vringFile,
     reply: 'ack',
-    gate: null,
     call: (s, p, fds) => s.backend.setVringErr(p.index, p.noFd ? null : fds[0]),
   }),
-  row<Empty>({
+  row({
     // "Back-ends that report VHOST_USER_F_PROTOCOL_FEATURES must support this message even before
     // VHOST_USER_SET_FEATURES was called."
     id: FrontendReq.GET_PROTOCOL_FEATURES,
     ...empty,
-    fds: NONE,
     reply: 'u64',
     gate: 'features-bit-offered',
-    describeReply: (r) => describeBits(r as bigint, PROTOCOL_FEATURE_NAMES),
+    describeReply: (r) => describeBits(r, PROTOCOL_FEATURE_NAMES),
     call: (s) => s.backend.getProtocolFeatures(),
   }),
-  row<bigint>({
+  row({
     id: FrontendReq.SET_PROTOCOL_FEATURES,
     ...u64,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
     gate: 'features-bit-offered',
     describe: (v) => describeBits(v, PROTOCOL_FEATURE_NAMES),
@@ -317,70 +302,62 @@ const ROWS: RequestSpec<unknown>[] = [
       s.protocolFeaturesAcked(masked);
     },
   }),
-  row<Empty>({
+  row({
     // "This request should be sent only when VHOST_USER_PROTOCOL_F_MQ is set"; always replies.
     id: FrontendReq.GET_QUEUE_NUM,
     ...empty,
-    fds: NONE,
     reply: 'u64',
     gate: PROTOCOL_F.MQ,
-    describeReply: (r) => `${r as bigint} queue pairs`,
+    describeReply: (r) => `${r} queue pairs`,
     call: (s) => s.backend.getQueueNum(),
   }),
-  row<VringState>({
+  row({
     id: FrontendReq.SET_VRING_ENABLE,
     ...vringState,
     validate: codec.validateVringEnable,
-    fds: NONE,
     reply: 'ack',
     gate: 'protocol-features-negotiated',
     describe: (p) => `ring ${p.index} enable ${p.num}`,
     call: (s, p) => s.backend.setVringEnable(p.index, p.num === 1),
   }),
-  row<Buffer>({
+  row({
     // "The first 6 bytes of the payload contain the mac address of the guest".
     id: FrontendReq.SEND_RARP,
     size: { exact: PAYLOAD_SIZE.U64 },
     decode: codec.decodeRarpMac,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
     gate: PROTOCOL_F.RARP,
     describe: (m) => `mac ${mac(m)}`,
     call: (s, m) => s.backend.sendRarp(m),
   }),
-  row<bigint>({
+  row({
     // "If VHOST_USER_PROTOCOL_F_REPLY_ACK is negotiated, the back-end must respond with zero in case
     // the specified MTU is valid, or non-zero otherwise." virtio 1.2 5.1.4.1: mtu is between 68 and 65535.
     id: FrontendReq.NET_SET_MTU,
     ...u64,
-    validate: valid,
-    fds: NONE,
     reply: 'ack',
     gate: PROTOCOL_F.MTU,
     refuse: (v) => (v >= 68n && v <= 65535n ? null : `MTU ${v} is outside 68..65535`),
     describe: (v) => `mtu ${v}`,
     call: (s, v) => s.backend.netSetMtu(Number(v)),
   }),
-  row<Empty>({
+  row({
     // "Only valid if the VHOST_USER_PROTOCOL_F_RESET_DEVICE protocol feature is set by the back-end."
     id: FrontendReq.RESET_DEVICE,
     ...empty,
-    fds: NONE,
     reply: 'ack',
     gate: PROTOCOL_F.RESET_DEVICE,
     call: (s) => s.backend.resetDevice(),
   }),
-  row<Empty>({
+  row({
     id: FrontendReq.GET_MAX_MEM_SLOTS,
     ...empty,
-    fds: NONE,
     reply: 'u64',
     gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
-    describeReply: (r) => `${r as bigint} slots`,
+    describeReply: (r) => `${r} slots`,
     call: (s) => s.backend.getMaxMemSlots(),
   }),
-  row<SingleMemoryRegion>({
+  row({
     // "Exactly one file descriptor from which the memory is mapped is passed in the ancillary data."
     id: FrontendReq.ADD_MEM_REG,
     ...singleRegion,
@@ -390,7 +367,7 @@ const ROWS: RequestSpec<unknown>[] = [
     gate: PROTOCOL_F.CONFIGURE_MEM_SLOTS,
     call: (s, p, fds) => s.backend.addMemReg(p.region, fds[0]),
   }),
-  row<SingleMemoryRegion>({
+  row({
     // "No file descriptors SHOULD be passed ... the back-end MAY accept messages with one file
     // descriptor. If a file descriptor is passed, the back-end MUST close it without using it."
     // (QEMU 7.2 still passes one.) "The mmap offset is ignored."
@@ -405,7 +382,7 @@ const ROWS: RequestSpec<unknown>[] = [
 ];
 
 /** The table, by request id. */
-export const REQUESTS: ReadonlyMap<number, RequestSpec<unknown>> = new Map(ROWS.map((r) => [r.id, r]));
+export const REQUESTS: ReadonlyMap<number, RequestSpec> = new Map(ROWS.map((r) => [r.id, r]));
 
 /** Why a closed gate refuses, for the log line: `protocol feature MQ was not negotiated`. */
 export function gateFailure(g: Gate): string {
@@ -415,6 +392,3 @@ export function gateFailure(g: Gate): string {
   if (g === 'protocol-features-negotiated') return `${pf} was not negotiated`;
   return `protocol feature ${PROTOCOL_FEATURE_NAMES[g] ?? `bit ${g}`} was not negotiated`;
 }
-
-/** True if `features` offers VHOST_USER_F_PROTOCOL_FEATURES. */
-export const offersProtocolFeatures = (features: bigint): boolean => has(features, VHOST_USER_F_PROTOCOL_FEATURES);

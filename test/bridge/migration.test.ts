@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type { VhostUserSession } from '../../src/bridge/session.js';
 import { bit, maskOf } from '../../src/bits.js';
-import { captureLog, portLog, log as processLog } from '../../src/log.js';
+import { portLog, log as processLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
 import { FrontendReq, PROTOCOL_F, requestName } from '../../src/vhost-user/constants.js';
@@ -66,7 +67,7 @@ const PROTOCOL = maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ, PROTOCOL_F.LOG_SHMF
 function setup(queuePairs = 1) {
   const port = fakePort({ queuePairs, offered: OFFERED, log: quiet });
   live.push(port.session);
-  port.session.setProtocolFeatures(PROTOCOL);
+  port.session.attach({ protocolFeatures: PROTOCOL });
   return { ...port, dev: asDispatched(port.session) };
 }
 
@@ -195,7 +196,7 @@ describe('bridge migration on the recording kernel: the dirty log and LOG_ALL', 
     expect(first.closed).to.equal(true);
     expect(mappingsOf(LOG_NAME), 'the old session unmapped its log').to.deep.equal([]);
     session.connected();
-    session.setProtocolFeatures(PROTOCOL);
+    session.attach({ protocolFeatures: PROTOCOL });
     journal.length = 0;
     dev.setOwner();
     dev.setVringEnable(0, true);
@@ -219,7 +220,7 @@ describe('bridge migration on the recording kernel: the dirty log and LOG_ALL', 
 
   it('without LOG_SHMFD (no log can come), a LOG_ALL ack does not hold the rings back', () => {
     const { dev, vhostNet, session } = setup();
-    session.setProtocolFeatures(maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ));
+    session.attach({ protocolFeatures: maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ) });
     dev.setOwner();
     dev.setVringEnable(0, true);
     dev.setVringEnable(1, true);

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { DeviceListener, DeviceStatus } from '../../src/bridge/status.js';
-import { captureLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { FrontendReq } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
 import { readTrace } from '../../src/vhost-user/trace.js';

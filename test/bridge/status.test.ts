@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventsToFd } from '../../src/bridge/events.js';
 import type { DeviceEvent, DeviceStatus, EventLine } from '../../src/bridge/status.js';
-import { captureLog, log, portLog } from '../../src/log.js';
+import { log, portLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { fakePort } from './fake-kernel.js';
 import { QEMU_SESSIONS, replayQemuSession } from './qemu-session.js';
 

@@ -3,6 +3,7 @@ import { statSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as sys from '../../src/sys/index.js';
 import { openFdCount, tempDir } from '../fdcount.js';
+import { socketLayouts } from '../c-layouts.js';
 
 describe('sys: errors', () => {
   it('maps errno to a SysError naming the call, the code and the text', () => {
@@ -113,7 +114,7 @@ describe('sys: fds, eventfd, memfd, mmap', () => {
 
 describe('sys: struct layouts (LP64)', () => {
   it('msghdr, cmsghdr and iovec offsets match C', () => {
-    const m = sys.cLayouts.msghdr();
+    const m = socketLayouts.msghdr();
     expect(m.size).to.equal(sys.MSGHDR.size).and.to.equal(56);
     expect(m.offsets).to.deep.equal({
       name: 0,
@@ -125,12 +126,12 @@ describe('sys: struct layouts (LP64)', () => {
       flags: 48,
     });
     for (const k of Object.keys(m.offsets)) expect(m.offsets[k], k).to.equal(sys.MSGHDR[k as keyof typeof sys.MSGHDR]);
-    const c = sys.cLayouts.cmsghdr();
+    const c = socketLayouts.cmsghdr();
     expect(c).to.deep.equal({
       size: sys.CMSGHDR.size,
       offsets: { len: sys.CMSGHDR.len, level: sys.CMSGHDR.level, type: sys.CMSGHDR.type },
     });
-    const v = sys.cLayouts.iovec();
+    const v = socketLayouts.iovec();
     expect(v).to.deep.equal({ size: 16, offsets: { base: 0, len: 8 } });
   });
 

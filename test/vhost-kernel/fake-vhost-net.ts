@@ -10,33 +10,26 @@
  * - NET_SET_BACKEND before the memory table, NUM and ADDR: EFAULT.
  * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE.
  */
-import { SysError } from '../../src/sys/index.js';
+import { E, SysError } from '../../src/sys/index.js';
 import { type KernelVringAddr, ringToPair, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
 
 /** One call of VhostNetDevice as a typed record: the method and its arguments (ring = DEVICE ring number). */
 export type VhostNetCall =
   | { op: 'setOwner' | 'resetOwner' | 'getFeatures' | 'getBackendFeatures' | 'close' }
-  | { op: 'setFeatures' | 'setBackendFeatures'; features: bigint }
+  | { op: 'setFeatures'; features: bigint }
   | { op: 'setMemTable'; table: Buffer }
   | { op: 'setLogBase'; addr: bigint }
-  | { op: 'setLogFd'; fd: number }
   | { op: 'setVringNum'; ring: number; num: number }
   | { op: 'setVringBase'; ring: number; base: number }
   | { op: 'getVringBase'; ring: number }
   | { op: 'setVringAddr'; ring: number; addr: KernelVringAddr }
-  | { op: 'setVringEndian'; ring: number; bigEndian: boolean }
   | { op: 'setVringKick' | 'setVringCall' | 'setVringErr' | 'netSetBackend'; ring: number; fd: number }
   | { op: 'setVringBusyloopTimeout'; ring: number; usecs: number };
 
 /** One recorded call, with the errno code if the fake refused it. */
 export type Call = VhostNetCall & { error?: string };
 
-const EPERM = 1,
-  EBADF = 9,
-  EFAULT = 14,
-  EBUSY = 16,
-  EINVAL = 22,
-  EOPNOTSUPP = 95;
+const { EPERM, EBADF, EFAULT, EBUSY, EINVAL, EOPNOTSUPP } = E;
 
 interface RingState {
   num?: number;
@@ -57,7 +50,6 @@ export class RecordingVhostNet implements VhostNetDevice {
     { base: 0, backend: -1, busyloop: 0 },
   ];
   features = 0n;
-  backendFeatures = 0n;
   logBase?: bigint;
 
   /**
@@ -143,12 +135,6 @@ export class RecordingVhostNet implements VhostNetDevice {
     return 0x2n;
   }
 
-  setBackendFeatures(features: bigint): void {
-    this.dev({ op: 'setBackendFeatures', features }, 'VHOST_SET_BACKEND_FEATURES', false);
-    if (features & ~0x2n) throw this.refuse(this.devName('VHOST_SET_BACKEND_FEATURES'), EOPNOTSUPP);
-    this.backendFeatures = features;
-  }
-
   setMemTable(table: Buffer): void {
     this.dev({ op: 'setMemTable', table: Buffer.from(table) }, 'VHOST_SET_MEM_TABLE');
     this.memTable = Buffer.from(table);
@@ -157,10 +143,6 @@ export class RecordingVhostNet implements VhostNetDevice {
   setLogBase(addr: bigint): void {
     this.dev({ op: 'setLogBase', addr }, 'VHOST_SET_LOG_BASE');
     this.logBase = addr;
-  }
-
-  setLogFd(fd: number): void {
-    this.dev({ op: 'setLogFd', fd }, 'VHOST_SET_LOG_FD');
   }
 
   setVringNum(ring: number, num: number): void {
@@ -190,10 +172,6 @@ export class RecordingVhostNet implements VhostNetDevice {
     return (
       (this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base + this.processed[this.index(ring)]) & 0xffff
     );
-  }
-
-  setVringEndian(ring: number, bigEndian: boolean): void {
-    this.ring({ op: 'setVringEndian', ring, bigEndian }, 'VHOST_SET_VRING_ENDIAN');
   }
 
   setVringKick(ring: number, fd: number): void {

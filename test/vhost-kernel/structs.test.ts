@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import {
   checkIfName,
-  cLayouts,
   IFREQ,
   ifreq,
   ifreqFlags,
@@ -21,22 +20,23 @@ import {
   vringFile,
   vringState,
 } from '../../src/vhost-kernel/structs.js';
+import { kernelLayouts } from '../c-layouts.js';
 
 describe('vhost-kernel: struct layouts', () => {
   it('struct vhost_vring_state: 8 bytes, index 0, num 4', () => {
-    const c = cLayouts.vringState();
+    const c = kernelLayouts.vringState();
     expect(c.size).to.equal(VHOST_VRING_STATE.size).and.equal(8);
     expect(c.offsets).to.deep.equal({ index: VHOST_VRING_STATE.index, num: VHOST_VRING_STATE.num });
   });
 
   it('struct vhost_vring_file: 8 bytes, index 0, fd 4', () => {
-    const c = cLayouts.vringFile();
+    const c = kernelLayouts.vringFile();
     expect(c.size).to.equal(VHOST_VRING_FILE.size).and.equal(8);
     expect(c.offsets).to.deep.equal({ index: VHOST_VRING_FILE.index, fd: VHOST_VRING_FILE.fd });
   });
 
   it('struct vhost_vring_addr: 40 bytes, desc 8, used 16, avail 24, log 32', () => {
-    const c = cLayouts.vringAddr();
+    const c = kernelLayouts.vringAddr();
     expect(c.size).to.equal(VHOST_VRING_ADDR.size).and.equal(40);
     expect(c.offsets).to.deep.equal({
       index: VHOST_VRING_ADDR.index,
@@ -49,7 +49,7 @@ describe('vhost-kernel: struct layouts', () => {
   });
 
   it('struct ifreq: 40 bytes, the union (flags, mtu) at 16', () => {
-    const c = cLayouts.ifreq();
+    const c = kernelLayouts.ifreq();
     expect(c.size).to.equal(IFREQ.size).and.equal(40);
     expect(c.offsets.name).to.equal(IFREQ.name);
     expect(c.offsets.mem_start).to.equal(IFREQ.flags).and.equal(IFREQ.mtu).and.equal(IFREQ.nameSize);

@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { bit, maskOf } from '../../src/bits.js';
-import { captureLog, type LogCapture } from '../../src/log.js';
+import { captureLog, type LogCapture } from '../log-capture.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
 import { PROTOCOL_F } from '../../src/vhost-user/constants.js';

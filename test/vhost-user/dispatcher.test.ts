@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { bit, maskOf } from '../../src/bits.js';
-import { captureLog, type LogCapture } from '../../src/log.js';
+import { captureLog, type LogCapture } from '../log-capture.js';
 import * as sys from '../../src/sys/index.js';
 import { PROTOCOL_F } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
@@ -66,7 +66,16 @@ describe('vhost-user dispatcher', () => {
     expect(handle(msg.getMaxMemSlots()).reply).to.deep.equal(reply.u64(ID.GET_MAX_MEM_SLOTS, 8n));
     expect(handle(msg.setOwner()).reply).to.equal(null);
     expect(backend.methods).to.deep.equal(['setProtocolFeatures', 'getQueueNum', 'getMaxMemSlots', 'setOwner']);
-    expect(d.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
+    expect(d.state.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
+  });
+
+  it('owns the negotiated protocol features: the back end reads them from it, null before and after', () => {
+    expect(backend.negotiated, 'attached when the connection began').to.equal(d.state);
+    expect(backend.negotiated?.protocolFeatures).to.equal(null);
+    negotiate(maskOf(PROTOCOL_F.MQ));
+    expect(backend.negotiated?.protocolFeatures).to.equal(maskOf(PROTOCOL_F.MQ));
+    d.disconnected();
+    expect(backend.negotiated, 'dropped with the connection').to.equal(null);
   });
 
   const enableBeforeFeatures =
@@ -118,7 +127,7 @@ describe('vhost-user dispatcher', () => {
       expect(handle(msg.setProtocolFeatures(bit(PROTOCOL_F.REPLY_ACK)).needReply()).reply).to.deep.equal(
         reply.ack(ID.SET_PROTOCOL_FEATURES),
       );
-      expect(d.replyAck).to.equal(true);
+      expect(d.state.replyAck).to.equal(true);
     });
 
     it('value replies are sent once, NEED_REPLY or not', () => {
@@ -186,7 +195,7 @@ describe('vhost-user dispatcher', () => {
     const acked = BRIDGE_PROTOCOL_FEATURES | bit(PROTOCOL_F.BACKEND_REQ) | bit(PROTOCOL_F.STATUS);
     handle(msg.setProtocolFeatures(acked));
     expect(backend.calls).to.deep.equal([{ method: 'setProtocolFeatures', args: [BRIDGE_PROTOCOL_FEATURES] }]);
-    expect(d.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
+    expect(d.state.protocolFeatures).to.equal(BRIDGE_PROTOCOL_FEATURES);
     expect(cap.texts('warn')).to.deep.equal([
       'WARN SET_PROTOCOL_FEATURES: ignoring protocol features that were not offered: 0x10020 (BACKEND_REQ|STATUS)',
     ]);

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { captureLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
 import { VhostUserServer } from '../../src/vhost-user/transport.js';

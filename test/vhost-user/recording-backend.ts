@@ -12,7 +12,7 @@ import { has } from '../../src/bits.js';
 import { MemTable, MemTableError } from '../../src/memtable/index.js';
 import { closeAll, closeQuiet, fstat } from '../../src/sys/index.js';
 import { Refused } from '../../src/vhost-user/errors.js';
-import type { RequestDone, VhostUserBackend } from '../../src/vhost-user/handler.js';
+import type { Negotiated, RequestDone, VhostUserBackend } from '../../src/vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../../src/vhost-user/messages.js';
 import { VIRTIO_F } from '../../src/virtio.js';
 
@@ -33,7 +33,7 @@ export interface Call {
   args: unknown[];
 }
 
-type Method = Exclude<keyof VhostUserBackend, 'ringCount'>;
+type Method = Exclude<keyof VhostUserBackend, 'ringCount' | 'attach'>;
 
 export class RecordingBackend implements VhostUserBackend {
   readonly calls: Call[] = [];
@@ -56,7 +56,15 @@ export class RecordingBackend implements VhostUserBackend {
   private readonly held = new Map<string, number>();
   disconnects = 0;
 
+  /** What the connected front-end negotiated, as its dispatcher keeps it. */
+  negotiated: Negotiated | null = null;
+
   constructor(readonly config: RecordingConfig) {}
+
+  /** Not recorded: it is the connection beginning, not a request. */
+  attach(negotiated: Negotiated): void {
+    this.negotiated = negotiated;
+  }
 
   ringCount(): number {
     return 2 * this.config.queuePairs;
@@ -189,6 +197,7 @@ export class RecordingBackend implements VhostUserBackend {
     this.onDisconnected?.();
     this.calls.push({ method: 'disconnected', args: [] });
     this.disconnects++;
+    this.negotiated = null;
     closeAll(this.held.values());
     this.held.clear();
     this.memory.retire();

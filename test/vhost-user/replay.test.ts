@@ -17,7 +17,7 @@
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { captureLog } from '../../src/log.js';
+import { captureLog } from '../log-capture.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import { requestName } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { existsSync, fstatSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { captureLog, type LogCapture } from '../../src/log.js';
+import { captureLog, type LogCapture } from '../log-capture.js';
 import * as sys from '../../src/sys/index.js';
 import { Connection } from '../../src/vhost-user/connection.js';
 import { VhostUserClient, VhostUserServer } from '../../src/vhost-user/transport.js';
