@@ -11,5 +11,8 @@
  * kernel moves the packets; for a heap of a few MB it saves next to nothing.
  */
 const sub = process.argv[2];
-if (sub === 'serve' || sub === 'ctl') await (await import('./daemon/main.js')).main(process.argv.slice(2));
+const daemon = (s: string | undefined) => s === 'serve' || s === 'ctl';
+// `vhost-bridge help` is the one-port mode's --help (it names the others); `help serve` is serve's.
+if (sub === 'help' && !daemon(process.argv[3])) process.argv.splice(2, process.argv.length - 2, '--help');
+if (daemon(sub) || sub === 'help') await (await import('./daemon/main.js')).main(process.argv.slice(2));
 else await import('./one-port.js');
