@@ -121,7 +121,7 @@ describe('daemon: metrics and JSON logs', () => {
     );
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--config', config, '--metrics', sock, '--log-format', 'json'],
+      [CLI, 'serve', '--config', config, '--metrics', sock, '--log-format', 'json', '--wait-for-kernel'],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
       },
