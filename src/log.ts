@@ -77,7 +77,13 @@ let journal: boolean | null = null;
  * One text line: the timestamp, level and text; when stderr is the journal, `<N>` first (and on
  * each further line of a message of several, which journald stores as lines of their own).
  */
-export function textLine(level: Level, text: string, port: string | null, toJournal: boolean, now = new Date()): string {
+export function textLine(
+  level: Level,
+  text: string,
+  port: string | null,
+  toJournal: boolean,
+  now = new Date(),
+): string {
   const line = `${now.toISOString()} ${level.toUpperCase()} ${port === null ? '' : `${port}: `}${text}`;
   if (!toJournal) return `${line}\n`;
   const prefix = `<${PRIORITY[level]}>`;

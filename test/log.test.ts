@@ -40,7 +40,8 @@ describe('log lines for the journal', () => {
       expect(isJournalStream({ JOURNAL_STREAM: `${st.dev}:${st.ino + 1}` }, fd)).to.equal(false);
       expect(isJournalStream({}, fd)).to.equal(false);
       expect(isJournalStream({ JOURNAL_STREAM: 'garbage' }, fd)).to.equal(false);
-      const script = `const { log } = await import(${JSON.stringify(LOG)}); log.error('e'); log.warn('w'); log.info('i');`;
+      const calls = "log.error('e'); log.warn('w'); log.info('i');";
+      const script = `const { log } = await import(${JSON.stringify(LOG)}); ${calls}`;
       const child = (env: NodeJS.ProcessEnv, out: number) =>
         spawnSync(process.execPath, ['--input-type=module', '-e', script], { env, stdio: ['ignore', 'ignore', out] });
       child({ ...process.env, JOURNAL_STREAM: stream }, fd);

@@ -91,7 +91,9 @@ export class Daemon {
         [
           {
             field: 'control.path',
-            message: `${config.control.path} is not the running control socket ${this.control.path}; it moves only at a restart`,
+            message:
+              `${config.control.path} is not the running control socket ${this.control.path}; ` +
+              'it moves only at a restart',
           },
         ],
         `${this.opts.configFile}: `,
@@ -116,7 +118,9 @@ export class Daemon {
       return this.reload();
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
-      this.opts.log.error(`reload: the configuration is not valid; the running ports are kept as they are:\n${e.message}`);
+      this.opts.log.error(
+        `reload: the configuration is not valid; the running ports are kept as they are:\n${e.message}`,
+      );
       throw new ControlError(`the configuration is not valid; the running ports are kept as they are:\n${e.message}`);
     }
   }

@@ -92,7 +92,10 @@ interface ServeOptions {
  * Why no port could start when the cause is the host, not a port: /dev/vhost-net missing (every
  * port needs it), or /dev/net/tun missing when every port is on a tap. Null otherwise.
  */
-export function kernelMissing(specs: readonly PortSpec[], exists: (path: string) => boolean = existsSync): string | null {
+export function kernelMissing(
+  specs: readonly PortSpec[],
+  exists: (path: string) => boolean = existsSync,
+): string | null {
   const missing: string[] = [];
   if (!exists('/dev/vhost-net')) missing.push('/dev/vhost-net (modprobe vhost_net)');
   if (specs.length && specs.every((p) => p.backend === 'tap') && !exists(TUN_PATH))
@@ -260,9 +263,7 @@ function ctlCommand(): Command {
       new Option('--control <path>', 'the control socket').env('VHOST_BRIDGE_CONTROL').default(DEFAULT_CONTROL_PATH),
     )
     .addOption(
-      new Option('--timeout <seconds>', 'how long to wait for a reply')
-        .argParser(seconds)
-        .default(DEFAULT_TIMEOUT_S),
+      new Option('--timeout <seconds>', 'how long to wait for a reply').argParser(seconds).default(DEFAULT_TIMEOUT_S),
     )
     .option('--json', 'print the reply as JSON')
     .addHelpText('after', CTL_HELP);

@@ -246,7 +246,9 @@ export class MetricsServer {
   /** What to answer with from here on (a registry alone: /healthz says every port serves). */
   serve(content: MetricsContent | Registry): void {
     this.content =
-      content instanceof Registry ? { registry: content, health: () => ({ serving: 0, failed: [], total: 0 }) } : content;
+      content instanceof Registry
+        ? { registry: content, health: () => ({ serving: 0, failed: [], total: 0 }) }
+        : content;
   }
 
   /** Connections held (tests). */
@@ -302,7 +304,12 @@ export class MetricsServer {
     else if (path === '/healthz') {
       const h = content.health();
       const ok = h.failed.length === 0;
-      respond(sock, ok ? '200 OK' : '503 Service Unavailable', 'text/plain', `${ok ? 'ok' : 'degraded'}: ${healthLine(h)}\n`);
+      respond(
+        sock,
+        ok ? '200 OK' : '503 Service Unavailable',
+        'text/plain',
+        `${ok ? 'ok' : 'degraded'}: ${healthLine(h)}\n`,
+      );
     } else
       content.registry.metrics().then(
         (text) => respond(sock, '200 OK', content.registry.contentType, text),

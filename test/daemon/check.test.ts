@@ -107,13 +107,20 @@ describe('daemon: serve --check', function () {
       // and a real start of one of them says the same
       const start = await serve(['--config', files[5]]);
       expect([start.status, start.stderr]).to.deep.equal([1, startLine(files[5])]);
-      expect(readdirSync(dir).sort()).to.deep.equal(files.slice(0, -1).map((f) => f.slice(dir.length + 1)).sort());
+      expect(readdirSync(dir).sort()).to.deep.equal(
+        files
+          .slice(0, -1)
+          .map((f) => f.slice(dir.length + 1))
+          .sort(),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('a good file exits 0 with one line, binds nothing and creates no directory; bad options exit 1 as a start', async () => {
+  const good =
+    'a good file exits 0 with one line, binds nothing and creates no directory; bad options exit 1 as a start';
+  it(good, async () => {
     const dir = tempDir('vb-check-');
     try {
       const run = join(dir, 'run');
@@ -165,10 +172,14 @@ describe('daemon: serve --check', function () {
       expect(() => parseMetricsAddress(a), a).to.throw(`--metrics ${a}: ${why}`);
   });
 
-  it('the start-up policy: no /dev/vhost-net, or no /dev/net/tun for ports that are all taps, is the host', async () => {
+  const policy = 'the start-up policy: no /dev/vhost-net, or no /dev/net/tun for ports that are all taps, is the host';
+  it(policy, async () => {
     const tap = { backend: 'tap' } as const;
     const macvtap = { backend: 'macvtap' } as const;
-    const has = (...paths: string[]) => (p: string) => paths.includes(p);
+    const has =
+      (...paths: string[]) =>
+      (p: string) =>
+        paths.includes(p);
     type Spec = Parameters<typeof kernelMissing>[0][number];
     const specs = (...b: object[]) => b as Spec[];
     expect(kernelMissing(specs(tap), has('/dev/vhost-net', '/dev/net/tun'))).to.equal(null);
@@ -184,12 +195,15 @@ describe('daemon: serve --check', function () {
       const config = join(dir, 'c.json');
       writeFileSync(
         config,
-        JSON.stringify({ control: { path: join(dir, 'control.sock') }, ports: { a: { tap: 'vbt-a', socket: join(dir, 'a.sock') } } }),
+        JSON.stringify({
+          control: { path: join(dir, 'control.sock') },
+          ports: { a: { tap: 'vbt-a', socket: join(dir, 'a.sock') } },
+        }),
       );
       const r = await serve(['--config', config]);
       expect(r.status).to.equal(1);
       expect(r.stderr.trimEnd().split('\n').at(-1)).to.match(
-        /^vhost-bridge serve: no port can start: \/dev\/vhost-net \(modprobe vhost_net\)( and .*)? missing \(--wait-for-kernel/,
+        /^vhost-bridge serve: no port can start: \/dev\/vhost-net \(modprobe vhost_net\)( and .*)? missing \(--wait/,
       );
       expect(readdirSync(dir), 'the control socket is gone').to.deep.equal(['c.json']);
     } finally {

@@ -65,7 +65,8 @@ describe('daemon: ctl for scripts', function () {
   let control: string;
   let daemon: Daemon;
   const write = (doc: unknown) => writeFileSync(config, JSON.stringify(doc));
-  const ports = (names: string[]) => Object.fromEntries(names.map((n) => [n, { tap: `vbt-${n}`, socket: join(dir, `${n}.sock`) }]));
+  const ports = (names: string[]) =>
+    Object.fromEntries(names.map((n) => [n, { tap: `vbt-${n}`, socket: join(dir, `${n}.sock`) }]));
 
   beforeEach(() => {
     dir = tempDir('vb-ctl-');
@@ -91,7 +92,11 @@ describe('daemon: ctl for scripts', function () {
     const env = await cli(['ctl', 'status', 'good'], { VHOST_BRIDGE_CONTROL: control });
     expect(env.status, env.stderr).to.equal(0);
     expect(env.stdout).to.match(/^good: running/);
-    const degraded = [['ports', '--control', control], ['--control', control, 'status', 'bad'], ['--control', control, 'reset', 'bad']];
+    const degraded = [
+      ['ports', '--control', control],
+      ['--control', control, 'status', 'bad'],
+      ['--control', control, 'reset', 'bad'],
+    ];
     for (const [i, r] of (await Promise.all(degraded.map((a) => cli(['ctl', ...a])))).entries())
       expect(r.status, `ctl ${degraded[i].join(' ')}: ${r.stderr}`).to.equal(4);
     const add = join(dir, 'add.json');
@@ -135,11 +140,18 @@ describe('daemon: ctl for scripts', function () {
     expect(m.stderr).to.include(
       `${config}: control.path: ${moved} is not the running control socket ${control}; it moves only at a restart`,
     );
-    expect(daemon.manager.list().map((p) => p.name), 'nothing changed').to.deep.equal(['good', 'new']);
-    expect(() => daemon.reload(), 'SIGHUP refuses it the same way').to.throw(/control\.path: .*moves only at a restart/);
+    expect(
+      daemon.manager.list().map((p) => p.name),
+      'nothing changed',
+    ).to.deep.equal(['good', 'new']);
+    expect(() => daemon.reload(), 'SIGHUP refuses it the same way').to.throw(
+      /control\.path: .*moves only at a restart/,
+    );
   });
 
-  it('a socket that never answers ends after --timeout; bytes that are not its protocol are one line, exit 3', async () => {
+  const peers =
+    'a socket that never answers ends after --timeout; bytes that are not its protocol are one line, exit 3';
+  it(peers, async () => {
     const silent = await listen(join(dir, 'silent.sock'), () => {});
     const http = await listen(join(dir, 'http.sock'), (s) => s.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
     // A frame of 1 byte that is no MessagePack value (0xc1 is never used), then a map that is no reply.
@@ -149,7 +161,9 @@ describe('daemon: ctl for scripts', function () {
     try {
       const t = await cli(['ctl', '--control', join(dir, 'silent.sock'), '--timeout', '0.3', 'ports']);
       expect(t.status).to.equal(3);
-      expect(oneLine(t)).to.equal(`vhost-bridge ctl: no reply from ${dir}/silent.sock within 0.3 s (--timeout SECONDS)`);
+      expect(oneLine(t)).to.equal(
+        `vhost-bridge ctl: no reply from ${dir}/silent.sock within 0.3 s (--timeout SECONDS)`,
+      );
       for (const [name, why] of [
         ['http', /a frame of \d+ bytes/],
         ['junk', /.+/],
@@ -159,7 +173,9 @@ describe('daemon: ctl for scripts', function () {
         const r = await cli(['ctl', '--control', join(dir, `${name}.sock`), 'version']);
         expect(r.status, name).to.equal(3);
         const line = oneLine(r);
-        expect(line).to.match(new RegExp(`^vhost-bridge ctl: the reply from ${dir}/${name}\\.sock is not a vhost-bridge reply \\(`));
+        expect(line).to.match(
+          new RegExp(`^vhost-bridge ctl: the reply from ${dir}/${name}\\.sock is not a vhost-bridge reply \\(`),
+        );
         expect(line).to.match(why);
       }
       const file = await cli(['ctl', '--control', config, 'ports']);
@@ -178,7 +194,11 @@ describe('daemon: ctl for scripts', function () {
       expect(r.status, `${usage[i].join(' ')}: ${r.stderr}`).to.equal(2);
       expect(r.stderr).to.match(/^error: /);
     }
-    const versions = [['serve', '--version'], ['ctl', '--version'], ['ctl', 'ports', '--version']];
+    const versions = [
+      ['serve', '--version'],
+      ['ctl', '--version'],
+      ['ctl', 'ports', '--version'],
+    ];
     for (const [i, r] of (await Promise.all(versions.map((a) => cli(a)))).entries())
       expect([r.status, r.stdout], versions[i].join(' ')).to.deep.equal([0, `${VERSION}\n`]);
     const help = await cli(['help']);
@@ -186,7 +206,9 @@ describe('daemon: ctl for scripts', function () {
     expect(help.stdout).to.include('vhost-bridge serve --config FILE');
     const ctlHelp = await cli(['ctl', 'help']);
     expect(ctlHelp.status).to.equal(0);
-    expect(ctlHelp.stdout).to.include('Exit status:').and.include('4  the daemon answered, and a port it reports is failed');
+    expect(ctlHelp.stdout)
+      .to.include('Exit status:')
+      .and.include('4  the daemon answered, and a port it reports is failed');
     expect(ctlHelp.stdout).to.include('Examples:');
     const serveHelp = await cli(['help', 'serve']);
     expect(serveHelp.status).to.equal(0);

@@ -104,14 +104,19 @@ describe('daemon: metrics and JSON logs', () => {
     }
   });
 
-  it('/healthz: 200 with one line when every port serves, 503 naming the failed ones; 32 idle clients keep no scrape out', async () => {
+  const health =
+    '/healthz: 200 and one line when every port serves, 503 naming the failed ones; 32 idle clients keep no scrape out';
+  it(health, async () => {
     const dir = tempDir('vb-metrics-');
     const config = join(dir, 'config.json');
     writeFileSync(
       config,
       JSON.stringify({
         control: { path: join(dir, 'control.sock') },
-        ports: { a: { tap: 'vbt-a', socket: join(dir, 'a.sock') }, bad: { tap: 'vbt-bad', socket: join(dir, 'bad.sock') } },
+        ports: {
+          a: { tap: 'vbt-a', socket: join(dir, 'a.sock') },
+          bad: { tap: 'vbt-bad', socket: join(dir, 'bad.sock') },
+        },
       }),
     );
     const kernel = fakeKernel();
@@ -121,7 +126,10 @@ describe('daemon: metrics and JSON logs', () => {
     const metrics = await MetricsServer.listen(sock, null, quiet);
     const idle: Socket[] = [];
     try {
-      expect(await get(sock, '/healthz'), 'before the daemon is given').to.deep.equal({ status: 503, body: 'starting\n' });
+      expect(await get(sock, '/healthz'), 'before the daemon is given').to.deep.equal({
+        status: 503,
+        body: 'starting\n',
+      });
       metrics.serve({ registry: daemonRegistry(daemon.manager, daemon.control), health: daemonHealth(daemon.manager) });
       expect(await get(sock, '/healthz')).to.deep.equal({
         status: 503,
