@@ -6,10 +6,10 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import { request } from '../../src/daemon/ctl.js';
+import { EXIT, EXIT_HELP, request } from '../../src/daemon/ctl.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import type { Health } from '../../src/daemon/report.js';
 import { VERSION } from '../../src/version.js';
@@ -213,5 +213,17 @@ describe('daemon: ctl for scripts', function () {
     const serveHelp = await cli(['help', 'serve']);
     expect(serveHelp.status).to.equal(0);
     expect(serveHelp.stdout).to.include('--check').and.include('--wait-for-kernel');
+  });
+});
+
+describe('daemon: the exit table', () => {
+  it("docs/operating.md has ctl --help's exit table, row by row", () => {
+    const doc = readFileSync(resolve(import.meta.dirname, '..', '..', '..', 'docs', 'operating.md'), 'utf8');
+    const rows = EXIT_HELP.split('\n').slice(1);
+    expect(rows).to.have.length(Object.keys(EXIT).length);
+    for (const r of rows) {
+      const [, code, meaning] = /^ {2}(\d) {2}(.*)$/.exec(r) ?? [];
+      expect(doc).to.include(`| ${code} | ${meaning} |`);
+    }
   });
 });
