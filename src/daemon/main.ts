@@ -234,7 +234,7 @@ async function ctl(cmd: Command, run: (o: CtlOptions) => Promise<void>): Promise
   try {
     await run(o);
   } catch (e) {
-    process.stderr.write(`vhost-bridge ctl: ${e instanceof CtlError ? e.message : `${(e as Error).message}`}\n`);
+    process.stderr.write(`vhost-bridge ctl: ${(e as Error).message}\n`);
     process.exitCode = e instanceof CtlError ? e.exit : EXIT.error;
   }
 }
@@ -266,6 +266,7 @@ function ctlCommand(): Command {
       new Option('--timeout <seconds>', 'how long to wait for a reply').argParser(seconds).default(DEFAULT_TIMEOUT_S),
     )
     .option('--json', 'print the reply as JSON')
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText('after', CTL_HELP);
   const leaf = (name: string, description: string) => cmd.command(name).description(description);
   const ask = (o: CtlOptions, calls: { method: string; params?: Record<string, unknown> }[]) =>

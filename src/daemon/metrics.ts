@@ -213,7 +213,7 @@ export class MetricsServer {
    * Listen on `address` (HOST:PORT or an absolute unix socket path, made mode 0660). Without
    * `content` yet (it is given by {@link serve} once the daemon runs) a request gets 503.
    */
-  static listen(address: string, content: MetricsContent | Registry | null, log: Logger): Promise<MetricsServer> {
+  static listen(address: string, content: MetricsContent | null, log: Logger): Promise<MetricsServer> {
     let addr: MetricsAddress;
     try {
       addr = parseMetricsAddress(address);
@@ -243,12 +243,9 @@ export class MetricsServer {
     });
   }
 
-  /** What to answer with from here on (a registry alone: /healthz says every port serves). */
-  serve(content: MetricsContent | Registry): void {
-    this.content =
-      content instanceof Registry
-        ? { registry: content, health: () => ({ serving: 0, failed: [], total: 0 }) }
-        : content;
+  /** What to answer with from here on. */
+  serve(content: MetricsContent): void {
+    this.content = content;
   }
 
   /** Connections held (tests). */

@@ -68,7 +68,11 @@ describe('daemon: metrics and JSON logs', () => {
     kernel.failing.add('bad');
     const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
     const sock = join(dir, 'metrics.sock');
-    const metrics = await MetricsServer.listen(sock, daemonRegistry(daemon.manager, daemon.control), quiet);
+    const metrics = await MetricsServer.listen(
+      sock,
+      { registry: daemonRegistry(daemon.manager, daemon.control), health: daemonHealth(daemon.manager) },
+      quiet,
+    );
     try {
       const idle = await get(sock);
       expect(idle.status).to.equal(200);
