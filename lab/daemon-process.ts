@@ -89,11 +89,16 @@ export class DaemonProcess {
 
   /** `vhost-bridge ctl ARGS --control <its socket>`: stdout (throws on a non-zero exit). */
   ctl(...args: string[]): string {
-    const r = spawnSync(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'ctl', ...args, '--control', this.control], {
-      encoding: 'utf8',
-    });
+    const r = this.ctlRun(...args);
     if (r.status !== 0) throw new Error(`ctl ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
+  }
+
+  /** The same, with its exit status (src/daemon/ctl.ts EXIT: 4 when a port it shows is failed). */
+  ctlRun(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+    return spawnSync(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'ctl', ...args, '--control', this.control], {
+      encoding: 'utf8',
+    });
   }
 
   /** Log lines at WARN or ERROR since line `from`. */

@@ -10,6 +10,9 @@
  * set-up (0.2-0.45 s of CPU in the lab), the only CPU this daemon would otherwise spend while the
  * kernel moves the packets; for a heap of a few MB it saves next to nothing.
  */
+const daemon = (s: string | undefined) => s === 'serve' || s === 'ctl';
+// `vhost-bridge help` is the one-port mode's --help (it names the others); `help serve` is serve's.
+if (process.argv[2] === 'help' && !daemon(process.argv[3])) process.argv.splice(2, process.argv.length - 2, '--help');
 const sub = process.argv[2];
-if (sub === 'serve' || sub === 'ctl') await (await import('./daemon/main.js')).main(process.argv.slice(2));
+if (daemon(sub) || sub === 'help') await (await import('./daemon/main.js')).main(process.argv.slice(2));
 else await import('./one-port.js');

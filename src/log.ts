@@ -13,6 +13,7 @@
  * Tests capture lines instead of printing them ({@link setLogSink}), and assert on what was logged.
  */
 
+import { fstatSync } from 'node:fs';
 import { pino, type Logger as Pino } from 'pino';
 
 /** Levels, most severe first. */
@@ -48,6 +49,47 @@ let json: Pino | null = null;
 /** Output formats of {@link setLogFormat}. */
 export const FORMATS = ['text', 'json'] as const;
 
+/**
+ * sd-daemon(3)'s SyslogLevelPrefix: a text line that starts `<N>` is stored by journald at syslog
+ * priority N (3 err, 4 warning, 6 info, 7 debug), so `journalctl -p err` finds the ERROR lines.
+ */
+const PRIORITY: Record<Level, number> = { error: 3, warn: 4, info: 6, debug: 7 };
+
+/**
+ * True if stderr is connected to the journal: systemd.exec(5) sets JOURNAL_STREAM to the device and
+ * inode of the stream it connected, and a process compares them with its own fd's (a child that
+ * inherited the variable but writes to a pipe or a file gets no prefixes).
+ */
+export function isJournalStream(env: NodeJS.ProcessEnv = process.env, fd = 2): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(m[1]) && st.ino === BigInt(m[2]);
+  } catch {
+    return false;
+  }
+}
+
+let journal: boolean | null = null;
+
+/**
+ * One text line: the timestamp, level and text; when stderr is the journal, `<N>` first (and on
+ * each further line of a message of several, which journald stores as lines of their own).
+ */
+export function textLine(
+  level: Level,
+  text: string,
+  port: string | null,
+  toJournal: boolean,
+  now = new Date(),
+): string {
+  const line = `${now.toISOString()} ${level.toUpperCase()} ${port === null ? '' : `${port}: `}${text}`;
+  if (!toJournal) return `${line}\n`;
+  const prefix = `<${PRIORITY[level]}>`;
+  return `${prefix}${line.replaceAll('\n', `\n${prefix}`)}\n`;
+}
+
 function write(level: Level, text: string, port: string | null): void {
   if (rank(level) > rank(threshold)) return;
   if (sink) {
@@ -59,9 +101,8 @@ function write(level: Level, text: string, port: string | null): void {
     else json[level]({ port }, text);
     return;
   }
-  process.stderr.write(
-    `${new Date().toISOString()} ${level.toUpperCase()} ${port === null ? '' : `${port}: `}${text}\n`,
-  );
+  journal ??= isJournalStream();
+  process.stderr.write(textLine(level, text, port, journal));
 }
 
 const writer = (port: string | null): Logger => ({

@@ -3,69 +3,148 @@
  * replies as tables for people (or as JSON with --json, for machines).
  */
 import { connect } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { busyPollText, type RingStatus, zeroCopyText } from '../bridge/status.js';
 import { decodeBody, encodeFrame, FrameReader, MAX_REPLY, type Reply } from './protocol.js';
+import type { ReloadResult } from './manager.js';
 import type { Counters, PortReport, PortStats } from './report.js';
 
-/** An error reply of the daemon, or no daemon to ask. */
+/**
+ * ctl's exit statuses, the one table of them (`ctl --help` prints it, docs/operating.md "ctl in
+ * scripts" repeats it): a script tells "the daemon said no" from "there is no daemon" from "it
+ * answers, but a port is down".
+ */
+export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, degraded: 4 } as const;
+
+const MEANING: Record<keyof typeof EXIT, string> = {
+  ok: 'done; every port it shows serves',
+  error: 'the daemon refused the request (no such port, an invalid file) or it failed',
+  usage: 'the command line is wrong (unknown command or option, a missing argument)',
+  unreachable: 'no daemon answered: nothing at the path, not a socket, no reply in time, or not its protocol',
+  degraded: 'the daemon answered, and a port it reports is failed',
+};
+
+/** The {@link EXIT} table as --help shows it. */
+export const EXIT_HELP = `Exit status:\n${(Object.keys(EXIT) as (keyof typeof EXIT)[])
+  .map((k) => `  ${EXIT[k]}  ${MEANING[k]}`)
+  .join('\n')}`;
+
+/** An error reply of the daemon, or no daemon to ask; `exit` is the status ctl ends with. */
 export class CtlError extends Error {
   constructor(
     message: string,
     readonly field?: string,
+    readonly exit: number = EXIT.error,
   ) {
     super(message);
     this.name = 'CtlError';
   }
 }
 
-/** Send requests over one connection and return their results in order; an error reply rejects. */
+/** How long ctl waits for a reply by default, in seconds: the daemon answers in milliseconds. */
+export const DEFAULT_TIMEOUT_S = 5;
+
+const unreachable = (message: string) => new CtlError(message, undefined, EXIT.unreachable);
+
+/** Why `path` cannot be connected to, in words, from the connect error and what is at the path. */
+function connectFailure(path: string, e: NodeJS.ErrnoException): CtlError {
+  let st: ReturnType<typeof statSync> | undefined;
+  try {
+    st = statSync(path);
+  } catch {
+    // nothing there (or not ours to look at): the connect error says it
+  }
+  if (st && !st.isSocket()) {
+    const what = st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : 'not a socket';
+    return unreachable(`${path} is ${what}, not a control socket (--control PATH or VHOST_BRIDGE_CONTROL)`);
+  }
+  const hint =
+    e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+      ? ' (is `vhost-bridge serve` running? --control PATH or VHOST_BRIDGE_CONTROL)'
+      : e.code === 'EACCES'
+        ? " (root or the control socket's group may use it)"
+        : '';
+  return unreachable(`${path}: ${e.message}${hint}`);
+}
+
+/** A decoded frame as a reply, or why it is not one. */
+function asReply(body: Buffer): Reply | string {
+  let r: unknown;
+  try {
+    r = decodeBody(body);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (typeof r !== 'object' || r === null) return 'not a map';
+  if ('error' in r) {
+    const err = (r as { error: unknown }).error;
+    if (typeof err !== 'object' || err === null || typeof (err as { message?: unknown }).message !== 'string')
+      return 'an error without a message';
+    return r as Reply;
+  }
+  return 'result' in r ? (r as Reply) : 'neither a result nor an error';
+}
+
+/**
+ * Send requests over one connection and return their results in order; an error reply rejects.
+ * Every failure is a CtlError with one line: a peer that is not the daemon (bytes that are not its
+ * frames) is named as such, and a socket that accepts and never answers ends after `timeoutMs`.
+ */
 export function request(
   path: string,
   calls: { method: string; params?: Record<string, unknown> }[],
-  timeoutMs = 30_000,
+  timeoutMs = DEFAULT_TIMEOUT_S * 1000,
 ): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     const reader = new FrameReader(MAX_REPLY);
     const results: unknown[] = [];
-    const fail = (e: Error) => {
+    let done = false;
+    let connected = false;
+    const fail = (e: CtlError) => {
+      if (done) return;
+      done = true;
       sock.destroy();
       reject(e);
     };
-    sock.setTimeout(timeoutMs, () => fail(new CtlError(`no reply from ${path} within ${timeoutMs / 1000} s`)));
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      const hint =
-        e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-          ? ' (is `vhost-bridge serve` running? --control PATH)'
-          : e.code === 'EACCES'
-            ? " (root or the control socket's group may use it)"
-            : '';
-      fail(new CtlError(`${path}: ${e.message}${hint}`));
-    });
+    const garbled = (why: string) => fail(unreachable(`the reply from ${path} is not a vhost-bridge reply (${why})`));
+    sock.setTimeout(timeoutMs, () =>
+      fail(unreachable(`no reply from ${path} within ${timeoutMs / 1000} s (--timeout SECONDS)`)),
+    );
+    sock.on('error', (e: NodeJS.ErrnoException) =>
+      fail(connected ? unreachable(`${path}: ${e.message}`) : connectFailure(path, e)),
+    );
     sock.on('connect', () => {
+      connected = true;
       sock.write(Buffer.concat(calls.map((c, id) => encodeFrame({ id, method: c.method, params: c.params ?? {} }))));
     });
     sock.on('data', (chunk: Buffer) => {
+      if (done) return;
       let bodies: Buffer[];
       try {
         bodies = reader.push(chunk);
       } catch (e) {
-        return fail(new CtlError(`bad reply: ${(e as Error).message}`));
+        return garbled((e as Error).message);
       }
       for (const b of bodies) {
-        const r = decodeBody(b) as Reply;
+        const r = asReply(b);
+        if (typeof r === 'string') return garbled(r);
         if ('error' in r) return fail(new CtlError(r.error.message, r.error.field));
         results.push(r.result);
       }
       if (results.length === calls.length) {
+        done = true;
         sock.end();
         resolve(results);
       }
     });
     sock.on('end', () => {
       if (results.length < calls.length)
-        fail(new CtlError(`${path}: the daemon closed the connection before replying`));
+        fail(
+          reader.pending
+            ? unreachable(`the reply from ${path} is not a vhost-bridge reply (it ends inside a frame)`)
+            : unreachable(`${path}: the daemon closed the connection before replying`),
+        );
     });
   });
 }
@@ -240,4 +319,18 @@ export function portsOfFile(file: string): [string, Record<string, unknown>][] {
     throw new CtlError(`${file}: expected {"ports": {"<name>": {<settings>}}} as in the daemon's configuration`);
   }
   return Object.entries(ports as Record<string, Record<string, unknown>>);
+}
+
+/** What `ctl reload` prints: what the reload changed, or that nothing did, and the ports left failed. */
+export function formatReload(r: ReloadResult): string {
+  const names = (l: string[]) => (l.length ? l.join(', ') : 'none');
+  const out =
+    r.added.length + r.removed.length + r.changed.length === 0
+      ? [`reloaded: nothing changed (${r.unchanged.length} port(s) of the file run as it says)`]
+      : [
+          `reloaded: added ${names(r.added)}; removed ${names(r.removed)}; changed ${names(r.changed)}; ` +
+            `${r.unchanged.length} unchanged`,
+        ];
+  for (const f of r.failed) out.push(`${f.name}: not running (${f.error})`);
+  return out.join('\n');
 }

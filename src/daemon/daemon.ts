@@ -6,8 +6,8 @@
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import { CONTROL_FD_NAME, listenFds } from './activation.js';
-import { loadConfig } from './config.js';
-import { ControlServer } from './control.js';
+import { ConfigError, loadConfig } from './config.js';
+import { ControlError, ControlServer } from './control.js';
 import { PortManager, type ReloadResult } from './manager.js';
 import { controlHandler } from './methods.js';
 import { ensureSocketDir, openBridgePort, type PortOpener } from './port.js';
@@ -45,7 +45,13 @@ export class Daemon {
         );
     }
     const manager = new PortManager({ opener: opts.opener ?? openBridgePort, log: opts.log, inherited });
-    const handler = controlHandler(manager);
+    let daemon: Daemon | null = null;
+    const handler = controlHandler(manager, {
+      reload: () => {
+        if (!daemon) throw new ControlError('the daemon is still starting');
+        return daemon.reloadForControl();
+      },
+    });
     let control: ControlServer;
     try {
       if (controlFd !== undefined) control = ControlServer.fromFd(controlFd, handler, opts.log, config.control.peers);
@@ -71,12 +77,27 @@ export class Daemon {
       `serving ${running} of ${config.ports.size} ` +
         `port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`,
     );
-    return new Daemon(opts, manager, control);
+    daemon = new Daemon(opts, manager, control);
+    return daemon;
   }
 
   /** Read the file again and apply its ports. Throws ConfigError (nothing changed) if it is not valid. */
   reload(): ReloadResult {
     const config = loadConfig(this.opts.configFile);
+    // The control socket is where `ctl reload` itself came in, and where the unit's ExecReload and
+    // every script look: it moves only at a restart, and a file that moves it is refused as a whole.
+    if (this.control.path !== null && config.control.path !== this.control.path)
+      throw new ConfigError(
+        [
+          {
+            field: 'control.path',
+            message:
+              `${config.control.path} is not the running control socket ${this.control.path}; ` +
+              'it moves only at a restart',
+          },
+        ],
+        `${this.opts.configFile}: `,
+      );
     const r = this.manager.reload(config.ports);
     const list = (k: string, names: string[]) => (names.length ? `${k} ${names.join(', ')}` : `${k} none`);
     this.opts.log.info(
@@ -85,6 +106,23 @@ export class Daemon {
     );
     for (const f of r.failed) this.opts.log.warn(`reload: ${f.name} is not running: ${f.error}`);
     return r;
+  }
+
+  /**
+   * `reload` over the control socket: as SIGHUP does, and an invalid file is logged the same way
+   * and refused to the client with its message (nothing changed).
+   */
+  reloadForControl(): ReloadResult {
+    this.opts.log.info(`control: reloading ${this.opts.configFile}`);
+    try {
+      return this.reload();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.opts.log.error(
+        `reload: the configuration is not valid; the running ports are kept as they are:\n${e.message}`,
+      );
+      throw new ControlError(`the configuration is not valid; the running ports are kept as they are:\n${e.message}`);
+    }
   }
 
   /** Stop every port and the control socket. */

@@ -11,14 +11,16 @@
  * | add     | {name, config}      | PortReport of the new port              |
  * | remove  | {port}              | {removed: name}                         |
  * | reset   | {port}              | PortReport after the reset              |
+ * | health  | -                   | {serving, failed: [name], total}        |
+ * | reload  | -                   | {added, removed, changed, unchanged, failed} (manager.ts ReloadResult) |
  */
 import { z } from 'zod';
 import type { PeerCred } from '../sys/index.js';
 import { ConfigError, parsePort } from './config.js';
 import { ControlError, type RequestHandler } from './control.js';
-import { NoSuchPort, type PortManager } from './manager.js';
+import { NoSuchPort, type PortManager, type ReloadResult } from './manager.js';
 import type { Request } from './protocol.js';
-import { portReport, portStats } from './report.js';
+import { healthOf, portReport, portStats } from './report.js';
 import { vhostWorkers } from '../vhost-kernel/workers.js';
 import { VERSION } from '../version.js';
 
@@ -29,10 +31,22 @@ const addParams = z.strictObject({
   config: z.record(z.string(), z.unknown(), { error: "expected the port's settings (as in the configuration file)" }),
 });
 
+/** What the methods reach besides the ports. */
+export interface HandlerOptions {
+  /** When the daemon started (ms since the epoch): `version`'s uptime. */
+  startedAt?: number;
+  /**
+   * Read the configuration file again and apply it (daemon.ts); throws ControlError when the file
+   * is not valid (nothing changed). Without it, `reload` is refused.
+   */
+  reload?: () => ReloadResult;
+}
+
 interface Context {
   manager: PortManager;
   startedAt: number;
   peer: PeerCred | null;
+  reload: (() => ReloadResult) | null;
 }
 
 type Method<S extends z.ZodType> = { params: S; run: (p: z.output<S>, ctx: Context) => unknown };
@@ -97,12 +111,19 @@ const METHODS: Record<string, Method<z.ZodType>> = {
     return { removed: p.port };
   }),
   reset: method(onePort, (p, ctx) => portReport(ctx.manager.reset(p.port))),
+  health: method(none, (_, ctx) => healthOf(ctx.manager.list())),
+  reload: method(none, (_, ctx) => {
+    if (!ctx.reload) throw new ControlError('this daemon has no configuration file to reload');
+    return ctx.reload();
+  }),
 };
 
 export const METHOD_NAMES = Object.keys(METHODS);
 
 /** The control socket's request handler over a port manager. */
-export function controlHandler(manager: PortManager, startedAt = Date.now()): RequestHandler {
+export function controlHandler(manager: PortManager, opts: HandlerOptions = {}): RequestHandler {
+  const startedAt = opts.startedAt ?? Date.now();
+  const reload = opts.reload ?? null;
   return (req: Request, peer: PeerCred | null) => {
     const m = Object.hasOwn(METHODS, req.method) ? METHODS[req.method] : undefined;
     if (!m) throw new ControlError(`unknown method '${req.method}' (one of ${METHOD_NAMES.join(', ')})`, 'method');
@@ -114,7 +135,7 @@ export function controlHandler(manager: PortManager, startedAt = Date.now()): Re
       throw new ControlError(`params.${path.join('.')}: ${message}`, path.join('.'));
     }
     try {
-      return m.run(parsed.data, { manager, startedAt, peer });
+      return m.run(parsed.data, { manager, startedAt, peer, reload });
     } catch (e) {
       if (e instanceof NoSuchPort) throw new ControlError(e.message, 'port');
       throw e;

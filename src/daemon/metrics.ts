@@ -5,7 +5,8 @@
  * counters from sysfs: report.ts). There are no timers, no default metrics and no event-loop monitor
  * (prom-client's collectDefaultMetrics is what would start those), and the HTTP side is a plain
  * `net` server answering one request per connection (node:http keeps a 30 s connection-checking
- * interval running), so an idle daemon with metrics on stays idle (docs/operating.md).
+ * interval running), so an idle daemon with metrics on stays idle (docs/operating.md). Beside it,
+ * `GET /healthz` answers 200 when every port serves and 503 otherwise, with one line.
  *
  * ADDRESS is `HOST:PORT` (`127.0.0.1:9101`, `[::1]:9101`) or the absolute path of a unix socket.
  */
@@ -16,7 +17,7 @@ import type { Logger } from '../log.js';
 import { removeStaleSocket } from '../vhost-user/transport.js';
 import type { ControlServer } from './control.js';
 import type { PortManager } from './manager.js';
-import { type Counters, portStats } from './report.js';
+import { type Counters, type Health, healthLine, healthOf, portStats } from './report.js';
 
 /** One port at scrape time. */
 interface PortSample {
@@ -53,6 +54,9 @@ function sample(manager: PortManager): PortSample[] {
     };
   });
 }
+
+/** What `/healthz` reads: the manager's ports now. */
+export const daemonHealth = (manager: PortManager) => (): Health => healthOf(manager.list());
 
 /**
  * The daemon's metrics. Each scrape calls `registry.metrics()`; the first collect() of that scrape
@@ -146,9 +150,20 @@ export function daemonRegistry(manager: PortManager, control: ControlServer | nu
   return registry;
 }
 
-/** The most requests served at once, and the most bytes of a request's head. */
+/**
+ * The most connections held at once, and the most bytes of a request's head. A connection that has
+ * not sent its whole head is idle: when all {@link MAX_CLIENTS} are taken, a new one closes the
+ * oldest idle one (never one being answered), so that idle clients cannot keep a scrape out.
+ */
 const MAX_CLIENTS = 16;
 const MAX_HEAD = 8192;
+/**
+ * A request's head must arrive within this time of the connect (node:http's headersTimeout), and a
+ * connection whose answer is not read for as long is dropped (its server.timeout). The timers exist
+ * only while a connection does: an idle daemon has none.
+ */
+export const HEAD_TIMEOUT_MS = 5000;
+export const IDLE_TIMEOUT_MS = 10_000;
 
 function respond(sock: Socket, status: string, type: string, body: string): void {
   const b = Buffer.from(body);
@@ -157,65 +172,154 @@ function respond(sock: Socket, status: string, type: string, body: string): void
   );
 }
 
-/** The HTTP side: one request per connection, `GET /metrics` only. */
+/** Where --metrics listens: a TCP host and port, or a unix socket path. */
+export type MetricsAddress = { host: string; port: number } | { path: string };
+
+/** Parse --metrics ADDRESS, or throw an Error with one line naming it (before any port starts). */
+export function parseMetricsAddress(address: string): MetricsAddress {
+  const bad = (why: string) => new Error(`--metrics ${address}: ${why}`);
+  if (address.startsWith('/')) {
+    const n = Buffer.byteLength(address);
+    if (n > 107) throw bad(`${n} bytes is too long for a unix socket path (at most 107)`);
+    return { path: address };
+  }
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d+)$/.exec(address);
+  if (!m) throw bad('expected HOST:PORT (127.0.0.1:9101, [::1]:9101) or the absolute path of a unix socket');
+  const port = Number(m[3]);
+  if (port > 65535) throw bad(`port ${m[3]} is not a TCP port (0 to 65535)`);
+  return { host: m[1] ?? m[2], port };
+}
+
+/** What a scrape reads: the registry, and for /healthz the ports' health. */
+export interface MetricsContent {
+  registry: Registry;
+  health: () => Health;
+}
+
+/** The HTTP side: one request per connection, `GET /metrics` and `GET /healthz`. */
 export class MetricsServer {
+  private content: MetricsContent | null = null;
+  /** Open connections, oldest first, each with whether its head is still awaited. */
+  private readonly conns = new Map<Socket, { idle: boolean }>();
+
   private constructor(
     private readonly server: Server,
     /** Where it listens, as the log says it (`http://127.0.0.1:9101/metrics`, or the socket path). */
     readonly where: string,
+    private readonly log: Logger,
   ) {}
 
-  /** Listen on `address` (HOST:PORT or an absolute unix socket path, made mode 0660). */
-  static listen(address: string, registry: Registry, log: Logger): Promise<MetricsServer> {
-    const server = createServer((sock) => {
-      let head = '';
-      sock.on('error', () => sock.destroy());
-      sock.on('data', (d) => {
-        head += d.toString('latin1');
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) {
-          if (head.length > MAX_HEAD) respond(sock, '431 Request Header Fields Too Large', 'text/plain', 'too long\n');
-          return;
-        }
-        sock.removeAllListeners('data');
-        const [method, path] = head.slice(0, head.indexOf('\r\n')).split(' ');
-        if (method !== 'GET') respond(sock, '405 Method Not Allowed', 'text/plain', 'GET /metrics\n');
-        else if (path !== '/metrics') respond(sock, '404 Not Found', 'text/plain', 'GET /metrics\n');
-        else
-          registry.metrics().then(
-            (text) => respond(sock, '200 OK', registry.contentType, text),
-            (e: Error) => {
-              log.error(`metrics: ${e.message}`);
-              respond(sock, '500 Internal Server Error', 'text/plain', `${e.message}\n`);
-            },
-          );
-      });
-    });
-    server.maxConnections = MAX_CLIENTS; // more are closed at once by net.Server
-    const unix = address.startsWith('/');
-    if (unix) removeStaleSocket(address, log);
-    const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(address);
-    if (!unix && !m) return Promise.reject(new Error(`--metrics ${address}: expected HOST:PORT or a socket path`));
+  /**
+   * Listen on `address` (HOST:PORT or an absolute unix socket path, made mode 0660). Without
+   * `content` yet (it is given by {@link serve} once the daemon runs) a request gets 503.
+   */
+  static listen(address: string, content: MetricsContent | null, log: Logger): Promise<MetricsServer> {
+    let addr: MetricsAddress;
+    try {
+      addr = parseMetricsAddress(address);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const server = createServer();
+    if ('path' in addr) removeStaleSocket(addr.path, log);
     return new Promise((resolve, reject) => {
       server.once('error', (e) => reject(new Error(`--metrics ${address}: ${e.message}`)));
       const listening = () => {
         let where = address;
-        if (unix) chmodSync(address, 0o660);
+        if ('path' in addr) chmodSync(addr.path, 0o660);
         else {
           const a = server.address();
           if (a && typeof a === 'object')
             where = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/metrics`;
         }
+        const m = new MetricsServer(server, where, log);
+        if (content) m.serve(content);
+        server.on('connection', (sock) => m.accept(sock));
         log.info(`metrics on ${where}`);
-        resolve(new MetricsServer(server, where));
+        resolve(m);
       };
-      if (unix) server.listen(address, listening);
-      else server.listen(Number(m![2]), m![1], listening);
+      if ('path' in addr) server.listen(addr.path, listening);
+      else server.listen(addr.port, addr.host, listening);
     });
+  }
+
+  /** What to answer with from here on. */
+  serve(content: MetricsContent): void {
+    this.content = content;
+  }
+
+  /** Connections held (tests). */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  private accept(sock: Socket): void {
+    if (this.conns.size >= MAX_CLIENTS) {
+      const idle = [...this.conns].find(([, c]) => c.idle)?.[0];
+      if (!idle) {
+        sock.destroy();
+        return;
+      }
+      idle.destroy();
+      this.conns.delete(idle);
+    }
+    const state = { idle: true };
+    this.conns.set(sock, state);
+    const headTimer = setTimeout(() => sock.destroy(), HEAD_TIMEOUT_MS);
+    sock.setTimeout(IDLE_TIMEOUT_MS, () => sock.destroy());
+    sock.on('close', () => {
+      clearTimeout(headTimer);
+      this.conns.delete(sock);
+    });
+    sock.on('error', () => sock.destroy());
+    let head = '';
+    sock.on('data', (d) => {
+      head += d.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (head.length > MAX_HEAD) {
+          sock.removeAllListeners('data');
+          state.idle = false;
+          respond(sock, '431 Request Header Fields Too Large', 'text/plain', 'too long\n');
+        }
+        return;
+      }
+      sock.removeAllListeners('data');
+      clearTimeout(headTimer);
+      state.idle = false;
+      const [method, path] = head.slice(0, head.indexOf('\r\n')).split(' ');
+      this.answer(sock, method, path);
+    });
+  }
+
+  private answer(sock: Socket, method: string, path: string): void {
+    const content = this.content;
+    if (method !== 'GET') respond(sock, '405 Method Not Allowed', 'text/plain', 'GET /metrics or /healthz\n');
+    else if (path !== '/metrics' && path !== '/healthz')
+      respond(sock, '404 Not Found', 'text/plain', 'GET /metrics or /healthz\n');
+    else if (!content) respond(sock, '503 Service Unavailable', 'text/plain', 'starting\n');
+    else if (path === '/healthz') {
+      const h = content.health();
+      const ok = h.failed.length === 0;
+      respond(
+        sock,
+        ok ? '200 OK' : '503 Service Unavailable',
+        'text/plain',
+        `${ok ? 'ok' : 'degraded'}: ${healthLine(h)}\n`,
+      );
+    } else
+      content.registry.metrics().then(
+        (text) => respond(sock, '200 OK', content.registry.contentType, text),
+        (e: Error) => {
+          this.log.error(`metrics: ${e.message}`);
+          respond(sock, '500 Internal Server Error', 'text/plain', `${e.message}\n`);
+        },
+      );
   }
 
   close(): void {
     this.server.close();
+    for (const sock of this.conns.keys()) sock.destroy();
     if (this.where.startsWith('/')) rmSync(this.where, { force: true });
   }
 }

@@ -171,3 +171,22 @@ export function portStats(p: PortState): PortStats {
     tx: tap ? counters(tap, 'tx') : null,
   };
 }
+
+/** How many ports serve: the control socket's `health`, `/healthz` and ctl's exit status. */
+export interface Health {
+  /** Ports running (serving their socket). */
+  serving: number;
+  /** The names of the ports that could not start. */
+  failed: string[];
+  total: number;
+}
+
+export function healthOf(ports: readonly Pick<PortState, 'name' | 'unit'>[]): Health {
+  const failed = ports.filter((p) => !p.unit).map((p) => p.name);
+  return { serving: ports.length - failed.length, failed, total: ports.length };
+}
+
+/** `3 of 3 port(s) serving`, or `2 of 3 port(s) serving; failed: vm2`: one line. */
+export function healthLine(h: Health): string {
+  return `${h.serving} of ${h.total} port(s) serving${h.failed.length ? `; failed: ${h.failed.join(', ')}` : ''}`;
+}

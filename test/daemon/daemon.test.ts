@@ -408,7 +408,8 @@ describe('daemon: the control socket', () => {
         throw new Error(`${method} was accepted`);
       };
       expect(await bad('frobnicate')).to.deep.equal({
-        message: "unknown method 'frobnicate' (one of version, ports, status, stats, add, remove, reset)",
+        message:
+          "unknown method 'frobnicate' (one of version, ports, status, stats, add, remove, reset, health, reload)",
         field: 'method',
       });
       expect(await bad('status')).to.deep.equal({ message: 'params.port: expected a port name', field: 'port' });

@@ -8,10 +8,11 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Daemon } from '../../src/daemon/daemon.js';
-import { daemonRegistry, MetricsServer } from '../../src/daemon/metrics.js';
+import { daemonHealth, daemonRegistry, MetricsServer } from '../../src/daemon/metrics.js';
 import { handshake } from '../../lab/frontend/handshake.js';
 import { tempDir } from '../fdcount.js';
 import { fakeKernel } from './fake-port.js';
@@ -67,7 +68,11 @@ describe('daemon: metrics and JSON logs', () => {
     kernel.failing.add('bad');
     const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
     const sock = join(dir, 'metrics.sock');
-    const metrics = await MetricsServer.listen(sock, daemonRegistry(daemon.manager, daemon.control), quiet);
+    const metrics = await MetricsServer.listen(
+      sock,
+      { registry: daemonRegistry(daemon.manager, daemon.control), health: daemonHealth(daemon.manager) },
+      quiet,
+    );
     try {
       const idle = await get(sock);
       expect(idle.status).to.equal(200);
@@ -103,6 +108,60 @@ describe('daemon: metrics and JSON logs', () => {
     }
   });
 
+  const health =
+    '/healthz: 200 and one line when every port serves, 503 naming the failed ones; 32 idle clients keep no scrape out';
+  it(health, async () => {
+    const dir = tempDir('vb-metrics-');
+    const config = join(dir, 'config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        control: { path: join(dir, 'control.sock') },
+        ports: {
+          a: { tap: 'vbt-a', socket: join(dir, 'a.sock') },
+          bad: { tap: 'vbt-bad', socket: join(dir, 'bad.sock') },
+        },
+      }),
+    );
+    const kernel = fakeKernel();
+    kernel.failing.add('bad');
+    const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
+    const sock = join(dir, 'metrics.sock');
+    const metrics = await MetricsServer.listen(sock, null, quiet);
+    const idle: Socket[] = [];
+    try {
+      expect(await get(sock, '/healthz'), 'before the daemon is given').to.deep.equal({
+        status: 503,
+        body: 'starting\n',
+      });
+      metrics.serve({ registry: daemonRegistry(daemon.manager, daemon.control), health: daemonHealth(daemon.manager) });
+      expect(await get(sock, '/healthz')).to.deep.equal({
+        status: 503,
+        body: 'degraded: 1 of 2 port(s) serving; failed: bad\n',
+      });
+      daemon.manager.remove('bad');
+      expect(await get(sock, '/healthz')).to.deep.equal({ status: 200, body: 'ok: 1 of 1 port(s) serving\n' });
+      // 32 clients that connect and send half a request head, more than the server holds at once
+      for (let i = 0; i < 32; i++) {
+        const c = connect(sock);
+        c.on('error', () => {});
+        await new Promise((r) => c.once('connect', r));
+        c.write('GET /metrics HTTP/1.1\r\n');
+        idle.push(c);
+      }
+      const deadline = new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no answer within 5 s')), 5000));
+      const scrape = await Promise.race([get(sock), deadline]);
+      expect(scrape.status).to.equal(200);
+      expect(scrape.body).to.include('vhost_bridge_ports 1\n');
+      expect(metrics.connections, 'the server holds at most 16').to.be.at.most(16);
+    } finally {
+      for (const c of idle) c.destroy();
+      metrics.close();
+      daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   const idle =
     'the daemon process with --metrics and --log-format json: every log line is JSON naming its port, and between ' +
     'scrapes none of its threads runs';
@@ -121,7 +180,7 @@ describe('daemon: metrics and JSON logs', () => {
     );
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--config', config, '--metrics', sock, '--log-format', 'json'],
+      [CLI, 'serve', '--config', config, '--metrics', sock, '--log-format', 'json', '--wait-for-kernel'],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
       },

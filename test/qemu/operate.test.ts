@@ -387,7 +387,9 @@ describe('operating the daemon in the lab: started as root with --user, no root 
         },
       }),
     );
-    console.log(`      ${d().ctl('add', `${PDIR}/add.json`).trim().replace(/\n/g, '\n      ')}`);
+    const add = d().ctlRun('add', `${PDIR}/add.json`);
+    console.log(`      ${add.stdout.trim().replace(/\n/g, '\n      ')}`);
+    expect(add.status, `ctl add exits 4 (degraded): p5 is failed; ${add.stderr}`).to.equal(4);
     const p4 = await d().status(LATER.port);
     expect(p4.state).to.equal('running');
     expect(statSync(psock(LATER.port)).uid, "p4's socket was created by the daemon's user").to.equal(NOBODY);
