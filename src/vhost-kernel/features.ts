@@ -315,8 +315,8 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
 ];
 
 /**
- * The virtio-net feature dependencies (virtio 1.2 5.1.3.1 "Feature bit requirements"; GUEST_USO4/6
- * and VQ_NOTF_COAL came with 1.3 in the same list): `bit` may only be offered with at least one of
+ * The virtio-net feature dependencies (virtio 1.2 5.1.3.1 "Feature bit requirements"; the GUEST_USO4/6
+ * rows came with 1.3 in the same list): `bit` may only be offered with at least one of
  * `needs`. Written once: offeredToFrontEnd checks every word against it, and the unit tests check
  * what each front-end makes of the word (test/vhost-kernel/frontends.test.ts). The spec's bits that
  * src/virtio.ts does not name (NOTF_COAL 53, VQ_NOTF_COAL 52, HASH_TUNNEL 51, RSS_CONTEXT 64) are
