@@ -25,11 +25,13 @@ Example (QEMU connects to the bridge; guest memory must be shared with it):
   vhost-bridge --socket-path /run/vhost-bridge.sock --tap vbtap0 &
   qemu-system-x86_64 ... \\
     -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \\
-    -chardev socket,id=vu0,path=/run/vhost-bridge.sock,reconnect=1 \\
+    -chardev socket,id=vu0,path=/run/vhost-bridge.sock,reconnect-ms=1000 \\
     -netdev vhost-user,id=net0,chardev=vu0 \\
     -device virtio-net-pci,netdev=net0
+reconnect-ms= is QEMU 9.2's; QEMU before 9.2 takes reconnect=1 instead, QEMU 10.1 and later refuse it.
 
-Two queue pairs: --queues 2 here, and queues=2 on -netdev and mq=on on -device.
+Two queue pairs: --queues 2 here, and queues=2 on -netdev and mq=on on -device (QEMU); cloud-hypervisor:
+num_queues=4 (it counts virtqueues, two per pair: docs/frontends.md).
 QEMU as the server: -chardev socket,...,server=on,wait=off and vhost-bridge --connect PATH.
 Unprivileged: a manager opens /dev/vhost-net and the tap and passes --vhost-fd N and --tap-fd N.
 Many ports in one process: vhost-bridge serve --config FILE (see vhost-bridge serve --help), and vhost-bridge ctl.`;

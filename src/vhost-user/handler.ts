@@ -56,7 +56,7 @@ export interface VhostUserBackend {
    * offered). The dispatcher keeps it; this is the back end's notice.
    */
   setProtocolFeatures(features: bigint): void;
-  /** GET_QUEUE_NUM (MQ): the number of queue pairs offered. */
+  /** GET_QUEUE_NUM (MQ): the number of virtqueues offered (vhost-user.rst "Multiple queue support"). */
   getQueueNum(): bigint;
 
   /** SET_OWNER: the session starts. */

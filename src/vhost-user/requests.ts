@@ -308,7 +308,7 @@ const ROWS: RequestSpec[] = [
     ...empty,
     reply: 'u64',
     gate: PROTOCOL_F.MQ,
-    describeReply: (r) => `${r} queue pairs`,
+    describeReply: (r) => `${r} virtqueues`,
     call: (s) => s.backend.getQueueNum(),
   }),
   row({
