@@ -12,4 +12,4 @@
  */
 const sub = process.argv[2];
 if (sub === 'serve' || sub === 'ctl') await (await import('./daemon/main.js')).main(process.argv.slice(2));
-else await import('./one-port.js');
+else (await import('./one-port.js')).runOnePort(process.argv.slice(2), process.env);

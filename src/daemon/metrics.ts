@@ -35,8 +35,8 @@ interface PortSample {
 
 function sample(manager: PortManager): PortSample[] {
   return manager.list().map((p) => {
-    const stats = manager.guard(p, 'metrics', () => portStats(p)) ?? portStats({ ...p, unit: null });
-    const device = (p.unit && manager.guard(p, 'metrics', () => p.unit?.status())) || null;
+    const stats = manager.guard(p, 'metrics', () => portStats(p)) ?? portStats({ ...p, port: null });
+    const device = (p.port && manager.guard(p, 'metrics', () => p.port?.status())) || null;
     return {
       name: p.name,
       up: stats.state === 'running',

@@ -65,7 +65,7 @@ describe('daemon: metrics and JSON logs', () => {
     );
     const kernel = fakeKernel();
     kernel.failing.add('bad');
-    const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
+    const daemon = Daemon.start({ configFile: config, log: quiet, partsFor: kernel.partsFor, env: {} });
     const sock = join(dir, 'metrics.sock');
     const metrics = await MetricsServer.listen(sock, daemonRegistry(daemon.manager, daemon.control), quiet);
     try {
