@@ -31,6 +31,16 @@ export const BRIDGE_COMMAND: readonly [string, ...string[]] = [
   '--enable-source-maps',
   CLI,
 ];
+/**
+ * The one-port bridge whose kernel gets no dirty log (lab/withheld-log-bridge.ts, test only), as the
+ * lab starts it; it needs VB_TEST_WITHHOLD_DIRTY_LOG=1 in its environment.
+ */
+export const WITHHELD_LOG_BRIDGE_COMMAND: readonly [string, ...string[]] = [
+  process.execPath,
+  ...NODE_OPTIONS,
+  '--enable-source-maps',
+  resolve(import.meta.dirname, 'withheld-log-bridge.js'),
+];
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
 /** What a `command` must pass to the bridge it execs. */

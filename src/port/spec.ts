@@ -52,7 +52,7 @@ export type BackendSocketSpec =
   | { packet: string };
 
 export interface PortSpec {
-  /** The port's name in log lines and the status (default: the backend socket's interface); the daemon names its ports. */
+  /** The port's name in log lines and the status (default: the backend socket's interface); the daemon names each. */
   name?: string;
   transport: TransportSpec;
   backendSocket: BackendSocketSpec;

@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { diffPorts, PortManager } from '../../src/daemon/manager.js';
+import { Port } from '../../src/port/port.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { parsePort, type PortConfig } from '../../src/daemon/config.js';
 import { request, CtlError, formatStatus } from '../../src/daemon/ctl.js';
@@ -89,6 +90,41 @@ describe('daemon: many ports in one process', () => {
     cap?.stop();
     cap = null;
     expect(mappedRegionCount(), 'guest memory left mapped').to.equal(0);
+  });
+
+  it("runs each configured port as the real Port on its parts: the file's settings as its spec, closed at stop", () => {
+    const r = rig(['a', 'b'], {});
+    try {
+      r.writeConfig({
+        ...portsOf(r.dir, ['a']),
+        b: { tap: 'vbt-b', socket: r.sock('b'), queues: 2, mtu: 9000, busyPollUs: 50, maxRegions: 4 },
+      });
+      r.daemon.reload();
+      const a = r.daemon.manager.get('a').port!;
+      const b = r.daemon.manager.get('b').port!;
+      expect(a).to.be.instanceOf(Port);
+      expect(b.spec).to.deep.equal({
+        name: 'b',
+        transport: { mode: 'server', path: r.sock('b'), socketMode: 0o600, uid: null, gid: null, peers: null },
+        backendSocket: { tap: 'vbt-b', create: true },
+        queuePairs: 2,
+        mtu: 9000,
+        busyPollUs: 50,
+        memoryLimit: { bytes: null, regions: 4 },
+        workerCgroup: undefined,
+      });
+      const fake = r.kernel.live('b');
+      expect([b.interfaceName, b.status().port, b.status().rings.length]).to.deep.equal(['vbt-b', 'b', 4]);
+      expect(fake.journal, 'the backend socket was set up as the spec says').to.deep.include.members([
+        { who: 'tap', op: 'setMtu', mtu: 9000 },
+        { who: 'tap', op: 'setQueueEnabled', pair: 1, enabled: false },
+      ]);
+      r.daemon.manager.remove('b');
+      expect(fake.closed, 'the port closed its backend socket').to.equal(true);
+      expect(r.kernel.live('a').closed).to.equal(false);
+    } finally {
+      done(r);
+    }
   });
 
   const twentyPorts =
@@ -472,9 +508,9 @@ describe('daemon: the control socket', () => {
   it('the control socket is refused to a second daemon while the first runs', () => {
     const r = rig(['a']);
     try {
-      expect(() => Daemon.start({ configFile: r.config, log: quiet, partsFor: fakeKernel().partsFor, env: {} })).to.throw(
-        /control socket .*control\.sock: another process is listening/,
-      );
+      expect(() =>
+        Daemon.start({ configFile: r.config, log: quiet, partsFor: fakeKernel().partsFor, env: {} }),
+      ).to.throw(/control socket .*control\.sock: another process is listening/);
     } finally {
       done(r);
     }
