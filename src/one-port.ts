@@ -77,7 +77,7 @@ function octal(v: string): number {
   return parseInt(v, 8);
 }
 
-function command(io: OnePortIo): Command {
+function command(out: (text: string) => void, err: (text: string) => void): Command {
   return new Command()
     .name('vhost-bridge')
     .description(
@@ -175,10 +175,7 @@ function command(io: OnePortIo): Command {
     .addHelpText('after', EXAMPLE)
     .showHelpAfterError('(run vhost-bridge --help for usage)')
     .exitOverride()
-    .configureOutput({
-      writeOut: io.out ?? ((s) => process.stdout.write(s)),
-      writeErr: io.err ?? ((s) => process.stderr.write(s)),
-    });
+    .configureOutput({ writeOut: out, writeErr: err });
 }
 
 /** The options as commander parsed them. */
@@ -278,7 +275,9 @@ function specOf(program: Command, o: Options, env: NodeJS.ProcessEnv): PortSpec 
  */
 export function main(argv: string[], env: NodeJS.ProcessEnv, io: OnePortIo = {}): Port | number {
   const parts = io.parts ?? kernelParts();
-  const program = command(io);
+  const out = io.out ?? ((text: string) => process.stdout.write(text));
+  const err = io.err ?? ((text: string) => process.stderr.write(text));
+  const program = command(out, err);
   let spec: PortSpec;
   let o: Options;
   try {
@@ -286,7 +285,7 @@ export function main(argv: string[], env: NodeJS.ProcessEnv, io: OnePortIo = {})
     o = program.opts<Options>();
     if (o.printCapabilities) {
       // vhost-user.rst "Backend program conventions": other options are ignored.
-      (io.out ?? ((s) => process.stdout.write(s)))(`${JSON.stringify({ type: 'net' })}\n`);
+      out(`${JSON.stringify({ type: 'net' })}\n`);
       return 0;
     }
     setLogLevel(o.logLevel);
@@ -309,7 +308,7 @@ export function main(argv: string[], env: NodeJS.ProcessEnv, io: OnePortIo = {})
       },
     });
   } catch (e) {
-    (io.err ?? ((s) => process.stderr.write(s)))(`vhost-bridge: ${(e as Error).message}\n`);
+    err(`vhost-bridge: ${(e as Error).message}\n`);
     return 1;
   }
   return port;

@@ -1,5 +1,5 @@
 /**
- * What the control socket reports about a port: the device's status (the contract of
+ * What the control socket reports about a port: the port's status (the contract of
  * src/bridge/status.ts) plus what the daemon knows around it: the tap as the host sees it (link,
  * MTU and counters from /sys/class/net/<tap>/), the front-end's credentials (SO_PEERCRED),
  * reconnects and uptime. Everything is read when asked: nothing is sampled in the background.
@@ -40,7 +40,7 @@ export interface PortReport {
   role: 'server' | 'client';
   socket: string;
   queues: number;
-  /** The vhost-user side, or null when the port is not running. */
+  /** The port's status (status.ts), or null when it is not running; the field keeps its name for scripts. */
   device: PortStatus | null;
   tap: TapReport | null;
   /** The connected front-end's process and user (SO_PEERCRED), or null. */
