@@ -12,7 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { DeviceEvent, DeviceStatus, EventLine } from '../src/bridge/status.js';
+import type { PortEvent, PortStatus, EventLine } from '../src/bridge/status.js';
 import { ownCpuTicks } from './host.js';
 import { stopProcess } from './stuck.js';
 
@@ -31,12 +31,22 @@ export const BRIDGE_COMMAND: readonly [string, ...string[]] = [
   '--enable-source-maps',
   CLI,
 ];
+/**
+ * The one-port bridge whose kernel gets no dirty log (lab/withheld-log-bridge.ts, test only), as the
+ * lab starts it; it needs VB_TEST_WITHHOLD_DIRTY_LOG=1 in its environment.
+ */
+export const WITHHELD_LOG_BRIDGE_COMMAND: readonly [string, ...string[]] = [
+  process.execPath,
+  ...NODE_OPTIONS,
+  '--enable-source-maps',
+  resolve(import.meta.dirname, 'withheld-log-bridge.js'),
+];
 /** The child's fd the bridge writes its events to (`--events-fd`). */
 const EVENTS_FD = 3;
 /** What a `command` must pass to the bridge it execs. */
 export const EVENTS_ARGS = ['--events-fd', String(EVENTS_FD)] as const;
 
-export type { DeviceEvent, DeviceStatus };
+export type { PortEvent, PortStatus };
 
 /** One line of `--events-fd`. */
 export type BridgeEvent = EventLine;
@@ -138,14 +148,14 @@ export class BridgeProcess {
   }
 
   /** Its status after its last event (the device's typed snapshot). */
-  status(): DeviceStatus {
+  status(): PortStatus {
     const last = this.events.at(-1);
     if (!last) throw new Error(`bridge ${this.name}: no event yet`);
     return last.status;
   }
 
   /** Events since a mark (default: since it started), optionally of one kind. */
-  since(m: Mark | null = null, kind?: DeviceEvent['kind']): BridgeEvent[] {
+  since(m: Mark | null = null, kind?: PortEvent['kind']): BridgeEvent[] {
     return this.events.slice(m?.events ?? 0).filter((e) => kind === undefined || e.event.kind === kind);
   }
 
@@ -157,12 +167,12 @@ export class BridgeProcess {
   }
 
   /** Wait for an event of `kind` (counting events already seen from `from`, default: from the start). */
-  waitForEvent(kind: DeviceEvent['kind'], timeoutMs: number, from: Mark | null = null): Promise<BridgeEvent> {
+  waitForEvent(kind: PortEvent['kind'], timeoutMs: number, from: Mark | null = null): Promise<BridgeEvent> {
     return this.waitUntil((e) => e.event.kind === kind, timeoutMs, from, `a '${kind}' event`);
   }
 
   /** Wait until its status satisfies `ok` (as of its last event, or of one that comes within the time). */
-  async waitForStatus(ok: (s: DeviceStatus) => boolean, timeoutMs: number, what: string): Promise<DeviceStatus> {
+  async waitForStatus(ok: (s: PortStatus) => boolean, timeoutMs: number, what: string): Promise<PortStatus> {
     const from = this.events.length ? { events: this.events.length - 1, lines: 0 } : null;
     return (await this.waitUntil((e) => ok(e.status), timeoutMs, from, what)).status;
   }

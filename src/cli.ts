@@ -15,4 +15,4 @@ const daemon = (s: string | undefined) => s === 'serve' || s === 'ctl';
 if (process.argv[2] === 'help' && !daemon(process.argv[3])) process.argv.splice(2, process.argv.length - 2, '--help');
 const sub = process.argv[2];
 if (daemon(sub) || sub === 'help') await (await import('./daemon/main.js')).main(process.argv.slice(2));
-else await import('./one-port.js');
+else (await import('./one-port.js')).runOnePort(process.argv.slice(2), process.env);

@@ -8,16 +8,16 @@
  */
 import { writeSync } from 'node:fs';
 import type { Logger } from '../log.js';
-import type { DeviceEvent, DeviceListener, DeviceStatus, EventLine } from './status.js';
+import type { PortEvent, PortListener, PortStatus, EventLine } from './status.js';
 
 /** The line of one event (with its newline). */
-export function eventLine(event: DeviceEvent, status: DeviceStatus, time = Date.now()): string {
+export function eventLine(event: PortEvent, status: PortStatus, time = Date.now()): string {
   const line: EventLine = { time, port: status.port, event, status };
   return `${JSON.stringify(line)}\n`;
 }
 
 /** A listener that writes each event to `fd`. */
-export function eventsToFd(fd: number, log: Logger): DeviceListener {
+export function eventsToFd(fd: number, log: Logger): PortListener {
   let broken = false;
   return (event, status) => {
     if (broken) return;

@@ -27,7 +27,7 @@ import type { LogArea, MemoryRegion, VringAddr } from '../vhost-user/messages.js
 import { FEATURE_NAMES, MAX_RING_SIZE, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../virtio.js';
 import type { Datapath } from './datapath.js';
 import { type LocalRing, Ring } from './ring.js';
-import type { DeviceEvent, DeviceListener, DeviceStatus } from './status.js';
+import type { PortEvent, PortListener, PortStatus } from './status.js';
 
 /**
  * Protocol features the bridge implements (vhost-user.rst "Protocol features"), each for a reason:
@@ -60,7 +60,7 @@ export interface SessionConfig {
   datapath: Datapath;
   /** Lines name the port: give a portLog (log.ts). */
   log?: Logger;
-  onEvent?: DeviceListener;
+  onEvent?: PortListener;
   /** What the front-end may make this port map (the daemon's `maxMemory`, `maxRegions`); default: no own limit. */
   memoryLimit?: MemoryLimit;
 }
@@ -92,12 +92,12 @@ export class VhostUserSession implements VhostUserBackend {
 
   // Status: what listeners were last told of each ring, and the session's moments.
   private shownRunning: boolean[];
-  private readonly pending: DeviceEvent[] = [];
-  private readonly listeners: DeviceListener[] = [];
+  private readonly pending: PortEvent[] = [];
+  private readonly listeners: PortListener[] = [];
   private frontEnd = false;
   private sessions = 0;
   private refusedPeers = 0;
-  private times: DeviceStatus['times'] = {
+  private times: PortStatus['times'] = {
     connected: null,
     featuresSet: null,
     allRingsRunning: null,
@@ -118,7 +118,7 @@ export class VhostUserSession implements VhostUserBackend {
   // ---- Status ---------------------------------------------------------------------------------
 
   /** Add a listener of lifecycle events; returns its removal. */
-  onEvent(listener: DeviceListener): () => void {
+  onEvent(listener: PortListener): () => void {
     this.listeners.push(listener);
     return () => {
       const i = this.listeners.indexOf(listener);
@@ -127,7 +127,7 @@ export class VhostUserSession implements VhostUserBackend {
   }
 
   /** A typed snapshot of the port (status.ts). */
-  status(): DeviceStatus {
+  status(): PortStatus {
     const offered = this.datapath.offered;
     return {
       port: this.port,
@@ -633,7 +633,7 @@ export class VhostUserSession implements VhostUserBackend {
     if (started && all) this.times.allRingsRunning = Date.now();
   }
 
-  private emit(event: DeviceEvent): void {
+  private emit(event: PortEvent): void {
     this.pending.push(event);
     this.flush();
   }

@@ -1,9 +1,9 @@
 /**
- * Status is data: the device's typed snapshot and lifecycle events, read by the control side, by
+ * Status is data: the port's typed snapshot and lifecycle events, read by the control side, by
  * tests and by the benchmark (never by parsing log lines, which are for people).
  */
 
-/** One ring as the device sees it (vhost-user.rst "Ring states"). */
+/** One ring as the port sees it (vhost-user.rst "Ring states"). */
 export interface RingStatus {
   /** Device ring number: 2 * queue pair + (0 = rx, 1 = tx). */
   index: number;
@@ -56,7 +56,7 @@ export function zeroCopyText(z: boolean | null): string {
   return z === null ? 'unknown (vhost_net not loaded)' : z ? 'on' : 'off';
 }
 
-export interface DeviceStatus {
+export interface PortStatus {
   /** The port's name (one-port mode: the tap's name). */
   port: string;
   /** A front-end is connected. */
@@ -88,7 +88,7 @@ export interface DeviceStatus {
   };
 }
 
-export type DeviceEvent =
+export type PortEvent =
   | { kind: 'ready' }
   | { kind: 'connected' }
   | { kind: 'negotiated' }
@@ -102,13 +102,13 @@ export type DeviceEvent =
   | { kind: 'disconnected' };
 
 /** Gets every lifecycle event with the status after it (session.ts; the CLI's --events-fd, events.ts). */
-export type DeviceListener = (event: DeviceEvent, status: DeviceStatus) => void;
+export type PortListener = (event: PortEvent, status: PortStatus) => void;
 
 /** One line of `--events-fd` (JSON, one per line). */
 export interface EventLine {
   /** ms since the epoch */
   time: number;
   port: string;
-  event: DeviceEvent;
-  status: DeviceStatus;
+  event: PortEvent;
+  status: PortStatus;
 }

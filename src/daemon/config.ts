@@ -18,20 +18,15 @@ import { z } from 'zod';
 import { SUN_PATH_MAX } from '../sys/index.js';
 import { checkIfName } from '../vhost-kernel/structs.js';
 import type { PeerRule } from '../vhost-user/peer.js';
-import { groupId, userId } from './ids.js';
+import { groupId, userId } from '../host/ids.js';
+import { parseSize } from '../host/sizes.js';
+import { BUSY_POLL_US, type IntRange, MEMORY_REGIONS, MTU, QUEUE_PAIRS } from '../port/spec.js';
 
 /** Where sockets go unless a port says otherwise (systemd RuntimeDirectory=vhost-bridge). */
 export const RUN_DIR = '/run/vhost-bridge';
 export const DEFAULT_CONTROL_PATH = `${RUN_DIR}/control.sock`;
-/** Queue pairs of a port: one vhost-net fd and one tap queue each (the one-port --queues has the same range). */
-export const QUEUES = { min: 1, max: 128 } as const;
-/** Busy polling per ring, µs (the one-port --busy-poll-us has the same range). */
-export const BUSY_POLL_US = { min: 0, max: 1_000_000 } as const;
-/** Tap MTU (the one-port --mtu has the same range): the IPv4 minimum to the largest virtio-net host_mtu. */
-export const MTU = { min: 68, max: 65521 } as const;
-
-/** A port's settings, resolved (names of users and groups turned into ids, defaults filled in). */
-export interface PortSpec {
+/** A port's settings in the file, resolved (user and group names turned into ids, defaults filled in). */
+export interface PortConfig {
   name: string;
   /** The vhost-user socket path. */
   socket: string;
@@ -80,7 +75,7 @@ export interface ControlSpec {
 export interface DaemonConfig {
   control: ControlSpec;
   /** By port name, in the file's order. */
-  ports: Map<string, PortSpec>;
+  ports: Map<string, PortConfig>;
 }
 
 /** One problem: the dotted path of the field (`ports.vm1.queues`) and what is wrong with it. */
@@ -102,7 +97,7 @@ export class ConfigError extends Error {
 
 const PORT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-function intIn(min: number, max: number) {
+function intIn({ min, max }: IntRange) {
   const error = `expected a number from ${min} to ${max}`;
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 }
@@ -135,17 +130,6 @@ const idList = (kind: 'user' | 'group') =>
 function peerRule(users: number[] | undefined, groups: number[] | undefined): PeerRule | null {
   if (users === undefined && groups === undefined) return null;
   return { uids: users ?? [], gids: groups ?? [] };
-}
-
-/** Binary size suffixes of `maxMemory` ("512M", "4G"). */
-const SIZE_UNITS: Record<string, bigint> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
-
-/** A size above 0 in bytes: digits with an optional binary suffix ("512M", "4G", "1T"), or null if it is not one. */
-export function parseSize(v: string | number): bigint | null {
-  if (typeof v === 'number' && !Number.isSafeInteger(v)) return null;
-  const m = /^(\d+)([KMGT]?)$/i.exec(String(v).trim());
-  const bytes = m ? BigInt(m[1]) * SIZE_UNITS[m[2].toUpperCase()] : 0n;
-  return bytes > 0n ? bytes : null;
 }
 
 /** A size in bytes: a number, or a string with a binary suffix. */
@@ -201,19 +185,19 @@ const portSchema = z.strictObject(
     tap: tapName.optional(),
     macvtap: tapName.optional(),
     rawSocket: tapName.optional(),
-    busyPollUs: intIn(BUSY_POLL_US.min, BUSY_POLL_US.max).optional(),
+    busyPollUs: intIn(BUSY_POLL_US).optional(),
     persistentTap: z.boolean({ error: 'expected true or false' }).optional(),
     socket: socketPath.optional(),
     role: z.enum(['server', 'client'], { error: 'expected "server" or "client"' }).optional(),
-    queues: intIn(QUEUES.min, QUEUES.max).optional(),
-    mtu: intIn(MTU.min, MTU.max).optional(),
+    queues: intIn(QUEUE_PAIRS).optional(),
+    mtu: intIn(MTU).optional(),
     owner: idOf('user').optional(),
     group: idOf('group').optional(),
     mode: mode.optional(),
     allowUsers: idList('user').optional(),
     allowGroups: idList('group').optional(),
     maxMemory: size.optional(),
-    maxRegions: intIn(1, 509).optional(),
+    maxRegions: intIn(MEMORY_REGIONS).optional(),
     workerCgroup: cgroupDir.optional(),
   },
   { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : "expected an object with the port's settings") },
@@ -261,7 +245,7 @@ export const defaultSocket = (port: string): string => `${RUN_DIR}/${port}.sock`
  * Check one port's settings (`add` over the control socket, and each entry of a file) and fill in
  * defaults. Throws ConfigError with fields under `ports.<name>`.
  */
-export function parsePort(name: string, input: unknown): PortSpec {
+export function parsePort(name: string, input: unknown): PortConfig {
   const at = ['ports', name];
   if (!PORT_NAME.test(name)) {
     throw new ConfigError([
@@ -276,7 +260,7 @@ export function parsePort(name: string, input: unknown): PortSpec {
   return resolvePort(name, r.data);
 }
 
-function resolvePort(name: string, p: PortInput): PortSpec {
+function resolvePort(name: string, p: PortInput): PortConfig {
   const at = `ports.${name}`;
   const issues: ConfigIssue[] = [];
   const role = p.role ?? 'server';
@@ -332,7 +316,7 @@ function resolvePort(name: string, p: PortInput): PortSpec {
 }
 
 /** Two ports may not share a socket path or a tap (the second would fail, or steal the first's). */
-export function checkDistinct(ports: Iterable<PortSpec>): ConfigIssue[] {
+export function checkDistinct(ports: Iterable<PortConfig>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const sockets = new Map<string, string>();
   const taps = new Map<string, string>();
@@ -354,7 +338,7 @@ export function parseConfig(doc: unknown): DaemonConfig {
   const r = configSchema.safeParse(doc);
   if (!r.success) throw new ConfigError(issuesOf(r.error));
   const issues: ConfigIssue[] = [];
-  const ports = new Map<string, PortSpec>();
+  const ports = new Map<string, PortConfig>();
   for (const [name, input] of Object.entries(r.data.ports)) {
     try {
       ports.set(name, parsePort(name, input));
@@ -401,9 +385,9 @@ export function loadConfig(file: string): DaemonConfig {
   }
 }
 
-/** True if two specs would serve the same way (a reload leaves such a port alone). */
-export function sameSpec(a: PortSpec, b: PortSpec): boolean {
-  const keys = Object.keys(a) as (keyof PortSpec)[];
+/** True if two port configurations would serve the same way (a reload leaves such a port alone). */
+export function sameConfig(a: PortConfig, b: PortConfig): boolean {
+  const keys = Object.keys(a) as (keyof PortConfig)[];
   // The allow-list is the one object: equal when its lists are.
   const same = (x: unknown, y: unknown) =>
     x === y || (typeof x === 'object' && typeof y === 'object' && JSON.stringify(x) === JSON.stringify(y));

@@ -5,19 +5,20 @@
  */
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { CONTROL_FD_NAME, listenFds } from './activation.js';
+import { CONTROL_FD_NAME, listenFds } from '../host/activation.js';
+import { kernelParts } from '../port/parts.js';
 import { ConfigError, loadConfig } from './config.js';
 import { ControlError, ControlServer } from './control.js';
-import { PortManager, type ReloadResult } from './manager.js';
+import { type PartsFor, PortManager, type ReloadResult } from './manager.js';
 import { controlHandler } from './methods.js';
-import { ensureSocketDir, openBridgePort, type PortOpener } from './port.js';
+import { ensureSocketDir } from './socket-dir.js';
 
 export interface DaemonOptions {
   /** The configuration file (read at start and on reload). */
   configFile: string;
   log: Logger;
-  /** How ports are started (default: a Bridge on /dev/vhost-net; tests give a fake kernel). */
-  opener?: PortOpener;
+  /** What each port is built on (default: the real kernel, kernelParts; unit tests give a recording fake). */
+  partsFor?: PartsFor;
   /** Where LISTEN_FDS and friends are read (default process.env); the variables are removed. */
   env?: NodeJS.ProcessEnv;
 }
@@ -44,7 +45,11 @@ export class Daemon {
             `added later`,
         );
     }
-    const manager = new PortManager({ opener: opts.opener ?? openBridgePort, log: opts.log, inherited });
+    const manager = new PortManager({
+      partsFor: opts.partsFor ?? ((_, log) => kernelParts(log)),
+      log: opts.log,
+      inherited,
+    });
     let daemon: Daemon | null = null;
     const handler = controlHandler(manager, {
       reload: () => {
@@ -72,7 +77,7 @@ export class Daemon {
       );
     }
     for (const spec of config.ports.values()) manager.add(spec, 'config');
-    const running = manager.list().filter((p) => p.unit).length;
+    const running = manager.list().filter((p) => p.port).length;
     opts.log.info(
       `serving ${running} of ${config.ports.size} ` +
         `port(s)${running < config.ports.size ? ' (see the errors above)' : ''}`,

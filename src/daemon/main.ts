@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { FORMATS, LEVELS, log, setLogFormat, setLogLevel } from '../log.js';
 import { stopOnSignals } from '../signals.js';
-import { ConfigError, DEFAULT_CONTROL_PATH, loadConfig, type PortSpec } from './config.js';
+import { ConfigError, DEFAULT_CONTROL_PATH, loadConfig, type PortConfig } from './config.js';
 import {
   CtlError,
   DEFAULT_TIMEOUT_S,
@@ -22,9 +22,9 @@ import {
   request,
 } from './ctl.js';
 import { Daemon } from './daemon.js';
-import { groupId, primaryGroup, userId } from './ids.js';
+import { groupId, primaryGroup, userId } from '../host/ids.js';
 import { daemonHealth, daemonRegistry, MetricsServer, parseMetricsAddress } from './metrics.js';
-import { socketDirsCreated } from './port.js';
+import { socketDirsCreated } from './socket-dir.js';
 import { dropPrivileges } from './privileges.js';
 import { type Health, healthLine, type PortReport, type PortStats } from './report.js';
 import type { ReloadResult } from './manager.js';
@@ -93,7 +93,7 @@ interface ServeOptions {
  * port needs it), or /dev/net/tun missing when every port is on a tap. Null otherwise.
  */
 export function kernelMissing(
-  specs: readonly PortSpec[],
+  specs: readonly PortConfig[],
   exists: (path: string) => boolean = existsSync,
 ): string | null {
   const missing: string[] = [];
@@ -170,8 +170,8 @@ async function serve(o: ServeOptions): Promise<void> {
     metrics?.close();
     fail((e as Error).message);
   }
-  const specs = daemon.manager.list().map((p) => p.spec);
-  const missing = daemon.manager.list().every((p) => !p.unit) ? kernelMissing(specs) : null;
+  const specs = daemon.manager.list().map((p) => p.config);
+  const missing = daemon.manager.list().every((p) => !p.port) ? kernelMissing(specs) : null;
   if (missing && specs.length) {
     if (!o.waitForKernel) {
       metrics?.close();

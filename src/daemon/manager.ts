@@ -4,23 +4,28 @@
  * others serve); every call into a port is guarded, so an exception in one port's handling is
  * logged with its name and never escapes into the process. Idle costs nothing: no timers, no polls.
  */
+import { dirname } from 'node:path';
 import { type Logger, portLog } from '../log.js';
+import type { PortParts } from '../port/parts.js';
+import { Port } from '../port/port.js';
+import type { PortSpec } from '../port/spec.js';
 import { closeQuiet, dup } from '../sys/index.js';
-import { checkDistinct, ConfigError, type PortSpec, sameSpec } from './config.js';
-import type { PortOpener, PortUnit } from './port.js';
+import { checkDistinct, ConfigError, type PortConfig, sameConfig } from './config.js';
+import { ensureSocketDir } from './socket-dir.js';
 
 /** Where a port came from: the configuration file (a reload may remove it) or the control socket's `add`. */
 export type PortOrigin = 'config' | 'control';
 
+/** A port of the daemon: its configuration, the running Port, and what the daemon counts around it. */
 export interface PortState {
   readonly name: string;
-  spec: PortSpec;
+  config: PortConfig;
   origin: PortOrigin;
   /** The running port, or null if it could not start. */
-  unit: PortUnit | null;
+  port: Port | null;
   /** Why it is not running (its last start failed), or null. */
   error: string | null;
-  /** When the running unit started (ms since the epoch), or null. */
+  /** When the running port started (ms since the epoch), or null. */
   since: number | null;
   /** Resets asked for (control `reset`) and done after an internal error. */
   resets: number;
@@ -49,22 +54,56 @@ export class NoSuchPort extends Error {
  * the control socket are not the file's: a reload leaves them alone unless the file names them.
  */
 export function diffPorts(
-  running: ReadonlyMap<string, { spec: PortSpec; origin: PortOrigin }>,
-  next: ReadonlyMap<string, PortSpec>,
+  running: ReadonlyMap<string, { config: PortConfig; origin: PortOrigin }>,
+  next: ReadonlyMap<string, PortConfig>,
 ) {
   const out = { added: [] as string[], removed: [] as string[], changed: [] as string[], unchanged: [] as string[] };
   for (const [name, cur] of running) if (cur.origin === 'config' && !next.has(name)) out.removed.push(name);
-  for (const [name, spec] of next) {
+  for (const [name, config] of next) {
     const cur = running.get(name);
     if (!cur) out.added.push(name);
-    else if (sameSpec(cur.spec, spec)) out.unchanged.push(name);
+    else if (sameConfig(cur.config, config)) out.unchanged.push(name);
     else out.changed.push(name);
   }
   return out;
 }
 
+/**
+ * What a port of the daemon is built on: its own parts at each start (a fresh recording kernel per
+ * port in unit tests); `log` is the daemon's, which the port names itself in.
+ */
+export type PartsFor = (config: PortConfig, log: Logger) => PortParts;
+
+/**
+ * The Port a configured port runs: an inherited listening fd, the socket it listens on, or the VMM's
+ * socket it connects to; its interface as the backend socket of its kind.
+ */
+export function portSpecOf(c: PortConfig, listenFd: number | null): PortSpec {
+  const peers = c.peers;
+  return {
+    name: c.name,
+    transport:
+      listenFd !== null
+        ? { mode: 'fd', fd: listenFd, peers }
+        : c.role === 'client'
+          ? { mode: 'client', path: c.socket, peers }
+          : { mode: 'server', path: c.socket, socketMode: c.mode, uid: c.owner, gid: c.group, peers },
+    backendSocket:
+      c.backend === 'macvtap'
+        ? { macvtap: c.tap }
+        : c.backend === 'packet'
+          ? { packet: c.tap }
+          : { tap: c.tap, create: !c.persistentTap },
+    queuePairs: c.queues,
+    mtu: c.mtu ?? undefined,
+    busyPollUs: c.busyPollUs || undefined,
+    memoryLimit: { bytes: c.maxMemory, regions: c.maxRegions },
+    workerCgroup: c.workerCgroup ?? undefined,
+  };
+}
+
 export interface ManagerOptions {
-  opener: PortOpener;
+  partsFor: PartsFor;
   log: Logger;
   /**
    * Listening sockets systemd passed, by port name (LISTEN_FDNAMES); the manager keeps them and gives each
@@ -100,15 +139,15 @@ export class PortManager {
    * Add and start one port. Its settings are checked against the other ports first (socket, tap);
    * a port that then fails to start is kept, failed, with its error (`reset` tries again).
    */
-  add(spec: PortSpec, origin: PortOrigin = 'control'): PortState {
-    if (this.ports.has(spec.name))
+  add(config: PortConfig, origin: PortOrigin = 'control'): PortState {
+    if (this.ports.has(config.name))
       throw new ConfigError([
-        { field: `ports.${spec.name}`, message: 'a port with this name exists; remove it first' },
+        { field: `ports.${config.name}`, message: 'a port with this name exists; remove it first' },
       ]);
-    const issues = checkDistinct([...[...this.ports.values()].map((p) => p.spec), spec]);
+    const issues = checkDistinct([...[...this.ports.values()].map((p) => p.config), config]);
     if (issues.length) throw new ConfigError(issues);
-    const state: PortState = { name: spec.name, spec, origin, unit: null, error: null, since: null, resets: 0 };
-    this.ports.set(spec.name, state);
+    const state: PortState = { name: config.name, config, origin, port: null, error: null, since: null, resets: 0 };
+    this.ports.set(config.name, state);
     this.start(state);
     return state;
   }
@@ -129,11 +168,11 @@ export class PortManager {
   reset(name: string, why = 'reset by the operator'): PortState {
     const p = this.get(name);
     p.resets++;
-    if (!p.unit) {
+    if (!p.port) {
       this.start(p);
       return p;
     }
-    this.guard(p, 'reset', () => p.unit?.dropFrontEnd(why));
+    this.guard(p, 'reset', () => p.port?.dropFrontEnd(why));
     portLog(this.log, name).info(`reset (${why})`);
     return p;
   }
@@ -143,29 +182,31 @@ export class PortManager {
    * new settings, added ones start; unchanged ones are not touched (same port object, same fds,
    * the guest notices nothing), except that an unchanged port that had failed is started again.
    */
-  reload(next: ReadonlyMap<string, PortSpec>): ReloadResult {
+  reload(next: ReadonlyMap<string, PortConfig>): ReloadResult {
     const d = diffPorts(this.ports, next);
     // Socket and tap clashes with ports the file does not own (added over the control socket).
-    const kept = [...this.ports.values()].filter((p) => !next.has(p.name) && p.origin === 'control').map((p) => p.spec);
+    const kept = [...this.ports.values()]
+      .filter((p) => !next.has(p.name) && p.origin === 'control')
+      .map((p) => p.config);
     const issues = checkDistinct([...next.values(), ...kept]);
     if (issues.length) throw new ConfigError(issues);
     for (const name of d.removed) this.remove(name);
     for (const name of d.changed) {
       const p = this.get(name);
       this.stop(p, 'its settings changed');
-      p.spec = next.get(name)!;
+      p.config = next.get(name)!;
       p.origin = 'config';
       this.start(p);
     }
     for (const name of d.unchanged) {
       const p = this.get(name);
       p.origin = 'config';
-      if (!p.unit) this.start(p);
+      if (!p.port) this.start(p);
     }
     for (const name of d.added) this.add(next.get(name)!, 'config');
     const failed = [...d.added, ...d.changed, ...d.unchanged]
       .map((n) => this.get(n))
-      .filter((p) => !p.unit)
+      .filter((p) => !p.port)
       .map((p) => ({ name: p.name, error: p.error ?? 'not running' }));
     return { ...d, failed };
   }
@@ -187,9 +228,9 @@ export class PortManager {
       return f();
     } catch (e) {
       portLog(this.log, p.name).error(`${what}: ${(e as Error).stack ?? e}`);
-      if (what !== 'reset' && what !== 'stop' && p.unit) {
+      if (what !== 'reset' && what !== 'stop' && p.port) {
         try {
-          p.unit.dropFrontEnd(`internal error in ${what}`);
+          p.port.dropFrontEnd(`internal error in ${what}`);
           p.resets++;
         } catch (e2) {
           portLog(this.log, p.name).error(`reset after the error: ${(e2 as Error).message}`);
@@ -200,16 +241,17 @@ export class PortManager {
   }
 
   private start(p: PortState): void {
-    const inherited = p.spec.role === 'server' ? this.opts.inherited?.get(p.name) : undefined;
+    const inherited = p.config.role === 'server' ? this.opts.inherited?.get(p.name) : undefined;
     let listenFd: number | null = null;
     try {
       if (inherited !== undefined) listenFd = dup(inherited);
-      p.unit = this.opts.opener(p.spec, { log: this.log, listenFd });
+      else if (p.config.role === 'server') ensureSocketDir(dirname(p.config.socket));
+      p.port = Port.start(portSpecOf(p.config, listenFd), this.opts.partsFor(p.config, this.log));
       p.error = null;
       p.since = Date.now();
     } catch (e) {
       if (listenFd !== null) closeQuiet(listenFd);
-      p.unit = null;
+      p.port = null;
       p.since = null;
       p.error = (e as Error).message;
       portLog(this.log, p.name).error(`cannot start: ${p.error}`);
@@ -217,10 +259,10 @@ export class PortManager {
   }
 
   private stop(p: PortState, why: string): void {
-    const unit = p.unit;
-    p.unit = null;
+    const port = p.port;
+    p.port = null;
     p.since = null;
-    if (unit) this.guard(p, 'stop', () => unit.close());
+    if (port) this.guard(p, 'stop', () => port.close());
     portLog(this.log, p.name).debug(`stopped (${why})`);
   }
 }

@@ -81,22 +81,22 @@ const METHODS: Record<string, Method<z.ZodType>> = {
   ports: method(none, (_, ctx) =>
     ctx.manager.list().map((p) => ({
       name: p.name,
-      state: p.unit ? 'running' : 'failed',
-      tap: p.spec.tap,
-      role: p.spec.role,
-      socket: p.spec.socket,
-      queues: p.spec.queues,
-      frontEnd: p.unit ? (ctx.manager.guard(p, 'status', () => p.unit?.status().frontEnd) ?? false) : false,
+      state: p.port ? 'running' : 'failed',
+      tap: p.config.tap,
+      role: p.config.role,
+      socket: p.config.socket,
+      queues: p.config.queues,
+      frontEnd: p.port ? (ctx.manager.guard(p, 'status', () => p.port?.status().frontEnd) ?? false) : false,
       origin: p.origin,
       error: p.error,
     })),
   ),
   status: method(onePort, (p, ctx) => {
     const s = ctx.manager.get(p.port);
-    return ctx.manager.guard(s, 'status', () => portReport(s)) ?? portReport({ ...s, unit: null });
+    return ctx.manager.guard(s, 'status', () => portReport(s)) ?? portReport({ ...s, port: null });
   }),
   stats: method(none, (_, ctx) =>
-    ctx.manager.list().map((s) => ctx.manager.guard(s, 'stats', () => portStats(s)) ?? portStats({ ...s, unit: null })),
+    ctx.manager.list().map((s) => ctx.manager.guard(s, 'stats', () => portStats(s)) ?? portStats({ ...s, port: null })),
   ),
   add: method(addParams, (p, ctx) => {
     try {

@@ -1,7 +1,7 @@
 /**
  * `serve --metrics ADDRESS`: a Prometheus endpoint (`GET /metrics`, text format 0.0.4) with every
  * port's state and counters, built with prom-client. Everything is read when scraped: each metric's
- * `collect()` reads one snapshot of the ports taken for that scrape (the device status, the tap's
+ * `collect()` reads one snapshot of the ports taken for that scrape (the port's status, the tap's
  * counters from sysfs: report.ts). There are no timers, no default metrics and no event-loop monitor
  * (prom-client's collectDefaultMetrics is what would start those), and the HTTP side is a plain
  * `net` server answering one request per connection (node:http keeps a 30 s connection-checking
@@ -36,18 +36,18 @@ interface PortSample {
 
 function sample(manager: PortManager): PortSample[] {
   return manager.list().map((p) => {
-    const stats = manager.guard(p, 'metrics', () => portStats(p)) ?? portStats({ ...p, unit: null });
-    const device = (p.unit && manager.guard(p, 'metrics', () => p.unit?.status())) || null;
+    const stats = manager.guard(p, 'metrics', () => portStats(p)) ?? portStats({ ...p, port: null });
+    const status = (p.port && manager.guard(p, 'metrics', () => p.port?.status())) || null;
     return {
       name: p.name,
       up: stats.state === 'running',
       frontEnd: stats.frontEnd,
-      ringsRunning: device?.rings.filter((r) => r.attached).length ?? 0,
-      memoryBytes: device?.memory.regions.reduce((t, r) => t + Number(BigInt(r.size)), 0) ?? 0,
-      memoryRegions: device?.memory.regions.length ?? 0,
+      ringsRunning: status?.rings.filter((r) => r.attached).length ?? 0,
+      memoryBytes: status?.memory.regions.reduce((t, r) => t + Number(BigInt(r.size)), 0) ?? 0,
+      memoryRegions: status?.memory.regions.length ?? 0,
       reconnects: stats.reconnects,
       resets: stats.resets,
-      refusedPeers: device?.refusedPeers ?? 0,
+      refusedPeers: status?.refusedPeers ?? 0,
       // The tap's rx is what came from the guest, its tx what went to it (report.ts TapReport).
       fromGuest: stats.rx,
       toGuest: stats.tx,

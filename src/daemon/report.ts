@@ -1,11 +1,11 @@
 /**
- * What the control socket reports about a port: the device's status (the contract of
+ * What the control socket reports about a port: the port's status (the contract of
  * src/bridge/status.ts) plus what the daemon knows around it: the tap as the host sees it (link,
  * MTU and counters from /sys/class/net/<tap>/), the front-end's credentials (SO_PEERCRED),
  * reconnects and uptime. Everything is read when asked: nothing is sampled in the background.
  */
 import { readFileSync } from 'node:fs';
-import type { DeviceStatus } from '../bridge/status.js';
+import type { PortStatus } from '../bridge/status.js';
 import { type PeerCred, peerCred } from '../sys/index.js';
 import { type VhostWorkerKind, type WorkerPlacement, workerNow } from '../vhost-kernel/workers.js';
 import type { PortState } from './manager.js';
@@ -40,8 +40,8 @@ export interface PortReport {
   role: 'server' | 'client';
   socket: string;
   queues: number;
-  /** The vhost-user side, or null when the port is not running. */
-  device: DeviceStatus | null;
+  /** The port's status (status.ts), or null when it is not running; the field keeps its name for scripts. */
+  device: PortStatus | null;
   tap: TapReport | null;
   /** The connected front-end's process and user (SO_PEERCRED), or null. */
   peer: PeerCred | null;
@@ -120,7 +120,7 @@ export function tapReport(name: string): TapReport {
 }
 
 function peerOf(p: PortState): PeerCred | null {
-  const fd = p.unit?.frontEndFd() ?? null;
+  const fd = p.port?.frontEndFd ?? null;
   if (fd === null) return null;
   try {
     return peerCred(fd);
@@ -130,17 +130,17 @@ function peerOf(p: PortState): PeerCred | null {
 }
 
 export function portReport(p: PortState, now = Date.now()): PortReport {
-  const device = p.unit ? { ...p.unit.status(), port: p.name } : null;
+  const device = p.port ? { ...p.port.status(), port: p.name } : null;
   return {
     name: p.name,
-    state: p.unit ? 'running' : 'failed',
+    state: p.port ? 'running' : 'failed',
     error: p.error,
     origin: p.origin,
-    role: p.spec.role,
-    socket: p.spec.socket,
-    queues: p.spec.queues,
+    role: p.config.role,
+    socket: p.config.socket,
+    queues: p.config.queues,
     device,
-    tap: p.unit ? tapReport(p.unit.tapName) : null,
+    tap: p.port ? tapReport(p.port.interfaceName) : null,
     peer: peerOf(p),
     reconnects: Math.max(0, (device?.sessions ?? 0) - 1),
     resets: p.resets,
@@ -151,7 +151,7 @@ export function portReport(p: PortState, now = Date.now()): PortReport {
 
 function workersOf(p: PortState): WorkerReport[] {
   const out: WorkerReport[] = [];
-  for (const { pair, worker, placement } of p.unit?.workers() ?? []) {
+  for (const { pair, worker, placement } of p.port?.workers() ?? []) {
     const now = workerNow(worker);
     if (now) out.push({ pair, pid: worker.pid, kind: worker.kind, ...now, placement });
   }
@@ -159,11 +159,11 @@ function workersOf(p: PortState): WorkerReport[] {
 }
 
 export function portStats(p: PortState): PortStats {
-  const device = p.unit?.status() ?? null;
-  const tap = p.unit ? p.unit.tapName : null;
+  const device = p.port?.status() ?? null;
+  const tap = p.port ? p.port.interfaceName : null;
   return {
     name: p.name,
-    state: p.unit ? 'running' : 'failed',
+    state: p.port ? 'running' : 'failed',
     frontEnd: device?.frontEnd ?? false,
     reconnects: Math.max(0, (device?.sessions ?? 0) - 1),
     resets: p.resets,
@@ -181,8 +181,8 @@ export interface Health {
   total: number;
 }
 
-export function healthOf(ports: readonly Pick<PortState, 'name' | 'unit'>[]): Health {
-  const failed = ports.filter((p) => !p.unit).map((p) => p.name);
+export function healthOf(ports: readonly Pick<PortState, 'name' | 'port'>[]): Health {
+  const failed = ports.filter((p) => !p.port).map((p) => p.name);
   return { serving: ports.length - failed.length, failed, total: ports.length };
 }
 

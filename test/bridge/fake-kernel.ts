@@ -6,7 +6,7 @@
  * proof that the bridge works: the lab tests are.
  */
 import { VhostUserSession } from '../../src/bridge/session.js';
-import type { DeviceListener } from '../../src/bridge/status.js';
+import type { PortListener } from '../../src/bridge/status.js';
 import { VhostNetDatapath, type VhostNetProvider } from '../../src/bridge/vhost-net-datapath.js';
 import type { Logger } from '../../src/log.js';
 import type { BackendSocket, VhostNetDevice, VnetHdrSocket } from '../../src/vhost-kernel/index.js';
@@ -161,7 +161,7 @@ export interface FakePortOptions {
   queuePairs: number;
   offered: bigint;
   log?: Logger;
-  onEvent?: DeviceListener;
+  onEvent?: PortListener;
   /** A packet socket instead of the tap. */
   packet?: boolean;
   /** VHOST_SET_VRING_BUSYLOOP_TIMEOUT for every ring. */

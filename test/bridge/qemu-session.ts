@@ -4,7 +4,7 @@
  * into a session on the recording kernel (fake-kernel.ts), as a connection would deliver it.
  */
 import { join } from 'node:path';
-import type { DeviceListener, DeviceStatus } from '../../src/bridge/status.js';
+import type { PortListener, PortStatus } from '../../src/bridge/status.js';
 import { captureLog } from '../log-capture.js';
 import { FrontendReq } from '../../src/vhost-user/constants.js';
 import { Dispatcher } from '../../src/vhost-user/dispatcher.js';
@@ -22,10 +22,10 @@ export interface Replayed {
   /** Warnings and errors logged during the replay. */
   warnings: string[];
   /** At the first GET_VRING_BASE (the guest powers off): the kernel's attach state per ring, and the status. */
-  beforeStop: { attached: boolean[]; status: DeviceStatus } | null;
+  beforeStop: { attached: boolean[]; status: PortStatus } | null;
 }
 
-export function replayQemuSession(file: string, onEvent?: DeviceListener): Replayed {
+export function replayQemuSession(file: string, onEvent?: PortListener): Replayed {
   const { header, events } = readTrace(join(fixtures, file));
   const meta = header.meta as { features: string; queuePairs: number };
   const port = fakePort({ queuePairs: meta.queuePairs, offered: BigInt(meta.features), onEvent });

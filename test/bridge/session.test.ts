@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import type { VhostUserSession } from '../../src/bridge/session.js';
-import type { DeviceEvent } from '../../src/bridge/status.js';
+import type { PortEvent } from '../../src/bridge/status.js';
 import { bit, maskOf } from '../../src/bits.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
@@ -73,8 +73,8 @@ function asDispatched(session: VhostUserSession): VhostUserSession {
 }
 
 function setup(queuePairs = 2) {
-  const events: DeviceEvent[] = [];
-  const onEvent = (e: DeviceEvent) => events.push(e);
+  const events: PortEvent[] = [];
+  const onEvent = (e: PortEvent) => events.push(e);
   const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent });
   live.push(session);
   return { journal, source: vhostNet, tap, dev: asDispatched(session), events };

@@ -8,19 +8,19 @@ import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventsToFd } from '../../src/bridge/events.js';
-import type { DeviceEvent, DeviceStatus, EventLine } from '../../src/bridge/status.js';
+import type { EventLine, PortEvent, PortStatus } from '../../src/bridge/status.js';
 import { log, portLog } from '../../src/log.js';
 import { captureLog } from '../log-capture.js';
 import { fakePort } from './fake-kernel.js';
 import { QEMU_SESSIONS, replayQemuSession } from './qemu-session.js';
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
-const kinds = (events: DeviceEvent[]) => events.map((e) => e.kind);
+const kinds = (events: PortEvent[]) => events.map((e) => e.kind);
 
 describe('bridge status: after a real QEMU 7.2 session', () => {
-  const events: { event: DeviceEvent; status: DeviceStatus }[] = [];
-  let running: DeviceStatus;
-  let after: DeviceStatus;
+  const events: { event: PortEvent; status: PortStatus }[] = [];
+  let running: PortStatus;
+  let after: PortStatus;
 
   before(() => {
     const r = replayQemuSession(QEMU_SESSIONS[0], (event, status) => events.push({ event, status }));
@@ -84,7 +84,7 @@ describe('bridge status: after a real QEMU 7.2 session', () => {
 
 describe('bridge status: edge cases', () => {
   it('a refused request is an event; RESET_DEVICE stops the rings and says so; ready is an event', () => {
-    const got: DeviceEvent[] = [];
+    const got: PortEvent[] = [];
     const { session } = fakePort({ queuePairs: 1, offered: 0x1_7000_8000n, log: quiet, onEvent: (e) => got.push(e) });
     session.ready();
     session.connected();
@@ -124,7 +124,7 @@ describe('bridge events: --events-fd lines', () => {
 
   it('one parseable JSON line per event, in order, with the port and the status after it', () => {
     const fd = openSync(file, 'w');
-    const seen: DeviceEvent[] = [];
+    const seen: PortEvent[] = [];
     try {
       const toFd = eventsToFd(fd, log);
       replayQemuSession(QEMU_SESSIONS[1], (e, s) => {

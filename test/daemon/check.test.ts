@@ -89,7 +89,7 @@ describe('daemon: serve --check', function () {
       // What a start says: Daemon.start's error, which serve prints after `vhost-bridge serve: `.
       const startLine = (f: string) => {
         try {
-          Daemon.start({ configFile: f, log: quiet, opener: fakeKernel().opener, env: {} }).close();
+          Daemon.start({ configFile: f, log: quiet, partsFor: fakeKernel().partsFor, env: {} }).close();
         } catch (e) {
           return `vhost-bridge serve: ${(e as Error).message}\n`;
         }

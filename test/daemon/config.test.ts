@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ConfigError, loadConfig, parseConfig, parsePort, sameSpec } from '../../src/daemon/config.js';
+import { ConfigError, loadConfig, parseConfig, parsePort, sameConfig } from '../../src/daemon/config.js';
 import { tempDir } from '../fdcount.js';
 
 function errorsOf(doc: unknown): string[] {
@@ -66,8 +66,8 @@ describe('daemon config', () => {
       `ports.f.workerCgroup: ${plain}`,
     ]);
     const a = parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/a' });
-    expect(sameSpec(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/a' }))).to.equal(true);
-    expect(sameSpec(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/b' }))).to.equal(false);
+    expect(sameConfig(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/a' }))).to.equal(true);
+    expect(sameConfig(a, parsePort('p', { tap: 't', workerCgroup: '/sys/fs/cgroup/b' }))).to.equal(false);
   });
 
   it('takes allow-lists of users and groups (names or ids) and memory limits with binary suffixes', () => {
@@ -105,10 +105,10 @@ describe('daemon config', () => {
 
   it('a reload sees an allow-list or a limit as a change, and equal ones as no change', () => {
     const a = parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '1G' });
-    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '1024M' }))).to.equal(true);
-    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0, 1], maxMemory: '1G' }))).to.equal(false);
-    expect(sameSpec(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '2G' }))).to.equal(false);
-    expect(sameSpec(a, parsePort('p', { tap: 't', maxMemory: '1G' }))).to.equal(false);
+    expect(sameConfig(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '1024M' }))).to.equal(true);
+    expect(sameConfig(a, parsePort('p', { tap: 't', allowUsers: [0, 1], maxMemory: '1G' }))).to.equal(false);
+    expect(sameConfig(a, parsePort('p', { tap: 't', allowUsers: [0], maxMemory: '2G' }))).to.equal(false);
+    expect(sameConfig(a, parsePort('p', { tap: 't', maxMemory: '1G' }))).to.equal(false);
   });
 
   it('takes every setting, users and groups by name or id, modes as octal strings', () => {
@@ -246,10 +246,10 @@ describe('daemon config', () => {
     ]);
   });
 
-  it('sameSpec tells a changed port from an unchanged one', () => {
+  it('sameConfig tells a changed port from an unchanged one', () => {
     const a = parsePort('vm1', { tap: 't1', queues: 2 });
-    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 2, role: 'server' }))).to.equal(true);
-    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 1 }))).to.equal(false);
-    expect(sameSpec(a, parsePort('vm1', { tap: 't1', queues: 2, mode: '0660' }))).to.equal(false);
+    expect(sameConfig(a, parsePort('vm1', { tap: 't1', queues: 2, role: 'server' }))).to.equal(true);
+    expect(sameConfig(a, parsePort('vm1', { tap: 't1', queues: 1 }))).to.equal(false);
+    expect(sameConfig(a, parsePort('vm1', { tap: 't1', queues: 2, mode: '0660' }))).to.equal(false);
   });
 });

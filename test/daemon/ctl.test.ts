@@ -75,7 +75,7 @@ describe('daemon: ctl for scripts', function () {
     const kernel = fakeKernel();
     kernel.failing.add('bad');
     write({ control: { path: control }, ports: ports(['good', 'bad']) });
-    daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
+    daemon = Daemon.start({ configFile: config, log: quiet, partsFor: kernel.partsFor, env: {} });
   });
   afterEach(() => {
     daemon.close();

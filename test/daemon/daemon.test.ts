@@ -7,8 +7,9 @@ import { expect } from 'chai';
 import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { diffPorts, PortManager } from '../../src/daemon/manager.js';
+import { Port } from '../../src/port/port.js';
 import { Daemon } from '../../src/daemon/daemon.js';
-import { parsePort, type PortSpec } from '../../src/daemon/config.js';
+import { parsePort, type PortConfig } from '../../src/daemon/config.js';
 import { request, CtlError, formatStatus } from '../../src/daemon/ctl.js';
 import { encodeFrame, decodeBody, FrameReader, MAX_REQUEST } from '../../src/daemon/protocol.js';
 import type { PortReport, PortStats } from '../../src/daemon/report.js';
@@ -49,7 +50,7 @@ function rig(names: string[], opts: { failing?: string[]; log?: Logger } = {}): 
   writeConfig(portsOf(dir, names));
   const kernel = fakeKernel();
   for (const f of opts.failing ?? []) kernel.failing.add(f);
-  const daemon = Daemon.start({ configFile: config, log: opts.log ?? quiet, opener: kernel.opener, env: {} });
+  const daemon = Daemon.start({ configFile: config, log: opts.log ?? quiet, partsFor: kernel.partsFor, env: {} });
   return {
     dir,
     config,
@@ -92,6 +93,41 @@ describe('daemon: many ports in one process', () => {
     expect(mappedRegionCount(), 'guest memory left mapped').to.equal(0);
   });
 
+  it("runs each configured port as the real Port on its parts: the file's settings as its spec, closed at stop", () => {
+    const r = rig(['a', 'b'], {});
+    try {
+      r.writeConfig({
+        ...portsOf(r.dir, ['a']),
+        b: { tap: 'vbt-b', socket: r.sock('b'), queues: 2, mtu: 9000, busyPollUs: 50, maxRegions: 4 },
+      });
+      r.daemon.reload();
+      const a = r.daemon.manager.get('a').port!;
+      const b = r.daemon.manager.get('b').port!;
+      expect(a).to.be.instanceOf(Port);
+      expect(b.spec).to.deep.equal({
+        name: 'b',
+        transport: { mode: 'server', path: r.sock('b'), socketMode: 0o600, uid: null, gid: null, peers: null },
+        backendSocket: { tap: 'vbt-b', create: true },
+        queuePairs: 2,
+        mtu: 9000,
+        busyPollUs: 50,
+        memoryLimit: { bytes: null, regions: 4 },
+        workerCgroup: undefined,
+      });
+      const fake = r.kernel.live('b');
+      expect([b.interfaceName, b.status().port, b.status().rings.length]).to.deep.equal(['vbt-b', 'b', 4]);
+      expect(fake.journal, 'the backend socket was set up as the spec says').to.deep.include.members([
+        { who: 'tap', op: 'setMtu', mtu: 9000 },
+        { who: 'tap', op: 'setQueueEnabled', pair: 1, enabled: false },
+      ]);
+      r.daemon.manager.remove('b');
+      expect(fake.closed, 'the port closed its backend socket').to.equal(true);
+      expect(r.kernel.live('a').closed).to.equal(false);
+    } finally {
+      done(r);
+    }
+  });
+
   const twentyPorts =
     'serves 20 ports at once: each front-end completes its set-up and both its rings are attached to its own tap';
   it(twentyPorts, async function () {
@@ -132,7 +168,7 @@ describe('daemon: many ports in one process', () => {
       expect(st.device?.memory.regions).to.deep.equal([
         { guestAddr: '0x0', size: '0x100000', userAddr: st.device?.memory.regions[0].userAddr },
       ]);
-      expect(st.tap?.name).to.equal(r.kernel.live('vm7').spec.tap);
+      expect(st.tap?.name).to.equal(r.kernel.live('vm7').config.tap);
       expect(st.uptimeMs).to.be.a('number');
       for (const f of fes) f.close();
     } finally {
@@ -173,7 +209,7 @@ describe('daemon: many ports in one process', () => {
       expect(dp, 'the datapath line: socket, busy poll asked and read back per ring, zero-copy tx').to.match(
         /^ {2}datapath {3}vhost-net on tap \S+, busy poll off \(kernel: 0 0\), zero-copy tx (on|off|unknown .*)$/,
       );
-      const session = r.kernel.live('a').session;
+      const session = r.daemon.manager.get('a').port!;
       const left = new Promise<void>((res) => {
         const off = session.onEvent((e) => {
           if (e.kind !== 'disconnected') return;
@@ -278,7 +314,7 @@ describe('daemon: many ports in one process', () => {
     try {
       const keep = await handshake(r.sock('keep'));
       const keepPort = r.kernel.live('keep');
-      const before = r.daemon.manager.get('keep').unit;
+      const before = r.daemon.manager.get('keep').port;
       r.writeConfig({
         ...portsOf(r.dir, ['keep', 'change']),
         change: { tap: 'other', socket: r.sock('change'), queues: 2 },
@@ -292,12 +328,12 @@ describe('daemon: many ports in one process', () => {
         unchanged: ['keep'],
         failed: [],
       });
-      expect(r.daemon.manager.get('keep').unit).to.equal(before);
+      expect(r.daemon.manager.get('keep').port).to.equal(before);
       expect(r.kernel.live('keep')).to.equal(keepPort);
       expect(attachedRings(keepPort)).to.deep.equal([0, 1]);
       expect(await keep.fe.silent(20)).to.equal(true);
-      expect(r.kernel.live('change').spec.queues).to.equal(2);
-      expect(r.kernel.opened.map((p) => p.spec.name)).to.deep.equal(['keep', 'drop', 'change', 'change', 'fresh']);
+      expect(r.kernel.live('change').config.queues).to.equal(2);
+      expect(r.kernel.opened.map((p) => p.config.name)).to.deep.equal(['keep', 'drop', 'change', 'change', 'fresh']);
       (await handshake(r.sock('fresh'))).close();
       // An invalid file changes nothing.
       writeFileSync(r.config, '{"ports": {"keep": {"tap": "t", "queues": 0}}}');
@@ -474,9 +510,9 @@ describe('daemon: the control socket', () => {
   it('the control socket is refused to a second daemon while the first runs', () => {
     const r = rig(['a']);
     try {
-      expect(() => Daemon.start({ configFile: r.config, log: quiet, opener: fakeKernel().opener, env: {} })).to.throw(
-        /control socket .*control\.sock: another process is listening/,
-      );
+      expect(() =>
+        Daemon.start({ configFile: r.config, log: quiet, partsFor: fakeKernel().partsFor, env: {} }),
+      ).to.throw(/control socket .*control\.sock: another process is listening/);
     } finally {
       done(r);
     }
@@ -484,7 +520,7 @@ describe('daemon: the control socket', () => {
 });
 
 describe('daemon: the port manager', () => {
-  const spec = (name: string, over: Record<string, unknown> = {}): PortSpec =>
+  const spec = (name: string, over: Record<string, unknown> = {}): PortConfig =>
     parsePort(name, { tap: `t${name}`, socket: `/x/${name}.sock`, ...over });
 
   const diffPortsSorts =
@@ -492,10 +528,10 @@ describe('daemon: the port manager', () => {
     "the file's)";
   it(diffPortsSorts, () => {
     const running = new Map([
-      ['same', { spec: spec('same'), origin: 'config' as const }],
-      ['gone', { spec: spec('gone'), origin: 'config' as const }],
-      ['edit', { spec: spec('edit'), origin: 'config' as const }],
-      ['live', { spec: spec('live'), origin: 'control' as const }],
+      ['same', { config: spec('same'), origin: 'config' as const }],
+      ['gone', { config: spec('gone'), origin: 'config' as const }],
+      ['edit', { config: spec('edit'), origin: 'config' as const }],
+      ['live', { config: spec('live'), origin: 'control' as const }],
     ]);
     const next = new Map([
       ['same', spec('same')],
@@ -513,28 +549,23 @@ describe('daemon: the port manager', () => {
   it("guards every call into a port: an exception is logged with the port's name and resets it", () => {
     const cap = captureLog('error');
     const drops: string[] = [];
+    const dir = tempDir('vb-guard-');
     try {
-      const m = new PortManager({
-        log,
-        opener: (s) => ({
-          tapName: s.tap,
-          frontEndFd: () => null,
-          workers: () => [],
-          dropFrontEnd: (why) => drops.push(`${s.name}: ${why}`),
-          status: () => {
-            throw new Error('boom');
-          },
-          close: () => {},
-        }),
-      });
-      const p = m.add(spec('a'));
-      expect(m.guard(p, 'status', () => p.unit!.status())).to.equal(undefined);
+      const m = new PortManager({ log, partsFor: fakeKernel().partsFor });
+      const p = m.add(spec('a', { socket: join(dir, 'a.sock') }));
+      const port = p.port!;
+      port.dropFrontEnd = (why) => drops.push(`${p.name}: ${why}`);
+      port.status = () => {
+        throw new Error('boom');
+      };
+      expect(m.guard(p, 'status', () => p.port!.status())).to.equal(undefined);
       expect(cap.texts('error')[0]).to.match(/^ERROR a: status: Error: boom/);
       expect(drops).to.deep.equal(['a: internal error in status']);
       expect(p.resets).to.equal(1);
       m.close();
     } finally {
       cap.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,30 +1,26 @@
 /**
- * Ports for the daemon's unit tests: the real vhost-user transport and bridge device, on the
- * recording fake kernel of test/bridge (vhost-net fds and a tap that journal every call), so many
- * ports with synthetic front-ends run on a machine without /dev/vhost-net.
+ * The daemon's unit tests on the recording fake kernel: every port the daemon starts is the real
+ * {@link Port} (transport, session, datapath) built on test/port's recording parts, so many ports
+ * with synthetic front-ends run on a machine without /dev/vhost-net.
  */
-import { VhostUserSession } from '../../src/bridge/session.js';
-import { VhostNetDatapath } from '../../src/bridge/vhost-net-datapath.js';
-import type { PortSpec } from '../../src/daemon/config.js';
-import { type OpenContext, type PortOpener, type PortUnit, transportOf } from '../../src/daemon/port.js';
-import { portLog } from '../../src/log.js';
-import { VhostUserClient, VhostUserServer } from '../../src/vhost-user/transport.js';
-import { type Call, FakeTap, FakeVhostNetProvider, LAB_KERNEL_FEATURES } from '../bridge/fake-kernel.js';
-import { NET_FEATURES } from '../vhost-user/fixtures.js';
+import type { PortConfig } from '../../src/daemon/config.js';
+import type { PartsFor } from '../../src/daemon/manager.js';
+import type { Call, FakeVhostNetProvider } from '../bridge/fake-kernel.js';
+import { recordingKernel, type RecordingKernel } from '../port/fake-parts.js';
 
-/** One fake port: its kernel journal and the device, for assertions. */
+/** One start of a port: its configuration and the recording kernel it runs on, for assertions. */
 export interface FakePort {
-  spec: PortSpec;
+  config: PortConfig;
+  kernel: RecordingKernel;
   journal: Call[];
   source: FakeVhostNetProvider;
-  session: VhostUserSession;
-  unit: PortUnit;
-  closed: boolean;
+  /** The port closed its backend socket: it was stopped. */
+  readonly closed: boolean;
 }
 
 export interface FakeKernel {
-  opener: PortOpener;
-  /** Every port opened, in order (a restarted port appears again). */
+  partsFor: PartsFor;
+  /** Every port started, in order (a restarted port appears again). */
   opened: FakePort[];
   /** The live port of a name. */
   live(name: string): FakePort;
@@ -35,61 +31,29 @@ export interface FakeKernel {
 export function fakeKernel(): FakeKernel {
   const opened: FakePort[] = [];
   const failing = new Set<string>();
-  const opener: PortOpener = (spec: PortSpec, ctx: OpenContext) => {
-    if (failing.has(spec.name)) throw new Error(`tap ${spec.tap}: ENODEV: no such tap (test)`);
-    const journal: Call[] = [];
-    const source = new FakeVhostNetProvider(journal);
-    const tap = new FakeTap(journal);
-    Object.defineProperty(tap, 'name', { value: spec.tap });
-    const log = portLog(ctx.log, spec.name);
-    const datapath = new VhostNetDatapath({
-      queuePairs: spec.queues,
-      offered: NET_FEATURES,
-      vhostNetFeatures: LAB_KERNEL_FEATURES,
-      vhostNet: source,
-      socket: tap,
-      maxMemSlots: 64,
-      log,
-    });
-    const memoryLimit = { bytes: spec.maxMemory, regions: spec.maxRegions };
-    const device = new VhostUserSession({ port: spec.name, datapath, log, memoryLimit });
-    const t = transportOf(spec, ctx.listenFd);
-    const opts = { log, peers: t.peers };
-    const transport =
-      t.mode === 'server'
-        ? VhostUserServer.listen(t.path, device, { ...opts, mode: t.socketMode, uid: t.uid, gid: t.gid })
-        : t.mode === 'fd'
-          ? VhostUserServer.fromFd(t.fd, device, opts)
-          : VhostUserClient.connect(t.path, device, { ...opts, retryInitialMs: 10, retryMaxMs: 50 });
-    transport.on('connection', () => device.connected());
-    transport.on('refused', (r) => device.peerRefused(r.peer, r.rule));
-    const port: FakePort = {
-      spec,
-      journal,
-      source,
-      session: device,
-      closed: false,
-      unit: {
-        tapName: spec.tap,
-        status: () => device.status(),
-        frontEndFd: () => transport.connection?.fd ?? null,
-        workers: () => datapath.workers(),
-        dropFrontEnd: (why) => transport.connection?.close(why),
-        close: () => {
-          port.closed = true;
-          transport.close();
+  const partsFor: PartsFor = (config, log) => {
+    const failSocket = failing.has(config.name)
+      ? new Error(`tap ${config.tap}: ENODEV: no such tap (test)`)
+      : undefined;
+    const kernel = recordingKernel(log, { failSocket });
+    if (!failSocket)
+      opened.push({
+        config,
+        kernel,
+        journal: kernel.journal,
+        source: kernel.vhostNet,
+        get closed() {
+          return kernel.socket?.closed ?? false;
         },
-      },
-    };
-    opened.push(port);
-    return port.unit;
+      });
+    return kernel.parts;
   };
   return {
-    opener,
+    partsFor,
     opened,
     failing,
     live: (name) => {
-      const p = opened.filter((x) => x.spec.name === name && !x.closed).at(-1);
+      const p = opened.filter((x) => x.config.name === name && x.kernel.socket && !x.closed).at(-1);
       if (!p) throw new Error(`no live port ${name}`);
       return p;
     },

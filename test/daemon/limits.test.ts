@@ -40,11 +40,11 @@ describe("daemon: a port's memory limits", () => {
       }),
     );
     const kernel = fakeKernel();
-    const daemon = Daemon.start({ configFile: config, log: { ...log, info() {} }, opener: kernel.opener, env: {} });
+    const daemon = Daemon.start({ configFile: config, log: { ...log, info() {} }, partsFor: kernel.partsFor, env: {} });
     try {
       // The synthetic front-end's 1 MiB table is at the limit: served.
       const hs = await handshake(join(dir, 'small.sock'));
-      const session = kernel.live('small').session;
+      const session = daemon.manager.get('small').port!;
       const before = { regions: mappedRegionCount(), maps: mapsLines(), table: session.status().memory.regions };
       cap = captureLog('warn');
 

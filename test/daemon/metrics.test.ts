@@ -66,7 +66,7 @@ describe('daemon: metrics and JSON logs', () => {
     );
     const kernel = fakeKernel();
     kernel.failing.add('bad');
-    const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
+    const daemon = Daemon.start({ configFile: config, log: quiet, partsFor: kernel.partsFor, env: {} });
     const sock = join(dir, 'metrics.sock');
     const metrics = await MetricsServer.listen(
       sock,
@@ -125,7 +125,7 @@ describe('daemon: metrics and JSON logs', () => {
     );
     const kernel = fakeKernel();
     kernel.failing.add('bad');
-    const daemon = Daemon.start({ configFile: config, log: quiet, opener: kernel.opener, env: {} });
+    const daemon = Daemon.start({ configFile: config, log: quiet, partsFor: kernel.partsFor, env: {} });
     const sock = join(dir, 'metrics.sock');
     const metrics = await MetricsServer.listen(sock, null, quiet);
     const idle: Socket[] = [];

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { chmodSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DeviceEvent } from '../../src/bridge/status.js';
+import type { PortEvent } from '../../src/bridge/status.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { request } from '../../src/daemon/ctl.js';
 import type { PortReport } from '../../src/daemon/report.js';
@@ -16,7 +16,7 @@ import { openFdCount, tempDir } from '../fdcount.js';
 import { handshake } from '../../lab/frontend/handshake.js';
 import { connectAsNobody, NOBODY } from '../../lab/as-user.js';
 import { fakeKernel } from './fake-port.js';
-import { ensureSocketDir, SOCKET_DIR_MODE } from '../../src/daemon/port.js';
+import { ensureSocketDir, SOCKET_DIR_MODE } from '../../src/daemon/socket-dir.js';
 
 const root = process.getuid?.() === 0;
 
@@ -54,9 +54,9 @@ describe('peer credentials: allow-lists checked on accept', function () {
     );
     const kernel = fakeKernel();
     cap = captureLog('info');
-    const daemon = Daemon.start({ configFile: config, log, opener: kernel.opener, env: {} });
-    const events: DeviceEvent[] = [];
-    kernel.live('guarded').session.onEvent((e) => events.push(e));
+    const daemon = Daemon.start({ configFile: config, log, partsFor: kernel.partsFor, env: {} });
+    const events: PortEvent[] = [];
+    daemon.manager.get('guarded').port!.onEvent((e) => events.push(e));
     try {
       const fds = openFdCount();
       const seen = await connectAsNobody(join(dir, 'guarded.sock'));
@@ -69,7 +69,7 @@ describe('peer credentials: allow-lists checked on accept', function () {
           'is not allowed (allowed: users 0; groups none); closed before any message was read',
       );
       const guarded = kernel.live('guarded');
-      expect(guarded.session.status().sessions, 'no session began').to.equal(0);
+      expect(daemon.manager.get('guarded').port!.status().sessions, 'no session began').to.equal(0);
       expect(guarded.journal, 'the kernel side was not touched').to.deep.equal([]);
       expect(events).to.deep.equal([
         {
@@ -87,9 +87,9 @@ describe('peer credentials: allow-lists checked on accept', function () {
       // The port's own front-end (root) sets up both rings.
       const fe = await handshake(join(dir, 'guarded.sock'));
       expect(
-        kernel
-          .live('guarded')
-          .session.status()
+        daemon.manager
+          .get('guarded')
+          .port!.status()
           .rings.map((r) => r.started),
       ).to.deep.equal([true, true]);
       fe.close();
@@ -108,7 +108,7 @@ describe('peer credentials: allow-lists checked on accept', function () {
     const control = join(dir, 'control.sock');
     writeFileSync(config, JSON.stringify({ control: { path: control, mode: '0666', allowUsers: [0] }, ports: {} }));
     cap = captureLog('info');
-    const daemon = Daemon.start({ configFile: config, log, opener: fakeKernel().opener, env: {} });
+    const daemon = Daemon.start({ configFile: config, log, partsFor: fakeKernel().partsFor, env: {} });
     try {
       const seen = await connectAsNobody(control);
       expect(seen).to.include({ got: 0, hungUp: true });

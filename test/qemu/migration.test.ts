@@ -2,7 +2,7 @@
  * Live migration end to end (docs/migration.md): an L3 guest moves between two QEMU 7.2 processes,
  * each behind its own one-port vhost-bridge, whose taps are ports of one Linux bridge in L2 (as on a
  * real host). Two migrations in one body:
- *  1. A -> B with the kernel's dirty log withheld on A (the test-only VB_TEST_WITHHOLD_DIRTY_LOG):
+ *  1. A -> B with the kernel's dirty log withheld on A (the test-only lab/withheld-log-bridge.ts):
  *     under a UDP flood, the destination's RAM differs from the source's: the compare can fail.
  *  2. B -> A' (a fresh bridge on tap A): under the UDP flood and a TCP stream of known data, the
  *     RAMs are equal page by page, the stream's checksum in the guest is the sender's, a 50 ms ping
@@ -14,7 +14,7 @@
  * Runs inside L2 only: scripts/lab/run -- node_modules/.bin/mocha --no-config dist/test/qemu/migration.test.js
  */
 import { expect } from 'chai';
-import { BRIDGE_COMMAND, BridgeProcess, EVENTS_ARGS } from '../../lab/bridge-process.js';
+import { BridgeProcess, EVENTS_ARGS, WITHHELD_LOG_BRIDGE_COMMAND } from '../../lab/bridge-process.js';
 import { Guest, TRAFFIC_MIN_BYTES, type GuestBootOptions } from '../../lab/guest.js';
 import {
   comparePages,
@@ -112,7 +112,7 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
     if (inLab()) removeHostBridge(BR, [TAP_A, TAP_B, TAP_MA, TAP_MB]);
   });
 
-  /** A one-port bridge on `tap`; `withholdDirtyLog` sets the test-only switch in its environment. */
+  /** A one-port bridge on `tap`; `withholdDirtyLog`: the test-only bridge whose kernel gets no dirty log. */
   async function startBridge(name: string, tap: string, withholdDirtyLog = false, queues = 1): Promise<BridgeProcess> {
     // Each bridge records its sessions (a real QEMU's migration, for test/fixtures: test/bridge/migration.test.ts).
     const args = [
@@ -130,7 +130,7 @@ describe('live migration: a guest moves between two QEMUs behind vhost-bridge (l
         ? {
             name: `mig-${name}`,
             command: 'env',
-            args: ['VB_TEST_WITHHOLD_DIRTY_LOG=1', ...BRIDGE_COMMAND, ...args, ...EVENTS_ARGS],
+            args: ['VB_TEST_WITHHOLD_DIRTY_LOG=1', ...WITHHELD_LOG_BRIDGE_COMMAND, ...args, ...EVENTS_ARGS],
           }
         : { name: `mig-${name}`, args },
     );

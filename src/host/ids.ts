@@ -1,5 +1,6 @@
 /**
- * Users and groups by name or id, for socket owners and groups in the daemon's configuration.
+ * Users and groups by name or id: socket owners, groups and allow-lists of both modes (the one-port
+ * --allow-users, the daemon's configuration, serve --user).
  * Node has no getpwnam(3): names are looked up in /etc/passwd and /etc/group (files only, no NSS;
  * a user from LDAP or systemd-userdb is given by its numeric id instead).
  */
