@@ -55,9 +55,7 @@ module.exports = {
       comment: 'the daemon and the one-port mode stand side by side: neither imports the other',
       severity: 'error',
       from: { path: at('src/one-port(\\.js$|/)') },
-      // src/one-port.ts takes parseSize, the user and group ids and socket activation from src/daemon/:
-      // those are the host helpers that src/host/ is for, and this exception goes when they move there.
-      to: { path: at('src/daemon/'), pathNot: at('src/daemon/(config|ids|activation)\\.js$') },
+      to: { path: at('src/daemon/') },
     },
     {
       name: 'leaves-import-only-leaves',
