@@ -18,6 +18,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chBinary } from './cloud-hypervisor.js';
@@ -41,6 +42,7 @@ export {
   type GuestNet,
   L3_DEFAULTS,
   labTuning,
+  type Vmm,
 } from './guest/options.js';
 export { qemuOptValue } from './guest/qemu-args.js';
 export {
@@ -121,6 +123,8 @@ export class Guest {
   private initAt = 0;
   private readyAt = 0;
   private readonly lines = new LineSplitter();
+  /** where commands go: the VMM's stdin, or its console socket once connected */
+  private consoleIn: NodeJS.WritableStream | null = null;
   private readonly tail: string[] = [];
   private readonly waiters = new Set<Waiter>();
   private logFd: number | null = null;
@@ -194,20 +198,55 @@ export class Guest {
 
   // ---------------------------------------------------------------- the VMM
 
-  /** The VMM's binary and arguments of one boot attempt. */
-  private command(hang: boolean): { bin: string; args: string[] } {
+  /**
+   * The VMM's binary and arguments of one boot attempt, and the console socket if the console is not
+   * its stdio (cloud-hypervisor reads its serial's input from stdin only when stdin is a terminal:
+   * vmm/src/serial_manager.rs; its `--serial socket=` serves any client).
+   */
+  private command(hang: boolean): { bin: string; args: string[]; consoleSocket?: string } {
     const o = this.opts;
     if (o.console) return { bin: o.console.command, args: [...o.console.args] };
     if (o.vmm === 'cloud-hypervisor') {
       const log = `${o.logFile ?? path.join(os.tmpdir(), `vbg-${this.name}`)}.ch.log`;
-      return { bin: chBinary(), args: chArgs(o, this.files, this.mac, hang, log) };
+      const consoleSocket = path.join(os.tmpdir(), `vbg-${process.pid}-${++qmpSeq}.console`);
+      fs.rmSync(consoleSocket, { force: true });
+      return { bin: chBinary(), args: chArgs(o, this.files, this.mac, hang, log, consoleSocket), consoleSocket };
     }
     return { bin: o.qemuBinary ?? 'qemu-system-x86_64', args: qemuArgs(o, this.files, this.name, this.mac, hang) };
   }
 
+  /** Connects to the VMM's console socket (retrying while the VMM starts); its lines feed the guest. */
+  private attachConsoleSocket(child: ChildProcessWithoutNullStreams, sock: string): void {
+    const until = Date.now() + 30_000;
+    const tryConnect = (): void => {
+      if (this.child !== child || this.exitInfo !== null) return;
+      const c = net.connect(sock);
+      c.setEncoding('utf8');
+      c.once('connect', () => {
+        this.consoleIn = c;
+        c.on('data', (d: string) => {
+          if (this.child === child) this.feed(d);
+        });
+        child.once('exit', () => {
+          c.destroy();
+          fs.rmSync(sock, { force: true });
+        });
+      });
+      c.once('error', (e: Error) => {
+        c.destroy();
+        if (this.consoleIn === c) return;
+        if (Date.now() > until) this.record(`[harness] no console on ${sock}: ${e.message}`);
+        else setTimeout(tryConnect, 50);
+      });
+    };
+    tryConnect();
+  }
+
   private start(attempt: number): void {
     const hang = attempt <= (this.opts.simulateHangAttempts ?? 0);
-    let { bin, args } = this.command(hang);
+    const cmd = this.command(hang);
+    let { bin } = cmd;
+    const { args } = cmd;
     // taskset execs the VMM, so the pid is the VMM's and every thread it starts inherits the CPU list.
     if (L3_DEFAULTS.l2Cpus && !this.opts.console) {
       args.unshift('-c', L3_DEFAULTS.l2Cpus, bin);
@@ -238,7 +277,9 @@ export class Guest {
     }
     this.child = child;
     this.pid = child.pid ?? 0;
+    this.consoleIn = cmd.consoleSocket ? null : child.stdin;
     track(child);
+    if (cmd.consoleSocket) this.attachConsoleSocket(child, cmd.consoleSocket);
     if (qmpPath) this.watchResets(child, qmpPath);
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (s: string) => {
@@ -378,7 +419,8 @@ export class Guest {
 
   private write(s: string): void {
     if (!this.running || !this.child) throw this.fail(`${this.vmm} is not running (${this.exitInfo ?? 'not started'})`);
-    this.child.stdin.write(s);
+    if (!this.consoleIn) throw this.fail(`${this.vmm}'s console is not connected`);
+    this.consoleIn.write(s);
   }
 
   private async bootWithRetry(): Promise<void> {

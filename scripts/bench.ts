@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { findChBinary } from '../lab/cloud-hypervisor.js';
 import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
 import {
   DEFAULT_PRECISION,
@@ -64,8 +65,9 @@ const cli = new Command()
   .option(
     '--configs <list>',
     `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X, ` +
-      'bridge-zc1 with bridge-zc0: vhost_net reloaded with experimental_zcopytx=1 / 0 for the run; the default ' +
-      'set leaves out -poll, -mq2, -macvtap and -zc*)',
+      'bridge-zc1 with bridge-zc0: vhost_net reloaded with experimental_zcopytx=1 / 0 for the run; ch-bridge ' +
+      "(cloud-hypervisor + vhost-bridge) with ch-tap (cloud-hypervisor's own virtio-net on a tap); the default " +
+      'set leaves out -poll, -mq2, -macvtap, -zc* and ch-*)',
     DEFAULT_CONFIGS.join(','),
   )
   .option(
@@ -154,6 +156,12 @@ function labRun(): { raw: RawResults; work: string } {
       'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup ' +
         '--bench   or leave it out with --configs bridge,vhost-on,vhost-off',
     );
+    process.exit(2);
+  }
+
+  const ch = findChBinary();
+  if (configs.some((c) => c.startsWith('ch-')) && 'why' in ch) {
+    console.error(`bench: no cloud-hypervisor for ch-bridge/ch-tap: ${ch.why}`);
     process.exit(2);
   }
 

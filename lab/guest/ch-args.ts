@@ -1,7 +1,8 @@
 /**
  * cloud-hypervisor's command line for a lab guest: the same PVH vmlinux, initramfs and kernel command
  * line as QEMU's (lab/guest/qemu-args.ts), guest RAM shared (`shared=on`: a vhost-user back-end maps
- * it), the serial console on stdio. The form is the kit's README.txt (../shared/cloud-hypervisor).
+ * it), the serial console on a unix socket the harness connects to. The form is the kit's README.txt
+ * (../shared/cloud-hypervisor).
  * cloud-hypervisor's `num_queues` counts virtqueues (2 per queue pair); the lab's `queues` counts pairs.
  */
 import type { LabFiles } from './files.js';
@@ -9,7 +10,14 @@ import type { GuestBootOptions } from './options.js';
 import { kernelCmdline } from './qemu-args.js';
 
 /** cloud-hypervisor's arguments; throws on what it has no equivalent for. */
-export function chArgs(o: GuestBootOptions, files: LabFiles, mac: string, hang: boolean, logFile: string): string[] {
+export function chArgs(
+  o: GuestBootOptions,
+  files: LabFiles,
+  mac: string,
+  hang: boolean,
+  logFile: string,
+  consoleSocket: string,
+): string[] {
   const n = o.net;
   const refused = [
     o.accel && o.accel !== 'kvm' ? 'accel (cloud-hypervisor runs on KVM only)' : '',
@@ -45,7 +53,7 @@ export function chArgs(o: GuestBootOptions, files: LabFiles, mac: string, hang: 
     '--net',
     net,
     '--serial',
-    'tty',
+    `socket=${consoleSocket}`,
     '--console',
     'off',
     '--log-file',

@@ -92,7 +92,7 @@ describe('cloud-hypervisor through the one-port bridge', function () {
       logFile: `${xchg}/guest-ch-bridge.log`,
     });
     console.log(
-      `      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (cloud-hypervisor pid ${guest.pid}, bridge pid ${bridge.pid})`,
+      `      guest up in ${(guest.bootMs / 1000).toFixed(1)} s (CH pid ${guest.pid}, bridge pid ${bridge.pid})`,
     );
   });
 
