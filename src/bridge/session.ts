@@ -257,8 +257,14 @@ export class VhostUserSession implements VhostUserBackend {
     this.log.debug(`SET_PROTOCOL_FEATURES: ${hex(features)}`);
   }
 
+  /**
+   * GET_QUEUE_NUM: the virtqueues (two per queue pair), as vhost-user.rst "Multiple queue support"
+   * counts them. cloud-hypervisor compares its virtqueue count with it; QEMU and DPDK read pairs,
+   * for which it is a loose bound, and a pair beyond the port is refused by ring index
+   * (docs/frontends.md).
+   */
   getQueueNum(): bigint {
-    return BigInt(this.datapath.queuePairs);
+    return BigInt(2 * this.datapath.queuePairs);
   }
 
   // ---- Session --------------------------------------------------------------------------------

@@ -13,9 +13,14 @@
  *   accepts from the guest (always everything: the stack segments in software if it must) and what
  *   it may hand to the guest (TUNSETOFFLOAD). vhost-net never sees them.
  * - the BRIDGE implements the vhost-user side (PROTOCOL_FEATURES, SET_LOG_BASE, NET_SET_MTU).
+ * - the FRONT-END's device owns the control queue (CTRL_VQ) and what is driven over it
+ *   (GUEST_ANNOUNCE, the MQ pair count): offered so that a front-end which shows the guest the
+ *   back-end's word (cloud-hypervisor) keeps its own control queue; docs/frontends.md.
+ * Every word offered obeys the virtio spec's feature dependencies ({@link SPEC_REQUIRES}, virtio 1.2
+ * 5.1.3.1): offeredToFrontEnd refuses to build one that does not.
  */
 import { has, maskOf } from '../bits.js';
-import { VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../virtio.js';
+import { FEATURE_NAMES, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F, VIRTIO_NET_F } from '../virtio.js';
 import { TUN_F } from './ioctls.js';
 
 /** What decides the offer. */
@@ -137,13 +142,13 @@ export const OFFER_RULES: readonly OfferRule[] = [
   {
     bit: VIRTIO_NET_F.HOST_UFO,
     party: 'tap',
-    when: tapHas(TUN_F.UFO),
+    when: (i) => i.vnetHdr && tapHas(TUN_F.UFO)(i),
     why: 'UFO packets from the guest: only if the tap also accepts TUN_F_UFO, as QEMU decides (peer_has_ufo)',
   },
   {
     bit: VIRTIO_NET_F.HOST_USO,
     party: 'tap',
-    when: tapHas(TUN_F.USO4 | TUN_F.USO6),
+    when: (i) => i.vnetHdr && tapHas(TUN_F.USO4 | TUN_F.USO6)(i),
     why:
       'UDP segmentation from the guest: only if the tap accepts TUN_F_USO4|USO6 (Linux 6.2+), as QEMU decides ' +
       '(peer_has_uso)',
@@ -172,8 +177,8 @@ export const OFFER_RULES: readonly OfferRule[] = [
   {
     bit: VIRTIO_NET_F.GUEST_ECN,
     party: 'tap',
-    when: tapHas(TUN_F.CSUM | TUN_F.TSO_ECN),
-    why: 'the guest accepts TSO packets with ECN: TUN_F_TSO_ECN',
+    when: (i) => tapHas(TUN_F.CSUM | TUN_F.TSO_ECN)(i) && (tapHas(TUN_F.TSO4)(i) || tapHas(TUN_F.TSO6)(i)),
+    why: 'the guest accepts TSO packets with ECN: TUN_F_TSO_ECN (with TSO4 or TSO6, as tun.c and the spec require)',
   },
   {
     bit: VIRTIO_NET_F.GUEST_UFO,
@@ -194,21 +199,38 @@ export const OFFER_RULES: readonly OfferRule[] = [
     why: 'the guest accepts UDPv6 segmentation: TUN_F_USO6 (Linux 6.2+)',
   },
 
-  // Device-level bits the front-end's device implements but gates on the back-end's word
-  // (QEMU 7.2 hw/net/vhost_net.c user_feature_bits masks them with GET_FEATURES).
+  // Device-level bits the front-end's device implements. Two kinds of front-end read them
+  // (docs/frontends.md): QEMU masks the offer with its user_feature_bits list (GUEST_ANNOUNCE and MQ
+  // are in it, CTRL_VQ is not: QEMU's own control queue is always there); cloud-hypervisor shows the
+  // guest the offer (masked with its own list, which has CTRL_VQ) and runs a control queue only when
+  // the offer has CTRL_VQ. DPDK virtio-user adds CTRL_VQ itself when it has a control queue and drops
+  // the dependent bits when not. So the offer carries CTRL_VQ whenever it carries a bit that needs it.
+  {
+    bit: VIRTIO_NET_F.CTRL_VQ,
+    party: 'front-end',
+    when: always,
+    why:
+      "the control queue is the front-end's: QEMU and cloud-hypervisor run it in the VMM, vhost-net never sees " +
+      'it (a queue beyond the data rings; the bit never reaches VHOST_SET_FEATURES). Offered because GUEST_ANNOUNCE ' +
+      'and MQ require it (virtio 1.2 5.1.3.1): a front-end that passes the offer to the guest (cloud-hypervisor) ' +
+      'would otherwise show an invalid device, which Linux refuses ("advertises feature GUEST_ANNOUNCE but not ' +
+      'CTRL_VQ"); QEMU ignores the bit (not in user_feature_bits)',
+  },
   {
     bit: VIRTIO_NET_F.MQ,
     party: 'tap',
     when: (i) => i.queuePairs > 1,
-    why: 'several queue pairs: one vhost-net fd and one IFF_MULTI_QUEUE tap queue each (DPDK adds MQ the same way)',
+    why:
+      'several queue pairs: one vhost-net fd and one IFF_MULTI_QUEUE tap queue each; the guest picks how many ' +
+      "with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET on the front-end's control queue (DPDK adds MQ the same way)",
   },
   {
     bit: VIRTIO_NET_F.GUEST_ANNOUNCE,
     party: 'front-end',
     when: always,
     why:
-      'after migration the guest announces itself (QEMU drives it over its own control queue); without it QEMU ' +
-      'sends SEND_RARP and the bridge would have to forge the frame',
+      'after migration the guest announces itself (the front-end drives it over its own control queue); without ' +
+      'it QEMU sends SEND_RARP and the bridge would have to forge the frame',
   },
 
   // vhost-user bits the bridge implements.
@@ -259,11 +281,25 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
     why: 'the front-end device owns the config space (MAC); QEMU 7.2 does not ask the back-end',
   },
   { bit: VIRTIO_NET_F.STATUS, why: 'the front-end device owns the link status; QEMU 7.2 does not ask the back-end' },
-  { bit: VIRTIO_NET_F.CTRL_VQ, why: 'the front-end runs the control queue itself (QEMU does for vhost-user)' },
-  { bit: VIRTIO_NET_F.CTRL_RX, why: "control queue: the front-end's" },
-  { bit: VIRTIO_NET_F.CTRL_VLAN, why: "control queue: the front-end's" },
-  { bit: VIRTIO_NET_F.CTRL_RX_EXTRA, why: "control queue: the front-end's" },
-  { bit: VIRTIO_NET_F.CTRL_MAC_ADDR, why: "control queue: the front-end's" },
+  {
+    bit: VIRTIO_NET_F.CTRL_RX,
+    why:
+      "receive filtering (promiscuous, all-multicast) over the front-end's control queue: no vhost-user message " +
+      'carries it to the bridge, so a front-end passing the offer through could only pretend; QEMU offers it on its ' +
+      'own (not in user_feature_bits)',
+  },
+  {
+    bit: VIRTIO_NET_F.CTRL_VLAN,
+    why: "VLAN filtering over the front-end's control queue: the tap cannot be told (as CTRL_RX); QEMU's own",
+  },
+  {
+    bit: VIRTIO_NET_F.CTRL_RX_EXTRA,
+    why: "extra receive modes over the front-end's control queue: the tap cannot be told (as CTRL_RX); QEMU's own",
+  },
+  {
+    bit: VIRTIO_NET_F.CTRL_MAC_ADDR,
+    why: "setting the MAC over the front-end's control queue: the front-end owns the config space; QEMU's own",
+  },
   {
     bit: VIRTIO_NET_F.CTRL_GUEST_OFFLOADS,
     why:
@@ -277,6 +313,46 @@ export const NOT_OFFERED: readonly { readonly bit: number; readonly why: string 
   { bit: VIRTIO_NET_F.STANDBY, why: 'failover is a front-end/management matter' },
   { bit: VIRTIO_NET_F.SPEED_DUPLEX, why: "config space: the front-end's" },
 ];
+
+/**
+ * The virtio-net feature dependencies (virtio 1.2 5.1.3.1 "Feature bit requirements"; GUEST_USO4/6
+ * and VQ_NOTF_COAL came with 1.3 in the same list): `bit` may only be offered with at least one of
+ * `needs`. Written once: offeredToFrontEnd checks every word against it, and the unit tests check
+ * what each front-end makes of the word (test/vhost-kernel/frontends.test.ts). The spec's bits that
+ * src/virtio.ts does not name (NOTF_COAL 53, VQ_NOTF_COAL 52, HASH_TUNNEL 51, RSS_CONTEXT 64) are
+ * never offered, so they need no row.
+ */
+export const SPEC_REQUIRES: readonly { readonly bit: number; readonly needs: readonly number[] }[] = [
+  { bit: VIRTIO_NET_F.GUEST_TSO4, needs: [VIRTIO_NET_F.GUEST_CSUM] },
+  { bit: VIRTIO_NET_F.GUEST_TSO6, needs: [VIRTIO_NET_F.GUEST_CSUM] },
+  { bit: VIRTIO_NET_F.GUEST_ECN, needs: [VIRTIO_NET_F.GUEST_TSO4, VIRTIO_NET_F.GUEST_TSO6] },
+  { bit: VIRTIO_NET_F.GUEST_UFO, needs: [VIRTIO_NET_F.GUEST_CSUM] },
+  { bit: VIRTIO_NET_F.GUEST_USO4, needs: [VIRTIO_NET_F.GUEST_CSUM] },
+  { bit: VIRTIO_NET_F.GUEST_USO6, needs: [VIRTIO_NET_F.GUEST_CSUM] },
+  { bit: VIRTIO_NET_F.HOST_TSO4, needs: [VIRTIO_NET_F.CSUM] },
+  { bit: VIRTIO_NET_F.HOST_TSO6, needs: [VIRTIO_NET_F.CSUM] },
+  { bit: VIRTIO_NET_F.HOST_ECN, needs: [VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6] },
+  { bit: VIRTIO_NET_F.HOST_UFO, needs: [VIRTIO_NET_F.CSUM] },
+  { bit: VIRTIO_NET_F.HOST_USO, needs: [VIRTIO_NET_F.CSUM] },
+  { bit: VIRTIO_NET_F.CTRL_RX, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.CTRL_VLAN, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.GUEST_ANNOUNCE, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.MQ, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.CTRL_MAC_ADDR, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.RSC_EXT, needs: [VIRTIO_NET_F.HOST_TSO4, VIRTIO_NET_F.HOST_TSO6] },
+  { bit: VIRTIO_NET_F.RSS, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  // "SHOULD NOT offer ... if it does not offer VIRTIO_NET_F_CTRL_VQ" (5.1.4.1, device configuration layout).
+  { bit: VIRTIO_NET_F.HASH_REPORT, needs: [VIRTIO_NET_F.CTRL_VQ] },
+  { bit: VIRTIO_NET_F.CTRL_RX_EXTRA, needs: [VIRTIO_NET_F.CTRL_VQ] },
+];
+
+/** The dependencies `word` breaks, one line each (`GUEST_ANNOUNCE without CTRL_VQ`); empty if none. */
+export function specViolations(word: bigint): string[] {
+  const name = (n: number): string => FEATURE_NAMES[n] ?? `bit ${n}`;
+  return SPEC_REQUIRES.filter((r) => has(word, r.bit) && !r.needs.some((n) => has(word, n))).map(
+    (r) => `${name(r.bit)} without ${r.needs.map(name).join(' or ')}`,
+  );
+}
 
 /** Bits the kernel is never given, even if negotiated and even though VHOST_GET_FEATURES lists them. */
 export const NEVER_TO_KERNEL: readonly number[] = [VHOST_F.NET_VIRTIO_NET_HDR, VIRTIO_F.ACCESS_PLATFORM];
@@ -313,8 +389,9 @@ export const offerRule = (n: number): OfferRule | undefined => OFFER_RULES.find(
 
 /**
  * The feature word of vhost-user GET_FEATURES: the kernel's ring bits (minus bit 27 and
- * ACCESS_PLATFORM), the offloads the tap can carry, MQ for several queue pairs, GUEST_ANNOUNCE,
- * and what the bridge implements. Throws if `bridgeBits` holds a bit not in BRIDGE_BITS.
+ * ACCESS_PLATFORM), the offloads the tap can carry, MQ for several queue pairs, CTRL_VQ and
+ * GUEST_ANNOUNCE, and what the bridge implements. Throws if `bridgeBits` holds a bit not in
+ * BRIDGE_BITS, or if the word breaks a spec dependency ({@link SPEC_REQUIRES}).
  */
 export function offeredToFrontEnd(i: OfferInputs): bigint {
   for (const n of i.bridgeBits) {
@@ -323,7 +400,11 @@ export function offeredToFrontEnd(i: OfferInputs): bigint {
         `bridge bit ${n} is not one the bridge can implement (features.ts BRIDGE_BITS): add it with a rule saying why`,
       );
   }
-  return maskOf(...OFFER_RULES.filter((r) => r.when(i)).map((r) => r.bit));
+  const word = maskOf(...OFFER_RULES.filter((r) => r.when(i)).map((r) => r.bit));
+  const broken = specViolations(word);
+  if (broken.length)
+    throw new RangeError(`the offer 0x${word.toString(16)} breaks virtio 1.2 5.1.3.1: ${broken.join('; ')}`);
+  return word;
 }
 
 /** The offered bits with their reasons, for a startup log. */
@@ -335,7 +416,7 @@ export function explainOffer(i: OfferInputs): { bit: number; party: Party; why: 
 
 /**
  * The word for VHOST_SET_FEATURES: the negotiated ring bits ({@link KERNEL_BITS}) that the kernel
- * offered. Everything else stays out: net offloads, MQ, GUEST_ANNOUNCE and PROTOCOL_FEATURES (the
+ * offered. Everything else stays out: net offloads, MQ, CTRL_VQ, GUEST_ANNOUNCE and PROTOCOL_FEATURES (the
  * kernel refuses unknown bits with EOPNOTSUPP), and bit 27 and ACCESS_PLATFORM, which the kernel
  * offers but must not get here ({@link NEVER_TO_KERNEL}) when the socket carries the header.
  * On a socket without the header (`socketHdr` false: a packet socket) bit 27,

@@ -265,7 +265,7 @@ export class Dispatcher implements Session {
     if (spec.ring) {
       const index = spec.ring(p);
       const rings = this.backend.ringCount();
-      if (index >= rings) throw new Refused(`ring ${index} does not exist (this back end has ${rings} rings)`);
+      if (index >= rings) throw new Refused(ringBeyondPort(index, rings));
     }
 
     const refusal = spec.refuse?.(p, this);
@@ -347,4 +347,18 @@ export class Dispatcher implements Session {
     const body = payload === null ? '' : payload ? ` ${payload}` : '';
     return `${name} flags ${describeFlags(header.flags)} size ${header.size} fds ${fds.length}${body}`;
   }
+}
+
+/**
+ * The refusal of a ring index beyond the port's rings: a front-end configured for more queue pairs
+ * than the port has (QEMU `queues=` above the pairs: GET_QUEUE_NUM counts virtqueues, so QEMU's own
+ * check lets up to twice through; DPDK virtio-user does not ask). Names both numbers and the fix.
+ */
+function ringBeyondPort(index: number, rings: number): string {
+  const pairs = Math.floor(rings / 2);
+  const asked = Math.floor(index / 2) + 1;
+  return (
+    `ring ${index}: this port has ${pairs} queue pair${pairs === 1 ? '' : 's'} (rings 0-${rings - 1}); the ` +
+    `front-end asked for more (start the port with --queues ${asked})`
+  );
 }

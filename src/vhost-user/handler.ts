@@ -38,7 +38,7 @@ export interface VhostUserBackend {
   getProtocolFeatures(): bigint;
   /** SET_PROTOCOL_FEATURES: what the front-end acked (already masked by the dispatcher to what was offered). */
   setProtocolFeatures(features: bigint): void;
-  /** GET_QUEUE_NUM (MQ): the number of queue pairs offered. */
+  /** GET_QUEUE_NUM (MQ): the number of virtqueues offered (vhost-user.rst "Multiple queue support"). */
   getQueueNum(): bigint;
 
   /** SET_OWNER: the session starts. */

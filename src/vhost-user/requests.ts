@@ -324,7 +324,7 @@ const ROWS: RequestSpec<unknown>[] = [
     fds: NONE,
     reply: 'u64',
     gate: PROTOCOL_F.MQ,
-    describeReply: (r) => `${r as bigint} queue pairs`,
+    describeReply: (r) => `${r as bigint} virtqueues`,
     call: (s) => s.backend.getQueueNum(),
   }),
   row<VringState>({

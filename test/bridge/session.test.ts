@@ -431,7 +431,7 @@ describe('bridge session on vhost-net: lifecycle', () => {
 
   it('GET_QUEUE_NUM and the protocol features it implements', () => {
     const { dev } = setup(2);
-    expect(dev.getQueueNum()).to.equal(2n);
+    expect(dev.getQueueNum(), 'two virtqueues per pair').to.equal(4n);
     expect(dev.ringCount()).to.equal(4);
     // REPLY_ACK(3), MQ(0), CONFIGURE_MEM_SLOTS(15), LOG_SHMFD(1), RARP(2), MTU(4), RESET_DEVICE(13)
     expect(dev.getProtocolFeatures()).to.equal(maskOf(0, 1, 2, 3, 4, 13, 15));

@@ -37,11 +37,12 @@ const N = VIRTIO_NET_F;
 
 describe("vhost-kernel: features with the lab's values", () => {
   const labOffer =
-    "offers the kernel's ring bits without 27 and ACCESS_PLATFORM, the tap's offloads, GUEST_ANNOUNCE and the " +
-    "bridge's bits: 0x17520ff83";
+    "offers the kernel's ring bits without 27 and ACCESS_PLATFORM, the tap's offloads, CTRL_VQ, GUEST_ANNOUNCE " +
+    "and the bridge's bits: 0x17522ff83";
   it(labOffer, () => {
     const offer = offeredToFrontEnd(lab);
-    expect(offer).to.equal(0x17520ff83n); // printed by the lab probe (test/qemu/kernel-probe.test.ts)
+    // The lab probe (test/qemu/kernel-probe.test.ts) printed 0x17520ff83 before CTRL_VQ (bit 17) was offered.
+    expect(offer).to.equal(0x17522ff83n);
     expect(bitsOf(offer)).to.deep.equal([
       N.CSUM,
       N.GUEST_CSUM,
@@ -54,6 +55,7 @@ describe("vhost-kernel: features with the lab's values", () => {
       N.HOST_ECN,
       N.HOST_UFO,
       N.MRG_RXBUF,
+      N.CTRL_VQ,
       N.GUEST_ANNOUNCE,
       VIRTIO_F.NOTIFY_ON_EMPTY,
       VHOST_F.LOG_ALL,
@@ -64,10 +66,10 @@ describe("vhost-kernel: features with the lab's values", () => {
     ]);
   });
 
-  it("the ring part of the offer is the reference run's 0x175008000 (offloads and GUEST_ANNOUNCE come on top)", () => {
+  it("the ring part of the offer is the reference run's 0x175008000 (offloads and control-queue bits on top)", () => {
     const ringPart =
       offeredToFrontEnd({ ...lab, tapOffloads: 0 }) &
-      ~maskOf(N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.GUEST_ANNOUNCE);
+      ~maskOf(N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.CTRL_VQ, N.GUEST_ANNOUNCE);
     expect(ringPart).to.equal(0x175008000n);
   });
 
@@ -146,9 +148,9 @@ describe('vhost-kernel: features on a packet socket (no virtio-net header)', () 
   const raw: OfferInputs = { ...lab, tapOffloads: 0, vnetHdr: false };
   const OFFLOADS = [N.CSUM, N.HOST_TSO4, N.HOST_TSO6, N.HOST_ECN, N.HOST_UFO, N.HOST_USO, N.GUEST_CSUM, N.GUEST_TSO4];
 
-  it('offers the ring bits, GUEST_ANNOUNCE and the bridge bits, and no offload: 0x175008000', () => {
+  it('offers the ring bits, CTRL_VQ, GUEST_ANNOUNCE and the bridge bits, and no offload: 0x175008000 and those', () => {
     const offer = offeredToFrontEnd(raw);
-    expect(offer).to.equal(0x1_7500_8000n | maskOf(N.GUEST_ANNOUNCE));
+    expect(offer).to.equal(0x1_7500_8000n | maskOf(N.CTRL_VQ, N.GUEST_ANNOUNCE));
     for (const b of OFFLOADS) expect(has(offer, b), FEATURE_NAMES[b]).to.equal(false);
     expect(has(offer, N.MRG_RXBUF), 'vhost-net writes num_buffers after its own header').to.equal(true);
   });

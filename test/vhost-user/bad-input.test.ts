@@ -338,7 +338,7 @@ const cases: Case[] = [
     expect: 'nack',
     nackOf: ID.SET_VRING_NUM,
     request: 'SET_VRING_NUM',
-    reason: 'ring 4 does not exist (this back end has 4 rings)',
+    reason: 'ring 4: this port has 2 queue pairs (rings 0-3); the front-end asked for more (start the port with --queues 3)',
   },
   {
     title: 'ring index beyond ringCount(), no ack asked: drop',
@@ -346,7 +346,7 @@ const cases: Case[] = [
     bad: send(msg.setVringBase(7, 0)),
     expect: 'drop',
     request: 'SET_VRING_BASE',
-    reason: 'ring 7 does not exist (this back end has 4 rings)',
+    reason: 'ring 7: this port has 2 queue pairs (rings 0-3); the front-end asked for more (start the port with --queues 4)',
   },
   {
     title: 'kick for a ring beyond ringCount(), with its fd: NACK, fd closed',
@@ -355,14 +355,14 @@ const cases: Case[] = [
     expect: 'nack',
     nackOf: ID.SET_VRING_KICK,
     request: 'SET_VRING_KICK',
-    reason: 'ring 200 does not exist (this back end has 4 rings)',
+    reason: 'ring 200: this port has 2 queue pairs (rings 0-3); the front-end asked for more (start the port with --queues 101)',
   },
   {
     title: 'GET_VRING_BASE beyond ringCount() (a value cannot be NACKed)',
     bad: send(msg.getVringBase(9)),
     expect: 'drop',
     request: 'GET_VRING_BASE',
-    reason: 'ring 9 does not exist (this back end has 4 rings)',
+    reason: 'ring 9: this port has 2 queue pairs (rings 0-3); the front-end asked for more (start the port with --queues 5)',
   },
   {
     title: 'GET_QUEUE_NUM without MQ negotiated',
