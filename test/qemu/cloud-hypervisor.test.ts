@@ -19,6 +19,12 @@ import { inLab, requireCloudHypervisor, retryOnGuestFault } from './lab.js';
 const HOST = '10.0.3.1';
 const xchg = process.env.LAB_XCHG ?? '/tmp';
 const debug = process.env.VB_DEBUG ? ['--log-level', 'debug'] : [];
+/**
+ * No VBGUEST-INIT this long after cloud-hypervisor starts = the nested-KVM boot hang. Longer than QEMU's
+ * 90 s: its guests reached init after 62 s on a quiet lab, and a loaded one (five L2s on two cores) took
+ * more than 90 s.
+ */
+const CH_HANG_MS = 180_000;
 
 async function pingOk(g: Guest, count = 3, host = HOST): Promise<void> {
   const p = await g.ping(host, { count });
@@ -40,12 +46,13 @@ describe('cloud-hypervisor: its own virtio-net on a tap (what its users have tod
   let guest: Guest | undefined;
 
   before(async function () {
-    this.timeout(300_000);
+    this.timeout(600_000);
     requireCloudHypervisor(this);
     hostTap(TAP, { ip: `${HOST}/24` });
     guest = await Guest.boot({
       name: 'ch-tap',
       vmm: 'cloud-hypervisor',
+      hangTimeoutMs: CH_HANG_MS,
       net: { kind: 'tap', ifname: TAP, vhost: false },
       logFile: `${xchg}/guest-ch-tap.log`,
     });
@@ -81,13 +88,14 @@ describe('cloud-hypervisor through the one-port bridge', function () {
   };
 
   before(async function () {
-    this.timeout(300_000);
+    this.timeout(600_000);
     requireCloudHypervisor(this);
     hostTap(TAP, { ip: `${HOST}/24` });
     bridge = await startBridge('ch');
     guest = await Guest.boot({
       name: 'ch-bridge',
       vmm: 'cloud-hypervisor',
+      hangTimeoutMs: CH_HANG_MS,
       net: { kind: 'vhost-user', socketPath: SOCK },
       logFile: `${xchg}/guest-ch-bridge.log`,
     });
@@ -142,7 +150,7 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
   let guest: Guest | undefined;
 
   before(async function () {
-    this.timeout(300_000);
+    this.timeout(600_000);
     requireCloudHypervisor(this);
     hostTap(TAP, { ip: `${HOST}/24`, queues: 2 });
     bridge = await BridgeProcess.start({
@@ -152,6 +160,7 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
     guest = await Guest.boot({
       name: 'ch-mq',
       vmm: 'cloud-hypervisor',
+      hangTimeoutMs: CH_HANG_MS,
       smp: 2,
       net: { kind: 'vhost-user', socketPath: SOCK, queues: 2 },
       logFile: `${xchg}/guest-ch-mq.log`,
@@ -239,6 +248,7 @@ describe('cloud-hypervisor on a daemon port beside a QEMU guest on another port'
         await Guest.boot({
           name: `daemon-${v.port}`,
           vmm: v.vmm,
+          ...(v.vmm === 'cloud-hypervisor' ? { hangTimeoutMs: CH_HANG_MS } : {}),
           ip: v.ip,
           peer: v.host,
           net:
