@@ -25,6 +25,8 @@ const debug = process.env.VB_DEBUG ? ['--log-level', 'debug'] : [];
  * more than 90 s.
  */
 const CH_HANG_MS = 180_000;
+/** How long a bridge or daemon may take to start: node in L2 took 77 s on that loaded lab (60 s is the default). */
+const START_MS = 180_000;
 
 async function pingOk(g: Guest, count = 3, host = HOST): Promise<void> {
   const p = await g.ping(host, { count });
@@ -77,7 +79,7 @@ describe('cloud-hypervisor through the one-port bridge', function () {
   let bridge: BridgeProcess | undefined;
   let guest: Guest | undefined;
   const startBridge = (name: string) =>
-    BridgeProcess.start({ name, args: ['--socket-path', SOCK, '--tap', TAP, ...debug] });
+    BridgeProcess.start({ name, args: ['--socket-path', SOCK, '--tap', TAP, ...debug], readyTimeoutMs: START_MS });
   const g = (): Guest => {
     if (!guest) throw new Error('no guest (boot failed)');
     return guest;
@@ -132,7 +134,7 @@ describe('cloud-hypervisor through the one-port bridge', function () {
       expect(killed.signal).to.equal('SIGKILL');
       bridge = await startBridge('ch-restarted');
       // cloud-hypervisor reconnects by itself (vhost_mode=client) and replays the set-up
-      await b().waitForEvent('connected', 20_000);
+      await b().waitForEvent('connected', 60_000);
       const ms = await g().untilReply(HOST, 20);
       console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the restarted bridge was ready`);
       expect(ms).to.be.lessThan(10_000);
@@ -156,6 +158,7 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
     bridge = await BridgeProcess.start({
       name: 'ch-mq',
       args: ['--socket-path', SOCK, '--tap', TAP, '--queues', '2', ...debug],
+      readyTimeoutMs: START_MS,
     });
     guest = await Guest.boot({
       name: 'ch-mq',
@@ -242,7 +245,7 @@ describe('cloud-hypervisor on a daemon port beside a QEMU guest on another port'
     );
     writeFileSync(CONFIG, JSON.stringify({ control: { path: sock('control') }, ports }));
     for (const v of VMS) hostTap(v.tap, { ip: `${v.host}/24` });
-    daemon = await DaemonProcess.start('ch-qemu', CONFIG);
+    daemon = await DaemonProcess.start('ch-qemu', CONFIG, [], START_MS);
     for (const v of VMS)
       guests.push(
         await Guest.boot({
