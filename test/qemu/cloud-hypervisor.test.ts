@@ -131,9 +131,14 @@ describe('cloud-hypervisor through the one-port bridge', function () {
     await retryOnGuestFault(this, g(), async () => {
       const before = g().pid;
       const killed = await b().stop('SIGKILL');
+      const killedAt = Date.now();
       expect(killed.signal).to.equal('SIGKILL');
       bridge = await startBridge('ch-restarted');
-      // cloud-hypervisor reconnects by itself (vhost_mode=client) and replays the set-up
+      // cloud-hypervisor reconnects by itself (vhost_mode=client), every 100 ms for 60 s, and replays the
+      // set-up; after 60 s it gives up and sets the device NEEDS_RESET (virtio-devices/src/vhost_user/
+      // vu_common_ctrl.rs CONNECT_TIMEOUT): the guest's network is then gone until the guest resets it.
+      const listening = (Date.now() - killedAt) / 1000;
+      expect(listening, "seconds from SIGKILL to the new bridge's ready: cloud-hypervisor waits 60").to.be.lessThan(60);
       await b().waitForEvent('connected', 60_000);
       const ms = await g().untilReply(HOST, 20);
       console.log(`      first reply ${(ms / 1000).toFixed(1)} s after the restarted bridge was ready`);
