@@ -17,12 +17,14 @@
  *              as libvirt's type='direct' does (lab/guest.ts TapFdNet)
  * - bridge-zc1 / bridge-zc0: the bridge on a tap with vhost_net reloaded as experimental_zcopytx=1 / =0
  *              before the run (nothing holds /dev/vhost-net then), and with its defaults after it
+ * - ch-bridge / ch-tap: the guest under cloud-hypervisor (lab/guest/ch-args.ts): vhost-user to the bridge,
+ *              and cloud-hypervisor's own virtio-net on the same tap (what its users have today)
  * Every configuration: same memory (memfd, share=on), same vCPUs, queue sizes pinned to 256.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { BridgeProcess } from './bridge-process.js';
-import { Guest, type GuestNet, qemuOptValue } from './guest.js';
+import { Guest, type GuestNet, qemuOptValue, type Vmm } from './guest.js';
 import { hostTap, macvtapOnVeth, reloadVhostModules, removeTap } from './host.js';
 import { type Faulting, retryAfterGuestFault } from './retry.js';
 import { stopProcess } from './stuck.js';
@@ -42,15 +44,22 @@ export type ConfigName =
   | 'bridge-macvtap'
   | 'vhost-on-macvtap'
   | 'bridge-zc1'
-  | 'bridge-zc0';
+  | 'bridge-zc0'
+  | 'ch-bridge'
+  | 'ch-tap';
 
 /** Busy polling of the -poll configurations, µs per ring. */
 const POLL_US = 50;
 
 /** What a configuration's name says about how it is set up (the one place that reads the names). */
 export interface ConfigFacts {
-  /** What serves the rings: the bridge, QEMU's tap (vhost=on or off), or dpdk-testpmd. */
-  datapath: 'bridge' | 'qemu-tap' | 'dpdk';
+  /**
+   * What serves the rings: the bridge, the VMM's own tap (QEMU's vhost=on or off, cloud-hypervisor's), or
+   * dpdk-testpmd.
+   */
+  datapath: 'bridge' | 'vmm-tap' | 'dpdk';
+  /** The guest's VMM. */
+  vmm: Vmm;
   /** QEMU's tap: with vhost-net (vhost=on). */
   vhost: boolean;
   queuePairs: number;
@@ -64,9 +73,10 @@ export interface ConfigFacts {
 
 /** The facts of configuration `name`; `queuePairs` is the default for those that do not fix it. */
 export function configFacts(name: ConfigName, queuePairs = 1): ConfigFacts {
-  const datapath = name === 'dpdk' ? 'dpdk' : name.startsWith('bridge') ? 'bridge' : 'qemu-tap';
+  const datapath = name === 'dpdk' ? 'dpdk' : /^(ch-)?bridge/.test(name) ? 'bridge' : 'vmm-tap';
   return {
     datapath,
+    vmm: name.startsWith('ch-') ? 'cloud-hypervisor' : 'qemu',
     vhost: name.startsWith('vhost-on'),
     queuePairs: name.endsWith('-mq2') ? 2 : queuePairs,
     busyPollUs: name.endsWith('-poll') ? POLL_US : 0,
@@ -217,6 +227,7 @@ export async function withConfig<T>(
     }
     guest = await Guest.boot({
       name: o.tag,
+      vmm: f.vmm,
       net,
       smp: o.smp ?? pairs,
       queueSize: QUEUE_SIZE,

@@ -33,19 +33,28 @@ export class DaemonProcess {
     this.exited = new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
   }
 
-  /** Start `serve --config FILE [ARGS]` and wait until its control socket answers. */
-  static async start(name: string, configFile: string, args: string[] = []): Promise<DaemonProcess> {
+  /**
+   * Start `serve --config FILE [ARGS]` and wait until its control socket answers (401 tries 50 ms apart, or
+   * for `timeoutMs` when given: a loaded lab starts node slowly).
+   */
+  static async start(
+    name: string,
+    configFile: string,
+    args: string[] = [],
+    timeoutMs?: number,
+  ): Promise<DaemonProcess> {
     const cfg = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { control: { path: string } };
     const child = spawn(BRIDGE_COMMAND[0], [...BRIDGE_COMMAND.slice(1), 'serve', '--config', configFile, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const d = new DaemonProcess(name, cfg.control.path, child);
+    const until = timeoutMs === undefined ? null : Date.now() + timeoutMs;
     for (let i = 0; ; i++) {
       try {
         await d.ask('version');
         return d;
       } catch (e) {
-        if (i > 400) {
+        if (until === null ? i > 400 : Date.now() > until) {
           child.kill('SIGKILL');
           throw new Error(`daemon ${name} did not answer: ${(e as Error).message}\n${d.lines.slice(-10).join('\n')}`);
         }

@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { endText, runInLab } from '../lab/job.js';
+import { findChBinary } from '../lab/cloud-hypervisor.js';
 import { CONFIGS, type BenchConfig, DEFAULT_CONFIGS, migrates, pairOf, type RawResults } from './bench/metrics.js';
 import {
   DEFAULT_PRECISION,
@@ -67,8 +68,9 @@ const cli = new Command()
   .option(
     '--configs <list>',
     `configurations, comma-separated (of ${CONFIGS.join(',')}; each bridge-X is compared with its vhost-on-X, ` +
-      'bridge-zc1 with bridge-zc0: vhost_net reloaded with experimental_zcopytx=1 / 0 for the run; the default ' +
-      'set leaves out -poll, -mq2, -macvtap and -zc*)',
+      'bridge-zc1 with bridge-zc0: vhost_net reloaded with experimental_zcopytx=1 / 0 for the run; ch-bridge ' +
+      "(cloud-hypervisor + vhost-bridge) with ch-tap (cloud-hypervisor's own virtio-net on a tap); the default " +
+      'set leaves out -poll, -mq2, -macvtap, -zc* and ch-*)',
     DEFAULT_CONFIGS.join(','),
   )
   .option(
@@ -164,6 +166,12 @@ async function labRun(): Promise<{ raw: RawResults; work: string }> {
       'bench: dpdk-testpmd is missing (the userspace vhost-user configuration). Run (as root):  scripts/lab/setup ' +
         '--bench   or leave it out with --configs bridge,vhost-on,vhost-off',
     );
+    process.exit(2);
+  }
+
+  const ch = findChBinary();
+  if (configs.some((c) => c.startsWith('ch-')) && 'why' in ch) {
+    console.error(`bench: no cloud-hypervisor for ch-bridge/ch-tap: ${ch.why}`);
     process.exit(2);
   }
 

@@ -81,7 +81,8 @@ const work = mkdtempSync(join(tmpdir(), 'vb-test-'));
 /**
  * The lab tests that show what differs between kernels (docs/kernels.md, "What differs"), each row of
  * its table: the vhost ioctls and the worker model (kernel-*), QEMU's own worker (baseline), the
- * bridge's own CPU and its worker during traffic (bridge-guest), the daemon's `vhostWorkers` kind
+ * bridge's own CPU and its worker during traffic (bridge-guest; cloud-hypervisor's front-end, issue 38's
+ * both kernels, whole: cloud-hypervisor), the daemon's `vhostWorkers` kind
  * (daemon), the worker's cgroup placement (operate: a kthread through cgroup.procs on 6.1, a thread
  * through cgroup.threads from 6.4). A kernel listed as `SERIES:kernel` in VB_LAB_KERNELS runs only
  * these: the files, and within them the tests whose full title matches `grep` (whole describe blocks
@@ -98,12 +99,14 @@ const KERNEL_SUBSET = {
     'kernel-worker',
     'baseline',
     'bridge-guest',
+    'cloud-hypervisor',
     'daemon',
     'operate',
   ],
   grep: [
     '^lab: ',
     '^lab baseline',
+    '^cloud-hypervisor',
     "the datapath is the kernel's",
     'serves the guest and three synthetic front-ends',
     '^operating the daemon in the lab: a guest, with metrics and JSON logs on',

@@ -17,6 +17,8 @@ export const CONFIGS = [
   'vhost-on-macvtap',
   'bridge-zc1',
   'bridge-zc0',
+  'ch-bridge',
+  'ch-tap',
 ] as const;
 export type BenchConfig = (typeof CONFIGS)[number];
 /** What `npm run bench` runs unless told: the four configurations of docs/performance.md, "How the benchmark runs". */
@@ -35,6 +37,8 @@ export const CONFIG_LABELS: Record<BenchConfig, string> = {
   'vhost-on-macvtap': 'macvtap fd,vhost=on',
   'bridge-zc1': 'bridge, zcopytx=1',
   'bridge-zc0': 'bridge, zcopytx=0',
+  'ch-bridge': 'cloud-hypervisor + vhost-bridge',
+  'ch-tap': 'cloud-hypervisor virtio-net, tap',
 };
 
 /** The configurations that, when chosen, also migrate the guest in each round (lab/migration-hops.ts). */
@@ -69,6 +73,7 @@ export const PAIRS: readonly ConfigPair[] = [
     subject: 'zero-copy',
     figures: ['tcpTxMbps', 'workerCpuS'],
   },
+  { bridge: 'ch-bridge', reference: 'ch-tap', label: 'cloud-hypervisor: bridge / its own virtio-net on a tap' },
 ];
 
 /** The pair a configuration belongs to, if any. */

@@ -177,11 +177,20 @@ export const SAME_GUEST_ROUNDS = 4;
 export const SAME_GUEST_DEFAULT_ROUNDS = 160;
 
 /**
- * Half the width of `key`'s bridge / vhost=on interval ((high - low) / 2, the same bootstrap as the
+ * The pair whose intervals decide the round count: the first of PAIRS whose two configurations both
+ * ran (bridge / vhost=on in a default run; cloud-hypervisor's pair in a run of only those two).
+ */
+function stoppingPair(raw: RawResults): (typeof PAIRS)[number] {
+  const ran = new Set(raw.runs.map((r) => r.config));
+  return PAIRS.find((p) => ran.has(p.bridge) && ran.has(p.reference)) ?? PAIRS[0];
+}
+
+/**
+ * Half the width of `key`'s interval of the stopping pair ((high - low) / 2, the same bootstrap as the
  * report's), or null below {@link MIN_PAIRS} same-round pairs, where an interval decides nothing.
  */
 export function halfWidth(raw: RawResults, key: MetricKey): number | null {
-  const ci = pairedRatio(samePairs(raw, key));
+  const ci = pairedRatio(samePairs(raw, key, stoppingPair(raw)));
   return ci && ci.n >= MIN_PAIRS ? (ci.high - ci.low) / 2 : null;
 }
 
@@ -331,6 +340,8 @@ const SHORT: Record<BenchConfig, string> = {
   'vhost-on-macvtap': 'on mvt',
   'bridge-zc1': 'bridge zc1',
   'bridge-zc0': 'bridge zc0',
+  'ch-bridge': 'CH bridge',
+  'ch-tap': 'CH tap',
 };
 const COLORS: Record<BenchConfig, string> = {
   bridge: '#d6604d',
@@ -345,6 +356,8 @@ const COLORS: Record<BenchConfig, string> = {
   'vhost-on-macvtap': '#542788',
   'bridge-zc1': '#7f3b08',
   'bridge-zc0': '#fdb863',
+  'ch-bridge': '#1b7837',
+  'ch-tap': '#a6dba0',
 };
 const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 

@@ -12,6 +12,8 @@
 #                             L3 runs the 6.1 kernel in both labs
 #   .lab/qemu-l2/             QEMU 10 from bookworm-backports, extracted: L2's emulator (scripts/lab/l2-qemu)
 #   .lab/run/<id>/            per-run control directory of scripts/lab/run (removed afterwards)
+#   .lab/cloud-hypervisor.env where the cached cloud-hypervisor binary is, or why there is none
+#                             (scripts/lab/cloud-hypervisor; the binary lives outside the tree)
 #   .lab/logs/                apt / build logs of the last setup
 
 LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -39,7 +41,20 @@ LAB_BUILD_INPUTS=(
   "$LAB_REPO/scripts/lab/l2-init"
   "$LAB_REPO/scripts/lab/l2-qemu"
   "$LAB_REPO/lab/guest-initramfs/init"
+  "$LAB_REPO/scripts/lab/cloud-hypervisor"
 )
+
+# lab_ch_kit: the cloud-hypervisor kit's folder ($VB_CH_KIT, else ../shared/cloud-hypervisor beside
+# the repository; it may be absent: the CH tests then say so).
+lab_ch_kit() { echo "${VB_CH_KIT:-$(dirname "$LAB_REPO")/shared/cloud-hypervisor}"; }
+
+# lab_ch_kit_hash: hash of every file of the kit (names and contents), "none" without a kit; the
+# key of the cached binary, and part of the lab's stamp so that a new kit runs setup again.
+lab_ch_kit_hash() {
+  local kit; kit=$(lab_ch_kit)
+  [ -d "$kit" ] || { echo none; return 0; }
+  (cd "$kit" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) | sha256sum | cut -c1-16
+}
 
 lab_say() { printf 'lab: %s\n' "$*" >&2; }
 lab_die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -50,6 +65,7 @@ lab_build_hash() {
   {
     cat "${LAB_BUILD_INPUTS[@]}"
     dpkg-query -W busybox-static iperf3 ethtool libc6 2>/dev/null
+    echo "cloud-hypervisor kit $(lab_ch_kit_hash)"
   } | sha256sum | cut -c1-16
 }
 

@@ -34,13 +34,14 @@ describe('bench configurations', () => {
   it('the macvtap pair: both on the macvtap, one through the bridge, one through QEMU with vhost-net', () => {
     expect(configFacts('bridge-macvtap')).to.deep.equal({
       datapath: 'bridge',
+      vmm: 'qemu',
       vhost: false,
       queuePairs: 1,
       busyPollUs: 0,
       host: 'macvtap',
       zcopytx: null,
     });
-    expect(configFacts('vhost-on-macvtap')).to.include({ datapath: 'qemu-tap', vhost: true, host: 'macvtap' });
+    expect(configFacts('vhost-on-macvtap')).to.include({ datapath: 'vmm-tap', vhost: true, host: 'macvtap' });
   });
 
   it('the zero-copy pair: the bridge on a tap with experimental_zcopytx 1 / 0; no other run reloads vhost_net', () => {
@@ -50,7 +51,7 @@ describe('bench configurations', () => {
   });
 
   it('the older names keep their facts', () => {
-    expect(configFacts('vhost-off')).to.include({ datapath: 'qemu-tap', vhost: false, host: 'tap' });
+    expect(configFacts('vhost-off')).to.include({ datapath: 'vmm-tap', vhost: false, host: 'tap' });
     expect(configFacts('dpdk').datapath).to.equal('dpdk');
     expect(configFacts('bridge-mq2').queuePairs).to.equal(2);
     expect(configFacts('bridge', 3).queuePairs, 'the caller chooses for the others').to.equal(3);
@@ -65,6 +66,7 @@ describe('bench configurations', () => {
       ['datapath', 'vhost'], // 2 queue pairs, both
       ['datapath', 'vhost'], // macvtap, both
       ['zcopytx'],
+      ['datapath'], // cloud-hypervisor: bridge / its own virtio-net, both on a tap
     ]);
     // and the pair's shared setting is what its name says
     expect(configFacts('vhost-on-poll').busyPollUs).to.equal(50);

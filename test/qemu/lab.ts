@@ -6,6 +6,7 @@
  * (CI=true), where a lab test that cannot run is a failure.
  */
 import * as fs from 'node:fs';
+import { findChBinary } from '../../lab/cloud-hypervisor.js';
 import { type Faulting, retryAfterGuestFault } from '../../lab/retry.js';
 import { l2Snapshot } from '../../lab/stuck.js';
 
@@ -53,6 +54,24 @@ export function requireLab(ctx: Mocha.Context): void {
       `  (lab tests skipped: ${why}; run them with scripts/lab/run -- ` +
         `node_modules/.bin/mocha 'dist/test/qemu/**/*.test.js')`,
     );
+  }
+  ctx.skip();
+}
+
+let chReported = false;
+
+/**
+ * requireLab, and the lab's cloud-hypervisor binary (scripts/lab/cloud-hypervisor builds it from the
+ * kit): without it the suite is skipped with the reason, and with CI=true it fails.
+ */
+export function requireCloudHypervisor(ctx: Mocha.Context): void {
+  requireLab(ctx);
+  const ch = findChBinary();
+  if ('path' in ch) return;
+  if (process.env.CI === 'true') throw new Error(`cloud-hypervisor test cannot run in CI: ${ch.why}`);
+  if (!chReported) {
+    chReported = true;
+    console.log(`  (cloud-hypervisor tests skipped: ${ch.why})`);
   }
   ctx.skip();
 }
