@@ -31,6 +31,7 @@ function leakGuard(): void {
 /** SET_OWNER, features, 1 MiB of memory, and both rings of pair 0 configured and started. */
 function run(session: VhostUserSession): void {
   live.push(session);
+  session.connected();
   session.setOwner();
   session.setFeatures(ACKED);
   const mem = sys.memfdCreate('guest');
@@ -95,6 +96,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
     const { journal, session } = fakePort({ queuePairs: 2, offered: OFFERED, log: quiet, busyPollUs: 50 });
     live.push(session);
     expect(session.status().datapath.kernelBusyPollUs, 'no front-end: nothing to read').to.deep.equal([]);
+    session.connected();
     session.setOwner();
     for (const p of [0, 1]) {
       const ops = callsTo(journal, `vhost${p}`);
@@ -110,6 +112,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
   it('is set again on the fresh vhost-net fds of the next session, and never when off', () => {
     const on = fakePort({ queuePairs: 1, offered: OFFERED, log: quiet, busyPollUs: 20 });
     live.push(on.session);
+    on.session.connected();
     on.session.setOwner();
     on.session.disconnected();
     on.session.connected();
@@ -119,6 +122,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
 
     const off = fakePort({ queuePairs: 1, offered: OFFERED, log: quiet });
     live.push(off.session);
+    off.session.connected();
     off.session.setOwner();
     expect(callsLike(off.journal, { op: 'setVringBusyloopTimeout' })).to.have.length(0);
     expect(off.session.status().datapath.kernelBusyPollUs).to.deep.equal([0, 0]);

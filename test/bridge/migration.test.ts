@@ -66,6 +66,7 @@ const PROTOCOL = maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ, PROTOCOL_F.LOG_SHMF
 function setup(queuePairs = 1) {
   const port = fakePort({ queuePairs, offered: OFFERED, log: quiet });
   live.push(port.session);
+  port.session.connected();
   port.session.setProtocolFeatures(PROTOCOL);
   return { ...port, dev: asDispatched(port.session) };
 }

@@ -77,6 +77,8 @@ function setup(queuePairs = 2) {
   const onEvent = (e: DeviceEvent) => events.push(e);
   const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent });
   live.push(session);
+  session.connected();
+  events.length = 0;
   return { journal, source: vhostNet, tap, dev: asDispatched(session), events };
 }
 
