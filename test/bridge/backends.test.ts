@@ -4,7 +4,7 @@
  * to the kernel, no header or offload ioctl) and with busy polling on (every ring, read back in status).
  */
 import { expect } from 'chai';
-import type { VhostUserSession } from '../../src/bridge/session.js';
+import type { PortBackEnd } from '../../src/bridge/session.js';
 import { has, maskOf } from '../../src/bits.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
@@ -19,7 +19,7 @@ const OFFERED = 0x1_7000_8000n;
 const ACKED = 0x1_7000_8000n;
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
 
-const live: VhostUserSession[] = [];
+const live: PortBackEnd[] = [];
 /** Installed in each describe: every session is disconnected, and no test leaves guest memory mapped. */
 function leakGuard(): void {
   afterEach(() => {
@@ -29,7 +29,7 @@ function leakGuard(): void {
 }
 
 /** SET_OWNER, features, 1 MiB of memory, and both rings of pair 0 configured and started. */
-function run(session: VhostUserSession): void {
+function run(session: PortBackEnd): void {
   live.push(session);
   session.connected();
   session.setOwner();

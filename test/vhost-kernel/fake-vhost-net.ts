@@ -12,6 +12,7 @@
  * kernel's last_avail_idx, which its worker moves while the ring runs).
  */
 import { SysError } from '../../src/sys/index.js';
+import { E } from '../../src/vhost-kernel/errors.js';
 import { type KernelVringAddr, ringToPair, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
 
 /** One call of VhostNetDevice as a typed record: the method and its arguments (ring = DEVICE ring number). */
@@ -32,12 +33,7 @@ export type VhostNetCall =
 /** One recorded call, with the errno code if the fake refused it. */
 export type Call = VhostNetCall & { error?: string };
 
-const EPERM = 1,
-  EBADF = 9,
-  EFAULT = 14,
-  EBUSY = 16,
-  EINVAL = 22,
-  EOPNOTSUPP = 95;
+const { EPERM, EBADF, EFAULT, EBUSY, EINVAL, EOPNOTSUPP } = E;
 
 interface RingState {
   num?: number;
