@@ -6,8 +6,9 @@
  *  - enabled: SET_VRING_ENABLE 1, or every ring at SET_FEATURES when PROTOCOL_FEATURES was not
  *    negotiated ("the ring starts directly in the enabled state").
  * and a third, what a datapath reads when it starts a ring: size, addresses and kick fd (the
- * kernel's vhost-net fails with EFAULT without them, docs/kernel-ordering.md). Whether the
- * datapath serves the ring is the datapath's to say (Datapath.running).
+ * kernel's vhost-net fails with EFAULT without them, docs/kernel-ordering.md). The session turns
+ * these into the ring's part of a DatapathTarget (session.ts); whether the datapath serves the
+ * ring now is the datapath's to say (Datapath.running).
  */
 import type { VringAddr } from '../vhost-user/messages.js';
 import { ringName } from '../virtio.js';
@@ -27,7 +28,7 @@ export class Ring {
   base = 0;
   /** SET_VRING_ADDR as the front-end sent it (front-end virtual addresses, guest-physical log address). */
   addr: VringAddr | undefined;
-  /** `addr` translated into the bridge's address space; what the datapath was given. */
+  /** `addr` translated into the bridge's address space (with the current memory table); what the datapath gets. */
   local: LocalRing | undefined;
   kickFd: number | null = null;
   callFd: number | null = null;
@@ -48,7 +49,8 @@ export class Ring {
   }
 
   /** The addresses a datapath gets: local areas, the front-end's log address and flags. */
-  datapathAddr(local: LocalRing | undefined = this.local): DatapathRingAddr | null {
+  datapathAddr(): DatapathRingAddr | null {
+    const local = this.local;
     if (!this.addr || !local) return null;
     return { flags: this.addr.flags, desc: local.desc, avail: local.avail, used: local.used, log: this.addr.log };
   }

@@ -1,15 +1,19 @@
 /**
  * The vhost-user back-end of one port (handler.ts VhostUserBackend), on a Datapath (datapath.ts).
- * It serves one front-end connection at a time: what the front-end said (features, memory table,
- * per-ring state) lives for that connection and is forgotten at its end; the datapath and the
- * port's counters live as long as the port. A second port is a second session + datapath pair.
+ * It serves one front-end connection at a time. Two lifetimes, kept apart:
+ *  - the port's (PortBackEnd): the datapath, the counters of sessions served and peers refused,
+ *    the times, the event listeners, the status;
+ *  - one front-end's vhost-user session (Session): what the front-end said (features, owner,
+ *    memory table, dirty log, per-ring state), made at connected() and dropped at disconnected()
+ *    (and made anew by RESET_OWNER / RESET_DEVICE).
  *
- * It owns the vhost-user state and the guest memory (src/memtable: mapping, translation of ring
- * addresses), records in each handler what the front-end said and passes the datapath its share,
- * and decides which rings run in ONE place, afterRequest() (settle), after every request, as
- * DPDK's vhost_user_msg_handler does: a ring runs when started, enabled and configured, and the
- * session owns a datapath (SET_OWNER). Before SET_OWNER it keeps what arrives and gives it to the
- * datapath at SET_OWNER.
+ * The session owns the vhost-user state and the guest memory (src/memtable: mapping, translation
+ * of ring addresses); handlers record what the front-end said. What the kernel should hold
+ * follows from that in ONE place, settle() (after every request, afterRequest(), as DPDK's
+ * vhost_user_msg_handler does; and inside the handlers whose outcome depends on the kernel taking
+ * it): a DatapathTarget, in which a ring runs when started, enabled and configured, and the
+ * session has an owner (SET_OWNER). The datapath applies it as a difference from what it gave
+ * last, so what arrived before SET_OWNER reaches the kernel at SET_OWNER with no replay of its own.
  *
  * Status is data (status.ts): status() is a typed snapshot, and listeners get every lifecycle
  * event with the status after it. Events caused by a request are delivered once the request is
@@ -25,7 +29,7 @@ import { Refused } from '../vhost-user/errors.js';
 import type { Negotiated, RequestDone, VhostUserBackend } from '../vhost-user/handler.js';
 import type { LogArea, MemoryRegion, VringAddr } from '../vhost-user/messages.js';
 import { FEATURE_NAMES, MAX_RING_SIZE, VHOST_F, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F } from '../virtio.js';
-import type { Datapath } from './datapath.js';
+import type { Datapath, DatapathTarget } from './datapath.js';
 import { type LocalRing, Ring } from './ring.js';
 import type { PortEvent, PortListener, PortStatus } from './status.js';
 
@@ -74,27 +78,109 @@ const RING_IDX_OFFSET = 2n;
 const names = (mask: bigint, table: Readonly<Record<number, string>>): string[] =>
   bitsOf(mask).map((n) => table[n] ?? `bit ${n}`);
 
-export class VhostUserSession implements VhostUserBackend {
+/**
+ * One front-end's vhost-user session: what it said (vhost-user.rst: features, owner, memory table,
+ * log, rings), and the resources that came with it (guest memory mappings, the log mapping, the
+ * eventfds). Made when a front-end connects (and anew by RESET_OWNER / RESET_DEVICE), dropped with
+ * close() when it goes.
+ */
+class Session {
+  readonly rings: Ring[];
+  /** The guest memory table, and whether the front-end sent one (an empty table is then given too). */
+  memory = MemTable.empty();
+  memorySet = false;
+  /** The dirty log (SET_LOG_BASE): the mapping, and the address the datapath gets (base + offset). */
+  logMap: { base: bigint; length: bigint; addr: bigint } | null = null;
+  /** SET_FEATURES; null before it. */
+  negotiated: bigint | null = null;
+  /** SET_OWNER was carried out: the datapath holds this session's per-session resources. */
+  owned = false;
+
+  constructor(queuePairs: number) {
+    this.rings = Array.from({ length: 2 * queuePairs }, (_, i) => new Ring(i));
+  }
+
+  /** Before SET_FEATURES a ring's extent is checked as if EVENT_IDX were on (2 bytes more per area). */
+  eventIdx(): boolean {
+    return this.negotiated === null || has(this.negotiated, VIRTIO_F.RING_EVENT_IDX);
+  }
+
+  /**
+   * The front-end wants the kernel's writes to this ring logged, and can send the log (LOG_SHMFD
+   * in `protocol`: without it no SET_LOG_BASE can come, and waiting for one would stop the ring for good).
+   */
+  logged(r: Ring, protocol: bigint | null): boolean {
+    if (protocol === null || !has(protocol & BRIDGE_PROTOCOL_FEATURES, PROTOCOL_F.LOG_SHMFD)) return false;
+    const all = this.negotiated !== null && has(this.negotiated, VHOST_F.LOG_ALL);
+    return all || (r.addr !== undefined && (r.addr.flags & (1 << VRING_ADDR_F.LOG)) !== 0);
+  }
+
+  /**
+   * What the kernel should hold for this session: THE decision of which rings run. A ring runs
+   * when it is ready (started, enabled, configured: ring.ts), the session has an owner, and, if
+   * it is to be logged (LOG_ALL negotiated, or VHOST_VRING_F_LOG on it), once the log is there:
+   * what the kernel wrote before it had the log would be missing from it. QEMU starts a device
+   * during migration (after a reconnect) with SET_LOG_BASE last (hw/virtio/vhost.c vhost_dev_start).
+   */
+  target(protocol: bigint | null): DatapathTarget {
+    return {
+      features: this.negotiated,
+      memory: this.memorySet ? this.memory : null,
+      log: this.logMap?.addr ?? null,
+      rings: this.rings.map((r) => ({
+        num: r.num,
+        base: r.base,
+        addr: r.datapathAddr(),
+        kick: r.kickFd,
+        call: r.callFd,
+        err: r.errFd,
+        enabled: r.enabled,
+        attached: this.owned && r.ready && (this.logMap !== null || !this.logged(r, protocol)),
+      })),
+    };
+  }
+
+  /**
+   * Give back what the session holds, once the datapath has released it (the kernel may touch
+   * guest memory and the log until then): unmap guest memory and the log, close the eventfds.
+   */
+  close(why: string, log: Logger): void {
+    try {
+      this.memory.retire();
+    } catch (e) {
+      log.warn(`${why}: unmap guest memory: ${(e as Error).message}`);
+    }
+    try {
+      if (this.logMap) munmap(this.logMap.base, this.logMap.length);
+    } catch (e) {
+      log.warn(`${why}: unmap dirty log: ${(e as Error).message}`);
+    }
+    this.logMap = null;
+    for (const r of this.rings) for (const fd of [r.kickFd, r.callFd, r.errFd]) if (fd !== null) closeQuiet(fd);
+  }
+}
+
+/**
+ * The port's vhost-user back-end: the port-lifetime facts (counters, times, listeners, status) and
+ * the current front-end's Session, to which every request goes.
+ */
+export class PortBackEnd implements VhostUserBackend {
   readonly port: string;
   private readonly datapath: Datapath;
   private readonly log: Logger;
   private readonly limit: MemoryLimit;
-  private rings: Ring[];
-  private memory = MemTable.empty();
-  /** The dirty log (SET_LOG_BASE): the mapping, and the address the datapath gets (base + offset). */
-  private logMap: { base: bigint; length: bigint; addr: bigint } | null = null;
-  private negotiated: bigint | null = null;
+  /** The connected front-end's session; null between connections. */
+  private session: Session | null = null;
   /** What the connected front-end negotiated, kept by its dispatcher (attach): its protocol features are read there. */
   private frontEndState: Negotiated | null = null;
   private get protocol(): bigint | null {
     return this.frontEndState?.protocolFeatures ?? null;
   }
 
-  // Status: what listeners were last told of each ring, and the session's moments.
+  // Status: what listeners were last told of each ring, and the port's moments.
   private shownRunning: boolean[];
   private readonly pending: PortEvent[] = [];
   private readonly listeners: PortListener[] = [];
-  private frontEnd = false;
   private sessions = 0;
   private refusedPeers = 0;
   private times: PortStatus['times'] = {
@@ -111,8 +197,7 @@ export class VhostUserSession implements VhostUserBackend {
     this.log = cfg.log ?? defaultLog;
     this.limit = cfg.memoryLimit ?? { bytes: null, regions: null };
     if (cfg.onEvent) this.listeners.push(cfg.onEvent);
-    this.rings = this.freshRings();
-    this.shownRunning = this.rings.map(() => false);
+    this.shownRunning = Array.from({ length: 2 * this.datapath.queuePairs }, () => false);
   }
 
   // ---- Status ---------------------------------------------------------------------------------
@@ -129,20 +214,21 @@ export class VhostUserSession implements VhostUserBackend {
   /** A typed snapshot of the port (status.ts). */
   status(): PortStatus {
     const offered = this.datapath.offered;
+    const s = this.session ?? new Session(this.datapath.queuePairs);
     return {
       port: this.port,
-      frontEnd: this.frontEnd,
+      frontEnd: this.session !== null,
       sessions: this.sessions,
       refusedPeers: this.refusedPeers,
       features: {
         offered: hex(offered),
         offeredNames: names(offered, FEATURE_NAMES),
-        negotiated: this.negotiated === null ? null : hex(this.negotiated),
-        negotiatedNames: this.negotiated === null ? [] : names(this.negotiated, FEATURE_NAMES),
+        negotiated: s.negotiated === null ? null : hex(s.negotiated),
+        negotiatedNames: s.negotiated === null ? [] : names(s.negotiated, FEATURE_NAMES),
         protocol: this.protocol === null ? null : hex(this.protocol),
         protocolNames: this.protocol === null ? [] : names(this.protocol, PROTOCOL_FEATURE_NAMES),
       },
-      rings: this.rings.map((r) => ({
+      rings: s.rings.map((r) => ({
         index: r.index,
         size: r.num ?? null,
         started: r.started,
@@ -151,12 +237,12 @@ export class VhostUserSession implements VhostUserBackend {
         kick: r.kickFd !== null,
         call: r.callFd !== null,
         err: r.errFd !== null,
-        ...this.ringIndexes(r),
+        ...this.ringIndexes(s, r),
       })),
       datapath: this.datapath.describe(),
       memory: {
-        regions: this.memory.regions.map((m) => ({ guestAddr: hex(m.gpa), size: hex(m.size), userAddr: hex(m.qva) })),
-        dirtyLog: this.logMap !== null,
+        regions: s.memory.regions.map((m) => ({ guestAddr: hex(m.gpa), size: hex(m.size), userAddr: hex(m.qva) })),
+        dirtyLog: s.logMap !== null,
       },
       times: { ...this.times },
     };
@@ -172,12 +258,12 @@ export class VhostUserSession implements VhostUserBackend {
    * table. Little endian: VERSION_1 rings are, and the hosts src/sys supports are too (legacy rings
    * are in the guest's order, the same on those hosts).
    */
-  private ringIndexes(r: Ring): { availIdx: number | null; usedIdx: number | null } {
+  private ringIndexes(s: Session, r: Ring): { availIdx: number | null; usedIdx: number | null } {
     const addr = r.addr;
     if (!addr) return { availIdx: null, usedIdx: null };
     const read = (qva: bigint): number | null => {
       try {
-        return memoryView(this.memory.qvaToLocal(qva + RING_IDX_OFFSET, 2n), 2).readUInt16LE(0);
+        return memoryView(s.memory.qvaToLocal(qva + RING_IDX_OFFSET, 2n), 2).readUInt16LE(0);
       } catch (e) {
         if (e instanceof MemTableError) return null;
         throw e;
@@ -191,10 +277,11 @@ export class VhostUserSession implements VhostUserBackend {
     this.emit({ kind: 'ready' });
   }
 
-  /** A front-end connection begins (the transport accepted or made it). */
+  /** A front-end connection begins (the transport accepted or made it): its session is made. */
   connected(): void {
+    if (this.session) this.end('connect');
+    this.session = new Session(this.datapath.queuePairs);
     this.sessions++;
-    this.frontEnd = true;
     const { disconnected } = this.times;
     this.times = {
       connected: Date.now(),
@@ -215,7 +302,7 @@ export class VhostUserSession implements VhostUserBackend {
   // ---- Negotiation ----------------------------------------------------------------------------
 
   ringCount(): number {
-    return this.rings.length;
+    return 2 * this.datapath.queuePairs;
   }
 
   getFeatures(): bigint {
@@ -232,21 +319,26 @@ export class VhostUserSession implements VhostUserBackend {
    * under traffic.
    */
   setFeatures(features: bigint): void {
-    const changed = this.negotiated === null ? 0n : (features ^ this.negotiated) & ~bit(VHOST_F.LOG_ALL);
-    const running = this.rings.filter((r) => this.datapath.running(r.index));
+    const s = this.live();
+    const changed = s.negotiated === null ? 0n : (features ^ s.negotiated) & ~bit(VHOST_F.LOG_ALL);
+    const running = s.rings.filter((r) => this.datapath.running(r.index));
     if (changed !== 0n && running.length) {
       throw new Refused(
         `changes ${describeBits(changed, FEATURE_NAMES)} while ${running.join(', ')} ` +
           `run${running.length > 1 ? '' : 's'} (only LOG_ALL may change then)`,
       );
     }
-    this.negotiated = features;
-    if (this.datapath.opened) this.datapath.setFeatures(features);
-    if (!has(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const r of this.rings) r.enabled = true;
+    const before = { negotiated: s.negotiated, enabled: s.rings.map((r) => r.enabled) };
+    s.negotiated = features;
+    if (!has(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const r of s.rings) r.enabled = true;
+    this.settle(() => {
+      s.negotiated = before.negotiated;
+      for (const [i, r] of s.rings.entries()) r.enabled = before.enabled[i];
+    });
     this.times.featuresSet ??= Date.now();
     this.pending.push({ kind: 'negotiated' });
     this.log.info(`SET_FEATURES: negotiated ${describeBits(features, FEATURE_NAMES)}`);
-    if (has(features, VHOST_F.LOG_ALL) && !this.logMap) {
+    if (has(features, VHOST_F.LOG_ALL) && !s.logMap) {
       this.log.info('SET_FEATURES: LOG_ALL before SET_LOG_BASE: rings to be logged wait for the log');
     }
   }
@@ -278,62 +370,53 @@ export class VhostUserSession implements VhostUserBackend {
   // ---- Session --------------------------------------------------------------------------------
 
   /**
-   * SET_OWNER: the datapath takes its per-session resources and gets what arrived before, the log
-   * before the features (a LOG_ALL needs the log base in the kernel first: docs/migration.md).
+   * SET_OWNER: the datapath takes its per-session resources; what arrived before reaches the
+   * kernel with the next settle (the datapath gives the log before the features: docs/migration.md).
    */
   setOwner(): void {
-    if (this.datapath.opened) throw new Refused('this session already has an owner');
+    const s = this.live();
+    if (s.owned) throw new Refused('this session already has an owner');
     this.datapath.open();
-    if (this.logMap) this.datapath.setLogBase(this.logMap.addr);
-    if (this.negotiated !== null) this.datapath.setFeatures(this.negotiated);
-    if (this.memory.regions.length) this.datapath.setMemTable(this.memory, []);
-    for (const r of this.rings) this.pushRing(r);
+    s.owned = true;
+    this.settle();
   }
 
   /** RESET_OWNER (deprecated): everything stops and is forgotten, the owner too. */
   resetOwner(): void {
-    this.teardown('RESET_OWNER');
+    this.end('RESET_OWNER');
+    this.session = new Session(this.datapath.queuePairs);
     this.pending.push({ kind: 'reset', why: 'RESET_OWNER' });
   }
 
   /** RESET_DEVICE: "reset the device to the state it was in right after SET_OWNER". */
   resetDevice(): void {
-    const owned = this.datapath.opened;
-    this.teardown('RESET_DEVICE');
+    const owned = this.live().owned;
+    this.end('RESET_DEVICE');
+    this.session = new Session(this.datapath.queuePairs);
     this.pending.push({ kind: 'reset', why: 'RESET_DEVICE' });
     if (owned) this.setOwner();
   }
 
+  /** The front-end left (or was dropped): its session ends and is dropped. */
   disconnected(): void {
-    this.teardown('disconnect');
+    this.end('disconnect');
+    this.session = null;
     this.frontEndState = null;
-    this.frontEnd = false;
     this.times.disconnected = Date.now();
     this.pending.push({ kind: 'disconnected' });
     this.flush();
   }
 
   /**
-   * The datapath stops every ring and gives back its per-session resources, THEN guest memory and
-   * the log are unmapped (the kernel may touch them until then), and the eventfds closed. The
-   * port (the tap) stays: the host side does not flap between sessions.
+   * End the current session: the datapath stops every ring and gives back its per-session
+   * resources, THEN the session unmaps guest memory and the log (the kernel may touch them until
+   * then) and closes its eventfds. The port (the tap) stays: the host side does not flap between
+   * sessions.
    */
-  private teardown(why: string): void {
+  private end(why: string): void {
     this.datapath.release(why);
-    try {
-      this.memory.retire();
-    } catch (e) {
-      this.log.warn(`${why}: unmap guest memory: ${(e as Error).message}`);
-    }
-    this.memory = MemTable.empty();
-    try {
-      this.unmapLog();
-    } catch (e) {
-      this.log.warn(`${why}: unmap dirty log: ${(e as Error).message}`);
-    }
-    for (const r of this.rings) for (const fd of [r.kickFd, r.callFd, r.errFd]) if (fd !== null) closeQuiet(fd);
-    this.rings = this.freshRings();
-    this.negotiated = null;
+    this.session?.close(why, this.log);
+    this.session = null;
     this.report();
     this.log.debug(`${why}: every ring stopped, ${this.datapath.name} released, memory unmapped`);
   }
@@ -342,14 +425,15 @@ export class VhostUserSession implements VhostUserBackend {
 
   /** SET_MEM_TABLE: an identical table changes nothing; otherwise map, check rings, swap. */
   setMemTable(regions: MemoryRegion[], fds: number[]): void {
-    if (this.memory.regions.length && this.memory.sameAs(regions, fds)) {
+    const s = this.live();
+    if (s.memory.regions.length && s.memory.sameAs(regions, fds)) {
       for (const fd of fds) closeQuiet(fd);
       this.log.debug('SET_MEM_TABLE: same table as before, nothing to do');
       return;
     }
     const maxRegions = this.limit.regions === null ? undefined : Math.min(this.limit.regions, LIMITS.MAX_MEM_REGIONS);
-    const opts = { previous: this.memory, maxRegions, maxBytes: this.limit.bytes };
-    this.swapMemory(fds, (own) => MemTable.map(regions, own, opts), 'SET_MEM_TABLE');
+    const opts = { previous: s.memory, maxRegions, maxBytes: this.limit.bytes };
+    this.swapMemory(s, fds, (own) => MemTable.map(regions, own, opts), 'SET_MEM_TABLE');
   }
 
   /** The slots the kernel takes, or fewer if the port is limited (GET_MAX_MEM_SLOTS tells the front-end so). */
@@ -363,13 +447,14 @@ export class VhostUserSession implements VhostUserBackend {
 
   /** ADD_MEM_REG. QEMU 7.2 sends it once per queue pair: a region already in the table is a repeat, not an overlap. */
   addMemReg(region: MemoryRegion, fd: number): void {
-    if (this.memory.contains(region, fd)) {
+    const s = this.live();
+    if (s.memory.contains(region, fd)) {
       closeQuiet(fd);
       this.log.debug('ADD_MEM_REG: region already in the table (sent again for another queue pair)');
       return;
     }
     const opts = { maxRegions: this.memSlots(), maxBytes: this.limit.bytes };
-    this.swapMemory([fd], ([own]) => this.memory.withRegion(region, own, opts), 'ADD_MEM_REG');
+    this.swapMemory(s, [fd], ([own]) => s.memory.withRegion(region, own, opts), 'ADD_MEM_REG');
   }
 
   /**
@@ -377,91 +462,89 @@ export class VhostUserSession implements VhostUserBackend {
    * is a repeat.
    */
   remMemReg(region: MemoryRegion): void {
-    if (!this.memory.has(region)) {
+    const s = this.live();
+    if (!s.memory.has(region)) {
       this.log.debug('REM_MEM_REG: no such region (already removed for another queue pair)');
       return;
     }
-    this.swapMemory([], () => this.memory.withoutRegion(region), 'REM_MEM_REG');
+    this.swapMemory(s, [], () => s.memory.withoutRegion(region), 'REM_MEM_REG');
   }
 
   /**
-   * Build the next table, give it to the datapath and retire the old one. Every configured ring
-   * must still be inside guest memory (else the new table is dropped and the request refused, the
-   * datapath untouched); rings whose local address moves are re-addressed with the new table.
+   * Build the next table, give it to the kernel (settle) and retire the old one. Every configured
+   * ring must still be inside guest memory (else the new table is dropped and the request refused,
+   * the kernel untouched); rings whose local address moves are re-addressed with the new table.
    *
    * fds: MemTable consumes the fds it maps on success, but the ring check comes after the mapping
    * and may still refuse, and on a refusal the dispatcher closes the message's fds. So the table is
    * built from duplicates; the originals are closed here only once nothing can refuse any more.
    */
-  private swapMemory(fds: number[], build: (own: number[]) => MemTable, request: string): void {
+  private swapMemory(s: Session, fds: number[], build: (own: number[]) => MemTable, request: string): void {
     const own = fds.map((fd) => dup(fd));
     let next: MemTable;
     try {
-      next = build(own);
+      next = this.refusing(() => build(own));
     } catch (e) {
       closeAll(own);
-      if (e instanceof MemTableError && e.reason === 'too-large')
-        throw new Refused(`${e.message} (this port's maxMemory)`);
-      if (e instanceof MemTableError && e.reason === 'too-many' && this.limit.regions !== null)
-        throw new Refused(`${e.message} (this port's maxRegions is ${this.limit.regions})`);
-      if (e instanceof MemTableError) throw new Refused(e.message);
       throw e;
     }
     const moved: { ring: Ring; local: LocalRing }[] = [];
     try {
-      for (const r of this.rings) {
-        if (!r.addr || r.num === undefined) continue;
-        const local = next.translateRing(r.addr, r.num, this.eventIdx());
-        if (!r.local || local.desc !== r.local.desc || local.avail !== r.local.avail || local.used !== r.local.used) {
-          moved.push({ ring: r, local });
+      this.refusing(() => {
+        for (const r of s.rings) {
+          if (!r.addr || r.num === undefined) continue;
+          const local = next.translateRing(r.addr, r.num, s.eventIdx());
+          if (!r.local || local.desc !== r.local.desc || local.avail !== r.local.avail || local.used !== r.local.used) {
+            moved.push({ ring: r, local });
+          }
         }
-      }
+      }, ` (after ${request})`);
     } catch (e) {
       next.retire();
-      if (e instanceof MemTableError) throw new Refused(`${e.message} (after ${request})`);
+      throw e;
+    }
+    const before = { memory: s.memory, memorySet: s.memorySet, local: moved.map((m) => m.ring.local) };
+    s.memory = next;
+    s.memorySet = true;
+    for (const m of moved) m.ring.local = m.local;
+    try {
+      this.settle(() => {
+        s.memory = before.memory;
+        s.memorySet = before.memorySet;
+        for (const [i, m] of moved.entries()) m.ring.local = before.local[i];
+      });
+    } catch (e) {
+      next.retire();
       throw e;
     }
     closeAll(fds);
-    if (this.datapath.opened) {
-      this.datapath.setMemTable(
-        next,
-        moved.map((m) => ({ ring: m.ring.index, addr: m.ring.datapathAddr(m.local)! })),
-      );
-    }
-    const old = this.memory;
-    this.memory = next;
-    old.retire(next);
-    for (const m of moved) m.ring.local = m.local;
+    before.memory.retire(next);
     this.pending.push({ kind: 'memory' });
     this.log.info(`${request}: ${next}`);
   }
 
   /**
-   * SET_LOG_BASE: map the shared dirty-log area and give its address to the datapath. A second one
+   * SET_LOG_BASE: map the shared dirty-log area and give its address to the kernel. A second one
    * (QEMU resizes the log when guest memory changes) replaces the first without a gap: the new
    * mapping reaches the kernel before the old one is unmapped. The fd is closed once the log is in
    * place (the mapping keeps the memory); on a refusal it stays with the dispatcher, which closes it.
    */
   setLogBase(area: LogArea, fd: number): void {
+    const s = this.live();
     const length = area.size + area.offset;
     if (area.size === 0n) throw new Refused('log area of size 0');
-    let base: bigint;
+    const base = this.refusing(() => mmapShared(fd, length, 0n), ' (the log fd cannot be mapped)');
+    const old = s.logMap;
+    s.logMap = { base, length, addr: base + area.offset };
     try {
-      base = mmapShared(fd, length, 0n);
-    } catch (e) {
-      if (e instanceof SysError) throw new Refused(`log fd cannot be mapped (${e.message})`);
-      throw e;
-    }
-    const addr = base + area.offset;
-    try {
-      if (this.datapath.opened) this.datapath.setLogBase(addr);
+      this.settle(() => {
+        s.logMap = old;
+      });
     } catch (e) {
       munmap(base, length);
       throw e;
     }
     closeQuiet(fd);
-    const old = this.logMap;
-    this.logMap = { base, length, addr };
     // Nothing may throw from here on: the fd is closed, and a refusal would have the dispatcher close it again.
     if (old) {
       try {
@@ -474,48 +557,50 @@ export class VhostUserSession implements VhostUserBackend {
     this.log.info(`SET_LOG_BASE: dirty log of ${hex(area.size)} bytes mapped`);
   }
 
-  private unmapLog(): void {
-    if (this.logMap) munmap(this.logMap.base, this.logMap.length);
-    this.logMap = null;
-  }
-
   // ---- Rings ----------------------------------------------------------------------------------
 
   setVringNum(index: number, num: number): void {
-    const r = this.rings[index];
+    const r = this.live().rings[index];
     if (num < 1 || num > MAX_RING_SIZE || (num & (num - 1)) !== 0) {
       throw new Refused(`${r}: size ${num} is not a power of two up to ${MAX_RING_SIZE}`);
     }
-    if (this.datapath.opened) this.datapath.setRingNum(index, num);
+    const before = r.num;
     r.num = num;
+    this.settle(() => {
+      r.num = before;
+    });
   }
 
   setVringBase(index: number, base: number): void {
-    if (this.datapath.opened) this.datapath.setRingBase(index, base);
-    this.rings[index].base = base;
+    const r = this.live().rings[index];
+    const before = r.base;
+    r.base = base;
+    this.settle(() => {
+      r.base = before;
+    });
   }
 
   /** SET_VRING_ADDR: translate through the memory table; refuse a ring not wholly inside guest memory. */
   setVringAddr(addr: VringAddr): void {
-    const r = this.rings[addr.index];
+    const s = this.live();
+    const r = s.rings[addr.index];
     if (r.num === undefined)
       throw new Refused(`${r}: SET_VRING_ADDR before SET_VRING_NUM (the ring's extent is unknown)`);
-    let local: LocalRing;
-    try {
-      local = this.memory.translateRing(addr, r.num, this.eventIdx());
-    } catch (e) {
-      if (e instanceof MemTableError) throw new Refused(e.message);
-      throw e;
-    }
+    const local = this.refusing(() => s.memory.translateRing(addr, r.num!, s.eventIdx()));
+    const before = { addr: r.addr, local: r.local };
     r.addr = addr;
     r.local = local;
-    if (this.datapath.opened) this.datapath.setRingAddr(r.index, r.datapathAddr()!);
+    this.settle(() => {
+      r.addr = before.addr;
+      r.local = before.local;
+    });
   }
 
   /** GET_VRING_BASE: the datapath stops the ring and reads its index; the ring stays stopped until a new kick. */
   getVringBase(index: number): number {
-    const r = this.rings[index];
-    if (this.datapath.opened) r.base = this.datapath.getRingBase(index);
+    const s = this.live();
+    const r = s.rings[index];
+    if (s.owned) r.base = this.datapath.getRingBase(index);
     r.started = false;
     return r.base;
   }
@@ -525,12 +610,16 @@ export class VhostUserSession implements VhostUserBackend {
    * itself.
    */
   setVringKick(index: number, fd: number | null): void {
-    const r = this.rings[index];
+    const r = this.live().rings[index];
     if (fd === null) throw new Refused(`${r}: a kick without fd (polling) cannot drive the kernel datapath`);
-    if (this.datapath.opened) this.datapath.setRingKick(index, fd);
-    if (r.kickFd !== null) closeQuiet(r.kickFd);
+    const before = { fd: r.kickFd, started: r.started };
     r.kickFd = fd;
     r.started = true;
+    this.settle(() => {
+      r.kickFd = before.fd;
+      r.started = before.started;
+    });
+    if (before.fd !== null) closeQuiet(before.fd);
   }
 
   /**
@@ -544,24 +633,34 @@ export class VhostUserSession implements VhostUserBackend {
    * the guest look at the used ring and move used_event; it is configuration, not datapath.
    */
   setVringCall(index: number, fd: number | null): void {
-    const r = this.rings[index];
-    if (this.datapath.opened) this.datapath.setRingCall(index, fd);
-    if (r.callFd !== null) closeQuiet(r.callFd);
+    const r = this.live().rings[index];
+    const before = r.callFd;
     r.callFd = fd;
+    this.settle(() => {
+      r.callFd = before;
+    });
+    if (before !== null) closeQuiet(before);
     if (fd !== null && r.started) eventfdWrite(fd, 1n);
   }
 
   setVringErr(index: number, fd: number | null): void {
-    const r = this.rings[index];
-    if (this.datapath.opened) this.datapath.setRingErr(index, fd);
-    if (r.errFd !== null) closeQuiet(r.errFd);
+    const r = this.live().rings[index];
+    const before = r.errFd;
     r.errFd = fd;
+    this.settle(() => {
+      r.errFd = before;
+    });
+    if (before !== null) closeQuiet(before);
   }
 
   /** SET_VRING_ENABLE: remembered even before the ring exists (QEMU sends it at realize). */
   setVringEnable(index: number, enable: boolean): void {
-    this.rings[index].enabled = enable;
-    this.datapath.setRingEnabled(index, enable);
+    const r = this.live().rings[index];
+    const before = r.enabled;
+    r.enabled = enable;
+    this.settle(() => {
+      r.enabled = before;
+    });
   }
 
   // ---- Net ------------------------------------------------------------------------------------
@@ -592,43 +691,59 @@ export class VhostUserSession implements VhostUserBackend {
   }
 
   /**
-   * Start the rings that should run and stop the ones that should not. A ring that is to be logged
-   * (LOG_ALL negotiated, or VHOST_VRING_F_LOG on it) waits for the log: what the kernel wrote
-   * before it had the log would be missing from it. QEMU starts a device during migration (after a
-   * reconnect) with SET_LOG_BASE last (hw/virtio/vhost.c vhost_dev_start).
+   * The datapath applies what the session's state says the kernel should hold (Session.target:
+   * which rings run, with everything else); it gives only what changed. A handler settles before
+   * it commits what the kernel must have first (a new table or log before the old is unmapped, an
+   * old eventfd closed only once replaced); if the kernel refuses, `undo` puts the session's state
+   * back, the kernel is brought back to it, and the failure is the request's.
    */
-  private settle(): void {
-    if (!this.datapath.opened) return;
-    for (const r of this.rings) {
-      const should = r.ready && (this.logMap !== null || !this.logged(r));
-      const running = this.datapath.running(r.index);
-      if (should && !running) this.datapath.start(r.index);
-      else if (!should && running) this.datapath.stop(r.index, 'not ready');
+  private settle(undo?: () => void): void {
+    const s = this.session;
+    if (!s) return;
+    try {
+      this.datapath.apply(s.target(this.protocol));
+    } catch (e) {
+      if (!undo) throw e;
+      undo();
+      try {
+        this.datapath.apply(s.target(this.protocol));
+      } catch (again) {
+        this.log.warn(`after the refusal, back to the previous state: ${(again as Error).message}`);
+      }
+      throw e;
     }
   }
 
   /**
-   * The front-end wants the kernel's writes to this ring logged, and can send the log (LOG_SHMFD
-   * negotiated: without it no SET_LOG_BASE can come, and waiting for one would stop the ring for good).
+   * The one translation of a failure of guest memory (MemTableError) or of a system call on what
+   * the front-end sent (SysError) into a refusal of the request, `suffix` saying where; when the
+   * port's own limit refused, it is named. Anything else is the back end's own failure and passes.
    */
-  private logged(r: Ring): boolean {
-    if (this.protocol === null || !has(this.protocol & BRIDGE_PROTOCOL_FEATURES, PROTOCOL_F.LOG_SHMFD)) return false;
-    const all = this.negotiated !== null && has(this.negotiated, VHOST_F.LOG_ALL);
-    return all || (r.addr !== undefined && (r.addr.flags & (1 << VRING_ADDR_F.LOG)) !== 0);
+  private refusing<T>(f: () => T, suffix = ''): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof MemTableError && e.reason === 'too-large')
+        throw new Refused(`${e.message} (this port's maxMemory)`);
+      if (e instanceof MemTableError && e.reason === 'too-many' && this.limit.regions !== null)
+        throw new Refused(`${e.message} (this port's maxRegions is ${this.limit.regions})`);
+      if (e instanceof MemTableError || e instanceof SysError) throw new Refused(`${e.message}${suffix}`);
+      throw e;
+    }
   }
 
-  /** Ring events for what changed since listeners were last told, and the session's moments. */
+  /** Ring events for what changed since listeners were last told, and the port's moments. */
   private report(): void {
     let started = false;
-    for (const r of this.rings) {
-      const now = this.datapath.running(r.index);
-      if (now === this.shownRunning[r.index]) continue;
-      this.shownRunning[r.index] = now;
-      this.pending.push(now ? { kind: 'ring-running', ring: r.index } : { kind: 'ring-stopped', ring: r.index });
+    for (const [q, shown] of this.shownRunning.entries()) {
+      const now = this.datapath.running(q);
+      if (now === shown) continue;
+      this.shownRunning[q] = now;
+      this.pending.push(now ? { kind: 'ring-running', ring: q } : { kind: 'ring-stopped', ring: q });
       if (now) started = true;
       else this.times.lastRingStopped = Date.now();
     }
-    const enabled = this.rings.filter((r) => r.enabled);
+    const enabled = this.session?.rings.filter((r) => r.enabled) ?? [];
     const all = enabled.length > 0 && enabled.every((r) => this.datapath.running(r.index));
     if (started && all) this.times.allRingsRunning = Date.now();
   }
@@ -655,26 +770,9 @@ export class VhostUserSession implements VhostUserBackend {
     }
   }
 
-  // ---- Internals ------------------------------------------------------------------------------
-
-  private freshRings(): Ring[] {
-    return Array.from({ length: 2 * this.datapath.queuePairs }, (_, i) => new Ring(i));
-  }
-
-  private eventIdx(): boolean {
-    // Before SET_FEATURES the ring's extent is checked as if EVENT_IDX were on (2 bytes more per area).
-    return this.negotiated === null || has(this.negotiated, VIRTIO_F.RING_EVENT_IDX);
-  }
-
-  /** After SET_OWNER: everything the ring received before there was a datapath to give it to. */
-  private pushRing(r: Ring): void {
-    const d = this.datapath;
-    if (r.callFd !== null) d.setRingCall(r.index, r.callFd);
-    if (r.errFd !== null) d.setRingErr(r.index, r.errFd);
-    if (r.num !== undefined) d.setRingNum(r.index, r.num);
-    d.setRingBase(r.index, r.base);
-    const addr = r.datapathAddr();
-    if (addr) d.setRingAddr(r.index, addr);
-    if (r.kickFd !== null) d.setRingKick(r.index, r.kickFd);
+  /** The connected front-end's session; a request outside a connection is a bug of the caller. */
+  private live(): Session {
+    if (!this.session) throw new Error('no front-end connected (a request outside a connection)');
+    return this.session;
   }
 }

@@ -4,27 +4,31 @@
  * gets the memory table (guest-physical -> this process's mapping), the translated ring
  * addresses and the front-end's kick, call and err eventfds as they are.
  *
- * The kernel's ordering rules live here (docs/kernel-ordering.md; verified in
- * the lab, test/qemu/kernel-errors.test.ts):
+ * It is told what the kernel should hold (a DatapathTarget, after every request) and gives the
+ * kernel what differs from what it gave last, so the one fact it keeps is its own: what each fd
+ * was given. The kernel's ordering rules live here (docs/kernel-ordering.md; verified in the lab,
+ * test/qemu/kernel-errors.test.ts), and apply() keeps them in this order:
  *  - open: one vhost-net fd per queue pair, VHOST_SET_OWNER by this process (whose address space
  *    ring and region addresses refer to).
- *  - start = VHOST_NET_SET_BACKEND(tap queue fd): the kernel reads the memory table, NUM, BASE,
- *    ADDR and kick at that moment and fails with EFAULT without them; the session starts a ring
- *    only when it is configured.
- *  - While a ring is attached the kernel refuses SET_VRING_NUM/BASE (EBUSY) and checks a new
- *    ADDR or memory table against it: the ring is detached around such a change and re-attached.
- *  - GET_VRING_BASE detaches first, then reads the index.
- *  - A new memory table reaches every fd before the old mappings go (the session unmaps after
- *    setMemTable returns); at release the fds are given back before the session unmaps memory.
+ *  - tap queue steering (TUNSETQUEUE) for the pairs the front-end enabled.
  *  - VHOST_SET_LOG_BASE before a feature word with LOG_ALL: a LOG_ALL that arrives first is held
- *    back and given with the log base (docs/migration.md).
+ *    back and given with the log base (docs/migration.md); then the feature word, then the tap's
+ *    share of it.
+ *  - A new memory table reaches every fd before the old mappings go (the session unmaps after
+ *    apply returns); a ring whose address moves with it is detached around the change.
+ *  - Per ring: call and err (allowed while attached); then NUM, BASE, ADDR and kick, around which
+ *    an attached ring is detached (the kernel refuses NUM/BASE with EBUSY and re-checks ADDR).
+ *  - Last, attach = VHOST_NET_SET_BACKEND(tap queue fd) for the rings the session says run (the
+ *    kernel reads the memory table, NUM, BASE, ADDR and kick at that moment and fails with EFAULT
+ *    without them), and detach for the others.
+ *  - GET_VRING_BASE detaches first, then reads the index.
+ *  - At release the fds are given back before the session unmaps memory.
  */
 import { bit } from '../bits.js';
 import { hex } from '../format.js';
 import { log as defaultLog, type Logger } from '../log.js';
-import type { MemTable } from '../memtable/index.js';
-import { maxMemSlots } from '../memtable/index.js';
-import { SysError } from '../sys/index.js';
+import { type MemTable, maxMemSlots } from '../memtable/index.js';
+import { E, SysError } from '../sys/index.js';
 import {
   type BackendSocket,
   rarpFrame,
@@ -44,7 +48,7 @@ import {
   type WorkerPlacement,
   workerStartedAfter,
 } from '../vhost-kernel/workers.js';
-import type { Datapath, DatapathRingAddr } from './datapath.js';
+import type { Datapath, DatapathRingAddr, DatapathTarget, RingTarget } from './datapath.js';
 import type { DatapathStatus } from './status.js';
 
 /** How the datapath gets a vhost-net fd for a queue pair at open(), and gives it back at release(). */
@@ -82,7 +86,7 @@ export class KernelVhostNetProvider implements VhostNetProvider {
       dev.resetOwner();
     } catch (e) {
       // EPERM: never owned in this session (SET_OWNER failed part way): nothing to reset.
-      if (!(e instanceof SysError && e.errno === 1)) throw e;
+      if (!(e instanceof SysError && e.errno === E.EPERM)) throw e;
     }
     this.log.debug(`vhost-net fd of queue pair ${pair} reset for the next session (adopted, kept open)`);
   }
@@ -123,7 +127,7 @@ export interface VhostNetDatapathConfig {
   /**
    * TEST ONLY (docs/migration.md, "The test-only switch"): never give the kernel a log base,
    * LOG_ALL or a ring's VHOST_VRING_F_LOG, so that the lab can show its page compare fails without
-   * the kernel's dirty log. Set from VB_TEST_WITHHOLD_DIRTY_LOG in daemon.ts, nowhere else.
+   * the kernel's dirty log. Set only by lab/withheld-log-bridge.ts (VB_TEST_WITHHOLD_DIRTY_LOG), never by src.
    */
   withholdDirtyLog?: boolean;
 }
@@ -135,13 +139,29 @@ export interface PairWorker {
   placement: WorkerPlacement | null;
 }
 
-/** What the datapath remembers of a ring: enough to log, and whether the kernel serves it. */
-interface RingState {
+/**
+ * What this datapath gave the kernel for one ring: its own fact, not a copy of the session's
+ * (the kernel's index moves while the ring runs; `base` is what was last given or read back).
+ */
+interface GivenRing {
   num: number | undefined;
-  base: number;
+  base: number | undefined;
+  addr: DatapathRingAddr | null;
+  kick: number | null;
+  call: number | null;
+  err: number | null;
   attached: boolean;
-  enabled: boolean;
 }
+
+const sameAddr = (a: DatapathRingAddr | null, b: DatapathRingAddr | null): boolean =>
+  a === b ||
+  (a !== null &&
+    b !== null &&
+    a.flags === b.flags &&
+    a.desc === b.desc &&
+    a.avail === b.avail &&
+    a.used === b.used &&
+    a.log === b.log);
 
 export class VhostNetDatapath implements Datapath {
   readonly queuePairs: number;
@@ -156,20 +176,25 @@ export class VhostNetDatapath implements Datapath {
   private ownWorkers: (VhostWorker | null)[] = [];
   /** Where each of those was placed (`workerCgroup`), by queue pair; null without workerCgroup. */
   private placements: (WorkerPlacement | null)[] = [];
-  private rings: RingState[];
-  /** This session's negotiated word, and what of it the kernel and the tap were given. */
-  private negotiated: bigint | null = null;
+  // What the kernel and the socket were given (each field set once the ioctl returned).
+  private given: GivenRing[];
+  /** The feature word every fd has, and the tap's share of the negotiated word. */
   private kernelWord: bigint | null = null;
   private tapShare: { hdr: number; offloads: number } | null = null;
-  /** The VHOST_SET_LOG_BASE every fd of this session has. */
-  private logBase: bigint | null = null;
+  /** The table every fd has. */
+  private memory: MemTable | null = null;
+  /** The log address of the target last applied, and whether the kernel has it (not under withholdDirtyLog). */
+  private logAddr: bigint | null = null;
+  private logInKernel = false;
+  /** Per queue pair: attached to the tap (TUNSETQUEUE); undefined until first steered. */
+  private queueOn: (boolean | undefined)[] = [];
 
   constructor(private readonly cfg: VhostNetDatapathConfig) {
     this.queuePairs = cfg.queuePairs;
     this.offered = cfg.offered;
     this.socket = cfg.socket;
     this.log = cfg.log ?? defaultLog;
-    this.rings = this.freshRings();
+    this.given = this.freshRings();
   }
 
   get name(): string {
@@ -184,6 +209,7 @@ export class VhostNetDatapath implements Datapath {
     return this.cfg.maxMemSlots ?? maxMemSlots();
   }
 
+  /** Between open() and release(): the fds of a session that owns them. */
   get opened(): boolean {
     return this.devices !== null;
   }
@@ -253,7 +279,7 @@ export class VhostNetDatapath implements Datapath {
         this.log.warn(`${why}: ${what}: ${(e as Error).message}`);
       }
     };
-    for (const q of this.rings.keys()) step(`detach ${ringName(q)}`, () => this.detach(q, why));
+    for (const q of this.given.keys()) step(`detach ${ringName(q)}`, () => this.detach(q, why));
     if (this.devices) {
       for (const [p, v] of this.devices.entries()) {
         step(`release vhost-net fd of pair ${p}`, () => this.cfg.vhostNet.release(p, v));
@@ -262,126 +288,37 @@ export class VhostNetDatapath implements Datapath {
     this.devices = null;
     this.ownWorkers = [];
     this.placements = [];
-    this.rings = this.freshRings();
-    this.negotiated = this.kernelWord = this.logBase = this.tapShare = null;
+    this.given = this.freshRings();
+    this.kernelWord = this.tapShare = this.memory = this.logAddr = null;
+    this.logInKernel = false;
     for (let p = 1; p < this.queuePairs; p++)
-      step(`detach tap queue ${p}`, () => this.socket.setQueueEnabled(p, false));
+      step(`detach tap queue ${p}`, () => {
+        this.queueOn[p] = false;
+        this.socket.setQueueEnabled(p, false);
+      });
   }
 
-  /**
-   * The kernel gets its share of the negotiated word (features.toKernel); the tap the virtio-net
-   * header size (12 with VERSION_1 or MRG_RXBUF) and the offloaded packets the guest accepts
-   * (TUNSETOFFLOAD from GUEST_CSUM/TSO/ECN/UFO): offloads are what make the throughput equal to
-   * QEMU's tap,vhost=on. The tap is set only when its share changes: QEMU sends SET_FEATURES once
-   * per queue pair and again to toggle LOG_ALL while the rings run, and neither must touch a tap
-   * that is carrying traffic.
-   */
-  setFeatures(negotiated: bigint): void {
-    this.open_();
-    this.negotiated = negotiated;
-    this.giveKernelFeatures(true);
-    const hdr = vnetHdrSize(negotiated);
-    const hdrSocket = this.socket.vnetHdr;
-    if (!hdrSocket) {
-      this.log.debug(`${this.socket.name}: packet socket: vhost-net adds and strips the ${hdr}-byte virtio-net header`);
-      return;
+  apply(target: DatapathTarget): void {
+    this.steer(target.rings);
+    if (!this.devices) return;
+    this.applyLog(target.log);
+    this.applyFeatures(target.features);
+    this.applyMemory(target);
+    for (const [q, r] of target.rings.entries()) this.applyRing(q, r);
+    for (const [q, r] of target.rings.entries()) {
+      if (r.attached) this.attach(q);
+      else this.detach(q, 'not ready');
     }
-    const share = { hdr, offloads: tapOffloadFlags(negotiated) };
-    if (this.tapShare?.hdr === share.hdr && this.tapShare.offloads === share.offloads) return;
-    hdrSocket.setVnetHdrSize(share.hdr);
-    const applied = hdrSocket.setOffload(share.offloads);
-    this.tapShare = share;
-    this.log.debug(`${this.socket.name}: vnet header ${share.hdr} bytes, offloads ${hex(applied)}`);
-  }
-
-  setMemTable(table: MemTable, readdress: { ring: number; addr: DatapathRingAddr }[]): void {
-    const devices = this.open_();
-    const reattach = readdress.filter((m) => this.rings[m.ring].attached);
-    for (const m of reattach) this.detach(m.ring, 'new memory table');
-    const encoded = table.toVhostMemory();
-    for (const v of devices) v.setMemTable(encoded);
-    for (const m of readdress) this.device(m.ring).setVringAddr(m.ring, this.kernelAddr(m.addr));
-    for (const m of reattach) this.start(m.ring);
-  }
-
-  /**
-   * VHOST_SET_LOG_BASE on every fd, then the LOG_ALL that was held back for want of it. A second
-   * call replaces the first: the kernel switches to the new address under its ring locks, so the
-   * session may unmap the old log once this returns.
-   */
-  setLogBase(addr: bigint): void {
-    const devices = this.open_();
-    if (this.cfg.withholdDirtyLog) {
-      this.log.warn(`SET_LOG_BASE: NOT given to the kernel (test-only VB_TEST_WITHHOLD_DIRTY_LOG): no dirty log`);
-      return;
-    }
-    for (const v of devices) v.setLogBase(addr);
-    this.logBase = addr;
-    this.giveKernelFeatures(false);
-  }
-
-  setRingNum(ring: number, num: number): void {
-    this.whileDetached(ring, 'SET_VRING_NUM', () => {
-      this.device(ring).setVringNum(ring, num);
-      this.rings[ring].num = num;
-    });
-  }
-
-  setRingBase(ring: number, base: number): void {
-    this.whileDetached(ring, 'SET_VRING_BASE', () => {
-      this.device(ring).setVringBase(ring, base);
-      this.rings[ring].base = base;
-    });
-  }
-
-  setRingAddr(ring: number, addr: DatapathRingAddr): void {
-    this.whileDetached(ring, 'SET_VRING_ADDR', () => this.device(ring).setVringAddr(ring, this.kernelAddr(addr)));
-  }
-
-  setRingKick(ring: number, fd: number): void {
-    this.whileDetached(ring, 'SET_VRING_KICK', () => this.device(ring).setVringKick(ring, fd));
-  }
-
-  setRingCall(ring: number, fd: number | null): void {
-    this.device(ring).setVringCall(ring, fd ?? -1);
-  }
-
-  setRingErr(ring: number, fd: number | null): void {
-    this.device(ring).setVringErr(ring, fd ?? -1);
-  }
-
-  /**
-   * A multi-queue tap spreads host traffic over its ATTACHED queues only: a queue pair neither of
-   * whose rings is enabled is detached from the tap (TUNSETQUEUE), as QEMU's tap_enable/tap_disable
-   * do. Pair 0 always stays.
-   */
-  setRingEnabled(ring: number, enabled: boolean): void {
-    this.rings[ring].enabled = enabled;
-    const { pair } = ringToPair(ring);
-    if (pair > 0) this.socket.setQueueEnabled(pair, this.rings[2 * pair].enabled || this.rings[2 * pair + 1].enabled);
-  }
-
-  start(ring: number): void {
-    const r = this.rings[ring];
-    if (r.attached) return;
-    const { pair } = ringToPair(ring);
-    this.device(ring).netSetBackend(ring, this.socket.fd(pair));
-    r.attached = true;
-    this.log.info(`${ringName(ring)}: attached to ${this.socket.name} (size ${r.num}, base ${r.base})`);
-  }
-
-  stop(ring: number, why: string): void {
-    this.detach(ring, why);
   }
 
   running(ring: number): boolean {
-    return this.rings[ring].attached;
+    return this.given[ring].attached;
   }
 
   getRingBase(ring: number): number {
     this.detach(ring, 'GET_VRING_BASE');
     const base = this.device(ring).getVringBase(ring);
-    this.rings[ring].base = base;
+    this.given[ring].base = base;
     return base;
   }
 
@@ -398,7 +335,7 @@ export class VhostNetDatapath implements Datapath {
     let kernel: number[] = [];
     if (this.devices) {
       try {
-        kernel = [...this.rings.keys()].map((q) => this.device(q).getVringBusyloopTimeout(q));
+        kernel = [...this.given.keys()].map((q) => this.device(q).getVringBusyloopTimeout(q));
       } catch (e) {
         // A status is read after every event and must not throw; the read-back is then simply missing.
         this.log.debug(`status: VHOST_GET_VRING_BUSYLOOP_TIMEOUT: ${(e as Error).message}`);
@@ -413,28 +350,166 @@ export class VhostNetDatapath implements Datapath {
     };
   }
 
-  // ---- Internals ------------------------------------------------------------------------------
+  // ---- Applying a target, step by step ---------------------------------------------------------
 
-  private freshRings(): RingState[] {
-    const fresh = (): RingState => ({ num: undefined, base: 0, attached: false, enabled: false });
-    return Array.from({ length: 2 * this.queuePairs }, fresh);
+  /**
+   * A multi-queue tap spreads host traffic over its ATTACHED queues only: a queue pair neither of
+   * whose rings is enabled is detached from the tap (TUNSETQUEUE), as QEMU's tap_enable/tap_disable
+   * do. Pair 0 always stays. Port-level: steered with or without an owner.
+   */
+  private steer(rings: readonly RingTarget[]): void {
+    for (let p = 1; p < this.queuePairs; p++) {
+      const on = rings[2 * p].enabled || rings[2 * p + 1].enabled;
+      if (this.queueOn[p] === on) continue;
+      this.socket.setQueueEnabled(p, on);
+      this.queueOn[p] = on;
+    }
   }
 
   /**
-   * The kernel's share of the negotiated word, without LOG_ALL until the kernel has a log base:
-   * vhost_net_set_features checks the log only as far as access_ok() of the log range, so a
-   * LOG_ALL before VHOST_SET_LOG_BASE is accepted and the kernel would mark pages at address 0
-   * (and fail silently). QEMU sends SET_FEATURES with LOG_ALL before SET_LOG_BASE when it starts
-   * a device during migration (hw/virtio/vhost.c vhost_dev_start, e.g. after a reconnect).
-   * `always`: give the word even if it is the one the kernel has (SET_FEATURES); else only a change.
+   * VHOST_SET_LOG_BASE on every fd (the LOG_ALL held back for want of it follows in applyFeatures).
+   * A new address replaces the old: the kernel switches under its ring locks, so the session may
+   * unmap the old log once apply returns.
    */
-  private giveKernelFeatures(always: boolean): void {
-    if (this.negotiated === null) return;
-    let word = toKernel(this.negotiated, this.cfg.vhostNetFeatures, this.socket.vnetHdr !== null);
-    if (this.logBase === null) word &= ~bit(VHOST_F.LOG_ALL);
-    if (!always && word === this.kernelWord) return;
-    for (const v of this.open_()) v.setFeatures(word);
-    this.kernelWord = word;
+  private applyLog(addr: bigint | null): void {
+    if (addr === null || addr === this.logAddr) return;
+    if (this.cfg.withholdDirtyLog) {
+      this.log.warn(`SET_LOG_BASE: NOT given to the kernel (test-only VB_TEST_WITHHOLD_DIRTY_LOG): no dirty log`);
+      this.logAddr = addr;
+      return;
+    }
+    for (const v of this.ownedDevices()) v.setLogBase(addr);
+    this.logAddr = addr;
+    this.logInKernel = true;
+  }
+
+  /**
+   * The kernel gets its share of the negotiated word (features.toKernel), without LOG_ALL until
+   * the kernel has a log base: vhost_net_set_features checks the log only as far as access_ok()
+   * of the log range, so a LOG_ALL before VHOST_SET_LOG_BASE is accepted and the kernel would mark
+   * pages at address 0 (and fail silently). QEMU sends SET_FEATURES with LOG_ALL before
+   * SET_LOG_BASE when it starts a device during migration (hw/virtio/vhost.c vhost_dev_start, e.g.
+   * after a reconnect).
+   *
+   * The tap gets the virtio-net header size (12 with VERSION_1 or MRG_RXBUF) and the offloaded
+   * packets the guest accepts (TUNSETOFFLOAD from GUEST_CSUM/TSO/ECN/UFO): offloads are what make
+   * the throughput equal to QEMU's tap,vhost=on. Both only when their share changes: QEMU sends
+   * SET_FEATURES once per queue pair and again to toggle LOG_ALL while the rings run, and neither
+   * must touch a tap that is carrying traffic.
+   */
+  private applyFeatures(negotiated: bigint | null): void {
+    if (negotiated === null) return;
+    let word = toKernel(negotiated, this.cfg.vhostNetFeatures, this.socket.vnetHdr !== null);
+    if (!this.logInKernel) word &= ~bit(VHOST_F.LOG_ALL);
+    if (word !== this.kernelWord) {
+      this.kernelWord = null; // until every fd has it
+      for (const v of this.ownedDevices()) v.setFeatures(word);
+      this.kernelWord = word;
+    }
+    const hdr = vnetHdrSize(negotiated);
+    const hdrSocket = this.socket.vnetHdr;
+    const share = { hdr, offloads: hdrSocket ? tapOffloadFlags(negotiated) : 0 };
+    if (this.tapShare?.hdr === share.hdr && this.tapShare.offloads === share.offloads) return;
+    if (!hdrSocket) {
+      this.log.debug(`${this.socket.name}: packet socket: vhost-net adds and strips the ${hdr}-byte virtio-net header`);
+      this.tapShare = share;
+      return;
+    }
+    hdrSocket.setVnetHdrSize(share.hdr);
+    const applied = hdrSocket.setOffload(share.offloads);
+    this.tapShare = share;
+    this.log.debug(`${this.socket.name}: vnet header ${share.hdr} bytes, offloads ${hex(applied)}`);
+  }
+
+  /**
+   * A new table on every fd. An attached ring whose address moves with it is detached first (the
+   * kernel would serve it from the old address under the new table); applyRing then gives the new
+   * address and the last step re-attaches it.
+   */
+  private applyMemory(target: DatapathTarget): void {
+    const table = target.memory;
+    if (table === null || table === this.memory) return;
+    for (const [q, r] of target.rings.entries()) {
+      const addr = r.addr && this.kernelAddr(r.addr);
+      if (addr && !sameAddr(addr, this.given[q].addr)) this.detach(q, 'new memory table');
+    }
+    const encoded = table.toVhostMemory();
+    this.memory = null; // until every fd has it
+    for (const v of this.ownedDevices()) v.setMemTable(encoded);
+    this.memory = table;
+  }
+
+  /**
+   * One ring's eventfds, then its configuration, detached around a change the kernel refuses or
+   * re-checks while attached. A base equal to the one last given or read back is not given again.
+   */
+  private applyRing(q: number, r: RingTarget): void {
+    const g = this.given[q];
+    const dev = this.device(q);
+    if (r.call !== g.call) {
+      dev.setVringCall(q, r.call ?? -1);
+      g.call = r.call;
+    }
+    if (r.err !== g.err) {
+      dev.setVringErr(q, r.err ?? -1);
+      g.err = r.err;
+    }
+    const addr = r.addr && this.kernelAddr(r.addr);
+    const num = r.num !== undefined && r.num !== g.num;
+    const base = r.base !== g.base;
+    const moved = addr !== null && !sameAddr(addr, g.addr);
+    const kick = r.kick !== null && r.kick !== g.kick;
+    if (!num && !base && !moved && !kick) return;
+    const why = [num && 'SET_VRING_NUM', base && 'SET_VRING_BASE', moved && 'SET_VRING_ADDR', kick && 'SET_VRING_KICK'];
+    this.detach(q, why.filter(Boolean).join(', '));
+    if (num) {
+      dev.setVringNum(q, r.num!);
+      g.num = r.num;
+    }
+    if (base) {
+      dev.setVringBase(q, r.base);
+      g.base = r.base;
+    }
+    if (moved) {
+      dev.setVringAddr(q, addr);
+      g.addr = addr;
+    }
+    if (kick) {
+      dev.setVringKick(q, r.kick!);
+      g.kick = r.kick;
+    }
+  }
+
+  private attach(ring: number): void {
+    const g = this.given[ring];
+    if (g.attached) return;
+    const { pair } = ringToPair(ring);
+    this.device(ring).netSetBackend(ring, this.socket.fd(pair));
+    g.attached = true;
+    this.log.info(`${ringName(ring)}: attached to ${this.socket.name} (size ${g.num}, base ${g.base})`);
+  }
+
+  private detach(ring: number, why: string): void {
+    const g = this.given[ring];
+    if (!g.attached) return;
+    g.attached = false; // even if the ioctl fails: the fd is about to be released, or the ring is broken
+    if (this.devices) this.device(ring).netSetBackend(ring, -1);
+    this.log.debug(`${ringName(ring)}: detached (${why})`);
+  }
+
+  // ---- Internals ------------------------------------------------------------------------------
+
+  private freshRings(): GivenRing[] {
+    const fresh = (): GivenRing => ({
+      num: undefined,
+      base: undefined,
+      addr: null,
+      kick: null,
+      call: null,
+      err: null,
+      attached: false,
+    });
+    return Array.from({ length: 2 * this.queuePairs }, fresh);
   }
 
   /** A ring's addresses as the kernel gets them: without VHOST_VRING_F_LOG under the test-only switch. */
@@ -442,28 +517,13 @@ export class VhostNetDatapath implements Datapath {
     return this.cfg.withholdDirtyLog ? { ...addr, flags: addr.flags & ~(1 << VRING_ADDR_F.LOG) } : addr;
   }
 
-  private open_(): VhostNetDevice[] {
+  /** The fds of the session that owns them (between open() and release()). */
+  private ownedDevices(): VhostNetDevice[] {
     if (!this.devices) throw new Error('vhost-net datapath: not open (no SET_OWNER)');
     return this.devices;
   }
 
   private device(ring: number): VhostNetDevice {
-    return this.open_()[ringToPair(ring).pair];
-  }
-
-  /** Apply a change the kernel refuses or re-checks while the ring is attached (EBUSY), then restore. */
-  private whileDetached(ring: number, why: string, change: () => void): void {
-    const was = this.rings[ring].attached;
-    if (was) this.detach(ring, why);
-    change();
-    if (was) this.start(ring);
-  }
-
-  private detach(ring: number, why: string): void {
-    const r = this.rings[ring];
-    if (!r.attached) return;
-    r.attached = false; // even if the ioctl fails: the fd is about to be released, or the ring is broken
-    if (this.devices) this.device(ring).netSetBackend(ring, -1);
-    this.log.debug(`${ringName(ring)}: detached (${why})`);
+    return this.ownedDevices()[ringToPair(ring).pair];
   }
 }

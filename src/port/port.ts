@@ -1,8 +1,8 @@
 /**
  * A port: one vhost-user socket served on one backend socket. The kernel side is set up once
  * (vhost-net probed or adopted, the backend socket opened), then front-ends are served one at a
- * time with one VhostUserSession on a VhostNetDatapath (session state lives for one connection;
- * the session resets itself when the front-end leaves). One-port mode runs one Port per process;
+ * time by one PortBackEnd on a VhostNetDatapath (src/bridge/session.ts: a Session per connection,
+ * made when the front-end connects and dropped when it leaves). One-port mode runs one Port per process;
  * the daemon holds several (docs/architecture.md).
  *
  * A Port is built from a {@link PortSpec} and {@link PortParts}: the real kernel (kernelParts) or a
@@ -15,7 +15,7 @@ import { BRIDGE_BITS, explainOffer, explainWithheld, offeredToFrontEnd } from '.
 import type { TraceWriter } from '../vhost-user/trace.js';
 import { VhostUserClient, VhostUserServer } from '../vhost-user/transport.js';
 import { FEATURE_NAMES } from '../virtio.js';
-import { VhostUserSession } from '../bridge/session.js';
+import { PortBackEnd } from '../bridge/session.js';
 import { busyPollText, type PortListener, type PortStatus, zeroCopyText } from '../bridge/status.js';
 import type { PairWorker, VhostNetDatapath } from '../bridge/vhost-net-datapath.js';
 import type { HeldBackendSocket } from './backend-socket.js';
@@ -36,7 +36,7 @@ export interface PortHooks {
 export class Port {
   /** The feature word offered to front-ends. */
   readonly offered: bigint;
-  readonly session: VhostUserSession;
+  readonly session: PortBackEnd;
   private readonly transport: VhostUserServer | VhostUserClient;
   private readonly datapath: VhostNetDatapath;
   private readonly log: Logger;
@@ -76,7 +76,7 @@ export class Port {
       log,
     });
     this.datapath = datapath;
-    this.session = new VhostUserSession({
+    this.session = new PortBackEnd({
       port: spec.name ?? socket.name,
       datapath,
       log,

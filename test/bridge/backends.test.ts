@@ -4,7 +4,7 @@
  * to the kernel, no header or offload ioctl) and with busy polling on (every ring, read back in status).
  */
 import { expect } from 'chai';
-import type { VhostUserSession } from '../../src/bridge/session.js';
+import type { PortBackEnd } from '../../src/bridge/session.js';
 import { has, maskOf } from '../../src/bits.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
 import * as sys from '../../src/sys/index.js';
@@ -19,7 +19,7 @@ const OFFERED = 0x1_7000_8000n;
 const ACKED = 0x1_7000_8000n;
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
 
-const live: VhostUserSession[] = [];
+const live: PortBackEnd[] = [];
 /** Installed in each describe: every session is disconnected, and no test leaves guest memory mapped. */
 function leakGuard(): void {
   afterEach(() => {
@@ -29,8 +29,9 @@ function leakGuard(): void {
 }
 
 /** SET_OWNER, features, 1 MiB of memory, and both rings of pair 0 configured and started. */
-function run(session: VhostUserSession): void {
+function run(session: PortBackEnd): void {
   live.push(session);
+  session.connected();
   session.setOwner();
   session.setFeatures(ACKED);
   const mem = sys.memfdCreate('guest');
@@ -95,6 +96,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
     const { journal, session } = fakePort({ queuePairs: 2, offered: OFFERED, log: quiet, busyPollUs: 50 });
     live.push(session);
     expect(session.status().datapath.kernelBusyPollUs, 'no front-end: nothing to read').to.deep.equal([]);
+    session.connected();
     session.setOwner();
     for (const p of [0, 1]) {
       const ops = callsTo(journal, `vhost${p}`);
@@ -110,6 +112,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
   it('is set again on the fresh vhost-net fds of the next session, and never when off', () => {
     const on = fakePort({ queuePairs: 1, offered: OFFERED, log: quiet, busyPollUs: 20 });
     live.push(on.session);
+    on.session.connected();
     on.session.setOwner();
     on.session.disconnected();
     on.session.connected();
@@ -119,6 +122,7 @@ describe('bridge datapath: busy polling (VHOST_SET_VRING_BUSYLOOP_TIMEOUT)', () 
 
     const off = fakePort({ queuePairs: 1, offered: OFFERED, log: quiet });
     live.push(off.session);
+    off.session.connected();
     off.session.setOwner();
     expect(callsLike(off.journal, { op: 'setVringBusyloopTimeout' })).to.have.length(0);
     expect(off.session.status().datapath.kernelBusyPollUs).to.deep.equal([0, 0]);

@@ -2,10 +2,10 @@
  * The kernel side of bridge unit tests: vhost-net fds are test/vhost-kernel's RecordingVhostNet
  * (it refuses what the real kernel refused in the lab, with the same errnos), all reporting into
  * one journal together with a recording tap, so a test can check the order of calls across queue
- * pairs and the tap. The real VhostNetDatapath and VhostUserSession run on top. This is not the
+ * pairs and the tap. The real VhostNetDatapath and PortBackEnd run on top. This is not the
  * proof that the bridge works: the lab tests are.
  */
-import { VhostUserSession } from '../../src/bridge/session.js';
+import { PortBackEnd } from '../../src/bridge/session.js';
 import type { PortListener } from '../../src/bridge/status.js';
 import { VhostNetDatapath, type VhostNetProvider } from '../../src/bridge/vhost-net-datapath.js';
 import type { Logger } from '../../src/log.js';
@@ -168,7 +168,7 @@ export interface FakePortOptions {
   busyPollUs?: number;
 }
 
-/** A session on a VhostNetDatapath on the recording kernel, all calls in one journal. */
+/** A port's back-end on a VhostNetDatapath on the recording kernel, all calls in one journal. */
 export function fakePort(o: FakePortOptions) {
   const journal: Call[] = [];
   const vhostNet = new FakeVhostNetProvider(journal);
@@ -183,6 +183,6 @@ export function fakePort(o: FakePortOptions) {
     busyPollUs: o.busyPollUs,
     log: o.log,
   });
-  const session = new VhostUserSession({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });
+  const session = new PortBackEnd({ port: tap.name, datapath, log: o.log, onEvent: o.onEvent });
   return { journal, vhostNet, tap, datapath, session };
 }

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import type { VhostUserSession } from '../../src/bridge/session.js';
+import type { PortBackEnd } from '../../src/bridge/session.js';
 import { bit, maskOf } from '../../src/bits.js';
 import { portLog, log as processLog } from '../../src/log.js';
 import { captureLog } from '../log-capture.js';
@@ -37,11 +37,11 @@ const ringAt = (q: number, flags = 0) => {
 };
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
-const live: VhostUserSession[] = [];
+const live: PortBackEnd[] = [];
 const fds: number[] = [];
 
 /** Every request followed by afterRequest, as the dispatcher does (session.test.ts). */
-function asDispatched(session: VhostUserSession): VhostUserSession {
+function asDispatched(session: PortBackEnd): PortBackEnd {
   return new Proxy(session, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
@@ -67,6 +67,7 @@ const PROTOCOL = maskOf(PROTOCOL_F.REPLY_ACK, PROTOCOL_F.MQ, PROTOCOL_F.LOG_SHMF
 function setup(queuePairs = 1) {
   const port = fakePort({ queuePairs, offered: OFFERED, log: quiet });
   live.push(port.session);
+  port.session.connected();
   port.session.attach({ protocolFeatures: PROTOCOL });
   return { ...port, dev: asDispatched(port.session) };
 }
@@ -85,7 +86,7 @@ function logFd(size = 0x1000): number {
 }
 
 /** The ring configuration of one pair as vhost_virtqueue_start sends it, `flags` on SET_VRING_ADDR. */
-function startRings(dev: VhostUserSession, rings: number[], flags = 0) {
+function startRings(dev: PortBackEnd, rings: number[], flags = 0) {
   for (const q of rings) {
     dev.setVringNum(q, NUM);
     dev.setVringBase(q, 0);
@@ -99,7 +100,7 @@ function startRings(dev: VhostUserSession, rings: number[], flags = 0) {
 }
 
 /** A device that runs as after boot: owner, features, memory, both rings of pair 0 enabled and attached. */
-function running(dev: VhostUserSession) {
+function running(dev: PortBackEnd) {
   dev.setOwner();
   dev.setVringEnable(0, true);
   dev.setVringEnable(1, true);

@@ -3,7 +3,7 @@
  * reaches the kernel, in which order, for the request sequences QEMU 7.2 sends.
  */
 import { expect } from 'chai';
-import type { VhostUserSession } from '../../src/bridge/session.js';
+import type { PortBackEnd } from '../../src/bridge/session.js';
 import type { PortEvent } from '../../src/bridge/status.js';
 import { bit, maskOf } from '../../src/bits.js';
 import { mappedRegionCount } from '../../src/memtable/index.js';
@@ -38,7 +38,7 @@ const ringAt = (q: number, base = QVA) => {
 };
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, enabled: () => false };
-const live: VhostUserSession[] = [];
+const live: PortBackEnd[] = [];
 /** Installed in each describe: every device is disconnected, and no test leaves guest memory mapped. */
 function leakGuard() {
   afterEach(() => {
@@ -51,7 +51,7 @@ function leakGuard() {
  * The session as the dispatcher drives it: every request is followed by afterRequest (where the
  * session decides which rings run), with its outcome.
  */
-function asDispatched(session: VhostUserSession): VhostUserSession {
+function asDispatched(session: PortBackEnd): PortBackEnd {
   return new Proxy(session, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
@@ -77,6 +77,8 @@ function setup(queuePairs = 2) {
   const onEvent = (e: PortEvent) => events.push(e);
   const { journal, vhostNet, tap, session } = fakePort({ queuePairs, offered: OFFERED, log: quiet, onEvent });
   live.push(session);
+  session.connected();
+  events.length = 0;
   return { journal, source: vhostNet, tap, dev: asDispatched(session), events };
 }
 
@@ -90,7 +92,7 @@ function guestMemory(size = MiB) {
  * SET_OWNER, the rings QEMU enables at realize, SET_FEATURES and one 1 MiB memory region: the device as QEMU
  * leaves it before the rings.
  */
-function ready(dev: VhostUserSession, enable: number[] = []) {
+function ready(dev: PortBackEnd, enable: number[] = []) {
   dev.setOwner();
   for (const q of enable) dev.setVringEnable(q, true);
   dev.setFeatures(ACKED);
@@ -100,7 +102,7 @@ function ready(dev: VhostUserSession, enable: number[] = []) {
 }
 
 /** A start of one queue pair as QEMU 7.2 sends it (NUM, BASE, ADDR, KICK, CALL per ring): rings 2p and 2p+1 running. */
-function startPair(dev: VhostUserSession, p: number, fds: number[]) {
+function startPair(dev: PortBackEnd, p: number, fds: number[]) {
   for (const q of [2 * p, 2 * p + 1]) {
     dev.setVringNum(q, NUM);
     dev.setVringBase(q, 0);
@@ -435,5 +437,64 @@ describe('bridge session on vhost-net: lifecycle', () => {
     expect(dev.ringCount()).to.equal(4);
     // REPLY_ACK(3), MQ(0), CONFIGURE_MEM_SLOTS(15), LOG_SHMFD(1), RARP(2), MTU(4), RESET_DEVICE(13)
     expect(dev.getProtocolFeatures()).to.equal(maskOf(0, 1, 2, 3, 4, 13, 15));
+  });
+});
+
+describe('bridge session on vhost-net: the kernel gets what changed, nothing else', () => {
+  leakGuard();
+  it('a repeated identical request (NUM, BASE, ADDR, ENABLE, FEATURES, memory) gives kernel and tap nothing', () => {
+    const { journal, dev } = setup(2);
+    dev.setOwner();
+    for (const q of [0, 1, 2, 3]) dev.setVringEnable(q, true);
+    dev.setFeatures(ACKED);
+    const mem = guestMemory();
+    const again = sys.dup(mem.fd);
+    dev.setMemTable([mem.region], [mem.fd]);
+    startPair(dev, 0, []);
+    startPair(dev, 1, []);
+    journal.length = 0;
+    for (const q of [0, 1, 2, 3]) {
+      dev.setVringNum(q, NUM);
+      dev.setVringBase(q, 0);
+      dev.setVringAddr(ringAt(q));
+      dev.setVringEnable(q, true);
+    }
+    dev.setFeatures(ACKED);
+    dev.setMemTable([mem.region], [again]);
+    expect(journal).to.deep.equal([]);
+  });
+
+  it('a ring change detaches and re-attaches that ring only, on its own queue pair', () => {
+    const { journal, source, dev } = setup(2);
+    ready(dev, [0, 1, 2, 3]);
+    startPair(dev, 0, []);
+    startPair(dev, 1, []);
+    journal.length = 0;
+    dev.setVringNum(3, 128);
+    expect(journal).to.deep.equal([
+      { who: 'vhost1', op: 'netSetBackend', ring: 3, fd: -1 },
+      { who: 'vhost1', op: 'setVringNum', ring: 3, num: 128 },
+      { who: 'vhost1', op: 'netSetBackend', ring: 3, fd: 101 },
+    ]);
+    journal.length = 0;
+    dev.setVringAddr({ ...ringAt(2), flags: 1 });
+    expect(journal.map(({ who, op }) => `${who} ${op}`)).to.deep.equal([
+      'vhost1 netSetBackend',
+      'vhost1 setVringAddr',
+      'vhost1 netSetBackend',
+    ]);
+    expect([0, 1, 2, 3].map((q) => source.live(q >> 1).attached(q))).to.deep.equal([true, true, true, true]);
+  });
+
+  it('a refused kernel change is undone: the session keeps what the kernel has, and the ring runs on', () => {
+    const { journal, source, dev } = setup(1);
+    ready(dev, [0, 1]);
+    startPair(dev, 0, []);
+    journal.length = 0;
+    expect(() => dev.setVringBase(1, 0x10000)).to.throw(/EINVAL/);
+    expect(source.live(0).attached(1)).to.equal(true);
+    journal.length = 0;
+    dev.setVringCall(1, sys.eventfd()); // the next request does not retry the refused base
+    expect(callsTo(journal, 'vhost0').map((c) => c.op)).to.deep.equal(['setVringCall']);
   });
 });

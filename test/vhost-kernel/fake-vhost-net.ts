@@ -8,7 +8,8 @@
  * - SET_VRING_NUM not a power of two in 1..32768, SET_VRING_BASE over 0xffff, misaligned ADDR: EINVAL;
  * - SET_VRING_NUM / SET_VRING_BASE while attached: EBUSY;
  * - NET_SET_BACKEND before the memory table, NUM and ADDR: EFAULT.
- * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE.
+ * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE, moved on by advance() (the
+ * kernel's last_avail_idx, which its worker moves while the ring runs).
  */
 import { E, SysError } from '../../src/sys/index.js';
 import { type KernelVringAddr, ringToPair, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
@@ -53,12 +54,6 @@ export class RecordingVhostNet implements VhostNetDevice {
   logBase?: bigint;
 
   /**
-   * Added to what GET_VRING_BASE returns, per kernel ring index: buffers "the kernel processed" (see {@link
-   * advance}).
-   */
-  private processed: [number, number] = [0, 0];
-
-  /**
    * @param vhostNetFeatures what VHOST_GET_FEATURES answers (Linux 6.1 by default).
    * @param onCall also reports every recorded call here (a journal shared by several fakes).
    */
@@ -68,9 +63,10 @@ export class RecordingVhostNet implements VhostNetDevice {
     private readonly onCall?: (pair: number, call: Call) => void,
   ) {}
 
-  /** Simulate the kernel consuming `n` available buffers of `ring`: GET_VRING_BASE returns that much more. */
+  /** Simulate the kernel consuming `n` available buffers of `ring`: its index moves on by `n`. */
   advance(ring: number, n: number): void {
-    this.processed[this.index(ring)] += n;
+    const r = this.rings[this.index(ring)];
+    r.base = (r.base + n) & 0xffff;
   }
 
   /** What the kernel holds for device ring `ring` (tests read it). */
@@ -165,13 +161,10 @@ export class RecordingVhostNet implements VhostNetDevice {
     if (r.backend >= 0) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EBUSY);
     if (base > 0xffff) throw this.refuse(`VHOST_SET_VRING_BASE (ring ${ring})`, EINVAL);
     r.base = base;
-    this.processed[this.index(ring)] = 0;
   }
 
   getVringBase(ring: number): number {
-    return (
-      (this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base + this.processed[this.index(ring)]) & 0xffff
-    );
+    return this.ring({ op: 'getVringBase', ring }, 'VHOST_GET_VRING_BASE').base;
   }
 
   setVringKick(ring: number, fd: number): void {
