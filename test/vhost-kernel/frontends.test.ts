@@ -301,6 +301,7 @@ describe('front-ends: GET_QUEUE_NUM read as pairs and as virtqueues', () => {
         for (let r = 0; r < 2 * pairs; r++) expect(r).to.be.below(session.ringCount());
         // What cloud-hypervisor sends (the guest's ack, CTRL_VQ in it) reaches the kernel as ring bits only.
         const offer = offeredToFrontEnd(inputs);
+        session.connected();
         session.setOwner();
         session.setFeatures(chGuestWord(chList(CH_OFFLOADS[0]) & offer) & offer);
         const set = Array.from({ length: pairs }, (_, p) => callsTo(journal, `vhost${p}`))
