@@ -28,7 +28,7 @@ export interface PingResult {
  * far more than any handshake or retransmission alone. Not a speed: the nested lab's throughput moves
  * by 10x between days (QEMU's own vhost=on moved 14 MB in 8 s on 2026-12-01, ~1 GB on 2026-11-30),
  * and speed is measured by the benchmark against vhost=on in one run, never asserted by a timed test
- * (README, "Performance"). One owner: every lab test's "traffic passes" uses this.
+ * (docs/performance.md). One owner: every lab test's "traffic passes" uses this.
  */
 export const TRAFFIC_MIN_BYTES = 1e6;
 

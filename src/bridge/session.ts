@@ -36,7 +36,8 @@ import type { PortEvent, PortListener, PortStatus } from './status.js';
 /**
  * Protocol features the bridge implements (vhost-user.rst "Protocol features"), each for a reason:
  *  - REPLY_ACK: the front-end learns when a memory table or ring address was refused.
- *  - MQ: GET_QUEUE_NUM announces the queue pairs (one vhost-net fd and tap queue each).
+ *  - MQ: GET_QUEUE_NUM announces the virtqueues, two per queue pair (one vhost-net fd and tap queue each;
+ *    docs/frontends.md says why virtqueues serve every front-end).
  *  - CONFIGURE_MEM_SLOTS: ADD/REM_MEM_REG beyond the 8 regions of SET_MEM_TABLE, up to what the
  *    kernel's max_mem_regions allows.
  *  - LOG_SHMFD: the dirty log for migration is shared memory the kernel writes (VHOST_SET_LOG_BASE).

@@ -162,7 +162,7 @@ export class PortManager {
 
   /**
    * Reset a port: a running one drops its front-end (rings stopped, memory unmapped, fds closed)
-   * and serves the next (QEMU reconnect=1 comes back; a client port reconnects); a failed one is
+   * and serves the next (QEMU with reconnect-ms= comes back; a client port reconnects); a failed one is
    * started again.
    */
   reset(name: string, why = 'reset by the operator'): PortState {
