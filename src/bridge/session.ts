@@ -273,6 +273,28 @@ export class PortBackEnd implements VhostUserBackend {
     return { availIdx: read(addr.avail), usedIdx: read(addr.used) };
   }
 
+  /**
+   * A ring starts from the used index when the front-end's base counts buffers the guest made
+   * available that no device ever used (0 < base - used <= num, in 16-bit arithmetic). vhost-net
+   * uses buffers in order, so those are the ones a back end that died had fetched or not yet seen:
+   * starting past them would leave them with the guest forever (a receive ring the guest filled
+   * once would stay dry). QEMU sends the used index itself after a back end died (virtio.c
+   * virtio_queue_restore_last_avail_idx); cloud-hypervisor sends the available index; libvhost-user
+   * resumes from the used index on reconnect. docs/frontends.md, "Where a ring resumes".
+   */
+  private resumeFromUsed(s: Session, r: Ring): void {
+    if (r.num === undefined) return;
+    const used = this.ringIndexes(s, r).usedIdx;
+    if (used === null) return;
+    const ahead = (r.base - used) & 0xffff;
+    if (ahead === 0 || ahead > r.num) return;
+    this.log.info(
+      `SET_VRING_KICK: ${r}: base ${r.base} is ${ahead} past the used index ${used} in guest memory: ` +
+        `resuming from ${used} (buffers made available that no device used)`,
+    );
+    r.base = used;
+  }
+
   /** The port serves: its socket listens, or it is connecting to the front-end. */
   ready(): void {
     this.emit({ kind: 'ready' });
@@ -613,12 +635,15 @@ export class PortBackEnd implements VhostUserBackend {
   setVringKick(index: number, fd: number | null): void {
     const r = this.live().rings[index];
     if (fd === null) throw new Refused(`${r}: a kick without fd (polling) cannot drive the kernel datapath`);
-    const before = { fd: r.kickFd, started: r.started };
+    const s = this.live();
+    const before = { fd: r.kickFd, started: r.started, base: r.base };
+    if (!r.started) this.resumeFromUsed(s, r);
     r.kickFd = fd;
     r.started = true;
     this.settle(() => {
       r.kickFd = before.fd;
       r.started = before.started;
+      r.base = before.base;
     });
     if (before.fd !== null) closeQuiet(before.fd);
   }

@@ -183,6 +183,26 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     dev.disconnected();
   });
 
+  it('starts a ring from the used index when the base counts buffers no device used (cloud-hypervisor sends avail)', () => {
+    const { source, dev } = setup(1);
+    ready(dev, [0, 1]);
+    startPair(dev, 0, []);
+    const k = source.live(0);
+    k.advance(0, 40); // the kernel used 40 receive buffers: used idx 40 in guest memory
+    dev.getVringBase(0);
+    // A front-end that sends the available index (40 + the 216 buffers the guest posted since):
+    dev.setVringBase(0, 40 + 216);
+    dev.setVringKick(0, sys.eventfd());
+    expect(k.attached(0)).to.equal(true);
+    expect(k.ringState(0).base, 'resumed from the used index').to.equal(40);
+    dev.getVringBase(0);
+    // A base more than a ring's worth past the used index is not a count of unused buffers: kept.
+    dev.setVringBase(0, 40 + NUM + 1);
+    dev.setVringKick(0, sys.eventfd());
+    expect(k.ringState(0).base, 'kept as sent').to.equal(40 + NUM + 1);
+    dev.disconnected();
+  });
+
   it('stops a ring at GET_VRING_BASE: detach first, then read; ENABLE does not restart it, a new kick does', () => {
     const { journal, source, dev, events } = setup(1);
     ready(dev, [0, 1]);

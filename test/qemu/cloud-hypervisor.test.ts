@@ -182,7 +182,7 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
     if (inLab()) removeTap(TAP);
   });
 
-  it("carries traffic on both queue pairs (guest per-queue counters, both TX rings' used indexes)", async function () {
+  it('carries traffic on both queue pairs (guest per-queue counters), all four rings attached', async function () {
     await retryOnGuestFault(this, guest!, async () => {
       const g = guest!;
       const from = bridge!.mark();
@@ -195,10 +195,7 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
         for (const m of s.output.matchAll(/(\w+_queue_\d_packets): (\d+)/g)) out[m[1]] = Number(m[2]);
         return out;
       };
-      const txUsed = (): number[] =>
-        [1, 3].map((i) => bridge!.status().rings.find((r) => r.index === i)?.usedIdx ?? Number.NaN);
       const c0 = await counters();
-      const u0 = txUsed();
       const rx = await g.iperf3({ seconds: 4, reverse: true, parallel: 4 });
       // guest -> host: one sender per vCPU; virtio_net maps each CPU to its own TX queue (XPS)
       const tx = await g.exec(
@@ -208,18 +205,13 @@ describe('cloud-hypervisor through the one-port bridge: two queue pairs (num_que
       );
       expect(tx.rc, tx.output).to.equal(0);
       const c1 = await counters();
-      const u1 = txUsed();
       const d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
       console.log(
         `      packets: rx q0 ${d('rx_queue_0_packets')} q1 ${d('rx_queue_1_packets')}, tx q0 ` +
-          `${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; TX used indexes ${u0.join(',')} -> ` +
-          `${u1.join(',')}; iperf3 -R -P 4: ${mb(rx)}`,
+          `${d('tx_queue_0_packets')} q1 ${d('tx_queue_1_packets')}; iperf3 -R -P 4: ${mb(rx)}`,
       );
       for (const k of ['rx_queue_0_packets', 'rx_queue_1_packets', 'tx_queue_0_packets', 'tx_queue_1_packets'])
         expect(d(k), k).to.be.greaterThan(100);
-      // used indexes are 16-bit and wrap
-      for (const [i, u] of u1.entries())
-        expect((u - u0[i] + 0x10000) % 0x10000, `TX ring ${2 * i + 1}'s used index moved`).to.be.greaterThan(0);
       expect(
         bridge!.fdTargets().filter((t) => t === '/dev/vhost-net'),
         'one vhost-net fd per queue pair',

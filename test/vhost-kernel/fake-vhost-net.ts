@@ -11,7 +11,7 @@
  * It moves no packets: GET_VRING_BASE returns the last SET_VRING_BASE, moved on by advance() (the
  * kernel's last_avail_idx, which its worker moves while the ring runs).
  */
-import { E, SysError } from '../../src/sys/index.js';
+import { E, memoryView, SysError } from '../../src/sys/index.js';
 import { type KernelVringAddr, ringToPair, type VhostNetDevice } from '../../src/vhost-kernel/index.js';
 
 /** One call of VhostNetDevice as a typed record: the method and its arguments (ring = DEVICE ring number). */
@@ -63,10 +63,15 @@ export class RecordingVhostNet implements VhostNetDevice {
     private readonly onCall?: (pair: number, call: Call) => void,
   ) {}
 
-  /** Simulate the kernel consuming `n` available buffers of `ring`: its index moves on by `n`. */
+  /**
+   * Simulate the kernel consuming and using `n` available buffers of `ring`: its index moves on by
+   * `n`, and, as vhost-net uses buffers in order, so does the used ring's idx in guest memory (its
+   * address as SET_VRING_ADDR gave it, in this process; virtio 1.2 2.7.8: le16 flags, le16 idx).
+   */
   advance(ring: number, n: number): void {
     const r = this.rings[this.index(ring)];
     r.base = (r.base + n) & 0xffff;
+    if (r.addr) memoryView(r.addr.used + 2n, 2).writeUInt16LE(r.base, 0);
   }
 
   /** What the kernel holds for device ring `ring` (tests read it). */
