@@ -183,7 +183,7 @@ describe('bridge session on vhost-net: the QEMU 7.2 start sequence on the record
     dev.disconnected();
   });
 
-  it('starts a ring from the used index when the base counts buffers no device used (cloud-hypervisor sends avail)', () => {
+  it('starts a ring from the used index when the base counts buffers no device used (CH sends avail)', () => {
     const { source, dev } = setup(1);
     ready(dev, [0, 1]);
     startPair(dev, 0, []);
